@@ -1,0 +1,95 @@
+package cniplugin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// Main runs p as a CNI plugin binary and exits.
+func Main(name string, p Plugin) {
+	os.Exit(run(name, p, os.Stdout))
+}
+
+func run(name string, p Plugin, stdout io.Writer) int {
+	r := &runner{name: name, plugin: p, stdout: stdout}
+	funcs := skel.CNIFuncs{Add: r.add, Check: r.verb(p.Check), Del: r.verb(p.Del), GC: r.verb(p.GC), Status: r.verb(p.Status)}
+	err := skel.PluginMainFuncsWithError(funcs, version.PluginSupports(Versions...), name+" CNI plugin (cnisuite)")
+	if err == nil {
+		return 0
+	}
+	if r.log != nil {
+		r.log.Error("failed", "code", err.Code, "msg", err.Msg, "details", err.Details)
+	}
+	if perr := err.Print(); perr != nil {
+		fmt.Fprintf(os.Stderr, "%s: cannot print error: %v\n", name, perr)
+	}
+	return 1
+}
+
+type runner struct {
+	name   string
+	plugin Plugin
+	stdout io.Writer
+	log    *slog.Logger
+}
+
+func (r *runner) args(cmd string, sa *skel.CmdArgs) *Args {
+	r.log = newLogger(r.name, cmd, sa)
+	return &Args{
+		Command: cmd, ContainerID: sa.ContainerID, Netns: sa.Netns, IfName: sa.IfName,
+		Args: sa.Args, Path: sa.Path, StdinData: sa.StdinData, Log: r.log,
+	}
+}
+
+func (r *runner) add(sa *skel.CmdArgs) error {
+	a := r.args("ADD", sa)
+	res, err := r.plugin.Add(context.Background(), a)
+	if err != nil {
+		return ToCNIError(err)
+	}
+	if err := PrintResult(r.stdout, res, confVersion(sa.StdinData)); err != nil {
+		return ToCNIError(err)
+	}
+	a.Logger().Info("added")
+	return nil
+}
+
+func (r *runner) verb(fn func(context.Context, *Args) error) func(*skel.CmdArgs) error {
+	return func(sa *skel.CmdArgs) error {
+		a := r.args(os.Getenv("CNI_COMMAND"), sa)
+		if err := fn(context.Background(), a); err != nil {
+			return ToCNIError(err)
+		}
+		a.Logger().Debug("done")
+		return nil
+	}
+}
+
+// PrintResult writes res converted to the configuration's cniVersion.
+func PrintResult(w io.Writer, res types.Result, cniVersion string) error {
+	conv, err := res.GetAsVersion(cniVersion)
+	if err != nil {
+		return fmt.Errorf("converting the result to version %s: %w", cniVersion, err)
+	}
+	return conv.PrintTo(w)
+}
+
+func confVersion(stdin []byte) string {
+	var c struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	_ = json.Unmarshal(stdin, &c) // skel has already decoded it once
+	if c.CNIVersion == "" {
+		return "0.1.0"
+	}
+	return strings.TrimSpace(c.CNIVersion)
+}

@@ -1,0 +1,70 @@
+// Package netns runs code inside another network namespace. Go schedules
+// goroutines on many OS threads while a namespace belongs to one thread, so
+// Do locks the goroutine to its thread, switches, and switches back; a thread
+// that cannot switch back is never reused.
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/netconf"
+)
+
+// ErrGone marks a namespace path that no longer exists (the container is gone).
+var ErrGone = errors.New("network namespace does not exist")
+
+// Open opens a namespace file (e.g. /var/run/netns/x or /proc/<pid>/ns/net)
+// and checks that it is a network namespace.
+func Open(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", path, ErrGone)
+	}
+	if err != nil {
+		return nil, netconf.Errorf(netconf.CodeIO, "opening network namespace %s: %w", path, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || (st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC) {
+		f.Close()
+		return nil, netconf.Errorf(netconf.CodeInvalidEnv, "CNI_NETNS %s is not a network namespace; pass /var/run/netns/<name> or /proc/<pid>/ns/net", path)
+	}
+	return f, nil
+}
+
+// Do runs fn with the calling goroutine inside the namespace at path.
+func Do(path string, fn func() error) error {
+	target, err := Open(path)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	return DoFile(target, fn)
+}
+
+// DoFile is Do with an already open namespace.
+func DoFile(target *os.File, fn func() error) error {
+	runtime.LockOSThread()
+	origin, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("opening the current network namespace: %w", err)
+	}
+	defer origin.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("entering network namespace %s: %w", target.Name(), err)
+	}
+	fnErr := fn()
+	if err := unix.Setns(int(origin.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Leave the thread locked: the runtime discards it when the goroutine exits.
+		return errors.Join(fnErr, fmt.Errorf("returning from network namespace %s: %w", target.Name(), err))
+	}
+	runtime.UnlockOSThread()
+	return fnErr
+}

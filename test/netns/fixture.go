@@ -1,0 +1,75 @@
+// Package netnstest holds the privileged test fixtures: namespaces that a test
+// creates and that are deleted when it ends, whether it passed or not.
+package netnstest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/cnisuite/cni/pkg/netns"
+)
+
+// SkipUnlessRoot skips tests that need to create namespaces and links.
+func SkipUnlessRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs iproute2 (ip)")
+	}
+}
+
+// NS is a named network namespace under /run/netns.
+type NS struct {
+	Name string
+	Path string
+}
+
+// New creates a namespace whose name starts with prefix, with loopback up,
+// and deletes it (and so every link inside it) when the test ends.
+func New(t testing.TB, prefix string) *NS {
+	t.Helper()
+	SkipUnlessRoot(t)
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := prefix + "-" + hex.EncodeToString(b)
+	run(t, "ip", "netns", "add", name)
+	ns := &NS{Name: name, Path: "/run/netns/" + name}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", name).Run() })
+	ns.Run(t, "ip", "link", "set", "lo", "up")
+	return ns
+}
+
+// Do runs fn inside the namespace.
+func (n *NS) Do(t testing.TB, fn func() error) {
+	t.Helper()
+	if err := netns.Do(n.Path, fn); err != nil {
+		t.Fatalf("in %s: %v", n.Name, err)
+	}
+}
+
+// Run runs a command inside the namespace and fails the test if it fails.
+func (n *NS) Run(t testing.TB, args ...string) string {
+	t.Helper()
+	return run(t, append([]string{"ip", "netns", "exec", n.Name}, args...)...)
+}
+
+// Try runs a command inside the namespace and returns its output and error.
+func (n *NS) Try(args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func run(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
