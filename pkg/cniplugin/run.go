@@ -27,7 +27,7 @@ func run(name string, p Plugin, stdout io.Writer) int {
 		return 0
 	}
 	if r.log != nil {
-		r.log.Error("failed", "code", err.Code, "msg", err.Msg, "details", err.Details)
+		r.log.Error("failed", "code", err.Code, "msg", err.Msg)
 	}
 	if perr := err.Print(); perr != nil {
 		fmt.Fprintf(os.Stderr, "%s: cannot print error: %v\n", name, perr)

@@ -111,7 +111,7 @@ func (plugin) Status(_ context.Context, a *cniplugin.Args) error { _, err := loa
 
 func nsError(err error, path string) error {
 	if errors.Is(err, netns.ErrGone) {
-		return netconf.Errorf(netconf.CodeUnknownContainer, "network namespace %s does not exist; the container is gone or CNI_NETNS is wrong: %w", path, err)
+		return netconf.Errorf(netconf.CodeUnknownContainer, "network namespace %s does not exist; the container is gone or CNI_NETNS is wrong", path)
 	}
 	return err
 }

@@ -1,0 +1,100 @@
+package cniplugin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"syscall"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/cnisuite/cni/pkg/netconf"
+)
+
+func TestToCNIError(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		code uint
+	}{
+		{"netconf code kept", netconf.Invalid("bad subnet"), 7},
+		{"wrapped netconf", fmt.Errorf("loading: %w", netconf.Errorf(11, "busy")), 11},
+		{"delegate code kept", fmt.Errorf("ipam: %w", types.NewError(5, "disk", "")), 5},
+		{"json syntax", json.Unmarshal([]byte("{"), &struct{}{}), 6},
+		{"permission", fmt.Errorf("writing: %w", fs.ErrPermission), 5},
+		{"read-only fs", &fs.PathError{Op: "open", Path: "/x", Err: syscall.EROFS}, 5},
+		{"busy", fmt.Errorf("lock: %w", syscall.EAGAIN), 11},
+		{"anything else", errors.New("boom"), 999},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ToCNIError(tt.err)
+			if got.Code != tt.code || got.Msg == "" {
+				t.Fatalf("ToCNIError(%v) = %+v, want code %d", tt.err, got, tt.code)
+			}
+		})
+	}
+	if ToCNIError(nil) != nil {
+		t.Fatal("nil error must map to nil")
+	}
+}
+
+func TestPrintResultConvertsToRequestedVersion(t *testing.T) {
+	_, ipn, _ := net.ParseCIDR("10.1.0.5/24")
+	ipn.IP = net.ParseIP("10.1.0.5").To4()
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{{Name: "eth0", Sandbox: "/run/netns/x"}},
+		IPs:        []*current.IPConfig{{Interface: current.Int(0), Address: *ipn}},
+	}
+	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+		var buf bytes.Buffer
+		if err := PrintResult(&buf, res, v); err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+		var out struct {
+			CNIVersion string `json:"cniVersion"`
+			IPs        []map[string]any
+		}
+		if err := json.Unmarshal(buf.Bytes(), &out); err != nil {
+			t.Fatalf("%s: %v\n%s", v, err, buf.String())
+		}
+		_, hasVersionKey := out.IPs[0]["version"]
+		if out.CNIVersion != v || hasVersionKey != (v == "0.3.1" || v == "0.4.0") {
+			t.Errorf("%s: printed %s", v, buf.String())
+		}
+	}
+	if err := PrintResult(&bytes.Buffer{}, res, "9.9.9"); err == nil {
+		t.Error("unknown version must fail")
+	}
+}
+
+func TestUndoRunsInReverseOnlyOnError(t *testing.T) {
+	var order []int
+	run := func(fail bool) (retErr error) {
+		var u Undo
+		defer u.OnError(&retErr, slog.New(slog.DiscardHandler))
+		u.Push("one", func() error { order = append(order, 1); return nil })
+		u.Push("two", func() error { order = append(order, 2); return errors.New("ignored") })
+		if fail {
+			return errors.New("step three failed")
+		}
+		return nil
+	}
+	_ = run(false)
+	if len(order) != 0 {
+		t.Fatalf("success ran undo: %v", order)
+	}
+	if err := run(true); err == nil || err.Error() != "step three failed" {
+		t.Fatalf("error replaced: %v", err)
+	}
+	if fmt.Sprint(order) != "[2 1]" {
+		t.Fatalf("undo order %v, want [2 1]", order)
+	}
+}

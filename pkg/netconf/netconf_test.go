@@ -1,0 +1,142 @@
+package netconf
+
+import (
+	"errors"
+	"io/fs"
+	"strings"
+	"testing"
+)
+
+func TestParseArgs(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    map[string]string
+		wantErr bool
+	}{
+		{in: "", want: map[string]string{}},
+		{in: "IP=10.0.0.5", want: map[string]string{"IP": "10.0.0.5"}},
+		{in: "IgnoreUnknown=1;K8S_POD_NAME=web;IP=10.0.0.5,fd00::5", want: map[string]string{"IgnoreUnknown": "1", "K8S_POD_NAME": "web", "IP": "10.0.0.5,fd00::5"}},
+		{in: "A=;B=x=y", want: map[string]string{"A": "", "B": "x=y"}},
+		{in: "A=1;;", want: map[string]string{"A": "1"}},
+		{in: "novalue", wantErr: true},
+		{in: "=v", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := ParseArgs(tt.in)
+		if tt.wantErr {
+			var ne *Error
+			if !errors.As(err, &ne) || ne.Code != CodeInvalidEnv {
+				t.Errorf("ParseArgs(%q) err = %v, want code %d", tt.in, err, CodeInvalidEnv)
+			}
+			continue
+		}
+		if err != nil || len(got) != len(tt.want) {
+			t.Fatalf("ParseArgs(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+		for k, v := range tt.want {
+			if got[k] != v {
+				t.Errorf("ParseArgs(%q)[%s] = %q, want %q", tt.in, k, got[k], v)
+			}
+		}
+	}
+}
+
+func TestLoadAndValidate(t *testing.T) {
+	tests := []struct {
+		name, in string
+		code     uint // 0: no error
+	}{
+		{"ok", `{"cniVersion":"1.0.0","name":"cbr0","type":"bridge"}`, 0},
+		{"no version means 0.1.0", `{"name":"cbr0","type":"bridge"}`, 0},
+		{"not json", `{"name":`, CodeDecoding},
+		{"wrong type", `{"name":5,"type":"bridge"}`, CodeDecoding},
+		{"no name", `{"cniVersion":"1.0.0","type":"bridge"}`, CodeInvalidConfig},
+		{"no type", `{"cniVersion":"1.0.0","name":"cbr0"}`, CodeInvalidConfig},
+		{"huge", `{"name":"` + strings.Repeat("a", MaxConfSize) + `"}`, CodeDecoding},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b Base
+			err := Load([]byte(tt.in), &b)
+			if err == nil {
+				err = b.Validate()
+			}
+			if tt.code == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			var ne *Error
+			if !errors.As(err, &ne) || ne.Code != tt.code {
+				t.Fatalf("err = %v, want code %d", err, tt.code)
+			}
+		})
+	}
+}
+
+func TestValidList(t *testing.T) {
+	for _, key := range []string{"cni.dev/valid-attachments", "cni.dev/attachments"} {
+		in := `{"name":"n","type":"t","` + key + `":[{"containerID":"c1","ifname":"eth0"}]}`
+		var b Base
+		if err := Load([]byte(in), &b); err != nil {
+			t.Fatal(err)
+		}
+		got := b.ValidList()
+		if len(got) != 1 || got[0] != (Attachment{"c1", "eth0"}) {
+			t.Errorf("%s: ValidList = %v", key, got)
+		}
+	}
+}
+
+func TestPrevResultConvertsOldVersions(t *testing.T) {
+	in := `{"cniVersion":"0.3.1","name":"n","type":"t","prevResult":{"cniVersion":"0.3.1",
+		"interfaces":[{"name":"eth0","sandbox":"/run/netns/x"}],
+		"ips":[{"version":"4","address":"10.1.0.5/24","gateway":"10.1.0.1","interface":0}]}}`
+	var b Base
+	if err := Load([]byte(in), &b); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.PrevResult()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.IPs) != 1 || res.IPs[0].Address.String() != "10.1.0.5/24" || *res.IPs[0].Interface != 0 {
+		t.Fatalf("prevResult = %+v", res)
+	}
+	none := Base{CNIVersion: "1.0.0"}
+	if res, err := none.PrevResult(); res != nil || err != nil {
+		t.Fatalf("no prevResult: got %v, %v", res, err)
+	}
+}
+
+func TestErrorfKeepsCause(t *testing.T) {
+	e := Errorf(CodeIO, "writing %s: %w", "/x", fs.ErrPermission)
+	if !errors.Is(e, fs.ErrPermission) || e.Error() != "writing /x: permission denied" || e.Msg != "writing /x" {
+		t.Fatalf("Errorf: %q msg %q", e.Error(), e.Msg)
+	}
+}
+
+func FuzzParseArgs(f *testing.F) {
+	f.Add("IgnoreUnknown=1;IP=10.0.0.5")
+	f.Add("a;b=;=c")
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseArgs(s)
+		if err == nil && m == nil {
+			t.Fatal("nil map without error")
+		}
+	})
+}
+
+func FuzzLoad(f *testing.F) {
+	f.Add([]byte(`{"cniVersion":"1.1.0","name":"cbr0","type":"bridge","prevResult":{"ips":[]}}`))
+	f.Add([]byte(`{"cni.dev/valid-attachments":[{"containerID":1}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var b Base
+		if Load(data, &b) != nil || b.Validate() != nil {
+			return
+		}
+		_, _ = b.PrevResult()
+		_ = b.ValidList()
+	})
+}
