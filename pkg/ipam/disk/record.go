@@ -1,0 +1,47 @@
+package disk
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cnisuite/cni/pkg/ipam"
+)
+
+// lineBreak separates the container ID from the interface name in a record,
+// as the reference writes it.
+const lineBreak = "\r\n"
+
+// maxRecord bounds what is read from a record: a container ID and an ifname
+// are a few dozen bytes; anything far larger is not a record.
+const maxRecord = 4096
+
+// ErrCorrupt is wrapped by the error of a record that names no owner.
+var ErrCorrupt = errors.New("corrupt reservation record")
+
+// FormatRecord is the content of a reservation file.
+func FormatRecord(o ipam.Owner) []byte {
+	return []byte(strings.TrimSpace(o.ContainerID) + lineBreak + o.IfName)
+}
+
+// ParseRecord reads a reservation file: "containerID\r\nifname", or only
+// "containerID" from reference versions before 0.8. Surrounding white space is
+// ignored as the reference ignores it. Control characters cannot come from a
+// valid container ID or ifname, so a record holding them is corrupt.
+func ParseRecord(data []byte) (ipam.Owner, error) {
+	if len(data) > maxRecord {
+		return ipam.Owner{}, fmt.Errorf("%w: %d bytes, more than a record can hold", ErrCorrupt, len(data))
+	}
+	id, ifname, _ := strings.Cut(strings.TrimSpace(string(data)), lineBreak)
+	if id == "" {
+		return ipam.Owner{}, fmt.Errorf("%w: no container ID", ErrCorrupt)
+	}
+	if hasControl(id) || hasControl(ifname) {
+		return ipam.Owner{}, fmt.Errorf("%w: control characters in %q", ErrCorrupt, data)
+	}
+	return ipam.Owner{ContainerID: id, IfName: ifname}, nil
+}
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}

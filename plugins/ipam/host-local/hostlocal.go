@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/ipam"
+	"github.com/cnisuite/cni/pkg/ipam/disk"
+	"github.com/cnisuite/cni/pkg/netconf"
+)
+
+type plugin struct{}
+
+func owner(a *cniplugin.Args) ipam.Owner {
+	return ipam.Owner{ContainerID: a.ContainerID, IfName: a.IfName}
+}
+
+// Add reserves one address per range set, all under one lock so that
+// concurrent ADDs never see each other half done. On failure every address
+// reserved by this call is released again.
+func (plugin) Add(_ context.Context, a *cniplugin.Args) (_ types.Result, retErr error) {
+	c, err := loadConfig(a.StdinData, a.Args)
+	if err != nil {
+		return nil, err
+	}
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	if c.resolvConf != "" {
+		if res.DNS, err = readResolvConf(c.resolvConf); err != nil {
+			return nil, err
+		}
+	}
+	requested, err := c.requestedPerSet()
+	if err != nil {
+		return nil, err
+	}
+	s, err := disk.Open(c.dataDir, c.name)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+
+	log := a.Logger()
+	var undo cniplugin.Undo
+	defer undo.OnError(&retErr, log)
+	for i, set := range c.sets {
+		al := ipam.Allocator{Set: set, Index: i, Store: s}
+		got, err := al.Allocate(owner(a), requested[i])
+		if errors.Is(err, ipam.ErrExhausted) {
+			// Not code 11: the pool does not refill by itself; someone has to
+			// release reservations or widen the range.
+			return nil, fmt.Errorf("no IP addresses available in network: %s: %w; reservations of containers that are gone are freed by their DEL or by the runtime's CNI GC (records in %s), otherwise widen the range", c.name, err, s.Dir())
+		}
+		if err != nil {
+			return nil, fmt.Errorf("allocating from range set %d: %w", i, err)
+		}
+		addr := got.Address.Addr()
+		undo.Push("release "+addr.String(), func() error { return s.Release(addr) })
+		log.Info("reserved", "addr", got.Address, "set", i)
+		res.IPs = append(res.IPs, &current.IPConfig{Address: ipNet(got.Address), Gateway: ipOf(got.Gateway)})
+	}
+	for _, r := range c.routes {
+		res.Routes = append(res.Routes, &types.Route{
+			Dst: ipNet(r.dst), GW: ipOf(r.gw), MTU: r.conf.MTU, AdvMSS: r.conf.AdvMSS,
+			Priority: r.conf.Priority, Table: r.conf.Table, Scope: r.conf.Scope,
+		})
+	}
+	return res, nil
+}
+
+// ipNet converts at the CNI edge; the address keeps its host bits.
+func ipNet(p netip.Prefix) net.IPNet {
+	return net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func ipOf(a netip.Addr) net.IP {
+	if !a.IsValid() {
+		return nil
+	}
+	return a.AsSlice()
+}
+
+// Del releases the attachment's addresses. Nothing to release is success.
+// Only the name and dataDir are needed, so a configuration whose ranges were
+// since made invalid still releases what it reserved.
+func (plugin) Del(_ context.Context, a *cniplugin.Args) error {
+	n, err := decode(a.StdinData)
+	if err != nil {
+		return err
+	}
+	s, err := disk.Open(n.IPAM.DataDir, n.Name)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	released, err := s.ReleaseByOwner(owner(a))
+	a.Logger().Info("released", "addrs", released)
+	if err != nil {
+		return fmt.Errorf("releasing the addresses of %s: %w", owner(a), err)
+	}
+	return nil
+}
+
+// Check verifies that every address of the prevResult is reserved for this
+// attachment. Without a prevResult it does what the reference does: checks
+// that the attachment holds some address.
+func (plugin) Check(_ context.Context, a *cniplugin.Args) error {
+	c, err := loadConfig(a.StdinData, a.Args)
+	if err != nil {
+		return err
+	}
+	prev, err := c.base.PrevResult()
+	if err != nil {
+		return err
+	}
+	s, err := disk.Open(c.dataDir, c.name)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if prev == nil {
+		held, err := s.ByOwner(owner(a))
+		if err == nil && len(held) == 0 {
+			err = fmt.Errorf("no address is reserved for %s in %s; run DEL and ADD again", owner(a), s.Dir())
+		}
+		return err
+	}
+	var errs []error
+	for _, ipc := range prev.IPs {
+		errs = append(errs, checkReserved(s, ipc.Address.IP, owner(a)))
+	}
+	return errors.Join(errs...)
+}
+
+func checkReserved(s *disk.Store, ip net.IP, o ipam.Owner) error {
+	addr, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return fmt.Errorf("prevResult address %v is not an IP address", ip)
+	}
+	addr = addr.Unmap()
+	res, found, err := s.Lookup(addr)
+	switch {
+	case err != nil:
+		return err
+	case !found:
+		return fmt.Errorf("address %s of %s is not reserved in %s: its record was lost; run DEL and ADD again for the attachment", addr, o, s.Dir())
+	case res.Corrupt != nil:
+		return fmt.Errorf("address %s of %s has an unreadable record in %s: %w; run DEL and ADD again for the attachment", addr, o, s.Dir(), res.Corrupt)
+	case !res.Owner.Matches(o):
+		return fmt.Errorf("address %s is reserved for %s, not for %s: two attachments claim it; DEL and ADD one of them again", addr, res.Owner, o)
+	}
+	return nil
+}
+
+// GC releases every reservation not held by an attachment of the valid list
+// (none listed: release all), and every record that names no owner. Errors
+// on single records are collected so that one bad file does not stop the rest.
+func (plugin) GC(_ context.Context, a *cniplugin.Args) error {
+	n, err := decode(a.StdinData)
+	if err != nil {
+		return err
+	}
+	s, err := disk.Open(n.IPAM.DataDir, n.Name)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	valid := n.ValidList()
+	all, err := s.All()
+	errs := []error{err}
+	for _, r := range all {
+		if r.Corrupt == nil && held(r.Owner, valid) {
+			continue
+		}
+		if err := s.Release(r.Addr); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		a.Logger().Info("garbage-collected", "addr", r.Addr, "owner", r.Owner.String(), "corrupt", r.Corrupt)
+	}
+	errs = append(errs, s.RemoveStale())
+	return errors.Join(errs...)
+}
+
+func held(o ipam.Owner, valid []netconf.Attachment) bool {
+	for _, v := range valid {
+		if o.Matches(ipam.Owner{ContainerID: v.ContainerID, IfName: v.IfName}) {
+			return true
+		}
+	}
+	return false
+}
+
+// Status reports whether ADD can succeed: 50 when the data directory cannot
+// be used, 51 when some range set has no free address left (ADD needs one
+// address from every set).
+func (plugin) Status(_ context.Context, a *cniplugin.Args) error {
+	c, err := loadConfig(a.StdinData, a.Args)
+	if err != nil {
+		return err
+	}
+	s, err := disk.Open(c.dataDir, c.name)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer s.Close()
+	if err := unix.Access(s.Dir(), unix.W_OK); err != nil {
+		return unavailable(fmt.Errorf("%s is not writable: %w", s.Dir(), err))
+	}
+	all, err := s.All()
+	if err != nil {
+		return unavailable(err)
+	}
+	for i, set := range c.sets {
+		if set.Full(all) {
+			return netconf.Errorf(netconf.CodeExhausted, "no IP addresses available in network: %s: every address of range set %d (%s) is reserved; reservations of containers that are gone are freed by DEL or the runtime's CNI GC (records in %s), otherwise widen the range", c.name, i, set, s.Dir())
+		}
+	}
+	return nil
+}
+
+func unavailable(err error) error {
+	return netconf.Errorf(netconf.CodeUnavailable, "host-local cannot keep reservations: %w; make the dataDir exist and be writable by the runtime", err)
+}
