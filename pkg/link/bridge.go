@@ -1,0 +1,93 @@
+package link
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+)
+
+// BridgeOptions is what an interface plugin asks of its bridge.
+type BridgeOptions struct {
+	Name          string
+	MTU           int  // 0 keeps the kernel's choice (or the existing bridge's)
+	Promisc       bool // only ever turned on: other networks may share the bridge
+	VlanFiltering bool // only ever turned on, for the same reason
+}
+
+// EnsureBridge creates the bridge if it is missing and otherwise reuses it,
+// bringing MTU and flags to what o asks. It returns the bridge, up.
+func EnsureBridge(o BridgeOptions) (*netlink.Bridge, error) {
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name, attrs.MTU = o.Name, o.MTU
+	want := &netlink.Bridge{LinkAttrs: attrs}
+	if o.VlanFiltering {
+		want.VlanFiltering = &o.VlanFiltering
+	}
+	created := true
+	if err := netlink.LinkAdd(want); errors.Is(err, syscall.EEXIST) {
+		created = false
+	} else if err != nil {
+		return nil, fmt.Errorf("creating bridge %q: %w", o.Name, err)
+	}
+	br, err := BridgeByName(o.Name)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		// Pin the MAC: otherwise a bridge takes the lowest MAC of its ports
+		// and changes it as pods come and go, breaking neighbours' caches.
+		if err := netlink.LinkSetHardwareAddr(br, br.HardwareAddr); err != nil {
+			return nil, fmt.Errorf("pinning the MAC address of bridge %q: %w", o.Name, err)
+		}
+	}
+	if err := reconcileBridge(br, o); err != nil {
+		return nil, err
+	}
+	// The bridge's routes are ours; router advertisements must not add others.
+	if err := Sysctl("net/ipv6/conf/"+o.Name+"/accept_ra", "0"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		return nil, fmt.Errorf("setting bridge %q up: %w", o.Name, err)
+	}
+	return BridgeByName(o.Name)
+}
+
+// reconcileBridge applies o to a bridge that may predate this network.
+func reconcileBridge(br *netlink.Bridge, o BridgeOptions) error {
+	if o.MTU != 0 && br.MTU != o.MTU {
+		if err := netlink.LinkSetMTU(br, o.MTU); err != nil {
+			return fmt.Errorf("setting MTU %d on bridge %q: %w", o.MTU, o.Name, err)
+		}
+	}
+	if o.Promisc && br.Promisc == 0 {
+		if err := netlink.SetPromiscOn(br); err != nil {
+			return fmt.Errorf("setting promiscuous mode on bridge %q: %w", o.Name, err)
+		}
+	}
+	if o.VlanFiltering && (br.VlanFiltering == nil || !*br.VlanFiltering) {
+		if err := netlink.BridgeSetVlanFiltering(br, true); err != nil {
+			return fmt.Errorf("enabling VLAN filtering on bridge %q: %w", o.Name, err)
+		}
+	}
+	return nil
+}
+
+// ErrNotBridge says a link of the bridge's name exists with another type.
+var ErrNotBridge = errors.New("exists but is not a bridge")
+
+// BridgeByName finds an existing bridge.
+func BridgeByName(name string) (*netlink.Bridge, error) {
+	l, err := ByName(name)
+	if err != nil {
+		return nil, err
+	}
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return nil, fmt.Errorf("link %q (type %s) %w; rename the bridge in the configuration or delete that link", name, l.Type(), ErrNotBridge)
+	}
+	return br, nil
+}

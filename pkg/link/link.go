@@ -1,0 +1,102 @@
+// Package link creates, reuses and deletes the kernel links of the interface
+// plugins (bridges, veth pairs) and sets their sysctls. Every function acts on
+// the network namespace of the calling thread; callers switch namespaces with
+// pkg/netns.
+package link
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// dumpRetries bounds the retries of a netlink dump that the kernel reported
+// as interrupted (the link or address table changed while it was read).
+const dumpRetries = 5
+
+// retryDump calls fn until its dump is not interrupted: since netlink v1.3 a
+// dump racing with changes returns partial data and ErrDumpInterrupted.
+func retryDump[T any](fn func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for range dumpRetries {
+		v, err = fn()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return v, err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return v, fmt.Errorf("netlink dump kept being interrupted by concurrent changes: %w", err)
+}
+
+// Addrs lists the addresses of l of one family (netlink.FAMILY_*).
+func Addrs(l netlink.Link, family int) ([]netlink.Addr, error) {
+	return retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, family) })
+}
+
+// Routes lists the main-table routes through l, both families.
+func Routes(l netlink.Link) ([]netlink.Route, error) {
+	return retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(l, netlink.FAMILY_ALL) })
+}
+
+// IsNotFound reports whether err says a link does not exist.
+func IsNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf)
+}
+
+// ByName finds a link; the error says which name was missing.
+func ByName(name string) (netlink.Link, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("looking up link %q: %w", name, err)
+	}
+	return l, nil
+}
+
+// DeleteIfExists deletes the link called name; one that is already gone is
+// success, since deleting is how DEL and rollbacks converge.
+func DeleteIfExists(name string) error {
+	l, err := netlink.LinkByName(name)
+	if IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("looking up link %q: %w", name, err)
+	}
+	if err := netlink.LinkDel(l); err != nil && !IsNotFound(err) {
+		return fmt.Errorf("deleting link %q: %w", name, err)
+	}
+	return nil
+}
+
+// Sysctl writes value to /proc/sys/<key> (key like "net/ipv4/ip_forward"),
+// skipping the write when the value is already there: writes of some keys
+// (ipv6 forwarding) have side effects even when nothing changes.
+func Sysctl(key, value string) error {
+	path := filepath.Join("/proc/sys", filepath.Clean("/"+key))
+	cur, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading sysctl %s: %w", key, err)
+	}
+	if strings.TrimSpace(string(cur)) == value {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("setting sysctl %s=%s: %w", key, value, err)
+	}
+	return nil
+}
+
+// EnableForwarding turns on routing for one family in the current namespace.
+func EnableForwarding(ipv6 bool) error {
+	if ipv6 {
+		return Sysctl("net/ipv6/conf/all/forwarding", "1")
+	}
+	return Sysctl("net/ipv4/ip_forward", "1")
+}

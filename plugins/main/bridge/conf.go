@@ -1,0 +1,160 @@
+package main
+
+import (
+	"net"
+	"slices"
+
+	"github.com/cnisuite/cni/pkg/netconf"
+)
+
+// defaultBridge is the reference plugin's default bridge name.
+const defaultBridge = "cni0"
+
+// NetConf is the bridge plugin's configuration, key for key the reference's.
+type NetConf struct {
+	netconf.Base
+	BrName                    string       `json:"bridge"`
+	IsGW                      bool         `json:"isGateway"`
+	IsDefaultGW               bool         `json:"isDefaultGateway"`
+	ForceAddress              bool         `json:"forceAddress"`
+	IPMasq                    bool         `json:"ipMasq"`
+	IPMasqBackend             *string      `json:"ipMasqBackend,omitempty"`
+	MTU                       int          `json:"mtu"`
+	HairpinMode               bool         `json:"hairpinMode"`
+	PromiscMode               bool         `json:"promiscMode"`
+	Vlan                      int          `json:"vlan"`
+	VlanTrunk                 []*VlanTrunk `json:"vlanTrunk,omitempty"`
+	PreserveDefaultVlan       bool         `json:"preserveDefaultVlan"`
+	MacSpoofChk               bool         `json:"macspoofchk,omitempty"`
+	EnableDad                 bool         `json:"enabledad,omitempty"`
+	DisableContainerInterface bool         `json:"disableContainerInterface,omitempty"`
+	PortIsolation             bool         `json:"portIsolation,omitempty"`
+
+	Args struct {
+		Cni struct {
+			Mac string `json:"mac,omitempty"`
+		} `json:"cni"`
+	} `json:"args"`
+	RuntimeConfig struct {
+		Mac string `json:"mac,omitempty"`
+	} `json:"runtimeConfig"`
+
+	mac   net.HardwareAddr // chosen from CNI_ARGS, args and runtimeConfig
+	vlans []int            // vlanTrunk expanded, sorted, unique
+}
+
+// VlanTrunk is one entry of vlanTrunk: an id, or a minID..maxID range.
+type VlanTrunk struct {
+	MinID *int `json:"minID,omitempty"`
+	MaxID *int `json:"maxID,omitempty"`
+	ID    *int `json:"id,omitempty"`
+}
+
+// loadConf parses stdin and CNI_ARGS and checks every key, so that a bad
+// configuration fails before anything is created.
+func loadConf(stdin []byte, cniArgs string) (*NetConf, error) {
+	c := &NetConf{BrName: defaultBridge}
+	if err := netconf.Load(stdin, c); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	vlans, err := expandTrunk(c.VlanTrunk)
+	if err != nil {
+		return nil, err
+	}
+	c.vlans = vlans
+	if c.mac, err = pickMAC(c, cniArgs); err != nil {
+		return nil, err
+	}
+	if c.IsDefaultGW {
+		c.IsGW = true // a default route needs the gateway address on the bridge
+	}
+	return c, nil
+}
+
+func (c *NetConf) validate() error {
+	switch {
+	case c.BrName == "" || len(c.BrName) > 15:
+		return netconf.Invalid("\"bridge\" %q must be 1 to 15 characters (a Linux interface name)", c.BrName)
+	case c.Vlan < 0 || c.Vlan > 4094:
+		return netconf.Invalid("invalid VLAN ID %d (must be between 0 and 4094)", c.Vlan)
+	case c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535):
+		return netconf.Invalid("\"mtu\" %d must be between 68 and 65535, or 0 for the kernel default", c.MTU)
+	case c.HairpinMode && c.PromiscMode:
+		return netconf.Invalid("cannot set hairpin mode and promiscuous mode at the same time; choose one of \"hairpinMode\" and \"promiscMode\"")
+	case c.IPAM.Type != "" && c.DisableContainerInterface:
+		return netconf.Invalid("cannot use IPAM when \"disableContainerInterface\" is set: addresses need the container interface up; drop one of the two")
+	case c.IPMasqBackend != nil && *c.IPMasqBackend != "iptables":
+		return netconf.Errorf(netconf.CodeUnsupportedField, "\"ipMasqBackend\" %q is not supported; use \"iptables\" or leave it out", *c.IPMasqBackend)
+	}
+	return nil
+}
+
+// expandTrunk turns vlanTrunk into a sorted list of unique VLAN IDs.
+func expandTrunk(trunk []*VlanTrunk) ([]int, error) {
+	seen := map[int]bool{}
+	for _, t := range trunk {
+		if t == nil {
+			continue
+		}
+		if (t.MinID == nil) != (t.MaxID == nil) {
+			return nil, netconf.Invalid("vlanTrunk: minID and maxID must be set together")
+		}
+		if t.MinID != nil {
+			lo, hi := *t.MinID, *t.MaxID
+			if !validVID(lo) || !validVID(hi) || hi < lo {
+				return nil, netconf.Invalid("vlanTrunk: range %d-%d must lie within 1-4094 with minID <= maxID", lo, hi)
+			}
+			for v := lo; v <= hi; v++ {
+				seen[v] = true
+			}
+		}
+		if t.ID != nil {
+			if !validVID(*t.ID) {
+				return nil, netconf.Invalid("vlanTrunk: id %d must be between 1 and 4094", *t.ID)
+			}
+			seen[*t.ID] = true
+		}
+	}
+	vlans := make([]int, 0, len(seen))
+	for v := range seen {
+		vlans = append(vlans, v)
+	}
+	slices.Sort(vlans)
+	return vlans, nil
+}
+
+func validVID(v int) bool { return v >= 1 && v <= 4094 }
+
+// pickMAC applies the reference's precedence: runtimeConfig.mac over
+// args.cni.mac over CNI_ARGS MAC.
+func pickMAC(c *NetConf, cniArgs string) (net.HardwareAddr, error) {
+	kv, err := netconf.ParseArgs(cniArgs)
+	if err != nil {
+		return nil, err
+	}
+	src, val := "CNI_ARGS MAC", kv["MAC"]
+	if c.Args.Cni.Mac != "" {
+		src, val = "args.cni.mac", c.Args.Cni.Mac
+	}
+	if c.RuntimeConfig.Mac != "" {
+		src, val = "runtimeConfig.mac", c.RuntimeConfig.Mac
+	}
+	if val == "" {
+		return nil, nil
+	}
+	mac, err := net.ParseMAC(val)
+	if err != nil || len(mac) != 6 || mac[0]&1 == 1 {
+		code := netconf.CodeInvalidConfig
+		if src == "CNI_ARGS MAC" {
+			code = netconf.CodeInvalidEnv
+		}
+		return nil, netconf.Errorf(code, "%s %q is not a unicast Ethernet MAC address (like 02:42:ac:11:00:02)", src, val)
+	}
+	return mac, nil
+}
