@@ -33,6 +33,7 @@ func ParseRecord(data []byte) (ipam.Owner, error) {
 		return ipam.Owner{}, fmt.Errorf("%w: %d bytes, more than a record can hold", ErrCorrupt, len(data))
 	}
 	id, ifname, _ := strings.Cut(strings.TrimSpace(string(data)), lineBreak)
+	id = strings.TrimSpace(id)
 	if id == "" {
 		return ipam.Owner{}, fmt.Errorf("%w: no container ID", ErrCorrupt)
 	}

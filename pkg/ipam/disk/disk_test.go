@@ -1,0 +1,276 @@
+package disk
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cnisuite/cni/pkg/ipam"
+)
+
+func open(t *testing.T, dataDir string) *Store {
+	t.Helper()
+	s, err := Open(dataDir, "net1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+var (
+	a1 = netip.MustParseAddr("10.0.0.2")
+	a2 = netip.MustParseAddr("10.0.0.3")
+	a6 = netip.MustParseAddr("fd00::2")
+	o1 = ipam.Owner{ContainerID: "c1", IfName: "eth0"}
+)
+
+func TestLayoutAndModes(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "networks")
+	s := open(t, data)
+	for _, a := range []netip.Addr{a1, a6} {
+		if ok, err := s.Reserve(a, o1, 1); !ok || err != nil {
+			t.Fatalf("Reserve %s: %v %v", a, ok, err)
+		}
+	}
+	checks := []struct {
+		name, content string
+		mode          os.FileMode
+	}{
+		{"10.0.0.2", "c1\r\neth0", 0o600},
+		{"fd00::2", "c1\r\neth0", 0o600},
+		{"last_reserved_ip.1", "fd00::2", 0o600},
+		{"lock", "", 0o600},
+	}
+	for _, c := range checks {
+		p := filepath.Join(data, "net1", c.name)
+		got, err := os.ReadFile(p)
+		fi, _ := os.Stat(p)
+		if err != nil || string(got) != c.content || fi.Mode().Perm() != c.mode {
+			t.Errorf("%s: %q %v mode %v; want %q %v", c.name, got, err, fi.Mode().Perm(), c.content, c.mode)
+		}
+	}
+	for _, d := range []string{data, filepath.Join(data, "net1")} {
+		if fi, _ := os.Stat(d); fi.Mode().Perm() != 0o755 {
+			t.Errorf("%s mode %v, want 0755", d, fi.Mode().Perm())
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(data, "net1"))
+	if len(entries) != 4 {
+		t.Errorf("left-over files: %v", entries)
+	}
+}
+
+func TestReserveNeverOverwrites(t *testing.T) {
+	s := open(t, t.TempDir())
+	if ok, _ := s.Reserve(a1, o1, 0); !ok {
+		t.Fatal("first reserve failed")
+	}
+	ok, err := s.Reserve(a1, ipam.Owner{ContainerID: "c2", IfName: "eth0"}, 0)
+	if ok || err != nil {
+		t.Fatalf("second reserve: %v %v", ok, err)
+	}
+	res, found, err := s.Lookup(a1)
+	if !found || err != nil || res.Owner != o1 {
+		t.Fatalf("Lookup after a refused reserve: %+v %v %v", res, found, err)
+	}
+	if last, _ := s.LastReserved(0); last != a1 {
+		t.Fatalf("a refused reserve moved the note to %s", last)
+	}
+}
+
+func TestLastReserved(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	tests := []struct {
+		content string // "" = no file
+		want    netip.Addr
+	}{
+		{"", netip.Addr{}},
+		{"10.0.0.3", a2},
+		{"10.0.0.3\n", a2}, // hand-edited
+		{"garbage", netip.Addr{}},
+	}
+	for _, tt := range tests {
+		p := filepath.Join(dir, "net1", "last_reserved_ip.0")
+		os.Remove(p)
+		if tt.content != "" {
+			os.WriteFile(p, []byte(tt.content), 0o600)
+		}
+		if got, err := s.LastReserved(0); got != tt.want || err != nil {
+			t.Errorf("%q: got %v, %v", tt.content, got, err)
+		}
+	}
+}
+
+// write puts a record in place the way the reference (or a hand) would.
+func write(t *testing.T, s *Store, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(s.Dir(), name), []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAllSkipsNonRecords(t *testing.T) {
+	s := open(t, t.TempDir())
+	write(t, s, "10.0.0.2", "c1\r\neth0")
+	write(t, s, "10.0.0.3", "c2") // legacy
+	write(t, s, "10.0.0.4", "")   // empty: corrupt
+	write(t, s, "last_reserved_ip.0", "10.0.0.4")
+	write(t, s, ".reserve-123", "c9\r\neth0")
+	write(t, s, "FD00::9", "c3\r\neth0") // not the canonical spelling: not ours
+	os.Mkdir(filepath.Join(s.Dir(), "10.0.0.9"), 0o755)
+	all, err := s.All()
+	if err != nil || len(all) != 3 {
+		t.Fatalf("All = %+v, %v", all, err)
+	}
+	slices.SortFunc(all, func(a, b ipam.Reservation) int { return a.Addr.Compare(b.Addr) })
+	if all[0].Owner != o1 || all[1].Owner != (ipam.Owner{ContainerID: "c2"}) || !errors.Is(all[2].Corrupt, ErrCorrupt) {
+		t.Fatalf("All = %+v", all)
+	}
+}
+
+func TestReleaseByOwner(t *testing.T) {
+	tests := []struct {
+		name    string
+		records map[string]string
+		owner   ipam.Owner
+		want    []string // released
+	}{
+		{"exact", map[string]string{"10.0.0.2": "c1\r\neth0", "fd00::2": "c1\r\neth0", "10.0.0.3": "c1\r\neth1"}, o1, []string{"10.0.0.2", "fd00::2"}},
+		{"legacy when no exact", map[string]string{"10.0.0.2": "c1", "10.0.0.3": "c2\r\neth0"}, o1, []string{"10.0.0.2"}},
+		{"legacy kept when exact exists", map[string]string{"10.0.0.2": "c1", "10.0.0.3": "c1\r\neth0"}, o1, []string{"10.0.0.3"}},
+		{"trailing newline", map[string]string{"10.0.0.2": "c1\r\neth0\n"}, o1, []string{"10.0.0.2"}},
+		{"nothing", map[string]string{"10.0.0.2": "c2\r\neth0"}, o1, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t, t.TempDir())
+			for n, c := range tt.records {
+				write(t, s, n, c)
+			}
+			got, err := s.ReleaseByOwner(tt.owner)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gs []string
+			for _, a := range got {
+				gs = append(gs, a.String())
+			}
+			slices.Sort(gs)
+			if strings.Join(gs, ",") != strings.Join(tt.want, ",") {
+				t.Fatalf("released %v, want %v", gs, tt.want)
+			}
+			for _, n := range gs {
+				if _, err := os.Stat(filepath.Join(s.Dir(), n)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s still on disk", n)
+				}
+			}
+			if left, _ := s.All(); len(left) != len(tt.records)-len(tt.want) {
+				t.Errorf("left %v", left)
+			}
+		})
+	}
+}
+
+func TestByOwnerAndRelease(t *testing.T) {
+	s := open(t, t.TempDir())
+	write(t, s, "10.0.0.2", "c1\r\neth0")
+	write(t, s, "10.0.0.3", "c1")
+	write(t, s, "10.0.0.4", "c1\r\neth1")
+	got, err := s.ByOwner(o1)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("ByOwner = %v, %v", got, err)
+	}
+	if err := s.Release(a1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(a1); err != nil {
+		t.Fatalf("releasing a free address: %v", err)
+	}
+}
+
+func TestRemoveStale(t *testing.T) {
+	s := open(t, t.TempDir())
+	write(t, s, ".reserve-1", "c1\r\neth0")
+	write(t, s, "10.0.0.2", "c1\r\neth0")
+	if err := s.RemoveStale(); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(s.Dir())
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, ",") != "10.0.0.2,lock" {
+		t.Fatalf("after RemoveStale: %v", names)
+	}
+}
+
+func TestOpenRefusesPathNames(t *testing.T) {
+	for _, name := range []string{"", ".", "..", "a/b", "../x", "a\x00"} {
+		if s, err := Open(t.TempDir(), name); err == nil {
+			s.Close()
+			t.Errorf("Open accepted network name %q", name)
+		}
+	}
+}
+
+func TestOpenUnusableDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o600)
+	if _, err := Open(file, "net1"); err == nil {
+		t.Fatal("Open under a regular file succeeded")
+	}
+}
+
+func TestParseRecord(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    ipam.Owner
+		corrupt bool
+	}{
+		{"c1\r\neth0", o1, false},
+		{"c1", ipam.Owner{ContainerID: "c1"}, false},
+		{" c1\r\neth0 \n", o1, false},
+		{"c1\r\n", ipam.Owner{ContainerID: "c1"}, false},
+		{"", ipam.Owner{}, true},
+		{" \n", ipam.Owner{}, true},
+		{"c1\neth0", ipam.Owner{}, true},
+		{"c1\r\neth0\r\nmore", ipam.Owner{}, true},
+		{"c1\x00", ipam.Owner{}, true},
+		{strings.Repeat("c", maxRecord+1), ipam.Owner{}, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseRecord([]byte(tt.in))
+		if tt.corrupt != (err != nil) || got != tt.want {
+			t.Errorf("ParseRecord(%q) = %+v, %v", tt.in, got, err)
+		}
+		if err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Errorf("ParseRecord(%q): error %v does not wrap ErrCorrupt", tt.in, err)
+		}
+	}
+}
+
+func FuzzParseRecord(f *testing.F) {
+	f.Add([]byte("c1\r\neth0"))
+	f.Add([]byte("legacy"))
+	f.Add([]byte("\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		o, err := ParseRecord(data)
+		if err != nil {
+			return
+		}
+		if o.ContainerID == "" {
+			t.Fatal("accepted a record without a container ID")
+		}
+		// What we write must read back the same.
+		if back, err := ParseRecord(FormatRecord(o)); err != nil || back != o {
+			t.Fatalf("round trip of %+v: %+v, %v", o, back, err)
+		}
+	})
+}
