@@ -205,8 +205,8 @@ func TestGC(t *testing.T) {
 			add(t, a) // .2 .3 .4
 		}
 		d := filepath.Join(dir, "net1")
-		os.WriteFile(filepath.Join(d, "10.1.0.20"), []byte("c3"), 0o600)      // legacy
-		os.WriteFile(filepath.Join(d, "10.1.0.21"), nil, 0o600)               // empty: reclaimed
+		os.WriteFile(filepath.Join(d, "10.1.0.20"), []byte("c3"), 0o600)       // legacy
+		os.WriteFile(filepath.Join(d, "10.1.0.21"), nil, 0o600)                // empty: reclaimed
 		os.WriteFile(filepath.Join(d, "10.1.0.22"), []byte("\x00\x01"), 0o600) // corrupt: reclaimed
 		os.WriteFile(filepath.Join(d, ".reserve-9"), []byte("c9"), 0o600)      // left by a crash
 		return dir, c
