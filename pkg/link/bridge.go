@@ -29,6 +29,8 @@ func EnsureBridge(o BridgeOptions) (*netlink.Bridge, error) {
 	created := true
 	if err := netlink.LinkAdd(want); errors.Is(err, syscall.EEXIST) {
 		created = false
+	} else if errors.Is(err, syscall.EOPNOTSUPP) && o.VlanFiltering {
+		return nil, fmt.Errorf("creating bridge %q with VLAN filtering: the kernel lacks bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): %w", o.Name, err)
 	} else if err != nil {
 		return nil, fmt.Errorf("creating bridge %q: %w", o.Name, err)
 	}
