@@ -11,7 +11,7 @@ import (
 
 // ErrExhausted is wrapped by the error of an allocation that found every
 // address of its range set reserved.
-var ErrExhausted = errors.New("no IP addresses available")
+var ErrExhausted = errors.New("every address is reserved")
 
 // Allocation is an address handed out: Address carries the subnet's length.
 type Allocation struct {
@@ -57,7 +57,7 @@ func (a *Allocator) Allocate(owner Owner, requested netip.Addr) (Allocation, err
 			return Allocation{Address: netip.PrefixFrom(addr, r.Subnet.Bits()), Gateway: r.Gateway}, nil
 		}
 	}
-	return Allocation{}, fmt.Errorf("%w in range set %d (%s): all addresses are reserved", ErrExhausted, a.Index, a.Set)
+	return Allocation{}, fmt.Errorf("range set %d (%s): %w", a.Index, a.Set, ErrExhausted)
 }
 
 func (a *Allocator) allocateRequested(owner Owner, addr netip.Addr) (Allocation, error) {

@@ -173,3 +173,33 @@ func TestBinaryErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestBinaryInteropWithReference switches a network between the reference
+// plugin and ours mid-life, as a node upgrade does. It needs a reference
+// host-local binary: set HOSTLOCAL_REFERENCE_BIN to its path.
+func TestBinaryInteropWithReference(t *testing.T) {
+	ref := os.Getenv("HOSTLOCAL_REFERENCE_BIN")
+	if ref == "" {
+		t.Skip("set HOSTLOCAL_REFERENCE_BIN to a reference host-local binary")
+	}
+	ours := buildBinary(t)
+	dir := t.TempDir()
+	c := strings.Replace(conf(dir, `"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"fd00::/120"}]]`), `"1.1.0"`, `"1.0.0"`, 1)
+	steps := []struct{ bin, cmd, id, wantFiles string }{
+		{ref, "ADD", "r1", ""},
+		{ours, "ADD", "o1", ""},
+		{ref, "ADD", "r2", "10.1.0.2 10.1.0.3 10.1.0.4 fd00::2 fd00::3 fd00::4 last_reserved_ip.0 last_reserved_ip.1 lock"},
+		{ours, "DEL", "r1", ""},
+		{ref, "CHECK", "o1", ""},
+		{ref, "DEL", "o1", ""},
+		{ours, "DEL", "r2", "last_reserved_ip.0 last_reserved_ip.1 lock"},
+	}
+	for _, s := range steps {
+		if _, err := run(s.bin, s.cmd, s.id, c); err != nil {
+			t.Fatal(err)
+		}
+		if got := files(t, dir); s.wantFiles != "" && got != s.wantFiles {
+			t.Fatalf("after %s %s by %s: %s, want %s", s.cmd, s.id, s.bin, got, s.wantFiles)
+		}
+	}
+}

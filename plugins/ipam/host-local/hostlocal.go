@@ -56,7 +56,7 @@ func (plugin) Add(_ context.Context, a *cniplugin.Args) (_ types.Result, retErr 
 		if errors.Is(err, ipam.ErrExhausted) {
 			// Not code 11: the pool does not refill by itself; someone has to
 			// release reservations or widen the range.
-			return nil, fmt.Errorf("no IP addresses available in network: %s: %w; reservations of containers that are gone are freed by their DEL or by the runtime's CNI GC (records in %s), otherwise widen the range", c.name, err, s.Dir())
+			return nil, fmt.Errorf("no IP addresses available in network: %s: %w; reservations of containers that are gone are freed by their DEL or by the runtime's CNI GC (records in %s); if all are in use, widen the range or add one to the set", c.name, err, s.Dir())
 		}
 		if err != nil {
 			return nil, fmt.Errorf("allocating from range set %d: %w", i, err)
