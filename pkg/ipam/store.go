@@ -42,7 +42,7 @@ type Reservation struct {
 type Store interface {
 	// Reserve records addr for owner unless it is already reserved, and notes
 	// it as the last address handed out from range set `set`. It reports
-	// false, and changes nothing, when addr was taken.
+	// false when addr was taken; on false or an error nothing has changed.
 	Reserve(addr netip.Addr, owner Owner, set int) (bool, error)
 	// LastReserved is the address most recently reserved from set `set`, or
 	// the zero Addr when there is none (or the note is unreadable: it is only

@@ -25,7 +25,7 @@ func FormatRecord(o ipam.Owner) []byte {
 }
 
 // ParseRecord reads a reservation file: "containerID\r\nifname", or only
-// "containerID" from reference versions before 0.8. Surrounding white space is
+// "containerID" as old reference versions wrote it. Surrounding white space is
 // ignored as the reference ignores it. Control characters cannot come from a
 // valid container ID or ifname, so a record holding them is corrupt.
 func ParseRecord(data []byte) (ipam.Owner, error) {
