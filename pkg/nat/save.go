@@ -55,10 +55,11 @@ func tokenize(s string) []string {
 	var toks []string
 	var cur strings.Builder
 	inQuote, escaped, started := false, false, false
-	for _, r := range s {
+	for i := 0; i < len(s); i++ { // bytes, not runes: a comment need not be UTF-8
+		r := s[i]
 		switch {
 		case escaped:
-			cur.WriteRune(r)
+			cur.WriteByte(r)
 			escaped = false
 		case inQuote && r == '\\':
 			escaped = true
@@ -71,7 +72,7 @@ func tokenize(s string) []string {
 			cur.Reset()
 			started = false
 		default:
-			cur.WriteRune(r)
+			cur.WriteByte(r)
 			started = true
 		}
 	}
