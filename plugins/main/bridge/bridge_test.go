@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"os/exec"
-	"syscall"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
