@@ -1,0 +1,137 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+)
+
+// badInput is one malformed invocation and the CNI error code it must get.
+type badInput struct {
+	name  string
+	cmd   string                 // CNI_COMMAND; ADD when empty
+	edit  func(c map[string]any) // spoils a valid configuration
+	stdin string                 // replaces the configuration when set
+	env   map[string]string
+	code  uint
+	ipam  bool // only for plugins whose configuration has an ipam section
+}
+
+func set(key string, v any) func(map[string]any) {
+	return func(c map[string]any) { c[key] = v }
+}
+
+func unset(key string) func(map[string]any) {
+	return func(c map[string]any) { delete(c, key) }
+}
+
+func setIPAM(key string, v any) func(map[string]any) {
+	return func(c map[string]any) { c["ipam"].(map[string]any)[key] = v }
+}
+
+func ranges(sets ...[]map[string]any) []any {
+	out := make([]any, len(sets))
+	for i, s := range sets {
+		out[i] = s
+	}
+	return out
+}
+
+// deep nests arrays past encoding/json's depth limit of 10000.
+var deep = `{"cniVersion":"1.1.0","name":"e2e","type":"x","x":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}`
+
+var badInputs = []badInput{
+	{name: "invalid JSON", stdin: `{"cniVersion":"1.1.0","name":`, code: 6},
+	{name: "empty configuration", stdin: "\n", code: 6},
+	{name: "configuration not an object", stdin: `["bridge"]`, code: 6},
+	{name: "deeply nested JSON", stdin: deep, code: 6},
+	{name: "huge configuration", edit: set("pad", strings.Repeat("x", 2<<20)), code: 6},
+	{name: "name not a string", edit: set("name", 42), code: 6},
+	{name: "cniVersion not a string", edit: set("cniVersion", 1.1), code: 6},
+	{name: "ipam not an object", edit: set("ipam", "host-local"), code: 6},
+	{name: "missing name", edit: unset("name"), code: 7},
+	{name: "name with a slash", edit: set("name", "a/b"), code: 7},
+	{name: "missing type", edit: unset("type"), code: 7},
+	{name: "unknown cniVersion", edit: set("cniVersion", "9.9.9"), code: 1},
+	{name: "cniVersion not a version", edit: set("cniVersion", "one"), code: 1},
+	{name: "CHECK at 0.3.1", cmd: "CHECK", edit: set("cniVersion", "0.3.1"), code: 1},
+	{name: "GC at 1.0.0", cmd: "GC", edit: set("cniVersion", "1.0.0"), code: 1},
+	{name: "STATUS at 0.4.0", cmd: "STATUS", edit: set("cniVersion", "0.4.0"), code: 1},
+	{name: "CHECK of invalid JSON", cmd: "CHECK", stdin: `{"name":"e2e"`, code: 6},
+	{name: "DEL of invalid JSON", cmd: "DEL", stdin: `{"name":"e2e"`, code: 6},
+	{name: "GC of invalid JSON", cmd: "GC", stdin: `{"name":"e2e"`, code: 6},
+	{name: "STATUS without a name", cmd: "STATUS", edit: unset("name"), code: 7},
+	{name: "missing CNI_CONTAINERID", env: map[string]string{"CNI_CONTAINERID": ""}, code: 4},
+	{name: "missing CNI_NETNS", env: map[string]string{"CNI_NETNS": ""}, code: 4},
+	{name: "missing CNI_IFNAME", env: map[string]string{"CNI_IFNAME": ""}, code: 4},
+	{name: "missing CNI_PATH", env: map[string]string{"CNI_PATH": ""}, code: 4},
+	{name: "GC without CNI_PATH", cmd: "GC", env: map[string]string{"CNI_PATH": ""}, code: 4},
+	{name: "unknown CNI_COMMAND", cmd: "FROB", code: 4},
+	{name: "over-long ifname", env: map[string]string{"CNI_IFNAME": "eth0123456789abc"}, code: 4},
+	{name: "ifname with a slash", env: map[string]string{"CNI_IFNAME": "eth/0"}, code: 4},
+	{name: "ifname ..", env: map[string]string{"CNI_IFNAME": ".."}, code: 4},
+	{name: "container ID with a slash", env: map[string]string{"CNI_CONTAINERID": "abc/def"}, code: 4},
+	{name: "container ID ..", env: map[string]string{"CNI_CONTAINERID": ".."}, code: 4},
+	{name: "container ID climbing out", cmd: "DEL", env: map[string]string{"CNI_CONTAINERID": "../../etc/passwd"}, code: 4},
+
+	{name: "bad CIDR", ipam: true, edit: setIPAM("ranges", ranges([]map[string]any{{"subnet": "10.99.0.0/33"}})), code: 7},
+	{name: "subnet not an address", ipam: true, edit: setIPAM("ranges", ranges([]map[string]any{{"subnet": "ten.0.0.0/8"}})), code: 7},
+	{name: "legacy subnet bad", ipam: true, edit: func(c map[string]any) {
+		setIPAM("ranges", nil)(c)
+		setIPAM("subnet", "300.1.1.0/24")(c)
+	}, code: 7},
+	{name: "overlapping ranges", ipam: true, edit: setIPAM("ranges", ranges(
+		[]map[string]any{{"subnet": "10.99.0.0/24"}}, []map[string]any{{"subnet": "10.99.0.128/25"}})), code: 7},
+	{name: "gateway outside the subnet", ipam: true, edit: setIPAM("ranges", ranges(
+		[]map[string]any{{"subnet": "10.99.0.0/24", "gateway": "10.98.0.1"}})), code: 7},
+	{name: "rangeStart outside the subnet", ipam: true, edit: setIPAM("ranges", ranges(
+		[]map[string]any{{"subnet": "10.99.0.0/24", "rangeStart": "10.98.0.10"}})), code: 7},
+	{name: "ranges not a list", ipam: true, edit: setIPAM("ranges", "10.99.0.0/24"), code: 6},
+	{name: "route dst not a CIDR", ipam: true, edit: setIPAM("routes", []map[string]any{{"dst": "default"}}), code: 7},
+	{name: "malformed CNI_ARGS", ipam: true, env: map[string]string{"CNI_ARGS": "IgnoreUnknown=1;IP"}, code: 4},
+	{name: "CNI_ARGS IP not an address", ipam: true, env: map[string]string{"CNI_ARGS": "IP=10.99.0.x"}, code: 4},
+	{name: "requested IP outside the ranges", ipam: true, env: map[string]string{"CNI_ARGS": "IP=10.1.1.1"}, code: 7},
+}
+
+// TestMalformedInput feeds every binary every malformed input that applies
+// to it and checks the spec's failure contract: exit 1, one JSON error with
+// the right code on stdout, no crash, and nothing left behind.
+func TestMalformedInput(t *testing.T) {
+	for _, plugin := range plugins(t) {
+		t.Run(plugin, func(t *testing.T) {
+			t.Parallel()
+			sb := newSandbox(t)
+			dataDir := t.TempDir()
+			for _, tc := range badInputs {
+				if tc.ipam && validConf(t, plugin, dataDir)["ipam"] == nil {
+					continue
+				}
+				t.Run(tc.name, func(t *testing.T) {
+					if tc.ipam && !sb.privileged() && entersContainer(plugin) {
+						t.Skip("needs root: the plugin reaches IPAM only inside a real container namespace")
+					}
+					stdin := []byte(tc.stdin)
+					if tc.stdin == "" {
+						conf := validConf(t, plugin, dataDir)
+						if tc.edit != nil {
+							tc.edit(conf)
+						}
+						stdin = jsonConf(t, conf)
+					}
+					cmd := tc.cmd
+					if cmd == "" {
+						cmd = "ADD"
+					}
+					call := sb.call(plugin, cmd, stdin)
+					for k, v := range tc.env {
+						call.env[k] = v
+					}
+					call.run(t).failsWith(t, tc.code)
+					sb.clean(t)
+					if r := reservations(t, dataDir, "e2e"); len(r) != 0 {
+						t.Errorf("a failed call left reservations %v", r)
+					}
+				})
+			}
+		})
+	}
+}

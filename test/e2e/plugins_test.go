@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	netnstest "github.com/cnisuite/cni/test/netns"
+)
+
+// validConf returns a configuration the plugin accepts, keeping its state
+// under dataDir. The malformed-input and version tests run every binary in
+// ./plugins, so a new binary needs an entry here.
+func validConf(t *testing.T, plugin, dataDir string) map[string]any {
+	t.Helper()
+	conf := map[string]any{"cniVersion": "1.1.0", "name": "e2e", "type": plugin}
+	ipam := map[string]any{
+		"type":    "host-local",
+		"ranges":  []any{[]any{map[string]any{"subnet": "10.99.0.0/24"}}},
+		"dataDir": dataDir,
+	}
+	switch plugin {
+	case "loopback":
+	case "host-local":
+		conf["ipam"] = ipam
+	case "bridge":
+		conf["bridge"] = "e2ebr0"
+		conf["ipam"] = ipam
+	default:
+		t.Fatalf("no valid configuration for plugin %q: add one to validConf", plugin)
+	}
+	return conf
+}
+
+// entersContainer tells the plugins that work inside CNI_NETNS from those
+// (IPAM) that never look at it.
+func entersContainer(plugin string) bool { return plugin != "host-local" }
+
+// sandbox is where a test runs a plugin: as root, inside a node namespace
+// with a real pod namespace as CNI_NETNS; otherwise directly, with a
+// CNI_NETNS that does not exist (without root a plugin can change nothing).
+type sandbox struct {
+	node, pod *netnstest.NS
+}
+
+func newSandbox(t *testing.T) *sandbox {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return &sandbox{}
+	}
+	return &sandbox{node: netnstest.New(t, "cni-e2e-node"), pod: netnstest.New(t, "cni-e2e-pod")}
+}
+
+func (s *sandbox) privileged() bool { return s.node != nil }
+
+func (s *sandbox) netns() string {
+	if s.pod == nil {
+		return noNetns
+	}
+	return s.pod.Path
+}
+
+// call prepares a run of plugin inside the sandbox.
+func (s *sandbox) call(plugin, cmd string, stdin []byte) pluginCall {
+	return pluginCall{plugin: plugin, cmd: cmd, stdin: stdin, node: s.node, env: map[string]string{"CNI_NETNS": s.netns()}}
+}
+
+// clean fails when a call left a link on the node or in the pod.
+func (s *sandbox) clean(t *testing.T) {
+	t.Helper()
+	if !s.privileged() {
+		return
+	}
+	if out := s.node.Run(t, "ip", "-o", "link", "show", "type", "veth"); strings.TrimSpace(out) != "" {
+		t.Errorf("veth left on the node:\n%s", out)
+	}
+	if links := linkNames(s.pod.Run(t, "ip", "-o", "link", "show")); len(links) != 1 {
+		t.Errorf("pod holds %v, want only lo", links)
+	}
+}
+
+// linkNames reads the names out of `ip -o link show`.
+func linkNames(out string) []string {
+	var names []string
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) > 1 {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			names = append(names, name)
+		}
+	}
+	return names
+}
