@@ -4,8 +4,12 @@ BIN      := $(CURDIR)/bin
 DESTDIR  ?=
 CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
-# Debian packages the privileged tests and the demo use.
-DEB_PKGS := iproute2 iptables nftables iputils-ping
+# Debian packages the privileged tests and the demo use (unshare and mount
+# give cnitool a private view of /var/lib).
+DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount
+# What install-conf installs: the node's network. The other files of conf/
+# are examples; the lexically first conflist in $(CNI_CONF) is the one used.
+CONF_FILES ?= conf/10-cbr0.conflist
 
 .PHONY: build test install install-conf demo deps clean fuzz
 
@@ -27,7 +31,7 @@ install: build
 # Example configurations are installed only when asked: they would become the node's network.
 install-conf:
 	install -d $(DESTDIR)$(CNI_CONF)
-	install -m 0644 conf/*.conflist $(DESTDIR)$(CNI_CONF)/
+	install -m 0644 $(CONF_FILES) $(DESTDIR)$(CNI_CONF)/
 
 demo: deps build
 	@./scripts/demo.sh $(BIN)
