@@ -73,6 +73,8 @@ func TestConfFilesThroughClients(t *testing.T) {
 	}
 }
 
+// twoPods is a network's life on one node as a runtime sees it: two pods
+// come, talk, are checked, and leave by DEL and by GC without a trace.
 func twoPods(t *testing.T, c client, node *netnstest.NS, list *libcni.NetworkConfigList) {
 	network, gw := list.Name, servesGateway(t, list)
 	a, b := netnstest.New(t, "cni-e2e-pod"), netnstest.New(t, "cni-e2e-pod")
