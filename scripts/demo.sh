@@ -62,8 +62,8 @@ cnitool() {
 		ip netns exec "$NODE" env CNI_PATH="$BIN" NETCONFPATH="$NETCONF" "$TOOL" "$@"
 }
 
-# ping_summary pings until one reply or 5 s (IPv6 addresses may still be
-# tentative) and prints ping's two summary lines.
+# ping_summary sends three pings within at most 5 s (the deadline lets ping
+# retry while an IPv6 address is still tentative) and prints the summary.
 ping_summary() {
 	printf '   $ ip netns exec %s ping -c 3 -i 0.2 -w 5 %s\n' "$1" "$2"
 	if ! out=$(ip netns exec "$1" ping -c 3 -i 0.2 -w 5 "$2" 2>&1); then
