@@ -11,7 +11,7 @@ DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount
 # are examples; the lexically first conflist in $(CNI_CONF) is the one used.
 CONF_FILES ?= conf/10-cbr0.conflist
 
-.PHONY: build test install install-conf demo deps clean fuzz
+.PHONY: build test install install-conf demo deps clean
 
 build:
 	@mkdir -p $(BIN)
