@@ -29,21 +29,39 @@ func run(name string, p Plugin, stdout io.Writer) int {
 	if r.log != nil {
 		r.log.Error("failed", "code", err.Code, "msg", err.Msg)
 	}
-	if perr := err.Print(); perr != nil {
+	if perr := printError(stdout, err, r.version); perr != nil {
 		fmt.Fprintf(os.Stderr, "%s: cannot print error: %v\n", name, perr)
 	}
 	return 1
 }
 
+// printError writes the spec's error object, with the cniVersion key that
+// the 1.1 spec lists and the reference omits: the configuration's version
+// when the error came after it was read, else the newest.
+func printError(w io.Writer, e *types.Error, cniVersion string) error {
+	if cniVersion == "" {
+		cniVersion = version.Current()
+	}
+	out := struct {
+		CNIVersion string `json:"cniVersion"`
+		*types.Error
+	}{cniVersion, e}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "    ")
+	return enc.Encode(out)
+}
+
 type runner struct {
-	name   string
-	plugin Plugin
-	stdout io.Writer
-	log    *slog.Logger
+	name    string
+	plugin  Plugin
+	stdout  io.Writer
+	log     *slog.Logger
+	version string // the configuration's cniVersion, once a verb has read it
 }
 
 func (r *runner) args(cmd string, sa *skel.CmdArgs) *Args {
 	r.log = newLogger(r.name, cmd, sa)
+	r.version = confVersion(sa.StdinData)
 	return &Args{
 		Command: cmd, ContainerID: sa.ContainerID, Netns: sa.Netns, IfName: sa.IfName,
 		Args: sa.Args, Path: sa.Path, StdinData: sa.StdinData, Log: r.log,
@@ -56,7 +74,7 @@ func (r *runner) add(sa *skel.CmdArgs) error {
 	if err != nil {
 		return ToCNIError(err)
 	}
-	if err := PrintResult(r.stdout, res, confVersion(sa.StdinData)); err != nil {
+	if err := PrintResult(r.stdout, res, r.version); err != nil {
 		return ToCNIError(err)
 	}
 	a.Logger().Info("added")

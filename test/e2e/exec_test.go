@@ -101,7 +101,7 @@ type cniError struct {
 }
 
 // failsWith checks the spec's failure contract: exit 1 and exactly one JSON
-// error object on stdout with the given code and a message.
+// error object on stdout with the given code, a message and the cniVersion.
 func (o outcome) failsWith(t *testing.T, code uint) {
 	t.Helper()
 	if o.exit != 1 {
@@ -113,8 +113,8 @@ func (o outcome) failsWith(t *testing.T, code uint) {
 	if err := dec.Decode(&e); err != nil || dec.More() {
 		t.Fatalf("stdout is not one CNI error object (%v):\n%s", err, o.stdout)
 	}
-	if e.Code == nil || *e.Code != code || e.Msg == "" {
-		t.Fatalf("error %s, want code %d with a message", strings.TrimSpace(o.stdout), code)
+	if e.Code == nil || *e.Code != code || e.Msg == "" || e.CNIVersion == "" {
+		t.Fatalf("error %s, want code %d with a message and a cniVersion", strings.TrimSpace(o.stdout), code)
 	}
 }
 
