@@ -68,3 +68,12 @@ func DoFile(target *os.File, fn func() error) error {
 	runtime.UnlockOSThread()
 	return fnErr
 }
+
+// CNIError gives a vanished namespace the CNI code for an unknown container
+// (3) and a message that says what it means; other errors pass unchanged.
+func CNIError(err error, path string) error {
+	if errors.Is(err, ErrGone) {
+		return netconf.Errorf(netconf.CodeUnknownContainer, "network namespace %s does not exist; the container is gone or CNI_NETNS is wrong", path)
+	}
+	return err
+}

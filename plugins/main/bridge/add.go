@@ -52,7 +52,7 @@ func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, re
 	}
 	nsf, err := netns.Open(a.Netns)
 	if err != nil {
-		return nil, nsError(err, a.Netns)
+		return nil, netns.CNIError(err, a.Netns)
 	}
 	defer nsf.Close()
 	undo := &cniplugin.Undo{}
@@ -201,11 +201,4 @@ func (s *attach) finish() error {
 
 func dnsSet(d types.DNS) bool {
 	return d.Nameservers != nil || d.Search != nil || d.Options != nil || d.Domain != ""
-}
-
-func nsError(err error, path string) error {
-	if errors.Is(err, netns.ErrGone) {
-		return netconf.Errorf(netconf.CodeUnknownContainer, "network namespace %s does not exist; the container is gone or CNI_NETNS is wrong: %w", path, err)
-	}
-	return err
 }

@@ -51,7 +51,7 @@ func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
 		return err
 	})
 	if err != nil {
-		return nsError(err, a.Netns)
+		return netns.CNIError(err, a.Netns)
 	}
 	return checkHostVeth(prev, br, cont)
 }

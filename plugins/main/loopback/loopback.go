@@ -45,7 +45,7 @@ func (plugin) Add(_ context.Context, a *cniplugin.Args) (types.Result, error) {
 		return err
 	})
 	if err != nil {
-		return nil, nsError(err, a.Netns)
+		return nil, netns.CNIError(err, a.Netns)
 	}
 	if prev, err := c.PrevResult(); err != nil || prev != nil {
 		return prev, err
@@ -79,7 +79,7 @@ func (plugin) Check(_ context.Context, a *cniplugin.Args) error {
 		}
 		return nil
 	})
-	return nsError(err, a.Netns)
+	return netns.CNIError(err, a.Netns)
 }
 
 // Del sets lo down; a namespace that is already gone is success.
@@ -108,10 +108,3 @@ func (plugin) GC(_ context.Context, a *cniplugin.Args) error { _, err := load(a)
 
 // Status: loopback is always able to serve ADD.
 func (plugin) Status(_ context.Context, a *cniplugin.Args) error { _, err := load(a); return err }
-
-func nsError(err error, path string) error {
-	if errors.Is(err, netns.ErrGone) {
-		return netconf.Errorf(netconf.CodeUnknownContainer, "network namespace %s does not exist; the container is gone or CNI_NETNS is wrong", path)
-	}
-	return err
-}
