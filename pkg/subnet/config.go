@@ -1,0 +1,171 @@
+// Package subnet is the domain of subnetd: the cluster network config and the
+// per-node leases that flanneld keeps in etcd, a Registry interface that hides
+// the store, and a Manager that acquires, renews, watches and releases a node's
+// lease. It imports no store client: pkg/subnet/etcd implements Registry.
+package subnet
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Backend types subnetd implements. flanneld defaults to "udp", which neither
+// implements any more; subnetd defaults to vxlan, the one everyone configures.
+const (
+	BackendVXLAN  = "vxlan"
+	BackendHostGW = "host-gw"
+)
+
+// Defaults of flannel's vxlan backend.
+const (
+	DefaultVNI  = 1
+	DefaultPort = 8472
+)
+
+// ErrInvalidConfig marks a network config that cannot be used.
+var ErrInvalidConfig = errors.New("invalid network config")
+
+// Backend is the "Backend" object of the network config. Keys subnetd does not
+// know (GBP, Learning, ...) are ignored, as flanneld's vxlan backend ignores
+// those of others.
+type Backend struct {
+	Type          string `json:"Type"`
+	VNI           int    `json:"VNI,omitempty"`
+	Port          int    `json:"Port,omitempty"`
+	MTU           int    `json:"MTU,omitempty"`
+	DirectRouting bool   `json:"DirectRouting,omitempty"`
+}
+
+// Config is flannel's network config, the JSON at <prefix>/config.
+type Config struct {
+	EnableIPv4    bool
+	EnableIPv6    bool
+	Network       netip.Prefix
+	SubnetLen     int
+	SubnetMin     netip.Addr
+	SubnetMax     netip.Addr
+	IPv6Network   netip.Prefix
+	IPv6SubnetLen int
+	IPv6SubnetMin netip.Addr
+	IPv6SubnetMax netip.Addr
+	Backend       Backend
+}
+
+// ParseConfig decodes and validates a network config, filling in flannel's
+// defaults (IPv4 on, SubnetLen 24 or 64, SubnetMin the second subnet,
+// SubnetMax the last one, vxlan VNI 1 on port 8472).
+func ParseConfig(data []byte) (Config, error) {
+	c := Config{EnableIPv4: true}
+	if err := json.Unmarshal(data, &c); err != nil {
+		return Config{}, fmt.Errorf("%w: decoding JSON: %w; it looks like {\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"vxlan\"}}", ErrInvalidConfig, err)
+	}
+	if err := c.validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func (c *Config) validate() error {
+	if !c.EnableIPv4 && !c.EnableIPv6 {
+		return fmt.Errorf("%w: EnableIPv4 and EnableIPv6 are both false; enable at least one", ErrInvalidConfig)
+	}
+	if c.EnableIPv4 {
+		r := family{"Network", "SubnetLen", "SubnetMin", "SubnetMax", 24, 28}
+		if err := r.fill(&c.Network, &c.SubnetLen, &c.SubnetMin, &c.SubnetMax, true); err != nil {
+			return err
+		}
+	}
+	if c.EnableIPv6 {
+		r := family{"IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax", 64, 124}
+		if err := r.fill(&c.IPv6Network, &c.IPv6SubnetLen, &c.IPv6SubnetMin, &c.IPv6SubnetMax, false); err != nil {
+			return err
+		}
+	}
+	return c.Backend.validate()
+}
+
+func (b *Backend) validate() error {
+	switch b.Type {
+	case "":
+		b.Type = BackendVXLAN
+	case BackendVXLAN, BackendHostGW:
+	default:
+		return fmt.Errorf("%w: Backend.Type %q is not supported; use %q or %q", ErrInvalidConfig, b.Type, BackendVXLAN, BackendHostGW)
+	}
+	if b.Type != BackendVXLAN {
+		return nil
+	}
+	if b.VNI == 0 {
+		b.VNI = DefaultVNI
+	}
+	if b.Port == 0 {
+		b.Port = DefaultPort
+	}
+	switch {
+	case b.VNI < 0 || b.VNI > 1<<24-1:
+		return fmt.Errorf("%w: Backend.VNI %d is out of range; use 1..16777215", ErrInvalidConfig, b.VNI)
+	case b.Port < 0 || b.Port > 65535:
+		return fmt.Errorf("%w: Backend.Port %d is out of range; use 1..65535", ErrInvalidConfig, b.Port)
+	case b.MTU < 0 || (b.MTU > 0 && b.MTU < 576):
+		return fmt.Errorf("%w: Backend.MTU %d is too small; use at least 576, or leave it out to derive it from the interface", ErrInvalidConfig, b.MTU)
+	}
+	return nil
+}
+
+// family names the keys of one address family, for messages.
+type family struct {
+	network, subnetLen, min, max string
+	defaultLen, maxNetworkLen    int
+}
+
+// fill checks one family's network and range and sets its defaults, with
+// flannel's rules: at least four subnets, SubnetMin/Max inside the network
+// and on a subnet boundary.
+func (f family) fill(network *netip.Prefix, subnetLen *int, lo, hi *netip.Addr, v4 bool) error {
+	n := *network
+	if !n.IsValid() || n.Addr().Is4() != v4 {
+		return fmt.Errorf("%w: %s is missing or of the wrong family; set it, e.g. %q", ErrInvalidConfig, f.network, map[bool]string{true: "10.244.0.0/16", false: "fd00:10:244::/56"}[v4])
+	}
+	if n != n.Masked() {
+		return fmt.Errorf("%w: %s %s has host bits set; use %s", ErrInvalidConfig, f.network, n, n.Masked())
+	}
+	bits := n.Addr().BitLen()
+	switch {
+	case *subnetLen == 0 && n.Bits() > f.maxNetworkLen:
+		return fmt.Errorf("%w: %s %s is too small; use a /%d or larger", ErrInvalidConfig, f.network, n, f.maxNetworkLen)
+	case *subnetLen == 0 && n.Bits() <= f.defaultLen-2:
+		*subnetLen = f.defaultLen
+	case *subnetLen == 0:
+		*subnetLen = n.Bits() + 2
+	case *subnetLen > bits-2:
+		return fmt.Errorf("%w: %s %d leaves no room for pods; use at most %d", ErrInvalidConfig, f.subnetLen, *subnetLen, bits-2)
+	case *subnetLen < n.Bits()+2:
+		return fmt.Errorf("%w: %s %d gives %s fewer than four subnets; use at least %d", ErrInvalidConfig, f.subnetLen, *subnetLen, n, n.Bits()+2)
+	}
+	if !lo.IsValid() {
+		*lo = nthSubnet(n.Addr(), *subnetLen, 1)
+	}
+	if !hi.IsValid() {
+		*hi = lastSubnet(n, *subnetLen)
+	}
+	for _, a := range []struct {
+		name string
+		addr netip.Addr
+	}{{f.min, *lo}, {f.max, *hi}} {
+		if !n.Contains(a.addr) {
+			return fmt.Errorf("%w: %s %s is outside %s %s", ErrInvalidConfig, a.name, a.addr, f.network, n)
+		}
+		if p := netip.PrefixFrom(a.addr, *subnetLen); p.Masked().Addr() != a.addr {
+			return fmt.Errorf("%w: %s %s is not on a /%d boundary; use %s", ErrInvalidConfig, a.name, a.addr, *subnetLen, p.Masked().Addr())
+		}
+	}
+	if hi.Less(*lo) {
+		return fmt.Errorf("%w: %s %s is above %s %s", ErrInvalidConfig, f.min, *lo, f.max, *hi)
+	}
+	return nil
+}
+
+// Equal reports whether two validated configs mean the same network.
+func (c Config) Equal(o Config) bool { return c == o }
