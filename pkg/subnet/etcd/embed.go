@@ -1,0 +1,58 @@
+package etcd
+
+import (
+	"fmt"
+	"net/url"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Server is a single-member etcd run inside the process, for a node (or a
+// test) that has no etcd cluster. It listens on loopback only.
+type Server struct {
+	e *embed.Etcd
+}
+
+// StartServer runs a member with its data under dir, serving clients at
+// clientURL and its (unused) peer port at peerURL, both loopback addresses.
+// It returns once the member serves, or fails after timeout.
+func StartServer(dir, clientURL, peerURL string, timeout time.Duration) (*Server, error) {
+	cu, err := url.Parse(clientURL)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd client URL: %w", err)
+	}
+	pu, err := url.Parse(peerURL)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd peer URL: %w", err)
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = "subnetd"
+	cfg.Dir = dir
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.LogLevel = "error"
+	// Keep an hour of history so that watches resume; older revisions go.
+	cfg.AutoCompactionMode, cfg.AutoCompactionRetention = embed.CompactorModePeriodic, "1h"
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("starting the embedded etcd in %s: %w", dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return &Server{e: e}, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)
+	case <-time.After(timeout):
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd in %s not ready after %v", dir, timeout)
+	}
+}
+
+// Endpoint is the URL clients connect to.
+func (s *Server) Endpoint() string { return s.e.Clients[0].Addr().String() }
+
+// Close stops the member; its data stays in its directory.
+func (s *Server) Close() { s.e.Close() }

@@ -1,0 +1,125 @@
+// Package etcd stores subnetd's network config and leases in etcd v3 with
+// flanneld's key layout: <prefix>/config and <prefix>/subnets/<key>. Every
+// write is a transaction that compares the key's revision; leased keys hang
+// on one etcd lease per client, kept alive, never orphaned; every call has a
+// deadline.
+package etcd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cnisuite/cni/pkg/subnet"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// DefaultPrefix is flanneld's.
+const DefaultPrefix = "/coreos.com/network"
+
+// Options say how to reach etcd.
+type Options struct {
+	Endpoints []string
+	Prefix    string        // DefaultPrefix when empty
+	TLS       *tls.Config   // nil: plain connections
+	Username  string        // with Password: etcd authentication
+	Password  string        //
+	TTL       time.Duration // of the etcd lease leased keys hang on
+	Timeout   time.Duration // deadline of each call
+}
+
+// Registry implements subnet.Registry on an etcd client.
+type Registry struct {
+	cli     *clientv3.Client
+	prefix  string
+	ttl     time.Duration
+	timeout time.Duration
+
+	mu    sync.Mutex
+	lease clientv3.LeaseID // 0 until a leased write needs one
+}
+
+var _ subnet.Registry = (*Registry)(nil)
+
+// New connects to etcd; the connection is made lazily, so New does not fail
+// when etcd is down: the first call does, by its deadline.
+func New(o Options) (*Registry, error) {
+	if len(o.Endpoints) == 0 {
+		return nil, errors.New("no etcd endpoints")
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.TTL < time.Second || o.Timeout <= 0 {
+		return nil, fmt.Errorf("lease TTL %v and call timeout %v: want at least 1s and more than 0", o.TTL, o.Timeout)
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: o.Endpoints, TLS: o.TLS, Username: o.Username, Password: o.Password,
+		DialTimeout: o.Timeout, DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: o.Timeout,
+		// The client's own logger would print every retry; callers log the errors.
+		Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(o.Endpoints, ","), err)
+	}
+	return &Registry{cli: cli, prefix: strings.TrimRight(o.Prefix, "/"), ttl: o.TTL, timeout: o.Timeout}, nil
+}
+
+// Close closes the client; the etcd lease stays, to be adopted by the next run.
+func (r *Registry) Close() error { return r.cli.Close() }
+
+// TLSConfig builds the client TLS settings from flanneld's three files: a CA
+// alone verifies the server; a certificate and key also authenticate us.
+func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd CA file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("etcd CA file %s holds no PEM certificate", caFile)
+		}
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("give both --etcd-certfile and --etcd-keyfile, or neither")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+func (r *Registry) configKey() string           { return r.prefix + "/config" }
+func (r *Registry) subnetsDir() string          { return r.prefix + "/subnets/" }
+func (r *Registry) key(s subnet.Subnets) string { return r.subnetsDir() + s.Key() }
+func (r *Registry) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.timeout)
+}
+
+// wrap gives etcd's errors the domain's meaning and says where etcd was.
+func (r *Registry) wrap(what string, err error) error {
+	switch {
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		return fmt.Errorf("%s: %w", what, subnet.ErrLeaseGone)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: etcd at %s did not answer within %v: %w", what, strings.Join(r.cli.Endpoints(), ","), r.timeout, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
