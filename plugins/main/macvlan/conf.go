@@ -1,0 +1,124 @@
+package main
+
+import (
+	"net"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/cnisuite/cni/pkg/link"
+	"github.com/cnisuite/cni/pkg/netconf"
+)
+
+// NetConf is the macvlan plugin's configuration: the reference's keys
+// (master, mode, mtu, mac, linkInContainer, bcqueuelen) plus enabledad,
+// which the bridge plugin also has.
+type NetConf struct {
+	netconf.Base
+	Master     string `json:"master"`
+	Mode       string `json:"mode"`
+	MTU        int    `json:"mtu"`
+	Mac        string `json:"mac,omitempty"`
+	LinkContNs bool   `json:"linkInContainer,omitempty"`
+	BCQueueLen uint32 `json:"bcqueuelen,omitempty"`
+	EnableDad  bool   `json:"enabledad,omitempty"`
+
+	Args struct {
+		Cni struct {
+			Mac string `json:"mac,omitempty"`
+		} `json:"cni"`
+	} `json:"args"`
+	RuntimeConfig struct {
+		Mac string `json:"mac,omitempty"`
+	} `json:"runtimeConfig"`
+
+	mode netlink.MacvlanMode
+	mac  net.HardwareAddr // chosen from runtimeConfig, args, CNI_ARGS and "mac"
+}
+
+// loadConf parses stdin and CNI_ARGS and checks every key that can be
+// checked without the kernel, so that a bad configuration fails before
+// anything is created. The master is resolved later, and only by the verbs
+// that need it: DEL never does.
+func loadConf(stdin []byte, cniArgs string) (*NetConf, error) {
+	c := &NetConf{}
+	if err := netconf.Load(stdin, c); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	mode, ok := link.ParseMacvlanMode(c.Mode)
+	if !ok {
+		return nil, netconf.Invalid("unknown macvlan \"mode\" %q; use bridge (the default), private, vepa or passthru", c.Mode)
+	}
+	c.mode = mode
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.mac, err = pickMAC(c, cniArgs); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *NetConf) validate() error {
+	switch {
+	case c.MTU < 0 || c.MTU > 65535 || (c.MTU > 0 && c.MTU < 68):
+		return netconf.Invalid("\"mtu\" %d must be between 68 and the master's MTU, or 0 to inherit the master's", c.MTU)
+	case !validIfName(c.Master):
+		return netconf.Invalid("\"master\" %q is not an interface name (at most 15 characters, no '/', ':' or spaces); name the node's uplink, or leave it out to use the interface of the default route", c.Master)
+	}
+	return nil
+}
+
+// validIfName accepts what the kernel accepts as a link name (dev_valid_name);
+// empty is allowed and means "the default route's interface".
+func validIfName(s string) bool {
+	if s == "" {
+		return true
+	}
+	return len(s) <= 15 && s != "." && s != ".." && !strings.ContainsAny(s, "/: \t\n\r\v\f")
+}
+
+// pickMAC applies the precedence runtimeConfig.mac, args.cni.mac, CNI_ARGS
+// MAC, then the "mac" key: the reference's order, with args.cni.mac slotted
+// where the bridge plugin has it.
+func pickMAC(c *NetConf, cniArgs string) (net.HardwareAddr, error) {
+	kv, err := netconf.ParseArgs(cniArgs)
+	if err != nil {
+		return nil, err
+	}
+	src, val := "\"mac\"", c.Mac
+	if kv["MAC"] != "" {
+		src, val = "CNI_ARGS MAC", kv["MAC"]
+	}
+	if c.Args.Cni.Mac != "" {
+		src, val = "args.cni.mac", c.Args.Cni.Mac
+	}
+	if c.RuntimeConfig.Mac != "" {
+		src, val = "runtimeConfig.mac", c.RuntimeConfig.Mac
+	}
+	if val == "" {
+		return nil, nil
+	}
+	mac, err := net.ParseMAC(val)
+	if err != nil || len(mac) != 6 || mac[0]&1 == 1 || isZero(mac) {
+		code := netconf.CodeInvalidConfig
+		if src == "CNI_ARGS MAC" {
+			code = netconf.CodeInvalidEnv
+		}
+		return nil, netconf.Errorf(code, "%s %q is not a unicast Ethernet MAC address (like 02:42:ac:11:00:02)", src, val)
+	}
+	return mac, nil
+}
+
+func isZero(mac net.HardwareAddr) bool {
+	for _, b := range mac {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/link"
+	"github.com/cnisuite/cni/pkg/netconf"
+)
+
+// configure runs inside the container: it records the macvlan's MAC in
+// res and brings the link up, with res's addresses and routes when IPAM ran
+// (L2 mode otherwise, as in the reference: no sysctls, no addresses).
+func configure(ifName string, c *NetConf, res *current.Result) error {
+	l, err := link.ByName(ifName)
+	if err != nil {
+		return err
+	}
+	res.Interfaces[0].Mac = l.Attrs().HardwareAddr.String()
+	if len(res.IPs) == 0 {
+		return setUp(l)
+	}
+	hasV6 := slices.ContainsFunc(res.IPs, func(ipc *current.IPConfig) bool { return ipc.Address.IP.To4() == nil })
+	if mtu := l.Attrs().MTU; hasV6 && mtu < minIPv6MTU {
+		return netconf.Invalid("the macvlan's MTU %d is below %d, the least IPv6 works with, and IPAM returned an IPv6 address; raise \"mtu\" (or the master's) or give this network IPv4 ranges only", mtu, minIPv6MTU)
+	}
+	containerSysctls(ifName, hasV6, c.EnableDad)
+	gwOf := map[bool]net.IP{} // the first gateway of each family, by "is IPv6"
+	for _, ipc := range res.IPs {
+		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &ipc.Address}); err != nil {
+			return fmt.Errorf("adding address %v: %w", ipc.Address.String(), err)
+		}
+		if v6 := ipc.Address.IP.To4() == nil; ipc.Gateway != nil && gwOf[v6] == nil {
+			gwOf[v6] = ipc.Gateway
+		}
+	}
+	// Up after the addresses: with arp_notify the kernel then announces
+	// them (gratuitous ARP), and with ndisc_notify the IPv6 ones (unsolicited NA).
+	if err := setUp(l); err != nil {
+		return err
+	}
+	if c.EnableDad && hasV6 {
+		if err := settleDAD(l); err != nil {
+			return err
+		}
+	}
+	return addRoutes(l, res, gwOf)
+}
+
+// minIPv6MTU is the smallest MTU on which the kernel enables IPv6 (RFC 8200).
+const minIPv6MTU = 1280
+
+func setUp(l netlink.Link) error {
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("setting %q up: %w", l.Attrs().Name, err)
+	}
+	return nil
+}
+
+// addRoutes adds res's routes through l. A route without a gateway goes via
+// its family's first gateway, and routes to one destination become
+// multipath, as in the reference.
+func addRoutes(l netlink.Link, res *current.Result, gwOf map[bool]net.IP) error {
+	for _, r := range res.Routes {
+		nr := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: &r.Dst, Gw: r.GW, Priority: r.Priority, MTU: r.MTU, AdvMSS: r.AdvMSS}
+		if nr.Gw == nil {
+			nr.Gw = gwOf[r.Dst.IP.To4() == nil]
+		}
+		if r.Table != nil {
+			nr.Table = *r.Table
+		}
+		if r.Scope != nil {
+			nr.Scope = netlink.Scope(*r.Scope)
+		}
+		if err := netlink.RouteAddEcmp(nr); err != nil {
+			return fmt.Errorf("adding route %v via %v: %w", r.Dst.String(), nr.Gw, err)
+		}
+	}
+	return nil
+}
+
+// containerSysctls sets what the reference sets, and turns IPv6 duplicate
+// address detection off unless enabledad asks for it: IPAM hands out each
+// address once, and DAD would hold the address back for a second or two.
+// Failures are ignored as in the reference: the IPv6 keys are missing when
+// the kernel has IPv6 disabled, and adding an IPv6 address then says so.
+func containerSysctls(ifName string, hasV6, dad bool) {
+	set := func(k, v string) { _ = link.Sysctl(k, v) }
+	set("net/ipv4/conf/"+ifName+"/arp_notify", "1")
+	set("net/ipv6/conf/"+ifName+"/ndisc_notify", "1")
+	if !hasV6 {
+		return
+	}
+	set("net/ipv6/conf/lo/disable_ipv6", "0")
+	set("net/ipv6/conf/"+ifName+"/disable_ipv6", "0")
+	set("net/ipv6/conf/"+ifName+"/keep_addr_on_down", "1")
+	if dad {
+		set("net/ipv6/conf/"+ifName+"/enhanced_dad", "1")
+		set("net/ipv6/conf/"+ifName+"/accept_dad", "1")
+	} else {
+		set("net/ipv6/conf/"+ifName+"/accept_dad", "0")
+	}
+}
+
+// dadTimeout bounds the wait for DAD; the kernel needs about a second per probe.
+const dadTimeout = 5 * time.Second
+
+// settleDAD waits until no IPv6 address of l is tentative, since routes via
+// a gateway cannot use a tentative source address, and fails at once when
+// another host holds one of them.
+func settleDAD(l netlink.Link) error {
+	deadline := time.Now().Add(dadTimeout)
+	for {
+		addrs, err := link.Addrs(l, netlink.FAMILY_V6)
+		if err != nil {
+			return err
+		}
+		if i := slices.IndexFunc(addrs, func(a netlink.Addr) bool { return a.Flags&unix.IFA_F_DADFAILED != 0 }); i >= 0 {
+			return fmt.Errorf("address %v failed duplicate address detection: another host on the segment holds it", addrs[i].IPNet)
+		}
+		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.Flags&unix.IFA_F_TENTATIVE != 0 }) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("IPv6 addresses of %q are still tentative after %v (duplicate address detection)", l.Attrs().Name, dadTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/link"
+	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/netns"
+)
+
+// Del removes the macvlan from the container and releases the IPAM
+// reservation. Both run even when the other failed, what is already gone
+// counts as removed, and the master is never looked at: DEL works after the
+// container's namespace was deleted (which took the macvlan with it) and
+// after the master disappeared or the default route moved.
+func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
+	c, err := loadConf(a.StdinData, a.Args)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if a.Netns != "" {
+		err := netns.Do(a.Netns, func() error { return link.DeleteIfExists(a.IfName) })
+		if err != nil && !errors.Is(err, netns.ErrGone) {
+			errs = append(errs, fmt.Errorf("deleting %q in %s: %w", a.IfName, a.Netns, err))
+		}
+	}
+	if c.IPAM.Type != "" {
+		if _, err := a.Delegate(ctx, "DEL", c.IPAM.Type, a.StdinData); err != nil {
+			errs = append(errs, fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// GC forwards to IPAM, which releases the reservations of attachments not
+// in the valid list. The plugin has nothing else on the node to collect:
+// a macvlan dies with its container's namespace.
+func (p *plugin) GC(ctx context.Context, a *cniplugin.Args) error {
+	c, err := loadConf(a.StdinData, a.Args)
+	if err != nil {
+		return err
+	}
+	if c.IPAM.Type == "" {
+		return nil
+	}
+	if _, err := a.Delegate(ctx, "GC", c.IPAM.Type, a.StdinData); err != nil {
+		return fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
+	}
+	return nil
+}
+
+// Status reports whether an ADD could succeed: the master must exist (a
+// master inside containers cannot be checked without one) and IPAM must be
+// ready. A missing master is code 50, "not available".
+func (p *plugin) Status(ctx context.Context, a *cniplugin.Args) error {
+	c, err := loadConf(a.StdinData, a.Args)
+	if err != nil {
+		return err
+	}
+	if !c.LinkContNs {
+		if _, err := c.findMaster(); err != nil {
+			return netconf.Errorf(netconf.CodeUnavailable, "macvlan cannot attach pods: %w", err)
+		}
+	}
+	if c.IPAM.Type == "" {
+		return nil
+	}
+	if _, err := a.Delegate(ctx, "STATUS", c.IPAM.Type, a.StdinData); err != nil {
+		return fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
+	}
+	return nil
+}
