@@ -13,7 +13,8 @@ type badInput struct {
 	stdin string                 // replaces the configuration when set
 	env   map[string]string
 	code  uint
-	ipam  bool // only for plugins whose configuration has an ipam section
+	ipam  bool   // only for plugins whose configuration has an ipam section
+	only  string // only for this plugin, when set
 }
 
 func set(key string, v any) func(map[string]any) {
@@ -90,6 +91,20 @@ var badInputs = []badInput{
 	{name: "malformed CNI_ARGS", ipam: true, env: map[string]string{"CNI_ARGS": "IgnoreUnknown=1;IP"}, code: 4},
 	{name: "CNI_ARGS IP not an address", ipam: true, env: map[string]string{"CNI_ARGS": "IP=10.99.0.x"}, code: 4},
 	{name: "requested IP outside the ranges", ipam: true, env: map[string]string{"CNI_ARGS": "IP=10.1.1.1"}, code: 7},
+
+	{name: "macvlan: unknown mode", only: "macvlan", edit: set("mode", "source"), code: 7},
+	{name: "macvlan: mode not a string", only: "macvlan", edit: set("mode", 3), code: 6},
+	{name: "macvlan: negative mtu", only: "macvlan", edit: set("mtu", -1), code: 7},
+	{name: "macvlan: mtu above the master's", only: "macvlan", ipam: true, edit: set("mtu", 65000), code: 7},
+	{name: "macvlan: master missing", only: "macvlan", ipam: true, edit: set("master", "e2e-nomaster"), code: 7},
+	{name: "macvlan: master name too long", only: "macvlan", edit: set("master", "abcdefghijklmnopq"), code: 7},
+	{name: "macvlan: master not Ethernet", only: "macvlan", ipam: true, edit: set("master", "lo"), code: 7},
+	{name: "macvlan: multicast mac", only: "macvlan", edit: set("mac", "01:00:5e:00:00:01"), code: 7},
+	{name: "macvlan: runtimeConfig mac not a MAC", only: "macvlan", edit: set("runtimeConfig", map[string]any{"mac": "nope"}), code: 7},
+	{name: "macvlan: CNI_ARGS MAC not a MAC", only: "macvlan", env: map[string]string{"CNI_ARGS": "MAC=zz:zz"}, code: 4},
+	{name: "macvlan: bcqueuelen negative", only: "macvlan", edit: set("bcqueuelen", -5), code: 6},
+	{name: "macvlan: linkInContainer not a bool", only: "macvlan", edit: set("linkInContainer", "yes"), code: 6},
+	{name: "macvlan: STATUS with the master missing", only: "macvlan", cmd: "STATUS", ipam: true, edit: set("master", "e2e-nomaster"), code: 50},
 }
 
 // TestMalformedInput feeds every binary every malformed input that applies
@@ -100,9 +115,10 @@ func TestMalformedInput(t *testing.T) {
 		t.Run(plugin, func(t *testing.T) {
 			t.Parallel()
 			sb := newSandbox(t)
+			sb.prepare(t, plugin)
 			dataDir := t.TempDir()
 			for _, tc := range badInputs {
-				if tc.ipam && validConf(t, plugin, dataDir)["ipam"] == nil {
+				if (tc.ipam && validConf(t, plugin, dataDir)["ipam"] == nil) || (tc.only != "" && tc.only != plugin) {
 					continue
 				}
 				t.Run(tc.name, func(t *testing.T) {

@@ -26,6 +26,9 @@ func validConf(t *testing.T, plugin, dataDir string) map[string]any {
 	case "bridge":
 		conf["bridge"] = "e2ebr0"
 		conf["ipam"] = ipam
+	case "macvlan":
+		conf["master"] = macvlanMaster
+		conf["ipam"] = ipam
 	default:
 		t.Fatalf("no valid configuration for plugin %q: add one to validConf", plugin)
 	}
@@ -53,6 +56,18 @@ func newSandbox(t *testing.T) *sandbox {
 
 func (s *sandbox) privileged() bool { return s.node != nil }
 
+// macvlanMaster is the node link that validConf gives macvlan as master.
+const macvlanMaster = "e2emaster"
+
+// prepare gives the node what plugin's validConf refers to: macvlan needs
+// its master (a bridge: Ethernet, and unseen by clean's veth check).
+func (s *sandbox) prepare(t *testing.T, plugin string) {
+	t.Helper()
+	if s.privileged() && plugin == "macvlan" {
+		s.node.Run(t, "ip", "link", "add", macvlanMaster, "type", "bridge")
+	}
+}
+
 func (s *sandbox) netns() string {
 	if s.pod == nil {
 		return noNetns
@@ -71,8 +86,10 @@ func (s *sandbox) clean(t *testing.T) {
 	if !s.privileged() {
 		return
 	}
-	if out := s.node.Run(t, "ip", "-o", "link", "show", "type", "veth"); strings.TrimSpace(out) != "" {
-		t.Errorf("veth left on the node:\n%s", out)
+	for _, typ := range []string{"veth", "macvlan"} {
+		if out := s.node.Run(t, "ip", "-o", "link", "show", "type", typ); strings.TrimSpace(out) != "" {
+			t.Errorf("%s left on the node:\n%s", typ, out)
+		}
 	}
 	if links := linkNames(s.pod.Run(t, "ip", "-o", "link", "show")); len(links) != 1 {
 		t.Errorf("pod holds %v, want only lo", links)

@@ -54,6 +54,7 @@ func TestSpecVersions(t *testing.T) {
 			if entersContainer(plugin) && !sb.privileged() {
 				t.Skip("needs root: the plugin works inside a container namespace")
 			}
+			sb.prepare(t, plugin)
 			dataDir := t.TempDir()
 			for _, v := range specVersions {
 				t.Run(v, func(t *testing.T) {
