@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/link"
@@ -16,24 +17,34 @@ import (
 // counts as removed, and the master is never looked at: DEL works after the
 // container's namespace was deleted (which took the macvlan with it) and
 // after the master disappeared or the default route moved.
+//
+// The IPAM plugin runs while the link is deleted: deleting a link waits for
+// the kernel's RCU grace period, so DEL takes the longer of the two instead
+// of their sum. The reference releases the address first, so nothing new
+// can see the address free while the link still holds it.
 func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData, a.Args)
 	if err != nil {
 		return err
 	}
-	var errs []error
+	var wg sync.WaitGroup
+	var ipamErr error
+	if c.IPAM.Type != "" {
+		wg.Go(func() {
+			if _, err := a.Delegate(ctx, "DEL", c.IPAM.Type, a.StdinData); err != nil {
+				ipamErr = fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
+			}
+		})
+	}
+	var linkErr error
 	if a.Netns != "" {
 		err := netns.Do(a.Netns, func() error { return link.DeleteIfExists(a.IfName) })
 		if err != nil && !errors.Is(err, netns.ErrGone) {
-			errs = append(errs, fmt.Errorf("deleting %q in %s: %w", a.IfName, a.Netns, err))
+			linkErr = fmt.Errorf("deleting %q in %s: %w", a.IfName, a.Netns, err)
 		}
 	}
-	if c.IPAM.Type != "" {
-		if _, err := a.Delegate(ctx, "DEL", c.IPAM.Type, a.StdinData); err != nil {
-			errs = append(errs, fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err))
-		}
-	}
-	return errors.Join(errs...)
+	wg.Wait()
+	return errors.Join(linkErr, ipamErr)
 }
 
 // GC forwards to IPAM, which releases the reservations of attachments not
