@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"slices"
+	"syscall"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -56,8 +58,14 @@ func configure(ifName string, c *NetConf, res *current.Result) error {
 // minIPv6MTU is the smallest MTU on which the kernel enables IPv6 (RFC 8200).
 const minIPv6MTU = 1280
 
+// setUp brings l up. The kernel checks the MAC only now: two macvlans of one
+// master may exist with the same MAC, but only one may be up.
 func setUp(l netlink.Link) error {
-	if err := netlink.LinkSetUp(l); err != nil {
+	err := netlink.LinkSetUp(l)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return netconf.Invalid("MAC %s is already used by another macvlan on the same master; request another MAC or none: %w", l.Attrs().HardwareAddr, err)
+	}
+	if err != nil {
 		return fmt.Errorf("setting %q up: %w", l.Attrs().Name, err)
 	}
 	return nil

@@ -72,6 +72,13 @@ func TestFailedAddLeavesNothing(t *testing.T) {
 				e.node.Run(t, "ip", "link", "set", master, "master", "brx")
 				return nil
 			}},
+		{name: "MAC taken by another pod, after IPAM", over: map[string]any{"mac": "02:00:00:00:aa:99"}, ranges: v4, code: 7, want: "already used by another macvlan",
+			setup: func(t *testing.T, e *env, pod *netnstest.NS) []string {
+				other := netnstest.New(t, "mv-pod")
+				e.node.Run(t, "ip", "link", "add", "link", master, "name", "eth9", "netns", other.Name, "address", "02:00:00:00:aa:99", "type", "macvlan", "mode", "bridge")
+				other.Run(t, "ip", "link", "set", "eth9", "up")
+				return nil
+			}},
 		{name: "interface name taken", ranges: v4, code: 4, want: `already has an interface "eth0"`,
 			setup: func(t *testing.T, e *env, pod *netnstest.NS) []string {
 				pod.Run(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "x0")
