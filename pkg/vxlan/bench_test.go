@@ -1,0 +1,85 @@
+package vxlan
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/cnisuite/cni/pkg/link"
+	netnstest "github.com/cnisuite/cni/test/netns"
+)
+
+// benchPeers makes count peers with subnets 10.128.0.0/24, 10.128.1.0/24, ...
+// and public IPs in the underlay's 192.168.0.0/16.
+func benchPeers(count int) []Peer {
+	peers := make([]Peer, count)
+	for i := range peers {
+		peers[i] = Peer{
+			Subnet:   netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 128+i/256, i%256)),
+			PublicIP: netip.MustParseAddr(fmt.Sprintf("192.168.%d.%d", 1+i/250, 1+i%250)),
+			VtepMAC:  MACFromID(fmt.Sprint(i)),
+		}
+	}
+	return peers
+}
+
+// benchNode is a namespace with an underlay veth pair.
+func benchNode(b *testing.B) (*netnstest.NS, Config) {
+	ns := newNS(b, "vx-bench")
+	ns.Run(b, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	ns.Run(b, "ip", "link", "set", "eth0", "up")
+	ns.Run(b, "ip", "addr", "add", "192.168.0.1/16", "dev", "eth0")
+	return ns, Config{Underlay: "eth0", Subnet: netip.MustParsePrefix("10.127.0.0/24"), MAC: MACFromID("bench"), Log: quiet}
+}
+
+// benchFromScratch times programming count peers on a new device: a node
+// joining a cluster of count nodes, or restarting after a reboot.
+func benchFromScratch(b *testing.B, count int) {
+	ns, cfg := benchNode(b)
+	peers := benchPeers(count)
+	for range b.N {
+		b.StopTimer()
+		var d *Device
+		ns.Do(b, func() (err error) {
+			if err = link.DeleteIfExists("flannel.1"); err == nil {
+				d, err = Ensure(cfg)
+			}
+			return err
+		})
+		b.StartTimer()
+		ns.Do(b, func() error {
+			s, err := d.Reconcile(peers)
+			if err == nil && s.Added != 3*count {
+				err = fmt.Errorf("reconcile made %d adds, want %d", s.Added, 3*count)
+			}
+			return err
+		})
+	}
+}
+
+func BenchmarkReconcile1000(b *testing.B) { benchFromScratch(b, 1000) }
+func BenchmarkReconcile2000(b *testing.B) { benchFromScratch(b, 2000) }
+
+// BenchmarkReconcileUnchanged2000 times the periodic reconcile of 2000 peers
+// that did not change: dumps and a diff, no write.
+func BenchmarkReconcileUnchanged2000(b *testing.B) {
+	ns, cfg := benchNode(b)
+	peers := benchPeers(2000)
+	var d *Device
+	ns.Do(b, func() (err error) {
+		if d, err = Ensure(cfg); err == nil {
+			_, err = d.Reconcile(peers)
+		}
+		return err
+	})
+	b.ResetTimer()
+	for range b.N {
+		ns.Do(b, func() error {
+			s, err := d.Reconcile(peers)
+			if err == nil && s.Writes() != 0 {
+				err = fmt.Errorf("unchanged peers made %d writes", s.Writes())
+			}
+			return err
+		})
+	}
+}

@@ -1,0 +1,189 @@
+package vxlan
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+)
+
+// route is a main-table unicast route in a form that compares with ==, so
+// that what we write and what the kernel dumps back meet as equal values.
+type route struct {
+	dst    netip.Prefix
+	gw     netip.Addr
+	link   int
+	onlink bool
+	proto  int
+	scope  int // ours are universe (0); found ones are deleted by their own
+}
+
+// neigh is a permanent neighbour entry on the vxlan device.
+type neigh struct {
+	ip  netip.Addr
+	mac [6]byte
+}
+
+// fdb is one remote of a vxlan FDB entry: frames for mac go to dst.
+type fdb struct {
+	mac [6]byte
+	dst netip.Addr
+}
+
+// tables is one family's entries, wanted or found in the kernel. Routes are
+// keyed by destination: the main table holds one route per destination and
+// metric, and all of ours use the default metric.
+type tables struct {
+	routes map[netip.Prefix]route
+	neighs map[netip.Addr]neigh // found entries that are not permanent are left out
+	fdb    map[fdb]bool
+}
+
+func newTables() tables {
+	return tables{routes: map[netip.Prefix]route{}, neighs: map[netip.Addr]neigh{}, fdb: map[fdb]bool{}}
+}
+
+// plan is the writes that turn the kernel's tables into the wanted ones, in
+// the order they are made: FDB and neighbour before the route that uses
+// them, so that no packet meets a half-programmed peer; deletes last.
+type plan struct {
+	addFDB   []fdb
+	addNeigh []neigh
+	addRoute []route
+	delRoute []route
+	delNeigh []neigh
+	delFDB   []fdb
+}
+
+func (p plan) adds() int    { return len(p.addFDB) + len(p.addNeigh) + len(p.addRoute) }
+func (p plan) deletes() int { return len(p.delRoute) + len(p.delNeigh) + len(p.delFDB) }
+
+// diff compares wanted and found entries. A route, neighbour or FDB remote
+// that differs is rewritten in place (the kernel's replace), so a changed
+// peer costs one write per entry; found entries nobody wants are deleted.
+func diff(want, have tables) plan {
+	var p plan
+	for dst, r := range want.routes {
+		if h, ok := have.routes[dst]; !ok || h != r {
+			p.addRoute = append(p.addRoute, r)
+		}
+	}
+	for dst, r := range have.routes {
+		if _, ok := want.routes[dst]; !ok {
+			p.delRoute = append(p.delRoute, r)
+		}
+	}
+	for ip, n := range want.neighs {
+		if h, ok := have.neighs[ip]; !ok || h != n {
+			p.addNeigh = append(p.addNeigh, n)
+		}
+	}
+	for ip, n := range have.neighs {
+		if _, ok := want.neighs[ip]; !ok {
+			p.delNeigh = append(p.delNeigh, n)
+		}
+	}
+	for f := range want.fdb {
+		if !have.fdb[f] {
+			p.addFDB = append(p.addFDB, f)
+		}
+	}
+	for f := range have.fdb {
+		if !want.fdb[f] {
+			p.delFDB = append(p.delFDB, f)
+		}
+	}
+	return p
+}
+
+// target is what the wanted entries depend on besides the peers.
+type target struct {
+	v6       bool
+	own      netip.Prefix   // our subnet: never a peer
+	ownMAC   [6]byte        // our VTEP MAC: a peer with it would shadow us
+	dev      int            // the vxlan device's index; 0 for host-gw
+	direct   []netip.Prefix // the underlay's on-link prefixes, for DirectRouting and host-gw
+	hostGW   bool           // every peer via its public IP, none through a device
+	underlay int            // the underlay's index, for direct routes
+}
+
+// wanted computes the entries for peers. Malformed peers, and peers that
+// collide with an earlier one, are logged and skipped: one bad lease must not
+// cut the node off from the others.
+func wanted(t target, peers []Peer, log *slog.Logger) (tables, int) {
+	want := newTables()
+	macs := map[[6]byte]netip.Prefix{}
+	skipped := 0
+	for _, p := range peers {
+		err := t.check(p)
+		if err == nil {
+			err = want.add(t, p, macs)
+		}
+		if err != nil {
+			log.Warn("skipping peer", "peer", p.String(), "reason", err.Error())
+			skipped++
+		}
+	}
+	return want, skipped
+}
+
+// check rejects what no lease of a working node can hold.
+func (t target) check(p Peer) error {
+	switch {
+	case !p.Subnet.IsValid():
+		return errors.New("no valid subnet")
+	case p.Subnet.Addr().Is6() != t.v6:
+		return fmt.Errorf("subnet of the other family than this device (IPv6: %v)", t.v6)
+	case !p.PublicIP.IsValid() || p.PublicIP.IsUnspecified():
+		return errors.New("no public IP")
+	case p.PublicIP.Is6() != t.v6:
+		return errors.New("public IP of the other family than the subnet")
+	case p.PublicIP.IsMulticast() || p.PublicIP.IsLoopback():
+		return errors.New("public IP is not a unicast address")
+	case p.Subnet.Masked().Overlaps(t.own):
+		return fmt.Errorf("subnet overlaps this node's %s", t.own)
+	}
+	if t.hostGW && !t.onLink(p.PublicIP) {
+		return fmt.Errorf("public IP is not on the underlay's link, which host-gw needs; use the vxlan backend across routers")
+	}
+	return nil
+}
+
+func (t target) onLink(ip netip.Addr) bool {
+	return slices.ContainsFunc(t.direct, func(p netip.Prefix) bool { return p.Contains(ip) })
+}
+
+// add puts the entries of one checked peer into want.
+func (want tables) add(t target, p Peer, macs map[[6]byte]netip.Prefix) error {
+	sn := p.Subnet.Masked()
+	if _, dup := want.routes[sn]; dup {
+		return errors.New("another peer has the same subnet")
+	}
+	if _, dup := want.neighs[sn.Addr()]; dup {
+		return fmt.Errorf("another peer's subnet starts at %s too", sn.Addr())
+	}
+	if t.hostGW || (t.direct != nil && t.onLink(p.PublicIP)) {
+		want.routes[sn] = route{dst: sn, gw: p.PublicIP, link: t.underlay, proto: RouteProtocol}
+		return nil
+	}
+	if err := checkMAC(p.VtepMAC); err != nil {
+		return fmt.Errorf("VTEP MAC: %w", err)
+	}
+	mac := [6]byte(p.VtepMAC)
+	if mac == t.ownMAC {
+		return errors.New("VTEP MAC is this node's own")
+	}
+	if other, dup := macs[mac]; dup {
+		return fmt.Errorf("peer %s has the same VTEP MAC", other)
+	}
+	macs[mac] = sn
+	want.routes[sn] = route{dst: sn, gw: sn.Addr(), link: t.dev, onlink: true, proto: RouteProtocol}
+	want.neighs[sn.Addr()] = neigh{ip: sn.Addr(), mac: mac}
+	want.fdb[fdb{mac: mac, dst: p.PublicIP}] = true
+	return nil
+}
+
+// macString prints a MAC key the way ip(8) does.
+func macString(m [6]byte) string { return net.HardwareAddr(m[:]).String() }
