@@ -50,27 +50,7 @@ func packets(t *testing.T, ns *netnstest.NS, chain, spec string) int {
 // a FORWARD policy of DROP, and checks which rule each kind of traffic hits,
 // drift detection and repair, and that Teardown restores the ruleset.
 func TestFlannelHostRules(t *testing.T) {
-	node, pod, out := netnstest.New(t, "fl-node"), netnstest.New(t, "fl-pod"), netnstest.New(t, "fl-out")
-	node.Run(t, "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", pod.Name)
-	node.Run(t, "ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", out.Name)
-	for _, c := range [][]string{
-		{"node", "ip", "addr", "add", "10.244.1.1/24", "dev", "veth0"}, {"node", "ip", "link", "set", "veth0", "up"},
-		{"node", "ip", "addr", "add", "192.168.60.1/24", "dev", "eth1"}, {"node", "ip", "link", "set", "eth1", "up"},
-		{"node", "ip", "route", "add", "10.244.2.0/24", "via", "192.168.60.2"},
-		{"node", "sysctl", "-qw", "net.ipv4.ip_forward=1"},
-		{"pod", "ip", "addr", "add", "10.244.1.2/24", "dev", "eth0"}, {"pod", "ip", "link", "set", "eth0", "up"},
-		{"pod", "ip", "route", "add", "default", "via", "10.244.1.1"},
-		{"out", "ip", "addr", "add", "192.168.60.2/24", "dev", "eth0"}, {"out", "ip", "link", "set", "eth0", "up"},
-		{"out", "ip", "addr", "add", "10.244.2.1/32", "dev", "eth0"}, // another node's pod
-		{"out", "ip", "route", "add", "10.244.1.0/24", "via", "192.168.60.1"},
-		// What kube-proxy, docker and an admin leave on a node.
-		{"node", "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "172.17.0.0/16", "!", "-o", "docker0", "-j", "MASQUERADE"},
-		{"node", "iptables", "-P", "FORWARD", "DROP"},
-		{"node", "ip6tables", "-t", "nat", "-A", "POSTROUTING", "-s", "fd00:17::/64", "-j", "MASQUERADE"},
-		{"node", "ip6tables", "-P", "FORWARD", "DROP"},
-	} {
-		map[string]*netnstest.NS{"node": node, "pod": pod, "out": out}[c[0]].Run(t, c[1:]...)
-	}
+	node, pod := flannelNode(t)
 	base4, base6 := ruleset(t, node, "iptables-save"), ruleset(t, node, "ip6tables-save")
 	ctx, h := context.Background(), FlannelHost{Run: nsRunner{node.Name}}
 	rules := FlannelRules{Masq: true, Forward: true, Nets: []FlannelNet{
@@ -78,7 +58,7 @@ func TestFlannelHostRules(t *testing.T) {
 		{netip.MustParsePrefix("fd00:10::/56"), netip.MustParsePrefix("fd00:10:0:1::/64")},
 	}}
 	if _, err := pod.Try("ping", "-c", "1", "-W", "1", "192.168.60.2"); err == nil {
-		t.Fatal("the pod reached outside before any rule: the test would prove nothing")
+		t.Fatal("FORWARD let the pod out before any rule: FLANNEL-FWD would prove nothing")
 	}
 	if err := h.Apply(ctx, rules); err != nil {
 		t.Fatal(err)
@@ -136,6 +116,35 @@ func TestFlannelHostRules(t *testing.T) {
 	}
 }
 
+// flannelNode makes a node namespace with a pod behind it (10.244.1.2) and
+// an outside host next to it (192.168.60.2, also holding another node's pod
+// address 10.244.2.1), and the rules that kube-proxy, docker and an admin
+// leave on a node, among them a FORWARD policy of DROP.
+func flannelNode(t *testing.T) (node, pod *netnstest.NS) {
+	node, pod, out := netnstest.New(t, "fl-node"), netnstest.New(t, "fl-pod"), netnstest.New(t, "fl-out")
+	node.Run(t, "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", pod.Name)
+	node.Run(t, "ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", out.Name)
+	for _, c := range [][]string{
+		{"node", "ip", "addr", "add", "10.244.1.1/24", "dev", "veth0"}, {"node", "ip", "link", "set", "veth0", "up"},
+		{"node", "ip", "addr", "add", "192.168.60.1/24", "dev", "eth1"}, {"node", "ip", "link", "set", "eth1", "up"},
+		{"node", "ip", "route", "add", "10.244.2.0/24", "via", "192.168.60.2"},
+		{"node", "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{"pod", "ip", "addr", "add", "10.244.1.2/24", "dev", "eth0"}, {"pod", "ip", "link", "set", "eth0", "up"},
+		{"pod", "ip", "route", "add", "default", "via", "10.244.1.1"},
+		{"out", "ip", "addr", "add", "192.168.60.2/24", "dev", "eth0"}, {"out", "ip", "link", "set", "eth0", "up"},
+		{"out", "ip", "addr", "add", "10.244.2.1/32", "dev", "eth0"}, // another node's pod
+		{"out", "ip", "route", "add", "10.244.1.0/24", "via", "192.168.60.1"},
+		// What kube-proxy, docker and an admin leave on a node.
+		{"node", "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "172.17.0.0/16", "!", "-o", "docker0", "-j", "MASQUERADE"},
+		{"node", "iptables", "-P", "FORWARD", "DROP"},
+		{"node", "ip6tables", "-t", "nat", "-A", "POSTROUTING", "-s", "fd00:17::/64", "-j", "MASQUERADE"},
+		{"node", "ip6tables", "-P", "FORWARD", "DROP"},
+	} {
+		map[string]*netnstest.NS{"node": node, "pod": pod, "out": out}[c[0]].Run(t, c[1:]...)
+	}
+	return node, pod
+}
+
 // checkTraffic sends three kinds of traffic and checks, by the packet
 // counters, which rule of FLANNEL-POSTRTG decided each.
 func checkTraffic(t *testing.T, node, pod *netnstest.NS, rules FlannelRules) {
@@ -151,7 +160,7 @@ func checkTraffic(t *testing.T, node, pod *netnstest.NS, rules FlannelRules) {
 		from     *netnstest.NS
 		to, rule string
 	}{
-		{"pod to outside, which has no route back: masqueraded", pod, "192.168.60.2", podOut},
+		{"pod to outside: masqueraded", pod, "192.168.60.2", podOut},
 		{"pod to another node's pod: untouched", pod, "10.244.2.1", podToCluster},
 		{"host to another node's pod: masqueraded", node, "10.244.2.1", hostToPods},
 	} {

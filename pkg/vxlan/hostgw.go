@@ -39,5 +39,8 @@ func (g HostGW) Reconcile(peers []Peer) (Stats, error) {
 	if t.underlay, t.direct, err = onLinkPrefixes(k, g.Underlay); err != nil {
 		return Stats{}, fmt.Errorf("host-gw: %w", err)
 	}
+	for _, p := range t.direct {
+		t.self = append(t.self, p.Addr())
+	}
 	return reconcile(k, t, peers, "host-gw", log)
 }

@@ -224,6 +224,21 @@ func TestEnsureRepairs(t *testing.T) {
 	}
 	ping(t, a.pod, b.podIP[0])
 
+	// A new lease: the old address goes, the new one comes.
+	cfg := a.cfg(0)
+	cfg.Subnet = netip.MustParsePrefix("10.244.77.0/24")
+	a.ensure(t, cfg)
+	addrs := a.ns.Run(t, "ip", "addr", "show", "flannel.1")
+	if !strings.Contains(addrs, "inet 10.244.77.0/32") || strings.Contains(addrs, "10.244.1.0") {
+		t.Errorf("addresses after a subnet change:\n%s", addrs)
+	}
+}
+
+// TestEnsureRecreates: a device whose VNI, port or learning setting is wrong,
+// or a link of another type under the name, is replaced.
+func TestEnsureRecreates(t *testing.T) {
+	a := newCluster(t, 1)[0]
+	a.ensure(t, a.cfg(0))
 	for _, tc := range []struct{ name, cmd string }{
 		{"wrong VNI", "ip link add flannel.1 type vxlan id 9 dstport 8472 local 192.168.50.1 dev eth0 nolearning"},
 		{"wrong port", "ip link add flannel.1 type vxlan id 1 dstport 4789 local 192.168.50.1 dev eth0 nolearning"},
@@ -241,14 +256,6 @@ func TestEnsureRepairs(t *testing.T) {
 		})
 	}
 
-	// A new lease: the old address goes, the new one comes.
-	cfg := a.cfg(0)
-	cfg.Subnet = netip.MustParsePrefix("10.244.77.0/24")
-	a.ensure(t, cfg)
-	addrs := a.ns.Run(t, "ip", "addr", "show", "flannel.1")
-	if !strings.Contains(addrs, "inet 10.244.77.0/32") || strings.Contains(addrs, "10.244.1.0") {
-		t.Errorf("addresses after a subnet change:\n%s", addrs)
-	}
 }
 
 // TestEnsureNamesTheCollidingDevice: another vxlan device holding our VNI and

@@ -103,8 +103,9 @@ type target struct {
 	v6       bool
 	own      netip.Prefix   // our subnet: never a peer
 	ownMAC   [6]byte        // our VTEP MAC: a peer with it would shadow us
+	self     []netip.Addr   // our underlay addresses: a peer there is a stale lease of ours
 	dev      int            // the vxlan device's index; 0 for host-gw
-	direct   []netip.Prefix // the underlay's on-link prefixes, for DirectRouting and host-gw
+	direct   []netip.Prefix // the underlay's addresses with their prefix lengths, for DirectRouting and host-gw
 	hostGW   bool           // every peer via its public IP, none through a device
 	underlay int            // the underlay's index, for direct routes
 }
@@ -144,6 +145,8 @@ func (t target) check(p Peer) error {
 		return errors.New("public IP is not a unicast address")
 	case p.Subnet.Masked().Overlaps(t.own):
 		return fmt.Errorf("subnet overlaps this node's %s", t.own)
+	case slices.Contains(t.self, p.PublicIP):
+		return errors.New("public IP is this node's own (a stale lease of this node?)")
 	}
 	if t.hostGW && !t.onLink(p.PublicIP) {
 		return fmt.Errorf("public IP is not on the underlay's link, which host-gw needs; use the vxlan backend across routers")

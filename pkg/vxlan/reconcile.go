@@ -30,7 +30,9 @@ func (s Stats) Writes() int { return s.Added + s.Deleted }
 // to peers no longer listed: one dump of each kernel table, then only the
 // difference is written, so peers that merely renewed their leases cost no
 // write. Malformed peers are logged and skipped. The errors of failed writes
-// are joined; the other writes are still made.
+// are joined; the other writes are still made. A device gone since Ensure
+// gives ErrNoDevice. Calls for one device are meant to be serialized by the
+// caller (overlapping ones converge, but their Stats overlap too).
 func (d *Device) Reconcile(peers []Peer) (Stats, error) {
 	k, err := openKernel(d.cfg.v6())
 	if err != nil {
@@ -45,7 +47,7 @@ func (d *Device) Reconcile(peers []Peer) (Stats, error) {
 		return Stats{}, fmt.Errorf("looking up %s: %w", d.cfg.Name, err)
 	}
 	t := target{
-		v6: d.cfg.v6(), own: d.cfg.Subnet, ownMAC: [6]byte(d.cfg.MAC),
+		v6: d.cfg.v6(), own: d.cfg.Subnet, ownMAC: [6]byte(d.cfg.MAC), self: []netip.Addr{d.cfg.LocalIP},
 		dev: dev.Attrs().Index, underlay: d.underlay,
 	}
 	if d.cfg.DirectRouting {
@@ -76,8 +78,9 @@ func reconcile(k *kernel, t target, peers []Peer, name string, log *slog.Logger)
 	return s, k.apply(p, t.dev)
 }
 
-// onLinkPrefixes returns the underlay's index and the prefixes of its
-// addresses of the family: peers inside them are reachable without a router.
+// onLinkPrefixes returns the underlay's index and its addresses of the
+// family with their prefix lengths: peers inside them are reachable without
+// a router.
 func onLinkPrefixes(k *kernel, name string) (int, []netip.Prefix, error) {
 	ul, err := k.h.LinkByName(name)
 	if err != nil {
@@ -94,7 +97,7 @@ func onLinkPrefixes(k *kernel, name string) (int, []netip.Prefix, error) {
 			continue
 		}
 		ones, _ := a.Mask.Size()
-		prefixes = append(prefixes, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+		prefixes = append(prefixes, netip.PrefixFrom(ip.Unmap(), ones))
 	}
 	return ul.Attrs().Index, prefixes, nil
 }

@@ -81,7 +81,7 @@ func peer(subnet, public string, mac net.HardwareAddr) Peer {
 
 var v4target = target{
 	own: netip.MustParsePrefix("10.244.1.0/24"), ownMAC: [6]byte(MACFromID("self")),
-	dev: 7, underlay: 2,
+	self: []netip.Addr{netip.MustParseAddr("192.168.0.1")}, dev: 7, underlay: 2,
 }
 
 func TestWantedSkipsMalformedPeers(t *testing.T) {
@@ -102,6 +102,7 @@ func TestWantedSkipsMalformedPeers(t *testing.T) {
 		{"our own subnet", peer("10.244.1.0/24", "192.168.0.3", m("c"))},
 		{"inside our subnet", peer("10.244.1.128/25", "192.168.0.3", m("c"))},
 		{"our own MAC", peer("10.244.3.0/24", "192.168.0.3", m("self"))},
+		{"our own public IP", peer("10.244.3.0/24", "192.168.0.1", m("c"))},
 		{"same subnet as another peer", peer("10.244.2.0/24", "192.168.0.3", m("c"))},
 		{"same MAC as another peer", peer("10.244.3.0/24", "192.168.0.3", m("b"))},
 		{"same network address as another peer", peer("10.244.2.0/25", "192.168.0.3", m("c"))},
@@ -144,7 +145,7 @@ func TestWantedEntries(t *testing.T) {
 
 func TestWantedDirectRouting(t *testing.T) {
 	tg := v4target
-	tg.direct = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/24")}
+	tg.direct = []netip.Prefix{netip.MustParsePrefix("192.168.0.1/24")}
 	near := peer("10.244.2.0/24", "192.168.0.2", MACFromID("b"))
 	far := peer("10.244.3.0/24", "172.16.0.3", MACFromID("c"))
 	want, _ := wanted(tg, []Peer{near, far}, quiet)
