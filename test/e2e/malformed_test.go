@@ -25,6 +25,11 @@ func unset(key string) func(map[string]any) {
 	return func(c map[string]any) { delete(c, key) }
 }
 
+// portMappings replaces portmap's runtimeConfig by one mapping.
+func portMappings(m map[string]any) func(map[string]any) {
+	return set("runtimeConfig", map[string]any{"portMappings": []any{m}})
+}
+
 func setIPAM(key string, v any) func(map[string]any) {
 	return func(c map[string]any) { c["ipam"].(map[string]any)[key] = v }
 }
@@ -105,6 +110,24 @@ var badInputs = []badInput{
 	{name: "macvlan: bcqueuelen negative", only: "macvlan", edit: set("bcqueuelen", -5), code: 6},
 	{name: "macvlan: linkInContainer not a bool", only: "macvlan", edit: set("linkInContainer", "yes"), code: 6},
 	{name: "macvlan: STATUS with the master missing", only: "macvlan", cmd: "STATUS", ipam: true, edit: set("master", "e2e-nomaster"), code: 50},
+	{name: "portmap: no prevResult", only: "portmap", edit: unset("prevResult"), code: 7},
+	{name: "portmap: CHECK without prevResult", only: "portmap", cmd: "CHECK", edit: unset("prevResult"), code: 7},
+	{name: "portmap: hostPort 0", only: "portmap", edit: portMappings(map[string]any{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}), code: 7},
+	{name: "portmap: containerPort above 65535", only: "portmap", edit: portMappings(map[string]any{"hostPort": 80, "containerPort": 70000}), code: 7},
+	{name: "portmap: protocol icmp", only: "portmap", edit: portMappings(map[string]any{"hostPort": 80, "containerPort": 80, "protocol": "icmp"}), code: 7},
+	{name: "portmap: hostIP not an address", only: "portmap", edit: portMappings(map[string]any{"hostPort": 80, "containerPort": 80, "hostIP": "node-1"}), code: 7},
+	{name: "portmap: portMappings not a list", only: "portmap", edit: set("runtimeConfig", map[string]any{"portMappings": "80:80"}), code: 6},
+	{name: "portmap: unknown backend", only: "portmap", edit: set("backend", "ipvs"), code: 7},
+	{name: "portmap: markMasqBit 32", only: "portmap", edit: set("markMasqBit", 32), code: 7},
+	{name: "portmap: markMasqBit and externalSetMarkChain", only: "portmap", edit: func(c map[string]any) {
+		c["markMasqBit"], c["externalSetMarkChain"] = 14, "KUBE-MARK-MASQ"
+	}, code: 7},
+	{name: "portmap: nftables conditions for iptables", only: "portmap", edit: func(c map[string]any) {
+		c["backend"], c["conditionsV4"] = "iptables", []string{"ip saddr 10.0.0.0/8"}
+	}, code: 7},
+	{name: "portmap: nftables condition not understood", only: "portmap", edit: func(c map[string]any) {
+		c["backend"], c["conditionsV4"] = "nftables", []string{"tcp dport 22"}
+	}, code: 2},
 }
 
 // TestMalformedInput feeds every binary every malformed input that applies

@@ -29,6 +29,9 @@ func validConf(t *testing.T, plugin, dataDir string) map[string]any {
 	case "macvlan":
 		conf["master"] = macvlanMaster
 		conf["ipam"] = ipam
+	case "portmap":
+		conf["runtimeConfig"] = map[string]any{"portMappings": []any{portmapMapping(18080)}}
+		conf["prevResult"] = map[string]any{"cniVersion": "1.1.0", "ips": []any{map[string]any{"address": "10.99.0.5/24"}}}
 	default:
 		t.Fatalf("no valid configuration for plugin %q: add one to validConf", plugin)
 	}
@@ -55,6 +58,11 @@ func newSandbox(t *testing.T) *sandbox {
 }
 
 func (s *sandbox) privileged() bool { return s.node != nil }
+
+// portmapMapping maps a host port to the container's port 80.
+func portmapMapping(hostPort int) map[string]any {
+	return map[string]any{"hostPort": hostPort, "containerPort": 80, "protocol": "tcp"}
+}
 
 // macvlanMaster is the node link that validConf gives macvlan as master.
 const macvlanMaster = "e2emaster"

@@ -60,6 +60,9 @@ func TestSpecVersions(t *testing.T) {
 				t.Run(v, func(t *testing.T) {
 					conf := validConf(t, plugin, dataDir)
 					conf["cniVersion"] = v
+					if prev, ok := conf["prevResult"].(map[string]any); ok {
+						prev["cniVersion"] = v // a runtime gives the prevResult the configuration's version
+					}
 					runAtVersion(t, sb, plugin, conf)
 					sb.clean(t)
 					if r := reservations(t, dataDir, "e2e"); len(r) != 0 {

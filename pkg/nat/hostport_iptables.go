@@ -1,0 +1,206 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+
+	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/netns"
+)
+
+// HostPorts installs the portmap plugin's rules with iptables. Each ADD,
+// DEL or GC is one iptables-restore --noflush transaction per address
+// family, the two families in parallel. An ADD first tries a transaction
+// that asserts the shared chains instead of reading the table, so the
+// common ADD forks once per family; DEL and GC read the table once.
+type HostPorts struct {
+	Run Runner // nil: the real binaries
+}
+
+// maxAttempts bounds the read-plan-restore loop that concurrent writers
+// can make fail.
+const maxAttempts = 4
+
+func (h HostPorts) runner() Runner { return Masq{Run: h.Run}.runner() }
+
+// Add installs the mappings of c towards each container address (at most
+// one per family, with its prefix length). A repeated ADD replaces the
+// attachment's rules.
+func (h HostPorts) Add(ctx context.Context, c *HostPortConf, addrs []netip.Prefix) error {
+	if err := c.ValidTag(); err != nil {
+		return netconf.Invalid("%w", err)
+	}
+	return concurrently(len(addrs), func(i int) error { return h.addFamily(ctx, c, addrs[i]) })
+}
+
+func (h HostPorts) addFamily(ctx context.Context, c *HostPortConf, container netip.Prefix) error {
+	f, r := familyOf(container.Addr()), buildRules(c, container)
+	if len(r.rules) == 0 {
+		return nil // every mapping is bound to a host IP of the other family
+	}
+	err := h.restore(ctx, f, r.fastLines())
+	if err == nil || errors.Is(err, ErrNotInstalled) {
+		return err
+	}
+	return h.transact(ctx, f, func(t *natTable) []string {
+		p := newPlan(t)
+		p.ensurePlumbing(r)
+		p.dropAttachment(c.Attachment, true)
+		p.ensureChain(r.chain)
+		p.lines = append(p.lines, r.appendLines()...)
+		return p.lines
+	})
+}
+
+// Check verifies, in one transaction of -C lines per family, every rule
+// of the attachment and the shared rules it relies on.
+func (h HostPorts) Check(ctx context.Context, c *HostPortConf, addrs []netip.Prefix) error {
+	return concurrently(len(addrs), func(i int) error {
+		f, r := familyOf(addrs[i].Addr()), buildRules(c, addrs[i])
+		if len(r.rules) == 0 {
+			return nil
+		}
+		err := h.restore(ctx, f, r.checkLines())
+		var re *restoreError
+		if errors.As(err, &re) && re.line != "" {
+			return fmt.Errorf("%s nat table: rule %q is missing; DEL and ADD the attachment again to restore it", f.tool(), strings.TrimPrefix(re.line, "-C "))
+		}
+		return err
+	})
+}
+
+// Del removes the attachment's rules in both families, found by their
+// tags, so it needs neither the mappings nor the container's addresses.
+// The shared chains go when no other attachment uses them.
+func (h HostPorts) Del(ctx context.Context, att Attachment) error {
+	return concurrently(len(families), func(i int) error {
+		return h.sweep(ctx, families[i], func(p *plan) bool {
+			changed := p.dropAttachment(att, false)
+			p.dropOldSNAT(att)
+			return changed
+		})
+	})
+}
+
+// GC removes the rules of every attachment of network that valid rejects,
+// and the shared chains if nothing uses them any more.
+func (h HostPorts) GC(ctx context.Context, network string, valid Valid) error {
+	return concurrently(len(families), func(i int) error {
+		return h.sweep(ctx, families[i], func(p *plan) bool {
+			for _, a := range staleAttachments(p.t, network, valid) {
+				p.dropAttachment(a, false)
+			}
+			return true
+		})
+	})
+}
+
+// sweep runs a removal; when drop reports a change, unused shared chains
+// go in the same transaction. Without iptables no rule can exist.
+func (h HostPorts) sweep(ctx context.Context, f family, drop func(*plan) bool) error {
+	err := h.transact(ctx, f, func(t *natTable) []string {
+		p := newPlan(t)
+		if drop(p) {
+			p.teardownShared()
+		}
+		return p.lines
+	})
+	if errors.Is(err, ErrNotInstalled) {
+		return nil
+	}
+	return err
+}
+
+// transact reads the nat table, plans and restores, and starts over when
+// the restore fails, which is what a concurrent writer causes.
+func (h HostPorts) transact(ctx context.Context, f family, build func(*natTable) []string) error {
+	var err error
+	for range maxAttempts {
+		t, rerr := Masq{Run: h.Run}.read(ctx, f)
+		if rerr != nil {
+			return rerr
+		}
+		lines := build(t)
+		if len(lines) == 0 {
+			return nil
+		}
+		if err = h.restore(ctx, f, lines); err == nil || errors.Is(err, ErrNotInstalled) {
+			return err
+		}
+	}
+	return fmt.Errorf("port mapping rules not applied after %d attempts: %w", maxAttempts, err)
+}
+
+// restoreError is a failed iptables-restore, with the line it rejected.
+type restoreError struct {
+	line string
+	err  error
+}
+
+func (e *restoreError) Error() string {
+	if e.line != "" {
+		return fmt.Sprintf("%v (at %q)", e.err, e.line)
+	}
+	return e.err.Error()
+}
+
+func (e *restoreError) Unwrap() error { return e.err }
+
+func (h HostPorts) restore(ctx context.Context, f family, lines []string) error {
+	payload := "*nat\n" + strings.Join(lines, "\n") + "\nCOMMIT\n"
+	_, err := h.runner().Run(ctx, payload, f.restore(), "--noflush", "-w", "10")
+	if err == nil {
+		return nil
+	}
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		return fmt.Errorf("%s: %w", f.restore(), ErrNotInstalled)
+	}
+	if strings.Contains(err.Error(), "xtables lock") {
+		return netconf.Errorf(netconf.CodeTryAgainLater, "another program holds the xtables lock; try again: %w", err)
+	}
+	re := &restoreError{err: err}
+	if n := restoreFailedLine(err.Error()); n >= 0 && n < len(lines) {
+		re.line = lines[n]
+	}
+	return re
+}
+
+func (f family) tool() string {
+	if f.v6 {
+		return "ip6tables"
+	}
+	return "iptables"
+}
+
+func familyOf(a netip.Addr) family {
+	if a.Is6() {
+		return families[1]
+	}
+	return families[0]
+}
+
+// concurrently runs fn for 0..n-1 in parallel and joins the errors. The
+// goroutines enter the caller's network namespace first: a caller inside
+// netns.Do means the rules of that namespace, and a goroutine runs on any
+// thread, whose namespace may be another.
+func concurrently(n int, fn func(i int) error) error {
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return fmt.Errorf("opening the current network namespace: %w", err)
+	}
+	defer self.Close()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = netns.DoFile(self, func() error { return fn(i) }) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,173 @@
+package nat
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The shared plumbing, in the reference's words, so that rules made by
+// either implementation are found by the other.
+const (
+	dstLocalSpec    = "-m addrtype --dst-type LOCAL -j " + HostPortDNATChain
+	masqJumpComment = "CNI portfwd requiring masquerade"
+	markComment     = "CNI portfwd masquerade mark"
+	// multiport takes at most 15 ports per rule.
+	maxMultiport = 15
+)
+
+// hpRules is the iptables text of one attachment's rules in one family:
+// rule specifications without the leading "-A <chain>".
+type hpRules struct {
+	chain   string   // CNI-DN-<hash>
+	rules   []string // in chain: mark and DNAT rules per mapping
+	entries []string // in CNI-HOSTPORT-DNAT: jumps to chain per protocol
+	// ownMasq: CNI-HOSTPORT-SETMARK and -MASQ are needed (snat without an
+	// external mark chain); mark is their "value/mask".
+	ownMasq bool
+	mark    string
+}
+
+// buildRules lays out the reference's rules for one container address
+// (with its prefix length, which bounds hairpin masquerading).
+func buildRules(c *HostPortConf, container netip.Prefix) hpRules {
+	addr := container.Addr()
+	maps := c.MapsFor(addr)
+	tag := quote(c.Tag())
+	r := hpRules{
+		chain:   DNATChainName(c.Network, c.ContainerID),
+		ownMasq: c.SNAT && c.ExternalSetMarkChain == "",
+		mark:    fmt.Sprintf("%#x/%#x", c.MarkValue(), c.MarkValue()),
+	}
+	markChain := HostPortMarkChain
+	if c.ExternalSetMarkChain != "" {
+		markChain = c.ExternalSetMarkChain
+	}
+	hairpinSrc := container.Masked().String()
+	if c.MasqAll {
+		hairpinSrc = netip.PrefixFrom(netip.IPv4Unspecified(), 0).String()
+		if addr.Is6() {
+			hairpinSrc = netip.PrefixFrom(netip.IPv6Unspecified(), 0).String()
+		}
+	}
+	for _, m := range maps {
+		base := "-m comment --comment " + tag + " -p " + m.Protocol + " --dport " + strconv.Itoa(int(m.HostPort))
+		if m.HostIP.IsValid() && !m.HostIP.IsUnspecified() {
+			base += " -d " + m.HostIP.String()
+		}
+		if c.SNAT {
+			r.rules = append(r.rules, base+" -s "+hairpinSrc+" -j "+markChain)
+			if addr.Is4() && !c.MasqAll {
+				r.rules = append(r.rules, base+" -s 127.0.0.1 -j "+markChain)
+			}
+		}
+		dst := netip.AddrPortFrom(addr, m.ContainerPort).String()
+		r.rules = append(r.rules, base+" -j DNAT --to-destination "+dst)
+	}
+	r.entries = entryRules(tag, maps, c.Conditions(addr), r.chain)
+	return r
+}
+
+// entryRules jumps from CNI-HOSTPORT-DNAT to the attachment's chain for its
+// host ports only, one rule per protocol and 15 ports, in the protocols'
+// alphabetical order as the reference.
+func entryRules(tag string, maps []PortMap, conds []string, chain string) []string {
+	ports := map[string][]string{}
+	for _, m := range maps {
+		p := strconv.Itoa(int(m.HostPort))
+		if !slices.Contains(ports[m.Protocol], p) {
+			ports[m.Protocol] = append(ports[m.Protocol], p)
+		}
+	}
+	protos := make([]string, 0, len(ports))
+	for p := range ports {
+		protos = append(protos, p)
+	}
+	slices.Sort(protos)
+	cond := ""
+	for _, tok := range conds {
+		cond += " " + quoteArg(tok)
+	}
+	var out []string
+	for _, proto := range protos {
+		for chunk := range slices.Chunk(ports[proto], maxMultiport) {
+			out = append(out, "-m comment --comment "+tag+" -m multiport -p "+proto+
+				" --destination-ports "+strings.Join(chunk, ",")+cond+" -j "+chain)
+		}
+	}
+	return out
+}
+
+// quoteArg quotes a user-given iptables argument only when the restore
+// parser would otherwise split or unescape it.
+func quoteArg(s string) string {
+	if s == "" || strings.ContainsAny(s, " \t\"\\'") {
+		return quote(s)
+	}
+	return s
+}
+
+func markRuleSpec(mark string) string {
+	return "-m comment --comment " + quote(markComment) + " -j MARK --set-xmark " + mark
+}
+
+func masqRuleSpec(mark string) string {
+	return "-m mark --mark " + mark + " -j MASQUERADE"
+}
+
+func masqJumpSpec() string {
+	return "-m comment --comment " + quote(masqJumpComment) + " -j " + HostPortMasqChain
+}
+
+// plumbing lists the shared rules that r relies on, as "<chain> <spec>".
+func (r hpRules) plumbing() [][2]string {
+	out := [][2]string{{"PREROUTING", dstLocalSpec}, {"OUTPUT", dstLocalSpec}}
+	if r.ownMasq {
+		out = append(out,
+			[2]string{"POSTROUTING", masqJumpSpec()},
+			[2]string{HostPortMarkChain, markRuleSpec(r.mark)},
+			[2]string{HostPortMasqChain, masqRuleSpec(r.mark)})
+	}
+	return out
+}
+
+// fastLines adds r in one transaction that asserts, rather than reads,
+// what it relies on: the shared plumbing is there (-C) and the
+// attachment has no chain yet (-N). Any surprise aborts the whole
+// transaction, and the caller falls back to reading the table.
+func (r hpRules) fastLines() []string {
+	var lines []string
+	for _, p := range r.plumbing() {
+		lines = append(lines, "-C "+p[0]+" "+p[1])
+	}
+	lines = append(lines, "-N "+r.chain)
+	return append(lines, r.appendLines()...)
+}
+
+func (r hpRules) appendLines() []string {
+	var lines []string
+	for _, s := range r.rules {
+		lines = append(lines, "-A "+r.chain+" "+s)
+	}
+	for _, s := range r.entries {
+		lines = append(lines, "-A "+HostPortDNATChain+" "+s)
+	}
+	return lines
+}
+
+// checkLines asserts every rule of r and of the plumbing it relies on.
+func (r hpRules) checkLines() []string {
+	var lines []string
+	for _, p := range r.plumbing() {
+		lines = append(lines, "-C "+p[0]+" "+p[1])
+	}
+	for _, s := range r.rules {
+		lines = append(lines, "-C "+r.chain+" "+s)
+	}
+	for _, s := range r.entries {
+		lines = append(lines, "-C "+HostPortDNATChain+" "+s)
+	}
+	return lines
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/nat/nft"
+	"github.com/cnisuite/cni/pkg/netconf"
+)
+
+// mapper is what a backend does with an attachment's port mappings.
+type mapper interface {
+	Add(ctx context.Context, c *nat.HostPortConf, addrs []netip.Prefix) error
+	Check(ctx context.Context, c *nat.HostPortConf, addrs []netip.Prefix) error
+	Del(ctx context.Context, att nat.Attachment) error
+	GC(ctx context.Context, network string, valid nat.Valid) error
+}
+
+// plugin is the portmap plugin. Its zero value uses the real iptables and
+// nftables.
+type plugin struct {
+	ipt nat.HostPorts
+	nft nft.HostPorts
+}
+
+func (p *plugin) mapper(c *conf) mapper {
+	if c.backend == backendNFTables {
+		return p.nft
+	}
+	return p.ipt
+}
+
+func attachment(c *conf, a *cniplugin.Args) nat.Attachment {
+	return nat.Attachment{Network: c.Name, ContainerID: a.ContainerID, IfName: a.IfName}
+}
+
+// Add forwards the host ports to the container's addresses from the
+// prevResult and passes the prevResult through. Without mappings it
+// changes nothing, as the reference.
+func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, retErr error) {
+	c, err := loadConf(a.StdinData)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := c.PrevResult()
+	if err != nil {
+		return nil, err
+	}
+	if prev == nil {
+		return nil, netconf.Invalid("portmap must be chained after the plugin that gives the container its addresses (e.g. bridge): the configuration has no prevResult")
+	}
+	addrs := containerAddrs(prev, a.IfName)
+	if len(c.hp.Maps) == 0 || len(addrs) == 0 {
+		return prev, nil
+	}
+	c.hp.Attachment = attachment(c, a)
+	m := p.mapper(c)
+	undo := &cniplugin.Undo{}
+	defer undo.OnError(&retErr, a.Logger())
+	// Registered first: an ADD that failed in one family is taken back in both.
+	undo.Push("remove port mappings", func() error { return m.Del(context.WithoutCancel(ctx), c.hp.Attachment) })
+	if err := m.Add(ctx, &c.hp, addrs); err != nil {
+		return nil, fmt.Errorf("installing port mappings (%s): %w", c.backend, err)
+	}
+	if err := localnetRouting(&c.hp, addrs); err != nil {
+		return nil, err
+	}
+	// Conntrack entries made before the rules existed would keep sending
+	// a UDP flow to wherever it went; failing to flush them is only logged.
+	if err := flushUDPConntrack(&c.hp, addrs); err != nil {
+		a.Logger().Warn("stale UDP conntrack entries for the host ports not deleted", "err", err)
+	}
+	a.Logger().Info("port mappings installed", "backend", c.backend, "mappings", len(c.hp.Maps))
+	return prev, nil
+}
+
+// Del removes the attachment's rules, found by their tags: it needs no
+// runtimeConfig and no prevResult, and finding nothing is success.
+func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
+	c, err := loadConf(a.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := p.mapper(c).Del(ctx, attachment(c, a)); err != nil {
+		return fmt.Errorf("removing port mappings (%s): %w", c.backend, err)
+	}
+	return nil
+}
+
+// Check verifies every rule of the attachment and the shared chains they
+// rely on, and route_localnet where localhost traffic needs it.
+func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
+	c, err := loadConf(a.StdinData)
+	if err != nil {
+		return err
+	}
+	prev, err := c.PrevResult()
+	if err != nil {
+		return err
+	}
+	if prev == nil {
+		return netconf.Invalid("CHECK needs the prevResult of ADD in the configuration; runtimes pass it from their cache")
+	}
+	addrs := containerAddrs(prev, a.IfName)
+	if len(c.hp.Maps) == 0 || len(addrs) == 0 {
+		return nil
+	}
+	c.hp.Attachment = attachment(c, a)
+	if err := p.mapper(c).Check(ctx, &c.hp, addrs); err != nil {
+		return err
+	}
+	return checkLocalnetRouting(&c.hp, addrs)
+}
+
+// GC removes the rules of every attachment of this network that is not
+// in the valid list.
+func (p *plugin) GC(ctx context.Context, a *cniplugin.Args) error {
+	c, err := loadConf(a.StdinData)
+	if err != nil {
+		return err
+	}
+	valid := map[[2]string]bool{}
+	ids := map[string]bool{}
+	for _, v := range c.ValidList() {
+		valid[[2]string{v.ContainerID, v.IfName}] = true
+		ids[v.ContainerID] = true
+	}
+	isValid := func(id, ifName string) bool {
+		if ifName == "" {
+			return ids[id] // a reference rule names no interface
+		}
+		return valid[[2]string{id, ifName}]
+	}
+	if err := p.mapper(c).GC(ctx, c.Name, isValid); err != nil {
+		return fmt.Errorf("collecting port mappings (%s): %w", c.backend, err)
+	}
+	return nil
+}
+
+// Status reports whether the backend's tools are there.
+func (p *plugin) Status(_ context.Context, a *cniplugin.Args) error {
+	c, err := loadConf(a.StdinData)
+	if err != nil {
+		return err
+	}
+	if c.backend == backendIPTables && !haveIPTables() {
+		return netconf.Errorf(netconf.CodeUnavailable, "iptables-restore is not in PATH; install iptables (Debian: apt-get install iptables) or set \"backend\": \"nftables\"")
+	}
+	return nil
+}

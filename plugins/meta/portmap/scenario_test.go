@@ -1,0 +1,106 @@
+package main
+
+import (
+	"net"
+	"strings"
+	"testing"
+)
+
+// TestNodeLife is a node's life with port mappings, for each backend: two
+// pods mapped, reached from outside (TCP and UDP, IPv4 and IPv6), from
+// another pod through the node (hairpin) and from the node's loopback;
+// hostIP restricting a mapping; CHECK noticing a missing rule; DEL without
+// runtimeConfig leaving the other pod working; GC; and at the end the
+// node's ruleset as it was before portmap ran.
+func TestNodeLife(t *testing.T) {
+	for _, backend := range []string{backendIPTables, backendNFTables} {
+		t.Run(backend, func(t *testing.T) {
+			n := newNode(t, backend)
+			a, b := n.addPod("pod-a"), n.addPod("pod-b")
+			before := n.ruleset()
+
+			mapsA := []map[string]any{
+				mapping(8080, 80, "tcp", ""), mapping(8081, 81, "udp", ""),
+				mapping(8082, 82, "tcp", nodeV4), mapping(8083, 82, "tcp", nodeV6),
+			}
+			confA, confB := n.portmapConf(a, mapsA), n.portmapConf(b, []map[string]any{mapping(9080, 80, "tcp", "")})
+			res := n.mustCall("portmap", "ADD", a, confA)
+			if !strings.Contains(res, a.v4.String()) {
+				t.Fatalf("ADD did not pass the prevResult through:\n%s", res)
+			}
+			n.mustCall("portmap", "ADD", b, confB)
+			n.mustCall("portmap", "CHECK", a, confA)
+			n.mustCall("portmap", "CHECK", b, confB)
+
+			t.Run("outside", func(t *testing.T) { fromOutside(t, n) })
+			t.Run("hostIP", func(t *testing.T) { hostIPOnly(t, n) })
+			t.Run("hairpin", func(t *testing.T) {
+				for _, ip := range []string{nodeV4, nodeV6} {
+					peer := reaches(t, b.ns, "tcp", net.JoinHostPort(ip, "8080"), "pod-a")
+					if host, _, _ := net.SplitHostPort(peer); host == b.v4.String() || host == b.v6.String() {
+						t.Errorf("hairpin connection arrived from %s unmasqueraded", peer)
+					}
+				}
+			})
+			t.Run("localhost", func(t *testing.T) { reaches(t, n.ns, "tcp", "127.0.0.1:8080", "pod-a") })
+			t.Run("check notices", func(t *testing.T) { checkNotices(t, n, a, confA) })
+
+			// DEL as a runtime that forgot the mappings (and the prevResult).
+			n.mustCall("portmap", "DEL", a, n.portmapConf(nil, nil))
+			unreachable(t, n.out, nodeV4+":8080")
+			reaches(t, n.out, "tcp", nodeV4+":9080", "pod-b")
+			n.mustCall("portmap", "DEL", a, n.portmapConf(nil, nil)) // idempotent
+
+			// GC with only b valid collects a's rules, then with none b's.
+			n.mustCall("portmap", "ADD", a, confA)
+			gc := n.portmapConf(nil, nil)
+			gc["cni.dev/valid-attachments"] = []map[string]string{{"containerID": "pod-b", "ifname": "eth0"}}
+			n.mustCall("portmap", "GC", a, gc)
+			unreachable(t, n.out, nodeV4+":8080")
+			reaches(t, n.out, "tcp", nodeV4+":9080", "pod-b")
+			gc["cni.dev/valid-attachments"] = []map[string]string{}
+			n.mustCall("portmap", "GC", a, gc)
+			unreachable(t, n.out, nodeV4+":9080")
+			n.mustCall("portmap", "DEL", b, confB)
+
+			if after := n.ruleset(); after != before {
+				t.Errorf("ruleset after DEL of everything differs from before ADD:\n--- before\n%s--- after\n%s", before, after)
+			}
+		})
+	}
+}
+
+func fromOutside(t *testing.T, n *node) {
+	for _, ip := range []string{nodeV4, nodeV6} {
+		reaches(t, n.out, "tcp", net.JoinHostPort(ip, "8080"), "pod-a")
+		reaches(t, n.out, "udp", net.JoinHostPort(ip, "8081"), "pod-a")
+		reaches(t, n.out, "tcp", net.JoinHostPort(ip, "9080"), "pod-b")
+	}
+}
+
+// hostIPOnly: a mapping with a hostIP answers on that address only, and
+// only in its family.
+func hostIPOnly(t *testing.T, n *node) {
+	reaches(t, n.out, "tcp", nodeV4+":8082", "pod-a")
+	unreachable(t, n.out, otherV4+":8082")
+	unreachable(t, n.out, "["+nodeV6+"]:8082")
+	reaches(t, n.out, "tcp", "["+nodeV6+"]:8083", "pod-a")
+	unreachable(t, n.out, "["+otherV6+"]:8083")
+	unreachable(t, n.out, nodeV4+":8083")
+}
+
+// checkNotices: CHECK fails once the shared entry rule is gone, and a
+// repeated ADD puts it back.
+func checkNotices(t *testing.T, n *node, a *pod, conf map[string]any) {
+	if n.backend == backendIPTables {
+		n.ns.Run(t, "iptables", "-t", "nat", "-D", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT")
+	} else {
+		n.ns.Run(t, "nft", "flush", "chain", "ip", "cni_hostport", "prerouting")
+	}
+	if _, err := n.call("portmap", "CHECK", a, conf); err == nil {
+		t.Fatal("CHECK passed without the entry rule in PREROUTING")
+	}
+	n.mustCall("portmap", "ADD", a, conf)
+	n.mustCall("portmap", "CHECK", a, conf)
+	reaches(t, n.out, "tcp", nodeV4+":8080", "pod-a")
+}
