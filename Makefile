@@ -6,7 +6,7 @@ CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
 # Debian packages the privileged tests and the demo use (unshare and mount
 # give cnitool a private view of /var/lib).
-DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount
+DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server
 # What install-conf installs: the node's network. The other files of conf/
 # are examples; the lexically first conflist in $(CNI_CONF) is the one used.
 CONF_FILES ?= conf/10-cbr0.conflist

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/cnisuite/cni/pkg/subnet/envfile"
+	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
+)
+
+// Config is subnetd's command line. Flags that flanneld also has keep its
+// names and meaning, so that a unit file or DaemonSet needs only the binary
+// changed.
+type Config struct {
+	EtcdEndpoints  string
+	EtcdPrefix     string
+	EtcdCAFile     string
+	EtcdCertFile   string
+	EtcdKeyFile    string
+	EtcdUsername   string
+	EtcdPassword   string
+	EtcdTimeout    time.Duration
+	Iface          string
+	PublicIP       string
+	IPMasq         bool
+	SubnetFile     string
+	RenewMargin    int // minutes, as flanneld's --subnet-lease-renew-margin
+	HealthzIP      string
+	HealthzPort    int
+	LeaseTTL       time.Duration
+	NetConfig      string
+	DataDir        string
+	NodeID         string
+	CheckInterval  time.Duration
+	Cleanup        bool
+	ReleaseOnExit  bool
+	EmbeddedClient string // loopback address of the embedded etcd
+	EmbeddedPeer   string
+	LogLevel       string
+}
+
+func (c *Config) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "", "comma-separated etcd endpoints; empty runs an embedded single-member etcd on loopback")
+	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", subnetetcd.DefaultPrefix, "etcd prefix of the network config and leases")
+	fs.StringVar(&c.EtcdCAFile, "etcd-cafile", "", "CA that signed the etcd servers' certificates")
+	fs.StringVar(&c.EtcdCertFile, "etcd-certfile", "", "client certificate for etcd")
+	fs.StringVar(&c.EtcdKeyFile, "etcd-keyfile", "", "client key for etcd")
+	fs.StringVar(&c.EtcdUsername, "etcd-username", "", "etcd user name")
+	fs.StringVar(&c.EtcdPassword, "etcd-password", "", "etcd password")
+	fs.DurationVar(&c.EtcdTimeout, "etcd-timeout", 5*time.Second, "deadline of each etcd call")
+	fs.StringVar(&c.Iface, "iface", "", "interface (name or address) that carries the overlay; default: the one of the default route")
+	fs.StringVar(&c.PublicIP, "public-ip", "", "address other nodes reach this one at; default: the interface's first address")
+	fs.BoolVar(&c.IPMasq, "ip-masq", false, "masquerade traffic leaving the cluster network")
+	fs.StringVar(&c.SubnetFile, "subnet-file", envfile.DefaultPath, "where to write the node's subnet.env")
+	fs.IntVar(&c.RenewMargin, "subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires")
+	fs.StringVar(&c.HealthzIP, "healthz-ip", "0.0.0.0", "address of /healthz, /readyz and /metrics")
+	fs.IntVar(&c.HealthzPort, "healthz-port", 0, "port of /healthz, /readyz and /metrics; 0 disables them")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 24*time.Hour, "time to live of the lease in etcd")
+	fs.StringVar(&c.NetConfig, "net-config", "", "network config JSON file, stored in etcd when etcd has none")
+	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/subnetd", "node identity and embedded etcd data")
+	fs.StringVar(&c.NodeID, "node-id", "", "stable node identity; default: persisted in --data-dir, first taken from /etc/machine-id")
+	fs.DurationVar(&c.CheckInterval, "check-interval", 10*time.Second, "how often the lease, etcd and the data plane are checked")
+	fs.BoolVar(&c.Cleanup, "cleanup", false, "remove every device, route, rule and file subnetd made on this node, then exit")
+	fs.BoolVar(&c.ReleaseOnExit, "release-on-exit", false, "on shutdown give the lease up and remove the data plane")
+	fs.StringVar(&c.EmbeddedClient, "embedded-etcd-client", "127.0.0.1:2379", "loopback address the embedded etcd serves clients at")
+	fs.StringVar(&c.EmbeddedPeer, "embedded-etcd-peer", "127.0.0.1:2380", "loopback address of the embedded etcd's peer port")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+// Validate checks the flags before anything is started.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.LeaseTTL < time.Minute {
+		errs = append(errs, fmt.Errorf("--lease-ttl %v is too short; use at least 1m", c.LeaseTTL))
+	}
+	if m := time.Duration(c.RenewMargin) * time.Minute; m <= 0 || m >= c.LeaseTTL {
+		errs = append(errs, fmt.Errorf("--subnet-lease-renew-margin %d minutes must be above 0 and below --lease-ttl %v", c.RenewMargin, c.LeaseTTL))
+	}
+	if c.EtcdTimeout < 100*time.Millisecond || c.CheckInterval < 100*time.Millisecond {
+		errs = append(errs, errors.New("--etcd-timeout and --check-interval must be at least 100ms"))
+	}
+	if c.HealthzPort < 0 || c.HealthzPort > 65535 {
+		errs = append(errs, fmt.Errorf("--healthz-port %d is out of range", c.HealthzPort))
+	}
+	if _, err := netip.ParseAddr(c.HealthzIP); err != nil {
+		errs = append(errs, fmt.Errorf("--healthz-ip: %w", err))
+	}
+	if c.PublicIP != "" {
+		if _, err := netip.ParseAddr(c.PublicIP); err != nil {
+			errs = append(errs, fmt.Errorf("--public-ip: %w", err))
+		}
+	}
+	if c.EtcdEndpoints == "" {
+		for _, a := range []string{c.EmbeddedClient, c.EmbeddedPeer} {
+			if ap, err := netip.ParseAddrPort(a); err != nil || !ap.Addr().IsLoopback() {
+				errs = append(errs, fmt.Errorf("embedded etcd address %q: want a loopback ADDRESS:PORT, as it must not be reachable from other hosts", a))
+			}
+		}
+	}
+	if c.SubnetFile == "" || c.DataDir == "" {
+		errs = append(errs, errors.New("--subnet-file and --data-dir must not be empty"))
+	}
+	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
+		errs = append(errs, errors.New("give both --etcd-certfile and --etcd-keyfile, or neither"))
+	}
+	if c.NodeID != "" && strings.ContainsAny(c.NodeID, " \t\n") {
+		errs = append(errs, fmt.Errorf("--node-id %q must not contain blanks", c.NodeID))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) endpoints() []string {
+	var out []string
+	for _, e := range strings.Split(c.EtcdEndpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}

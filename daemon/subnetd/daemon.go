@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/cnisuite/cni/pkg/subnet"
+	"github.com/cnisuite/cni/pkg/subnet/envfile"
+)
+
+// daemon keeps this node's lease, subnet.env and data plane in step with
+// the registry.
+type daemon struct {
+	cfg    *Config
+	log    *slog.Logger
+	m      *subnet.Manager
+	dp     dataPlane
+	filter *peerFilter
+	st     *status
+
+	lease   subnet.Lease
+	mtu     int
+	entries []subnet.Entry // the last view of every lease
+}
+
+// serve runs until ctx ends: acquire, program, then follow the leases and
+// check the lease, etcd and the data plane every CheckInterval. etcd being
+// unreachable never stops it, nor touches the data plane.
+func (d *daemon) serve(ctx context.Context) error {
+	if err := d.acquire(ctx); err != nil {
+		return err
+	}
+	snaps := make(chan []subnet.Entry, 1)
+	go d.m.Watch(ctx, func(es []subnet.Entry) {
+		select { // keep only the newest view
+		case <-snaps:
+		default:
+		}
+		snaps <- es
+	})
+	tick := time.NewTicker(d.cfg.CheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case d.entries = <-snaps:
+			d.st.etcdOK(time.Now())
+			if !d.stillOurs() {
+				d.check(ctx) // confirm with a read before acting on a view
+			}
+			d.reconcile()
+		case <-tick.C:
+			d.check(ctx)
+			d.ensure()
+			d.reconcile()
+		}
+	}
+}
+
+// acquire takes the lease, retrying with backoff while etcd fails; the first
+// failure is logged at once.
+func (d *daemon) acquire(ctx context.Context) error {
+	backoff := 200 * time.Millisecond
+	for {
+		l, err := slowCall(ctx, d.log, "acquiring a lease", func(ctx context.Context) (subnet.Lease, error) { return d.m.Acquire(ctx) })
+		if err == nil {
+			d.st.etcdOK(time.Now())
+			d.setLease(l)
+			return nil
+		}
+		if errors.Is(err, subnet.ErrNoSubnets) {
+			d.log.Error("no subnet to lease; retrying", "error", err, "in", backoff)
+		} else {
+			d.log.Error("acquiring a lease failed; retrying", "error", err, "in", backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// setLease adopts a new or changed lease: devices, subnet.env, status.
+func (d *daemon) setLease(l subnet.Lease) {
+	changed := l.Subnets != d.lease.Subnets
+	d.lease = l
+	d.m.Previous = l.Subnets // a later loss tries this subnet first
+	d.st.setLease(l)
+	if changed {
+		d.log.Info("holding lease", "subnet", l.Subnets, "reservation", l.Reserved, "expires", l.Expiry)
+		d.ensure()
+	}
+}
+
+// ensure sets up the devices for the lease and (re)writes subnet.env when
+// it is missing or its content would change.
+func (d *daemon) ensure() {
+	mtu, err := d.dp.Ensure(d.lease.Subnets)
+	if err != nil {
+		d.st.reconcileError()
+		d.log.Error("setting up the data plane failed; retrying at the next check", "error", err)
+		if mtu == 0 {
+			return
+		}
+	}
+	env := d.env(mtu)
+	if cur, err := envfile.Read(d.cfg.SubnetFile); err == nil && cur == env && d.st.envOK() {
+		return
+	}
+	if err := envfile.Write(d.cfg.SubnetFile, env); err != nil {
+		d.st.setEnv(false)
+		d.log.Error("writing subnet.env failed", "error", err)
+		return
+	}
+	d.st.setEnv(true)
+	d.log.Info("wrote subnet.env", "path", d.cfg.SubnetFile, "subnet", d.lease.Subnets, "mtu", mtu)
+}
+
+func (d *daemon) env(mtu int) envfile.Env {
+	c := d.m.Config
+	e := envfile.Env{MTU: mtu, IPMasq: d.cfg.IPMasq}
+	if s := d.lease.Subnets; s.V4.IsValid() {
+		e.Network, e.Subnet = c.Network, envfile.FirstHost(s.V4)
+	}
+	if s := d.lease.Subnets; s.V6.IsValid() {
+		e.IPv6Network, e.IPv6Subnet = c.IPv6Network, envfile.FirstHost(s.V6)
+	}
+	return e
+}
+
+// stillOurs reports whether the last view holds our key with our value.
+func (d *daemon) stillOurs() bool {
+	for _, e := range d.entries {
+		if e.Subnets == d.lease.Subnets {
+			return d.m.Owns(d.lease, e)
+		}
+	}
+	return false
+}
+
+// check confirms and renews the lease; a lost one is acquired again.
+func (d *daemon) check(ctx context.Context) {
+	l, err := slowCall(ctx, d.log, "checking the lease", func(ctx context.Context) (subnet.Lease, error) { return d.m.Check(ctx, d.lease) })
+	switch {
+	case err == nil:
+		d.st.etcdOK(time.Now())
+		d.lease = l
+		d.st.setLease(l)
+	case errors.Is(err, subnet.ErrLeaseLost):
+		d.st.etcdOK(time.Now())
+		d.st.leaseLost()
+		d.log.Warn("lease lost; acquiring again", "subnet", d.lease.Subnets, "error", err)
+		if l, err := d.m.Acquire(ctx); err != nil {
+			d.log.Error("acquiring again failed; retrying at the next check", "error", err)
+		} else {
+			d.setLease(l)
+		}
+	case ctx.Err() == nil:
+		d.st.etcdFailed()
+		d.log.Error("etcd unreachable; the data plane stays as it is, retrying at the next check", "error", err, "every", d.cfg.CheckInterval)
+	}
+}
+
+// reconcile programs the peers of the last view.
+func (d *daemon) reconcile() {
+	peers := d.filter.peers(d.entries, d.lease.Subnets)
+	start := time.Now()
+	stats, err := d.dp.Reconcile(peers)
+	d.st.reconciled(time.Since(start), stats.Peers, err)
+	if err != nil {
+		d.log.Error("programming peers failed; retrying at the next check", "error", err)
+	} else if stats.Writes() > 0 {
+		d.log.Info("programmed peers", "peers", stats.Peers, "added", stats.Added, "deleted", stats.Deleted, "took", time.Since(start))
+	}
+}
+
+// shutdown keeps the lease and the data plane, so pods keep working across
+// a restart, unless --release-on-exit asks to give both up.
+func (d *daemon) shutdown() error {
+	if !d.cfg.ReleaseOnExit || d.lease.Subnets == (subnet.Subnets{}) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.EtcdTimeout)
+	defer cancel()
+	var errs []error
+	if err := d.m.Release(ctx, d.lease); err != nil {
+		errs = append(errs, fmt.Errorf("releasing the lease: %w", err))
+	}
+	errs = append(errs, d.dp.Teardown())
+	if err := os.Remove(d.cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	d.log.Info("released the lease and removed the data plane", "subnet", d.lease.Subnets)
+	return errors.Join(errs...)
+}
+
+// slowCall runs fn, logging an error line after one second if it has not
+// returned by then, so that an unreachable etcd is reported at once even
+// while the call waits out its deadline.
+func slowCall[T any](ctx context.Context, log *slog.Logger, what string, fn func(context.Context) (T, error)) (T, error) {
+	start := time.Now()
+	t := time.AfterFunc(time.Second, func() {
+		log.Error("etcd has not answered yet; still trying", "while", what, "waited", time.Since(start).Round(time.Millisecond))
+	})
+	defer t.Stop()
+	return fn(ctx)
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cnisuite/cni/pkg/subnet"
+	"github.com/cnisuite/cni/pkg/subnet/envfile"
+	"github.com/cnisuite/cni/pkg/vxlan"
+)
+
+// fakePlane records what the daemon asks of the data plane.
+type fakePlane struct {
+	mu      sync.Mutex
+	own     subnet.Subnets
+	peers   peerSet
+	ensures int
+}
+
+func (f *fakePlane) Ensure(own subnet.Subnets) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.own = own
+	f.ensures++
+	return 1450, nil
+}
+
+func (f *fakePlane) Reconcile(p peerSet) (vxlan.Stats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.peers = p
+	return vxlan.Stats{Peers: p.len()}, nil
+}
+
+func (f *fakePlane) Teardown() error { return nil }
+
+func (f *fakePlane) peerSubnets() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, p := range f.peers.v4 {
+		out = append(out, p.Subnet.String())
+	}
+	return out
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func vxlanValue(ip, id, mac string) []byte {
+	d, _ := json.Marshal(subnet.VXLANData{VNI: 1, VtepMAC: mac})
+	v, _ := json.Marshal(subnet.Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: "vxlan", BackendData: d, NodeID: id})
+	return v
+}
+
+func TestDaemonFollowsLeases(t *testing.T) {
+	nc, err := subnet.ParseConfig([]byte(`{"Network":"10.0.0.0/16"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := subnet.NewMemStore(time.Hour)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := &Config{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: 50 * time.Millisecond, EtcdTimeout: time.Second}
+	ov := newOverlay(nc.Backend, underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.0.1")}, "me", log)
+	m, err := newManager(cfg, store.Client(), nc, "me", ov.ul, ov, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := &fakePlane{}
+	st := &status{window: time.Second}
+	d := &daemon{cfg: cfg, log: log, m: m, dp: fp, st: st, filter: &peerFilter{backend: nc.Backend, log: log}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.serve(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	eventually(t, "ready", func() bool { return st.notReady(time.Now()) == "" })
+	env, err := envfile.Read(cfg.SubnetFile)
+	if err != nil || env.MTU != 1450 || env.Network != nc.Network || !env.Subnet.IsValid() {
+		t.Fatalf("subnet.env: %+v, %v", env, err)
+	}
+	first := fp.own
+
+	// A peer appears, and a malformed lease is skipped.
+	peer := subnet.Subnets{V4: netip.MustParsePrefix("10.0.77.0/24")}
+	other := store.Client()
+	if _, err := other.Put(ctx, peer, vxlanValue("192.168.0.2", "peer", "0e:00:00:00:00:02"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	bad := subnet.Subnets{V4: netip.MustParsePrefix("10.0.78.0/24")}
+	if _, err := other.Put(ctx, bad, []byte(`{"PublicIP":"0.0.0.0","BackendType":"vxlan"}`), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the peer programmed", func() bool { return strings.Join(fp.peerSubnets(), ",") == "10.0.77.0/24" })
+
+	// Our key is deleted by hand: the node takes it back (the same subnet).
+	e, _ := other.Get(ctx, first)
+	if err := other.Delete(ctx, first, e.Rev); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the lease re-acquired", func() bool {
+		e, err := other.Get(ctx, first)
+		return err == nil && d.m.Owns(subnet.Lease{Subnets: first}, e)
+	})
+
+	// Our key is taken over by another node: the node moves and rewrites subnet.env.
+	e, _ = other.Get(ctx, first)
+	if _, err := other.Put(ctx, first, vxlanValue("192.168.0.3", "thief", "0e:00:00:00:00:03"), e.Rev, true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a new subnet in subnet.env", func() bool {
+		env, err := envfile.Read(cfg.SubnetFile)
+		return err == nil && env.Subnet.Masked() != first.V4 && env.Subnet.Masked() != peer.V4
+	})
+	eventually(t, "the thief programmed as a peer", func() bool { return len(fp.peerSubnets()) == 2 })
+	if m := st.metrics(time.Now()); !strings.Contains(m, "subnetd_lease_losses_total 2") || !strings.Contains(m, "subnetd_peers 2") {
+		t.Fatalf("metrics:\n%s", m)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	ok := func() Config {
+		var c Config
+		c.flags(flag.NewFlagSet("defaults", flag.ContinueOnError))
+		return c
+	}
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"short ttl", func(c *Config) { c.LeaseTTL = time.Second }, "--lease-ttl"},
+		{"margin above ttl", func(c *Config) { c.LeaseTTL = time.Hour; c.RenewMargin = 90 }, "renew-margin"},
+		{"embedded not loopback", func(c *Config) { c.EmbeddedClient = "0.0.0.0:2379" }, "loopback"},
+		{"external etcd ignores embedded", func(c *Config) { c.EtcdEndpoints = "http://10.0.0.1:2379"; c.EmbeddedClient = "x" }, ""},
+		{"bad public ip", func(c *Config) { c.PublicIP = "x" }, "--public-ip"},
+		{"cert without key", func(c *Config) { c.EtcdCertFile = "c.pem" }, "--etcd-keyfile"},
+		{"port", func(c *Config) { c.HealthzPort = 70000 }, "--healthz-port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ok()
+			tt.mod(&c)
+			err := c.Validate()
+			if (tt.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("Validate = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

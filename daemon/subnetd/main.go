@@ -1,0 +1,216 @@
+// Command subnetd leases this node's pod subnet in etcd, writes subnet.env
+// and programs the vxlan overlay to every other node, sharing etcd and the
+// overlay with flanneld nodes: flags -> Config.Validate() -> run(ctx) -> one
+// exit.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/cnisuite/cni/pkg/subnet"
+	"github.com/cnisuite/cni/pkg/subnet/envfile"
+	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
+	"github.com/cnisuite/cni/pkg/vxlan"
+)
+
+func main() {
+	var cfg Config
+	fs := flag.NewFlagSet("subnetd", flag.ContinueOnError)
+	cfg.flags(fs)
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "subnetd: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "subnetd: %v\n", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func run(ctx context.Context, cfg *Config) error {
+	log := newLogger(cfg.LogLevel)
+	if cfg.Cleanup {
+		return cleanup(cfg, log)
+	}
+	id, err := nodeID(cfg.NodeID, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	ul, err := findUnderlay(cfg.Iface, cfg.PublicIP)
+	if err != nil {
+		return err
+	}
+	reg, closeReg, err := openRegistry(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeReg()
+	netCfg, err := loadNetConfig(ctx, reg, cfg.NetConfig, log)
+	if err != nil {
+		return err
+	}
+	ov := newOverlay(netCfg.Backend, ul, id, log)
+	m, err := newManager(cfg, reg, netCfg, id, ul, ov, log)
+	if err != nil {
+		return err
+	}
+	st := &status{window: 2*cfg.CheckInterval + cfg.EtcdTimeout}
+	if cfg.HealthzPort > 0 {
+		addr := net.JoinHostPort(cfg.HealthzIP, strconv.Itoa(cfg.HealthzPort))
+		if err := serveHealth(ctx, addr, st, log); err != nil {
+			return err
+		}
+	}
+	d := &daemon{cfg: cfg, log: log, m: m, dp: ov, st: st, filter: &peerFilter{backend: netCfg.Backend, log: log}}
+	log.Info("subnetd starting", "node", id, "interface", ul.name, "public_ip", ul.publicV4, "public_ipv6", ul.publicV6, "backend", netCfg.Backend.Type)
+	if err := d.serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return d.shutdown()
+}
+
+// newManager builds the lease manager with what this node publishes.
+func newManager(cfg *Config, reg subnet.Registry, nc subnet.Config, id string, ul underlay, ov *overlay, log *slog.Logger) (*subnet.Manager, error) {
+	attrs := subnet.Attrs{BackendType: nc.Backend.Type, NodeID: id}
+	if nc.EnableIPv4 {
+		if !ul.publicV4.IsValid() {
+			return nil, fmt.Errorf("interface %s has no IPv4 address for the IPv4 network; pass --public-ip or --iface", ul.name)
+		}
+		attrs.PublicIP = ul.publicV4
+	}
+	if nc.EnableIPv6 {
+		if !ul.publicV6.IsValid() {
+			return nil, fmt.Errorf("interface %s has no global IPv6 address for the IPv6 network; add one or pass --iface", ul.name)
+		}
+		attrs.PublicIPv6 = ul.publicV6
+	}
+	v4, v6 := ov.backendData()
+	if nc.EnableIPv4 {
+		attrs.BackendData = v4
+	}
+	if nc.EnableIPv6 {
+		attrs.BackendV6Data = v6
+	}
+	m := &subnet.Manager{Registry: reg, Config: nc, Node: attrs, RenewMargin: time.Duration(cfg.RenewMargin) * time.Minute, Log: log}
+	if prev, err := envfile.Read(cfg.SubnetFile); err == nil {
+		m.Previous = subnet.Subnets{V4: prev.Subnet.Masked(), V6: prev.IPv6Subnet.Masked()}
+	}
+	return m, nil
+}
+
+// openRegistry connects to --etcd-endpoints, or starts the embedded etcd.
+func openRegistry(cfg *Config, log *slog.Logger) (subnet.Registry, func(), error) {
+	tlsCfg, err := subnetetcd.TLSConfig(cfg.EtcdCAFile, cfg.EtcdCertFile, cfg.EtcdKeyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	endpoints := cfg.endpoints()
+	closeServer := func() {}
+	if len(endpoints) == 0 {
+		dir := filepath.Join(cfg.DataDir, "etcd")
+		srv, err := subnetetcd.StartServer(dir, "http://"+cfg.EmbeddedClient, "http://"+cfg.EmbeddedPeer, time.Minute)
+		if err != nil {
+			return nil, nil, err
+		}
+		log.Info("running an embedded single-member etcd", "data", dir, "clients", cfg.EmbeddedClient)
+		endpoints, closeServer = []string{cfg.EmbeddedClient}, srv.Close
+	}
+	reg, err := subnetetcd.New(subnetetcd.Options{Endpoints: endpoints, Prefix: cfg.EtcdPrefix, TLS: tlsCfg,
+		Username: cfg.EtcdUsername, Password: cfg.EtcdPassword, TTL: cfg.LeaseTTL, Timeout: cfg.EtcdTimeout})
+	if err != nil {
+		closeServer()
+		return nil, nil, err
+	}
+	return reg, func() { reg.Close(); closeServer() }, nil
+}
+
+// loadNetConfig reads the network config from etcd, storing --net-config's
+// when etcd has none, and refuses a --net-config that differs from etcd's.
+// An unreachable etcd or a missing config is retried.
+func loadNetConfig(ctx context.Context, reg subnet.Registry, file string, log *slog.Logger) (subnet.Config, error) {
+	var want []byte
+	var wantCfg subnet.Config
+	if file != "" {
+		var err error
+		if want, err = os.ReadFile(file); err != nil {
+			return subnet.Config{}, fmt.Errorf("--net-config: %w", err)
+		}
+		if wantCfg, err = subnet.ParseConfig(want); err != nil {
+			return subnet.Config{}, fmt.Errorf("--net-config %s: %w", file, err)
+		}
+	}
+	backoff := 200 * time.Millisecond
+	for {
+		raw, err := slowCall(ctx, log, "reading the network config", reg.Config)
+		if errors.Is(err, subnet.ErrNotFound) && want != nil {
+			if err = reg.CreateConfig(ctx, want); err == nil {
+				log.Info("stored the network config", "from", file)
+				return wantCfg, nil
+			}
+		}
+		if err == nil {
+			have, err := subnet.ParseConfig(raw)
+			if err != nil {
+				return subnet.Config{}, fmt.Errorf("the network config in etcd is unusable; fix it with etcdctl: %w", err)
+			}
+			if want != nil && !have.Equal(wantCfg) {
+				return subnet.Config{}, fmt.Errorf("etcd holds a different network config (%s) than --net-config %s (%s): the cluster's network cannot change under running nodes; drop --net-config, or make it match", raw, file, want)
+			}
+			return have, nil
+		}
+		if errors.Is(err, subnet.ErrNotFound) {
+			log.Error("no network config in etcd; store one (etcdctl put <prefix>/config '{\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"vxlan\"}}') or pass --net-config", "error", err)
+		} else {
+			log.Error("reading the network config failed; retrying", "error", err, "in", backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return subnet.Config{}, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// cleanup removes what subnetd made on this node: devices, routes, the
+// subnet file. The lease in etcd is left to expire (or be reused by the
+// node when it comes back).
+func cleanup(cfg *Config, log *slog.Logger) error {
+	var errs []error
+	if err := vxlan.Cleanup(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.Remove(cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	log.Info("removed subnetd's devices, routes and subnet file")
+	return nil
+}
