@@ -27,6 +27,8 @@ type Config struct {
 	Iface          string
 	PublicIP       string
 	IPMasq         bool
+	ForwardRules   bool
+	NoRandomFully  bool
 	SubnetFile     string
 	RenewMargin    int // minutes, as flanneld's --subnet-lease-renew-margin
 	HealthzIP      string
@@ -55,6 +57,8 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Iface, "iface", "", "interface (name or address) that carries the overlay; default: the one of the default route")
 	fs.StringVar(&c.PublicIP, "public-ip", "", "address other nodes reach this one at; default: the interface's first address")
 	fs.BoolVar(&c.IPMasq, "ip-masq", false, "masquerade traffic leaving the cluster network")
+	fs.BoolVar(&c.ForwardRules, "iptables-forward-rules", true, "accept forwarded traffic of the cluster network (chain FLANNEL-FWD)")
+	fs.BoolVar(&c.NoRandomFully, "ip-masq-random-fully-disable", false, "masquerade without --random-fully")
 	fs.StringVar(&c.SubnetFile, "subnet-file", envfile.DefaultPath, "where to write the node's subnet.env")
 	fs.IntVar(&c.RenewMargin, "subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires")
 	fs.StringVar(&c.HealthzIP, "healthz-ip", "0.0.0.0", "address of /healthz, /readyz and /metrics")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 )
@@ -19,6 +20,7 @@ type daemon struct {
 	log    *slog.Logger
 	m      *subnet.Manager
 	dp     dataPlane
+	rules  hostRules
 	filter *peerFilter
 	st     *status
 
@@ -56,7 +58,7 @@ func (d *daemon) serve(ctx context.Context) error {
 			d.reconcile()
 		case <-tick.C:
 			d.check(ctx)
-			d.ensure()
+			d.ensure(ctx)
 			d.reconcile()
 		}
 	}
@@ -70,7 +72,7 @@ func (d *daemon) acquire(ctx context.Context) error {
 		l, err := slowCall(ctx, d.log, "acquiring a lease", func(ctx context.Context) (subnet.Lease, error) { return d.m.Acquire(ctx) })
 		if err == nil {
 			d.st.etcdOK(time.Now())
-			d.setLease(l)
+			d.setLease(ctx, l)
 			return nil
 		}
 		if errors.Is(err, subnet.ErrNoSubnets) {
@@ -87,21 +89,60 @@ func (d *daemon) acquire(ctx context.Context) error {
 	}
 }
 
+// hostRules keeps flanneld's masquerade and forward rules (pkg/nat).
+type hostRules interface {
+	Ensure(ctx context.Context, r nat.FlannelRules) ([]string, error)
+	Teardown(ctx context.Context) error
+}
+
+// wantRules is the host rules for the lease and the flags.
+func (d *daemon) wantRules() nat.FlannelRules {
+	r := nat.FlannelRules{Masq: d.cfg.IPMasq, Forward: d.cfg.ForwardRules, NoRandomFully: d.cfg.NoRandomFully}
+	c := d.m.Config
+	if s := d.lease.Subnets; s.V4.IsValid() {
+		r.Nets = append(r.Nets, nat.FlannelNet{Network: c.Network, Subnet: s.V4})
+	}
+	if s := d.lease.Subnets; s.V6.IsValid() {
+		r.Nets = append(r.Nets, nat.FlannelNet{Network: c.IPv6Network, Subnet: s.V6})
+	}
+	return r
+}
+
+// ensureRules repairs the host rules; one iptables-save per family when
+// nothing drifted.
+func (d *daemon) ensureRules(ctx context.Context) {
+	fixed, err := d.rules.Ensure(ctx, d.wantRules())
+	if errors.Is(err, nat.ErrRandomFullyUnsupported) && !d.cfg.NoRandomFully {
+		d.log.Warn("masquerading without --random-fully, which this iptables or kernel lacks")
+		d.cfg.NoRandomFully = true
+		fixed, err = d.rules.Ensure(ctx, d.wantRules())
+	}
+	if err != nil {
+		d.st.reconcileError()
+		d.log.Error("applying the host rules failed; retrying at the next check", "error", err)
+		return
+	}
+	if len(fixed) > 0 {
+		d.log.Info("applied host rules", "changes", fixed)
+	}
+}
+
 // setLease adopts a new or changed lease: devices, subnet.env, status.
-func (d *daemon) setLease(l subnet.Lease) {
+func (d *daemon) setLease(ctx context.Context, l subnet.Lease) {
 	changed := l.Subnets != d.lease.Subnets
 	d.lease = l
 	d.m.Previous = l.Subnets // a later loss tries this subnet first
 	d.st.setLease(l)
 	if changed {
 		d.log.Info("holding lease", "subnet", l.Subnets, "reservation", l.Reserved, "expires", l.Expiry)
-		d.ensure()
+		d.ensure(ctx)
 	}
 }
 
-// ensure sets up the devices for the lease and (re)writes subnet.env when
+// ensure sets up the host rules and devices for the lease and (re)writes subnet.env when
 // it is missing or its content would change.
-func (d *daemon) ensure() {
+func (d *daemon) ensure(ctx context.Context) {
+	d.ensureRules(ctx)
 	mtu, err := d.dp.Ensure(d.lease.Subnets)
 	if err != nil {
 		d.st.reconcileError()
@@ -160,7 +201,7 @@ func (d *daemon) check(ctx context.Context) {
 		if l, err := d.m.Acquire(ctx); err != nil {
 			d.log.Error("acquiring again failed; retrying at the next check", "error", err)
 		} else {
-			d.setLease(l)
+			d.setLease(ctx, l)
 		}
 	case ctx.Err() == nil:
 		d.st.etcdFailed()
@@ -193,7 +234,7 @@ func (d *daemon) shutdown() error {
 	if err := d.m.Release(ctx, d.lease); err != nil {
 		errs = append(errs, fmt.Errorf("releasing the lease: %w", err))
 	}
-	errs = append(errs, d.dp.Teardown())
+	errs = append(errs, d.dp.Teardown(), d.rules.Teardown(ctx))
 	if err := os.Remove(d.cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	"github.com/cnisuite/cni/pkg/vxlan"
@@ -42,6 +43,21 @@ func (f *fakePlane) Reconcile(p peerSet) (vxlan.Stats, error) {
 }
 
 func (f *fakePlane) Teardown() error { return nil }
+
+// fakeRules records the host rules asked for.
+type fakeRules struct {
+	mu   sync.Mutex
+	last nat.FlannelRules
+}
+
+func (f *fakeRules) Ensure(_ context.Context, r nat.FlannelRules) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last = r
+	return nil, nil
+}
+
+func (f *fakeRules) Teardown(context.Context) error { return nil }
 
 func (f *fakePlane) peerSubnets() []string {
 	f.mu.Lock()
@@ -76,7 +92,7 @@ func TestDaemonFollowsLeases(t *testing.T) {
 	}
 	store := subnet.NewMemStore(time.Hour)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := &Config{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: 50 * time.Millisecond, EtcdTimeout: time.Second}
+	cfg := &Config{IPMasq: true, SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: 50 * time.Millisecond, EtcdTimeout: time.Second}
 	ov := newOverlay(nc.Backend, underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.0.1")}, "me", log)
 	m, err := newManager(cfg, store.Client(), nc, "me", ov.ul, ov, log)
 	if err != nil {
@@ -84,7 +100,8 @@ func TestDaemonFollowsLeases(t *testing.T) {
 	}
 	fp := &fakePlane{}
 	st := &status{window: time.Second}
-	d := &daemon{cfg: cfg, log: log, m: m, dp: fp, st: st, filter: &peerFilter{backend: nc.Backend, log: log}}
+	fr := &fakeRules{}
+	d := &daemon{cfg: cfg, log: log, m: m, dp: fp, rules: fr, st: st, filter: &peerFilter{backend: nc.Backend, log: log}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- d.serve(ctx) }()
@@ -96,6 +113,11 @@ func TestDaemonFollowsLeases(t *testing.T) {
 		t.Fatalf("subnet.env: %+v, %v", env, err)
 	}
 	first := fp.own
+	fr.mu.Lock()
+	if r := fr.last; !r.Masq || len(r.Nets) != 1 || r.Nets[0].Subnet != first.V4 || r.Nets[0].Network != nc.Network {
+		t.Fatalf("host rules asked for: %+v", r)
+	}
+	fr.mu.Unlock()
 
 	// A peer appears, and a malformed lease is skipped.
 	peer := subnet.Subnets{V4: netip.MustParsePrefix("10.0.77.0/24")}

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
@@ -86,7 +87,7 @@ func run(ctx context.Context, cfg *Config) error {
 			return err
 		}
 	}
-	d := &daemon{cfg: cfg, log: log, m: m, dp: ov, st: st, filter: &peerFilter{backend: netCfg.Backend, log: log}}
+	d := &daemon{cfg: cfg, log: log, m: m, dp: ov, rules: nat.FlannelHost{}, st: st, filter: &peerFilter{backend: netCfg.Backend, log: log}}
 	log.Info("subnetd starting", "node", id, "interface", ul.name, "public_ip", ul.publicV4, "public_ipv6", ul.publicV6, "backend", netCfg.Backend.Type)
 	if err := d.serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -197,12 +198,17 @@ func loadNetConfig(ctx context.Context, reg subnet.Registry, file string, log *s
 	}
 }
 
-// cleanup removes what subnetd made on this node: devices, routes, the
-// subnet file. The lease in etcd is left to expire (or be reused by the
+// cleanup removes what subnetd made on this node: devices, routes, host
+// rules, the subnet file. The lease in etcd is left to expire (or be reused by the
 // node when it comes back).
 func cleanup(cfg *Config, log *slog.Logger) error {
 	var errs []error
 	if err := vxlan.Cleanup(); err != nil {
+		errs = append(errs, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := (nat.FlannelHost{}).Teardown(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if err := os.Remove(cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -211,6 +217,6 @@ func cleanup(cfg *Config, log *slog.Logger) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
-	log.Info("removed subnetd's devices, routes and subnet file")
+	log.Info("removed subnetd's devices, routes, host rules and subnet file")
 	return nil
 }

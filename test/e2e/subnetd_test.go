@@ -75,6 +75,12 @@ func TestSubnetdOverlay(t *testing.T) {
 		o.addPod(n)
 	}
 	o.pingAll()
+	for _, n := range o.nodes {
+		if out := n.ns.Run(t, "iptables-save"); !strings.Contains(out, "-A POSTROUTING") || !strings.Contains(out, "-A FLANNEL-POSTRTG") ||
+			!strings.Contains(out, "MASQUERADE") || !strings.Contains(out, "-A FLANNEL-FWD") {
+			t.Fatalf("%s lacks flanneld's host rules:\n%s", n.name, out)
+		}
+	}
 
 	t.Run("restart keeps subnet and traffic", func(t *testing.T) { o.restart(t) })
 	t.Run("etcd outage", func(t *testing.T) { o.etcdOutage(t, etcdBin) })
@@ -160,7 +166,7 @@ func (o *overlayTest) startSubnetd(n *sdNode) {
 		"--etcd-endpoints", "http://"+sdUnderlay+":2379", "--etcd-prefix", sdPrefix, "--iface", "eth0",
 		"--net-config", filepath.Join(o.dir, "net-conf.json"), "--subnet-file", filepath.Join(n.dir, "subnet.env"),
 		"--data-dir", n.dir, "--node-id", n.name, "--healthz-ip", "127.0.0.1", "--healthz-port", "9090",
-		"--check-interval", "1s", "--etcd-timeout", "1s", "--lease-ttl", "10m", "--subnet-lease-renew-margin", "5")
+		"--ip-masq", "--check-interval", "1s", "--etcd-timeout", "1s", "--lease-ttl", "10m", "--subnet-lease-renew-margin", "5")
 }
 
 func (o *overlayTest) env(n *sdNode) envfile.Env {
@@ -327,6 +333,18 @@ func (o *overlayTest) removeNode(t *testing.T) {
 	}
 	o.ping(o.nodes[0], o.nodes[1])
 	o.ping(o.nodes[1], o.nodes[0])
+	// --cleanup leaves the removed node without device, rules or subnet.env.
+	envPath := filepath.Join(gone.dir, "subnet.env")
+	gone.ns.Run(t, o.subnetd, "--cleanup", "--subnet-file", envPath)
+	if out, _ := gone.ns.Try("ip", "-d", "link", "show", "type", "vxlan"); strings.TrimSpace(out) != "" {
+		t.Fatalf("vxlan devices left after --cleanup:\n%s", out)
+	}
+	if out := gone.ns.Run(t, "iptables-save"); strings.Contains(out, "FLANNEL") {
+		t.Fatalf("host rules left after --cleanup:\n%s", out)
+	}
+	if _, err := os.Stat(envPath); !os.IsNotExist(err) {
+		t.Fatalf("subnet.env left after --cleanup: %v", err)
+	}
 }
 
 func (o *overlayTest) leaseKey(n *sdNode) string {
