@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -185,5 +186,17 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestExampleNetConf: conf/net-conf.json is a network config subnetd takes.
+func TestExampleNetConf(t *testing.T) {
+	data, err := os.ReadFile("../../conf/net-conf.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := subnet.ParseConfig(data)
+	if err != nil || !c.EnableIPv4 || !c.EnableIPv6 || c.Backend.Type != subnet.BackendVXLAN {
+		t.Fatalf("conf/net-conf.json: %+v, %v", c, err)
 	}
 }

@@ -19,7 +19,7 @@ const confDir = "../../conf"
 
 func confFiles(t *testing.T) []string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(confDir, "*"))
+	files, err := filepath.Glob(filepath.Join(confDir, "*.conflist"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no files in %s: %v", confDir, err)
 	}
