@@ -242,12 +242,12 @@ func (d *daemon) shutdown() error {
 	return errors.Join(errs...)
 }
 
-// slowCall runs fn, logging an error line after one second if it has not
-// returned by then, so that an unreachable etcd is reported at once even
-// while the call waits out its deadline.
+// slowCall runs fn, logging an error line if it has not returned after
+// 800 ms, so that an unreachable etcd is reported within a second of start
+// even while the call waits out its deadline.
 func slowCall[T any](ctx context.Context, log *slog.Logger, what string, fn func(context.Context) (T, error)) (T, error) {
 	start := time.Now()
-	t := time.AfterFunc(time.Second, func() {
+	t := time.AfterFunc(800*time.Millisecond, func() {
 		log.Error("etcd has not answered yet; still trying", "while", what, "waited", time.Since(start).Round(time.Millisecond))
 	})
 	defer t.Stop()
