@@ -5,13 +5,13 @@ DESTDIR  ?=
 CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
 # Debian packages the privileged tests and the demo use (unshare and mount
-# give cnitool a private view of /var/lib).
-DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server
+# give cnitool a private view of /var/lib; GNU time measures the bench's peak RSS).
+DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server time
 # What install-conf installs: the node's network. The other files of conf/
 # are examples; the lexically first conflist in $(CNI_CONF) is the one used.
 CONF_FILES ?= conf/10-cbr0.conflist
 
-.PHONY: build test install install-conf demo deps clean
+.PHONY: build test bench install install-conf demo deps clean
 
 build:
 	@mkdir -p $(BIN)
@@ -23,6 +23,12 @@ deps:
 test: deps build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+# Side by side with the reference plugins (built from the Go module proxy),
+# in namespaces it creates and deletes; not part of test (which runs a smoke
+# of it). BENCH_FLAGS=-pods=100 etc. to change the sizes.
+bench: deps
+	$(GO) run ./bench -md BENCHMARKS.md $(BENCH_FLAGS)
 
 install: build
 	install -d $(DESTDIR)$(CNI_BIN)

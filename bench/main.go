@@ -1,0 +1,63 @@
+// Command cnibench measures the suite's plugins side by side with the
+// reference plugins (containernetworking/plugins) on this machine, in one
+// run, and prints the ratios ours/reference: `make bench`.
+//
+// Both sides get the same scenarios, the same harness and the same
+// configurations: each scenario runs in a fresh "node" network namespace per
+// side, pods are namespaces attached to it, and the plugins run inside the
+// node through libcni in-process, as containerd runs them. Operations
+// alternate between the sides so that drift on this shared machine hits both.
+// Nothing touches the machine's own network, /var/lib/cni or /etc/cni.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// config says how much to measure and where the binaries come from.
+type config struct {
+	pods       int    // pods per side for the sequential latencies
+	concPods   int    // pods per side and round for the concurrent throughput
+	workers    int    // pods in flight at once in the concurrent phase
+	rounds     int    // concurrent rounds per side, in ABBA order
+	startupN   int    // VERSION invocations per binary and side
+	refVersion string // containernetworking/plugins release to compare with
+	refDir     string // prebuilt reference plugins instead of building them
+	repo       string // the suite's module root, built into the "ours" side
+	markdown   string // BENCHMARKS.md to update; "" leaves files alone
+	command    string // how the run was started, for the report
+	rssTool    string // GNU time, found at the start of the run
+}
+
+func defaultConfig() config {
+	return config{pods: 60, concPods: 100, workers: 8, rounds: 2, startupN: 100,
+		refVersion: "v1.9.1", repo: ".", command: "make bench"}
+}
+
+func main() {
+	cfg := defaultConfig()
+	flag.IntVar(&cfg.pods, "pods", cfg.pods, "pods per side for the sequential ADD/CHECK/DEL latencies")
+	flag.IntVar(&cfg.concPods, "conc-pods", cfg.concPods, "pods per side and round for the concurrent throughput")
+	flag.IntVar(&cfg.workers, "workers", cfg.workers, "pods in flight at once in the concurrent phase")
+	flag.IntVar(&cfg.rounds, "rounds", cfg.rounds, "concurrent rounds per side (alternating which side goes first)")
+	flag.IntVar(&cfg.startupN, "startup", cfg.startupN, "VERSION invocations per binary and side")
+	flag.StringVar(&cfg.refVersion, "ref-version", cfg.refVersion, "containernetworking/plugins release to compare with")
+	flag.StringVar(&cfg.refDir, "ref-dir", "", "directory of prebuilt reference plugins (default: build them from the Go module proxy)")
+	flag.StringVar(&cfg.repo, "repo", cfg.repo, "root of this module, whose ./plugins/... are built as \"ours\"")
+	flag.StringVar(&cfg.markdown, "md", "", "update the results section of this markdown file (e.g. BENCHMARKS.md)")
+	flag.StringVar(&cfg.command, "command", cfg.command, "the command line to record in the report")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "cnibench:", err)
+		stop()
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/cnisuite/cni/pkg/netns"
+)
+
+// namespace is a named network namespace under /run/netns that the bench
+// created and deletes.
+type namespace struct {
+	name string
+	path string
+}
+
+// namespaces remembers every namespace the bench created, so that all of
+// them go away at the end, also after a failure or an interrupt.
+type namespaces struct {
+	mu   sync.Mutex
+	list []*namespace
+}
+
+// add creates a namespace with loopback up. It is created with `ip netns
+// add` from our own mount namespace: made from inside another namespace, the
+// bind mount under /run/netns is not usable from outside.
+func (s *namespaces) add(ctx context.Context, name string) (*namespace, error) {
+	if err := ip(ctx, "netns", "add", name); err != nil {
+		return nil, err
+	}
+	n := &namespace{name: name, path: "/run/netns/" + name}
+	s.mu.Lock()
+	s.list = append(s.list, n)
+	s.mu.Unlock()
+	return n, ip(ctx, "-n", name, "link", "set", "lo", "up")
+}
+
+// deleteAll deletes every namespace created so far, and so every link in
+// them; it uses its own context because it also runs after an interrupt.
+func (s *namespaces) deleteAll() error {
+	s.mu.Lock()
+	list := s.list
+	s.list = nil
+	s.mu.Unlock()
+	var errs []error
+	for _, n := range list {
+		errs = append(errs, ip(context.Background(), "netns", "delete", n.name))
+	}
+	return errors.Join(errs...)
+}
+
+// ip runs iproute2 with the given arguments.
+func ip(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// linkNames lists the links of a namespace.
+func (n *namespace) linkNames() ([]string, error) {
+	var names []string
+	err := netns.Do(n.path, func() error {
+		links, err := netlink.LinkList()
+		for _, l := range links {
+			names = append(names, l.Attrs().Name)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the links of %s: %w", n.name, err)
+	}
+	return names, nil
+}
+
+// output runs a command inside the namespace and returns its stdout; a
+// command that is not installed yields "" (its rules cannot exist either).
+func (n *namespace) output(ctx context.Context, name string, args ...string) (string, error) {
+	if _, err := exec.LookPath(name); err != nil {
+		return "", nil
+	}
+	var out []byte
+	err := netns.Do(n.path, func() error {
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Stderr = nil
+		var err error
+		out, err = cmd.Output()
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("%s %s in %s: %w", name, strings.Join(args, " "), n.name, err)
+	}
+	return string(out), nil
+}
+
+// checkHost fails early, with what to do, when the bench cannot create
+// namespaces or lacks a tool, and returns the path of GNU time.
+func checkHost() (string, error) {
+	if os.Geteuid() != 0 {
+		return "", errors.New("run as root: the bench creates network namespaces (they are deleted at the end)")
+	}
+	for _, bin := range []string{"ip", "iptables-save", "go"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return "", fmt.Errorf("%s is not installed: run `make deps` (Debian packages iproute2, iptables) and install Go", bin)
+		}
+	}
+	tool, err := exec.LookPath("time")
+	if err != nil {
+		return "", errors.New("GNU time is not installed (it measures peak RSS): run `make deps` (Debian package time)")
+	}
+	return tool, nil
+}

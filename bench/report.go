@@ -1,0 +1,190 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"strings"
+	"text/tabwriter"
+)
+
+// direction says which way a figure improves.
+type direction int
+
+const (
+	lowerBetter direction = iota
+	higherBetter
+)
+
+// row is one line of the results table.
+type row struct {
+	scenario, metric string
+	ref, ours        stat
+	prec             int // decimals of the figures
+	better           direction
+	target           float64 // bound on the median ratio; 0: none
+	leaks            *[2]leaks
+	status           string // "skipped"/"FAILED" rows carry only this and metric
+}
+
+var header = []string{"scenario", "metric", "reference", "ours", "ratio", "ref p95", "ours p95", "ratio p95", "target", "result"}
+
+func (r row) cells() []string {
+	if r.status != "" {
+		return []string{r.scenario, r.metric, "", "", "", "", "", "", "", r.status}
+	}
+	if r.leaks != nil {
+		met := "met"
+		if r.leaks[1].total() != 0 {
+			met = "MISSED"
+		}
+		return []string{r.scenario, r.metric, r.leaks[0].String(), r.leaks[1].String(), "", "", "", "", "ours 0", met}
+	}
+	num := func(v float64, prec int) string {
+		if math.IsNaN(v) {
+			return ""
+		}
+		return fmt.Sprintf("%.*f", prec, v)
+	}
+	rm, rp := ratio(r.ours.med, r.ref.med), ratio(r.ours.p95, r.ref.p95)
+	return []string{r.scenario, r.metric,
+		num(r.ref.med, r.prec), num(r.ours.med, r.prec), num(rm, 2),
+		num(r.ref.p95, r.prec), num(r.ours.p95, r.prec), num(rp, 2),
+		r.targetText(), r.result(rm)}
+}
+
+func (r row) targetText() string {
+	switch {
+	case r.target == 0:
+		return ""
+	case r.better == higherBetter:
+		return fmt.Sprintf("≥ %g", r.target)
+	}
+	return fmt.Sprintf("≤ %g", r.target)
+}
+
+func (r row) result(rm float64) string {
+	if r.target == 0 {
+		return ""
+	}
+	if (r.better == lowerBetter && rm <= r.target) || (r.better == higherBetter && rm >= r.target) {
+		return "met"
+	}
+	return "MISSED"
+}
+
+// scenarioRows turns one scenario's figures into table rows.
+func scenarioRows(res scenarioResult) []row {
+	name := res.sc.name
+	switch {
+	case res.skipped != "":
+		return []row{{scenario: name, metric: "not run: " + res.skipped, status: "skipped"}}
+	case res.err != nil:
+		msg, _, _ := strings.Cut(res.err.Error(), "\n")
+		return []row{{scenario: name, metric: msg, status: "FAILED"}}
+	}
+	t := res.sc.target
+	var rows []row
+	for _, v := range []struct {
+		verb   verb
+		target float64
+	}{{verbAdd, t.add}, {verbCheck, t.check}, {verbDel, t.del}} {
+		rows = append(rows, row{metric: v.verb.String() + " ms", prec: 1, target: v.target,
+			ref: summarize(res.seq[0][v.verb]), ours: summarize(res.seq[1][v.verb])})
+	}
+	mib := func(kib []float64) stat { s := summarize(kib); return stat{s.med / 1024, s.p95 / 1024} }
+	rows = append(rows, row{metric: "RSS per invocation, MiB", prec: 1, ref: mib(res.rss[0]), ours: mib(res.rss[1])})
+	rate := func(k int, d float64) stat { return single(float64(res.conc[k].pods) / d) }
+	add := func(k int) float64 { return res.conc[k].add.Seconds() }
+	del := func(k int) float64 { return res.conc[k].del.Seconds() }
+	rows = append(rows,
+		row{metric: "concurrent ADD pods/s", prec: 1, better: higherBetter, ref: rate(0, add(0)), ours: rate(1, add(1))},
+		row{metric: "concurrent DEL pods/s", prec: 1, better: higherBetter, ref: rate(0, del(0)), ours: rate(1, del(1))},
+		row{metric: "concurrent ADD+DEL pods/s", prec: 1, better: higherBetter, target: t.conc,
+			ref: rate(0, add(0)+del(0)), ours: rate(1, add(1)+del(1))},
+		row{metric: "leaks (reservations+links+rules)", leaks: &res.leaks})
+	for i := range rows {
+		rows[i].scenario = name
+	}
+	return rows
+}
+
+// binaryRows turns the start-up figures into table rows.
+func binaryRows(bins []binResult) []row {
+	var rows []row
+	for _, b := range bins {
+		name := "binary " + b.name
+		if b.skipped != "" {
+			rows = append(rows, row{scenario: name, metric: "not run: " + b.skipped, status: "skipped"})
+			continue
+		}
+		ref, ours := b.sides[0], b.sides[1]
+		kib := func(s binStats) stat { st := summarize(s.rss); return stat{st.med / 1024, st.p95 / 1024} }
+		rows = append(rows,
+			row{scenario: name, metric: "start-up (VERSION) ms", prec: 2, ref: summarize(ref.ms), ours: summarize(ours.ms)},
+			row{scenario: name, metric: "RSS (VERSION), MiB", prec: 1, ref: kib(ref), ours: kib(ours)},
+			row{scenario: name, metric: "size, MiB", prec: 1, ref: single(float64(ref.size) / (1 << 20)), ours: single(float64(ours.size) / (1 << 20))})
+	}
+	return rows
+}
+
+// writeText prints the table with aligned columns.
+func writeText(w io.Writer, rows []row) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r.cells(), "\t"))
+	}
+	return tw.Flush()
+}
+
+// markdownTable renders the same table for BENCHMARKS.md.
+func markdownTable(rows []row) string {
+	var b strings.Builder
+	b.WriteString("| " + strings.Join(header, " | ") + " |\n|")
+	for range header {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, r := range rows {
+		b.WriteString("| " + strings.Join(r.cells(), " | ") + " |\n")
+	}
+	return b.String()
+}
+
+// The generated part of BENCHMARKS.md lies between these markers; the prose
+// around it (method, analysis) is kept.
+const (
+	beginMarker = "<!-- cnibench:begin (generated by make bench; edits inside are overwritten) -->"
+	endMarker   = "<!-- cnibench:end -->"
+)
+
+// splice replaces the generated part of doc with block, appending it when
+// doc has none yet.
+func splice(doc, block string) string {
+	gen := beginMarker + "\n" + block + endMarker
+	i := strings.Index(doc, beginMarker)
+	j := strings.Index(doc, endMarker)
+	if i < 0 || j < i {
+		if doc != "" && !strings.HasSuffix(doc, "\n") {
+			doc += "\n"
+		}
+		return doc + gen + "\n"
+	}
+	return doc[:i] + gen + doc[j+len(endMarker):]
+}
+
+// updateMarkdown writes block into the generated part of the file at path.
+func updateMarkdown(path, block string) error {
+	doc, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if len(doc) == 0 {
+		doc = []byte("# Benchmarks\n\n")
+	}
+	return os.WriteFile(path, []byte(splice(string(doc), block)), 0o644)
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// outcome is everything one run measured.
+type outcome struct {
+	scenarios []scenarioResult
+	bins      []binResult
+	rows      []row
+}
+
+// run builds both sides, measures every scenario and the binaries, prints
+// the table and, when asked, updates the markdown file. It fails when a
+// scenario failed or our side leaked; missed targets are reported, not
+// errors.
+func run(ctx context.Context, cfg config) error {
+	var err error
+	if cfg.rssTool, err = checkHost(); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "cnibench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	sides, err := buildSides(ctx, cfg, work)
+	if err != nil {
+		return err
+	}
+	m := describeMachine()
+	out, err := measureAll(ctx, cfg, sides, work)
+	if err != nil {
+		return err
+	}
+	m.loadEnd = loadAverage()
+	fmt.Println()
+	fmt.Print(m.text(cfg))
+	if err := writeText(os.Stdout, out.rows); err != nil {
+		return err
+	}
+	if cfg.markdown != "" {
+		if err := updateMarkdown(cfg.markdown, m.markdown(cfg, out.rows)); err != nil {
+			return fmt.Errorf("writing %s: %w", cfg.markdown, err)
+		}
+		fmt.Printf("\nwrote the results into %s\n", cfg.markdown)
+	}
+	return out.failures()
+}
+
+// buildSides builds (or finds) the reference plugins and ours.
+func buildSides(ctx context.Context, cfg config, work string) ([2]side, error) {
+	ref := side{name: "reference", dir: cfg.refDir}
+	ours := side{name: "ours", dir: filepath.Join(work, "ours")}
+	if ref.dir == "" {
+		ref.dir = filepath.Join(work, "reference")
+		slog.Info("building the reference plugins", "version", cfg.refVersion)
+		if err := buildRef(ctx, cfg.refVersion, ref.dir); err != nil {
+			return [2]side{}, err
+		}
+	}
+	slog.Info("building our plugins", "repo", cfg.repo)
+	return [2]side{ref, ours}, buildOurs(ctx, cfg.repo, ours.dir)
+}
+
+// measureAll runs every scenario, then the start-up figures.
+func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (outcome, error) {
+	var out outcome
+	for i, sc := range scenarios() {
+		slog.Info("scenario", "name", sc.name)
+		res := runScenario(ctx, cfg, i, sc, sides, work)
+		if ctx.Err() != nil {
+			return out, fmt.Errorf("interrupted; every namespace was deleted: %w", ctx.Err())
+		}
+		out.scenarios = append(out.scenarios, res)
+		out.rows = append(out.rows, scenarioRows(res)...)
+	}
+	slog.Info("start-up", "invocations", cfg.startupN)
+	bins, err := startup(ctx, sides, cfg.startupN, cfg.rssTool)
+	if err != nil {
+		return out, err
+	}
+	out.bins = bins
+	out.rows = append(out.rows, binaryRows(bins)...)
+	return out, nil
+}
+
+// failures joins the errors of failed scenarios and our leaks.
+func (o outcome) failures() error {
+	var errs []error
+	for _, s := range o.scenarios {
+		if s.err != nil {
+			errs = append(errs, s.err)
+		}
+		if l := s.leaks[1]; l.total() != 0 {
+			errs = append(errs, fmt.Errorf("%s: our plugins left %s (reservations+links+rules) behind", s.sc.name, l))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// machine describes where and when the figures were taken.
+type machine struct {
+	date, cpu, kernel, goVersion, commit string
+	nproc                                int
+	loadStart, loadEnd                   string
+}
+
+func describeMachine() machine {
+	m := machine{date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), nproc: runtime.NumCPU(),
+		goVersion: runtime.Version(), loadStart: loadAverage(), cpu: cpuModel(), commit: gitCommit()}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	return m
+}
+
+func cpuModel() string {
+	raw, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(raw), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// loadAverage is the 1-minute load: other jobs on a shared machine show here.
+func loadAverage() string {
+	raw, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(raw)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+// gitCommit names the tree that was built as "ours".
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown commit"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, _ := exec.Command("git", "status", "--porcelain", "--", "plugins", "pkg").Output(); len(bytes.TrimSpace(st)) > 0 {
+		c += " with uncommitted changes in plugins/ or pkg/"
+	}
+	return c
+}
+
+func (m machine) facts(cfg config) []string {
+	return []string{
+		"command: `" + cfg.command + "`, which runs `go run ./bench " + strings.Join(os.Args[1:], " ") + "`",
+		"date: " + m.date,
+		fmt.Sprintf("machine: %d CPUs (%s), kernel %s, %s; 1-min load %s at the start, %s at the end",
+			m.nproc, m.cpu, m.kernel, m.goVersion, m.loadStart, m.loadEnd),
+		fmt.Sprintf("reference: %s %s; ours: %s; both built with go build -trimpath by the same toolchain",
+			refModule, cfg.refVersion, m.commit),
+		fmt.Sprintf("sequential: %d pods per side, ADD all, CHECK all, DEL all, alternating sides pod by pod; "+
+			"concurrent: %d pods, %d at a time, ADD then DEL, %d rounds per side in ABBA order; start-up: %d VERSION runs per binary",
+			cfg.pods, cfg.concPods, cfg.workers, cfg.rounds, cfg.startupN),
+	}
+}
+
+func (m machine) text(cfg config) string {
+	return strings.Join(m.facts(cfg), "\n") + "\n\n"
+}
+
+// markdown is the generated block of BENCHMARKS.md.
+func (m machine) markdown(cfg config, rows []row) string {
+	var b strings.Builder
+	for _, f := range m.facts(cfg) {
+		b.WriteString("- " + f + "\n")
+	}
+	b.WriteString("\nRatios are ours / reference: below 1 is better for times and sizes, above 1 for pods/s. " +
+		"Leaks are reservations+links+rules left after every pod was deleted.\n\n")
+	b.WriteString(markdownTable(rows))
+	b.WriteString("\nConfigurations:\n\n")
+	for _, sc := range scenarios() {
+		b.WriteString("- " + sc.name + ": " + sc.about + "\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// scenario is one conflist measured on both sides.
+type scenario struct {
+	name    string   // as in the table
+	about   string   // the configuration, for the report
+	bins    []string // binaries both sides need for it
+	shared  []string // links the chain creates in the node and keeps (the bridge)
+	conf    func(repo, dataDir string) (map[string]any, error)
+	setup   func(ctx context.Context, node *namespace) error // nil: nothing to prepare
+	capArgs func(pod int) map[string]any                     // nil: no runtime capabilities
+	target  targets
+}
+
+// targets are the issue's bounds on the ratios ours/reference; 0 is none.
+type targets struct {
+	add, check, del float64 // latency medians, lower is better
+	conc            float64 // concurrent ADD+DEL pods/s, higher is better
+}
+
+// flannelBridge is the bridge + host-local delegate that flannel's plugin
+// renders from a subnet.env with FLANNEL_SUBNET=10.244.1.1/24, FLANNEL_MTU=1450
+// and FLANNEL_IPMASQ=true (the daemon masquerades, so the bridge does not),
+// with the shipped conflist's hairpinMode and isDefaultGateway.
+func flannelBridge(dataDir string) map[string]any {
+	return map[string]any{
+		"type": "bridge", "bridge": "cni0", "mtu": 1450, "ipMasq": false,
+		"isGateway": true, "isDefaultGateway": true, "hairpinMode": true,
+		"ipam": map[string]any{
+			"type":    "host-local",
+			"ranges":  []any{[]any{map[string]any{"subnet": "10.244.1.0/24"}}},
+			"routes":  []any{map[string]any{"dst": "10.244.0.0/16"}},
+			"dataDir": dataDir,
+		},
+	}
+}
+
+func conflist(plugins ...map[string]any) map[string]any {
+	list := make([]any, len(plugins))
+	for i, p := range plugins {
+		list[i] = p
+	}
+	return map[string]any{"cniVersion": "1.0.0", "name": "cbr0", "plugins": list}
+}
+
+// repoConflist reads one of the repository's example conflists and points
+// its IPAM at dataDir, so that nothing lands in the machine's /var/lib/cni.
+func repoConflist(repo, name, dataDir string) (map[string]any, error) {
+	raw, err := os.ReadFile(filepath.Join(repo, "conf", name))
+	if err != nil {
+		return nil, err
+	}
+	var c map[string]any
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return nil, fmt.Errorf("conf/%s: %w", name, err)
+	}
+	plugins, _ := c["plugins"].([]any)
+	for _, p := range plugins {
+		if ipam, ok := p.(map[string]any)["ipam"].(map[string]any); ok {
+			ipam["dataDir"] = dataDir
+		}
+	}
+	return c, nil
+}
+
+// portMappings are the two hostPort mappings of pod i: one TCP, one UDP (the
+// reference flushes conntrack for UDP), on ports no other pod uses.
+func portMappings(pod int) map[string]any {
+	return map[string]any{"portMappings": []map[string]any{
+		{"hostPort": 20000 + 2*pod, "containerPort": 80, "protocol": "tcp"},
+		{"hostPort": 20001 + 2*pod, "containerPort": 53, "protocol": "udp"},
+	}}
+}
+
+// macvlanMaster is the node's "physical" interface for macvlan: one end of a
+// veth pair whose both ends stay in the node.
+const macvlanMaster = "ulink0"
+
+func setupMaster(ctx context.Context, node *namespace) error {
+	if err := ip(ctx, "-n", node.name, "link", "add", macvlanMaster, "type", "veth", "peer", "name", macvlanMaster+"p"); err != nil {
+		return err
+	}
+	if err := ip(ctx, "-n", node.name, "link", "set", macvlanMaster+"p", "up"); err != nil {
+		return err
+	}
+	return ip(ctx, "-n", node.name, "link", "set", macvlanMaster, "up")
+}
+
+// scenarios are every chain the bench measures, with the issue's targets.
+// The flannel chain and the overlay's data plane come with issues 5 and 6.
+func scenarios() []scenario {
+	bridgeTargets := targets{add: 0.5, del: 0.8, conc: 1.5}
+	return []scenario{{
+		name:   "bridge+host-local",
+		about:  "flannel's delegate: bridge cni0, mtu 1450, isDefaultGateway, hairpinMode, ipMasq false; host-local 10.244.1.0/24",
+		bins:   []string{"bridge", "host-local"},
+		shared: []string{"cni0"},
+		conf: func(_, dataDir string) (map[string]any, error) {
+			return conflist(flannelBridge(dataDir)), nil
+		},
+		target: bridgeTargets,
+	}, {
+		name:   "cbr0 conflist",
+		about:  "conf/10-cbr0.conflist as shipped: bridge dual-stack with ipMasq, host-local IPv4 + IPv6",
+		bins:   []string{"bridge", "host-local"},
+		shared: []string{"cni0"},
+		conf: func(repo, dataDir string) (map[string]any, error) {
+			return repoConflist(repo, "10-cbr0.conflist", dataDir)
+		},
+		target: bridgeTargets,
+	}, {
+		name:   "bridge+host-local+portmap",
+		about:  "the bridge+host-local delegate chained with portmap (snat default), 2 mappings (tcp, udp) per pod",
+		bins:   []string{"bridge", "host-local", "portmap"},
+		shared: []string{"cni0"},
+		conf: func(_, dataDir string) (map[string]any, error) {
+			pm := map[string]any{"type": "portmap", "capabilities": map[string]any{"portMappings": true}}
+			return conflist(flannelBridge(dataDir), pm), nil
+		},
+		capArgs: portMappings,
+		target:  targets{add: 0.3, del: 0.3, conc: 3},
+	}, {
+		name:  "macvlan+host-local",
+		about: "macvlan mode bridge on a veth master in the node; host-local 10.245.1.0/24",
+		bins:  []string{"macvlan", "host-local"},
+		conf: func(_, dataDir string) (map[string]any, error) {
+			return conflist(map[string]any{
+				"type": "macvlan", "master": macvlanMaster, "mode": "bridge",
+				"ipam": map[string]any{
+					"type":    "host-local",
+					"ranges":  []any{[]any{map[string]any{"subnet": "10.245.1.0/24"}}},
+					"dataDir": dataDir,
+				},
+			}), nil
+		},
+		setup:  setupMaster,
+		target: targets{conc: 1.5},
+	}}
+}
