@@ -7,8 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
@@ -25,7 +28,7 @@ type HostPorts struct {
 
 // maxAttempts bounds the read-plan-restore loop that concurrent writers
 // can make fail.
-const maxAttempts = 4
+const maxAttempts = 6
 
 func (h HostPorts) runner() Runner { return Masq{Run: h.Run}.runner() }
 
@@ -79,6 +82,7 @@ func (h HostPorts) Check(ctx context.Context, c *HostPortConf, addrs []netip.Pre
 // tags, so it needs neither the mappings nor the container's addresses.
 // The shared chains go when no other attachment uses them.
 func (h HostPorts) Del(ctx context.Context, att Attachment) error {
+	defer LockSweeps()()
 	return concurrently(len(families), func(i int) error {
 		return h.sweep(ctx, families[i], func(p *plan) bool {
 			changed := p.dropAttachment(att, false)
@@ -91,6 +95,7 @@ func (h HostPorts) Del(ctx context.Context, att Attachment) error {
 // GC removes the rules of every attachment of network that valid rejects,
 // and the shared chains if nothing uses them any more.
 func (h HostPorts) GC(ctx context.Context, network string, valid Valid) error {
+	defer LockSweeps()()
 	return concurrently(len(families), func(i int) error {
 		return h.sweep(ctx, families[i], func(p *plan) bool {
 			for _, a := range staleAttachments(p.t, network, valid) {
@@ -121,7 +126,10 @@ func (h HostPorts) sweep(ctx context.Context, f family, drop func(*plan) bool) e
 // the restore fails, which is what a concurrent writer causes.
 func (h HostPorts) transact(ctx context.Context, f family, build func(*natTable) []string) error {
 	var err error
-	for range maxAttempts {
+	for attempt := range maxAttempts {
+		if attempt > 0 {
+			Backoff(attempt)
+		}
 		t, rerr := Masq{Run: h.Run}.read(ctx, f)
 		if rerr != nil {
 			return rerr
@@ -196,10 +204,23 @@ func concurrently(n int, fn func(i int) error) error {
 		return fmt.Errorf("opening the current network namespace: %w", err)
 	}
 	defer self.Close()
+	var want unix.Stat_t
+	if err := unix.Fstat(int(self.Fd()), &want); err != nil {
+		return fmt.Errorf("reading the current network namespace: %w", err)
+	}
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { errs[i] = netns.DoFile(self, func() error { return fn(i) }) })
+		wg.Go(func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var st unix.Stat_t
+			if unix.Stat("/proc/thread-self/ns/net", &st) == nil && st.Dev == want.Dev && st.Ino == want.Ino {
+				errs[i] = fn(i) // already there; entering would need CAP_SYS_ADMIN for nothing
+				return
+			}
+			errs[i] = netns.DoFile(self, func() error { return fn(i) })
+		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)

@@ -26,7 +26,7 @@ type HostPorts struct{}
 
 // maxAttempts bounds the read-plan-commit loop that concurrent writers can
 // make fail.
-const maxAttempts = 4
+const maxAttempts = 6
 
 // maxComment is what the kernel keeps of a rule's user data (256 bytes,
 // two of which are the comment's type and length).
@@ -118,6 +118,7 @@ func (HostPorts) GC(_ context.Context, network string, valid nat.Valid) error {
 // deleting the prerouting jump by its handle: a concurrent ADD has
 // rewritten it, which makes the transaction fail and start over.
 func sweep(pick func(*state) []*nftables.Rule) error {
+	defer nat.LockSweeps()()
 	return transact(func(conn *nftables.Conn) (bool, error) {
 		changed := false
 		for _, f := range fams {
@@ -178,7 +179,10 @@ func (HostPorts) Check(_ context.Context, c *nat.HostPortConf, addrs []netip.Pre
 // commit that fails (a rule deleted or rewritten meanwhile) starts over.
 func transact(build func(*nftables.Conn) (bool, error)) error {
 	var err error
-	for range maxAttempts {
+	for attempt := range maxAttempts {
+		if attempt > 0 {
+			nat.Backoff(attempt)
+		}
 		var conn *nftables.Conn
 		if conn, err = nftables.New(nftables.AsLasting()); err != nil {
 			return fmt.Errorf("opening nftables netlink socket: %w", err)

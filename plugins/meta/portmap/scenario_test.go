@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -102,5 +105,68 @@ func checkNotices(t *testing.T, n *node, a *pod, conf map[string]any) {
 	}
 	n.mustCall("portmap", "ADD", a, conf)
 	n.mustCall("portmap", "CHECK", a, conf)
+	reaches(t, n.out, "tcp", nodeV4+":8080", "pod-a")
+}
+
+// TestParallelPods starts and stops pods side by side, as a busy node does:
+// the ADDs race to create the shared chains and the DELs to remove them,
+// and still every mapping works and the ruleset ends as it began.
+func TestParallelPods(t *testing.T) {
+	const pods = 8
+	for _, backend := range []string{backendIPTables, backendNFTables} {
+		t.Run(backend, func(t *testing.T) {
+			n := newNode(t, backend)
+			ps := make([]*pod, pods)
+			for i := range ps {
+				ps[i] = n.addPod(fmt.Sprintf("pod-%d", i))
+			}
+			before := n.ruleset()
+			parallel(t, pods, func(i int) error {
+				_, err := n.call("portmap", "ADD", ps[i], n.portmapConf(ps[i], []map[string]any{mapping(10000+i, 80, "tcp", "")}))
+				return err
+			})
+			for i, p := range ps {
+				reaches(t, n.out, "tcp", fmt.Sprintf("%s:%d", nodeV4, 10000+i), p.id)
+			}
+			parallel(t, pods, func(i int) error {
+				_, err := n.call("portmap", "DEL", ps[i], n.portmapConf(nil, nil))
+				return err
+			})
+			if after := n.ruleset(); after != before {
+				t.Errorf("ruleset after the DELs differs from before the ADDs:\n--- before\n%s--- after\n%s", before, after)
+			}
+		})
+	}
+}
+
+func parallel(t *testing.T, n int, fn func(i int) error) {
+	t.Helper()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = fn(i) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFailedAddLeavesNothing: an ADD that the kernel refuses (its
+// externalSetMarkChain does not exist) takes back what it did in either
+// family and leaves the other pod's mapping alone.
+func TestFailedAddLeavesNothing(t *testing.T) {
+	n := newNode(t, backendIPTables)
+	a, b := n.addPod("pod-a"), n.addPod("pod-b")
+	n.mustCall("portmap", "ADD", a, n.portmapConf(a, []map[string]any{mapping(8080, 80, "tcp", "")}))
+	before := n.ruleset()
+	conf := n.portmapConf(b, []map[string]any{mapping(9080, 80, "tcp", "")})
+	conf["externalSetMarkChain"] = "NO-SUCH-CHAIN"
+	if _, err := n.call("portmap", "ADD", b, conf); err == nil {
+		t.Fatal("ADD with a missing externalSetMarkChain succeeded")
+	}
+	if after := n.ruleset(); after != before {
+		t.Errorf("failed ADD left rules behind:\n--- before\n%s--- after\n%s", before, after)
+	}
 	reaches(t, n.out, "tcp", nodeV4+":8080", "pod-a")
 }
