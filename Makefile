@@ -4,6 +4,7 @@ BIN      := $(CURDIR)/bin
 DESTDIR  ?=
 CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
+SBIN     ?= /usr/local/bin
 # Debian packages the privileged tests and the demo use (unshare and mount
 # give cnitool a private view of /var/lib; GNU time measures the bench's peak RSS).
 DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server time
@@ -13,9 +14,11 @@ CONF_FILES ?= conf/10-cbr0.conflist
 
 .PHONY: build test bench install install-conf demo deps clean
 
+# Plugins go to bin/, the node daemon to bin/daemon/: the two are installed to different places.
 build:
-	@mkdir -p $(BIN)
+	@mkdir -p $(BIN)/daemon
 	$(GO) build -trimpath -o $(BIN)/ ./plugins/...
+	$(GO) build -trimpath -o $(BIN)/daemon/ ./daemon/...
 
 deps:
 	@./scripts/deps.sh $(DEB_PKGS)
@@ -31,8 +34,9 @@ bench: deps
 	$(GO) run ./bench -md BENCHMARKS.md $(BENCH_FLAGS)
 
 install: build
-	install -d $(DESTDIR)$(CNI_BIN)
-	install -m 0755 $(BIN)/* $(DESTDIR)$(CNI_BIN)/
+	install -d $(DESTDIR)$(CNI_BIN) $(DESTDIR)$(SBIN)
+	find $(BIN) -maxdepth 1 -type f -exec install -m 0755 {} $(DESTDIR)$(CNI_BIN)/ \;
+	install -m 0755 $(BIN)/daemon/* $(DESTDIR)$(SBIN)/
 
 # Example configurations are installed only when asked: they would become the node's network.
 install-conf:
