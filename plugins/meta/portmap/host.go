@@ -71,7 +71,9 @@ func localnetIface(c *nat.HostPortConf, addrs []netip.Prefix) (string, bool) {
 }
 
 // flushUDPConntrack deletes the conntrack entries of the UDP host ports
-// in each family of the container, over netlink.
+// over netlink, one dump per family (a delete names its family), and none
+// when the namespace tracks no connection at all: a dump walks the whole
+// conntrack hash table, whatever it returns.
 func flushUDPConntrack(c *nat.HostPortConf, addrs []netip.Prefix) error {
 	for _, p := range addrs {
 		var filters []netlink.CustomConntrackFilter
@@ -88,16 +90,26 @@ func flushUDPConntrack(c *nat.HostPortConf, addrs []netip.Prefix) error {
 			}
 			filters = append(filters, f)
 		}
-		if len(filters) == 0 {
+		if len(filters) == 0 || conntrackEmpty() {
 			continue
 		}
-		family := netlink.InetFamily(unix.AF_INET)
-		if p.Addr().Is6() {
-			family = unix.AF_INET6
-		}
-		if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, family, filters...); err != nil {
+		if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, familyOf(p.Addr()), filters...); err != nil {
 			return fmt.Errorf("deleting UDP conntrack entries: %w", err)
 		}
 	}
 	return nil
+}
+
+func familyOf(a netip.Addr) netlink.InetFamily {
+	if a.Is6() {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
+}
+
+// conntrackEmpty reads the namespace's count of tracked connections; when
+// it cannot, it says no, so that the flush happens.
+func conntrackEmpty() bool {
+	b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_count")
+	return err == nil && strings.TrimSpace(string(b)) == "0"
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -298,6 +300,43 @@ func ask(ns *netnstest.NS, proto, addr string) (string, error) {
 	}
 	b, err := io.ReadAll(c)
 	return string(b), err
+}
+
+// udpFlow opens a UDP socket from inside ns to addr and sends one
+// datagram, which nobody answers yet but conntrack remembers.
+func udpFlow(t *testing.T, ns *netnstest.NS, addr string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	ns.Do(t, func() error {
+		var err error
+		c, err = net.Dial("udp", addr)
+		return err
+	})
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write([]byte("?")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the datagram (and its ICMP error) pass
+	return c
+}
+
+// exchange sends a datagram on c, the same flow as before, and returns the answer.
+func exchange(c net.Conn) (string, error) {
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 128)
+	for range 2 { // the first write may report the ICMP error of the earlier one
+		if _, err := c.Write([]byte("?")); err != nil {
+			continue
+		}
+		n, err := c.Read(buf)
+		if err == nil {
+			return string(buf[:n]), nil
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return "", err
+		}
+	}
+	return "", errors.New("no answer")
 }
 
 // reaches fails unless a client in from gets pod id's answer at addr.

@@ -27,6 +27,9 @@ func TestNodeLife(t *testing.T) {
 				mapping(8082, 82, "tcp", nodeV4), mapping(8083, 82, "tcp", nodeV6),
 			}
 			confA, confB := n.portmapConf(a, mapsA), n.portmapConf(b, []map[string]any{mapping(9080, 80, "tcp", "")})
+			// UDP flows to the port from before the mapping: their conntrack
+			// entries say "no DNAT" until ADD deletes them.
+			early := []net.Conn{udpFlow(t, n.out, nodeV4+":8081"), udpFlow(t, n.out, "["+nodeV6+"]:8081")}
 			res := n.mustCall("portmap", "ADD", a, confA)
 			if !strings.Contains(res, a.v4.String()) {
 				t.Fatalf("ADD did not pass the prevResult through:\n%s", res)
@@ -35,6 +38,13 @@ func TestNodeLife(t *testing.T) {
 			n.mustCall("portmap", "CHECK", a, confA)
 			n.mustCall("portmap", "CHECK", b, confB)
 
+			t.Run("stale UDP conntrack", func(t *testing.T) {
+				for _, c := range early {
+					if got, err := exchange(c); err != nil || !strings.HasPrefix(got, "pod-a ") {
+						t.Errorf("UDP flow to %s that began before ADD: got %q, %v; want pod-a", c.RemoteAddr(), got, err)
+					}
+				}
+			})
 			t.Run("outside", func(t *testing.T) { fromOutside(t, n) })
 			t.Run("hostIP", func(t *testing.T) { hostIPOnly(t, n) })
 			t.Run("hairpin", func(t *testing.T) {
