@@ -171,3 +171,17 @@ func (r hpRules) checkLines() []string {
 	}
 	return lines
 }
+
+// delLines deletes exactly r and its chain; any difference in the kernel
+// (a rule changed, another interface's rule in the chain) fails the
+// transaction.
+func (r hpRules) delLines() []string {
+	var lines []string
+	for _, s := range r.entries {
+		lines = append(lines, "-D "+HostPortDNATChain+" "+s)
+	}
+	for _, s := range r.rules {
+		lines = append(lines, "-D "+r.chain+" "+s)
+	}
+	return append(lines, "-X "+r.chain)
+}

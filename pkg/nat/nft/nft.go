@@ -94,8 +94,8 @@ func ensureLayout(conn *nftables.Conn, f fam) {
 
 // Del removes the attachment's rules in both families, found by their
 // tags, and the whole table when no other rule is left in it.
-func (HostPorts) Del(_ context.Context, att nat.Attachment) error {
-	return sweep(func(st *state) []*nftables.Rule { return st.owned(att) })
+func (HostPorts) Del(_ context.Context, c *nat.HostPortConf, _ []netip.Prefix) error {
+	return sweep(func(st *state) []*nftables.Rule { return st.owned(c.Attachment) })
 }
 
 // GC removes the rules of every attachment of network that valid rejects,

@@ -17,7 +17,9 @@ import (
 type mapper interface {
 	Add(ctx context.Context, c *nat.HostPortConf, addrs []netip.Prefix) error
 	Check(ctx context.Context, c *nat.HostPortConf, addrs []netip.Prefix) error
-	Del(ctx context.Context, att nat.Attachment) error
+	// Del needs only c's attachment; c's mappings and addrs, when known,
+	// can make it cheaper.
+	Del(ctx context.Context, c *nat.HostPortConf, addrs []netip.Prefix) error
 	GC(ctx context.Context, network string, valid nat.Valid) error
 }
 
@@ -63,7 +65,7 @@ func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, re
 	undo := &cniplugin.Undo{}
 	defer undo.OnError(&retErr, a.Logger())
 	// Registered first: an ADD that failed in one family is taken back in both.
-	undo.Push("remove port mappings", func() error { return m.Del(context.WithoutCancel(ctx), c.hp.Attachment) })
+	undo.Push("remove port mappings", func() error { return m.Del(context.WithoutCancel(ctx), &nat.HostPortConf{Attachment: c.hp.Attachment}, nil) })
 	if err := m.Add(ctx, &c.hp, addrs); err != nil {
 		return nil, fmt.Errorf("installing port mappings (%s): %w", c.backend, err)
 	}
@@ -86,7 +88,12 @@ func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	if err := p.mapper(c).Del(ctx, attachment(c, a)); err != nil {
+	c.hp.Attachment = attachment(c, a)
+	var addrs []netip.Prefix
+	if prev, err := c.PrevResult(); err == nil && prev != nil {
+		addrs = containerAddrs(prev, a.IfName) // a hint only: DEL works without
+	}
+	if err := p.mapper(c).Del(ctx, &c.hp, addrs); err != nil {
 		return fmt.Errorf("removing port mappings (%s): %w", c.backend, err)
 	}
 	return nil

@@ -138,8 +138,14 @@ func TestParallelPods(t *testing.T) {
 			for i, p := range ps {
 				reaches(t, n.out, "tcp", fmt.Sprintf("%s:%d", nodeV4, 10000+i), p.id)
 			}
+			// Half the DELs come as kubelet sends them, with the mappings and
+			// the prevResult; half as a runtime that lost them.
 			parallel(t, pods, func(i int) error {
-				_, err := n.call("portmap", "DEL", ps[i], n.portmapConf(nil, nil))
+				conf := n.portmapConf(nil, nil)
+				if i%2 == 0 {
+					conf = n.portmapConf(ps[i], []map[string]any{mapping(10000+i, 80, "tcp", "")})
+				}
+				_, err := n.call("portmap", "DEL", ps[i], conf)
 				return err
 			})
 			if after := n.ruleset(); after != before {
