@@ -65,7 +65,9 @@ func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, re
 	undo := &cniplugin.Undo{}
 	defer undo.OnError(&retErr, a.Logger())
 	// Registered first: an ADD that failed in one family is taken back in both.
-	undo.Push("remove port mappings", func() error { return m.Del(context.WithoutCancel(ctx), &nat.HostPortConf{Attachment: c.hp.Attachment}, nil) })
+	undo.Push("remove port mappings", func() error {
+		return m.Del(context.WithoutCancel(ctx), &nat.HostPortConf{Attachment: c.hp.Attachment}, nil)
+	})
 	if err := m.Add(ctx, &c.hp, addrs); err != nil {
 		return nil, fmt.Errorf("installing port mappings (%s): %w", c.backend, err)
 	}
