@@ -28,6 +28,7 @@ type config struct {
 	startupN   int    // VERSION invocations per binary and side
 	refVersion string // containernetworking/plugins release to compare with
 	refDir     string // prebuilt reference plugins instead of building them
+	oursDir    string // prebuilt plugins of ours, e.g. to compare a change with the last commit
 	repo       string // the suite's module root, built into the "ours" side
 	markdown   string // BENCHMARKS.md to update; "" leaves files alone
 	command    string // how the run was started, for the report
@@ -48,6 +49,7 @@ func main() {
 	flag.IntVar(&cfg.startupN, "startup", cfg.startupN, "VERSION invocations per binary and side")
 	flag.StringVar(&cfg.refVersion, "ref-version", cfg.refVersion, "containernetworking/plugins release to compare with")
 	flag.StringVar(&cfg.refDir, "ref-dir", "", "directory of prebuilt reference plugins (default: build them from the Go module proxy)")
+	flag.StringVar(&cfg.oursDir, "ours-dir", "", "directory of prebuilt plugins to measure as \"ours\" (default: build ./plugins/... of -repo)")
 	flag.StringVar(&cfg.repo, "repo", cfg.repo, "root of this module, whose ./plugins/... are built as \"ours\"")
 	flag.StringVar(&cfg.markdown, "md", "", "update the results section of this markdown file (e.g. BENCHMARKS.md)")
 	flag.StringVar(&cfg.command, "command", cfg.command, "the command line to record in the report")

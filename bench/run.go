@@ -72,6 +72,10 @@ func buildSides(ctx context.Context, cfg config, work string) ([2]side, error) {
 			return [2]side{}, err
 		}
 	}
+	if cfg.oursDir != "" {
+		ours.dir = cfg.oursDir
+		return [2]side{ref, ours}, nil
+	}
 	slog.Info("building our plugins", "repo", cfg.repo)
 	return [2]side{ref, ours}, buildOurs(ctx, cfg.repo, ours.dir)
 }
@@ -167,12 +171,20 @@ func (m machine) facts(cfg config) []string {
 		"date: " + m.date,
 		fmt.Sprintf("machine: %d CPUs (%s), kernel %s, %s; 1-min load %s at the start, %s at the end",
 			m.nproc, m.cpu, m.kernel, m.goVersion, m.loadStart, m.loadEnd),
-		fmt.Sprintf("reference: %s %s; ours: %s; both built with go build -trimpath by the same toolchain",
-			refModule, cfg.refVersion, m.commit),
+		fmt.Sprintf("reference: %s %s%s; ours: %s%s; both built static (CGO_ENABLED=0, as the reference releases are) with -trimpath by the same toolchain",
+			refModule, cfg.refVersion, prebuilt(cfg.refDir), m.commit, prebuilt(cfg.oursDir)),
 		fmt.Sprintf("sequential: %d pods per side, ADD all, CHECK all, DEL all, alternating sides pod by pod; "+
 			"concurrent: %d pods, %d at a time, ADD then DEL, %d rounds per side in ABBA order; start-up: %d VERSION runs per binary",
 			cfg.pods, cfg.concPods, cfg.workers, cfg.rounds, cfg.startupN),
 	}
+}
+
+// prebuilt notes binaries the bench did not build itself.
+func prebuilt(dir string) string {
+	if dir == "" {
+		return ""
+	}
+	return " (prebuilt, from " + dir + ")"
 }
 
 func (m machine) text(cfg config) string {
