@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/subnet/envfile"
+)
+
+// pollInterval is how often ADD looks for a missing subnet.env: short
+// against the wait, long against a stat.
+const pollInterval = 50 * time.Millisecond
+
+// errNoEnv marks a subnet.env that is not there.
+var errNoEnv = errors.New("subnet.env missing")
+
+// daemonHint says who writes subnet.env and how to check it. It is the
+// answer to FIELD-NOTES failure 1, where the "fix" people share is copying
+// the file from another node.
+func daemonHint(path string) string {
+	return fmt.Sprintf("%s is written by the subnet daemon on THIS node (subnetd, or flanneld) once it holds the node's lease. "+
+		"Check that daemon on this node: `systemctl status subnetd` (logs: `journalctl -u subnetd`); with the DaemonSet, "+
+		"`kubectl -n kube-flannel get pods -o wide` (the pod on this node, and its logs); or `curl -s http://127.0.0.1:8471/readyz` "+
+		"(its --healthz-port). Never copy subnet.env from another node: two nodes would then hand out the same pod addresses", path)
+}
+
+// waitEnv reads subnet.env, waiting up to c.wait for it to appear.
+func waitEnv(ctx context.Context, c *NetConf) (envfile.Env, error) {
+	deadline := time.Now().Add(c.wait)
+	for {
+		e, err := readEnv(c)
+		if !errors.Is(err, errNoEnv) || !time.Now().Before(deadline) {
+			if errors.Is(err, errNoEnv) {
+				return e, netconf.Errorf(netconf.CodeTryAgainLater, "%s does not exist (waited %v for it). %s",
+					c.SubnetFile, c.wait, daemonHint(c.SubnetFile))
+			}
+			return e, err
+		}
+		select {
+		case <-ctx.Done():
+			return e, fmt.Errorf("waiting for %s: %w", c.SubnetFile, ctx.Err())
+		case <-time.After(min(pollInterval, time.Until(deadline))):
+		}
+	}
+}
+
+// readEnv reads subnet.env once and checks that it holds what flannel
+// requires: a subnet and a network of some family, and the MTU.
+func readEnv(c *NetConf) (envfile.Env, error) {
+	e, err := envfile.Read(c.SubnetFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return e, errNoEnv
+	case errors.Is(err, envfile.ErrSyntax):
+		return e, netconf.Errorf(netconf.CodeDecoding, "the node's subnet file is unusable; it is the daemon's, not to be edited: "+
+			"restart the daemon so that it rewrites it. %s: %w", daemonHint(c.SubnetFile), err)
+	case err != nil:
+		return e, netconf.Errorf(netconf.CodeIO, "reading %s: %w", c.SubnetFile, err)
+	}
+	var missing []string
+	if !e.Subnet.IsValid() && !e.IPv6Subnet.IsValid() {
+		missing = append(missing, "FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET")
+	}
+	if !e.Network.IsValid() && !e.IPv6Network.IsValid() {
+		missing = append(missing, "FLANNEL_NETWORK or FLANNEL_IPV6_NETWORK")
+	}
+	if e.MTU == 0 {
+		missing = append(missing, "FLANNEL_MTU")
+	}
+	if len(missing) > 0 {
+		return e, netconf.Errorf(netconf.CodeDecoding, "%s is missing %v; %s", c.SubnetFile, missing, daemonHint(c.SubnetFile))
+	}
+	return e, nil
+}
+
+// statusOf turns a subnet.env problem into STATUS's "plugin not available".
+func statusOf(c *NetConf, err error) error {
+	if errors.Is(err, errNoEnv) {
+		return netconf.Errorf(netconf.CodeUnavailable, "%s does not exist. %s", c.SubnetFile, daemonHint(c.SubnetFile))
+	}
+	return netconf.Errorf(netconf.CodeUnavailable, "the node's subnet is unknown: %w", err)
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cnisuite/cni/pkg/netconf"
+)
+
+// staleTemp is the age past which a temporary file in dataDir is a leftover
+// of a writer that died, not one being written.
+const staleTemp = time.Minute
+
+// store keeps each attachment's rendered delegate configuration in dataDir,
+// so that DEL, CHECK and GC hand the delegate what ADD handed it, even after
+// subnet.env changed or vanished.
+//
+// flannel names the file after the container ID alone. Two attachments of
+// one container (a pod with a second interface on another flannel network
+// sharing the dataDir) then overwrite each other, and a GC's valid list,
+// which names (containerID, ifname) pairs, cannot be matched exactly. The
+// suite names the file "<containerID>-<ifname>", as libcni names its result
+// cache, and still reads flannel's "<containerID>" for attachments made
+// before the node switched plugins.
+type store struct{ dir string }
+
+func (s store) path(containerID, ifName string) string {
+	return filepath.Join(s.dir, containerID+"-"+ifName)
+}
+
+func (s store) legacyPath(containerID string) string { return filepath.Join(s.dir, containerID) }
+
+// save writes the configuration atomically (a reader sees all of it or
+// none), readable by root only as flannel does: it may carry credentials
+// of a delegate.
+func (s store) save(containerID, ifName string, data []byte) error {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return netconf.Errorf(netconf.CodeIO, "creating dataDir %s: %w", s.dir, err)
+	}
+	path := s.path(containerID, ifName)
+	f, err := os.CreateTemp(s.dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return netconf.Errorf(netconf.CodeIO, "saving the delegate configuration in %s: %w", s.dir, err)
+	}
+	defer os.Remove(f.Name()) // fails harmlessly once renamed
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync() // as flannel: the file must outlive a crash that the reservations outlive
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return netconf.Errorf(netconf.CodeIO, "saving the delegate configuration as %s: %w", path, err)
+	}
+	return nil
+}
+
+// load returns the saved configuration of an attachment and its path, or
+// an error wrapping fs.ErrNotExist when there is none.
+func (s store) load(containerID, ifName string) ([]byte, string, error) {
+	for _, path := range []string{s.path(containerID, ifName), s.legacyPath(containerID)} {
+		data, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, path, netconf.Errorf(netconf.CodeIO, "reading the saved delegate configuration: %w", err)
+		}
+		return data, path, nil
+	}
+	return nil, "", fmt.Errorf("no saved delegate configuration for %s/%s in %s: %w", containerID, ifName, s.dir, fs.ErrNotExist)
+}
+
+// remove deletes a saved configuration; one already gone is removed.
+func (s store) remove(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return netconf.Errorf(netconf.CodeIO, "removing the saved delegate configuration: %w", err)
+	}
+	return nil
+}
+
+// prune removes the saved configurations of network whose attachment is not
+// in valid, and temporary files left by a writer that died. Files of other
+// networks sharing the dataDir are left alone; unreadable ones are removed,
+// as no DEL could use them.
+func (s store) prune(network string, valid []netconf.Attachment) (removed []string, err error) {
+	entries, err := os.ReadDir(s.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, netconf.Errorf(netconf.CodeIO, "listing dataDir: %w", err)
+	}
+	keep := map[string]bool{}
+	for _, a := range valid {
+		keep[filepath.Base(s.path(a.ContainerID, a.IfName))] = true
+		keep[filepath.Base(s.legacyPath(a.ContainerID))] = true
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.Type().IsRegular() || keep[e.Name()] || !s.ownedBy(e, network) {
+			continue
+		}
+		if err := s.remove(filepath.Join(s.dir, e.Name())); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, e.Name())
+	}
+	return removed, errors.Join(errs...)
+}
+
+// ownedBy tells whether a dataDir entry is network's to collect: a saved
+// configuration naming it or unreadable, or a stale temporary file.
+func (s store) ownedBy(e fs.DirEntry, network string) bool {
+	if strings.HasPrefix(e.Name(), ".") {
+		info, err := e.Info()
+		return err == nil && time.Since(info.ModTime()) > staleTemp
+	}
+	data, err := os.ReadFile(filepath.Join(s.dir, e.Name()))
+	if err != nil {
+		return false // gone meanwhile, or unreadable to root: nothing to do
+	}
+	var saved struct {
+		Name string `json:"name"`
+	}
+	return json.Unmarshal(data, &saved) != nil || saved.Name == network
+}
