@@ -39,6 +39,7 @@ type attach struct {
 	br   *netlink.Bridge
 	host netlink.Link
 	res  *current.Result
+	ipam types.Result // what the IPAM plugin returned
 }
 
 // Add creates (or reuses) the bridge, plugs a veth pair into it and the
@@ -59,7 +60,7 @@ func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, re
 	defer undo.OnError(&retErr, a.Logger())
 
 	s := &attach{a: a, c: c, ns: nsf, undo: undo}
-	if err := s.setupLinks(ctx); err != nil {
+	if err := s.setupLinksAndIPAM(ctx); err != nil {
 		return nil, err
 	}
 	switch {
@@ -76,6 +77,60 @@ func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, re
 	}
 	a.Logger().Info("attached", "bridge", c.BrName, "hostVeth", s.host.Attrs().Name, "ips", len(s.res.IPs))
 	return s.res, nil
+}
+
+// ipamIndependent says whether an IPAM plugin can run while the links are
+// created, or be released while they are deleted: host-local and static
+// only read their configuration and their store, while others (dhcp) work
+// through the container's interface and must run after it exists and before
+// it goes. Overlapping the two saves an IPAM exec's worth (~3 ms) of an ADD.
+func ipamIndependent(pluginType string) bool {
+	return pluginType == "host-local" || pluginType == "static"
+}
+
+// setupLinksAndIPAM creates the links and runs IPAM, at the same time when
+// the IPAM plugin allows it.
+func (s *attach) setupLinksAndIPAM(ctx context.Context) error {
+	t := s.c.IPAM.Type
+	var ipam <-chan error
+	if t != "" && ipamIndependent(t) {
+		ipam = s.startIPAM(ctx)
+	}
+	err := s.setupLinks(ctx)
+	if t != "" && ipam == nil && err == nil {
+		ipam = s.startIPAM(ctx)
+	}
+	if ipam != nil {
+		// Taken also after a link failure, so that a reservation made
+		// meanwhile is on the undo stack; the link error is the one to report.
+		if ipamErr := s.takeIPAM(ctx, ipam); err == nil {
+			err = ipamErr
+		}
+	}
+	return err
+}
+
+// startIPAM runs the IPAM plugin's ADD in the background; s.ipam holds its
+// result once the channel delivered nil.
+func (s *attach) startIPAM(ctx context.Context) <-chan error {
+	return background(func() error {
+		r, err := s.a.Delegate(ctx, "ADD", s.c.IPAM.Type, s.a.StdinData)
+		s.ipam = r
+		return err
+	})
+}
+
+// takeIPAM waits for the IPAM ADD and registers its release.
+func (s *attach) takeIPAM(ctx context.Context, done <-chan error) error {
+	a, t := s.a, s.c.IPAM.Type
+	if err := <-done; err != nil {
+		return fmt.Errorf("IPAM plugin %q: %w", t, err)
+	}
+	s.undo.Push("release IPAM", func() error {
+		_, err := a.Delegate(context.WithoutCancel(ctx), "DEL", t, a.StdinData)
+		return err
+	})
+	return nil
 }
 
 // setupLinks creates the bridge and the veth pair and fills the result's

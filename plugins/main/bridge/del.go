@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/link"
@@ -12,35 +13,85 @@ import (
 
 // Del removes the attachment: the veth pair (through its container side,
 // the one whose name is known), the IPAM reservation and the rules. Each
-// step runs even when an earlier one failed, and whatever is already gone
-// counts as removed, so DEL can be repeated and works after the container's
-// namespace was deleted (which took the veth pair with it).
+// step runs even when another failed, and whatever is already gone counts as
+// removed, so DEL can be repeated and works after the container's namespace
+// was deleted (which took the veth pair with it). The steps run at the same
+// time: the kernel takes 10-20 ms to delete a veth, mostly waiting for RCU,
+// and the IPAM plugin and iptables get their work done meanwhile.
 func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData, a.Args)
 	if err != nil {
 		return err
 	}
-	var errs []error
-	if a.Netns != "" {
+	delLink := func() error {
+		if a.Netns == "" {
+			return nil
+		}
 		err := netns.Do(a.Netns, func() error { return link.DeleteIfExists(a.IfName) })
 		if err != nil && !errors.Is(err, netns.ErrGone) {
-			errs = append(errs, fmt.Errorf("deleting %q in %s: %w", a.IfName, a.Netns, err))
+			return fmt.Errorf("deleting %q in %s: %w", a.IfName, a.Netns, err)
 		}
+		return nil
 	}
-	if c.IPAM.Type != "" {
-		if _, err := a.Delegate(ctx, "DEL", c.IPAM.Type, a.StdinData); err != nil {
-			errs = append(errs, fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err))
+	delIPAM := func() error {
+		if c.IPAM.Type == "" {
+			return nil
 		}
+		if _, err := a.Delegate(ctx, "DEL", c.IPAM.Type, a.StdinData); err != nil {
+			return fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
+		}
+		return nil
+	}
+	steps := []func() error{delLink, delIPAM}
+	if !ipamIndependent(c.IPAM.Type) {
+		// The interface goes first, then the IPAM plugin is told.
+		steps = []func() error{func() error { return errors.Join(delLink(), delIPAM()) }}
 	}
 	if c.MacSpoofChk {
-		errs = append(errs, spoofCheck(a, "", "").Teardown(ctx))
+		steps = append(steps, func() error { return spoofCheck(a, "", "").Teardown(ctx) })
 	}
 	if c.IPMasq {
-		if err := p.masq.Teardown(ctx, c.Name, a.ContainerID); err != nil {
-			errs = append(errs, fmt.Errorf("ipMasq: %w", err))
-		}
+		steps = append(steps, func() error {
+			if err := p.masq.Teardown(ctx, c.Name, a.ContainerID); err != nil {
+				return fmt.Errorf("ipMasq: %w", err)
+			}
+			return nil
+		})
+	}
+	return concurrently(steps...)
+}
+
+// concurrently runs the steps at the same time and joins their errors.
+func concurrently(steps ...func() error) error {
+	chans := make([]<-chan error, len(steps))
+	for i, step := range steps {
+		chans[i] = background(step)
+	}
+	errs := make([]error, len(steps))
+	for i, ch := range chans {
+		errs[i] = <-ch
 	}
 	return errors.Join(errs...)
+}
+
+// background runs fn on a new goroutine inside the network namespace of the
+// calling thread and delivers its error on the returned channel. A goroutine
+// runs on any thread, in whatever namespace that thread is in, and a caller
+// (a test, a runtime using this code in-process) may have switched only its
+// own thread: without this, iptables or netlink calls could reach another
+// namespace.
+func background(fn func() error) <-chan error {
+	ch := make(chan error, 1)
+	here, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		ch <- fmt.Errorf("opening the current network namespace: %w", err)
+		return ch
+	}
+	go func() {
+		defer here.Close()
+		ch <- netns.DoFile(here, fn)
+	}()
+	return ch
 }
 
 // GC forwards to IPAM and removes the masquerade chains of this network

@@ -20,19 +20,11 @@ import (
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
-// setupL3 runs IPAM and applies its result: addresses and routes in the
-// container, gateway addresses on the bridge, forwarding, masquerading.
+// setupL3 applies the IPAM result: addresses and routes in the container,
+// gateway addresses on the bridge, forwarding, masquerading.
 func (p *plugin) setupL3(ctx context.Context, s *attach) error {
 	a, c := s.a, s.c
-	r, err := a.Delegate(ctx, "ADD", c.IPAM.Type, a.StdinData)
-	if err != nil {
-		return fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
-	}
-	s.undo.Push("release IPAM", func() error {
-		_, err := a.Delegate(context.WithoutCancel(ctx), "DEL", c.IPAM.Type, a.StdinData)
-		return err
-	})
-	ipamRes, err := current.NewResultFromResult(r)
+	ipamRes, err := current.NewResultFromResult(s.ipam)
 	if err != nil {
 		return netconf.Errorf(netconf.CodeDecoding, "reading the result of IPAM plugin %q: %w", c.IPAM.Type, err)
 	}
