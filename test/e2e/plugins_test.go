@@ -29,6 +29,8 @@ func validConf(t *testing.T, plugin, dataDir string) map[string]any {
 	case "macvlan":
 		conf["master"] = macvlanMaster
 		conf["ipam"] = ipam
+	case "flannel":
+		flannelValidConf(t, conf, dataDir)
 	case "portmap":
 		conf["runtimeConfig"] = map[string]any{"portMappings": []any{portmapMapping(18080)}}
 		conf["prevResult"] = map[string]any{"cniVersion": "1.1.0", "ips": []any{map[string]any{"address": "10.99.0.5/24"}}}

@@ -37,8 +37,8 @@ func (s store) path(containerID, ifName string) string {
 func (s store) legacyPath(containerID string) string { return filepath.Join(s.dir, containerID) }
 
 // save writes the configuration atomically (a reader sees all of it or
-// none), readable by root only as flannel does: it may carry credentials
-// of a delegate.
+// none), readable by root only as flannel does, since a delegate's
+// configuration may carry credentials.
 func (s store) save(containerID, ifName string, data []byte) error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return netconf.Errorf(netconf.CodeIO, "creating dataDir %s: %w", s.dir, err)
@@ -49,10 +49,10 @@ func (s store) save(containerID, ifName string, data []byte) error {
 		return netconf.Errorf(netconf.CodeIO, "saving the delegate configuration in %s: %w", s.dir, err)
 	}
 	defer os.Remove(f.Name()) // fails harmlessly once renamed
+	// Not fsynced, unlike flannel's: only a kernel crash or power loss can
+	// drop the file, and either ends the attachment's container too; a DEL
+	// that then finds no file renders the configuration from subnet.env.
 	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync() // as flannel: the file must outlive a crash that the reservations outlive
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
