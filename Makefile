@@ -6,8 +6,9 @@ CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
 SBIN     ?= /usr/local/bin
 # Debian packages the privileged tests and the demo use (unshare and mount
-# give cnitool a private view of /var/lib; GNU time measures the bench's peak RSS).
-DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server time
+# give cnitool a private view of /var/lib; GNU time measures the bench's peak RSS;
+# python3 is the demo's web server in a pod and its HTTP client).
+DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server time python3
 # What install-conf installs: the node's network. The other files of conf/
 # are examples; the lexically first conflist in $(CNI_CONF) is the one used.
 CONF_FILES ?= conf/10-cbr0.conflist

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"time"
 
 	"github.com/cnisuite/cni/pkg/netconf"
@@ -20,23 +21,26 @@ var errNoEnv = errors.New("subnet.env missing")
 
 // daemonHint says who writes subnet.env and how to check it. It is the
 // answer to FIELD-NOTES failure 1, where the "fix" people share is copying
-// the file from another node.
-func daemonHint(path string) string {
-	return fmt.Sprintf("%s is written by the subnet daemon on THIS node (subnetd, or flanneld) once it holds the node's lease. "+
-		"Check that daemon on this node: `systemctl status subnetd` (logs: `journalctl -u subnetd`); with the DaemonSet, "+
-		"`kubectl -n kube-flannel get pods -o wide` (the pod on this node, and its logs); or `curl -s http://127.0.0.1:8471/readyz` "+
-		"(its --healthz-port). Never copy subnet.env from another node: two nodes would then hand out the same pod addresses", path)
-}
+// the file from another node. Callers name the file before it.
+const daemonHint = "The file is written by the subnet daemon on THIS node (subnetd, or flanneld) once it holds the node's lease. " +
+	"Check that daemon on this node: `systemctl status subnetd` (logs: `journalctl -u subnetd`); with the DaemonSet, " +
+	"`kubectl -n kube-flannel get pods -o wide` (the pod on this node, and its logs); or `curl -s http://127.0.0.1:8471/readyz` " +
+	"(its --healthz-port). Never copy subnet.env from another node: two nodes would then hand out the same pod addresses"
 
-// waitEnv reads subnet.env, waiting up to c.wait for it to appear.
+// waitEnv reads subnet.env, waiting up to c.wait for it to appear. A file
+// that is there but unusable is read again within the wait too: a daemon
+// that does not replace it atomically may be writing it.
 func waitEnv(ctx context.Context, c *NetConf) (envfile.Env, error) {
 	deadline := time.Now().Add(c.wait)
 	for {
 		e, err := readEnv(c)
-		if !errors.Is(err, errNoEnv) || !time.Now().Before(deadline) {
+		if err == nil {
+			return e, nil
+		}
+		if !time.Now().Before(deadline) {
 			if errors.Is(err, errNoEnv) {
 				return e, netconf.Errorf(netconf.CodeTryAgainLater, "%s does not exist (waited %v for it). %s",
-					c.SubnetFile, c.wait, daemonHint(c.SubnetFile))
+					c.SubnetFile, c.wait, daemonHint)
 			}
 			return e, err
 		}
@@ -57,7 +61,7 @@ func readEnv(c *NetConf) (envfile.Env, error) {
 		return e, errNoEnv
 	case errors.Is(err, envfile.ErrSyntax):
 		return e, netconf.Errorf(netconf.CodeDecoding, "the node's subnet file is unusable; it is the daemon's, not to be edited: "+
-			"restart the daemon so that it rewrites it. %s: %w", daemonHint(c.SubnetFile), err)
+			"restart the daemon so that it rewrites it. %s: %w", daemonHint, err)
 	case err != nil:
 		return e, netconf.Errorf(netconf.CodeIO, "reading %s: %w", c.SubnetFile, err)
 	}
@@ -72,7 +76,7 @@ func readEnv(c *NetConf) (envfile.Env, error) {
 		missing = append(missing, "FLANNEL_MTU")
 	}
 	if len(missing) > 0 {
-		return e, netconf.Errorf(netconf.CodeDecoding, "%s is missing %v; %s", c.SubnetFile, missing, daemonHint(c.SubnetFile))
+		return e, netconf.Errorf(netconf.CodeDecoding, "%s is missing %s. %s", c.SubnetFile, strings.Join(missing, ", "), daemonHint)
 	}
 	return e, nil
 }
@@ -80,7 +84,7 @@ func readEnv(c *NetConf) (envfile.Env, error) {
 // statusOf turns a subnet.env problem into STATUS's "plugin not available".
 func statusOf(c *NetConf, err error) error {
 	if errors.Is(err, errNoEnv) {
-		return netconf.Errorf(netconf.CodeUnavailable, "%s does not exist. %s", c.SubnetFile, daemonHint(c.SubnetFile))
+		return netconf.Errorf(netconf.CodeUnavailable, "%s does not exist. %s", c.SubnetFile, daemonHint)
 	}
 	return netconf.Errorf(netconf.CodeUnavailable, "the node's subnet is unknown: %w", err)
 }

@@ -94,7 +94,7 @@ func TestReadEnvErrors(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.content), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, err := waitEnv(context.Background(), confWith(t, map[string]any{"subnetFile": path}))
+			_, err := waitEnv(context.Background(), confWith(t, map[string]any{"subnetFile": path, "subnetFileWait": "0s"}))
 			if codeOf(err) != tt.code || !strings.Contains(err.Error(), tt.says) || !strings.Contains(err.Error(), path) {
 				t.Fatalf("err = %v, want code %d saying %q and the path", err, tt.code, tt.says)
 			}
