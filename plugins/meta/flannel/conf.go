@@ -43,6 +43,17 @@ type NetConf struct {
 // loadConf parses and checks the configuration before anything is read or
 // written, so that a bad one fails the same way whatever the node's state.
 func loadConf(stdin []byte) (*NetConf, error) {
+	c, err := decodeConf(stdin)
+	if err != nil {
+		return nil, err
+	}
+	return c, c.check()
+}
+
+// decodeConf reads the configuration and the keys every verb needs, but
+// does not check the delegate and ipam blocks: a DEL replaying a saved
+// configuration must work after the conflist was edited into a bad one.
+func decodeConf(stdin []byte) (*NetConf, error) {
 	c := &NetConf{}
 	if err := netconf.Load(stdin, c); err != nil {
 		return nil, err
@@ -62,17 +73,19 @@ func loadConf(stdin []byte) (*NetConf, error) {
 	if isNull(c.RuntimeConfig) {
 		c.RuntimeConfig = nil
 	}
+	return c, nil
+}
+
+// check checks what decodeConf left: the wait, the delegate and ipam blocks.
+func (c *NetConf) check() error {
 	var err error
 	if c.wait, err = parseWait(c.SubnetFileWait); err != nil {
-		return nil, err
+		return err
 	}
 	if c.delegateType, err = checkDelegate(c.Delegate); err != nil {
-		return nil, err
+		return err
 	}
-	if err := checkIPAM(c.IPAM); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return checkIPAM(c.IPAM)
 }
 
 func parseWait(s string) (time.Duration, error) {

@@ -94,8 +94,9 @@ func preflight(a *cniplugin.Args, pluginType string) error {
 // current subnet.env and delegates anyway: the delegate releases by
 // container ID, and succeeds when there is nothing to release. With
 // subnet.env gone too, that DEL is best effort and its failure only logged.
+// The delegate and ipam blocks are checked only when rendering is needed.
 func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
-	c, err := loadConf(a.StdinData)
+	c, err := decodeConf(a.StdinData)
 	if err != nil {
 		return err
 	}
@@ -107,6 +108,9 @@ func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 	}
 	bestEffort := false
 	if d == nil {
+		if err := c.check(); err != nil {
+			return err
+		}
 		var envErr error
 		if d, envErr = p.fallback(c); envErr != nil {
 			log.Warn("no saved delegate configuration and no usable subnet.env; DEL without ranges", "err", envErr)

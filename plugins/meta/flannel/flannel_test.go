@@ -172,6 +172,26 @@ func TestDelKeepsConfigUntilDelegateSucceeds(t *testing.T) {
 	}
 }
 
+// TestDelAfterConfEditedBadly: the saved configuration is replayed even
+// when the conflist became invalid since the ADD; without one, the invalid
+// configuration is reported.
+func TestDelAfterConfEditedBadly(t *testing.T) {
+	f := newFixture(t, v4Env)
+	if _, err := f.p.Add(context.Background(), f.args(nil)); err != nil {
+		t.Fatal(err)
+	}
+	bad := f.args(map[string]any{"delegate": map[string]any{"name": "x"}, "ipam": map[string]any{"ranges": "x"}})
+	if err := f.p.Del(context.Background(), bad); err != nil {
+		t.Fatalf("DEL with a saved configuration: %v", err)
+	}
+	if len(f.fake.calls) != 2 || f.fake.calls[1].raw != f.fake.calls[0].raw || f.savedConf() != "" {
+		t.Fatalf("calls %+v, saved %q: want the saved configuration replayed and removed", f.fake.verbs(), f.savedConf())
+	}
+	if err := f.p.Del(context.Background(), bad); codeOf(err) != 7 {
+		t.Fatalf("DEL without a saved configuration and a bad conflist: %v, want its error", err)
+	}
+}
+
 func TestDelWithoutAnything(t *testing.T) {
 	f := newFixture(t, "")
 	if err := f.p.Del(context.Background(), f.args(nil)); err != nil {
