@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 
@@ -62,7 +63,8 @@ func readdressBridge(d delegateConf, e envfile.Env, log *slog.Logger) error {
 			conflict.Have.Masked(), k.Bridge, k.Bridge)
 	}
 	for _, p := range stale {
-		if err := netlink.AddrDel(br, &netlink.Addr{IPNet: link.IPNet(p)}); err != nil {
+		// A concurrent ADD may have removed it first.
+		if err := netlink.AddrDel(br, &netlink.Addr{IPNet: link.IPNet(p)}); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) {
 			return fmt.Errorf("removing the old gateway %v from %q: %w", p, k.Bridge, err)
 		}
 		log.Warn("the node's pod subnet changed; no pod was attached, so the bridge's old gateway was removed",
