@@ -53,11 +53,13 @@ func newLogger(level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 }
 
-func run(ctx context.Context, cfg *Config) error {
+func run(parent context.Context, cfg *Config) error {
 	log := newLogger(cfg.LogLevel)
 	if cfg.Cleanup {
 		return cleanup(cfg, log)
 	}
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
 	id, err := nodeID(cfg.NodeID, cfg.DataDir)
 	if err != nil {
 		return err
@@ -66,7 +68,7 @@ func run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	reg, closeReg, err := openRegistry(cfg, log)
+	reg, closeReg, err := openRegistry(cfg, log, cancel)
 	if err != nil {
 		return err
 	}
@@ -91,6 +93,9 @@ func run(ctx context.Context, cfg *Config) error {
 	log.Info("subnetd starting", "node", id, "interface", ul.name, "public_ip", ul.publicV4, "public_ipv6", ul.publicV6, "backend", netCfg.Backend.Type)
 	if err := d.serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
+	}
+	if err := context.Cause(ctx); errors.Is(err, errEmbeddedExited) {
+		return err // the data plane stays, as at any other exit
 	}
 	return d.shutdown()
 }
@@ -124,30 +129,40 @@ func newManager(cfg *Config, reg subnet.Registry, nc subnet.Config, id string, u
 	return m, nil
 }
 
-// openRegistry connects to --etcd-endpoints, or starts the embedded etcd.
-func openRegistry(cfg *Config, log *slog.Logger) (subnet.Registry, func(), error) {
+// openRegistry connects to --etcd-endpoints, or starts the embedded etcd;
+// should that die, cancel ends the daemon with errEmbeddedExited.
+func openRegistry(cfg *Config, log *slog.Logger, cancel context.CancelCauseFunc) (subnet.Registry, func(), error) {
 	tlsCfg, err := subnetetcd.TLSConfig(cfg.EtcdCAFile, cfg.EtcdCertFile, cfg.EtcdKeyFile)
 	if err != nil {
 		return nil, nil, err
 	}
 	endpoints := cfg.endpoints()
-	closeServer := func() {}
+	stopServer := func() {}
 	if len(endpoints) == 0 {
 		dir := filepath.Join(cfg.DataDir, "etcd")
-		srv, err := subnetetcd.StartServer(dir, "http://"+cfg.EmbeddedClient, "http://"+cfg.EmbeddedPeer, time.Minute)
+		child, err := startEmbedded(dir, cfg.EmbeddedClient, cfg.EmbeddedPeer, time.Minute, log)
 		if err != nil {
 			return nil, nil, err
 		}
-		log.Info("running an embedded single-member etcd", "data", dir, "clients", cfg.EmbeddedClient)
-		endpoints, closeServer = []string{cfg.EmbeddedClient}, srv.Close
+		log.Info("running an embedded single-member etcd", "data", dir, "clients", cfg.EmbeddedClient, "pid", child.cmd.Process.Pid)
+		stopping := make(chan struct{})
+		go func() {
+			select {
+			case <-child.done:
+				cancel(fmt.Errorf("%w: %v", errEmbeddedExited, child.err))
+			case <-stopping:
+			}
+		}()
+		endpoints = []string{cfg.EmbeddedClient}
+		stopServer = func() { close(stopping); child.stop(stopGrace, log) }
 	}
 	reg, err := subnetetcd.New(subnetetcd.Options{Endpoints: endpoints, Prefix: cfg.EtcdPrefix, TLS: tlsCfg,
 		Username: cfg.EtcdUsername, Password: cfg.EtcdPassword, TTL: cfg.LeaseTTL, Timeout: cfg.EtcdTimeout})
 	if err != nil {
-		closeServer()
+		stopServer()
 		return nil, nil, err
 	}
-	return reg, func() { reg.Close(); closeServer() }, nil
+	return reg, func() { reg.Close(); stopServer() }, nil
 }
 
 // loadNetConfig reads the network config from etcd, storing --net-config's

@@ -16,10 +16,11 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/pkg/subnet"
+	"github.com/cnisuite/cni/pkg/subnet/etcd/embedded"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-var server *Server
+var server *embedded.Server
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
@@ -30,7 +31,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	server, err = StartServer(dir, "http://"+freePort(), "http://"+freePort(), 20*time.Second)
+	server, err = embedded.Start(dir, "http://"+freePort(), "http://"+freePort(), 20*time.Second)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

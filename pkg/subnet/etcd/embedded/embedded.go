@@ -1,4 +1,9 @@
-package etcd
+// Package embedded runs a single-member etcd server for a node (or a test)
+// that has no etcd cluster. It is apart from pkg/subnet/etcd, the client,
+// because the server's packages cost a process about 8 MB of memory just by
+// being linked (their package-level init and the pages it touches): subnetd
+// runs it in a child process, cmd subnetd-etcd, only when it needs it.
+package embedded
 
 import (
 	"fmt"
@@ -8,16 +13,16 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
-// Server is a single-member etcd run inside the process, for a node (or a
-// test) that has no etcd cluster. It listens on loopback only.
+// Server is a single-member etcd run inside the process. It listens on the
+// URLs it is given; callers keep them on loopback.
 type Server struct {
 	e *embed.Etcd
 }
 
-// StartServer runs a member with its data under dir, serving clients at
+// Start runs a member with its data under dir, serving clients at
 // clientURL and its (unused) peer port at peerURL, both loopback addresses.
 // It returns once the member serves, or fails after timeout.
-func StartServer(dir, clientURL, peerURL string, timeout time.Duration) (*Server, error) {
+func Start(dir, clientURL, peerURL string, timeout time.Duration) (*Server, error) {
 	cu, err := url.Parse(clientURL)
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd client URL: %w", err)
@@ -56,3 +61,7 @@ func (s *Server) Endpoint() string { return s.e.Clients[0].Addr().String() }
 
 // Close stops the member; its data stays in its directory.
 func (s *Server) Close() { s.e.Close() }
+
+// Err reports a failure of the running member; it is closed when the
+// member stops.
+func (s *Server) Err() <-chan error { return s.e.Err() }

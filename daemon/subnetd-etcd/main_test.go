@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValidate(t *testing.T) {
+	ok := options{dataDir: "/var/lib/subnetd/etcd", clientURL: "http://127.0.0.1:2379", peerURL: "http://[::1]:2380"}
+	for _, tc := range []struct {
+		name    string
+		change  func(*options)
+		wantErr string
+	}{
+		{"loopback", func(*options) {}, ""},
+		{"no data dir", func(o *options) { o.dataDir = "" }, "--data-dir"},
+		{"client on all addresses", func(o *options) { o.clientURL = "http://0.0.0.0:2379" }, "--client-url"},
+		{"peer on a host address", func(o *options) { o.peerURL = "http://192.168.1.5:2380" }, "--peer-url"},
+		{"host name", func(o *options) { o.clientURL = "http://localhost:2379" }, "LOOPBACK-ADDRESS"},
+		{"https", func(o *options) { o.clientURL = "https://127.0.0.1:2379" }, "--client-url"},
+		{"no port", func(o *options) { o.clientURL = "http://127.0.0.1" }, "--client-url"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := ok
+			tc.change(&o)
+			err := o.validate()
+			if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("validate: %v, want an error saying %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestRun: the member serves once "ready" is printed, and run returns when
+// the parent closes stdin.
+func TestRun(t *testing.T) {
+	client := freePort(t)
+	o := options{dataDir: filepath.Join(t.TempDir(), "etcd"), clientURL: "http://" + client, peerURL: "http://" + freePort(t), timeout: time.Minute}
+	stdinR, stdinW := io.Pipe()
+	stdoutR, stdoutW := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- run(context.Background(), o, stdinR, stdoutW) }()
+	line, err := bufio.NewReader(stdoutR).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("first line %q, %v; want ready", line, err)
+	}
+	resp, err := http.Get("http://" + client + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"health":"true"`) {
+		t.Fatalf("/health: %d %s", resp.StatusCode, body)
+	}
+	stdinW.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after its stdin was closed")
+	}
+	if _, err := os.Stat(filepath.Join(o.dataDir, "member")); err != nil {
+		t.Fatalf("no member data: %v", err)
+	}
+	if c, err := net.DialTimeout("tcp", client, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the member still serves after run returned")
+	}
+}
