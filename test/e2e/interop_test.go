@@ -103,7 +103,8 @@ func (o *overlayTest) startFlanneld(n *sdNode, bin string) {
 func TestFlanneldInterop(t *testing.T) {
 	for _, tc := range []struct{ name, network string }{
 		{"IPv4", `{"Network":"10.251.0.0/16","Backend":{"Type":"vxlan"}}`},
-		{"dual-stack", `{"Network":"10.252.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:252::/56","Backend":{"Type":"vxlan"}}`},
+		// flanneld's keys are lower case ("vni", "port"); JSON matches either.
+		{"dual-stack, VNI 7 on port 4789", `{"Network":"10.252.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:252::/56","Backend":{"Type":"vxlan","VNI":7,"Port":4789}}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) { interop(t, tc.network) })
 	}
@@ -124,17 +125,32 @@ func interop(t *testing.T, network string) {
 	}
 	o.pingAll()
 	o.checkLeases(theirs)
+	o.quietLogs()
+	o.restartFlanneld(theirs, bin, ours, ours2)
+	o.restartSubnetd(ours, theirs, ours2)
+	o.quietLogs()
+	o.replaceFlanneld(theirs, ours, ours2)
+	o.quietLogs()
+}
+
+// quietLogs fails on a daemon's log line that says it skipped the other's
+// lease, lost its own, or hit an error (but flanneld's "canceled" at its
+// stop).
+func (o *overlayTest) quietLogs() {
+	o.t.Helper()
+	bad := []string{"Ignoring bad subnet node", "skipping malformed", "skipping a lease", "lease lost", "level=ERROR"}
 	for _, n := range o.nodes {
 		data, _ := os.ReadFile(n.log)
-		for _, bad := range []string{"Ignoring bad subnet node", "skipping malformed", "skipping a lease", "lease lost", "level=ERROR"} {
-			if strings.Contains(string(data), bad) {
-				t.Fatalf("%s's log has %q:\n%s", n.name, bad, data)
+		for _, line := range strings.Split(string(data), "\n") {
+			isBad := strings.HasPrefix(line, "E1") && !strings.Contains(line, "canceled") // klog's error lines
+			for _, b := range bad {
+				isBad = isBad || strings.Contains(line, b)
+			}
+			if isBad {
+				o.t.Fatalf("%s's %s: %s", n.name, filepath.Base(n.log), line)
 			}
 		}
 	}
-
-	o.restartFlanneld(theirs, bin, ours, ours2)
-	o.restartSubnetd(ours, theirs, ours2)
 }
 
 // restartFlanneld: flanneld restarted rewrites its own lease (found by its
@@ -154,12 +170,12 @@ func (o *overlayTest) restartFlanneld(theirs *sdNode, bin string, ours ...*sdNod
 	key := o.leaseKey(theirs)
 	for _, reboot := range []bool{false, true} {
 		before, writesBefore := o.leases(), writes()
-		oldMAC := vtepMAC(o.t, theirs, "flannel.1")
+		oldMAC := vtepMAC(o.t, theirs, o.dev(false))
 		stop(theirs.proc)
 		if reboot {
-			theirs.ns.Run(o.t, "ip", "link", "del", "flannel.1")
+			theirs.ns.Run(o.t, "ip", "link", "del", o.dev(false))
 			if o.v6 {
-				theirs.ns.Run(o.t, "ip", "link", "del", "flannel-v6.1")
+				theirs.ns.Run(o.t, "ip", "link", "del", o.dev(true))
 			}
 		}
 		o.startFlanneld(theirs, bin)
@@ -172,11 +188,11 @@ func (o *overlayTest) restartFlanneld(theirs *sdNode, bin string, ours ...*sdNod
 		if !reboot && writes() != writesBefore {
 			o.t.Fatalf("flanneld's renewal-like rewrite of an unchanged lease made subnetd program peers\n%s", o.logs())
 		}
-		if newMAC := vtepMAC(o.t, theirs, "flannel.1"); reboot == (newMAC == oldMAC) {
+		if newMAC := vtepMAC(o.t, theirs, o.dev(false)); reboot == (newMAC == oldMAC) {
 			o.t.Fatalf("flanneld's VTEP MAC %s -> %s: want a new one only after its device is gone", oldMAC, newMAC)
 		}
 		for _, sd := range ours {
-			if fdb := sd.ns.Run(o.t, "bridge", "fdb", "show", "dev", "flannel.1"); reboot && strings.Contains(fdb, oldMAC) {
+			if fdb := sd.ns.Run(o.t, "bridge", "fdb", "show", "dev", o.dev(false)); reboot && strings.Contains(fdb, oldMAC) {
 				o.t.Fatalf("%s keeps flanneld's old VTEP MAC %s:\n%s", sd.name, oldMAC, fdb)
 			}
 		}
@@ -200,11 +216,38 @@ func (o *overlayTest) restartSubnetd(ours, theirs *sdNode, others ...*sdNode) {
 	o.pingAll()
 }
 
+// replaceFlanneld: subnetd started on flanneld's node, in its place, takes
+// over flanneld's lease (found by its public IP) and subnet.env: same
+// subnets, the pod there keeps its address, and the peers follow the new
+// VTEP MACs.
+func (o *overlayTest) replaceFlanneld(theirs *sdNode, ours ...*sdNode) {
+	o.t.Helper()
+	before, env, key := o.leases(), o.env(theirs), o.leaseKey(theirs)
+	stop(theirs.proc)
+	o.startSubnetd(theirs)
+	o.waitReady(theirs)
+	if after := o.env(theirs); after.Subnet != env.Subnet || after.IPv6Subnet != env.IPv6Subnet {
+		o.t.Fatalf("subnetd in flanneld's place took %v %v, want flanneld's %v %v", after.Subnet, after.IPv6Subnet, env.Subnet, env.IPv6Subnet)
+	}
+	after := o.leases()
+	var a subnet.Attrs
+	if err := json.Unmarshal([]byte(after[key].Value), &a); err != nil || a.NodeID != theirs.name || len(after) != len(before) {
+		o.t.Fatalf("lease %s after subnetd replaced flanneld: %+v, %v; %d leases, want %d", key, after[key], err, len(after), len(before))
+	}
+	o.unchanged(before, ours...)
+	o.converged()
+	o.pingAll()
+}
+
 // converged waits until every node has the route, neighbour and FDB entry
 // of every other node, from the other's lease.
 func (o *overlayTest) converged() {
 	o.t.Helper()
 	for _, n := range o.nodes {
+		o.deviceIs(n, false, n.ip)
+		if o.v6 {
+			o.deviceIs(n, true, n.ip6)
+		}
 		for _, p := range o.nodes {
 			if p == n {
 				continue
@@ -228,13 +271,23 @@ type entry struct {
 	words []string
 }
 
+// deviceIs checks n's vxlan device of a family: flannel's VNI, port, local
+// address and no learning, whichever daemon made it.
+func (o *overlayTest) deviceIs(n *sdNode, v6 bool, local string) {
+	o.t.Helper()
+	want := fmt.Sprintf("vxlan id %d local %s dev eth0 srcport 0 0 dstport %d nolearning", o.vni, local, o.port)
+	if out := n.ns.Run(o.t, "ip", "-d", "link", "show", o.dev(v6)); !strings.Contains(out, want) {
+		o.t.Fatalf("%s's %s is not %q:\n%s", n.name, o.dev(v6), want, out)
+	}
+}
+
 // peerEntries is what a node holds for peer p, from p's lease: flannel's
 // route, permanent neighbour and FDB entry.
 func (o *overlayTest) peerEntries(p *sdNode) []entry {
 	e := o.env(p)
-	want := familyEntries(e.Subnet.Masked(), "flannel.1", vtepMAC(o.t, p, "flannel.1"), p.ip)
+	want := familyEntries(e.Subnet.Masked(), o.dev(false), vtepMAC(o.t, p, o.dev(false)), p.ip)
 	if o.v6 {
-		want = append(want, familyEntries(e.IPv6Subnet.Masked(), "flannel-v6.1", vtepMAC(o.t, p, "flannel-v6.1"), p.ip6)...)
+		want = append(want, familyEntries(e.IPv6Subnet.Masked(), o.dev(true), vtepMAC(o.t, p, o.dev(true)), p.ip6)...)
 	}
 	return want
 }
@@ -292,8 +345,9 @@ type flannelVXLAN struct {
 
 // checkLeases reads every lease with both decoders, flanneld's shape and
 // ours, and checks that it says what its node is: key = the node's
-// subnets, PublicIP(v6) = its underlay addresses, VNI 1, VtepMAC = its
-// vxlan devices' MACs, attached to an etcd lease so that it expires.
+// subnets, PublicIP(v6) = its underlay addresses, the network's VNI,
+// VtepMAC = its vxlan devices' MACs, attached to an etcd lease so that it
+// expires.
 func (o *overlayTest) checkLeases(flannelNode *sdNode) {
 	t := o.t
 	t.Helper()
@@ -335,7 +389,7 @@ func (o *overlayTest) leaseSays(n *sdNode, theirs flannelAttrs, ours subnet.Attr
 	if theirs.PublicIP != n.ip || ours.PublicIP.String() != n.ip {
 		return fmt.Errorf("PublicIP %q/%s, want %s", theirs.PublicIP, ours.PublicIP, n.ip)
 	}
-	if err := vxlanSays(theirs.BackendData, ours.BackendData, vtepMAC(o.t, n, "flannel.1")); err != nil {
+	if err := o.vxlanSays(theirs.BackendData, ours.BackendData, vtepMAC(o.t, n, o.dev(false))); err != nil {
 		return fmt.Errorf("BackendData: %w", err)
 	}
 	if !o.v6 {
@@ -347,19 +401,19 @@ func (o *overlayTest) leaseSays(n *sdNode, theirs flannelAttrs, ours subnet.Attr
 	if theirs.PublicIPv6 == nil || *theirs.PublicIPv6 != n.ip6 || ours.PublicIPv6.String() != n.ip6 {
 		return fmt.Errorf("PublicIPv6 %v/%s, want %s", theirs.PublicIPv6, ours.PublicIPv6, n.ip6)
 	}
-	if err := vxlanSays(theirs.BackendV6Data, ours.BackendV6Data, vtepMAC(o.t, n, "flannel-v6.1")); err != nil {
+	if err := o.vxlanSays(theirs.BackendV6Data, ours.BackendV6Data, vtepMAC(o.t, n, o.dev(true))); err != nil {
 		return fmt.Errorf("BackendV6Data: %w", err)
 	}
 	return nil
 }
 
-func vxlanSays(theirs *flannelVXLAN, raw json.RawMessage, mac string) error {
+func (o *overlayTest) vxlanSays(theirs *flannelVXLAN, raw json.RawMessage, mac string) error {
 	var ours subnet.VXLANData
 	if err := json.Unmarshal(raw, &ours); err != nil || theirs == nil {
 		return fmt.Errorf("missing or undecodable: %v", err)
 	}
-	if theirs.VNI != 1 || ours.VNI != 1 || theirs.VtepMAC != mac || ours.VtepMAC != mac {
-		return fmt.Errorf("VNI %d/%d and VtepMAC %s/%s, want VNI 1 and %s", theirs.VNI, ours.VNI, theirs.VtepMAC, ours.VtepMAC, mac)
+	if int(theirs.VNI) != o.vni || ours.VNI != o.vni || theirs.VtepMAC != mac || ours.VtepMAC != mac {
+		return fmt.Errorf("VNI %d/%d and VtepMAC %s/%s, want VNI %d and %s", theirs.VNI, ours.VNI, theirs.VtepMAC, ours.VtepMAC, o.vni, mac)
 	}
 	return nil
 }

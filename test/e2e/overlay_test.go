@@ -60,6 +60,8 @@ type overlayTest struct {
 	prefix  string // the etcd prefix of the network config and leases
 	netConf string // net-conf.json given to subnetd with --net-config
 	v6      bool   // the network is dual-stack
+	vni     int    // the vxlan backend's VNI and UDP port
+	port    int
 	ul      *netnstest.NS
 	etcd    *exec.Cmd
 	nodes   []*sdNode
@@ -76,7 +78,7 @@ func newOverlay(t *testing.T, prefix, network string) *overlayTest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &overlayTest{t: t, dir: t.TempDir(), etcdBin: etcdBin, prefix: prefix, v6: cfg.EnableIPv6}
+	o := &overlayTest{t: t, dir: t.TempDir(), etcdBin: etcdBin, prefix: prefix, v6: cfg.EnableIPv6, vni: cfg.Backend.VNI, port: cfg.Backend.Port}
 	o.subnetd = filepath.Join(o.dir, "subnetd")
 	if out, err := exec.Command("go", "build", "-o", o.subnetd, "github.com/cnisuite/cni/daemon/subnetd").CombinedOutput(); err != nil {
 		t.Fatalf("building subnetd: %v\n%s", err, out)
@@ -287,6 +289,14 @@ func (o *overlayTest) eventually(what string, within time.Duration, cond func() 
 		}
 	}
 	o.t.Fatalf("timed out after %v waiting for %s\n%s", within, what, o.logs())
+}
+
+// dev is the name of a node's vxlan device for IPv4 or IPv6, flannel's.
+func (o *overlayTest) dev(v6 bool) string {
+	if v6 {
+		return fmt.Sprintf("flannel-v6.%d", o.vni)
+	}
+	return fmt.Sprintf("flannel.%d", o.vni)
 }
 
 // leaseKey is the key of n's lease, from its subnet.env.
