@@ -218,8 +218,8 @@ func (o *overlayTest) restartSubnetd(ours, theirs *sdNode, others ...*sdNode) {
 
 // replaceFlanneld: subnetd started on flanneld's node, in its place, takes
 // over flanneld's lease (found by its public IP) and subnet.env: same
-// subnets, the pod there keeps its address, and the peers follow the new
-// VTEP MACs.
+// subnets, the pod there keeps its address, the peers follow the new VTEP
+// MACs, and flanneld's host rules become exactly subnetd's.
 func (o *overlayTest) replaceFlanneld(theirs *sdNode, ours ...*sdNode) {
 	o.t.Helper()
 	before, env, key := o.leases(), o.env(theirs), o.leaseKey(theirs)
@@ -237,6 +237,26 @@ func (o *overlayTest) replaceFlanneld(theirs *sdNode, ours ...*sdNode) {
 	o.unchanged(before, ours...)
 	o.converged()
 	o.pingAll()
+	for _, save := range []string{"iptables-save", "ip6tables-save"} {
+		if got, want := o.rules(theirs, save), o.rules(ours[0], save); got != want {
+			o.t.Fatalf("%s on %s after subnetd took over from flanneld:\n%s\nwant, as on %s:\n%s", save, theirs.name, got, ours[0].name, want)
+		}
+	}
+}
+
+// rules is n's iptables-save (or ip6tables-save) with its own subnets
+// written SUBNET, to compare nodes.
+func (o *overlayTest) rules(n *sdNode, save string) string {
+	out := n.ns.Run(o.t, save)
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	e := o.env(n)
+	r := strings.NewReplacer(e.Subnet.Masked().String(), "SUBNET", e.IPv6Subnet.Masked().String(), "SUBNET6")
+	return r.Replace(strings.Join(lines, "\n"))
 }
 
 // converged waits until every node has the route, neighbour and FDB entry
