@@ -89,14 +89,18 @@ func leakedRules(base, now ruleset, ids []string) int {
 	return n
 }
 
-// countReservations counts host-local's reservation files under dataDir.
+// countReservations counts host-local's files under dataDir that belong to
+// an attachment: its records and, in ours, its index entries (the index's
+// stamp, .cnisuite/index, is the network's, as the lock is).
 func countReservations(dataDir string) (int, error) {
 	n := 0
 	err := filepath.WalkDir(dataDir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		if name := d.Name(); name != "lock" && !strings.HasPrefix(name, "last_reserved_ip") {
+		name := d.Name()
+		stamp := name == "index" && filepath.Base(filepath.Dir(path)) == ".cnisuite"
+		if name != "lock" && !strings.HasPrefix(name, "last_reserved_ip") && !stamp {
 			n++
 		}
 		return nil

@@ -26,15 +26,16 @@ type Allocator struct {
 	Store Store
 }
 
-// Allocate reserves an address for owner: requested when it is valid,
+// Allocate reserves an address for the claim: requested when it is valid,
 // otherwise the next free one after the last reserved (round-robin, so a
 // crash-looping container does not get a just-released address back).
-func (a *Allocator) Allocate(owner Owner, requested netip.Addr) (Allocation, error) {
+func (a *Allocator) Allocate(c Claim, requested netip.Addr) (Allocation, error) {
 	if requested.IsValid() {
-		return a.allocateRequested(owner, requested)
+		return a.allocateRequested(c, requested)
 	}
 	// The spec forbids a second ADD of an attachment without a DEL; an
 	// address already held in this set means the runtime lost track of one.
+	owner := c.Owner
 	held, err := a.Store.ByOwner(owner)
 	if err != nil {
 		return Allocation{}, err
@@ -49,7 +50,7 @@ func (a *Allocator) Allocate(owner Owner, requested netip.Addr) (Allocation, err
 		return Allocation{}, err
 	}
 	for addr, r := range a.Set.walk(last) {
-		ok, err := a.Store.Reserve(addr, owner, a.Index)
+		ok, err := a.Store.Reserve(addr, c, a.Index)
 		if err != nil {
 			return Allocation{}, err
 		}
@@ -60,7 +61,7 @@ func (a *Allocator) Allocate(owner Owner, requested netip.Addr) (Allocation, err
 	return Allocation{}, fmt.Errorf("range set %d (%s): %w", a.Index, a.Set, ErrExhausted)
 }
 
-func (a *Allocator) allocateRequested(owner Owner, addr netip.Addr) (Allocation, error) {
+func (a *Allocator) allocateRequested(c Claim, addr netip.Addr) (Allocation, error) {
 	r, ok := a.Set.RangeFor(addr)
 	if !ok {
 		return Allocation{}, netconf.Invalid("requested IP %s is not in range set %d (%s); request an address inside it", addr, a.Index, a.Set)
@@ -68,7 +69,7 @@ func (a *Allocator) allocateRequested(owner Owner, addr netip.Addr) (Allocation,
 	if addr == r.Gateway {
 		return Allocation{}, netconf.Invalid("requested IP %s is the gateway of subnet %s; request another address", addr, r.Subnet)
 	}
-	ok, err := a.Store.Reserve(addr, owner, a.Index)
+	ok, err := a.Store.Reserve(addr, c, a.Index)
 	if err != nil {
 		return Allocation{}, err
 	}

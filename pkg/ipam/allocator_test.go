@@ -19,11 +19,11 @@ func newMem() *memStore {
 	return &memStore{recs: map[netip.Addr]Owner{}, last: map[int]netip.Addr{}}
 }
 
-func (m *memStore) Reserve(a netip.Addr, o Owner, set int) (bool, error) {
+func (m *memStore) Reserve(a netip.Addr, c Claim, set int) (bool, error) {
 	if _, ok := m.recs[a]; ok {
 		return false, nil
 	}
-	m.recs[a], m.last[set] = o, a
+	m.recs[a], m.last[set] = c.Owner, a
 	return true, nil
 }
 func (m *memStore) LastReserved(set int) (netip.Addr, error) { return m.last[set], nil }
@@ -47,7 +47,8 @@ func (m *memStore) ReleaseByOwner(o Owner) ([]netip.Addr, error) {
 	}
 	return out, nil
 }
-func (m *memStore) Release(a netip.Addr) error { delete(m.recs, a); return nil }
+func (m *memStore) Release(a netip.Addr) error      { delete(m.recs, a); return nil }
+func (m *memStore) Inspect() ([]Reservation, error) { return m.All() }
 func (m *memStore) All() ([]Reservation, error) {
 	var out []Reservation
 	for a, o := range m.recs {
@@ -72,7 +73,7 @@ func allocN(t *testing.T, al *Allocator, n int) []string {
 	t.Helper()
 	var got []string
 	for i := range n {
-		a, err := al.Allocate(owner(i), netip.Addr{})
+		a, err := al.Allocate(Claim{Owner: owner(i)}, netip.Addr{})
 		if err != nil {
 			t.Fatalf("allocation %d: %v", i, err)
 		}
@@ -112,7 +113,7 @@ func TestAllocateRoundRobinAndExhaustion(t *testing.T) {
 	st := newMem()
 	al := &Allocator{Set: mustSet(t, RangeConfig{Subnet: "10.0.0.0/29"}), Index: 2, Store: st} // .2-.6 usable
 	allocN(t, al, 5)
-	if _, err := al.Allocate(Owner{"late", "eth0"}, netip.Addr{}); !errors.Is(err, ErrExhausted) || !strings.Contains(err.Error(), "range set 2 (10.0.0.1-10.0.0.6)") {
+	if _, err := al.Allocate(Claim{Owner: Owner{"late", "eth0"}}, netip.Addr{}); !errors.Is(err, ErrExhausted) || !strings.Contains(err.Error(), "range set 2 (10.0.0.1-10.0.0.6)") {
 		t.Fatalf("full range: err = %v, want ErrExhausted naming the set", err)
 	}
 	if !al.Set.Full(mustAll(st)) {
@@ -126,7 +127,7 @@ func TestAllocateRoundRobinAndExhaustion(t *testing.T) {
 		t.Fatal("Full = true with free addresses")
 	}
 	for _, want := range []string{"10.0.0.3/29", "10.0.0.5/29"} {
-		got, err := al.Allocate(Owner{"n" + want, "eth0"}, netip.Addr{})
+		got, err := al.Allocate(Claim{Owner: Owner{"n" + want, "eth0"}}, netip.Addr{})
 		if err != nil || got.Address.String() != want {
 			t.Fatalf("got %v, %v; want %s", got.Address, err, want)
 		}
@@ -149,7 +150,7 @@ func TestAllocateStartsAfterLastReserved(t *testing.T) {
 		st := newMem()
 		st.last[0] = mustAddr(tt.last)
 		al := &Allocator{Set: mustSet(t, RangeConfig{Subnet: "10.0.0.0/29"}), Store: st}
-		got, err := al.Allocate(owner(0), netip.Addr{})
+		got, err := al.Allocate(Claim{Owner: owner(0)}, netip.Addr{})
 		if err != nil || got.Address.String() != tt.want {
 			t.Errorf("last %s: got %v, %v; want %s", tt.last, got.Address, err, tt.want)
 		}
@@ -159,7 +160,7 @@ func TestAllocateStartsAfterLastReserved(t *testing.T) {
 func TestAllocateRequested(t *testing.T) {
 	st := newMem()
 	al := &Allocator{Set: mustSet(t, RangeConfig{Subnet: "10.0.0.0/24", RangeEnd: "10.0.0.100"}), Store: st}
-	got, err := al.Allocate(owner(0), mustAddr("10.0.0.50"))
+	got, err := al.Allocate(Claim{Owner: owner(0)}, mustAddr("10.0.0.50"))
 	if err != nil || got.Address.String() != "10.0.0.50/24" || got.Gateway != mustAddr("10.0.0.1") {
 		t.Fatalf("requested: %v, %v", got, err)
 	}
@@ -171,7 +172,7 @@ func TestAllocateRequested(t *testing.T) {
 		{"outside the range", "10.0.0.200", "is not in range set 0"},
 	}
 	for _, tt := range tests {
-		_, err := al.Allocate(owner(1), mustAddr(tt.addr))
+		_, err := al.Allocate(Claim{Owner: owner(1)}, mustAddr(tt.addr))
 		var ne *netconf.Error
 		if !errors.As(err, &ne) || ne.Code != netconf.CodeInvalidConfig || !strings.Contains(err.Error(), tt.wantErr) {
 			t.Errorf("%s: err = %v, want code 7 containing %q", tt.name, err, tt.wantErr)
@@ -182,19 +183,19 @@ func TestAllocateRequested(t *testing.T) {
 func TestAllocateRefusesDuplicate(t *testing.T) {
 	st := newMem()
 	al := &Allocator{Set: mustSet(t, RangeConfig{Subnet: "10.0.0.0/24"}), Store: st}
-	if _, err := al.Allocate(owner(0), netip.Addr{}); err != nil {
+	if _, err := al.Allocate(Claim{Owner: owner(0)}, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := al.Allocate(owner(0), netip.Addr{}); err == nil || !strings.Contains(err.Error(), "run DEL for it first") {
+	if _, err := al.Allocate(Claim{Owner: owner(0)}, netip.Addr{}); err == nil || !strings.Contains(err.Error(), "run DEL for it first") {
 		t.Fatalf("second ADD of one attachment: %v", err)
 	}
 	// A legacy record (container ID only) of the same container counts too.
 	st.recs[mustAddr("10.0.0.77")] = Owner{ContainerID: "legacy"}
-	if _, err := al.Allocate(Owner{"legacy", "eth1"}, netip.Addr{}); err == nil {
+	if _, err := al.Allocate(Claim{Owner: Owner{"legacy", "eth1"}}, netip.Addr{}); err == nil {
 		t.Fatal("legacy record of the container not seen")
 	}
 	// Another interface of the same container is a different attachment.
-	if _, err := al.Allocate(Owner{owner(0).ContainerID, "eth1"}, netip.Addr{}); err != nil {
+	if _, err := al.Allocate(Claim{Owner: Owner{owner(0).ContainerID, "eth1"}}, netip.Addr{}); err != nil {
 		t.Fatalf("second interface: %v", err)
 	}
 }

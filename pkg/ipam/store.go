@@ -1,6 +1,10 @@
 package ipam
 
-import "net/netip"
+import (
+	"errors"
+	"net/netip"
+	"time"
+)
 
 // Owner is the attachment an address is reserved for. IfName is empty in
 // records written by old reference versions, which stored only the container
@@ -25,6 +29,30 @@ func (o Owner) String() string {
 	return "container " + o.ContainerID + " interface " + o.IfName
 }
 
+// Netns is the network namespace an attachment was added in, as seen at ADD:
+// the CNI_NETNS path and, when that path was a namespace, the namespace's
+// device and inode. A later look at the path proves the owner gone (path
+// missing, or holding another namespace) or not.
+type Netns struct {
+	Path     string
+	Dev, Ino uint64 // zero: the path could not be identified as a namespace
+}
+
+// Identified reports whether n can prove anything: a path and an identity.
+func (n Netns) Identified() bool { return n.Path != "" && n.Ino != 0 }
+
+// Claim is what a reservation records: its owner, and where the owner lives.
+type Claim struct {
+	Owner
+	Netns Netns
+}
+
+// ErrEmptyRecord is wrapped by Reservation.Corrupt for a record that holds
+// nothing at all: its writer was stopped between creating and writing it (the
+// reference plugin creates, then writes), so the ADD that made it failed and
+// no attachment owns it.
+var ErrEmptyRecord = errors.New("empty reservation record")
+
 // Reservation is one reserved address. Corrupt is set, and Owner is zero, when
 // the record exists but cannot be read as an owner (empty, garbage): such a
 // record still blocks its address until GC reclaims it.
@@ -32,6 +60,11 @@ type Reservation struct {
 	Addr    netip.Addr
 	Owner   Owner
 	Corrupt error
+	// Netns is where the owner was added, when the store recorded it for this
+	// very record (Inspect only); zero otherwise, e.g. for a record the
+	// reference plugin wrote.
+	Netns Netns
+	Since time.Time // when the address was reserved; zero: unknown
 }
 
 // Store keeps reservations for one network. Callers hold whatever lock the
@@ -40,10 +73,11 @@ type Reservation struct {
 // Queries by owner are methods (not built on All) so that an implementation
 // can answer them from an index instead of reading every record.
 type Store interface {
-	// Reserve records addr for owner unless it is already reserved, and notes
-	// it as the last address handed out from range set `set`. It reports
-	// false when addr was taken; on false or an error nothing has changed.
-	Reserve(addr netip.Addr, owner Owner, set int) (bool, error)
+	// Reserve records addr for the claim's owner unless it is already
+	// reserved, and notes it as the last address handed out from range set
+	// `set`. It reports false when addr was taken; on false or an error
+	// nothing has changed.
+	Reserve(addr netip.Addr, c Claim, set int) (bool, error)
 	// LastReserved is the address most recently reserved from set `set`, or
 	// the zero Addr when there is none (or the note is unreadable: it is only
 	// a hint for round-robin).
@@ -62,4 +96,7 @@ type Store interface {
 	// All lists every reservation. Records that cannot be read are reported
 	// in the joined error while the others are still returned.
 	All() ([]Reservation, error)
+	// Inspect is All with Netns and Since filled in where the store knows
+	// them: what a decision to reclaim a reservation is based on.
+	Inspect() ([]Reservation, error)
 }

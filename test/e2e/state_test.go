@@ -10,12 +10,13 @@ import (
 )
 
 // reservations lists the addresses host-local holds for a network: the files
-// of <dataDir>/<network> other than its lock and round-robin markers.
+// of <dataDir>/<network> other than its lock, round-robin markers and
+// dot-names (its index, .cnisuite/, and files being written).
 func reservations(t *testing.T, dataDir, network string) []string {
 	t.Helper()
 	var out []string
 	for _, name := range dirNames(t, filepath.Join(dataDir, network)) {
-		if name != "lock" && !strings.HasPrefix(name, "last_reserved_ip") {
+		if name != "lock" && !strings.HasPrefix(name, "last_reserved_ip") && !strings.HasPrefix(name, ".") {
 			out = append(out, name)
 		}
 	}

@@ -27,13 +27,14 @@ var (
 	a2 = netip.MustParseAddr("10.0.0.3")
 	a6 = netip.MustParseAddr("fd00::2")
 	o1 = ipam.Owner{ContainerID: "c1", IfName: "eth0"}
+	c1 = ipam.Claim{Owner: o1}
 )
 
 func TestLayoutAndModes(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "networks")
 	s := open(t, data)
 	for _, a := range []netip.Addr{a1, a6} {
-		if ok, err := s.Reserve(a, o1, 1); !ok || err != nil {
+		if ok, err := s.Reserve(a, c1, 1); !ok || err != nil {
 			t.Fatalf("Reserve %s: %v %v", a, ok, err)
 		}
 	}
@@ -59,18 +60,39 @@ func TestLayoutAndModes(t *testing.T) {
 			t.Errorf("%s mode %v, want 0755", d, fi.Mode().Perm())
 		}
 	}
-	entries, _ := os.ReadDir(filepath.Join(data, "net1"))
-	if len(entries) != 4 {
-		t.Errorf("left-over files: %v", entries)
+	if got, want := names(t, filepath.Join(data, "net1")), ".cnisuite 10.0.0.2 fd00::2 last_reserved_ip.1 lock"; got != want {
+		t.Errorf("files %q, want %q", got, want)
 	}
+	s.Close()
+	if got, want := names(t, filepath.Join(data, "net1", ".cnisuite")), "index owners"; got != want {
+		t.Errorf("index files %q, want %q", got, want)
+	}
+	if got, want := names(t, filepath.Join(data, "net1", ".cnisuite", "owners")), ownerKey(o1); got != want {
+		t.Errorf("owner files %q, want %q", got, want)
+	}
+}
+
+// names lists a directory, sorted, as one string.
+func names(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
 }
 
 func TestReserveNeverOverwrites(t *testing.T) {
 	s := open(t, t.TempDir())
-	if ok, _ := s.Reserve(a1, o1, 0); !ok {
+	if ok, _ := s.Reserve(a1, c1, 0); !ok {
 		t.Fatal("first reserve failed")
 	}
-	ok, err := s.Reserve(a1, ipam.Owner{ContainerID: "c2", IfName: "eth0"}, 0)
+	ok, err := s.Reserve(a1, ipam.Claim{Owner: ipam.Owner{ContainerID: "c2", IfName: "eth0"}}, 0)
 	if ok || err != nil {
 		t.Fatalf("second reserve: %v %v", ok, err)
 	}
@@ -115,6 +137,14 @@ func write(t *testing.T, s *Store, name, content string) {
 	}
 }
 
+// reopen closes s and opens its network again, as the next verb would: a
+// change made by hand while s was open is seen then.
+func reopen(t *testing.T, s *Store) *Store {
+	t.Helper()
+	s.Close()
+	return open(t, filepath.Dir(s.Dir()))
+}
+
 func TestAllSkipsNonRecords(t *testing.T) {
 	s := open(t, t.TempDir())
 	write(t, s, "10.0.0.2", "c1\r\neth0")
@@ -153,6 +183,7 @@ func TestReleaseByOwner(t *testing.T) {
 			for n, c := range tt.records {
 				write(t, s, n, c)
 			}
+			s = reopen(t, s)
 			got, err := s.ReleaseByOwner(tt.owner)
 			if err != nil {
 				t.Fatal(err)
@@ -182,6 +213,7 @@ func TestByOwnerAndRelease(t *testing.T) {
 	write(t, s, "10.0.0.2", "c1\r\neth0")
 	write(t, s, "10.0.0.3", "c1")
 	write(t, s, "10.0.0.4", "c1\r\neth1")
+	s = reopen(t, s)
 	got, err := s.ByOwner(o1)
 	if err != nil || len(got) != 2 {
 		t.Fatalf("ByOwner = %v, %v", got, err)
@@ -198,16 +230,14 @@ func TestRemoveStale(t *testing.T) {
 	s := open(t, t.TempDir())
 	write(t, s, ".reserve-1", "c1\r\neth0")
 	write(t, s, "10.0.0.2", "c1\r\neth0")
+	write(t, s, ".cnisuite/.tmp-1", "{}")
+	write(t, s, ".cnisuite/owners/.tmp-2", "{}")
 	if err := s.RemoveStale(); err != nil {
 		t.Fatal(err)
 	}
-	entries, _ := os.ReadDir(s.Dir())
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	if strings.Join(names, ",") != "10.0.0.2,lock" {
-		t.Fatalf("after RemoveStale: %v", names)
+	got := names(t, s.Dir()) + "; " + names(t, s.meta) + "; " + names(t, filepath.Join(s.meta, ownersName))
+	if want := ".cnisuite 10.0.0.2 lock; owners; "; got != want {
+		t.Fatalf("after RemoveStale: %q, want %q", got, want)
 	}
 }
 
@@ -239,6 +269,7 @@ func TestParseRecord(t *testing.T) {
 		{" c1\r\neth0 \n", o1, false},
 		{"c1\r\n", ipam.Owner{ContainerID: "c1"}, false},
 		{"", ipam.Owner{}, true},
+		{"\r\n", ipam.Owner{}, true},
 		{" \n", ipam.Owner{}, true},
 		{"c1\neth0", ipam.Owner{}, true},
 		{"c1\r\neth0\r\nmore", ipam.Owner{}, true},
@@ -252,6 +283,9 @@ func TestParseRecord(t *testing.T) {
 		}
 		if err != nil && !errors.Is(err, ErrCorrupt) {
 			t.Errorf("ParseRecord(%q): error %v does not wrap ErrCorrupt", tt.in, err)
+		}
+		if empty := strings.TrimSpace(tt.in) == ""; errors.Is(err, ipam.ErrEmptyRecord) != empty {
+			t.Errorf("ParseRecord(%q): %v; want ErrEmptyRecord exactly for white space", tt.in, err)
 		}
 	}
 }

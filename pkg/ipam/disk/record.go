@@ -34,6 +34,9 @@ func ParseRecord(data []byte) (ipam.Owner, error) {
 	}
 	id, ifname, _ := strings.Cut(strings.TrimSpace(string(data)), lineBreak)
 	id = strings.TrimSpace(id)
+	if strings.TrimSpace(string(data)) == "" {
+		return ipam.Owner{}, fmt.Errorf("%w: %w", ErrCorrupt, ipam.ErrEmptyRecord)
+	}
 	if id == "" {
 		return ipam.Owner{}, fmt.Errorf("%w: no container ID", ErrCorrupt)
 	}

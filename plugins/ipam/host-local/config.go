@@ -36,6 +36,9 @@ type ipamConf struct {
 	Routes     []routeConf          `json:"routes,omitempty"`
 	DataDir    string               `json:"dataDir,omitempty"`
 	ResolvConf string               `json:"resolvConf,omitempty"`
+	// ReclaimStale (ours; default true): when a range set is full, ADD first
+	// frees the reservations whose owner's namespace is provably gone.
+	ReclaimStale *bool `json:"reclaimStale,omitempty"`
 }
 
 // routeConf is a route as configured; the keys past gw are passed through
@@ -59,13 +62,14 @@ type route struct {
 
 // config is what a verb works with, validated.
 type config struct {
-	base       netconf.Base
-	name       string
-	dataDir    string
-	resolvConf string
-	sets       []ipam.RangeSet
-	routes     []route
-	requested  []netip.Addr // from CNI_ARGS, args.cni.ips and runtimeConfig.ips
+	base         netconf.Base
+	name         string
+	dataDir      string
+	resolvConf   string
+	reclaimStale bool
+	sets         []ipam.RangeSet
+	routes       []route
+	requested    []netip.Addr // from CNI_ARGS, args.cni.ips and runtimeConfig.ips
 }
 
 // decode reads the configuration without checking ranges: enough for DEL and
@@ -90,7 +94,8 @@ func loadConfig(stdin []byte, cniArgs string) (*config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &config{base: n.Base, name: n.Name, dataDir: n.IPAM.DataDir, resolvConf: n.IPAM.ResolvConf}
+	c := &config{base: n.Base, name: n.Name, dataDir: n.IPAM.DataDir, resolvConf: n.IPAM.ResolvConf,
+		reclaimStale: n.IPAM.ReclaimStale == nil || *n.IPAM.ReclaimStale}
 	// As the reference: runtime ranges first, then the legacy single range,
 	// then the configured sets; each set yields one address.
 	sets := slices.Clone(n.RuntimeConfig.IPRanges)

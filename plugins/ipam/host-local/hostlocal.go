@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -14,6 +16,7 @@ import (
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/ipam"
 	"github.com/cnisuite/cni/pkg/ipam/disk"
+	"github.com/cnisuite/cni/pkg/ipam/stale"
 	"github.com/cnisuite/cni/pkg/netconf"
 )
 
@@ -50,13 +53,22 @@ func (plugin) Add(_ context.Context, a *cniplugin.Args) (_ types.Result, retErr 
 	log := a.Logger()
 	var undo cniplugin.Undo
 	defer undo.OnError(&retErr, log)
+	// What proves later that this attachment is gone: its namespace.
+	claim := ipam.Claim{Owner: owner(a), Netns: stale.Identify(a.Netns)}
+	mayReclaim := c.reclaimStale // once per ADD: one pass frees every set
 	for i, set := range c.sets {
 		al := ipam.Allocator{Set: set, Index: i, Store: s}
-		got, err := al.Allocate(owner(a), requested[i])
+		got, err := al.Allocate(claim, requested[i])
+		if errors.Is(err, ipam.ErrExhausted) && mayReclaim {
+			mayReclaim = false
+			if n := reclaimGone(s, log); n > 0 {
+				got, err = al.Allocate(claim, requested[i])
+			}
+		}
 		if errors.Is(err, ipam.ErrExhausted) {
 			// Not code 11: the pool does not refill by itself; someone has to
 			// release reservations or widen the range.
-			return nil, fmt.Errorf("no IP addresses available in network: %s: %w; reservations of containers that are gone are freed by their DEL or by the runtime's CNI GC (records in %s); if all are in use, widen the range or add one to the set", c.name, err, s.Dir())
+			return nil, fmt.Errorf("no IP addresses available in network: %s: %w; %s", c.name, err, exhaustedHint(c, s))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("allocating from range set %d: %w", i, err)
@@ -73,6 +85,33 @@ func (plugin) Add(_ context.Context, a *cniplugin.Args) (_ types.Result, retErr 
 		})
 	}
 	return res, nil
+}
+
+// exhaustedHint says what frees addresses, and how to see who holds them.
+func exhaustedHint(c *config, s *disk.Store) string {
+	hint := "no reservation's owner could be proved gone"
+	if !c.reclaimStale {
+		hint = "reclaiming reservations of gone namespaces is off (reclaimStale: false)"
+	}
+	return fmt.Sprintf("%s; `cnictl ipam ls %s` shows who holds them (records in %s); the runtime's DEL or CNI GC frees those of containers that are gone; if all are in use, widen the range or add one to the set", hint, c.name, s.Dir())
+}
+
+// reclaimGone frees the reservations whose owner is provably gone (see
+// pkg/ipam/stale), logging each, and returns how many it freed. It is best
+// effort: what cannot be looked at is kept.
+func reclaimGone(s ipam.Store, log *slog.Logger) int {
+	vs, err := stale.Survey(s, &stale.Prober{})
+	if err != nil {
+		log.Warn("some reservations could not be read while looking for gone owners", "err", err)
+	}
+	done, err := stale.Reclaim(s, vs)
+	for _, v := range done {
+		log.Warn("reclaimed the address of an attachment that is gone", "addr", v.Addr, "owner", v.Owner.String(), "reason", v.Reason)
+	}
+	if err != nil {
+		log.Warn("releasing the reservations of gone owners", "err", err)
+	}
+	return len(done)
 }
 
 // ipNet converts at the CNI edge; the address keeps its host bits.
@@ -162,6 +201,7 @@ func checkReserved(s *disk.Store, ip net.IP, o ipam.Owner) error {
 // GC releases every reservation not held by an attachment of the valid list
 // (none listed: release all), and every record that names no owner. Errors
 // on single records are collected so that one bad file does not stop the rest.
+// The index is rebuilt first, so that nothing of it outlives its records.
 func (plugin) GC(_ context.Context, a *cniplugin.Args) error {
 	n, err := decode(a.StdinData)
 	if err != nil {
@@ -173,8 +213,9 @@ func (plugin) GC(_ context.Context, a *cniplugin.Args) error {
 	}
 	defer s.Close()
 	valid := n.ValidList()
+	errs := []error{s.Rebuild()}
 	all, err := s.All()
-	errs := []error{err}
+	errs = append(errs, err)
 	for _, r := range all {
 		if r.Corrupt == nil && held(r.Owner, valid) {
 			continue
@@ -200,7 +241,9 @@ func held(o ipam.Owner, valid []netconf.Attachment) bool {
 
 // Status reports whether ADD can succeed: 50 when the data directory cannot
 // be used, 51 when some range set has no free address left (ADD needs one
-// address from every set).
+// address from every set) and, with reclaimStale, none held by an owner
+// provably gone (ADD would reclaim it: saying "full" then would keep the
+// runtime from ever sending the ADD that frees it).
 func (plugin) Status(_ context.Context, a *cniplugin.Args) error {
 	c, err := loadConfig(a.StdinData, a.Args)
 	if err != nil {
@@ -218,12 +261,31 @@ func (plugin) Status(_ context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return unavailable(err)
 	}
+	var gone []stale.Verdict
 	for i, set := range c.sets {
-		if set.Full(all) {
+		if !set.Full(all) {
+			continue
+		}
+		if c.reclaimStale && gone == nil {
+			gone = goneOnly(stale.Survey(s, &stale.Prober{}))
+		}
+		if !slices.ContainsFunc(gone, func(v stale.Verdict) bool { _, ok := set.RangeFor(v.Addr); return ok }) {
 			return netconf.Errorf(netconf.CodeExhausted, "no IP addresses available in network: %s: every address of range set %d (%s) is reserved; reservations of containers that are gone are freed by DEL or the runtime's CNI GC (records in %s), otherwise widen the range", c.name, i, set, s.Dir())
 		}
 	}
 	return nil
+}
+
+// goneOnly keeps the verdicts of gone owners; never nil, so that the survey
+// runs once. Unreadable records are not gone.
+func goneOnly(vs []stale.Verdict, _ error) []stale.Verdict {
+	out := []stale.Verdict{}
+	for _, v := range vs {
+		if v.State == stale.Gone {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func unavailable(err error) error {

@@ -38,7 +38,8 @@ func addrs(r *current.Result) string {
 	return strings.Join(s, ", ")
 }
 
-// files lists the network's directory, sorted.
+// files lists the network's directory, sorted, without the index
+// (.cnisuite/), whose attachment files indexed counts.
 func files(t *testing.T, dataDir string) string {
 	t.Helper()
 	entries, err := os.ReadDir(filepath.Join(dataDir, "net1"))
@@ -47,10 +48,22 @@ func files(t *testing.T, dataDir string) string {
 	}
 	var names []string
 	for _, e := range entries {
-		names = append(names, e.Name())
+		if e.Name() != ".cnisuite" {
+			names = append(names, e.Name())
+		}
 	}
 	slices.Sort(names)
 	return strings.Join(names, " ")
+}
+
+// indexed counts the attachments of the network's index.
+func indexed(t *testing.T, dataDir string) int {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(dataDir, "net1", ".cnisuite", "owners"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
 }
 
 func wantCode(t *testing.T, err error, code uint, sub string) {
@@ -106,6 +119,9 @@ func TestAddCheckDelDualStack(t *testing.T) {
 	if got, want := files(t, dir), "10.1.0.3 fd00::2 last_reserved_ip.0 last_reserved_ip.1 lock"; got != want {
 		t.Fatalf("files after DEL %q, want %q", got, want)
 	}
+	if n := indexed(t, dir); n != 1 {
+		t.Fatalf("%d attachments indexed after DEL, want 1", n)
+	}
 }
 
 func quote(s string) string { return `"` + s + `"` }
@@ -133,8 +149,8 @@ func TestAddRequestedIPs(t *testing.T) {
 	before := files(t, dir)
 	_, err := plugin{}.Add(ctx, b)
 	wantCode(t, err, netconf.CodeInvalidConfig, "requested IP fd00::50 is already reserved for container c1 interface eth0")
-	if after := files(t, dir); after != before {
-		t.Fatalf("failed ADD left files: %q, before %q", after, before)
+	if after := files(t, dir); after != before || indexed(t, dir) != 1 {
+		t.Fatalf("failed ADD left files: %q (%d indexed), before %q", after, indexed(t, dir), before)
 	}
 	b.Args = "IP=10.9.0.1"
 	_, err = plugin{}.Add(ctx, b)
@@ -158,8 +174,8 @@ func TestAddExhaustionRollsBack(t *testing.T) {
 	if cniplugin.ToCNIError(err).Code != netconf.CodeInternal {
 		t.Fatalf("code %d", cniplugin.ToCNIError(err).Code)
 	}
-	if after := files(t, dir); after != before {
-		t.Fatalf("failed ADD left %q, before %q", after, before)
+	if after := files(t, dir); after != before || indexed(t, dir) != 1 {
+		t.Fatalf("failed ADD left %q (%d indexed), before %q", after, indexed(t, dir), before)
 	}
 	wantCode(t, plugin{}.Status(ctx, args("", "", c)), netconf.CodeExhausted, "range set 1")
 	if err := (plugin{}).Del(ctx, args("c1", "eth0", c)); err != nil {
@@ -212,14 +228,15 @@ func TestGC(t *testing.T) {
 		return dir, c
 	}
 	tests := []struct {
-		name  string
-		valid string // JSON list, "" = key absent
-		want  string
+		name   string
+		valid  string // JSON list, "" = key absent
+		want   string
+		owners int // attachments left in the index (the legacy c3 is one)
 	}{
-		{"absent", "", ""},
-		{"empty", `[]`, ""},
-		{"partial", `[{"containerID":"c1","ifname":"eth1"},{"containerID":"c3","ifname":"eth7"}]`, "10.1.0.20 10.1.0.3"},
-		{"full", `[{"containerID":"c1","ifname":"eth0"},{"containerID":"c1","ifname":"eth1"},{"containerID":"c2","ifname":"eth0"},{"containerID":"c3","ifname":"eth0"}]`, "10.1.0.2 10.1.0.20 10.1.0.3 10.1.0.4"},
+		{"absent", "", "", 0},
+		{"empty", `[]`, "", 0},
+		{"partial", `[{"containerID":"c1","ifname":"eth1"},{"containerID":"c3","ifname":"eth7"}]`, "10.1.0.20 10.1.0.3", 2},
+		{"full", `[{"containerID":"c1","ifname":"eth0"},{"containerID":"c1","ifname":"eth1"},{"containerID":"c2","ifname":"eth0"},{"containerID":"c3","ifname":"eth0"}]`, "10.1.0.2 10.1.0.20 10.1.0.3 10.1.0.4", 4},
 	}
 	for _, key := range []string{"cni.dev/valid-attachments", "cni.dev/attachments"} {
 		for _, tt := range tests {
@@ -235,6 +252,9 @@ func TestGC(t *testing.T) {
 				want := strings.TrimSpace(tt.want + " last_reserved_ip.0 lock")
 				if got := files(t, dir); got != want {
 					t.Fatalf("after GC %q, want %q", got, want)
+				}
+				if got, want := indexed(t, dir), tt.owners; got != want {
+					t.Fatalf("after GC %d attachments indexed, want %d", got, want)
 				}
 			})
 		}

@@ -174,7 +174,7 @@ func (e *env) leftovers() []string {
 	files, _ := filepath.Glob(filepath.Join(e.dataDir, "testnet", "*"))
 	for _, f := range files {
 		base := filepath.Base(f)
-		if base != "lock" && !strings.HasPrefix(base, "last_reserved_ip") {
+		if base != "lock" && !strings.HasPrefix(base, "last_reserved_ip") && !strings.HasPrefix(base, ".") {
 			left = append(left, "reservation: "+base)
 		}
 	}

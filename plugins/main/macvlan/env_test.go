@@ -191,7 +191,7 @@ func (e *env) reservations() []string {
 	entries, _ := os.ReadDir(filepath.Join(e.dataDir, "testnet"))
 	var out []string
 	for _, f := range entries {
-		if f.Name() != "lock" && !strings.HasPrefix(f.Name(), "last_reserved_ip") {
+		if f.Name() != "lock" && !strings.HasPrefix(f.Name(), "last_reserved_ip") && !strings.HasPrefix(f.Name(), ".") {
 			out = append(out, f.Name())
 		}
 	}
