@@ -68,8 +68,8 @@ func Open(dataDir, network string) (*Store, error) {
 	if dataDir == "" {
 		dataDir = DefaultDataDir
 	}
-	if network == "" || network == "." || network == ".." || strings.ContainsAny(network, "/\x00") {
-		return nil, netconf.Invalid("network name %q cannot name a directory under %s; use a name without '/' that is not '.' or '..'", network, dataDir)
+	if err := CheckNetwork(dataDir, network); err != nil {
+		return nil, err
 	}
 	dir := filepath.Join(dataDir, network)
 	if err := os.MkdirAll(dir, dirMode); err != nil {
@@ -95,6 +95,14 @@ func Open(dataDir, network string) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// CheckNetwork refuses a network name that is not one directory under dataDir.
+func CheckNetwork(dataDir, network string) error {
+	if network == "" || network == "." || network == ".." || strings.ContainsAny(network, "/\x00") {
+		return netconf.Invalid("network name %q cannot name a directory under %s; use a name without '/' that is not '.' or '..'", network, dataDir)
+	}
+	return nil
 }
 
 // Close writes the stamp when this verb changed something and the index is

@@ -1,0 +1,197 @@
+package cnictl
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/ipam"
+	"github.com/cnisuite/cni/pkg/ipam/disk"
+)
+
+func run(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = Main(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestDispatch(t *testing.T) {
+	data := t.TempDir()
+	tests := []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{nil, 2, "cnictl: missing command"},
+		{[]string{"help"}, 0, "cnictl ipam ls"},
+		{[]string{"ipam"}, 2, "cnictl ipam: missing command"},
+		{[]string{"ipam", "--help"}, 0, "cnictl ipam gc NETWORK"},
+		{[]string{"ipam", "frob"}, 2, `unknown command "frob"`},
+		{[]string{"nope"}, 2, `cnictl: unknown command "nope"`},
+		{[]string{"ipam", "ls", "a", "b"}, 2, "at most one NETWORK"},
+		{[]string{"ipam", "ls", "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"ipam", "ls", "-h"}, 0, "-data-dir"},
+		{[]string{"ipam", "gc", "--data-dir", data}, 2, "takes one NETWORK"},
+		{[]string{"ipam", "ls", "--data-dir", filepath.Join(data, "missing")}, 1, "pass the ipam section's dataDir with --data-dir"},
+		{[]string{"ipam", "gc", "cbr0", "--data-dir", data}, 1, `network "cbr0" has no reservations in ` + data},
+		{[]string{"ipam", "ls", "--data-dir", data, "../x"}, 1, "cannot name a directory"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, _, stderr := run(tt.args...)
+			if code != tt.code || !strings.Contains(stderr, tt.stderr) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr, tt.code, tt.stderr)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(data, "cbr0")); !os.IsNotExist(err) {
+		t.Fatalf("looking at a missing network created it: %v", err)
+	}
+}
+
+// identity stands a plain file in for a namespace (the proof compares device
+// and inode, whatever the file system).
+func identity(t *testing.T, path string) ipam.Netns {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return ipam.Netns{Path: path, Dev: st.Dev, Ino: st.Ino}
+}
+
+// network makes cbr0 with one reservation in each state: .2 alive, .3 gone
+// (its "namespace" deleted), .4 unknown (legacy record, no proof), .5 gone
+// (empty record), .6 corrupt.
+func network(t *testing.T) string {
+	t.Helper()
+	data, ns := t.TempDir(), t.TempDir()
+	s, err := disk.Open(data, "cbr0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := map[string]ipam.Claim{
+		"10.1.0.2": {Owner: ipam.Owner{ContainerID: "alive", IfName: "eth0"}, Netns: identity(t, filepath.Join(ns, "alive"))},
+		"10.1.0.3": {Owner: ipam.Owner{ContainerID: "dead", IfName: "eth0"}, Netns: identity(t, filepath.Join(ns, "dead"))},
+	}
+	for a, c := range claims {
+		if ok, err := s.Reserve(netip.MustParseAddr(a), c, 0); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	s.Close()
+	os.Remove(filepath.Join(ns, "dead"))
+	for name, content := range map[string]string{"10.1.0.4": "old", "10.1.0.5": "", "10.1.0.6": "\x00"} {
+		if err := os.WriteFile(filepath.Join(data, "cbr0", name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return data
+}
+
+func TestIPAMLs(t *testing.T) {
+	data := network(t)
+	code, out, stderr := run("ipam", "ls", "--data-dir", data)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	want := []string{
+		"NETWORK  ADDRESS",
+		"cbr0     10.1.0.2  alive/eth0",
+		"alive    0s",
+		"cbr0     10.1.0.3  dead/eth0",
+		"gone     0s",
+		"cbr0     10.1.0.4  old/*       -",
+		"unknown  0s   no namespace recorded",
+		"cbr0     10.1.0.5  -",
+		"empty record",
+		"cbr0     10.1.0.6  -",
+		"corrupt",
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("table lacks %q:\n%s", w, out)
+		}
+	}
+	code, out, _ = run("ipam", "ls", "cbr0", "--json", "--data-dir", data)
+	var rows []row
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || code != 0 || len(rows) != 5 {
+		t.Fatalf("--json: exit %d, %v:\n%s", code, err, out)
+	}
+	states := ""
+	for _, r := range rows {
+		states += r.State + " "
+	}
+	if states != "alive gone unknown gone corrupt " || rows[0].Netns == "" || rows[0].Since == nil {
+		t.Fatalf("--json rows: %+v", rows)
+	}
+}
+
+func TestIPAMGC(t *testing.T) {
+	data := network(t)
+	records := func() string { return strings.Join(reservations(t, filepath.Join(data, "cbr0")), " ") }
+	code, out, _ := run("ipam", "gc", "cbr0", "--dry-run", "--data-dir", data)
+	if code != 0 || !strings.Contains(out, "cbr0: would release 2 of 5 reservations; kept 1 alive, 1 unknown, 1 corrupt") {
+		t.Fatalf("dry run: exit %d:\n%s", code, out)
+	}
+	if got := records(); got != "10.1.0.2 10.1.0.3 10.1.0.4 10.1.0.5 10.1.0.6" {
+		t.Fatalf("the dry run released something: %s", got)
+	}
+	code, out, _ = run("ipam", "gc", "--json", "--data-dir", data, "cbr0")
+	var rep gcReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || rep.DryRun || len(rep.Reclaimed) != 2 || len(rep.Kept) != 3 {
+		t.Fatalf("gc: exit %d, %v:\n%s", code, err, out)
+	}
+	if rep.Reclaimed[0].Address != "10.1.0.3" || rep.Reclaimed[1].Address != "10.1.0.5" {
+		t.Fatalf("reclaimed %+v", rep.Reclaimed)
+	}
+	if got := records(); got != "10.1.0.2 10.1.0.4 10.1.0.6" {
+		t.Fatalf("after gc: %s", got)
+	}
+}
+
+// reservations lists the record files of a network directory.
+func reservations(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if _, err := netip.ParseAddr(e.Name()); err == nil {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func TestAge(t *testing.T) {
+	now := time.Date(2025, 1, 10, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		ago  time.Duration
+		want string
+	}{
+		{0, "0s"}, {-time.Second, "0s"}, {45 * time.Second, "45s"}, {12*time.Minute + 5*time.Second, "12m"},
+		{3*time.Hour + 20*time.Minute, "3h20m"}, {98 * time.Hour, "4d2h"},
+	}
+	for _, tt := range tests {
+		since := now.Add(-tt.ago)
+		if got := age(&since, now); got != tt.want {
+			t.Errorf("age(%v) = %s, want %s", tt.ago, got, tt.want)
+		}
+	}
+	if got := age(nil, now); got != "-" {
+		t.Errorf("age(nil) = %s", got)
+	}
+}
