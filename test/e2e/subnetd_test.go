@@ -1,10 +1,16 @@
 package e2e
 
 import (
+	"fmt"
+	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
 // TestSubnetdOverlay: three nodes joined by an underlay, an etcd server in
@@ -130,4 +136,56 @@ func (o *overlayTest) removeNode(t *testing.T) {
 	if _, err := os.Stat(envPath); !os.IsNotExist(err) {
 		t.Fatalf("subnet.env left after --cleanup: %v", err)
 	}
+}
+
+// TestSubnetdEmbeddedEtcd: subnetd without --etcd-endpoints runs its
+// embedded etcd, subnetd-etcd installed next to it, as a child: the node
+// gets a lease and its overlay device, and stopping subnetd stops the child.
+func TestSubnetdEmbeddedEtcd(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	dir := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", dir+"/", "github.com/cnisuite/cni/daemon/subnetd", "github.com/cnisuite/cni/daemon/subnetd-etcd").CombinedOutput(); err != nil {
+		t.Fatalf("building subnetd and subnetd-etcd: %v\n%s", err, out)
+	}
+	node := netnstest.New(t, "sd-emb")
+	node.Run(t, "ip", "link", "add", "eth0", "type", "bridge")
+	node.Run(t, "ip", "addr", "add", "192.168.76.11/24", "dev", "eth0")
+	node.Run(t, "ip", "link", "set", "eth0", "up")
+	netConf := filepath.Join(dir, "net-conf.json")
+	if err := os.WriteFile(netConf, []byte(`{"Network":"10.249.0.0/16","Backend":{"Type":"vxlan"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := &overlayTest{t: t, dir: dir}
+	n := &sdNode{name: "node1", ns: node, dir: dir, log: filepath.Join(dir, "subnetd.log")}
+	o.nodes = []*sdNode{n}
+	n.proc = o.spawn(node, n.log, filepath.Join(dir, "subnetd"), "--iface", "eth0", "--net-config", netConf,
+		"--subnet-file", n.envPath(), "--data-dir", filepath.Join(dir, "data"), "--node-id", n.name,
+		"--healthz-ip", "127.0.0.1", "--healthz-port", "9090")
+	o.waitReady(n)
+	if e := o.env(n); !netip.MustParsePrefix("10.249.0.0/16").Contains(e.Subnet.Addr()) {
+		t.Fatalf("subnet.env %+v: want a subnet of 10.249.0.0/16", e)
+	}
+	node.Run(t, "ip", "link", "show", "flannel.1")
+	// Each thread lists the children it forked.
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", n.proc.Process.Pid))
+	var children []string
+	for _, task := range tasks {
+		b, _ := os.ReadFile(task)
+		children = append(children, strings.Fields(string(b))...)
+	}
+	if len(children) != 1 {
+		t.Fatalf("subnetd's children %q: want one, subnetd-etcd", children)
+	}
+	child := children[0]
+	if comm, _ := os.ReadFile("/proc/" + child + "/comm"); strings.TrimSpace(string(comm)) != "subnetd-etcd" {
+		t.Fatalf("subnetd's child is %q, want subnetd-etcd", comm)
+	}
+	stop(n.proc)
+	if code := n.proc.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("subnetd exited with %d\n%s", code, o.logs())
+	}
+	o.eventually("subnetd-etcd gone", 10*time.Second, func() bool {
+		_, err := os.Stat("/proc/" + child)
+		return os.IsNotExist(err)
+	})
 }
