@@ -66,7 +66,11 @@ func prepare(ctx context.Context, nss *namespaces, sc scenario, sd side, tag str
 	if s.linksBefore, err = s.node.linkNames(); err != nil {
 		return nil, err
 	}
-	conf, err := sc.conf(cfg.repo, s.dataDir)
+	confOf := sc.conf
+	if sd.name == "ours" && sc.oursConf != nil {
+		confOf = sc.oursConf
+	}
+	conf, err := confOf(cfg.repo, s.dataDir)
 	if err != nil {
 		return nil, err
 	}

@@ -10,14 +10,16 @@ import (
 
 // scenario is one conflist measured on both sides.
 type scenario struct {
-	name    string   // as in the table
-	about   string   // the configuration, for the report
-	bins    []string // binaries both sides need for it
-	shared  []string // links the chain creates in the node and keeps (the bridge)
-	conf    func(repo, dataDir string) (map[string]any, error)
-	setup   func(ctx context.Context, node *namespace) error // nil: nothing to prepare
-	capArgs func(pod int) map[string]any                     // nil: no runtime capabilities
-	target  targets
+	name   string   // as in the table
+	about  string   // the configuration, for the report
+	bins   []string // binaries both sides need for it
+	shared []string // links the chain creates in the node and keeps (the bridge)
+	conf   func(repo, dataDir string) (map[string]any, error)
+	// oursConf, when set, is our side's configuration instead of conf.
+	oursConf func(repo, dataDir string) (map[string]any, error)
+	setup    func(ctx context.Context, node *namespace) error // nil: nothing to prepare
+	capArgs  func(pod int) map[string]any                     // nil: no runtime capabilities
+	target   targets
 }
 
 // targets are the bounds on the ratios ours/reference; 0 is none.
@@ -143,5 +145,5 @@ func scenarios() []scenario {
 		},
 		setup:  setupMaster,
 		target: targets{conc: 1.5},
-	}}
+	}, flannelScenario()}
 }
