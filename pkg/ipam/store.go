@@ -31,11 +31,14 @@ func (o Owner) String() string {
 
 // Netns is the network namespace an attachment was added in, as seen at ADD:
 // the CNI_NETNS path and, when that path was a namespace, the namespace's
-// device and inode. A later look at the path proves the owner gone (path
-// missing, or holding another namespace) or not.
+// device and inode, and its ID where the kernel has one (NS_GET_ID, Linux
+// 6.18+: unique for the boot, where inode numbers are reused). A later look
+// at the path proves the owner gone (path missing, or holding another
+// namespace) or not.
 type Netns struct {
 	Path     string
 	Dev, Ino uint64 // zero: the path could not be identified as a namespace
+	ID       uint64 // zero: the kernel cannot tell
 }
 
 // Identified reports whether n can prove anything: a path and an identity.

@@ -60,6 +60,7 @@ type held struct {
 	Netns string     `json:"netns,omitempty"`
 	NsDev uint64     `json:"nsDev,omitempty"`
 	NsIno uint64     `json:"nsIno,omitempty"`
+	NsID  uint64     `json:"nsId,omitempty"`
 }
 
 func (e *entry) owner() ipam.Owner { return ipam.Owner{ContainerID: e.ID, IfName: e.IfName} }
@@ -100,7 +101,9 @@ func (e *entry) without(a netip.Addr) *entry {
 	return &n
 }
 
-func (h held) netns() ipam.Netns { return ipam.Netns{Path: h.Netns, Dev: h.NsDev, Ino: h.NsIno} }
+func (h held) netns() ipam.Netns {
+	return ipam.Netns{Path: h.Netns, Dev: h.NsDev, Ino: h.NsIno, ID: h.NsID}
+}
 
 // ownerKey names an attachment's index file: a hash, since container IDs and
 // interface names may be longer, or spelt otherwise, than a file name allows.

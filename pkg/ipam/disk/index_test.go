@@ -17,7 +17,7 @@ var (
 	o2  = ipam.Owner{ContainerID: "c2", IfName: "eth0"}
 	o3  = ipam.Owner{ContainerID: "c3", IfName: "eth0"}
 	a3  = netip.MustParseAddr("10.0.0.4")
-	ns1 = ipam.Netns{Path: "/run/netns/p1", Dev: 4, Ino: 4026532001}
+	ns1 = ipam.Netns{Path: "/run/netns/p1", Dev: 4, Ino: 4026532001, ID: 67312}
 )
 
 func reserve(t *testing.T, s *Store, a netip.Addr, c ipam.Claim) {
@@ -232,7 +232,7 @@ func TestParseEntry(t *testing.T) {
 		name, in string
 		ok       bool
 	}{
-		{"ours", `{"v":1,"id":"c1","ifname":"eth0","addrs":[{"ip":"10.0.0.2","rec":5,"netns":"/run/netns/p","nsDev":4,"nsIno":9}]}`, true},
+		{"ours", `{"v":1,"id":"c1","ifname":"eth0","addrs":[{"ip":"10.0.0.2","rec":5,"netns":"/run/netns/p","nsDev":4,"nsIno":9,"nsId":67312}]}`, true},
 		{"legacy owner, no proof", `{"v":1,"id":"c1","addrs":[{"ip":"fd00::2"}]}`, true},
 		{"no addresses", `{"v":1,"id":"c1","addrs":[]}`, true},
 		{"future version", `{"v":2,"id":"c1","addrs":[]}`, false},
@@ -260,7 +260,7 @@ func TestParseEntry(t *testing.T) {
 }
 
 func FuzzParseEntry(f *testing.F) {
-	f.Add([]byte(`{"v":1,"id":"c1","ifname":"eth0","addrs":[{"ip":"10.0.0.2","rec":5,"netns":"/run/netns/p","nsDev":4,"nsIno":9}]}`))
+	f.Add([]byte(`{"v":1,"id":"c1","ifname":"eth0","addrs":[{"ip":"10.0.0.2","rec":5,"netns":"/run/netns/p","nsDev":4,"nsIno":9,"nsId":67312}]}`))
 	f.Add([]byte(`{"v":1,"id":"c1","addrs":[{"ip":"fd00::2"},{"ip":"10.0.0.2"}]}`))
 	f.Add([]byte(`{"v":1,"id":"x","addrs":null}`))
 	f.Fuzz(func(t *testing.T, data []byte) {

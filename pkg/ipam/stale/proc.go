@@ -13,8 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// nsID identifies a namespace: the device and inode of its nsfs file.
+// nsID is a namespace's device and inode: which namespace it is, but for
+// inode numbers reused after a namespace is freed.
 type nsID struct{ dev, ino uint64 }
+
+// holder is something holding a namespace: what, for messages, and a path
+// through which the namespace can be opened.
+type holder struct{ what, path string }
 
 // namespacesInUse lists the network namespaces that something on the node
 // still holds, with what holds each: an nsfs mount in our mount namespace,
@@ -24,8 +29,8 @@ type nsID struct{ dev, ino uint64 }
 // agent marked undumpable, as on some VMs): the scan only adds to the proof
 // by path, which stands on its own. Anything else unreadable fails the scan,
 // and with it every proof.
-func namespacesInUse(proc string) (map[nsID]string, error) {
-	used := map[nsID]string{}
+func namespacesInUse(proc string) (map[nsID][]holder, error) {
+	used := map[nsID][]holder{}
 	if err := nsfsMounts(filepath.Join(proc, "self", "mountinfo"), used); err != nil {
 		return nil, err
 	}
@@ -53,7 +58,7 @@ func skip(err error) bool {
 
 // processNamespaces adds the network namespaces of pid's tasks and of its
 // open namespace files.
-func processNamespaces(dir, pid string, used map[nsID]string) error {
+func processNamespaces(dir, pid string, used map[nsID][]holder) error {
 	tasks, err := os.ReadDir(filepath.Join(dir, "task"))
 	if skip(err) {
 		return nil
@@ -63,14 +68,15 @@ func processNamespaces(dir, pid string, used map[nsID]string) error {
 	}
 	for _, t := range tasks {
 		var st unix.Stat_t
-		err := unix.Stat(filepath.Join(dir, "task", t.Name(), "ns", "net"), &st)
+		path := filepath.Join(dir, "task", t.Name(), "ns", "net")
+		err := unix.Stat(path, &st)
 		if skip(err) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("reading the namespace of task %s: %w", t.Name(), err)
 		}
-		note(used, nsID{st.Dev, st.Ino}, "task "+t.Name()+" of process "+pid)
+		used[nsID{st.Dev, st.Ino}] = append(used[nsID{st.Dev, st.Ino}], holder{"task " + t.Name() + " of process " + pid, path})
 	}
 	fds, err := os.ReadDir(filepath.Join(dir, "fd"))
 	if skip(err) {
@@ -87,20 +93,15 @@ func processNamespaces(dir, pid string, used map[nsID]string) error {
 		}
 		var st unix.Stat_t
 		if err := unix.Stat(link, &st); err == nil {
-			note(used, nsID{st.Dev, st.Ino}, "file descriptor "+fd.Name()+" of process "+pid)
+			id := nsID{st.Dev, st.Ino}
+			used[id] = append(used[id], holder{"file descriptor " + fd.Name() + " of process " + pid, link})
 		}
 	}
 	return nil
 }
 
-func note(used map[nsID]string, id nsID, what string) {
-	if _, ok := used[id]; !ok {
-		used[id] = what
-	}
-}
-
 // nsfsMounts adds the network namespaces mounted in our mount namespace.
-func nsfsMounts(path string, used map[nsID]string) error {
+func nsfsMounts(path string, used map[nsID][]holder) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("reading the mounts: %w", err)
@@ -110,7 +111,7 @@ func nsfsMounts(path string, used map[nsID]string) error {
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
 		if id, where, ok := parseNsfsMount(sc.Text()); ok {
-			note(used, id, "the mount at "+where)
+			used[id] = append(used[id], holder{"the mount at " + where, where})
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -140,5 +141,21 @@ func parseNsfsMount(line string) (nsID, string, bool) {
 	if err != nil || !ok || err1 != nil || err2 != nil {
 		return nsID{}, "", false
 	}
-	return nsID{unix.Mkdev(uint32(maj), uint32(mnr)), ino}, f[4], true
+	return nsID{unix.Mkdev(uint32(maj), uint32(mnr)), ino}, unescapeMount(f[4]), true
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space, ...).
+func unescapeMount(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -148,6 +148,8 @@ func TestParseNsfsMount(t *testing.T) {
 		{"37 25 0:4 mnt:[4026531840] /run/x rw - nsfs nsfs rw", nsID{}, "", false},
 		{"38 25 0:22 / /run rw - tmpfs tmpfs rw", nsID{}, "", false},
 		{"39 25 0:4 net:[x] /run/netns/y rw - nsfs nsfs rw", nsID{}, "", false},
+		{`40 25 0:4 net:[7] /run/my\040netns/a\134b rw - nsfs nsfs rw`, nsID{unix.Mkdev(0, 4), 7}, `/run/my netns/a\b`, true},
+		{`41 25 0:4 net:[7] /x\04 rw - nsfs nsfs rw`, nsID{unix.Mkdev(0, 4), 7}, `/x\04`, true},
 		{"garbage", nsID{}, "", false},
 	}
 	for _, tt := range tests {
@@ -244,6 +246,48 @@ func TestRealNamespaces(t *testing.T) {
 	sleeper.Wait()
 	if v := judge(); v.State != Gone {
 		t.Fatalf("namespace nothing holds: %s (%s)", v.State, v.Reason)
+	}
+}
+
+// TestInodeReuse: the kernel gives a new namespace the inode number of one
+// just deleted. With namespace IDs (Linux 6.18+), the dead one is still
+// proved gone, whether the new one is mounted elsewhere or at the old path.
+func TestInodeReuse(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	old := netnstest.New(t, "cni-stale")
+	dead := Identify(old.Path)
+	if dead.ID == 0 {
+		t.Skip("the kernel has no NS_GET_ID (Linux 6.18+): inode reuse keeps such reservations unknown")
+	}
+	ipDel := func(name string) {
+		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	ipDel(old.Name)
+	reusedBy := func(name string) bool {
+		for range 20 {
+			if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			t.Cleanup(func() { exec.Command("ip", "netns", "delete", name).Run() })
+			if Identify("/run/netns/"+name).Ino == dead.Ino {
+				return true
+			}
+			ipDel(name)
+			unix.Nanosleep(&unix.Timespec{Nsec: 50e6}, nil) // the kernel frees namespaces asynchronously
+		}
+		return false
+	}
+	for _, name := range []string{old.Name + "-new", old.Name} {
+		if !reusedBy(name) {
+			t.Skipf("the kernel did not reuse inode %d", dead.Ino)
+		}
+		v := (&Prober{}).Judge(ipam.Reservation{Netns: dead})
+		if v.State != Gone {
+			t.Fatalf("with %s reusing its inode: %s (%s)", name, v.State, v.Reason)
+		}
+		ipDel(name)
 	}
 }
 
