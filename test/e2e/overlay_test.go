@@ -260,7 +260,9 @@ func (o *overlayTest) ping(from, to *sdNode) {
 		if ip == "" {
 			continue
 		}
-		if out, err := from.pod.Try("ping", "-c", "1", "-W", "2", ip); err != nil {
+		// -w keeps sending until one reply or the deadline: the first packet
+		// of a new path may be lost while the pods' ARP/ND settle.
+		if out, err := from.pod.Try("ping", "-c", "1", "-i", "0.2", "-w", "5", ip); err != nil {
 			o.t.Fatalf("pod on %s -> pod on %s (%s): %v\n%s\n%s", from.name, to.name, ip, err, out, o.logs())
 		}
 	}
