@@ -22,6 +22,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"golang.org/x/sys/unix"
 
+	"github.com/cnisuite/cni/pkg/ipam"
+	"github.com/cnisuite/cni/pkg/ipam/disk"
 	"github.com/cnisuite/cni/pkg/netns"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
@@ -279,7 +281,7 @@ func (r *killRig) cycle(id string) {
 
 // TestKillSafety: ADD/DEL cycles, 8 at a time, through the bridge and
 // host-local binaries while both are killed with SIGKILL at random moments;
-// each worker then leaves one pod attachedPod and one GC runs with the true
+// each worker then leaves one pod attached and one GC runs with the true
 // valid list. Afterwards exactly the live pods hold addresses, index
 // entries, veths and nat rules, no file is half written, no address was
 // ever given to two live attachments; their DEL then leaves nothing at all.
@@ -309,6 +311,7 @@ func TestKillSafety(t *testing.T) {
 		cycles, time.Since(start).Round(time.Millisecond), r.stats.adds.Load(), r.stats.addsKilled.Load(),
 		r.stats.dels.Load(), r.stats.delsKilled.Load(), r.stats.childKills.Load(), r.stats.reclaims.Load())
 
+	r.expectIndexed(t, live)
 	valid := make([]any, len(live))
 	for i, a := range live {
 		valid[i] = map[string]any{"containerID": a.id, "ifname": "eth0"}
@@ -331,7 +334,29 @@ func TestKillSafety(t *testing.T) {
 	r.expectOnly(t, nil)
 }
 
-// settle leaves one attachedPod pod per worker, added without kills.
+// expectIndexed checks, before GC rebuilds anything, that the index the
+// kills left behind finds every live attachment's addresses: a missing
+// entry would make their DEL leak.
+func (r *killRig) expectIndexed(t *testing.T, live []*attachedPod) {
+	t.Helper()
+	s, err := disk.Open(r.dataDir, "killnet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, a := range live {
+		got, err := s.ByOwner(ipam.Owner{ContainerID: a.id, IfName: "eth0"})
+		var addrs []string
+		for _, g := range got {
+			addrs = append(addrs, g.String())
+		}
+		if err != nil || !sameSet(addrs, a.addrs) {
+			t.Errorf("the index gives %s %v (%v), want %v", a.id, addrs, err, a.addrs)
+		}
+	}
+}
+
+// settle leaves one attached pod per worker, added without kills.
 func (r *killRig) settle(t *testing.T) []*attachedPod {
 	var live []*attachedPod
 	for w := range killWorkers {
