@@ -87,7 +87,8 @@ func vxlanValue(ip, id, mac string) []byte {
 }
 
 func TestDaemonFollowsLeases(t *testing.T) {
-	nc, err := subnet.ParseConfig([]byte(`{"Network":"10.0.0.0/16"}`))
+	// The daemon picks its subnet at random: keep it below the peers' fixed ones.
+	nc, err := subnet.ParseConfig([]byte(`{"Network":"10.0.0.0/16","SubnetMin":"10.0.1.0","SubnetMax":"10.0.50.0"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
