@@ -33,11 +33,16 @@ type config struct {
 	markdown   string // BENCHMARKS.md to update; "" leaves files alone
 	command    string // how the run was started, for the report
 	rssTool    string // GNU time, found at the start of the run
+	// The lease daemons' bench; leaseEvents 0 leaves it out.
+	leaseEvents    int    // new leases timed one by one
+	peerCounts     []int  // peers in etcd before a node starts
+	flannelVersion string // flanneld release to compare with; "" compares subnetd with itself
 }
 
 func defaultConfig() config {
 	return config{pods: 60, concPods: 100, workers: 8, rounds: 2, startupN: 100,
-		refVersion: "v1.9.1", repo: ".", command: "make bench"}
+		refVersion: "v1.9.1", repo: ".", command: "make bench",
+		leaseEvents: 40, peerCounts: []int{1000, 2000}, flannelVersion: "v0.28.10"}
 }
 
 func main() {
@@ -52,6 +57,8 @@ func main() {
 	flag.StringVar(&cfg.oursDir, "ours-dir", "", "directory of prebuilt plugins to measure as \"ours\" (default: build ./plugins/... of -repo)")
 	flag.StringVar(&cfg.repo, "repo", cfg.repo, "root of this module, whose ./plugins/... are built as \"ours\"")
 	flag.StringVar(&cfg.markdown, "md", "", "update the results section of this markdown file (e.g. BENCHMARKS.md)")
+	flag.IntVar(&cfg.leaseEvents, "lease-events", cfg.leaseEvents, "new leases timed one by one in the lease daemons' bench; 0 skips it")
+	flag.StringVar(&cfg.flannelVersion, "flannel-version", cfg.flannelVersion, "flanneld release the lease daemons' bench compares subnetd with")
 	flag.StringVar(&cfg.command, "command", cfg.command, "the command line to record in the report")
 	flag.Parse()
 

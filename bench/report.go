@@ -26,6 +26,7 @@ type row struct {
 	prec             int // decimals of the figures
 	better           direction
 	target           float64 // bound on the median ratio; 0: none
+	absolute         bool    // target bounds our median itself, not the ratio
 	leaks            *[2]leaks
 	status           string // "skipped"/"FAILED" rows carry only this and metric
 }
@@ -53,13 +54,27 @@ func (r row) cells() []string {
 	return []string{r.scenario, r.metric,
 		num(r.ref.med, r.prec), num(r.ours.med, r.prec), num(rm, 2),
 		num(r.ref.p95, r.prec), num(r.ours.p95, r.prec), num(rp, 2),
-		r.targetText(), r.result(rm)}
+		r.targetText(), r.result(r.judged(rm))}
+}
+
+// judged is the figure the target applies to.
+func (r row) judged(ratio float64) float64 {
+	if r.absolute {
+		return r.ours.med
+	}
+	return ratio
 }
 
 func (r row) targetText() string {
 	switch {
 	case r.target == 0:
 		return ""
+	case r.absolute && r.better == higherBetter:
+		return fmt.Sprintf("ours ≥ %g", r.target)
+	case r.absolute && r.prec == 0:
+		return fmt.Sprintf("ours ≤ %d", int(r.target)) // counts: the bound is below the next whole number
+	case r.absolute:
+		return fmt.Sprintf("ours ≤ %g", r.target)
 	case r.better == higherBetter:
 		return fmt.Sprintf("≥ %g", r.target)
 	}

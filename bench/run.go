@@ -92,6 +92,9 @@ func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (ou
 		out.scenarios = append(out.scenarios, res)
 		out.rows = append(out.rows, scenarioRows(res)...)
 	}
+	if cfg.leaseEvents > 0 {
+		out.rows = append(out.rows, daemonBench(ctx, cfg, work)...)
+	}
 	slog.Info("start-up", "invocations", cfg.startupN)
 	bins, err := startup(ctx, sides, cfg.startupN, cfg.rssTool)
 	if err != nil {

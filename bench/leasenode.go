@@ -1,0 +1,351 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/netns"
+)
+
+// leaseLab is the underlay namespace with etcd, and the node namespaces made
+// in it; close deletes all of them and stops every process.
+type leaseLab struct {
+	nss   namespaces
+	ul    *namespace
+	dir   string
+	procs []*exec.Cmd
+	http  *http.Client
+	nodes int
+}
+
+func newLeaseLab(ctx context.Context, etcdBin, dir string) (*leaseLab, error) {
+	l := &leaseLab{dir: dir}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return l, err
+	}
+	var err error
+	if l.ul, err = l.nss.add(ctx, fmt.Sprintf("cnib%d-ul", os.Getpid())); err != nil {
+		return l, err
+	}
+	for _, args := range [][]string{{"link", "add", "br0", "type", "bridge"}, {"addr", "add", ulAddr + "/24", "dev", "br0"}, {"link", "set", "br0", "up"}} {
+		if err := ip(ctx, append([]string{"-n", l.ul.name}, args...)...); err != nil {
+			return l, err
+		}
+	}
+	// Connections to etcd are made from inside the underlay namespace.
+	l.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err2 := netns.Do(l.ul.path, func() error {
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return nil
+			})
+			if err2 != nil {
+				return nil, err2
+			}
+			return c, err
+		}}}
+	if _, err := l.spawn(l.ul, "etcd", io.Discard, etcdBin, "--data-dir", filepath.Join(dir, "etcd"),
+		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
+		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+		"--initial-cluster", "default=http://127.0.0.1:2380"); err != nil {
+		return l, err
+	}
+	for start := time.Now(); time.Since(start) < 20*time.Second; time.Sleep(100 * time.Millisecond) {
+		if l.put(ctx, "/bench-ping", "x") == nil {
+			return l, nil
+		}
+	}
+	return l, fmt.Errorf("etcd did not start serving within 20 s")
+}
+
+// spawn starts argv inside ns with its output to out; close stops it.
+func (l *leaseLab) spawn(ns *namespace, name string, out io.Writer, argv ...string) (*exec.Cmd, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.name}, argv...)...)
+	if out == io.Discard {
+		f, err := os.Create(filepath.Join(l.dir, name+".log"))
+		if err != nil {
+			return nil, err
+		}
+		out = f
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	l.procs = append(l.procs, cmd)
+	return cmd, nil
+}
+
+// stopProc ends a process this lab started.
+func stopProc(cmd *exec.Cmd) {
+	if cmd.ProcessState != nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+func (l *leaseLab) close() error {
+	for i := len(l.procs) - 1; i >= 0; i-- {
+		stopProc(l.procs[i])
+	}
+	return l.nss.deleteAll()
+}
+
+// node makes a fresh node namespace with eth0 on the underlay.
+func (l *leaseLab) node(ctx context.Context) (*namespace, error) {
+	l.nodes++
+	n, err := l.nss.add(ctx, fmt.Sprintf("cnib%d-ln%d", os.Getpid(), l.nodes))
+	if err != nil {
+		return nil, err
+	}
+	peer := fmt.Sprintf("ulv%d", l.nodes)
+	for _, args := range [][]string{
+		{"-n", l.ul.name, "link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", n.name},
+		{"-n", l.ul.name, "link", "set", peer, "master", "br0", "up"},
+		{"-n", n.name, "addr", "add", nodeAddr + "/24", "dev", "eth0"},
+		{"-n", n.name, "link", "set", "eth0", "up"},
+	} {
+		if err := ip(ctx, args...); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// put writes one key through etcd's JSON gateway.
+func (l *leaseLab) put(ctx context.Context, key, value string) error {
+	return l.gateway(ctx, "/v3/kv/put", map[string]string{"key": b64(key), "value": b64(value)})
+}
+
+// putMany writes keys 100 to a transaction.
+func (l *leaseLab) putMany(ctx context.Context, kv [][2]string) error {
+	for len(kv) > 0 {
+		n := min(100, len(kv))
+		var ops []any
+		for _, p := range kv[:n] {
+			ops = append(ops, map[string]any{"request_put": map[string]string{"key": b64(p[0]), "value": b64(p[1])}})
+		}
+		if err := l.gateway(ctx, "/v3/kv/txn", map[string]any{"success": ops}); err != nil {
+			return err
+		}
+		kv = kv[n:]
+	}
+	return nil
+}
+
+func (l *leaseLab) gateway(ctx context.Context, path string, body any) error {
+	raw, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, "POST", etcdURL+path, bytes.NewReader(raw))
+	if err != nil {
+		return err
+	}
+	resp, err := l.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("etcd %s: HTTP %d %s", path, resp.StatusCode, out)
+	}
+	return nil
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// peer is a lease the bench puts: a subnet outside the node's own range, a
+// public address and a VTEP MAC of its own.
+type peer struct {
+	subnet netip.Prefix
+	mac    net.HardwareAddr
+	public string
+}
+
+func peerN(i int) peer {
+	return peer{
+		subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i/256), byte(i % 256), 0}), 24),
+		mac:    net.HardwareAddr{0x0a, 0xbe, 0, 0, byte(i >> 8), byte(i)},
+		public: fmt.Sprintf("172.31.%d.%d", i/250, 1+i%250),
+	}
+}
+
+func (p peer) key(prefix string) string {
+	return fmt.Sprintf("%s/subnets/%s-%d", prefix, p.subnet.Addr(), p.subnet.Bits())
+}
+
+func (p peer) value() string {
+	return fmt.Sprintf(`{"PublicIP":%q,"PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":%q}}`, p.public, p.mac.String())
+}
+
+// tracker records when each route, neighbour and FDB entry first appeared
+// in a node, and counts every notification.
+type tracker struct {
+	mu    sync.Mutex
+	seen  map[string]time.Time
+	count int
+	done  chan struct{}
+}
+
+func track(node *namespace) (*tracker, error) {
+	h, err := vnetns.GetFromPath(node.path)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	t := &tracker{seen: map[string]time.Time{}, done: make(chan struct{})}
+	routes, neighs := make(chan netlink.RouteUpdate, 16384), make(chan netlink.NeighUpdate, 16384)
+	if err := netlink.RouteSubscribeWithOptions(routes, t.done, netlink.RouteSubscribeOptions{Namespace: &h, ReceiveBufferSize: 8 << 20}); err != nil {
+		return nil, err
+	}
+	if err := netlink.NeighSubscribeWithOptions(neighs, t.done, netlink.NeighSubscribeOptions{Namespace: &h, ReceiveBufferSize: 8 << 20}); err != nil {
+		close(t.done)
+		return nil, err
+	}
+	go func() {
+		for {
+			select {
+			case u, ok := <-routes:
+				if !ok {
+					return
+				}
+				key := ""
+				if u.Type == unix.RTM_NEWROUTE && u.Dst != nil {
+					key = "r" + u.Dst.String()
+				}
+				t.note(key)
+			case u, ok := <-neighs:
+				if !ok {
+					return
+				}
+				key := ""
+				switch {
+				case u.Type != unix.RTM_NEWNEIGH:
+				case u.Family == unix.AF_BRIDGE:
+					key = "f" + u.HardwareAddr.String()
+				case u.IP != nil:
+					key = "n" + u.IP.String()
+				}
+				t.note(key)
+			}
+		}
+	}()
+	return t, nil
+}
+
+func (t *tracker) note(key string) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.count++
+	if _, ok := t.seen[key]; key != "" && !ok {
+		t.seen[key] = now
+	}
+}
+
+func (t *tracker) stop() { close(t.done) }
+
+func (t *tracker) notifications() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.count
+}
+
+// programmed returns when the last of the peers' three entries appeared,
+// once all of them have, or false at the deadline.
+func (t *tracker) programmed(peers []peer, deadline time.Time) (time.Time, bool) {
+	for ; time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+		if last, ok := t.all(peers); ok {
+			return last, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func (t *tracker) all(peers []peer) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var last time.Time
+	for _, p := range peers {
+		for _, k := range []string{"r" + p.subnet.String(), "n" + p.subnet.Addr().String(), "f" + p.mac.String()} {
+			at, ok := t.seen[k]
+			if !ok {
+				return time.Time{}, false
+			}
+			if at.After(last) {
+				last = at
+			}
+		}
+	}
+	return last, true
+}
+
+// errorLine matches the first line a daemon logs about a failure: glog's
+// E-lines (flanneld), slog's ERROR and WARN levels (subnetd) and any line
+// mentioning an error or a failure.
+var errorLine = regexp.MustCompile(`(?i)^E\d{4}|level=(ERROR|WARN)|error|fail|unreachable`)
+
+// firstError starts d with an etcd nobody answers at and returns the seconds
+// to its first error line, NaN when none came within wait.
+func (l *leaseLab) firstError(ctx context.Context, d daemon, wait time.Duration) (float64, error) {
+	node, err := l.node(ctx)
+	if err != nil {
+		return 0, err
+	}
+	dir := filepath.Join(l.dir, node.name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	pr, pw := io.Pipe()
+	lines := make(chan time.Time, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if errorLine.MatchString(sc.Text()) {
+				select {
+				case lines <- time.Now():
+				default:
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	cmd, err := l.spawn(node, d.name+"-dead", pw, d.argv(deadURL, "/bench/dead", dir)...)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { stopProc(cmd); pw.Close() }()
+	select {
+	case at := <-lines:
+		return at.Sub(start).Seconds(), nil
+	case <-time.After(wait):
+		return math.NaN(), nil
+	}
+}

@@ -1,0 +1,323 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The lease daemons' bench (issue 5): subnetd against flanneld, each alone on
+// a node namespace joined to an underlay namespace where an etcd server
+// process runs. Peers are leases the bench puts into etcd; their public
+// addresses need not exist, since only the programming is measured.
+const (
+	ulAddr     = "192.168.78.1" // the underlay's bridge and etcd
+	nodeAddr   = "192.168.78.10"
+	etcdURL    = "http://" + ulAddr + ":2379"
+	deadURL    = "http://192.168.78.254:2379" // on the underlay, nobody there
+	netConfig  = `{"Network":"10.0.0.0/8","SubnetLen":24,"SubnetMin":"10.0.0.0","SubnetMax":"10.0.255.0","Backend":{"Type":"vxlan"}}`
+	eventPause = 20 * time.Millisecond // between lease events, so that each is measured alone
+)
+
+// daemon is one lease daemon under test.
+type daemon struct {
+	name string // "flanneld" or "subnetd"
+	bin  string
+}
+
+// argv is how a node runs the daemon against endpoint under prefix.
+func (d daemon) argv(endpoint, prefix, dir string) []string {
+	env := filepath.Join(dir, "subnet.env")
+	if d.name == "flanneld" {
+		return []string{d.bin, "--etcd-endpoints", endpoint, "--etcd-prefix", prefix, "--iface", "eth0", "--subnet-file", env}
+	}
+	return []string{d.bin, "--etcd-endpoints", endpoint, "--etcd-prefix", prefix, "--iface", "eth0",
+		"--subnet-file", env, "--data-dir", dir, "--node-id", "bench-node", "--etcd-timeout", "1s"}
+}
+
+// daemonFigures is what one daemon measured.
+type daemonFigures struct {
+	event    []float64 // ms from the put of a new lease to its 3 entries
+	full     []float64 // s from start to every peer's entries, per peerCounts
+	rssKiB   float64   // VmRSS with the event phase's peers
+	hwmKiB   float64   // VmHWM after the largest full programming
+	renewals float64   // route/neigh/FDB notifications while every peer renewed
+	firstErr float64   // s to the first error line with etcd unreachable; NaN: none
+}
+
+// daemonBench measures both daemons and returns their table rows; a daemon
+// that cannot be built or run gives a row saying why.
+func daemonBench(ctx context.Context, cfg config, work string) []row {
+	const scen = "subnetd vs flanneld"
+	etcdBin, err := exec.LookPath("etcd")
+	if err != nil {
+		return []row{{scenario: scen, metric: "not run: needs etcd (Debian's etcd-server)", status: "skipped"}}
+	}
+	dir := filepath.Join(work, "daemons")
+	ours, err := buildSubnetd(ctx, cfg.repo, dir)
+	if err != nil {
+		return []row{{scenario: scen, metric: firstLine(err), status: "FAILED"}}
+	}
+	ref := ours // the smoke test compares subnetd with itself
+	if cfg.flannelVersion != "" {
+		slog.Info("building flanneld", "version", cfg.flannelVersion)
+		if ref.bin, err = buildFlanneld(ctx, cfg.flannelVersion, dir); err != nil {
+			slog.Warn("flanneld cannot be built; its side stays empty", "err", err)
+			ref = daemon{}
+		}
+		ref.name = "flanneld"
+	}
+	var figs [2]daemonFigures
+	for k, d := range []daemon{ref, ours} {
+		if d.bin == "" {
+			figs[k] = emptyFigures(len(cfg.peerCounts))
+			continue
+		}
+		slog.Info("lease daemon", "name", d.name, "events", cfg.leaseEvents, "peers", cfg.peerCounts)
+		if figs[k], err = measureDaemon(ctx, cfg, d, etcdBin, filepath.Join(work, fmt.Sprintf("d%d-%s", k, d.name))); err != nil {
+			return []row{{scenario: scen, metric: d.name + ": " + firstLine(err), status: "FAILED"}}
+		}
+	}
+	return daemonRows(scen, cfg, figs)
+}
+
+func emptyFigures(n int) daemonFigures {
+	nan := math.NaN()
+	f := daemonFigures{rssKiB: nan, hwmKiB: nan, renewals: nan, firstErr: nan}
+	for range n {
+		f.full = append(f.full, nan)
+	}
+	return f
+}
+
+func firstLine(err error) string {
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	return msg
+}
+
+// daemonRows are the issue's figures; its targets bound ours, not ratios.
+func daemonRows(scen string, cfg config, f [2]daemonFigures) []row {
+	abs := func(metric string, prec int, ref, ours stat, target float64) row {
+		return row{scenario: scen, metric: metric, prec: prec, ref: ref, ours: ours, target: target, absolute: target != 0}
+	}
+	rows := []row{abs(fmt.Sprintf("new lease → route+neigh+FDB ms (%d events)", len(f[1].event)), 2,
+		summarize(f[0].event), summarize(f[1].event), 2)}
+	for i, n := range cfg.peerCounts {
+		target := map[int]float64{1000: 0.4, 2000: 0.6}[n]
+		rows = append(rows, abs(fmt.Sprintf("start → %d peers programmed, s", n), 2, single(f[0].full[i]), single(f[1].full[i]), target))
+	}
+	mb := func(kib float64) stat { return single(kib * 1024 / 1e6) }
+	rows = append(rows,
+		abs("RSS (VmRSS) with few peers, MB", 1, mb(f[0].rssKiB), mb(f[1].rssKiB), 22),
+		abs("peak RSS (VmHWM) after the largest start, MB", 1, mb(f[0].hwmKiB), mb(f[1].hwmKiB), 0),
+		abs("etcd unreachable: first error line, s", 2, single(f[0].firstErr), single(f[1].firstErr), 1))
+	renew := abs("netlink notifications while every peer renews", 0, single(f[0].renewals), single(f[1].renewals), 0)
+	renew.target, renew.absolute = 0.5, true // "none": any write misses it
+	return append(rows, renew)
+}
+
+// buildSubnetd builds subnetd as the Makefile does: static, without gRPC's
+// x/net/trace.
+func buildSubnetd(ctx context.Context, repo, dir string) (daemon, error) {
+	bin := filepath.Join(dir, "subnetd")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "grpcnotrace", "-o", bin, "./daemon/subnetd")
+	cmd.Dir = repo
+	cmd.Env = buildEnv()
+	return daemon{name: "subnetd", bin: bin}, runBuild(cmd, "building subnetd")
+}
+
+// flannelDropped is the one import removed from flanneld's main.go before
+// building: the module proxy refuses the Tencent Cloud SDK version that only
+// its Tencent VPC backend uses (see test/e2e/interop_test.go).
+const flannelDropped = `_ "github.com/flannel-io/flannel/pkg/backend/tencentvpc"`
+
+// buildFlanneld builds flanneld at version from the module proxy, without
+// its Tencent VPC backend, static like subnetd.
+func buildFlanneld(ctx context.Context, version, dir string) (string, error) {
+	dl := exec.CommandContext(ctx, "go", "mod", "download", "-json", "github.com/flannel-io/flannel@"+version)
+	dl.Dir, dl.Env = os.TempDir(), buildEnv("GOFLAGS=-mod=mod", "GOWORK=off")
+	out, err := dl.Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download flannel %s (needs the Go module proxy): %w %s", version, err, out)
+	}
+	_, rest, _ := strings.Cut(string(out), `"Dir": "`)
+	modDir, _, _ := strings.Cut(rest, `"`)
+	src := filepath.Join(dir, "flannel-src")
+	if err := os.CopyFS(src, os.DirFS(modDir)); err != nil {
+		return "", fmt.Errorf("copying flannel's source from %q: %w", modDir, err)
+	}
+	mainGo := filepath.Join(src, "main.go")
+	code, err := os.ReadFile(mainGo)
+	if err != nil || !strings.Contains(string(code), flannelDropped) {
+		return "", fmt.Errorf("flannel %s main.go no longer imports the Tencent backend: %v", version, err)
+	}
+	if err := os.WriteFile(mainGo, []byte(strings.Replace(string(code), flannelDropped, "", 1)), 0o644); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "flanneld")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin,
+		"-ldflags", "-X github.com/flannel-io/flannel/pkg/version.Version="+version, ".")
+	cmd.Dir, cmd.Env = src, buildEnv("GOFLAGS=-mod=mod", "GOWORK=off")
+	return bin, runBuild(cmd, "building flanneld "+version)
+}
+
+// procStatus reads a field of /proc/PID/status in KiB.
+func procStatus(pid int, field string) float64 {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return math.NaN()
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				kib, _ := strconv.ParseFloat(f[0], 64)
+				return kib
+			}
+		}
+	}
+	return math.NaN()
+}
+
+// measureDaemon runs every phase for one daemon in a lab of its own.
+func measureDaemon(ctx context.Context, cfg config, d daemon, etcdBin, dir string) (f daemonFigures, err error) {
+	l, err := newLeaseLab(ctx, etcdBin, dir)
+	defer func() { err = errors.Join(err, l.close()) }()
+	if err != nil {
+		return f, err
+	}
+	if err := eventPhase(ctx, cfg, l, d, &f); err != nil {
+		return f, fmt.Errorf("new leases: %w", err)
+	}
+	for i, n := range cfg.peerCounts {
+		s, hwm, err := fullPhase(ctx, l, d, i, n)
+		if err != nil {
+			return f, fmt.Errorf("start with %d peers: %w", n, err)
+		}
+		f.full, f.hwmKiB = append(f.full, s), hwm
+	}
+	f.firstErr, err = l.firstError(ctx, d, 5*time.Second)
+	return f, err
+}
+
+// startDaemon runs d on a fresh node under prefix (its network config put
+// first) and returns the node and the process.
+func startDaemon(ctx context.Context, l *leaseLab, d daemon, prefix string) (*namespace, *exec.Cmd, error) {
+	if err := l.put(ctx, prefix+"/config", netConfig); err != nil {
+		return nil, nil, err
+	}
+	node, err := l.node(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	dir := filepath.Join(l.dir, node.name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	cmd, err := l.spawn(node, d.name+"-"+node.name, io.Discard, d.argv(etcdURL, prefix, dir)...)
+	return node, cmd, err
+}
+
+// eventPhase: with the daemon running and settled, put new peer leases one
+// at a time and time each to its route, neighbour and FDB entry; then re-put
+// every one unchanged (a renewal) and count the notifications that follow.
+func eventPhase(ctx context.Context, cfg config, l *leaseLab, d daemon, f *daemonFigures) error {
+	prefix := "/bench/events"
+	node, cmd, err := startDaemon(ctx, l, d, prefix)
+	if err != nil {
+		return err
+	}
+	env := filepath.Join(l.dir, node.name, "subnet.env")
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(env); err == nil {
+			break
+		}
+		if time.Since(start) > 20*time.Second {
+			return fmt.Errorf("%s wrote no subnet.env within 20 s (log in %s)", d.name, l.dir)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // the daemon's start-up writes settle
+	t, err := track(node)
+	if err != nil {
+		return err
+	}
+	defer t.stop()
+	var peers []peer
+	for i := range cfg.leaseEvents {
+		p := peerN(i)
+		peers = append(peers, p)
+		start := time.Now()
+		if err := l.put(ctx, p.key(prefix), p.value()); err != nil {
+			return err
+		}
+		last, ok := t.programmed([]peer{p}, start.Add(5*time.Second))
+		if !ok {
+			return fmt.Errorf("%s did not program lease %s within 5 s", d.name, p.subnet)
+		}
+		f.event = append(f.event, float64(last.Sub(start).Microseconds())/1000)
+		time.Sleep(eventPause)
+	}
+	f.rssKiB = procStatus(cmd.Process.Pid, "VmRSS")
+	time.Sleep(time.Second)
+	before := t.notifications()
+	for _, p := range peers {
+		if err := l.put(ctx, p.key(prefix), p.value()); err != nil {
+			return err
+		}
+	}
+	time.Sleep(2 * time.Second)
+	f.renewals = float64(t.notifications() - before)
+	stopProc(cmd)
+	return nil
+}
+
+// fullPhase puts n peer leases, then starts the daemon on a fresh node and
+// times it to the last of their entries; it returns seconds and VmHWM.
+func fullPhase(ctx context.Context, l *leaseLab, d daemon, round, n int) (float64, float64, error) {
+	prefix := fmt.Sprintf("/bench/full%d", round)
+	peers := make([]peer, n)
+	kv := make([][2]string, n)
+	for i := range peers {
+		peers[i] = peerN(i)
+		kv[i] = [2]string{peers[i].key(prefix), peers[i].value()}
+	}
+	if err := l.putMany(ctx, kv); err != nil {
+		return 0, 0, err
+	}
+	if err := l.put(ctx, prefix+"/config", netConfig); err != nil {
+		return 0, 0, err
+	}
+	node, err := l.node(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	t, err := track(node)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer t.stop()
+	dir := filepath.Join(l.dir, node.name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	cmd, err := l.spawn(node, d.name+"-"+node.name, io.Discard, d.argv(etcdURL, prefix, dir)...)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer stopProc(cmd)
+	last, ok := t.programmed(peers, start.Add(60*time.Second))
+	if !ok {
+		return 0, 0, fmt.Errorf("%s did not program all %d peers within 60 s", d.name, n)
+	}
+	return last.Sub(start).Seconds(), procStatus(cmd.Process.Pid, "VmHWM"), nil
+}
