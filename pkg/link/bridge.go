@@ -49,8 +49,14 @@ func EnsureBridge(o BridgeOptions) (*netlink.Bridge, error) {
 		return nil, err
 	}
 	// The bridge's routes are ours; router advertisements must not add others.
-	if err := Sysctl("net/ipv6/conf/"+o.Name+"/accept_ra", "0"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
+	// And no duplicate address detection on it: while its link-local address
+	// is tentative (~1.5 s after the first port comes up) the node cannot
+	// solicit pods' neighbours, so IPv6 forwarded to a new pod is dropped.
+	// The bridge's addresses are the node's own on a segment only it routes.
+	for _, key := range []string{"accept_ra", "accept_dad"} {
+		if err := Sysctl("net/ipv6/conf/"+o.Name+"/"+key, "0"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
 	}
 	if err := netlink.LinkSetUp(br); err != nil {
 		return nil, fmt.Errorf("setting bridge %q up: %w", o.Name, err)
