@@ -60,6 +60,9 @@ type killRig struct {
 	mu    sync.Mutex
 	live  map[string]string // address -> container ID, for attachments whose ADD succeeded and DEL has not begun
 	stats killStats
+	// orphaned holds the pids of bridge processes whose host-local child was
+	// killed: their call failed because of a kill, whatever it printed.
+	orphaned sync.Map
 }
 
 type killStats struct {
@@ -107,11 +110,11 @@ func (r *killRig) call(verb, id, netnsPath string, stdin []byte, killAfter time.
 		defer timer.Stop()
 	}
 	err = cmd.Wait()
+	_, childKilled := r.orphaned.LoadAndDelete(cmd.Process.Pid)
 	r.stats.reclaims.Add(int64(strings.Count(stderr.String(), "reclaimed the address of an attachment that is gone")))
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		ws, _ := ee.Sys().(syscall.WaitStatus)
-		childKilled := strings.Contains(stdout.String(), "signal: killed")
 		if childKilled {
 			r.stats.childKills.Add(1)
 		}
@@ -151,11 +154,32 @@ func (r *killRig) killHostLocal(stop <-chan struct{}) {
 		if err != nil {
 			continue
 		}
-		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && target == exe {
+		target, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if ppid := parentOf(pid); err == nil && target == exe && ppid > 0 {
+			r.orphaned.Store(ppid, true) // before the kill: its bridge may be reaped at once
 			_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 		}
 		unix.Close(fd)
 	}
+}
+
+// parentOf reads a process's parent pid from /proc/<pid>/stat; 0 if gone.
+func parentOf(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// "pid (comm) state ppid ...": comm may hold spaces, so cut at the last ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
 
 // processesOf lists the pids whose executable is exe.
