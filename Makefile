@@ -8,12 +8,12 @@ SBIN     ?= /usr/local/bin
 # Debian packages the privileged tests and the demo use (unshare and mount
 # give cnitool a private view of /var/lib; GNU time measures the bench's peak RSS;
 # python3 is the demo's web server in a pod and its HTTP client).
-DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server time python3
+DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server time python3 iperf3
 # What install-conf installs: the node's network. The other files of conf/
 # are examples; the lexically first conflist in $(CNI_CONF) is the one used.
 CONF_FILES ?= conf/10-cbr0.conflist
 
-.PHONY: build test bench install install-conf demo deps clean
+.PHONY: build test fuzz soak bench install install-conf demo deps clean
 
 # Plugins go to bin/, the node daemon and the operator's cnictl to bin/daemon/: the two are
 # installed to different places.
@@ -32,6 +32,19 @@ deps:
 test: deps build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
+
+# Every fuzz target of the tree, FUZZTIME each (go test fuzzes one target per run).
+FUZZTIME ?= 2s
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
+
+# The long tier (not part of test): the reliability suite's long load runs
+# (SOAK=1 selects them) and every fuzz target for SOAK_FUZZTIME.
+SOAK_FUZZTIME ?= 60s
+soak: deps build
+	SOAK=1 $(GO) test -count=1 -timeout 120m ./test/reliability/...
+	FUZZTIME=$(SOAK_FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 # Side by side with the reference plugins (built from the Go module proxy),
 # in namespaces it creates and deletes; not part of test (which runs a smoke

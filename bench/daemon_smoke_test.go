@@ -49,3 +49,16 @@ func TestAbsoluteTarget(t *testing.T) {
 		})
 	}
 }
+
+// TestDataPlaneSmoke runs the data plane once per path for a second.
+func TestDataPlaneSmoke(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	rows := dataPlane(t.Context(), config{repo: "..", dpRuns: 1, dpSeconds: 1}, t.TempDir())
+	for _, r := range rows {
+		c := r.cells()
+		if r.status != "" || c[2] == "" || c[3] == "" || c[4] == "" {
+			t.Errorf("row %q: %q", r.metric, c)
+		}
+	}
+	checkNoNamespaces(t)
+}

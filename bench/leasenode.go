@@ -121,6 +121,11 @@ func (l *leaseLab) close() error {
 
 // node makes a fresh node namespace with eth0 on the underlay.
 func (l *leaseLab) node(ctx context.Context) (*namespace, error) {
+	return l.nodeAt(ctx, nodeAddr)
+}
+
+// nodeAt makes a fresh node namespace with eth0 at addr on the underlay.
+func (l *leaseLab) nodeAt(ctx context.Context, addr string) (*namespace, error) {
 	l.nodes++
 	n, err := l.nss.add(ctx, fmt.Sprintf("cnib%d-ln%d", os.Getpid(), l.nodes))
 	if err != nil {
@@ -130,7 +135,7 @@ func (l *leaseLab) node(ctx context.Context) (*namespace, error) {
 	for _, args := range [][]string{
 		{"-n", l.ul.name, "link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", n.name},
 		{"-n", l.ul.name, "link", "set", peer, "master", "br0", "up"},
-		{"-n", n.name, "addr", "add", nodeAddr + "/24", "dev", "eth0"},
+		{"-n", n.name, "addr", "add", addr + "/24", "dev", "eth0"},
 		{"-n", n.name, "link", "set", "eth0", "up"},
 	} {
 		if err := ip(ctx, args...); err != nil {

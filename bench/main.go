@@ -37,12 +37,15 @@ type config struct {
 	leaseEvents    int    // new leases timed one by one
 	peerCounts     []int  // peers in etcd before a node starts
 	flannelVersion string // flanneld release to compare with; "" compares subnetd with itself
+	dpRuns         int    // data plane: iperf3 runs per path, alternating; 0 skips it
+	dpSeconds      int    // data plane: seconds per iperf3 run
 }
 
 func defaultConfig() config {
 	return config{pods: 60, concPods: 100, workers: 8, rounds: 2, startupN: 100,
 		refVersion: "v1.9.1", repo: ".", command: "make bench",
-		leaseEvents: 40, peerCounts: []int{1000, 2000}, flannelVersion: "v0.28.10"}
+		leaseEvents: 40, peerCounts: []int{1000, 2000}, flannelVersion: "v0.28.10",
+		dpRuns: 3, dpSeconds: 3}
 }
 
 func main() {
@@ -59,6 +62,8 @@ func main() {
 	flag.StringVar(&cfg.markdown, "md", "", "update the results section of this markdown file (e.g. BENCHMARKS.md)")
 	flag.IntVar(&cfg.leaseEvents, "lease-events", cfg.leaseEvents, "new leases timed one by one in the lease daemons' bench; 0 skips it")
 	flag.StringVar(&cfg.flannelVersion, "flannel-version", cfg.flannelVersion, "flanneld release the lease daemons' bench compares subnetd with")
+	flag.IntVar(&cfg.dpRuns, "dp-runs", cfg.dpRuns, "data plane: iperf3 runs per path (overlay, hand-made vxlan, underlay); 0 skips it")
+	flag.IntVar(&cfg.dpSeconds, "dp-seconds", cfg.dpSeconds, "data plane: seconds per iperf3 run")
 	flag.StringVar(&cfg.command, "command", cfg.command, "the command line to record in the report")
 	flag.Parse()
 

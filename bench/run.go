@@ -95,6 +95,10 @@ func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (ou
 	if cfg.leaseEvents > 0 {
 		out.rows = append(out.rows, daemonBench(ctx, cfg, work)...)
 	}
+	if cfg.dpRuns > 0 {
+		slog.Info("data plane", "runs", cfg.dpRuns, "seconds", cfg.dpSeconds)
+		out.rows = append(out.rows, dataPlane(ctx, cfg, work)...)
+	}
 	slog.Info("start-up", "invocations", cfg.startupN)
 	bins, err := startup(ctx, sides, cfg.startupN, cfg.rssTool)
 	if err != nil {
