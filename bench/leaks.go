@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -91,7 +92,8 @@ func leakedRules(base, now ruleset, ids []string) int {
 
 // countReservations counts host-local's files under dataDir that belong to
 // an attachment: its records and, in ours, its index entries (the index's
-// stamp, .cnisuite/index, is the network's, as the lock is).
+// stamp, .cnisuite/index, is the network's, as the lock is), except those of
+// the pods a scenario put in place beforehand (prefillTag).
 func countReservations(dataDir string) (int, error) {
 	n := 0
 	err := filepath.WalkDir(dataDir, func(path string, d fs.DirEntry, err error) error {
@@ -100,7 +102,14 @@ func countReservations(dataDir string) (int, error) {
 		}
 		name := d.Name()
 		stamp := name == "index" && filepath.Base(filepath.Dir(path)) == ".cnisuite"
-		if name != "lock" && !strings.HasPrefix(name, "last_reserved_ip") && !stamp {
+		if name == "lock" || strings.HasPrefix(name, "last_reserved_ip") || stamp {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(data), prefillTag) {
 			n++
 		}
 		return nil

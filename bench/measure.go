@@ -74,6 +74,9 @@ func prepare(ctx context.Context, nss *namespaces, sc scenario, sd side, tag str
 	if err != nil {
 		return nil, err
 	}
+	if err := prefillReservations(s.dataDir, conf, sc.prefill); err != nil {
+		return nil, err
+	}
 	raw, err := json.Marshal(conf)
 	if err != nil {
 		return nil, err

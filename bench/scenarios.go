@@ -20,6 +20,9 @@ type scenario struct {
 	setup    func(ctx context.Context, node *namespace) error // nil: nothing to prepare
 	capArgs  func(pod int) map[string]any                     // nil: no runtime capabilities
 	target   targets
+	// prefill is how many reservations of other pods the network holds
+	// before the first ADD (see hostLocalScenario).
+	prefill int
 }
 
 // targets are the bounds on the ratios ours/reference; 0 is none.
@@ -145,5 +148,5 @@ func scenarios() []scenario {
 		},
 		setup:  setupMaster,
 		target: targets{conc: 1.5},
-	}, flannelScenario()}
+	}, flannelScenario(), hostLocalScenario(10, targets{}), hostLocalScenario(1000, targets{add: 0.5, del: 0.5})}
 }
