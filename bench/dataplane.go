@@ -269,3 +269,13 @@ func pingRTT(ctx context.Context, p path) (float64, error) {
 	}
 	return strconv.ParseFloat(m[1], 64)
 }
+
+// add appends rows to the table; a FAILED one fails the run as well.
+func (o *outcome) add(rows []row) {
+	for _, r := range rows {
+		if r.status == "FAILED" {
+			o.errs = append(o.errs, fmt.Errorf("%s: %s", r.scenario, r.metric))
+		}
+	}
+	o.rows = append(o.rows, rows...)
+}

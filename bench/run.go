@@ -21,6 +21,7 @@ type outcome struct {
 	scenarios []scenarioResult
 	bins      []binResult
 	rows      []row
+	errs      []error // of the lease daemons' bench and the data plane
 }
 
 // run builds both sides, measures every scenario and the binaries, prints
@@ -93,11 +94,11 @@ func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (ou
 		out.rows = append(out.rows, scenarioRows(res)...)
 	}
 	if cfg.leaseEvents > 0 {
-		out.rows = append(out.rows, daemonBench(ctx, cfg, work)...)
+		out.add(daemonBench(ctx, cfg, work))
 	}
 	if cfg.dpRuns > 0 {
 		slog.Info("data plane", "runs", cfg.dpRuns, "seconds", cfg.dpSeconds)
-		out.rows = append(out.rows, dataPlane(ctx, cfg, work)...)
+		out.add(dataPlane(ctx, cfg, work))
 	}
 	slog.Info("start-up", "invocations", cfg.startupN)
 	bins, err := startup(ctx, sides, cfg.startupN, cfg.rssTool)
@@ -111,7 +112,7 @@ func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (ou
 
 // failures joins the errors of failed scenarios and our leaks.
 func (o outcome) failures() error {
-	var errs []error
+	errs := o.errs
 	for _, s := range o.scenarios {
 		if s.err != nil {
 			errs = append(errs, s.err)
