@@ -175,8 +175,10 @@ func TestBinaryErrors(t *testing.T) {
 }
 
 // TestBinaryInteropWithReference switches a network between the reference
-// plugin and ours mid-life, as a node upgrade does. It needs a reference
-// host-local binary: set HOSTLOCAL_REFERENCE_BIN to its path.
+// plugin and ours mid-life, as a node upgrade (and a downgrade) does; our
+// index must follow what the reference did behind its back. It needs a
+// reference host-local binary: set HOSTLOCAL_REFERENCE_BIN to its path
+// (GOBIN=/tmp/ref go install github.com/containernetworking/plugins/plugins/ipam/host-local@v1.9.1).
 func TestBinaryInteropWithReference(t *testing.T) {
 	ref := os.Getenv("HOSTLOCAL_REFERENCE_BIN")
 	if ref == "" {
@@ -192,6 +194,10 @@ func TestBinaryInteropWithReference(t *testing.T) {
 		{ours, "DEL", "r1", ""},
 		{ref, "CHECK", "o1", ""},
 		{ref, "DEL", "o1", ""},
+		// Our index still lists o1's addresses, which the reference released:
+		// a second ADD of o1 is no "ADD without DEL".
+		{ours, "ADD", "o1", ""},
+		{ref, "DEL", "o1", ""},
 		{ours, "DEL", "r2", "last_reserved_ip.0 last_reserved_ip.1 lock"},
 	}
 	for _, s := range steps {
@@ -201,5 +207,8 @@ func TestBinaryInteropWithReference(t *testing.T) {
 		if got := files(t, dir); s.wantFiles != "" && got != s.wantFiles {
 			t.Fatalf("after %s %s by %s: %s, want %s", s.cmd, s.id, s.bin, got, s.wantFiles)
 		}
+	}
+	if n := indexed(t, dir); n != 0 {
+		t.Fatalf("%d attachments left in our index", n)
 	}
 }

@@ -89,11 +89,15 @@ func (plugin) Add(_ context.Context, a *cniplugin.Args) (_ types.Result, retErr 
 
 // exhaustedHint says what frees addresses, and how to see who holds them.
 func exhaustedHint(c *config, s *disk.Store) string {
-	hint := "no reservation's owner could be proved gone"
+	return fmt.Sprintf("%s; `cnictl ipam ls %s` shows who holds them (records in %s); the runtime's DEL or CNI GC frees those of containers that are gone; if all are in use, widen the range or add one to the set", reclaimNote(c), c.name, s.Dir())
+}
+
+// reclaimNote says why a full range stays full.
+func reclaimNote(c *config) string {
 	if !c.reclaimStale {
-		hint = "reclaiming reservations of gone namespaces is off (reclaimStale: false)"
+		return "reclaiming reservations of gone namespaces is off (reclaimStale: false)"
 	}
-	return fmt.Sprintf("%s; `cnictl ipam ls %s` shows who holds them (records in %s); the runtime's DEL or CNI GC frees those of containers that are gone; if all are in use, widen the range or add one to the set", hint, c.name, s.Dir())
+	return "no reservation's owner could be proved gone"
 }
 
 // reclaimGone frees the reservations whose owner is provably gone (see
@@ -270,7 +274,7 @@ func (plugin) Status(_ context.Context, a *cniplugin.Args) error {
 			gone = goneOnly(stale.Survey(s, &stale.Prober{}))
 		}
 		if !slices.ContainsFunc(gone, func(v stale.Verdict) bool { _, ok := set.RangeFor(v.Addr); return ok }) {
-			return netconf.Errorf(netconf.CodeExhausted, "no IP addresses available in network: %s: every address of range set %d (%s) is reserved; reservations of containers that are gone are freed by DEL or the runtime's CNI GC (records in %s), otherwise widen the range", c.name, i, set, s.Dir())
+			return netconf.Errorf(netconf.CodeExhausted, "no IP addresses available in network: %s: every address of range set %d (%s) is reserved and %s; reservations of containers that are gone are freed by DEL or the runtime's CNI GC (`cnictl ipam ls %s` shows who holds them; records in %s), otherwise widen the range", c.name, i, set, reclaimNote(c), c.name, s.Dir())
 		}
 	}
 	return nil
