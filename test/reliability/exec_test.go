@@ -26,7 +26,8 @@ type call struct {
 	netns       string // CNI_NETNS
 	containerID string
 	ifname      string
-	umask       int // applied while the plugin starts; -1 keeps the test's
+	umask       int    // applied while the plugin starts; -1 keeps the test's
+	dir         string // working directory; "" keeps the test's
 }
 
 type outcome struct {
@@ -47,6 +48,7 @@ func (c call) run(t *testing.T) outcome {
 		"CNI_NETNS=" + c.netns, "CNI_IFNAME=" + c.ifname, "CNI_PATH=" + binDir,
 	}
 	cmd.Stdin = bytes.NewReader(c.stdin)
+	cmd.Dir = c.dir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := c.start(cmd); err != nil {
