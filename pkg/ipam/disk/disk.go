@@ -138,7 +138,11 @@ func (s *Store) Reserve(addr netip.Addr, c ipam.Claim, set int) (bool, error) {
 	if _, err := os.Lstat(name); err == nil {
 		return false, nil
 	}
-	old, err := s.entryOf(c.Owner)
+	var old *entry
+	err := s.withIndex(func() (err error) {
+		old, err = s.entryOf(c.Owner)
+		return err
+	})
 	if err != nil {
 		return false, err
 	}

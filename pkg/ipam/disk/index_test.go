@@ -158,6 +158,25 @@ func TestInPlaceEditCaught(t *testing.T) {
 	}
 }
 
+// TestUnreadableEntryRebuilt: an index file garbled behind our back (the
+// stamp still matching) is rebuilt when Reserve needs it, not an error.
+func TestUnreadableEntryRebuilt(t *testing.T) {
+	s := open(t, t.TempDir())
+	reserve(t, s, a1, ipam.Claim{Owner: o1, Netns: ns1})
+	s.Close()
+	if err := os.WriteFile(s.entryPath(ownerKey(o1)), []byte("{garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, filepath.Dir(s.Dir()))
+	reserve(t, s, a6, ipam.Claim{Owner: o1, Netns: ns1})
+	if got := byOwner(t, s, o1); got != a1.String()+" "+a6.String() {
+		t.Fatalf("ByOwner = %q after the rebuild", got)
+	}
+	if got := netnsOf(t, s, a1); got != (ipam.Netns{}) {
+		t.Errorf("a proof survived its garbled entry: %+v", got)
+	}
+}
+
 // TestIndexCleanAfterRelease: releasing every address leaves no index file
 // but the stamp, and a refused Reserve leaves the index as it was.
 func TestIndexCleanAfterRelease(t *testing.T) {
