@@ -11,6 +11,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -42,6 +45,7 @@ type Registry struct {
 	prefix  string
 	ttl     time.Duration
 	timeout time.Duration
+	tls     *tls.Config // nil on plain connections; probed to explain a timeout
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID // 0 until a leased write needs one
@@ -70,7 +74,7 @@ func New(o Options) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(o.Endpoints, ","), err)
 	}
-	return &Registry{cli: cli, prefix: strings.TrimRight(o.Prefix, "/"), ttl: o.TTL, timeout: o.Timeout}, nil
+	return &Registry{cli: cli, prefix: strings.TrimRight(o.Prefix, "/"), ttl: o.TTL, timeout: o.Timeout, tls: o.TLS}, nil
 }
 
 // Close closes the client; the etcd lease stays, to be adopted by the next run.
@@ -119,7 +123,47 @@ func (r *Registry) wrap(what string, err error) error {
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):
 		return fmt.Errorf("%s: %w", what, subnet.ErrLeaseGone)
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%s: etcd at %s did not answer within %v: %w", what, strings.Join(r.cli.Endpoints(), ","), r.timeout, err)
+		return fmt.Errorf("%s: etcd at %s did not answer within %v%s: %w", what, strings.Join(r.cli.Endpoints(), ","), r.timeout, r.tlsTrouble(), err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// tlsTrouble explains a timeout that a refused TLS handshake caused: the
+// client retries those silently until the deadline, so without this the
+// operator of a wrong CA or a missing client certificate sees only "did not
+// answer". It returns "" on plain connections or when every handshake works.
+func (r *Registry) tlsTrouble() string {
+	if r.tls == nil {
+		return ""
+	}
+	for _, ep := range r.cli.Endpoints() {
+		u, err := url.Parse(ep)
+		if err != nil || u.Host == "" {
+			continue
+		}
+		if err := probeTLS(u.Host, r.tls, r.timeout); err != nil {
+			return fmt.Sprintf(" (TLS with %s failed: %v; check --etcd-cafile, --etcd-certfile and --etcd-keyfile)", u.Host, err)
+		}
+	}
+	return ""
+}
+
+// probeTLS makes one handshake with addr and reads briefly, since under TLS
+// 1.3 a server refuses a client certificate only after the client's side of
+// the handshake is done. A read that times out means the session was accepted.
+func probeTLS(addr string, base *tls.Config, timeout time.Duration) error {
+	c := base.Clone()
+	if c.ServerName == "" {
+		c.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", addr, c)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := conn.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
 }
