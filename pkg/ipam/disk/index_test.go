@@ -112,7 +112,8 @@ func TestIndexFollowsTheReference(t *testing.T) {
 
 // TestKilledVerbRebuilds: a verb killed after writing an index entry but
 // before linking its record leaves no stamp; the next Open drops the entry
-// and keeps the proof of the record that was completed.
+// and the temporary record, and keeps the proof of the record that was
+// completed.
 func TestKilledVerbRebuilds(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
@@ -121,11 +122,15 @@ func TestKilledVerbRebuilds(t *testing.T) {
 	if err := replaceFile(s.entryPath(ownerKey(o2)), formatEntry(orphan)); err != nil {
 		t.Fatal(err)
 	}
-	s.lock.Close() // killed: Close never ran
+	write(t, s, ".reserve-77", "c2\r\neth0") // the record it was writing
+	s.lock.Close()                           // killed: Close never ran
 	if _, err := os.Stat(s.stampPath()); !os.IsNotExist(err) {
 		t.Fatalf("the stamp survived a change without Close: %v", err)
 	}
 	s = open(t, dir)
+	if got, want := names(t, s.Dir()), ".cnisuite 10.0.0.2 last_reserved_ip.0 lock"; got != want {
+		t.Errorf("after the rebuild %q, want %q (the killed writer's file removed)", got, want)
+	}
 	if got := byOwner(t, s, o2); got != "" {
 		t.Errorf("ByOwner of the orphan entry = %q", got)
 	}

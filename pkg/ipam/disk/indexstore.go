@@ -151,7 +151,9 @@ func (s *Store) Rebuild() error { return s.rebuild() }
 
 // rebuild indexes every record that names an owner. What an old entry said
 // about a record (its namespace) is kept only when the entry names that very
-// record: same owner, same inode. Entries of no record are removed.
+// record: same owner, same inode. Entries of no record are removed, and so
+// are the temporary files of writers killed half-way (the usual reason for
+// a rebuild).
 func (s *Store) rebuild() error {
 	if err := s.invalidate(); err != nil {
 		return err
@@ -161,6 +163,7 @@ func (s *Store) rebuild() error {
 		s.broken = true
 		return fmt.Errorf("creating the reservation index %s: %w", owners, err)
 	}
+	staleErr := s.RemoveStale()
 	recs, scanErr := s.scan()
 	old := s.readEntries(owners)
 	want := map[string]*entry{}
@@ -176,7 +179,7 @@ func (s *Store) rebuild() error {
 		want[key] = want[key].with(r.Owner, h)
 	}
 	s.entries = map[string]*entry{}
-	errs := []error{scanErr}
+	errs := []error{staleErr, scanErr}
 	for key, e := range want {
 		if o := old[key]; o == nil || !bytes.Equal(formatEntry(o), formatEntry(e)) {
 			errs = append(errs, s.writeEntry(e.owner(), e))
