@@ -67,11 +67,12 @@ func dispatch(e *env, c *command, path, args []string) error {
 	if c.run != nil {
 		return c.run(e, args)
 	}
-	if len(args) == 0 || isHelp(args[0]) {
+	if len(args) == 0 {
 		help(e.stderr, c, path)
-		if len(args) == 0 {
-			return usagef("%s: missing command", strings.Join(path, " "))
-		}
+		return usagef("%s: missing command", strings.Join(path, " "))
+	}
+	if isHelp(args[0]) {
+		help(e.stdout, c, path) // asked for: the answer, not a complaint
 		return flag.ErrHelp
 	}
 	for _, s := range c.subs {

@@ -27,7 +27,7 @@ func TestDispatch(t *testing.T) {
 	tests := []struct {
 		args   []string
 		code   int
-		stderr string
+		stderr string // stdout for help asked for
 	}{
 		{nil, 2, "cnictl: missing command"},
 		{[]string{"help"}, 0, "cnictl ipam ls"},
@@ -45,7 +45,10 @@ func TestDispatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			code, _, stderr := run(tt.args...)
+			code, stdout, stderr := run(tt.args...)
+			if code == 0 {
+				stderr = stdout + stderr // flag's own -h help goes to its output, stderr
+			}
 			if code != tt.code || !strings.Contains(stderr, tt.stderr) {
 				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr, tt.code, tt.stderr)
 			}
