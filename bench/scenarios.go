@@ -100,7 +100,7 @@ func setupMaster(ctx context.Context, node *namespace) error {
 }
 
 // scenarios are every chain the bench measures, with the issue's targets.
-// The flannel chain and the overlay's data plane come with issues 5 and 6.
+// The lease daemons and the data plane are measured apart (subnetd.go, dataplane.go).
 func scenarios() []scenario {
 	bridgeTargets := targets{add: 0.5, del: 0.8, conc: 1.5}
 	return []scenario{{
