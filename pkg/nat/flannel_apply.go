@@ -195,6 +195,8 @@ func (h FlannelHost) restore(ctx context.Context, f family, lines map[string][]s
 	}
 	_, err := h.runner().Run(ctx, payload.String(), f.restore(), "--noflush", "-w", "10")
 	switch {
+	case lockHeld(err) != nil:
+		return lockHeld(err)
 	case err != nil && strings.Contains(err.Error(), "random-fully"):
 		return fmt.Errorf("applying flannel's host rules: %w: %w", ErrRandomFullyUnsupported, err)
 	case err != nil:

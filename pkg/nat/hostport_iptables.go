@@ -56,7 +56,7 @@ func (h HostPorts) addFamily(ctx context.Context, c *HostPortConf, container net
 		return nil // every mapping is bound to a host IP of the other family
 	}
 	err := h.restore(ctx, f, r.fastLines())
-	if err == nil || errors.Is(err, ErrNotInstalled) {
+	if err == nil || errors.Is(err, ErrNotInstalled) || errors.Is(err, ErrXtablesLock) {
 		return err
 	}
 	return h.transact(ctx, f, func(t *natTable) []string {
@@ -181,7 +181,8 @@ func (h HostPorts) transact(ctx context.Context, f family, build func(*natTable)
 		if len(lines) == 0 {
 			return nil
 		}
-		if err = h.restore(ctx, f, lines); err == nil || errors.Is(err, ErrNotInstalled) {
+		// The lock was already waited for: another round would only wait again.
+		if err = h.restore(ctx, f, lines); err == nil || errors.Is(err, ErrNotInstalled) || errors.Is(err, ErrXtablesLock) {
 			return err
 		}
 	}
@@ -213,8 +214,8 @@ func (h HostPorts) restore(ctx context.Context, f family, lines []string) error 
 	if errors.As(err, &ee) {
 		return fmt.Errorf("%s: %w", f.restore(), ErrNotInstalled)
 	}
-	if strings.Contains(err.Error(), "xtables lock") {
-		return netconf.Errorf(netconf.CodeTryAgainLater, "another program holds the xtables lock; try again: %w", err)
+	if lerr := lockHeld(err); lerr != nil {
+		return lerr
 	}
 	re := &restoreError{err: err}
 	if n := restoreFailedLine(err.Error()); n >= 0 && n < len(lines) {

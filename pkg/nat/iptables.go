@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+
+	"github.com/cnisuite/cni/pkg/netconf"
 )
 
 // Runner runs a command with stdin and returns its stdout. Tests fake it.
@@ -34,6 +36,19 @@ func (Exec) Run(ctx context.Context, stdin, name string, args ...string) (string
 		return "", fmt.Errorf("%s: %w: %s", name, err, bytes.TrimSpace(errOut.Bytes()))
 	}
 	return out.String(), nil
+}
+
+// ErrXtablesLock is wrapped by the error of a restore that gave up waiting
+// for the xtables lock (legacy iptables takes it; iptables-nft does not).
+var ErrXtablesLock = errors.New("another program holds the xtables lock (waited 10 s); try again")
+
+// lockHeld returns the try-again-later error (code 11) of a restore that
+// failed on the xtables lock, or nil when err is something else.
+func lockHeld(err error) error {
+	if err == nil || !strings.Contains(err.Error(), "xtables lock") {
+		return nil
+	}
+	return netconf.Errorf(netconf.CodeTryAgainLater, "%w", fmt.Errorf("%w: %w", ErrXtablesLock, err))
 }
 
 // ErrNotInstalled says the iptables binaries are missing.
@@ -101,6 +116,9 @@ func (m Masq) read(ctx context.Context, f family) (*natTable, error) {
 func (m Masq) commit(ctx context.Context, f family, lines []string) error {
 	payload := "*nat\n" + strings.Join(lines, "\n") + "\nCOMMIT\n"
 	if _, err := m.runner().Run(ctx, payload, f.restore(), "--noflush", "-w", "10"); err != nil {
+		if lerr := lockHeld(err); lerr != nil {
+			return lerr
+		}
 		return fmt.Errorf("applying masquerade rules: %w", err)
 	}
 	return nil

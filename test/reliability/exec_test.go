@@ -27,7 +27,8 @@ type call struct {
 	containerID string
 	ifname      string
 	umask       int    // applied while the plugin starts; -1 keeps the test's
-	dir         string // working directory; "" keeps the test's
+	dir         string   // working directory; "" keeps the test's
+	env         []string // added to the environment
 }
 
 type outcome struct {
@@ -47,6 +48,7 @@ func (c call) run(t *testing.T) outcome {
 		"PATH=" + os.Getenv("PATH"), "CNI_COMMAND=" + c.cmd, "CNI_CONTAINERID=" + c.containerID,
 		"CNI_NETNS=" + c.netns, "CNI_IFNAME=" + c.ifname, "CNI_PATH=" + binDir,
 	}
+	cmd.Env = append(cmd.Env, c.env...)
 	cmd.Stdin = bytes.NewReader(c.stdin)
 	cmd.Dir = c.dir
 	var stdout, stderr bytes.Buffer
