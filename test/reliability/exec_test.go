@@ -26,7 +26,7 @@ type call struct {
 	netns       string // CNI_NETNS
 	containerID string
 	ifname      string
-	umask       int    // applied while the plugin starts; -1 keeps the test's
+	umask       int      // applied while the plugin starts; -1 keeps the test's
 	dir         string   // working directory; "" keeps the test's
 	env         []string // added to the environment
 }
