@@ -29,6 +29,7 @@ type call struct {
 	umask       int      // applied while the plugin starts; -1 keeps the test's
 	dir         string   // working directory; "" keeps the test's
 	env         []string // added to the environment
+	wrap        []string // runs "ip netns exec" through this (nsenter into a mount namespace)
 }
 
 type outcome struct {
@@ -43,7 +44,8 @@ func (c call) run(t *testing.T) outcome {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", c.node.Name, filepath.Join(binDir, c.plugin))
+	argv := append(c.wrap, "ip", "netns", "exec", c.node.Name, filepath.Join(binDir, c.plugin))
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"), "CNI_COMMAND=" + c.cmd, "CNI_CONTAINERID=" + c.containerID,
 		"CNI_NETNS=" + c.netns, "CNI_IFNAME=" + c.ifname, "CNI_PATH=" + binDir,

@@ -1,0 +1,190 @@
+package reliability
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	netnstest "github.com/cnisuite/cni/test/netns"
+)
+
+// mountNS is a private mount namespace kept alive by a sleeping process:
+// mounts made in it are seen only by what runs in it (through enter) and by
+// the test through its /proc/PID/root, and vanish when it ends.
+type mountNS struct {
+	t   *testing.T
+	pid int
+}
+
+func newMountNS(t *testing.T) *mountNS {
+	t.Helper()
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sleep", "infinity")
+	if err := cmd.Start(); err != nil {
+		t.Skipf("needs unshare (util-linux): %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	m := &mountNS{t: t, pid: cmd.Process.Pid}
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", m.pid)); err == nil && ns != self {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("unshare did not make a mount namespace")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// enter is the prefix of a command run inside the namespace.
+func (m *mountNS) enter() []string {
+	return []string{"nsenter", "--target", fmt.Sprint(m.pid), "--mount", "--"}
+}
+
+func (m *mountNS) run(args ...string) {
+	m.t.Helper()
+	argv := append(m.enter(), args...)
+	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		m.t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+}
+
+// path is where the test sees p as the namespace sees it.
+func (m *mountNS) path(p string) string { return fmt.Sprintf("/proc/%d/root%s", m.pid, p) }
+
+// diskFault is one way the IPAM data dir fails under a working reservation.
+type diskFault struct {
+	name  string
+	apply func(t *testing.T, m *mountNS, dataDir string) (undo func())
+}
+
+var diskFaults = []diskFault{
+	{"read-only", func(t *testing.T, m *mountNS, dataDir string) func() {
+		m.run("mount", "--bind", dataDir, dataDir)
+		m.run("mount", "-o", "remount,bind,ro", dataDir)
+		return func() { m.run("mount", "-o", "remount,bind,rw", dataDir) }
+	}},
+	{"full", func(t *testing.T, m *mountNS, dataDir string) func() {
+		filler := m.path(filepath.Join(dataDir, "filler"))
+		fillUp(t, filler)
+		return func() {
+			if err := os.Remove(filler); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}},
+}
+
+// fillUp writes path until the file system is full.
+func fillUp(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+}
+
+// TestIPAMDiskFaults: with the IPAM data dir read-only or full (a tiny
+// tmpfs, in a private mount namespace), a bridge ADD fails with code 5 (I/O),
+// leaves no veth, no reservation and no temporary file, keeps the records
+// already there, and works again once the fault is gone.
+func TestIPAMDiskFaults(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	for _, fault := range diskFaults {
+		t.Run(fault.name, func(t *testing.T) {
+			node, pod, pod2 := netnstest.New(t, "cni-rel-node"), netnstest.New(t, "cni-rel-pod"), netnstest.New(t, "cni-rel-pod")
+			m := newMountNS(t)
+			dataDir := t.TempDir()
+			m.run("mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "reltmpfs", dataDir)
+			conf := mustJSON(t, map[string]any{"cniVersion": "1.1.0", "name": "reldisk", "type": "bridge", "bridge": "relbr0",
+				"ipam": map[string]any{"type": "host-local", "dataDir": dataDir, "ranges": []any{[]any{map[string]any{"subnet": "10.93.0.0/24"}}}}})
+			first := call{plugin: "bridge", cmd: "ADD", stdin: conf, node: node, netns: pod.Path, containerID: "disk-a", ifname: "eth0", umask: -1, wrap: m.enter()}
+			first.run(t).ok(t, "ADD before the fault")
+			netDir := m.path(filepath.Join(dataDir, "reldisk"))
+			before := dirNames(t, netDir)
+
+			undo := fault.apply(t, m, dataDir)
+			second := first
+			second.netns, second.containerID = pod2.Path, "disk-b"
+			o := second.run(t)
+			if code := o.code(t); code != 5 {
+				t.Errorf("ADD with the data dir %s: code %d, want 5\n%s", fault.name, code, o.stdout)
+			}
+			if after := dirNames(t, netDir); after != before {
+				t.Errorf("data dir changed by the failed ADD:\nbefore: %s\nafter:  %s", before, after)
+			}
+			if links := pod2.Run(t, "ip", "-o", "link", "show"); strings.Count(strings.TrimSpace(links), "\n") != 0 {
+				t.Errorf("links left in the pod:\n%s", links)
+			}
+			if out := node.Run(t, "ip", "-o", "link", "show", "type", "veth"); strings.Count(strings.TrimSpace(out), "\n") != 0 {
+				t.Errorf("want only the first pod's veth on the node:\n%s", out)
+			}
+
+			undo()
+			second.run(t).ok(t, "ADD once the fault is gone")
+			for _, c := range []call{first, second} {
+				c.cmd = "DEL"
+				c.run(t).ok(t, "DEL")
+			}
+			for _, entry := range strings.Fields(dirNames(t, netDir)) {
+				if _, err := netip.ParseAddr(strings.Split(entry, ":")[0]); err == nil {
+					t.Errorf("reservation %s left after DEL", entry)
+				}
+			}
+		})
+	}
+}
+
+// stampFile is host-local's index stamp: a mutating verb removes it first
+// and writes it back last, so a verb that fails on a full disk leaves it
+// missing and the next one rebuilds the index. It is a cache, not state.
+const stampFile = ".cnisuite/index"
+
+// dirNames lists the files under dir with their sizes (so a half-written
+// file shows), and its directories, but the index stamp.
+func dirNames(t *testing.T, dir string) string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || path == dir {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		if rel == stampFile {
+			return nil
+		}
+		if d.IsDir() {
+			out = append(out, rel+"/")
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		out = append(out, fmt.Sprintf("%s:%d", rel, info.Size()))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(out, " ")
+}
