@@ -78,7 +78,8 @@ func TestXtablesLockHeld(t *testing.T) {
 }
 
 // nothingLeft fails on a veth in the node, a link but lo in the pod, a
-// reservation (a file named by its address) under dataDir or a CNI chain in the node's tables.
+// reservation (a file named by its address) under dataDir or a CNI chain in
+// the node's tables, read with the iptables of path ("": the test's PATH).
 func nothingLeft(t *testing.T, node, pod *netnstest.NS, dataDir, path string) {
 	t.Helper()
 	if out := node.Run(t, "ip", "-o", "link", "show", "type", "veth"); strings.TrimSpace(out) != "" {
@@ -93,8 +94,14 @@ func nothingLeft(t *testing.T, node, pod *netnstest.NS, dataDir, path string) {
 		}
 		return nil
 	})
+	if path == "" {
+		path = os.Getenv("PATH")
+	}
 	for _, save := range []string{"iptables-save", "ip6tables-save"} {
-		out, _ := node.Try("env", "PATH="+path, save)
+		out, err := node.Try("env", "PATH="+path, save)
+		if err != nil {
+			t.Errorf("%s in the node: %v", save, err)
+		}
 		for _, line := range strings.Split(out, "\n") {
 			if strings.Contains(line, "CNI") {
 				t.Errorf("%s in the node: %s", save, line)
