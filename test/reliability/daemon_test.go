@@ -2,6 +2,8 @@ package reliability
 
 import (
 	"bufio"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -158,6 +160,10 @@ func (n *daemonNode) eventually(what string, within time.Duration, cond func() b
 // httpGet makes one HTTP/1.0 GET from inside the node, on the thread that
 // entered it (an http.Client's dialer could run on another).
 func (n *daemonNode) httpGet(addr, path string) (code int, body string) {
+	return n.httpDo(addr, "GET", path, nil)
+}
+
+func (n *daemonNode) httpDo(addr, method, path string, payload []byte) (code int, body string) {
 	_ = netns.Do(n.ns.Path, func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
@@ -165,7 +171,8 @@ func (n *daemonNode) httpGet(addr, path string) (code int, body string) {
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-		fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr)
+		fmt.Fprintf(c, "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", method, path, addr, len(payload))
+		_, _ = c.Write(payload)
 		r := bufio.NewReader(c)
 		status, err := r.ReadString('\n')
 		if err != nil {
@@ -173,6 +180,9 @@ func (n *daemonNode) httpGet(addr, path string) (code int, body string) {
 		}
 		_, _ = fmt.Sscanf(status, "HTTP/%s %d", new(string), &code)
 		rest, _ := io.ReadAll(r)
+		if i := strings.Index(string(rest), "\r\n\r\n"); i >= 0 {
+			rest = rest[i+4:]
+		}
 		body = string(rest)
 		return nil
 	})
@@ -204,3 +214,20 @@ func (n *daemonNode) listening(port int) bool {
 	}
 	return false
 }
+
+// etcd posts to the JSON gateway of the node's etcd (keys and values are
+// base64 there) and returns the answer.
+func (n *daemonNode) etcd(path string, body map[string]any) string {
+	n.t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	code, out := n.httpDo("127.0.0.1:2379", "POST", path, b)
+	if code != 200 {
+		n.t.Fatalf("etcd %s: HTTP %d %s", path, code, out)
+	}
+	return out
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
