@@ -4,7 +4,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -111,10 +114,46 @@ func (c *Config) Validate() error {
 	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
 		errs = append(errs, errors.New("give both --etcd-certfile and --etcd-keyfile, or neither"))
 	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level %q: use debug, info, warn or error", c.LogLevel))
+	}
+	for _, e := range c.endpoints() {
+		if err := checkEndpoint(e); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.NodeID != "" && strings.ContainsAny(c.NodeID, " \t\n") {
 		errs = append(errs, fmt.Errorf("--node-id %q must not contain blanks", c.NodeID))
 	}
 	return errors.Join(errs...)
+}
+
+// checkEndpoint rejects an etcd endpoint the client would retry forever
+// without saying why: it must be an http(s) URL with a host and port
+// (or a unix socket), as flanneld's --etcd-endpoints, or a bare HOST:PORT,
+// which the etcd client also takes.
+func checkEndpoint(e string) error {
+	if !strings.Contains(e, "://") {
+		if host, _, err := net.SplitHostPort(e); err != nil || host == "" {
+			return fmt.Errorf("--etcd-endpoints %q: want a URL like http://HOST:2379", e)
+		}
+		return nil
+	}
+	u, err := url.Parse(e)
+	if err != nil {
+		return fmt.Errorf("--etcd-endpoints %q: %w", e, err)
+	}
+	switch u.Scheme {
+	case "http", "https":
+		if _, _, err := net.SplitHostPort(u.Host); err != nil || u.Hostname() == "" {
+			return fmt.Errorf("--etcd-endpoints %q: want a URL like http://HOST:2379", e)
+		}
+	case "unix", "unixs":
+	default:
+		return fmt.Errorf("--etcd-endpoints %q: want a URL like http://HOST:2379 or https://HOST:2379", e)
+	}
+	return nil
 }
 
 func (c *Config) endpoints() []string {

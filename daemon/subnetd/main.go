@@ -32,7 +32,11 @@ func main() {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
-	if err := cfg.Validate(); err != nil {
+	err := cfg.Validate()
+	if fs.NArg() > 0 {
+		err = errors.Join(err, fmt.Errorf("unexpected arguments %q: subnetd takes only flags", fs.Args()))
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "subnetd: %v\n", err)
 		os.Exit(2)
 	}
