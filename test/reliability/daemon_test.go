@@ -52,10 +52,17 @@ func newDaemonNode(t *testing.T) *daemonNode {
 	n.ns.Run(t, "ip", "link", "add", "ul0", "type", "bridge")
 	n.ns.Run(t, "ip", "addr", "add", nodeIP+"/24", "dev", "ul0")
 	n.ns.Run(t, "ip", "link", "set", "ul0", "up")
-	if err := os.WriteFile(filepath.Join(n.dir, "net-conf.json"), []byte(netConf), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	n.setNetConf(netConf)
 	return n
+}
+
+// setNetConf writes the net-conf.json given to subnetd (stored in etcd by
+// the first subnetd that finds none there).
+func (n *daemonNode) setNetConf(conf string) {
+	n.t.Helper()
+	if err := os.WriteFile(filepath.Join(n.dir, "net-conf.json"), []byte(conf), 0o644); err != nil {
+		n.t.Fatal(err)
+	}
 }
 
 // proc is a process started in the node, stopped at the test's end.
