@@ -140,3 +140,28 @@ func FuzzLoad(f *testing.F) {
 		_ = b.ValidList()
 	})
 }
+
+func TestPickMAC(t *testing.T) {
+	tests := []struct {
+		name    string
+		sources []MACSource
+		want    string
+		code    uint
+	}{
+		{"none", []MACSource{{Name: "a"}, {Name: "b"}}, "", 0},
+		{"first set wins", []MACSource{{Name: "a"}, {Name: "b", Value: "02:00:00:00:00:02"}, {Name: "c", Value: "02:00:00:00:00:03"}}, "02:00:00:00:00:02", 0},
+		{"multicast", []MACSource{{Name: "a", Value: "01:00:00:00:00:01"}}, "", CodeInvalidConfig},
+		{"zero", []MACSource{{Name: "a", Value: "00:00:00:00:00:00"}}, "", CodeInvalidConfig},
+		{"bad from env", []MACSource{{Name: "CNI_ARGS MAC", Value: "nope", FromEnv: true}}, "", CodeInvalidEnv},
+	}
+	for _, tt := range tests {
+		got, err := PickMAC(tt.sources...)
+		var ne *Error
+		switch {
+		case tt.code != 0 && (!errors.As(err, &ne) || ne.Code != tt.code):
+			t.Errorf("%s: err %v, want code %d", tt.name, err, tt.code)
+		case tt.code == 0 && (err != nil || got.String() != tt.want && !(got == nil && tt.want == "")):
+			t.Errorf("%s: got %v, %v; want %q", tt.name, got, err, tt.want)
+		}
+	}
+}

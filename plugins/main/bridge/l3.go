@@ -8,12 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netconf"
@@ -114,26 +112,11 @@ func configureContainer(ifName string, res *current.Result, dad bool) error {
 		return fmt.Errorf("setting %q up: %w", ifName, err)
 	}
 	if dad {
-		if err := settleDAD(l); err != nil {
+		if err := link.SettleDAD(l); err != nil {
 			return err
 		}
 	}
-	for _, r := range res.Routes {
-		nr := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: &r.Dst, Gw: r.GW, Priority: r.Priority, MTU: r.MTU, AdvMSS: r.AdvMSS}
-		if nr.Gw == nil {
-			nr.Gw = gwOf[r.Dst.IP.To4() == nil]
-		}
-		if r.Table != nil {
-			nr.Table = *r.Table
-		}
-		if r.Scope != nil {
-			nr.Scope = netlink.Scope(*r.Scope)
-		}
-		if err := netlink.RouteAdd(nr); err != nil {
-			return fmt.Errorf("adding route %v via %v: %w", r.Dst.String(), nr.Gw, err)
-		}
-	}
-	return nil
+	return link.AddRoutes(l, res.Routes, gwOf)
 }
 
 // containerSysctls sets what the reference sets. Failures are ignored as
@@ -151,22 +134,6 @@ func containerSysctls(ifName string, res *current.Result, dad bool) {
 		set("net/ipv6/conf/"+ifName+"/accept_dad", "0")
 	}
 	set("net/ipv4/conf/"+ifName+"/arp_notify", "1")
-}
-
-// settleDAD waits until no IPv6 address of l is tentative, since routes via
-// a gateway cannot use a tentative source address.
-func settleDAD(l netlink.Link) error {
-	for range 100 {
-		addrs, err := link.Addrs(l, netlink.FAMILY_V6)
-		if err != nil {
-			return err
-		}
-		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.Flags&unix.IFA_F_TENTATIVE != 0 }) {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("IPv6 addresses of %q are still tentative (duplicate address detection); another host may hold the address", l.Attrs().Name)
 }
 
 // setupGateways puts the gateway addresses on the bridge (or on its VLAN

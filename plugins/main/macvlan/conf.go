@@ -90,35 +90,9 @@ func pickMAC(c *NetConf, cniArgs string) (net.HardwareAddr, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, val := "\"mac\"", c.Mac
-	if kv["MAC"] != "" {
-		src, val = "CNI_ARGS MAC", kv["MAC"]
-	}
-	if c.Args.Cni.Mac != "" {
-		src, val = "args.cni.mac", c.Args.Cni.Mac
-	}
-	if c.RuntimeConfig.Mac != "" {
-		src, val = "runtimeConfig.mac", c.RuntimeConfig.Mac
-	}
-	if val == "" {
-		return nil, nil
-	}
-	mac, err := net.ParseMAC(val)
-	if err != nil || len(mac) != 6 || mac[0]&1 == 1 || isZero(mac) {
-		code := netconf.CodeInvalidConfig
-		if src == "CNI_ARGS MAC" {
-			code = netconf.CodeInvalidEnv
-		}
-		return nil, netconf.Errorf(code, "%s %q is not a unicast Ethernet MAC address (like 02:42:ac:11:00:02)", src, val)
-	}
-	return mac, nil
-}
-
-func isZero(mac net.HardwareAddr) bool {
-	for _, b := range mac {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
+	return netconf.PickMAC(
+		netconf.MACSource{Name: "runtimeConfig.mac", Value: c.RuntimeConfig.Mac},
+		netconf.MACSource{Name: "args.cni.mac", Value: c.Args.Cni.Mac},
+		netconf.MACSource{Name: "CNI_ARGS MAC", Value: kv["MAC"], FromEnv: true},
+		netconf.MACSource{Name: `"mac"`, Value: c.Mac})
 }

@@ -6,11 +6,9 @@ import (
 	"net"
 	"slices"
 	"syscall"
-	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netconf"
@@ -48,11 +46,11 @@ func configure(ifName string, c *NetConf, res *current.Result) error {
 		return err
 	}
 	if c.EnableDad && hasV6 {
-		if err := settleDAD(l); err != nil {
+		if err := link.SettleDAD(l); err != nil {
 			return err
 		}
 	}
-	return addRoutes(l, res, gwOf)
+	return link.AddRoutes(l, res.Routes, gwOf)
 }
 
 // minIPv6MTU is the smallest MTU on which the kernel enables IPv6 (RFC 8200).
@@ -67,28 +65,6 @@ func setUp(l netlink.Link) error {
 	}
 	if err != nil {
 		return fmt.Errorf("setting %q up: %w", l.Attrs().Name, err)
-	}
-	return nil
-}
-
-// addRoutes adds res's routes through l. A route without a gateway goes via
-// its family's first gateway, and routes to one destination become
-// multipath, as in the reference.
-func addRoutes(l netlink.Link, res *current.Result, gwOf map[bool]net.IP) error {
-	for _, r := range res.Routes {
-		nr := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: &r.Dst, Gw: r.GW, Priority: r.Priority, MTU: r.MTU, AdvMSS: r.AdvMSS}
-		if nr.Gw == nil {
-			nr.Gw = gwOf[r.Dst.IP.To4() == nil]
-		}
-		if r.Table != nil {
-			nr.Table = *r.Table
-		}
-		if r.Scope != nil {
-			nr.Scope = netlink.Scope(*r.Scope)
-		}
-		if err := netlink.RouteAddEcmp(nr); err != nil {
-			return fmt.Errorf("adding route %v via %v: %w", r.Dst.String(), nr.Gw, err)
-		}
 	}
 	return nil
 }
@@ -113,31 +89,5 @@ func containerSysctls(ifName string, hasV6, dad bool) {
 		set("net/ipv6/conf/"+ifName+"/accept_dad", "1")
 	} else {
 		set("net/ipv6/conf/"+ifName+"/accept_dad", "0")
-	}
-}
-
-// dadTimeout bounds the wait for DAD; the kernel needs about a second per probe.
-const dadTimeout = 5 * time.Second
-
-// settleDAD waits until no IPv6 address of l is tentative, since routes via
-// a gateway cannot use a tentative source address, and fails at once when
-// another host holds one of them.
-func settleDAD(l netlink.Link) error {
-	deadline := time.Now().Add(dadTimeout)
-	for {
-		addrs, err := link.Addrs(l, netlink.FAMILY_V6)
-		if err != nil {
-			return err
-		}
-		if i := slices.IndexFunc(addrs, func(a netlink.Addr) bool { return a.Flags&unix.IFA_F_DADFAILED != 0 }); i >= 0 {
-			return fmt.Errorf("address %v failed duplicate address detection: another host on the segment holds it", addrs[i].IPNet)
-		}
-		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.Flags&unix.IFA_F_TENTATIVE != 0 }) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("IPv6 addresses of %q are still tentative after %v (duplicate address detection)", l.Attrs().Name, dadTimeout)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
