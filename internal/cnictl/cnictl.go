@@ -33,6 +33,7 @@ type command struct {
 func root() *command {
 	return &command{name: "cnictl", summary: "inspect and repair the CNI suite's state on this node", subs: []*command{
 		ipamCommand(),
+		doctorCommand(),
 	}}
 }
 
@@ -40,6 +41,18 @@ func root() *command {
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
+
+// exitError is a command that ran and printed its answer but whose answer
+// is an exit code (doctor's worst finding): nothing more to print.
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+func newFlagSet(e *env, name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("cnictl "+name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	return fs
+}
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
@@ -49,7 +62,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	e := &env{stdout: stdout, stderr: stderr, now: time.Now}
 	err := dispatch(e, root(), []string{"cnictl"}, args)
 	var ue *usageError
+	var xe *exitError
 	switch {
+	case errors.As(err, &xe):
+		return xe.code
 	case err == nil:
 		return 0
 	case errors.Is(err, flag.ErrHelp):

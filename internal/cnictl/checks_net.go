@@ -1,0 +1,181 @@
+package cnictl
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"unsafe"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	bridgeName = "cni0"
+	vxlanName  = "flannel.1"
+)
+
+// checkBridgeAddr: a cni0 kept from an earlier lease holds the old gateway,
+// and the bridge plugin then refuses every pod (FIELD-NOTES failure 3).
+func checkBridgeAddr(n *node) []Finding {
+	br, err := netlink.LinkByName(bridgeName)
+	if err != nil || n.env == nil || !n.env.Subnet.IsValid() {
+		return nil // no bridge yet (made at the first pod) or nothing to compare with
+	}
+	addrs, err := netlink.AddrList(br, netlink.FAMILY_ALL)
+	if err != nil {
+		return []Finding{{Severity: Warn, Message: "cannot list cni0's addresses", Evidence: []string{err.Error()}}}
+	}
+	var fds []Finding
+	for _, a := range addrs {
+		ip, okIP := netip.AddrFromSlice(a.IP)
+		ip = ip.Unmap()
+		if !okIP || ip.IsLinkLocalUnicast() || ip.Is4() != n.env.Subnet.Addr().Is4() || n.env.Subnet.Contains(ip) {
+			continue
+		}
+		fds = append(fds, Finding{Severity: Error,
+			Message:  fmt.Sprintf("cni0 holds %s, outside this node's subnet %s: pods fail with \"cni0\" already has an IP address different from the gateway", a.IPNet, n.env.Subnet),
+			Evidence: []string{"ip addr show cni0: " + a.IPNet.String(), "FLANNEL_SUBNET=" + n.env.Subnet.String()},
+			Fix: fmt.Sprintf("the node's lease changed; drain the node, then `ip link delete cni0` (the bridge plugin recreates it with %s at the next pod)",
+				firstHost(n.env.Subnet))})
+	}
+	if len(fds) == 0 {
+		return ok("cni0's addresses are inside " + n.env.Subnet.String())
+	}
+	return fds
+}
+
+func firstHost(p netip.Prefix) netip.Prefix {
+	return netip.PrefixFrom(p.Masked().Addr().Next(), p.Bits())
+}
+
+// checkForward: a FORWARD policy of DROP (Docker sets it) kills cross-node
+// pod traffic unless something accepts the pod network (failure 8).
+func checkForward(n *node) []Finding {
+	if n.env == nil || !n.env.Network.IsValid() {
+		return nil
+	}
+	out, err := exec.Command("iptables-save", "-t", "filter").Output()
+	if err != nil {
+		return []Finding{{Severity: Warn, Message: "cannot read the filter table", Evidence: []string{"iptables-save -t filter: " + err.Error()},
+			Fix: "install iptables, or check `iptables -S FORWARD` by hand"}}
+	}
+	rules := string(out)
+	if !strings.Contains(rules, ":FORWARD DROP") {
+		return ok("FORWARD's policy is ACCEPT")
+	}
+	net := n.env.Network.String()
+	src := strings.Contains(rules, "-s "+net) && strings.Contains(rules, "-j ACCEPT")
+	dst := strings.Contains(rules, "-d "+net) && strings.Contains(rules, "-j ACCEPT")
+	if src && dst {
+		return ok("FORWARD's policy is DROP and the pod network " + net + " is accepted")
+	}
+	return []Finding{{Severity: Error,
+		Message:  "FORWARD's policy is DROP and nothing accepts the pod network " + net + ": traffic between pods on different nodes is dropped",
+		Evidence: []string{":FORWARD DROP", "no ACCEPT rule with -s " + net + " and -d " + net},
+		Fix: fmt.Sprintf("run subnetd with its forward rules on (it installs the FLANNEL-FWD chain), or `iptables -A FORWARD -s %s -j ACCEPT && iptables -A FORWARD -d %s -j ACCEPT`",
+			net, net)}}
+}
+
+// checkBrNetfilter: without br_netfilter bridged pod traffic skips iptables,
+// so Services reached from a pod on the same bridge break.
+func checkBrNetfilter(n *node) []Finding {
+	if len(n.confs) == 0 {
+		return nil
+	}
+	p := filepath.Join(n.sysctlDir, "net", "bridge")
+	if _, err := os.Stat(p); err != nil {
+		return []Finding{{Severity: Warn, Message: "br_netfilter is not loaded: traffic between pods on the bridge bypasses iptables, so Services break for same-node pods",
+			Evidence: []string{err.Error()},
+			Fix:      "`modprobe br_netfilter` and `echo br_netfilter > /etc/modules-load.d/br_netfilter.conf` so it stays after a reboot"}}
+	}
+	return ok("br_netfilter is loaded", p+" exists")
+}
+
+// checkMTU: pods whose MTU exceeds what the overlay carries hang on large
+// transfers (failure 10).
+func checkMTU(n *node) []Finding {
+	br, err := netlink.LinkByName(bridgeName)
+	if err != nil || n.env == nil || n.env.MTU == 0 {
+		return nil
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return []Finding{{Severity: Warn, Message: "cannot list links", Evidence: []string{err.Error()}}}
+	}
+	var big []string
+	for _, l := range links {
+		a := l.Attrs()
+		if (a.Index == br.Attrs().Index || a.MasterIndex == br.Attrs().Index) && a.MTU > n.env.MTU {
+			big = append(big, fmt.Sprintf("%s mtu %d", a.Name, a.MTU))
+		}
+	}
+	if len(big) == 0 {
+		return ok(fmt.Sprintf("cni0 and its ports fit FLANNEL_MTU=%d", n.env.MTU))
+	}
+	return []Finding{{Severity: Error,
+		Message:  fmt.Sprintf("pods' MTU is larger than the overlay's %d: large transfers between nodes hang", n.env.MTU),
+		Evidence: append(big, fmt.Sprintf("FLANNEL_MTU=%d", n.env.MTU)),
+		Fix: fmt.Sprintf("remove any \"mtu\" larger than %d from the conflist, then `ip link set cni0 mtu %d` and recreate the pods listed (their veth keeps the old MTU)",
+			n.env.MTU, n.env.MTU)}}
+}
+
+// checkChecksum: with tx checksum offload on flannel.1 some kernels send
+// vxlan packets with bad UDP checksums and connections stall ~63 s (failure 9).
+func checkChecksum(n *node) []Finding {
+	if _, err := netlink.LinkByName(vxlanName); err != nil {
+		return nil
+	}
+	on, err := txChecksum(vxlanName)
+	if err != nil {
+		return []Finding{{Severity: Warn, Message: "cannot read flannel.1's checksum offload", Evidence: []string{err.Error()},
+			Fix: "check with `ethtool -k flannel.1 | grep tx-checksumming`"}}
+	}
+	if on {
+		return []Finding{{Severity: Warn,
+			Message:  "tx checksum offload is on for flannel.1: on affected kernels connections through the overlay stall for ~63 s (\"UDP: bad checksum\" on port 8472)",
+			Evidence: []string{"ETHTOOL_GTXCSUM flannel.1: on"},
+			Fix:      "`ethtool -K flannel.1 tx-checksum-ip-generic off` (redo it whenever flannel.1 is recreated)"}}
+	}
+	return ok("tx checksum offload is off for flannel.1")
+}
+
+// ifreqData is struct ifreq with its union as a pointer, for SIOCETHTOOL.
+type ifreqData struct {
+	name [unix.IFNAMSIZ]byte
+	data unsafe.Pointer
+	_    [16]byte
+}
+
+// ethtoolValue is struct ethtool_value.
+type ethtoolValue struct{ cmd, data uint32 }
+
+// txChecksum asks the kernel by the ethtool ioctl, not by running ethtool.
+func txChecksum(ifname string) (bool, error) {
+	return ethtoolFlag(ifname, unix.ETHTOOL_GTXCSUM, 0)
+}
+
+// ethtoolFlag runs a get (or, with a set command, a set of data) ethtool
+// value command on ifname in the current namespace.
+func ethtoolFlag(ifname string, cmd, data uint32) (bool, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false, fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	v := ethtoolValue{cmd: cmd, data: data}
+	var ifr ifreqData
+	if len(ifname) >= len(ifr.name) {
+		return false, errors.New("interface name too long")
+	}
+	copy(ifr.name[:], ifname)
+	ifr.data = unsafe.Pointer(&v)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); e != 0 {
+		return false, fmt.Errorf("SIOCETHTOOL on %s: %w", ifname, e)
+	}
+	return v.data != 0, nil
+}

@@ -1,0 +1,173 @@
+package cnictl
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cnisuite/cni/pkg/ipam/disk"
+	"github.com/cnisuite/cni/pkg/netns"
+	"github.com/cnisuite/cni/pkg/subnet/envfile"
+)
+
+// Severity orders findings; `cnictl doctor` exits with the worst one's value:
+// 0 every check ok, 1 at least one warning, 2 at least one error. (A doctor
+// that could not run at all, e.g. bad flags, exits 2 as well, or 1 on an
+// internal failure, like every cnictl command.)
+type Severity int
+
+const (
+	OK Severity = iota
+	Warn
+	Error
+)
+
+func (s Severity) String() string { return [...]string{"ok", "warn", "error"}[s] }
+
+// MarshalJSON spells the severity as a word: machines match on "error", not 2.
+func (s Severity) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+// Finding is one thing doctor learned about the node.
+type Finding struct {
+	Severity Severity `json:"severity"`
+	Check    string   `json:"check"`
+	Message  string   `json:"message"`
+	Evidence []string `json:"evidence,omitempty"`
+	Fix      string   `json:"fix,omitempty"`
+}
+
+// doctorOpts are the node's paths; tests point them at temp dirs and a
+// namespace they made.
+type doctorOpts struct {
+	confDir, binDir, subnetFile, dataDir, healthz, netns, sysctlDir string
+	client                                                          *http.Client
+}
+
+// node is what the checks share: options and what earlier checks parsed.
+type node struct {
+	doctorOpts
+	confs []conflist   // every parsed network configuration, by file name
+	env   *envfile.Env // subnet.env when present and valid
+}
+
+// check is one named inspection; it returns at least one finding when it
+// applies, none when it does not (e.g. no flannel: no subnet.env check).
+type check struct {
+	name  string
+	inNS  bool // runs inside --netns
+	run   func(n *node) []Finding
+	about string
+}
+
+func checks() []check {
+	return []check{
+		{name: "cni-config", run: checkConfig, about: "a network configuration in the conf dir"},
+		{name: "cni-plugins", run: checkPlugins, about: "every plugin the configuration names is in the bin dir"},
+		{name: "subnet-env", run: checkSubnetEnv, about: "subnetd's subnet.env exists and parses"},
+		{name: "subnetd-ready", run: checkReady, about: "subnetd's /readyz answers ready"},
+		{name: "ipam-store", run: checkIPAM, about: "host-local stores have room or reclaimable addresses"},
+		{name: "bridge-address", inNS: true, run: checkBridgeAddr, about: "cni0's address is in FLANNEL_SUBNET"},
+		{name: "forward-policy", inNS: true, run: checkForward, about: "FORWARD accepts the pod network"},
+		{name: "br-netfilter", inNS: true, run: checkBrNetfilter, about: "br_netfilter is loaded"},
+		{name: "pod-mtu", inNS: true, run: checkMTU, about: "cni0 and pods' MTU fit FLANNEL_MTU"},
+		{name: "vxlan-checksum", inNS: true, run: checkChecksum, about: "flannel.1 has tx checksum offload off"},
+	}
+}
+
+func doctorCommand() *command {
+	return &command{name: "doctor", run: doctor,
+		usage:   "[--json] [--cni-conf-dir D] [--cni-bin-dir D] [--subnet-file F] [--data-dir D] [--healthz URL] [--netns PATH]",
+		summary: "find what breaks pods on this node and say how to fix it; exit 0 ok, 1 warnings, 2 errors"}
+}
+
+func doctor(e *env, args []string) error {
+	fs := newFlagSet(e, "doctor")
+	var o doctorOpts
+	fs.StringVar(&o.confDir, "cni-conf-dir", "/etc/cni/net.d", "kubelet's CNI configuration directory")
+	fs.StringVar(&o.binDir, "cni-bin-dir", "/opt/cni/bin", "the CNI plugin binaries")
+	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "subnetd's lease file")
+	fs.StringVar(&o.dataDir, "data-dir", disk.DefaultDataDir, "host-local's dataDir")
+	fs.StringVar(&o.healthz, "healthz", "http://127.0.0.1:8471", "subnetd's health address")
+	fs.StringVar(&o.netns, "netns", "", "inspect the links and rules of this network namespace instead of the current one")
+	fs.StringVar(&o.sysctlDir, "sysctl-dir", "/proc/sys", "where the sysctls are (read inside --netns)")
+	asJSON := fs.Bool("json", false, "print JSON instead of a report")
+	ops, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(ops) > 0 {
+		return usagef("doctor takes no operands, got %q", ops)
+	}
+	o.client = &http.Client{Timeout: 2 * time.Second}
+	fds, err := diagnose(o)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		err = printJSON(e.stdout, fds)
+	} else {
+		err = printReport(e.stdout, fds)
+	}
+	if err != nil {
+		return err
+	}
+	if w := worst(fds); w != OK {
+		return &exitError{code: int(w)}
+	}
+	return nil
+}
+
+// diagnose runs every check in order; the namespaced ones inside o.netns.
+func diagnose(o doctorOpts) ([]Finding, error) {
+	n := &node{doctorOpts: o}
+	fds := []Finding{}
+	for _, c := range checks() {
+		var got []Finding
+		run := func() error { got = c.run(n); return nil }
+		if c.inNS && o.netns != "" {
+			if err := netns.Do(o.netns, run); err != nil {
+				return nil, fmt.Errorf("entering --netns %s: %w", o.netns, err)
+			}
+		} else {
+			_ = run()
+		}
+		for i := range got {
+			got[i].Check = c.name
+		}
+		fds = append(fds, got...)
+	}
+	return fds, nil
+}
+
+func worst(fds []Finding) Severity {
+	w := OK
+	for _, f := range fds {
+		w = max(w, f.Severity)
+	}
+	return w
+}
+
+func printReport(w io.Writer, fds []Finding) error {
+	var b strings.Builder
+	count := map[Severity]int{}
+	for _, f := range fds {
+		count[f.Severity]++
+		fmt.Fprintf(&b, "[%s] %s: %s\n", strings.ToUpper(f.Severity.String()), f.Check, f.Message)
+		for _, ev := range f.Evidence {
+			fmt.Fprintf(&b, "    evidence: %s\n", ev)
+		}
+		if f.Fix != "" {
+			fmt.Fprintf(&b, "    fix: %s\n", f.Fix)
+		}
+	}
+	fmt.Fprintf(&b, "\n%d ok, %d warnings, %d errors\n", count[OK], count[Warn], count[Error])
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func ok(msg string, evidence ...string) []Finding {
+	return []Finding{{Severity: OK, Message: msg, Evidence: evidence}}
+}
