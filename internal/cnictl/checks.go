@@ -118,7 +118,7 @@ func checkPlugins(n *node) []Finding {
 			switch {
 			case err != nil:
 				fds = append(fds, Finding{Severity: Error,
-					Message:  fmt.Sprintf("network %q needs plugin %q, which is not in %s: every pod ADD fails with \"failed to find plugin %q\"", c.Name, t, n.binDir, t),
+					Message:  fmt.Sprintf("network %q needs plugin %q, which is not in %s: every pod ADD fails with: failed to find plugin %q", c.Name, t, n.binDir, t),
 					Evidence: []string{c.file + " names type " + t, err.Error()},
 					Fix:      fmt.Sprintf("install the suite's %s binary as %s (mode 0755)", t, p)})
 			case st.Mode()&0o111 == 0:

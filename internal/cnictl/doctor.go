@@ -79,7 +79,7 @@ func checks() []check {
 
 func doctorCommand() *command {
 	return &command{name: "doctor", run: doctor,
-		usage:   "[--json] [--cni-conf-dir D] [--cni-bin-dir D] [--subnet-file F] [--data-dir D] [--healthz URL] [--netns PATH]",
+		usage:   "[--json] [--cni-conf-dir D] [--cni-bin-dir D] [--subnet-file F] [--data-dir D] [--healthz URL] [--netns PATH] [--sysctl-dir D]",
 		summary: "find what breaks pods on this node and say how to fix it; exit 0 ok, 1 warnings, 2 errors"}
 }
 
