@@ -69,9 +69,7 @@ func checkForward(n *node) []Finding {
 		return ok("FORWARD's policy is ACCEPT")
 	}
 	net := n.env.Network.String()
-	src := strings.Contains(rules, "-s "+net) && strings.Contains(rules, "-j ACCEPT")
-	dst := strings.Contains(rules, "-d "+net) && strings.Contains(rules, "-j ACCEPT")
-	if src && dst {
+	if accepts(rules, "-s "+net) && accepts(rules, "-d "+net) {
 		return ok("FORWARD's policy is DROP and the pod network " + net + " is accepted")
 	}
 	return []Finding{{Severity: Error,
@@ -79,6 +77,36 @@ func checkForward(n *node) []Finding {
 		Evidence: []string{":FORWARD DROP", "no ACCEPT rule with -s " + net + " and -d " + net},
 		Fix: fmt.Sprintf("run subnetd with its forward rules on (it installs the FLANNEL-FWD chain), or `iptables -A FORWARD -s %s -j ACCEPT && iptables -A FORWARD -d %s -j ACCEPT`",
 			net, net)}}
+}
+
+// accepts reports whether a rule with match (e.g. "-s 10.244.0.0/16") jumps
+// to ACCEPT in FORWARD or in a chain FORWARD reaches (subnetd's FLANNEL-FWD),
+// reading iptables-save's "-A CHAIN ..." lines.
+func accepts(rules, match string) bool {
+	byChain := map[string][]string{}
+	for _, l := range strings.Split(rules, "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[0] == "-A" {
+			byChain[f[1]] = append(byChain[f[1]], " "+strings.Join(f[2:], " ")+" ")
+		}
+	}
+	seen := map[string]bool{}
+	var walk func(chain string) bool
+	walk = func(chain string) bool {
+		if seen[chain] {
+			return false
+		}
+		seen[chain] = true
+		for _, r := range byChain[chain] {
+			if strings.Contains(r, " "+match+" ") && strings.Contains(r, " -j ACCEPT ") {
+				return true
+			}
+			if f := strings.Fields(r); len(f) > 1 && (f[len(f)-2] == "-j" || f[len(f)-2] == "-g") && walk(f[len(f)-1]) {
+				return true
+			}
+		}
+		return false
+	}
+	return walk("FORWARD")
 }
 
 // checkBrNetfilter: without br_netfilter bridged pod traffic skips iptables,

@@ -187,6 +187,12 @@ func TestDoctorBroken(t *testing.T) {
 		{"FORWARD DROP", func(t *testing.T, f *nodeFixture) {
 			f.ns.Run(t, "iptables", "-P", "FORWARD", "DROP")
 		}, "forward-policy", Error, "nothing accepts the pod network 10.244.0.0/16", "iptables -A FORWARD -s 10.244.0.0/16 -j ACCEPT"},
+		{"FORWARD DROP, subnetd's chain not jumped to", func(t *testing.T, f *nodeFixture) {
+			f.ns.Run(t, "iptables", "-N", "FLANNEL-FWD")
+			f.ns.Run(t, "iptables", "-A", "FLANNEL-FWD", "-s", "10.244.0.0/16", "-j", "ACCEPT")
+			f.ns.Run(t, "iptables", "-A", "FLANNEL-FWD", "-d", "10.244.0.0/16", "-j", "ACCEPT")
+			f.ns.Run(t, "iptables", "-P", "FORWARD", "DROP")
+		}, "forward-policy", Error, "nothing accepts the pod network", "FLANNEL-FWD"},
 		{"br_netfilter missing", func(t *testing.T, f *nodeFixture) {
 			must(t, os.RemoveAll(filepath.Join(f.sysctl, "net", "bridge")))
 		}, "br-netfilter", Warn, "br_netfilter is not loaded", "modprobe br_netfilter"},
@@ -212,5 +218,43 @@ func TestDoctorBroken(t *testing.T) {
 				t.Fatalf("exit %d; want a %s finding of %s with %q and fix %q:\n%s", code, tt.sev, tt.check, tt.message, tt.fix, report)
 			}
 		})
+	}
+}
+
+func TestAccepts(t *testing.T) {
+	const net = "10.244.0.0/16"
+	tests := []struct {
+		name, rules string
+		want        bool
+	}{
+		{"in FORWARD", "-A FORWARD -s 10.244.0.0/16 -j ACCEPT\n", true},
+		{"via subnetd's chain", "-A FORWARD -m comment --comment x -j FLANNEL-FWD\n-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment y -j ACCEPT\n", true},
+		{"chain not jumped to", "-A FLANNEL-FWD -s 10.244.0.0/16 -j ACCEPT\n", false},
+		{"match and ACCEPT on different rules", "-A FORWARD -s 10.244.0.0/16 -j DROP\n-A FORWARD -i eth9 -j ACCEPT\n", false},
+		{"a longer prefix is another network", "-A FORWARD -s 10.244.0.0/160 -j ACCEPT\n", false},
+		{"loop of chains", "-A FORWARD -j A\n-A A -j B\n-A B -j A\n", false},
+		{"other direction only", "-A FORWARD -d 10.244.0.0/16 -j ACCEPT\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := accepts("*filter\n:FORWARD DROP [0:0]\n"+tt.rules+"COMMIT\n", "-s "+net); got != tt.want {
+				t.Fatalf("accepts = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestDoctorForwardAccepted: DROP is fine once subnetd's chain accepts the
+// pod network both ways.
+func TestDoctorForwardAccepted(t *testing.T) {
+	f := healthyNode(t)
+	f.ns.Run(t, "iptables", "-N", "FLANNEL-FWD")
+	f.ns.Run(t, "iptables", "-A", "FORWARD", "-j", "FLANNEL-FWD")
+	f.ns.Run(t, "iptables", "-A", "FLANNEL-FWD", "-s", "10.244.0.0/16", "-j", "ACCEPT")
+	f.ns.Run(t, "iptables", "-A", "FLANNEL-FWD", "-d", "10.244.0.0/16", "-j", "ACCEPT")
+	f.ns.Run(t, "iptables", "-P", "FORWARD", "DROP")
+	code, _, report := f.doctor(t)
+	if code != 0 || !strings.Contains(report, "[OK] forward-policy: FORWARD's policy is DROP and the pod network 10.244.0.0/16 is accepted") {
+		t.Fatalf("exit %d:\n%s", code, report)
 	}
 }
