@@ -65,6 +65,11 @@ func (n *node) flannel() bool {
 	return slices.ContainsFunc(n.confs, func(c conflist) bool { return slices.Contains(c.types(), "flannel") })
 }
 
+// flannelNetwork reports whether the network of that name is flannel's.
+func (n *node) flannelNetwork(name string) bool {
+	return slices.ContainsFunc(n.confs, func(c conflist) bool { return c.Name == name && slices.Contains(c.types(), "flannel") })
+}
+
 // checkConfig loads the files kubelet would (libcni: .conf, .conflist, .json).
 func checkConfig(n *node) []Finding {
 	entries, err := os.ReadDir(n.confDir)
@@ -197,12 +202,13 @@ func checkIPAM(n *node) []Finding {
 }
 
 // judgeStore compares a network's reservations with its room: the subnet of
-// subnet.env (what the flannel plugin hands host-local), if known.
+// subnet.env (what the flannel plugin hands host-local) for a flannel
+// network; other networks are only counted.
 func judgeStore(n *node, name string, vs []stale.Verdict) []Finding {
 	gone := slices.DeleteFunc(slices.Clone(vs), func(v stale.Verdict) bool { return v.State != stale.Gone })
 	ev := []string{fmt.Sprintf("%d reservations in %s, %d of them owned by containers that are gone", len(vs), filepath.Join(n.dataDir, name), len(gone))}
 	room := uint64(0)
-	if n.env != nil && n.env.Subnet.IsValid() {
+	if n.env != nil && n.env.Subnet.IsValid() && n.flannelNetwork(name) {
 		if r, err := (ipam.RangeConfig{Subnet: n.env.Subnet.Masked().String()}).Parse(); err == nil {
 			room = r.Size() // the gateway excluded
 			ev = append(ev, fmt.Sprintf("FLANNEL_SUBNET %s has room for %d pods", n.env.Subnet, room))

@@ -34,17 +34,21 @@ func checkBridgeAddr(n *node) []Finding {
 	for _, a := range addrs {
 		ip, okIP := netip.AddrFromSlice(a.IP)
 		ip = ip.Unmap()
-		if !okIP || ip.IsLinkLocalUnicast() || ip.Is4() != n.env.Subnet.Addr().Is4() || n.env.Subnet.Contains(ip) {
+		subnet := n.env.Subnet // one path for both families: each against its own subnet
+		if ip.Is6() {
+			subnet = n.env.IPv6Subnet
+		}
+		if !okIP || ip.IsLinkLocalUnicast() || !subnet.IsValid() || subnet.Contains(ip) {
 			continue
 		}
 		fds = append(fds, Finding{Severity: Error,
-			Message:  fmt.Sprintf("cni0 holds %s, outside this node's subnet %s: pods fail with \"cni0\" already has an IP address different from the gateway", a.IPNet, n.env.Subnet),
-			Evidence: []string{"ip addr show cni0: " + a.IPNet.String(), "FLANNEL_SUBNET=" + n.env.Subnet.String()},
+			Message:  fmt.Sprintf("cni0 holds %s, outside this node's subnet %s: pods fail with \"cni0\" already has an IP address different from the gateway", a.IPNet, subnet),
+			Evidence: []string{"ip addr show cni0: " + a.IPNet.String(), "subnet.env: " + subnet.String()},
 			Fix: fmt.Sprintf("the node's lease changed; drain the node, then `ip link delete cni0` (the bridge plugin recreates it with %s at the next pod)",
-				firstHost(n.env.Subnet))})
+				firstHost(subnet))})
 	}
 	if len(fds) == 0 {
-		return ok("cni0's addresses are inside " + n.env.Subnet.String())
+		return ok("cni0's addresses are inside this node's subnets")
 	}
 	return fds
 }

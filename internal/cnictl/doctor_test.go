@@ -31,7 +31,8 @@ const flannelConflist = `{"cniVersion":"1.0.0","name":"cbr0","plugins":[
  {"type":"flannel","delegate":{"hairpinMode":true,"isDefaultGateway":true}},
  {"type":"portmap","capabilities":{"portMappings":true}}]}`
 
-const subnetEnv = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/28\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
+const subnetEnv = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/28\nFLANNEL_IPV6_NETWORK=fd44::/56\nFLANNEL_IPV6_SUBNET=fd44:0:0:1::1/64\n" +
+	"FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
 
 func healthyNode(t *testing.T) *nodeFixture {
 	t.Helper()
@@ -55,6 +56,7 @@ func healthyNode(t *testing.T) *nodeFixture {
 	f.ns = netnstest.New(t, "doctor")
 	f.ns.Run(t, "ip", "link", "add", "cni0", "mtu", "1450", "type", "bridge")
 	f.ns.Run(t, "ip", "addr", "add", "10.244.1.1/28", "dev", "cni0")
+	f.ns.Run(t, "ip", "addr", "add", "fd44:0:0:1::1/64", "dev", "cni0", "nodad")
 	f.ns.Run(t, "ip", "link", "add", "vethpod", "mtu", "1450", "master", "cni0", "type", "veth", "peer", "name", "eth0")
 	f.ns.Run(t, "ip", "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472", "nolearning")
 	setTxChecksum(t, f.ns, false)
@@ -184,6 +186,13 @@ func TestDoctorBroken(t *testing.T) {
 		{"cni0 of an old lease", func(t *testing.T, f *nodeFixture) {
 			f.ns.Run(t, "ip", "addr", "add", "10.244.7.1/24", "dev", "cni0")
 		}, "bridge-address", Error, "cni0 holds 10.244.7.1/24, outside this node's subnet", "ip link delete cni0"},
+		{"cni0 of an old IPv6 lease", func(t *testing.T, f *nodeFixture) {
+			f.ns.Run(t, "ip", "addr", "add", "fd44:0:0:9::1/64", "dev", "cni0", "nodad")
+		}, "bridge-address", Error, "cni0 holds fd44:0:0:9::1/64, outside this node's subnet fd44:0:0:1::1/64", "recreates it with fd44:0:0:1::1/64"},
+		{"store of another network is not measured against flannel's subnet", func(t *testing.T, f *nodeFixture) {
+			reserve(t, f.data, "10.244.1.3", 12, true) // cbr0 full, as in the case above
+			must(t, os.Rename(filepath.Join(f.data, "cbr0"), filepath.Join(f.data, "zz-other")))
+		}, "ipam-store", OK, "host-local network zz-other has room", ""},
 		{"FORWARD DROP", func(t *testing.T, f *nodeFixture) {
 			f.ns.Run(t, "iptables", "-P", "FORWARD", "DROP")
 		}, "forward-policy", Error, "nothing accepts the pod network 10.244.0.0/16", "iptables -A FORWARD -s 10.244.0.0/16 -j ACCEPT"},
