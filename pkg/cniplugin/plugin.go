@@ -7,8 +7,12 @@ package cniplugin
 import (
 	"context"
 	"log/slog"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/cnisuite/cni/pkg/netconf"
 )
 
 // Versions is what every binary of the suite supports.
@@ -41,4 +45,16 @@ type Plugin interface {
 	Del(ctx context.Context, a *Args) error
 	GC(ctx context.Context, a *Args) error
 	Status(ctx context.Context, a *Args) error
+}
+
+// IfaceIndex finds this invocation's interface (CNI_IFNAME in CNI_NETNS)
+// among a result's interfaces, for CHECK.
+func (a *Args) IfaceIndex(res *current.Result) (int, error) {
+	idx := slices.IndexFunc(res.Interfaces, func(i *current.Interface) bool {
+		return i.Name == a.IfName && i.Sandbox == a.Netns
+	})
+	if idx < 0 {
+		return -1, netconf.Invalid("prevResult lists no interface %q in sandbox %s; pass the result ADD returned", a.IfName, a.Netns)
+	}
+	return idx, nil
 }

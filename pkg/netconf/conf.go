@@ -101,6 +101,15 @@ func (b *Base) PrevResult() (*current.Result, error) {
 	return cur, nil
 }
 
+// CheckPrevResult is PrevResult for CHECK, where the spec makes it mandatory.
+func (b *Base) CheckPrevResult() (*current.Result, error) {
+	prev, err := b.PrevResult()
+	if err == nil && prev == nil {
+		err = Invalid("CHECK needs the prevResult of ADD in the configuration; runtimes pass it from their cache")
+	}
+	return prev, err
+}
+
 // Required reports a missing key with what to put there.
 func Required(key, hint string) error {
 	return Invalid("%s is required: %s", key, hint)

@@ -3,15 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
-	"slices"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/link"
-	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
@@ -23,12 +20,9 @@ func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	prev, err := c.PrevResult()
+	prev, err := c.CheckPrevResult()
 	if err != nil {
 		return err
-	}
-	if prev == nil {
-		return netconf.Invalid("CHECK needs the prevResult of ADD in the configuration; runtimes pass it from their cache")
 	}
 	if c.IPAM.Type != "" {
 		if _, err := a.Delegate(ctx, "CHECK", c.IPAM.Type, a.StdinData); err != nil {
@@ -39,11 +33,9 @@ func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	contIdx := slices.IndexFunc(prev.Interfaces, func(i *current.Interface) bool {
-		return i.Name == a.IfName && i.Sandbox == a.Netns
-	})
-	if contIdx < 0 {
-		return fmt.Errorf("prevResult lists no interface %q in sandbox %s", a.IfName, a.Netns)
+	contIdx, err := a.IfaceIndex(prev)
+	if err != nil {
+		return err
 	}
 	var cont netlink.Link
 	err = netns.Do(a.Netns, func() error {
@@ -87,53 +79,7 @@ func checkContainer(c *NetConf, prev *current.Result, idx int) (netlink.Link, er
 	if c.MTU != 0 && l.Attrs().MTU != c.MTU {
 		return nil, fmt.Errorf("container interface %q has MTU %d, the configuration says %d", want.Name, l.Attrs().MTU, c.MTU)
 	}
-	if err := checkAddrs(l, prev, idx); err != nil {
-		return nil, err
-	}
-	return l, checkRoutes(l, prev)
-}
-
-func checkAddrs(l netlink.Link, prev *current.Result, idx int) error {
-	have, err := link.Addrs(l, netlink.FAMILY_ALL)
-	if err != nil {
-		return err
-	}
-	for _, ipc := range prev.IPs {
-		if ipc.Interface != nil && *ipc.Interface != idx {
-			continue
-		}
-		found := slices.ContainsFunc(have, func(a netlink.Addr) bool { return a.IPNet.String() == ipc.Address.String() })
-		if !found {
-			return fmt.Errorf("address %s of the prevResult is missing on %q", ipc.Address.String(), l.Attrs().Name)
-		}
-	}
-	return nil
-}
-
-func checkRoutes(l netlink.Link, prev *current.Result) error {
-	for _, r := range prev.Routes {
-		filter := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: &r.Dst, Table: 254}
-		if r.Table != nil {
-			filter.Table = *r.Table
-		}
-		family := netlink.FAMILY_V6
-		if r.Dst.IP.To4() != nil {
-			family = netlink.FAMILY_V4
-		}
-		routes, err := netlink.RouteListFiltered(family, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return fmt.Errorf("listing routes to %s: %w", r.Dst.String(), err)
-		}
-		ok := slices.ContainsFunc(routes, func(have netlink.Route) bool { return r.GW == nil || have.Gw.Equal(r.GW) || gwInMultipath(have, r.GW) })
-		if !ok {
-			return fmt.Errorf("route to %s via %v of the prevResult is missing in the container", r.Dst.String(), r.GW)
-		}
-	}
-	return nil
-}
-
-func gwInMultipath(r netlink.Route, gw net.IP) bool {
-	return slices.ContainsFunc(r.MultiPath, func(nh *netlink.NexthopInfo) bool { return nh.Gw.Equal(gw) })
+	return l, link.CheckResult(l, prev, idx)
 }
 
 // checkHostVeth finds, among the prevResult's host interfaces, the veth

@@ -3,18 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
-	"slices"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/link"
-	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
@@ -27,23 +22,18 @@ func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	prev, err := c.PrevResult()
+	prev, err := c.CheckPrevResult()
 	if err != nil {
 		return err
-	}
-	if prev == nil {
-		return netconf.Invalid("CHECK needs the prevResult of ADD in the configuration; runtimes pass it from their cache")
 	}
 	if c.IPAM.Type != "" {
 		if _, err := a.Delegate(ctx, "CHECK", c.IPAM.Type, a.StdinData); err != nil {
 			return fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
 		}
 	}
-	idx := slices.IndexFunc(prev.Interfaces, func(i *current.Interface) bool {
-		return i.Name == a.IfName && i.Sandbox == a.Netns
-	})
-	if idx < 0 {
-		return fmt.Errorf("prevResult lists no interface %q in sandbox %s", a.IfName, a.Netns)
+	idx, err := a.IfaceIndex(prev)
+	if err != nil {
+		return err
 	}
 	nsf, err := netns.Open(a.Netns)
 	if err != nil {
@@ -101,61 +91,5 @@ func checkContainer(c *NetConf, prev *current.Result, idx int, want link.Macvlan
 	if c.MTU != 0 && l.Attrs().MTU != c.MTU {
 		return fmt.Errorf("container interface %q has MTU %d, the configuration says %d", iface.Name, l.Attrs().MTU, c.MTU)
 	}
-	if err := checkAddrs(l, prev, idx); err != nil {
-		return err
-	}
-	return checkRoutes(l, prev)
-}
-
-func checkAddrs(l netlink.Link, prev *current.Result, idx int) error {
-	have, err := link.Addrs(l, netlink.FAMILY_ALL)
-	if err != nil {
-		return err
-	}
-	for _, ipc := range prev.IPs {
-		if ipc.Interface != nil && *ipc.Interface != idx {
-			continue
-		}
-		found := slices.ContainsFunc(have, func(a netlink.Addr) bool { return a.IPNet.String() == ipc.Address.String() })
-		if !found {
-			return fmt.Errorf("address %s of the prevResult is missing on %q", ipc.Address.String(), l.Attrs().Name)
-		}
-	}
-	return nil
-}
-
-// checkRoutes looks up each route of the prevResult through l, in its
-// table, with its gateway when it has one. Routes to one destination may
-// have been merged into one multipath route.
-func checkRoutes(l netlink.Link, prev *current.Result) error {
-	for _, r := range prev.Routes {
-		filter := &netlink.Route{Dst: &r.Dst, Table: unix.RT_TABLE_MAIN}
-		if r.Table != nil {
-			filter.Table = *r.Table
-		}
-		routes, err := netlink.RouteListFiltered(link.Family(addrOf(r.Dst.IP)), filter, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return fmt.Errorf("listing routes to %s: %w", r.Dst.String(), err)
-		}
-		if !slices.ContainsFunc(routes, func(have netlink.Route) bool { return routeVia(have, l.Attrs().Index, r.GW) }) {
-			return fmt.Errorf("route to %s via %v of the prevResult is missing in the container", r.Dst.String(), r.GW)
-		}
-	}
-	return nil
-}
-
-// routeVia tells whether r, or one of its next hops, goes out of link
-// index through gw (any gateway when gw is nil).
-func routeVia(r netlink.Route, index int, gw net.IP) bool {
-	if r.LinkIndex == index && (gw == nil || r.Gw.Equal(gw)) {
-		return true
-	}
-	return slices.ContainsFunc(r.MultiPath, func(nh *netlink.NexthopInfo) bool {
-		return nh.LinkIndex == index && (gw == nil || nh.Gw.Equal(gw))
-	})
-}
-
-func addrOf(ip net.IP) netip.Addr {
-	a, _ := netip.AddrFromSlice(ip)
-	return a.Unmap()
+	return link.CheckResult(l, prev, idx)
 }

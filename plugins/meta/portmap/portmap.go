@@ -108,12 +108,9 @@ func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	prev, err := c.PrevResult()
+	prev, err := c.CheckPrevResult()
 	if err != nil {
 		return err
-	}
-	if prev == nil {
-		return netconf.Invalid("CHECK needs the prevResult of ADD in the configuration; runtimes pass it from their cache")
 	}
 	addrs := containerAddrs(prev, a.IfName)
 	if len(c.hp.Maps) == 0 || len(addrs) == 0 {
