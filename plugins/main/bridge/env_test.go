@@ -4,60 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/cnisuite/cni/internal/testutil"
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
-
-// binDir holds the IPAM plugin built once for the whole test binary.
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// ipamDir builds our host-local into a temporary CNI_PATH.
-func ipamDir(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "bridge-test-bin")
-		if buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "host-local"),
-			"github.com/cnisuite/cni/plugins/ipam/host-local").CombinedOutput()
-		if err != nil {
-			buildErr = &buildError{err, string(out)}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building host-local: %v", buildErr)
-	}
-	return binDir
-}
-
-type buildError struct {
-	err error
-	out string
-}
-
-func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 
 // env is one test's node: a namespace where the bridge, host veths and
 // iptables rules live, plus the IPAM state directory.
@@ -69,10 +25,12 @@ type env struct {
 	path    string
 }
 
+func TestMain(m *testing.M) { testutil.Main(m) }
+
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
-	return &env{t: t, node: netnstest.New(t, "br-node"), p: &plugin{}, dataDir: t.TempDir(), path: ipamDir(t)}
+	return &env{t: t, node: netnstest.New(t, "br-node"), p: &plugin{}, dataDir: t.TempDir(), path: testutil.Plugins(t, "plugins/ipam/host-local")}
 }
 
 // conf builds a configuration: the defaults of these tests, with keys of

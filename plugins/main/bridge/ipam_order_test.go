@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cnisuite/cni/internal/testutil"
 	"github.com/cnisuite/cni/pkg/link"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
@@ -34,7 +35,7 @@ func TestIPAMWhenTheLinksFail(t *testing.T) {
 	} {
 		t.Run(tc.ipam, func(t *testing.T) {
 			e := newEnv(t)
-			e.path = ipamDir(t)
+			e.path = testutil.Plugins(t, "plugins/ipam/host-local")
 			conf := e.conf(nil, "10.244.1.0/24")
 			if tc.ipam != "host-local" {
 				e.path = t.TempDir()

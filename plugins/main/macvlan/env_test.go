@@ -3,57 +3,22 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/cnisuite/cni/internal/testutil"
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
-// binDir holds our host-local, built once for the whole test binary.
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// ipamDir builds our host-local into a temporary CNI_PATH.
-func ipamDir(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "macvlan-test-bin")
-		if buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "host-local"),
-			"github.com/cnisuite/cni/plugins/ipam/host-local").CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(err.Error() + "\n" + string(out))
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building host-local: %v", buildErr)
-	}
-	return binDir
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // env is one test's node: a namespace holding the master "mv0", a veth
 // whose peer "mv0p" stands for the wire, plus the IPAM state directory.
@@ -70,7 +35,7 @@ const master = "mv0"
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
-	e := &env{t: t, node: netnstest.New(t, "mv-node"), p: &plugin{}, dataDir: t.TempDir(), path: ipamDir(t)}
+	e := &env{t: t, node: netnstest.New(t, "mv-node"), p: &plugin{}, dataDir: t.TempDir(), path: testutil.Plugins(t, "plugins/ipam/host-local")}
 	e.node.Run(t, "ip", "link", "add", master, "type", "veth", "peer", "name", master+"p")
 	e.node.Run(t, "ip", "link", "set", master, "up")
 	e.node.Run(t, "ip", "link", "set", master+"p", "up")

@@ -13,13 +13,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/cnisuite/cni/internal/testutil"
 	"github.com/cnisuite/cni/pkg/netns"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
@@ -36,31 +36,7 @@ const (
 	otherV6 = "2001:db8:1::3"
 )
 
-// binDir receives the binaries the first time a privileged test needs them.
-var binDir string
-
-var buildPlugins = sync.OnceValues(func() (string, error) {
-	dir := binDir
-	out, err := exec.Command("go", "build", "-o", dir+"/",
-		"github.com/cnisuite/cni/plugins/main/bridge",
-		"github.com/cnisuite/cni/plugins/ipam/host-local",
-		"github.com/cnisuite/cni/plugins/meta/portmap").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("building the plugins: %w\n%s", err, out)
-	}
-	return dir, nil
-})
-
-func TestMain(m *testing.M) {
-	var err error
-	if binDir, err = os.MkdirTemp("", "portmap-test-bin-"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(binDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // node is a node namespace with its outside client namespace.
 type node struct {
@@ -74,10 +50,7 @@ type node struct {
 func newNode(t *testing.T, backend string) *node {
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
-	bin, err := buildPlugins()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := testutil.Plugins(t, "plugins/main/bridge", "plugins/ipam/host-local", "plugins/meta/portmap")
 	n := &node{t: t, ns: netnstest.New(t, "pm-node"), out: netnstest.New(t, "pm-out"), bin: bin, dataDir: t.TempDir(), backend: backend}
 	// Without duplicate address detection new links route IPv6 at once,
 	// instead of dropping the first connections for a second or two.
