@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -247,7 +248,16 @@ func pingAll(t *testing.T, pod *netnstest.NS, targets []string) {
 // nothingLeft: no veth on the node, no reservation, no cached result.
 func nothingLeft(t *testing.T, c client, node *netnstest.NS, network string) {
 	t.Helper()
-	if out := node.Run(t, "ip", "-o", "link", "show", "type", "veth"); strings.TrimSpace(out) != "" {
+	// A deleted pod namespace takes its veth pair with it, but the kernel
+	// tears namespaces down asynchronously: give it a moment.
+	var out string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out = strings.TrimSpace(node.Run(t, "ip", "-o", "link", "show", "type", "veth"))
+		if out == "" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if out != "" {
 		t.Errorf("veth left on the node:\n%s", out)
 	}
 	if r := reservations(t, c.dataDir(), network); len(r) != 0 {
