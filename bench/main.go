@@ -32,6 +32,7 @@ type config struct {
 	repo       string // the suite's module root, built into the "ours" side
 	markdown   string // BENCHMARKS.md to update; "" leaves files alone
 	command    string // how the run was started, for the report
+	only       string // measure only the scenarios whose name contains this
 	rssTool    string // GNU time, found at the start of the run
 	// The lease daemons' bench; leaseEvents 0 leaves it out.
 	leaseEvents    int    // new leases timed one by one
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&cfg.flannelVersion, "flannel-version", cfg.flannelVersion, "flanneld release the lease daemons' bench compares subnetd with")
 	flag.IntVar(&cfg.dpRuns, "dp-runs", cfg.dpRuns, "data plane: iperf3 runs per path (overlay, hand-made vxlan, underlay); 0 skips it")
 	flag.IntVar(&cfg.dpSeconds, "dp-seconds", cfg.dpSeconds, "data plane: seconds per iperf3 run")
+	flag.StringVar(&cfg.only, "only", "", "measure only the scenarios whose name contains this (with -lease-events 0 -dp-runs 0 -startup 0: one chain alone)")
 	flag.StringVar(&cfg.command, "command", cfg.command, "the command line to record in the report")
 	flag.Parse()
 

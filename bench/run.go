@@ -85,6 +85,9 @@ func buildSides(ctx context.Context, cfg config, work string) ([2]side, error) {
 func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (outcome, error) {
 	var out outcome
 	for i, sc := range scenarios() {
+		if !strings.Contains(sc.name, cfg.only) {
+			continue
+		}
 		slog.Info("scenario", "name", sc.name)
 		res := runScenario(ctx, cfg, i, sc, sides, work)
 		if ctx.Err() != nil {
@@ -99,6 +102,9 @@ func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (ou
 	if cfg.dpRuns > 0 {
 		slog.Info("data plane", "runs", cfg.dpRuns, "seconds", cfg.dpSeconds)
 		out.add(dataPlane(ctx, cfg, work))
+	}
+	if cfg.startupN == 0 {
+		return out, nil
 	}
 	slog.Info("start-up", "invocations", cfg.startupN)
 	bins, err := startup(ctx, sides, cfg.startupN, cfg.rssTool)

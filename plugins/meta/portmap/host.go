@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/nat"
@@ -68,48 +67,4 @@ func localnetIface(c *nat.HostPortConf, addrs []netip.Prefix) (string, bool) {
 		return l.Attrs().Name, true
 	}
 	return "", false
-}
-
-// flushUDPConntrack deletes the conntrack entries of the UDP host ports
-// over netlink, one dump per family (a delete names its family), and none
-// when the namespace tracks no connection at all: a dump walks the whole
-// conntrack hash table, whatever it returns.
-func flushUDPConntrack(c *nat.HostPortConf, addrs []netip.Prefix) error {
-	for _, p := range addrs {
-		var filters []netlink.CustomConntrackFilter
-		for _, m := range c.MapsFor(p.Addr()) {
-			if m.Protocol != "udp" {
-				continue
-			}
-			f := &netlink.ConntrackFilter{}
-			if err := f.AddProtocol(unix.IPPROTO_UDP); err != nil {
-				return err
-			}
-			if err := f.AddPort(netlink.ConntrackOrigDstPort, m.HostPort); err != nil {
-				return err
-			}
-			filters = append(filters, f)
-		}
-		if len(filters) == 0 || conntrackEmpty() {
-			continue
-		}
-		if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, familyOf(p.Addr()), filters...); err != nil {
-			return fmt.Errorf("deleting UDP conntrack entries: %w", err)
-		}
-	}
-	return nil
-}
-
-func familyOf(a netip.Addr) netlink.InetFamily {
-	if a.Is6() {
-		return unix.AF_INET6
-	}
-	return unix.AF_INET
-}
-
-// conntrackEmpty reads the namespace's count of tracked connections; when
-// it cannot, it says no, so that the flush happens.
-func conntrackEmpty() bool {
-	b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_count")
-	return err == nil && strings.TrimSpace(string(b)) == "0"
 }
