@@ -2,8 +2,7 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -15,10 +14,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"golang.org/x/sys/unix"
 
@@ -28,8 +29,9 @@ import (
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
-// killCycles is how many ADD/DEL cycles TestKillSafety runs: the issue's
-// 300 (about 8 s on a two-core machine), or CNI_KILL_CYCLES to soak longer.
+// killCycles is how many ADD/DEL cycles each chain of TestKillSafety runs:
+// 60 (a few seconds a chain on a two-core machine), 1000 under SOAK=1 (make
+// soak), or CNI_KILL_CYCLES.
 func killCycles(t *testing.T) int {
 	t.Helper()
 	if s := os.Getenv("CNI_KILL_CYCLES"); s != "" {
@@ -39,39 +41,121 @@ func killCycles(t *testing.T) int {
 		}
 		return n
 	}
-	return 300
+	if os.Getenv("SOAK") != "" {
+		return 1000
+	}
+	return 60
 }
 
-const killWorkers = 8
+const (
+	killWorkers = 8
+	killNet     = "killnet"
+)
 
 // killID matches the container IDs TestKillSafety gives its pods.
 var killID = regexp.MustCompile(`kill-(?:live-)?[0-9]+`)
 
-// killRig runs bridge + host-local binaries, copied to a directory of their
-// own so that the killer can tell them from every other process, inside a
-// node namespace.
+// attachmentChain matches the per-attachment iptables chains of masquerade
+// (CNI-<hex>) and port mappings (CNI-DN-<hex>); the shared CNI-HOSTPORT-*
+// chains stay, as the reference's do.
+var attachmentChain = regexp.MustCompile(`CNI-(DN-)?[0-9a-f]{20,}`)
+
+// killChain is one conflist under test and what a live attachment of it
+// leaves on the node.
+type killChain struct {
+	name string
+	// plugins returns the conflist's plugins, with state kept in r's dirs.
+	plugins func(r *killRig) []any
+	// setup prepares the node (uplink, subnet.env) before the first ADD.
+	setup func(r *killRig)
+	// veths: each live attachment has a veth on the node (bridge); without,
+	// the node must hold no link of the chain at all (macvlan).
+	veths bool
+	// iptables, nft: each live attachment has iptables rules, or rules in
+	// portmap's nft table, naming it.
+	iptables, nft bool
+	// flannel: each live attachment has a saved delegate configuration.
+	flannel bool
+}
+
+// bridgeConf is bridge + host-local with masquerade over two ranges of 16:
+// with 8 pods in flight and the leaks of killed ADDs, they fill up and ADD
+// has to reclaim.
+func bridgeConf(r *killRig) map[string]any {
+	return map[string]any{"type": "bridge", "bridge": "killbr0", "isGateway": true, "ipMasq": true, "ipam": hostLocal(r)}
+}
+
+func hostLocal(r *killRig) map[string]any {
+	return map[string]any{"type": "host-local", "dataDir": r.dataDir, "ranges": []any{
+		[]any{map[string]any{"subnet": "10.78.0.0/24", "rangeStart": "10.78.0.10", "rangeEnd": "10.78.0.25"}},
+		[]any{map[string]any{"subnet": "fd00:78::/64", "rangeStart": "fd00:78::10", "rangeEnd": "fd00:78::1f"}},
+	}}
+}
+
+func portmapConf(backend string) map[string]any {
+	return map[string]any{"type": "portmap", "backend": backend, "capabilities": map[string]any{"portMappings": true}}
+}
+
+var killChains = []killChain{
+	{name: "bridge", veths: true, iptables: true,
+		plugins: func(r *killRig) []any { return []any{bridgeConf(r)} }},
+	{name: "flannel", veths: true, flannel: true,
+		plugins: func(r *killRig) []any {
+			return []any{map[string]any{"type": "flannel", "subnetFile": filepath.Join(r.state, "subnet.env"),
+				"dataDir": filepath.Join(r.state, "flannel"), "ipam": map[string]any{"dataDir": r.dataDir},
+				"delegate": map[string]any{"hairpinMode": true, "isDefaultGateway": true}}}
+		},
+		setup: func(r *killRig) {
+			env := "FLANNEL_NETWORK=10.79.0.0/16\nFLANNEL_SUBNET=10.79.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
+			if err := os.WriteFile(filepath.Join(r.state, "subnet.env"), []byte(env), 0o644); err != nil {
+				r.t.Fatal(err)
+			}
+		}},
+	{name: "portmap-iptables", veths: true, iptables: true,
+		plugins: func(r *killRig) []any { return []any{bridgeConf(r), portmapConf("iptables")} }},
+	{name: "portmap-nftables", veths: true, iptables: true, nft: true,
+		plugins: func(r *killRig) []any { return []any{bridgeConf(r), portmapConf("nftables")} }},
+	{name: "macvlan",
+		plugins: func(r *killRig) []any {
+			return []any{map[string]any{"type": "macvlan", "master": "killul0", "mode": "bridge", "ipam": hostLocal(r)}}
+		},
+		setup: func(r *killRig) {
+			r.node.Run(r.t, "ip", "link", "add", "killul0", "type", "bridge")
+			r.node.Run(r.t, "ip", "link", "set", "killul0", "up")
+		}},
+}
+
+// killRig runs a chain's binaries through libcni inside a node namespace,
+// as a runtime does. The binaries are copied to a directory of their own so
+// that the killer can tell them from every other process.
 type killRig struct {
 	t       *testing.T
+	chain   killChain
 	node    *netnstest.NS
 	bin     string
-	dataDir string
-	conf    []byte
+	state   string // subnet.env, flannel's saved configs, libcni's cache
+	dataDir string // host-local's
+	cni     *libcni.CNIConfig
+	list    *libcni.NetworkConfigList
 
-	mu    sync.Mutex
-	live  map[string]string // address -> container ID, for attachments whose ADD succeeded and DEL has not begun
-	stats killStats
-	// orphaned holds the pids of bridge processes whose host-local child was
-	// killed: their call failed because of a kill, whatever it printed.
-	orphaned sync.Map
+	mu        sync.Mutex
+	live      map[string]string // address -> container ID, for attachments whose ADD succeeded and DEL has not begun
+	forgotten []string          // container IDs a crashed runtime never DELs: GC's to clean
+	stats     killStats
+	stderr    stderrLog
+	durations [2]atomic.Int64 // sums of unkilled ADD and DEL times, µs, for the kill window
+	counts    [2]atomic.Int64
 }
 
 type killStats struct {
-	adds, addsKilled, dels, delsKilled, childKills, reclaims atomic.Int64
+	adds, addsKilled, reAdds, dels, delsKilled atomic.Int64
+	victims                                    sync.Map // binary -> *atomic.Int64 kills
 }
 
-func newKillRig(t *testing.T) *killRig {
-	r := &killRig{t: t, node: netnstest.New(t, "cni-kill-node"), bin: t.TempDir(), dataDir: t.TempDir(), live: map[string]string{}}
-	for _, p := range []string{"bridge", "host-local"} {
+func newKillRig(t *testing.T, chain killChain) *killRig {
+	r := &killRig{t: t, chain: chain, node: netnstest.New(t, "cni-kill-node"), bin: t.TempDir(), state: t.TempDir(),
+		dataDir: t.TempDir(), live: map[string]string{}}
+	for _, p := range plugins(t) {
 		data, err := os.ReadFile(filepath.Join(binDir, p))
 		if err == nil {
 			err = os.WriteFile(filepath.Join(r.bin, p), data, 0o755)
@@ -80,110 +164,110 @@ func newKillRig(t *testing.T) *killRig {
 			t.Fatal(err)
 		}
 	}
-	// 32 addresses per family: with 8 pods in flight and the leaks of killed
-	// ADDs, the range fills up and ADD has to reclaim.
-	r.conf = jsonConf(t, map[string]any{
-		"cniVersion": "1.1.0", "name": "killnet", "type": "bridge", "bridge": "killbr0",
-		"isGateway": true, "ipMasq": true,
-		"ipam": map[string]any{"type": "host-local", "dataDir": r.dataDir, "ranges": []any{
-			[]any{map[string]any{"subnet": "10.78.0.0/24", "rangeStart": "10.78.0.10", "rangeEnd": "10.78.0.41"}},
-			[]any{map[string]any{"subnet": "fd00:78::/64", "rangeStart": "fd00:78::10", "rangeEnd": "fd00:78::2f"}},
-		}},
-	})
+	if chain.setup != nil {
+		chain.setup(r)
+	}
+	list, err := libcni.ConfListFromBytes(jsonConf(t, map[string]any{"cniVersion": "1.1.0", "name": killNet, "plugins": chain.plugins(r)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.list = list
+	r.cni = libcni.NewCNIConfigWithCacheDir([]string{r.bin}, filepath.Join(r.state, "cache"),
+		&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: &r.stderr}})
 	return r
 }
 
-// call runs bridge with one verb inside the node, killing it with SIGKILL
-// after killAfter when that is positive. killed reports a SIGKILL of bridge
-// or of the host-local it ran.
-func (r *killRig) call(verb, id, netnsPath string, stdin []byte, killAfter time.Duration) (out []byte, killed bool, err error) {
-	cmd := exec.Command(filepath.Join(r.bin, "bridge"))
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "CNI_COMMAND=" + verb, "CNI_CONTAINERID=" + id,
-		"CNI_NETNS=" + netnsPath, "CNI_IFNAME=eth0", "CNI_PATH=" + r.bin}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &stdout, &stderr
-	if err := netns.Do(r.node.Path, cmd.Start); err != nil {
-		return nil, false, err
+// rt is the runtime's view of one attachment; its host port is unique
+// among the cycles.
+func (r *killRig) rt(id, netnsPath string) *libcni.RuntimeConf {
+	n, _ := strconv.Atoi(id[strings.LastIndexByte(id, '-')+1:])
+	port := 20000 + n%20000
+	if strings.HasPrefix(id, "kill-live-") {
+		port = 19000 + n
 	}
-	if killAfter > 0 {
-		timer := time.AfterFunc(killAfter, func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
-		defer timer.Stop()
-	}
-	err = cmd.Wait()
-	_, childKilled := r.orphaned.LoadAndDelete(cmd.Process.Pid)
-	r.stats.reclaims.Add(int64(strings.Count(stderr.String(), "reclaimed the address of an attachment that is gone")))
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		ws, _ := ee.Sys().(syscall.WaitStatus)
-		if childKilled {
-			r.stats.childKills.Add(1)
-		}
-		killed = (ws.Signaled() && ws.Signal() == syscall.SIGKILL) || childKilled
-		err = fmt.Errorf("%s %s: %w: %s%s", verb, id, err, stdout.Bytes(), stderr.Bytes())
-	}
-	return stdout.Bytes(), killed, err
+	return &libcni.RuntimeConf{ContainerID: id, NetNS: netnsPath, IfName: "eth0",
+		CapabilityArgs: map[string]any{"portMappings": []map[string]any{{"hostPort": port, "containerPort": 80, "protocol": "tcp"}}}}
 }
 
-// maybeKill picks whether and when to kill bridge: a third of the calls, at
-// a random moment of the first 30 ms (an ADD takes 20-60 ms here).
-func maybeKill() time.Duration {
-	if rand.IntN(3) != 0 {
-		return 0
+const (
+	verbAdd = iota
+	verbDel
+)
+
+// run runs the chain's ADD or DEL for id inside the node, killing one of
+// its processes at a random moment when kill says so. killed names the
+// binary killed, "" when none was.
+func (r *killRig) run(verb int, rt *libcni.RuntimeConf, kill bool) (res types.Result, killed string, err error) {
+	disarm := func() string { return "" }
+	if kill && rand.IntN(3) == 0 {
+		disarm = r.arm(verb, rt.ContainerID)
 	}
-	return time.Duration(1+rand.IntN(30_000)) * time.Microsecond
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	err = netns.Do(r.node.Path, func() error {
+		var err error
+		if verb == verbAdd {
+			res, err = r.cni.AddNetworkList(ctx, r.list, rt)
+		} else {
+			err = r.cni.DelNetworkList(ctx, r.list, rt)
+		}
+		return err
+	})
+	killed = disarm()
+	if killed == "" && err == nil {
+		r.durations[verb].Add(time.Since(start).Microseconds())
+		r.counts[verb].Add(1)
+	}
+	return res, killed, err
 }
 
-// killHostLocal kills host-local processes at random moments until stop
-// closes: it looks for processes running this rig's copy of the binary, and
-// signals one through a pidfd opened before checking that it is still that
-// binary, so that a recycled pid is never hit.
-func (r *killRig) killHostLocal(stop <-chan struct{}) {
-	exe := filepath.Join(r.bin, "host-local")
-	for {
-		select {
-		case <-stop:
-			return
-		case <-time.After(time.Duration(rand.IntN(20_000)) * time.Microsecond):
+// arm schedules the SIGKILL of one process of id's operation at a random
+// moment of the time such an operation takes; disarm cancels it, or waits
+// for it and names the binary it killed.
+func (r *killRig) arm(verb int, id string) (disarm func() string) {
+	window := 30 * time.Millisecond
+	if n := r.counts[verb].Load(); n > 0 {
+		window = time.Duration(r.durations[verb].Load()/n) * time.Microsecond * 5 / 4
+	}
+	done := make(chan string, 1)
+	timer := time.AfterFunc(time.Duration(rand.Int64N(int64(window))+1), func() { done <- r.killOne(id) })
+	return func() string {
+		if timer.Stop() {
+			return ""
 		}
-		pids := processesOf(exe)
-		if len(pids) == 0 || rand.IntN(3) != 0 {
-			continue
-		}
-		pid := pids[rand.IntN(len(pids))]
+		return <-done
+	}
+}
+
+// killOne kills, with SIGKILL, one of the processes running a binary of
+// the rig's for container id: the plugin libcni ran or a delegate of it. It
+// signals through a pidfd opened before checking what the process runs, so
+// that a recycled pid is never hit.
+func (r *killRig) killOne(id string) string {
+	pids := processesIn(r.bin)
+	rand.Shuffle(len(pids), func(i, j int) { pids[i], pids[j] = pids[j], pids[i] })
+	for _, pid := range pids {
 		fd, err := unix.PidfdOpen(pid, 0)
 		if err != nil {
 			continue
 		}
-		target, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if ppid := parentOf(pid); err == nil && target == exe && ppid > 0 {
-			r.orphaned.Store(ppid, true) // before the kill: its bridge may be reaped at once
-			_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		hit := err == nil && filepath.Dir(exe) == r.bin && slices.Contains(strings.Split(string(env), "\x00"), "CNI_CONTAINERID="+id) &&
+			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil
 		unix.Close(fd)
+		if hit {
+			n, _ := r.stats.victims.LoadOrStore(filepath.Base(exe), new(atomic.Int64))
+			n.(*atomic.Int64).Add(1)
+			return filepath.Base(exe)
+		}
 	}
+	return ""
 }
 
-// parentOf reads a process's parent pid from /proc/<pid>/stat; 0 if gone.
-func parentOf(pid int) int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// "pid (comm) state ppid ...": comm may hold spaces, so cut at the last ')'.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
-}
-
-// processesOf lists the pids whose executable is exe.
-func processesOf(exe string) []int {
+// processesIn lists the pids whose executable lies in dir.
+func processesIn(dir string) []int {
 	entries, _ := os.ReadDir("/proc")
 	var out []int
 	for _, e := range entries {
@@ -191,7 +275,7 @@ func processesOf(exe string) []int {
 		if err != nil {
 			continue
 		}
-		if target, err := os.Readlink("/proc/" + e.Name() + "/exe"); err == nil && target == exe {
+		if target, err := os.Readlink("/proc/" + e.Name() + "/exe"); err == nil && filepath.Dir(target) == dir {
 			out = append(out, pid)
 		}
 	}
@@ -221,141 +305,190 @@ type attachedPod struct {
 	addrs []string
 }
 
-// add attaches a new pod, killing at random; on success it checks that no
-// live attachment holds one of the addresses and that each is reserved on
-// disk for this one.
-func (r *killRig) add(id string, pod *netnstest.NS, kill bool) (*attachedPod, bool) {
-	killAfter := time.Duration(0)
-	if kill {
-		killAfter = maybeKill()
-	}
-	out, killed, err := r.call("ADD", id, pod.Path, r.conf, killAfter)
+// add attaches a pod, killing at random; on success it checks that no live
+// attachment holds one of the addresses and that each is reserved on disk
+// for this one. It fails the test when an ADD fails without a kill.
+func (r *killRig) add(id string, pod *netnstest.NS, kill bool) *attachedPod {
+	res, killed, err := r.run(verbAdd, r.rt(id, pod.Path), kill)
 	if err != nil {
-		if killed {
+		if killed != "" {
 			r.stats.addsKilled.Add(1)
 		} else {
-			r.t.Errorf("ADD failed without a kill: %v", err)
+			r.t.Errorf("ADD %s failed without a kill: %v", id, err)
 		}
-		return nil, false
+		return nil
 	}
 	r.stats.adds.Add(1)
-	var res current.Result
-	if err := json.Unmarshal(out, &res); err != nil {
-		r.t.Errorf("ADD %s printed %s: %v", id, out, err)
-		return nil, false
+	out, err := current.NewResultFromResult(res)
+	if err != nil {
+		r.t.Errorf("ADD %s: %v", id, err)
+		return nil
 	}
 	a := &attachedPod{id: id, pod: pod}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, ip := range res.IPs {
+	for _, ip := range out.IPs {
 		addr := ip.Address.IP.String()
 		if holder, taken := r.live[addr]; taken {
 			r.t.Errorf("%s given to %s while the live %s holds it", addr, id, holder)
 		}
-		if rec, err := os.ReadFile(filepath.Join(r.dataDir, "killnet", addr)); err != nil || string(rec) != id+"\r\neth0" {
+		if rec, err := os.ReadFile(filepath.Join(r.dataDir, killNet, addr)); err != nil || string(rec) != id+"\r\neth0" {
 			r.t.Errorf("reservation of %s for %s reads %q, %v", addr, id, rec, err)
 		}
 		r.live[addr] = id
 		a.addrs = append(a.addrs, addr)
 	}
-	return a, true
+	return a
 }
 
-// del detaches: the attachment stops being live before its DEL begins.
-func (r *killRig) del(a *attachedPod, kill bool) bool {
+// del detaches: the attachment stops being live before its DEL begins. A
+// DEL killed is retried, as the runtime does, until one succeeds (killed
+// again at random, up to three times); a DEL that fails without a kill
+// fails the test.
+func (r *killRig) del(a *attachedPod, kill bool) {
 	r.mu.Lock()
 	for _, addr := range a.addrs {
 		delete(r.live, addr)
 	}
 	r.mu.Unlock()
-	killAfter := time.Duration(0)
-	if kill {
-		killAfter = maybeKill()
-	}
-	_, killed, err := r.call("DEL", a.id, a.pod.Path, r.conf, killAfter)
-	if err != nil {
-		if killed {
-			r.stats.delsKilled.Add(1)
-		} else {
-			r.t.Errorf("DEL failed without a kill: %v", err)
+	for try := 0; ; try++ {
+		_, killed, err := r.run(verbDel, r.rt(a.id, a.pod.Path), kill && try < 3)
+		switch {
+		case err == nil:
+			r.stats.dels.Add(1)
+			return
+		case killed == "":
+			r.t.Errorf("DEL %s failed without a kill: %v", a.id, err)
+			return
 		}
-		return false
+		r.stats.delsKilled.Add(1)
 	}
-	r.stats.dels.Add(1)
-	return true
 }
 
 // cycle is one pod's life as a runtime that crashes now and then lives it:
-// ADD (maybe killed: then DEL, maybe, or forget it), DEL (maybe killed:
-// retried once, maybe), then the namespace goes.
+// ADD, maybe killed. After a killed ADD the runtime DELs (retrying while
+// killed) and maybe ADDs again into the same namespace (the spec forbids a
+// second ADD without a DEL between: host-local refuses it, as the
+// reference's does), or forgets the pod for GC to clean. A live pod is
+// DELed (retried while killed); then its namespace goes.
 func (r *killRig) cycle(id string) {
 	pod := newPod(r.t)
 	if pod == nil {
 		return
 	}
 	defer deletePod(r.t, pod)
-	a, ok := r.add(id, pod, true)
-	switch {
-	case !ok && rand.IntN(2) == 0:
+	a := r.add(id, pod, true)
+	if a == nil {
+		if rand.IntN(4) == 0 {
+			r.mu.Lock()
+			r.forgotten = append(r.forgotten, id)
+			r.mu.Unlock()
+			return
+		}
 		r.del(&attachedPod{id: id, pod: pod}, true)
-	case ok && !r.del(a, true) && rand.IntN(2) == 0:
-		r.del(a, true)
+		if rand.IntN(2) == 0 {
+			return
+		}
+		r.stats.reAdds.Add(1)
+		if a = r.add(id, pod, false); a == nil {
+			return
+		}
 	}
+	r.del(a, true)
 }
 
-// TestKillSafety: ADD/DEL cycles, 8 at a time, through the bridge and
-// host-local binaries while both are killed with SIGKILL at random moments;
-// each worker then leaves one pod attached and one GC runs with the true
-// valid list. Afterwards exactly the live pods hold addresses, index
-// entries, veths and nat rules, no file is half written, no address was
-// ever given to two live attachments; their DEL then leaves nothing at all.
+// TestKillSafety: for each chain, ADD/DEL cycles, 8 at a time, through
+// libcni while one of the operation's processes (the plugin or a delegate)
+// is killed with SIGKILL at a random moment of a third of the calls; each
+// worker then leaves one pod attached. Before GC, only live and forgotten
+// attachments may hold anything: what a DEL retried after kills left is a
+// leak. After a GC with the true valid list exactly the live pods hold
+// addresses, index entries, links, rules and saved configurations, no file
+// is half written, no address was ever given to two live attachments;
+// their DEL then leaves nothing at all.
 func TestKillSafety(t *testing.T) {
 	netnstest.SkipUnlessRoot(t)
 	if testing.Short() {
 		t.Skip("runs many pods")
 	}
-	r := newKillRig(t)
+	for _, chain := range killChains {
+		t.Run(chain.name, func(t *testing.T) {
+			if strings.Contains(chain.name, "nftables") {
+				if _, err := exec.LookPath("nft"); err != nil {
+					t.Skip("needs nft (make deps installs nftables)")
+				}
+			}
+			killRun(t, newKillRig(t, chain))
+		})
+	}
+}
+
+func killRun(t *testing.T, r *killRig) {
 	cycles, start := killCycles(t), time.Now()
-	stop := make(chan struct{})
-	var killer sync.WaitGroup
-	killer.Go(func() { r.killHostLocal(stop) })
 	var wg sync.WaitGroup
 	for w := range killWorkers {
 		wg.Go(func() {
-			for n := w; n < cycles; n += killWorkers {
+			for n := w; n < cycles && !t.Failed(); n += killWorkers {
 				r.cycle(fmt.Sprintf("kill-%d", n))
 			}
 		})
 	}
 	wg.Wait()
-	close(stop)
-	killer.Wait()
 	live := r.settle(t)
-	t.Logf("%d cycles in %v: %d ADDs done, %d killed; %d DELs done, %d killed; %d of the kills hit host-local; %d addresses reclaimed from gone pods",
-		cycles, time.Since(start).Round(time.Millisecond), r.stats.adds.Load(), r.stats.addsKilled.Load(),
-		r.stats.dels.Load(), r.stats.delsKilled.Load(), r.stats.childKills.Load(), r.stats.reclaims.Load())
-
+	t.Logf("%d cycles in %v: %d ADDs done, %d killed, %d retried; %d DELs done, %d killed; %s; %d forgotten for GC; %d addresses reclaimed",
+		cycles, time.Since(start).Round(time.Millisecond), r.stats.adds.Load(), r.stats.addsKilled.Load(), r.stats.reAdds.Load(),
+		r.stats.dels.Load(), r.stats.delsKilled.Load(), r.victims(), len(r.forgotten), r.reclaimed())
+	if t.Failed() {
+		return
+	}
 	r.expectIndexed(t, live)
-	valid := make([]any, len(live))
+	r.expectWithin(t, live)
+	valid := make([]types.GCAttachment, len(live))
 	for i, a := range live {
-		valid[i] = map[string]any{"containerID": a.id, "ifname": "eth0"}
+		valid[i] = types.GCAttachment{ContainerID: a.id, IfName: "eth0"}
 	}
-	var gc map[string]any
-	if err := json.Unmarshal(r.conf, &gc); err != nil {
-		t.Fatal(err)
-	}
-	gc["cni.dev/valid-attachments"] = valid
-	if _, _, err := r.call("GC", "", "", jsonConf(t, gc), 0); err != nil {
+	if err := netns.Do(r.node.Path, func() error {
+		return r.cni.GCNetworkList(context.Background(), r.list, &libcni.GCArgs{ValidAttachments: valid})
+	}); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	r.expectOnly(t, live)
 	for _, a := range live {
-		if !r.del(a, false) {
-			t.Fatalf("DEL of %s failed", a.id)
-		}
+		r.del(a, false)
 		deletePod(t, a.pod)
 	}
 	r.expectOnly(t, nil)
+}
+
+func (r *killRig) victims() string {
+	var parts []string
+	r.stats.victims.Range(func(k, v any) bool {
+		parts = append(parts, fmt.Sprintf("%s killed %d times", k, v.(*atomic.Int64).Load()))
+		return true
+	})
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}
+
+// stderrLog collects what the plugins write to stderr, which libcni passes
+// to its own: a test's output would drown in it.
+type stderrLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *stderrLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// reclaimed counts the addresses host-local took back from gone pods, from
+// its log lines.
+func (r *killRig) reclaimed() int {
+	r.stderr.mu.Lock()
+	defer r.stderr.mu.Unlock()
+	return strings.Count(r.stderr.buf.String(), "reclaimed the address of an attachment that is gone")
 }
 
 // expectIndexed checks, before GC rebuilds anything, that the index the
@@ -363,7 +496,7 @@ func TestKillSafety(t *testing.T) {
 // entry would make their DEL leak.
 func (r *killRig) expectIndexed(t *testing.T, live []*attachedPod) {
 	t.Helper()
-	s, err := disk.Open(r.dataDir, "killnet")
+	s, err := disk.Open(r.dataDir, killNet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,8 +522,8 @@ func (r *killRig) settle(t *testing.T) []*attachedPod {
 			t.FailNow()
 		}
 		t.Cleanup(func() { exec.Command("ip", "netns", "delete", pod.Name).Run() })
-		a, ok := r.add(fmt.Sprintf("kill-live-%d", w), pod, false)
-		if !ok {
+		a := r.add(fmt.Sprintf("kill-live-%d", w), pod, false)
+		if a == nil {
 			t.FailNow()
 		}
 		live = append(live, a)
@@ -398,9 +531,60 @@ func (r *killRig) settle(t *testing.T) []*attachedPod {
 	return live
 }
 
-// expectOnly checks that the node and host-local's files hold exactly what
+// named lists the container IDs of this test that the node's state names:
+// reservations, rules, saved flannel configurations and libcni's cache.
+func (r *killRig) named(t *testing.T) map[string][]string {
+	t.Helper()
+	out := map[string][]string{"reservations": holders(t, r.dataDir, killNet)}
+	out["iptables rules"] = killID.FindAllString(r.node.Run(t, "iptables-save")+r.node.Run(t, "ip6tables-save"), -1)
+	out["nft rules"] = killID.FindAllString(r.portmapTables(t), -1)
+	out["flannel configs"] = killID.FindAllString(strings.Join(dirNames(t, filepath.Join(r.state, "flannel")), " "), -1)
+	out["libcni cache"] = killID.FindAllString(strings.Join(dirNames(t, filepath.Join(r.state, "cache", "results")), " "), -1)
+	for k, ids := range out {
+		out[k] = slices.Compact(slices.Sorted(slices.Values(ids)))
+	}
+	return out
+}
+
+// portmapTables is the text of portmap's nft tables (iptables' own show in
+// nft's ruleset too, as tables ip nat and the like).
+func (r *killRig) portmapTables(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		return ""
+	}
+	var out []string
+	for _, table := range strings.Split(r.node.Run(t, "nft", "list", "ruleset"), "\ntable ") {
+		if head, _, _ := strings.Cut(table, "\n"); strings.Contains(head, "cni_hostport") {
+			out = append(out, table)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// expectWithin checks, before GC, that only live attachments and those a
+// runtime forgot hold anything: every DEL that succeeded, after any number
+// of kills, left nothing of its attachment.
+func (r *killRig) expectWithin(t *testing.T, live []*attachedPod) {
+	t.Helper()
+	allowed := slices.Clone(r.forgotten)
+	for _, a := range live {
+		allowed = append(allowed, a.id)
+	}
+	for what, ids := range r.named(t) {
+		for _, id := range ids {
+			if !slices.Contains(allowed, id) {
+				t.Errorf("%s name %s, whose DEL succeeded", what, id)
+			}
+		}
+	}
+}
+
+// expectOnly checks that the node and the plugins' files hold exactly what
 // the live attachments need: their records and index entries, one veth
-// each, nat rules naming them, and nothing else, half-written files included.
+// each (bridge chains), rules naming them (chains with rules), a saved
+// configuration each (flannel), and nothing else, half-written files and
+// per-attachment chains of attachments gone included.
 func (r *killRig) expectOnly(t *testing.T, live []*attachedPod) {
 	t.Helper()
 	var wantAddrs, wantIDs []string
@@ -408,35 +592,61 @@ func (r *killRig) expectOnly(t *testing.T, live []*attachedPod) {
 		wantAddrs = append(wantAddrs, a.addrs...)
 		wantIDs = append(wantIDs, a.id)
 	}
-	if got := reservations(t, r.dataDir, "killnet"); !sameSet(got, wantAddrs) {
+	if got := reservations(t, r.dataDir, killNet); !sameSet(got, wantAddrs) {
 		t.Errorf("reservations %v, want %v", got, wantAddrs)
 	}
-	if got := holders(t, r.dataDir, "killnet"); !sameSet(slices.Compact(slices.Sorted(slices.Values(got))), wantIDs) {
-		t.Errorf("reservations held by %v, want %v", got, wantIDs)
-	}
-	if n := indexEntries(t, r.dataDir, "killnet"); n != len(live) {
+	if n := indexEntries(t, r.dataDir, killNet); n != len(live) {
 		t.Errorf("%d attachments indexed, want %d", n, len(live))
 	}
-	net := filepath.Join(r.dataDir, "killnet")
-	for _, dir := range []string{net, filepath.Join(net, ".cnisuite"), filepath.Join(net, ".cnisuite", "owners")} {
+	want := map[string][]string{"reservations": wantIDs, "libcni cache": wantIDs, "iptables rules": nil, "nft rules": nil, "flannel configs": nil}
+	if r.chain.iptables {
+		want["iptables rules"] = wantIDs
+	}
+	if r.chain.nft {
+		want["nft rules"] = wantIDs
+	}
+	if r.chain.flannel {
+		want["flannel configs"] = wantIDs
+	}
+	for what, ids := range r.named(t) {
+		if !sameSet(ids, want[what]) {
+			t.Errorf("%s name %v, want %v", what, ids, want[what])
+		}
+	}
+	r.expectNoHalfWritten(t)
+	r.expectLinks(t, len(live))
+	if len(live) == 0 {
+		for _, save := range []string{"iptables-save", "ip6tables-save"} {
+			if chains := attachmentChain.FindAllString(r.node.Run(t, save), -1); len(chains) > 0 {
+				t.Errorf("%s: per-attachment chains left: %v", save, slices.Compact(slices.Sorted(slices.Values(chains))))
+			}
+		}
+	}
+}
+
+func (r *killRig) expectNoHalfWritten(t *testing.T) {
+	t.Helper()
+	net := filepath.Join(r.dataDir, killNet)
+	for _, dir := range []string{net, filepath.Join(net, ".cnisuite"), filepath.Join(net, ".cnisuite", "owners"), filepath.Join(r.state, "flannel")} {
 		for _, name := range dirNames(t, dir) {
 			if strings.HasPrefix(name, ".reserve-") || strings.HasPrefix(name, ".tmp-") {
 				t.Errorf("half-written file left: %s", filepath.Join(dir, name))
 			}
 		}
 	}
-	if veths := linkNames(r.node.Run(t, "ip", "-o", "link", "show", "type", "veth")); len(veths) != len(live) {
-		t.Errorf("%d veths on the node, want %d: %v", len(veths), len(live), veths)
+}
+
+// expectLinks checks the node's links: one veth per live attachment on a
+// bridge chain, and no veth or macvlan at all otherwise.
+func (r *killRig) expectLinks(t *testing.T, live int) {
+	t.Helper()
+	want := map[string]int{"veth": 0, "macvlan": 0}
+	if r.chain.veths {
+		want["veth"] = live
 	}
-	for _, save := range []string{"iptables-save", "ip6tables-save"} {
-		var named []string
-		for _, id := range killID.FindAllString(r.node.Run(t, save, "-t", "nat"), -1) {
-			if !slices.Contains(named, id) {
-				named = append(named, id)
-			}
-		}
-		if !sameSet(named, wantIDs) {
-			t.Errorf("%s: rules name %v, want %v", save, named, wantIDs)
+	for typ, n := range want {
+		if links := linkNames(r.node.Run(t, "ip", "-o", "link", "show", "type", typ)); len(links) != n {
+			t.Errorf("%d %s links on the node, want %d: %v", len(links), typ, n, links)
 		}
 	}
 }
