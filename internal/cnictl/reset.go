@@ -1,0 +1,432 @@
+package cnictl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/vishvananda/netlink"
+
+	"github.com/cnisuite/cni/pkg/ipam/disk"
+	"github.com/cnisuite/cni/pkg/ipam/stale"
+	"github.com/cnisuite/cni/pkg/link"
+	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/nat/nft"
+	"github.com/cnisuite/cni/pkg/netns"
+	"github.com/cnisuite/cni/pkg/vxlan"
+)
+
+// Defaults of the places the suite writes to, where no flag or
+// configuration names another.
+const (
+	defaultBridge     = "cni0"                 // the bridge plugin's
+	defaultFlannelDir = "/var/lib/cni/flannel" // the flannel plugin's dataDir
+	defaultSubnetFile = "/run/flannel/subnet.env"
+)
+
+func resetCommand() *command {
+	return &command{name: "reset", run: reset,
+		usage:   "[--dry-run] [--force] [--netns PATH] [dirs and files: -h]",
+		summary: "remove what the suite made on this node; refuses while pods are attached unless --force"}
+}
+
+// resetOpts are the node's paths; tests point them at temp dirs and a
+// namespace they made.
+type resetOpts struct {
+	confDir, dataDir, flannelDir, subnetFile, cacheDir, lockFile, netns string
+	dryRun, force                                                       bool
+}
+
+// step is one part of the reset: what it removes, as printed, and how.
+type step struct {
+	what []string
+	do   func() error
+	inNS bool // runs inside --netns
+}
+
+// resetPlan is everything found, and the pods that make reset refuse.
+type resetPlan struct {
+	steps []step
+	pods  []string
+}
+
+func reset(e *env, args []string) error {
+	fs := newFlagSet(e, "reset")
+	var o resetOpts
+	fs.StringVar(&o.confDir, "cni-conf-dir", "/etc/cni/net.d", "kubelet's CNI configuration directory (names the bridges and state dirs)")
+	fs.StringVar(&o.dataDir, "data-dir", disk.DefaultDataDir, "host-local's dataDir")
+	fs.StringVar(&o.flannelDir, "flannel-dir", defaultFlannelDir, "the flannel plugin's dataDir")
+	fs.StringVar(&o.subnetFile, "subnet-file", defaultSubnetFile, "subnetd's lease file")
+	fs.StringVar(&o.cacheDir, "cache-dir", libcni.CacheDir, "libcni's cache (its results/ entries of the configured networks go)")
+	fs.StringVar(&o.lockFile, "lock-file", nat.SweepLock, "portmap's lock file")
+	fs.StringVar(&o.netns, "netns", "", "remove the links and rules of this network namespace instead of the current one's")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be removed and change nothing")
+	fs.BoolVar(&o.force, "force", false, "remove even while pods are attached (cuts them off the network)")
+	ops, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(ops) > 0 {
+		return usagef("reset takes no operands, got %q", ops)
+	}
+	p, err := planReset(o)
+	if err != nil {
+		return err
+	}
+	return runReset(e, o, p)
+}
+
+// runReset prints the plan and, unless dry or refused, carries it out.
+func runReset(e *env, o resetOpts, p *resetPlan) error {
+	var b strings.Builder
+	refused := len(p.pods) > 0 && !o.force
+	verb := "removing"
+	if o.dryRun || refused {
+		verb = "would remove"
+	}
+	n := 0
+	for _, s := range p.steps {
+		for _, w := range s.what {
+			fmt.Fprintf(&b, "%s %s\n", verb, w)
+			n++
+		}
+	}
+	if n == 0 {
+		b.WriteString("nothing of the suite is left on this node\n")
+	}
+	fmt.Fprintf(&b, "kept: the configurations in %s and the binaries (rm them to uninstall the suite)\n", o.confDir)
+	if _, err := e.stdout.Write([]byte(b.String())); err != nil {
+		return err
+	}
+	if refused {
+		return fmt.Errorf("%d pod attachments are still on this node (%s); drain the node (kubectl drain) or delete the pods first, or pass --force to cut them off",
+			len(p.pods), strings.Join(p.pods, "; "))
+	}
+	if o.dryRun {
+		return nil
+	}
+	var errs []error
+	for _, s := range p.steps {
+		if err := inNS(o, s.inNS, s.do); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reset incomplete: %w; run it again once the cause is fixed", err)
+	}
+	fmt.Fprintf(e.stdout, "removed %d items\n", n)
+	return nil
+}
+
+func inNS(o resetOpts, ns bool, fn func() error) error {
+	if !ns || o.netns == "" {
+		return fn()
+	}
+	if err := netns.Do(o.netns, fn); err != nil {
+		return fmt.Errorf("in --netns %s: %w", o.netns, err)
+	}
+	return nil
+}
+
+// planReset finds everything; nothing is changed.
+func planReset(o resetOpts) (*resetPlan, error) {
+	cfg, err := readSuiteConfs(o)
+	if err != nil {
+		return nil, err
+	}
+	p := &resetPlan{}
+	if err := inNS(o, true, func() error { return p.planNetns(cfg) }); err != nil {
+		return nil, err
+	}
+	if err := p.planFiles(o, cfg); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// planNetns finds the links and rules, inside the node's namespace.
+func (p *resetPlan) planNetns(cfg *suiteConfs) error {
+	if err := p.planLinks(cfg.bridges); err != nil {
+		return err
+	}
+	devices, routes, err := vxlan.Leftovers()
+	if err != nil {
+		return err
+	}
+	vx := step{inNS: true, do: func() error { return vxlan.Cleanup() }}
+	for _, d := range devices {
+		vx.what = append(vx.what, "link vxlan "+d+" (with its routes, neighbours and FDB)")
+	}
+	for _, r := range routes {
+		vx.what = append(vx.what, fmt.Sprintf("route %s (proto %d)", r.Dst, r.Protocol))
+	}
+	p.add(vx)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rules, err := nat.Reset(ctx, nil, true)
+	if err != nil {
+		return err
+	}
+	ip := step{inNS: true, do: func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := nat.Reset(ctx, nil, false)
+		return err
+	}}
+	for _, r := range rules {
+		ip.what = append(ip.what, "rules "+r.String())
+	}
+	p.add(ip)
+	tables, err := nft.Reset(true)
+	if err != nil {
+		return err
+	}
+	p.add(step{inNS: true, what: prefixed("nft ", tables), do: func() error { _, err := nft.Reset(false); return err }})
+	return nil
+}
+
+func (p *resetPlan) add(s step) {
+	if len(s.what) > 0 {
+		p.steps = append(p.steps, s)
+	}
+}
+
+func prefixed(pre string, ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = pre + s
+	}
+	return out
+}
+
+// planLinks finds the bridges and the veths plugged into them: each veth is
+// a pod still attached, and deleting it deletes the pod's end too.
+func (p *resetPlan) planLinks(bridges []string) error {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("listing links: %w", err)
+	}
+	var veths, brs step
+	veths.inNS, brs.inNS = true, true
+	var vNames, bNames []string
+	for _, l := range links {
+		if br, ok := l.(*netlink.Bridge); ok && slices.Contains(bridges, br.Name) {
+			brs.what = append(brs.what, "link bridge "+br.Name)
+			bNames = append(bNames, br.Name)
+			for _, v := range links {
+				if _, ok := v.(*netlink.Veth); ok && v.Attrs().MasterIndex == br.Index {
+					veths.what = append(veths.what, fmt.Sprintf("link veth %s (port of %s)", v.Attrs().Name, br.Name))
+					vNames = append(vNames, v.Attrs().Name)
+					p.pods = append(p.pods, fmt.Sprintf("veth %s on %s", v.Attrs().Name, br.Name))
+				}
+			}
+		}
+	}
+	veths.do = func() error { return deleteLinks(vNames) }
+	brs.do = func() error { return deleteLinks(bNames) }
+	p.add(veths)
+	p.add(brs)
+	return nil
+}
+
+func deleteLinks(names []string) error {
+	var errs []error
+	for _, n := range names {
+		errs = append(errs, link.DeleteIfExists(n))
+	}
+	return errors.Join(errs...)
+}
+
+// planFiles finds the state files: host-local stores (refusing while one
+// has a live owner), the flannel plugin's saved configurations, libcni's
+// cached results of the configured networks, subnet.env, portmap's lock.
+func (p *resetPlan) planFiles(o resetOpts, cfg *suiteConfs) error {
+	var files []string
+	for _, dir := range cfg.dataDirs {
+		stores, err := p.planStores(dir)
+		if err != nil {
+			return err
+		}
+		files = append(files, stores...)
+	}
+	for _, dir := range cfg.flannelDirs {
+		files = append(files, savedConfs(dir)...)
+	}
+	files = append(files, cachedResults(o.cacheDir, cfg.networks)...)
+	for _, f := range append(slices.Clone(cfg.subnetFiles), o.lockFile) {
+		if _, err := os.Lstat(f); err == nil {
+			files = append(files, f)
+		}
+	}
+	st := step{do: func() error { return removeAll(files) }}
+	for _, f := range files {
+		st.what = append(st.what, "file "+f)
+	}
+	p.add(st)
+	return nil
+}
+
+func removeAll(paths []string) error {
+	var errs []error
+	for _, f := range paths {
+		if err := os.RemoveAll(f); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// planStores lists the host-local stores of dataDir: directories holding
+// host-local's "lock" file, so that a dataDir shared with other programs
+// loses nothing else. A reservation whose namespace is still in place is a
+// pod still attached.
+func (p *resetPlan) planStores(dataDir string) ([]string, error) {
+	entries, err := os.ReadDir(dataDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading host-local's dataDir: %w; pass the one in use with --data-dir", err)
+	}
+	var out []string
+	for _, e := range entries {
+		dir := filepath.Join(dataDir, e.Name())
+		if _, err := os.Stat(filepath.Join(dir, "lock")); !e.IsDir() || err != nil {
+			continue
+		}
+		out = append(out, dir)
+		vs, _ := survey(dataDir, e.Name(), nil) // a store that cannot be read proves no pod
+		for _, v := range vs {
+			if v.State == stale.Alive {
+				p.pods = append(p.pods, fmt.Sprintf("%s holds %s for %s in %s", e.Name(), v.Addr, v.Owner.ContainerID, v.Netns.Path))
+			}
+		}
+	}
+	return out, nil
+}
+
+// savedConfs lists the flannel plugin's saved delegate configurations:
+// JSON objects with a cniVersion, so that a dataDir shared with other
+// programs loses nothing else.
+func savedConfs(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		var c struct {
+			CNIVersion string `json:"cniVersion"`
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err == nil && json.Unmarshal(data, &c) == nil && c.CNIVersion != "" {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out
+}
+
+// cachedResults lists libcni's cache entries of the given networks.
+func cachedResults(cacheDir string, networks []string) []string {
+	dir := filepath.Join(cacheDir, "results")
+	entries, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range entries {
+		var c struct {
+			Kind        string `json:"kind"`
+			NetworkName string `json:"networkName"`
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err == nil && json.Unmarshal(data, &c) == nil && c.Kind == "cniCacheV1" && slices.Contains(networks, c.NetworkName) {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out
+}
+
+// pluginConf is what reset reads of one plugin's configuration: the keys
+// that name a bridge or a state directory.
+type pluginConf struct {
+	Type       string `json:"type"`
+	Bridge     string `json:"bridge"`     // bridge
+	DataDir    string `json:"dataDir"`    // flannel
+	SubnetFile string `json:"subnetFile"` // flannel
+	IPAM       struct {
+		Type    string `json:"type"`
+		DataDir string `json:"dataDir"`
+	} `json:"ipam"`
+	Delegate struct {
+		Type   string `json:"type"`
+		Bridge string `json:"bridge"`
+	} `json:"delegate"`
+}
+
+// suiteConfs is what the configurations in the conf dir, and the flags,
+// name: the places reset cleans.
+type suiteConfs struct {
+	networks, bridges, dataDirs, flannelDirs, subnetFiles []string
+}
+
+func (c *suiteConfs) add(list *[]string, v string) {
+	if v != "" && !slices.Contains(*list, v) {
+		*list = append(*list, v)
+	}
+}
+
+// readSuiteConfs reads every network configuration kubelet would (.conf,
+// .conflist, .json); one that does not parse is skipped, since reset must
+// work on a node whose configuration is broken.
+func readSuiteConfs(o resetOpts) (*suiteConfs, error) {
+	c := &suiteConfs{}
+	c.add(&c.bridges, defaultBridge)
+	c.add(&c.dataDirs, o.dataDir)
+	c.add(&c.flannelDirs, o.flannelDir)
+	c.add(&c.subnetFiles, o.subnetFile)
+	files, err := libcni.ConfFiles(o.confDir, []string{".conf", ".conflist", ".json"})
+	if err != nil {
+		return nil, fmt.Errorf("reading the CNI configuration directory: %w; pass kubelet's with --cni-conf-dir", err)
+	}
+	for _, f := range files {
+		var nc struct {
+			pluginConf
+			Name    string       `json:"name"`
+			Plugins []pluginConf `json:"plugins"`
+		}
+		data, err := os.ReadFile(f)
+		if err != nil || json.Unmarshal(data, &nc) != nil {
+			continue
+		}
+		c.add(&c.networks, nc.Name)
+		for _, pc := range append(nc.Plugins, nc.pluginConf) {
+			c.addPlugin(o, pc)
+		}
+	}
+	return c, nil
+}
+
+// addPlugin records what one plugin makes, with the plugins' defaults.
+func (c *suiteConfs) addPlugin(o resetOpts, pc pluginConf) {
+	switch pc.Type {
+	case "bridge":
+		c.add(&c.bridges, cmp(pc.Bridge, defaultBridge))
+	case "flannel":
+		if pc.Delegate.Type == "" || pc.Delegate.Type == "bridge" {
+			c.add(&c.bridges, cmp(pc.Delegate.Bridge, defaultBridge))
+		}
+		c.add(&c.flannelDirs, cmp(pc.DataDir, o.flannelDir))
+		c.add(&c.subnetFiles, cmp(pc.SubnetFile, o.subnetFile))
+		c.add(&c.dataDirs, cmp(pc.IPAM.DataDir, o.dataDir)) // flannel hands its ipam block to host-local
+		return
+	}
+	if pc.IPAM.Type == "host-local" {
+		c.add(&c.dataDirs, cmp(pc.IPAM.DataDir, o.dataDir))
+	}
+}
