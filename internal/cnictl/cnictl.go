@@ -34,6 +34,7 @@ func root() *command {
 	return &command{name: "cnictl", summary: "inspect and repair the CNI suite's state on this node", subs: []*command{
 		ipamCommand(),
 		doctorCommand(),
+		leasesCommand(),
 		resetCommand(),
 		execCommand("add"), execCommand("check"), execCommand("del"), execCommand("gc"),
 	}}

@@ -44,6 +44,7 @@ type Finding struct {
 type doctorOpts struct {
 	confDir, binDir, subnetFile, dataDir, healthz, netns, sysctlDir string
 	client                                                          *http.Client
+	etcd                                                            etcdOpts
 }
 
 // node is what the checks share: options and what earlier checks parsed.
@@ -51,6 +52,10 @@ type node struct {
 	doctorOpts
 	confs []conflist   // every parsed network configuration, by file name
 	env   *envfile.Env // subnet.env when present and valid
+	// cluster is etcd's config and leases, nil when etcd does not answer:
+	// the checks that need it then report nothing, the etcd check says why.
+	cluster  *cluster
+	ownLease *leaseInfo // this node's live lease, matching subnet.env
 }
 
 // check is one named inspection; it returns at least one finding when it
@@ -74,12 +79,17 @@ func checks() []check {
 		{name: "br-netfilter", inNS: true, run: checkBrNetfilter, about: "br_netfilter is loaded"},
 		{name: "pod-mtu", inNS: true, run: checkMTU, about: "cni0 and pods' MTU fit FLANNEL_MTU"},
 		{name: "vxlan-checksum", inNS: true, run: checkChecksum, about: "flannel.1 has tx checksum offload off"},
+		{name: "etcd", run: checkEtcd, about: "etcd answers at --etcd-endpoints"},
+		{name: "network-config", run: checkNetConfig, about: "<prefix>/config exists, parses and agrees with subnet.env"},
+		{name: "node-lease", run: checkNodeLease, about: "this node's lease is in etcd, alive, and is FLANNEL_SUBNET"},
+		{name: "vxlan-device", inNS: true, run: checkVXLANDevice, about: "flannel.<VNI> exists and is up when the backend is vxlan"},
+		{name: "overlay-peers", inNS: true, run: checkOverlayPeers, about: "routes, neighbours and FDB entries match the other nodes' leases"},
 	}
 }
 
 func doctorCommand() *command {
 	return &command{name: "doctor", run: doctor,
-		usage:   "[--json] [--cni-conf-dir D] [--cni-bin-dir D] [--subnet-file F] [--data-dir D] [--healthz URL] [--netns PATH] [--sysctl-dir D]",
+		usage:   "[--json] [--cni-conf-dir D] [--cni-bin-dir D] [--subnet-file F] [--data-dir D] [--healthz URL] [--netns PATH] [--sysctl-dir D] [--etcd-endpoints URLS] [--etcd-prefix P] [--etcd-cafile F --etcd-certfile F --etcd-keyfile F] [--etcd-timeout D] [--node-id-file F]",
 		summary: "find what breaks pods on this node and say how to fix it; exit 0 ok, 1 warnings, 2 errors"}
 }
 
@@ -93,6 +103,7 @@ func doctor(e *env, args []string) error {
 	fs.StringVar(&o.healthz, "healthz", "http://127.0.0.1:8471", "subnetd's health address")
 	fs.StringVar(&o.netns, "netns", "", "inspect the links and rules of this network namespace instead of the current one")
 	fs.StringVar(&o.sysctlDir, "sysctl-dir", "/proc/sys", "where the sysctls are (read inside --netns)")
+	o.etcd.flags(fs) // etcd is reached from where cnictl runs, not from inside --netns
 	asJSON := fs.Bool("json", false, "print JSON instead of a report")
 	ops, err := parseFlags(fs, args)
 	if err != nil {

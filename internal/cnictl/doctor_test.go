@@ -25,6 +25,7 @@ type nodeFixture struct {
 	ready                           *httptest.Server
 	readyStatus                     int
 	ns                              *netnstest.NS
+	etcd                            *clusterFixture // config and leases; overlay in ns
 }
 
 const flannelConflist = `{"cniVersion":"1.0.0","name":"cbr0","plugins":[
@@ -60,6 +61,8 @@ func healthyNode(t *testing.T) *nodeFixture {
 	f.ns.Run(t, "ip", "link", "add", "vethpod", "mtu", "1450", "master", "cni0", "type", "veth", "peer", "name", "eth0")
 	f.ns.Run(t, "ip", "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472", "nolearning")
 	setTxChecksum(t, f.ns, false)
+	f.etcd = newCluster(t)
+	overlayNode(t, f.ns)
 	return f
 }
 
@@ -103,6 +106,7 @@ func (f *nodeFixture) doctor(t *testing.T) (int, []Finding, string) {
 	t.Helper()
 	args := []string{"doctor", "--cni-conf-dir", f.conf, "--cni-bin-dir", f.bin, "--subnet-file", f.subnet,
 		"--data-dir", f.data, "--healthz", f.ready.URL, "--sysctl-dir", f.sysctl, "--netns", f.ns.Path}
+	args = append(args, f.etcd.args()...)
 	code, out, stderr := run(append(args, "--json")...)
 	var fds []Finding
 	if err := json.Unmarshal([]byte(out), &fds); err != nil {

@@ -45,11 +45,29 @@ func Plugins(t testing.TB, pkgs ...string) string {
 	return dir
 }
 
-// Main runs the tests and removes what Plugins built.
+// Main runs the tests, then the functions given to AtExit, and removes what
+// Plugins built.
 func Main(m *testing.M) {
 	code := m.Run()
+	mu.Lock()
+	fns := atExit
+	mu.Unlock()
+	for i := len(fns) - 1; i >= 0; i-- {
+		fns[i]()
+	}
 	if dir != "" {
 		os.RemoveAll(dir)
 	}
 	os.Exit(code)
+}
+
+var atExit []func()
+
+// AtExit registers fn to run once the package's tests are done, for
+// fixtures shared by several tests (an etcd server, say); the package's
+// TestMain must call Main.
+func AtExit(fn func()) {
+	mu.Lock()
+	defer mu.Unlock()
+	atExit = append(atExit, fn)
 }

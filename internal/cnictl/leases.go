@@ -1,0 +1,486 @@
+package cnictl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cnisuite/cni/pkg/netns"
+	"github.com/cnisuite/cni/pkg/subnet"
+	"github.com/cnisuite/cni/pkg/subnet/envfile"
+	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
+	"github.com/cnisuite/cni/pkg/vxlan"
+)
+
+// defaultEtcd is where subnetd's embedded etcd serves (its
+// --embedded-etcd-client), used when subnetd runs without --etcd-endpoints.
+const defaultEtcd = "http://127.0.0.1:2379"
+
+// etcdOpts are the flags that reach etcd, flanneld's and subnetd's names.
+type etcdOpts struct {
+	endpoints, prefix, caFile, certFile, keyFile, nodeIDFile string
+	timeout                                                  time.Duration
+}
+
+func (o *etcdOpts) flags(fs *flag.FlagSet) {
+	fs.StringVar(&o.endpoints, "etcd-endpoints", defaultEtcd, "comma-separated etcd endpoints, as subnetd's (the default is its embedded etcd)")
+	fs.StringVar(&o.prefix, "etcd-prefix", subnetetcd.DefaultPrefix, "etcd prefix of the network config and leases")
+	fs.StringVar(&o.caFile, "etcd-cafile", "", "CA that signed the etcd servers' certificates")
+	fs.StringVar(&o.certFile, "etcd-certfile", "", "client certificate for etcd")
+	fs.StringVar(&o.keyFile, "etcd-keyfile", "", "client key for etcd")
+	fs.DurationVar(&o.timeout, "etcd-timeout", 3*time.Second, "deadline of each etcd call")
+	fs.StringVar(&o.nodeIDFile, "node-id-file", "/var/lib/subnetd/node-id", "subnetd's node identity (in its --data-dir), to find this node's lease")
+}
+
+// open makes a client; it connects lazily, so an unreachable etcd shows in
+// the first call, by its deadline, with the endpoint named.
+func (o etcdOpts) open() (*subnetetcd.Registry, error) {
+	if o.timeout <= 0 {
+		return nil, usagef("--etcd-timeout %v: want a positive duration like 3s", o.timeout)
+	}
+	if (o.certFile == "") != (o.keyFile == "") {
+		return nil, usagef("give both --etcd-certfile and --etcd-keyfile, or neither")
+	}
+	tlsCfg, err := subnetetcd.TLSConfig(o.caFile, o.certFile, o.keyFile)
+	if err != nil {
+		return nil, err
+	}
+	var eps []string
+	for _, e := range strings.Split(o.endpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			eps = append(eps, e)
+		}
+	}
+	// TTL is required by the registry but unused: cnictl writes no lease.
+	return subnetetcd.New(subnetetcd.Options{Endpoints: eps, Prefix: o.prefix, TLS: tlsCfg, TTL: time.Minute, Timeout: o.timeout})
+}
+
+// nodeID is subnetd's identity of this node, "" when its file is unreadable.
+func (o etcdOpts) nodeID() string {
+	b, err := os.ReadFile(o.nodeIDFile)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// cluster is what etcd holds about the network.
+type cluster struct {
+	raw    []byte         // the config's JSON; nil when the key is absent
+	cfg    *subnet.Config // nil when absent or malformed
+	cfgErr error          // why the config is unusable
+	leases []leaseInfo
+}
+
+// leaseInfo is one key under <prefix>/subnets/ with its decoded value and
+// the time left on the etcd lease it hangs on.
+type leaseInfo struct {
+	subnet.Entry
+	attrs   subnet.Attrs
+	err     error // the value is not a lease
+	left    time.Duration
+	granted time.Duration
+	ttlErr  error // subnet.ErrLeaseGone, or the call failed
+}
+
+// readCluster reads the config and every lease. It fails only when etcd
+// does not answer; what it holds, however broken, is data.
+func readCluster(ctx context.Context, reg *subnetetcd.Registry) (*cluster, error) {
+	c := &cluster{}
+	raw, err := reg.Config(ctx)
+	switch {
+	case errors.Is(err, subnet.ErrNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		c.raw = raw
+		if cfg, err := subnet.ParseConfig(raw); err != nil {
+			c.cfgErr = err
+		} else {
+			c.cfg = &cfg
+		}
+	}
+	entries, _, err := reg.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		l := leaseInfo{Entry: e}
+		l.err = json.Unmarshal(e.Value, &l.attrs)
+		if e.Lease != 0 {
+			l.left, l.granted, l.ttlErr = reg.TimeToLive(ctx, e.Lease)
+		}
+		c.leases = append(c.leases, l)
+	}
+	slices.SortFunc(c.leases, func(a, b leaseInfo) int {
+		if c := a.Subnets.V4.Addr().Compare(b.Subnets.V4.Addr()); c != 0 {
+			return c
+		}
+		return a.Subnets.V6.Addr().Compare(b.Subnets.V6.Addr())
+	})
+	return c, nil
+}
+
+// howToCheck says how to find out why etcd does not answer.
+func (o etcdOpts) howToCheck() string {
+	return fmt.Sprintf("check that etcd runs at %s and that this host reaches it: `ETCDCTL_API=3 etcdctl --endpoints %s endpoint health` "+
+		"(with --cacert/--cert/--key if it uses TLS); pass cnictl subnetd's --etcd-endpoints, --etcd-prefix and TLS files", o.endpoints, o.endpoints)
+}
+
+// own reports whether l is this node's lease: the subnet of subnet.env, or
+// subnetd's identity of this node.
+func own(l leaseInfo, env *envfile.Env, id string) bool {
+	if id != "" && l.attrs.NodeID == id {
+		return true
+	}
+	return env != nil && subnetsOf(*env) == l.Subnets
+}
+
+func subnetsOf(env envfile.Env) subnet.Subnets {
+	var s subnet.Subnets
+	if env.Subnet.IsValid() {
+		s.V4 = env.Subnet.Masked()
+	}
+	if env.IPv6Subnet.IsValid() {
+		s.V6 = env.IPv6Subnet.Masked()
+	}
+	return s
+}
+
+// peers reads one lease as the overlay's peers of each family, with the rules
+// subnetd applies (daemon/subnetd peers.go): the network's backend and VNI, a
+// public address for the family, a VTEP MAC for vxlan.
+func (l leaseInfo) peers(b subnet.Backend) (v4, v6 *vxlan.Peer, err error) {
+	if l.err != nil {
+		return nil, nil, fmt.Errorf("bad lease JSON: %w", l.err)
+	}
+	if l.attrs.BackendType != b.Type {
+		return nil, nil, fmt.Errorf("backend %q, this network uses %q", l.attrs.BackendType, b.Type)
+	}
+	if l.Subnets.V4.IsValid() && l.attrs.PublicIP.IsValid() && !l.attrs.PublicIP.IsUnspecified() {
+		mac, err := vtepMAC(l.attrs.BackendData, b)
+		if err != nil {
+			return nil, nil, err
+		}
+		v4 = &vxlan.Peer{Subnet: l.Subnets.V4, PublicIP: l.attrs.PublicIP, VtepMAC: mac}
+	}
+	if l.Subnets.V6.IsValid() && l.attrs.PublicIPv6.IsValid() {
+		mac, err := vtepMAC(l.attrs.BackendV6Data, b)
+		if err != nil {
+			return nil, nil, fmt.Errorf("IPv6: %w", err)
+		}
+		v6 = &vxlan.Peer{Subnet: l.Subnets.V6, PublicIP: l.attrs.PublicIPv6, VtepMAC: mac}
+	}
+	if v4 == nil && v6 == nil {
+		return nil, nil, errors.New("no public address for its subnets")
+	}
+	return v4, v6, nil
+}
+
+func vtepMAC(data json.RawMessage, b subnet.Backend) (net.HardwareAddr, error) {
+	if b.Type != subnet.BackendVXLAN {
+		return nil, nil
+	}
+	var d subnet.VXLANData
+	if err := json.Unmarshal(data, &d); err != nil {
+		return nil, fmt.Errorf("bad vxlan BackendData: %w", err)
+	}
+	if d.VNI != 0 && d.VNI != b.VNI {
+		return nil, fmt.Errorf("VNI %d, this network uses %d", d.VNI, b.VNI)
+	}
+	mac, err := net.ParseMAC(d.VtepMAC)
+	if err != nil || len(mac) != 6 {
+		return nil, fmt.Errorf("VtepMAC %q is not an Ethernet address", d.VtepMAC)
+	}
+	return mac, nil
+}
+
+// macs are the lease's VTEP MACs as written, for display.
+func (l leaseInfo) macs() (v4, v6 string) {
+	var d4, d6 subnet.VXLANData
+	_ = json.Unmarshal(l.attrs.BackendData, &d4)
+	_ = json.Unmarshal(l.attrs.BackendV6Data, &d6)
+	return d4.VtepMAC, d6.VtepMAC
+}
+
+// overlay compares this node's vxlan devices with the leases, by pkg/vxlan's
+// own diff (Audit): what subnetd would write there now.
+type overlay struct {
+	fams []famAudit
+	bad  map[subnet.Subnets]error // leases that cannot be programmed, and why
+}
+
+// famAudit is one family's device and its drift.
+type famAudit struct {
+	v6    bool
+	dev   string
+	drift vxlan.Drift
+	err   error // the device is missing, or could not be read
+}
+
+// auditOverlay runs in the namespace of the node; it needs a usable vxlan
+// config (the caller checks).
+func auditOverlay(c *cluster, env *envfile.Env, id string) overlay {
+	o := overlay{bad: map[subnet.Subnets]error{}}
+	var v4, v6 []vxlan.Peer
+	for _, l := range c.leases {
+		if own(l, env, id) {
+			continue
+		}
+		p4, p6, err := l.peers(c.cfg.Backend)
+		if err != nil {
+			o.bad[l.Subnets] = err
+		}
+		if p4 != nil {
+			v4 = append(v4, *p4)
+		}
+		if p6 != nil {
+			v6 = append(v6, *p6)
+		}
+	}
+	var ownSubnets subnet.Subnets
+	if env != nil {
+		ownSubnets = subnetsOf(*env)
+	}
+	for _, f := range []struct {
+		on    bool
+		v6    bool
+		own   netip.Prefix
+		peers []vxlan.Peer
+	}{{c.cfg.EnableIPv4, false, ownSubnets.V4, v4}, {c.cfg.EnableIPv6, true, ownSubnets.V6, v6}} {
+		if !f.on {
+			continue
+		}
+		a := famAudit{v6: f.v6, dev: vxlan.DefaultName(c.cfg.Backend.VNI, f.v6)}
+		a.drift, a.err = vxlan.Audit(a.dev, f.v6, f.own, f.peers)
+		o.fams = append(o.fams, a)
+	}
+	return o
+}
+
+// reach says whether this node's kernel can carry traffic to a lease's
+// subnets: route, neighbour and FDB entry as subnetd programs them. It is
+// what this node knows without sending a packet, not a proof that the
+// peer answers.
+func (o overlay) reach(l leaseInfo, isOwn bool) string {
+	if isOwn {
+		return "this node"
+	}
+	if err, bad := o.bad[l.Subnets]; bad {
+		return "skipped: " + err.Error()
+	}
+	if len(o.fams) == 0 {
+		return "-"
+	}
+	var out []string
+	for _, f := range o.fams {
+		sn := l.Subnets.V4
+		if f.v6 {
+			sn = l.Subnets.V6
+		}
+		if !sn.IsValid() {
+			continue
+		}
+		if f.err != nil {
+			out = append(out, "no "+f.dev)
+			continue
+		}
+		var kinds []string
+		for _, m := range f.drift.Missing {
+			if m.Subnet == sn && !slices.Contains(kinds, m.Kind) {
+				kinds = append(kinds, m.Kind)
+			}
+		}
+		if len(kinds) > 0 {
+			out = append(out, "missing "+strings.Join(kinds, ",")+map[bool]string{true: " (v6)"}[f.v6])
+		}
+	}
+	if len(out) == 0 {
+		return "ok"
+	}
+	return strings.Join(out, "; ")
+}
+
+func leasesCommand() *command {
+	return &command{name: "leases", run: leases,
+		usage:   "[--json] [--etcd-endpoints URLS] [--etcd-prefix P] [--etcd-cafile F --etcd-certfile F --etcd-keyfile F] [--etcd-timeout D] [--subnet-file F] [--node-id-file F] [--netns PATH]",
+		summary: "list the cluster's subnet leases in etcd and whether this node's kernel routes to each"}
+}
+
+func leases(e *env, args []string) error {
+	fs := newFlagSet(e, "leases")
+	var o etcdOpts
+	o.flags(fs)
+	subnetFile := fs.String("subnet-file", envfile.DefaultPath, "subnetd's lease file, to tell this node's lease")
+	nsPath := fs.String("netns", "", "read the overlay's routes of this network namespace instead of the current one")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	ops, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(ops) > 0 {
+		return usagef("leases takes no operands, got %q", ops)
+	}
+	reg, err := o.open()
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	c, err := readCluster(context.Background(), reg)
+	if err != nil {
+		return fmt.Errorf("%w\n%s", err, o.howToCheck())
+	}
+	var envp *envfile.Env
+	if env, err := envfile.Read(*subnetFile); err == nil {
+		envp = &env
+	}
+	id := o.nodeID()
+	var ov overlay
+	if c.cfg != nil && c.cfg.Backend.Type == subnet.BackendVXLAN {
+		audit := func() error { ov = auditOverlay(c, envp, id); return nil }
+		if *nsPath == "" {
+			_ = audit()
+		} else if err := netns.Do(*nsPath, audit); err != nil {
+			return fmt.Errorf("entering --netns %s: %w", *nsPath, err)
+		}
+	}
+	rows := leaseRows(c, ov, envp, id, e.now())
+	if *asJSON {
+		return printJSON(e.stdout, rows)
+	}
+	return printLeases(e.stdout, o, c, rows, e.now())
+}
+
+// leaseRow is one lease as `cnictl leases` shows it.
+type leaseRow struct {
+	Key         string     `json:"key"`
+	Subnet      string     `json:"subnet,omitempty"`
+	IPv6Subnet  string     `json:"ipv6Subnet,omitempty"`
+	NodeID      string     `json:"nodeID,omitempty"`
+	PublicIP    string     `json:"publicIP,omitempty"`
+	PublicIPv6  string     `json:"publicIPv6,omitempty"`
+	Backend     string     `json:"backend,omitempty"`
+	VtepMAC     string     `json:"vtepMAC,omitempty"`
+	VtepMACv6   string     `json:"vtepMACv6,omitempty"`
+	Reservation bool       `json:"reservation"`
+	RenewedAt   *time.Time `json:"renewedAt,omitempty"` // the last keep-alive: etcd keeps no creation time
+	ExpiresAt   *time.Time `json:"expiresAt,omitempty"`
+	Expired     bool       `json:"expired,omitempty"`
+	ThisNode    bool       `json:"thisNode"`
+	Kernel      string     `json:"kernel"`
+	Error       string     `json:"error,omitempty"`
+}
+
+func leaseRows(c *cluster, ov overlay, env *envfile.Env, id string, now time.Time) []leaseRow {
+	rows := []leaseRow{}
+	for _, l := range c.leases {
+		isOwn := own(l, env, id)
+		r := leaseRow{Key: l.Subnets.Key(), NodeID: l.attrs.NodeID, Backend: l.attrs.BackendType,
+			Reservation: l.Lease == 0, ThisNode: isOwn, Kernel: ov.reach(l, isOwn)}
+		r.VtepMAC, r.VtepMACv6 = l.macs()
+		if l.Subnets.V4.IsValid() {
+			r.Subnet = l.Subnets.V4.String()
+		}
+		if l.Subnets.V6.IsValid() {
+			r.IPv6Subnet = l.Subnets.V6.String()
+		}
+		if l.attrs.PublicIP.IsValid() && !l.attrs.PublicIP.IsUnspecified() {
+			r.PublicIP = l.attrs.PublicIP.String()
+		}
+		if l.attrs.PublicIPv6.IsValid() {
+			r.PublicIPv6 = l.attrs.PublicIPv6.String()
+		}
+		switch {
+		case l.err != nil:
+			r.Error = "value is not a lease: " + l.err.Error()
+		case errors.Is(l.ttlErr, subnet.ErrLeaseGone):
+			r.Expired = true
+		case l.ttlErr != nil:
+			r.Error = l.ttlErr.Error()
+		case l.Lease != 0:
+			exp, renewed := now.Add(l.left), now.Add(l.left-l.granted)
+			r.ExpiresAt, r.RenewedAt = &exp, &renewed
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+func printLeases(w io.Writer, o etcdOpts, c *cluster, rows []leaseRow, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	switch {
+	case c.cfg != nil:
+		fmt.Fprintf(tw, "network %s, backend %s: %d leases under %s/subnets at %s\n", networkString(*c.cfg), backendString(c.cfg.Backend),
+			len(rows), strings.TrimRight(o.prefix, "/"), o.endpoints)
+	case c.raw == nil:
+		fmt.Fprintf(tw, "no network config at %s/config (`cnictl doctor` says how to store one): %d leases at %s\n", strings.TrimRight(o.prefix, "/"), len(rows), o.endpoints)
+	default:
+		fmt.Fprintf(tw, "the network config at %s/config is unusable (%v): %d leases at %s\n", strings.TrimRight(o.prefix, "/"), c.cfgErr, len(rows), o.endpoints)
+	}
+	fmt.Fprintln(tw, "SUBNET\tNODE\tPUBLIC IP\tBACKEND\tVTEP MAC\tRENEWED\tEXPIRES\tKERNEL")
+	for _, r := range rows {
+		expires := "reservation"
+		switch {
+		case r.Expired:
+			expires = "expired"
+		case r.ExpiresAt != nil:
+			expires = "in " + age(&now, *r.ExpiresAt)
+		case !r.Reservation:
+			expires = "?"
+		}
+		renewed := "-"
+		if r.RenewedAt != nil {
+			renewed = age(r.RenewedAt, now) + " ago"
+		}
+		kernel := r.Kernel
+		if r.Error != "" {
+			kernel += " (" + r.Error + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", joinNonEmpty(r.Subnet, r.IPv6Subnet), nodeColumn(r), dash(joinNonEmpty(r.PublicIP, r.PublicIPv6)),
+			dash(r.Backend), dash(joinNonEmpty(r.VtepMAC, r.VtepMACv6)), renewed, expires, kernel)
+	}
+	return tw.Flush()
+}
+
+func nodeColumn(r leaseRow) string {
+	id := r.NodeID
+	if len(id) > 12 {
+		id = id[:12] // machine IDs are 32 hex digits; 12 tell nodes apart
+	}
+	if r.ThisNode {
+		return cmp(id, "-") + " (this node)"
+	}
+	return dash(id)
+}
+
+func joinNonEmpty(ss ...string) string {
+	return strings.Join(slices.DeleteFunc(ss, func(s string) bool { return s == "" }), ",")
+}
+
+func networkString(c subnet.Config) string {
+	var nets []string
+	if c.EnableIPv4 {
+		nets = append(nets, c.Network.String())
+	}
+	if c.EnableIPv6 {
+		nets = append(nets, c.IPv6Network.String())
+	}
+	return strings.Join(nets, ",")
+}
+
+func backendString(b subnet.Backend) string {
+	if b.Type == subnet.BackendVXLAN {
+		return fmt.Sprintf("vxlan VNI %d port %d", b.VNI, b.Port)
+	}
+	return b.Type
+}
