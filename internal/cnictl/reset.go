@@ -107,8 +107,8 @@ func runReset(e *env, o resetOpts, p *resetPlan) error {
 		return err
 	}
 	if refused {
-		return fmt.Errorf("%d pod attachments are still on this node (%s); drain the node (kubectl drain) or delete the pods first, or pass --force to cut them off",
-			len(p.pods), strings.Join(p.pods, "; "))
+		return fmt.Errorf("pods are still attached to this node:\n  %s\ndrain the node (kubectl drain) or delete the pods first, or pass --force to cut them off",
+			strings.Join(p.pods, "\n  "))
 	}
 	if o.dryRun {
 		return nil
@@ -304,13 +304,33 @@ func (p *resetPlan) planStores(dataDir string) ([]string, error) {
 		}
 		out = append(out, dir)
 		vs, _ := survey(dataDir, e.Name(), nil) // a store that cannot be read proves no pod
-		for _, v := range vs {
-			if v.State == stale.Alive {
-				p.pods = append(p.pods, fmt.Sprintf("%s holds %s for %s in %s", e.Name(), v.Addr, v.Owner.ContainerID, v.Netns.Path))
-			}
-		}
+		p.pods = append(p.pods, liveOwners(e.Name(), vs)...)
 	}
 	return out, nil
+}
+
+// liveOwners describes the containers whose namespace is still in place,
+// one line per container with all its addresses.
+func liveOwners(network string, vs []stale.Verdict) []string {
+	var ids []string
+	addrs := map[string][]string{}
+	netnsOf := map[string]string{}
+	for _, v := range vs {
+		if v.State != stale.Alive {
+			continue
+		}
+		id := v.Owner.ContainerID
+		if _, seen := addrs[id]; !seen {
+			ids = append(ids, id)
+		}
+		addrs[id] = append(addrs[id], v.Addr.String())
+		netnsOf[id] = v.Netns.Path
+	}
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, fmt.Sprintf("container %s in %s holds %s of %s", id, netnsOf[id], strings.Join(addrs[id], ", "), network))
+	}
+	return out
 }
 
 // savedConfs lists the flannel plugin's saved delegate configurations:
