@@ -18,13 +18,15 @@ import (
 )
 
 // HostPorts installs the portmap plugin's rules with iptables. Each ADD,
-// DEL or GC is one iptables-restore --noflush transaction per address
-// family, the two families in parallel. An ADD first tries a transaction
-// that asserts the shared chains instead of reading the table, so the
-// common ADD forks once per family; DEL and GC read the table once.
+// DEL or GC is one transaction per address family, the two families in
+// parallel: an iptables-restore --noflush, or for the common DEL on
+// iptables-nft one nft transaction over netlink. An ADD first tries a
+// transaction that asserts the shared chains instead of reading the
+// table, so the common ADD forks once per family; GC and the uncommon DEL
+// read the table once.
 type HostPorts struct {
-	Run   Runner // nil: the real binaries
-	Probe Probe  // nil: NFTProbe
+	Run   Runner   // nil: the real binaries
+	Quick QuickDel // nil: NFTQuickDel
 }
 
 // maxAttempts bounds the read-plan-restore loop that concurrent writers
@@ -33,11 +35,11 @@ const maxAttempts = 6
 
 func (h HostPorts) runner() Runner { return Masq{Run: h.Run}.runner() }
 
-func (h HostPorts) probe() Probe {
-	if h.Probe == nil {
-		return NFTProbe
+func (h HostPorts) quick() QuickDel {
+	if h.Quick == nil {
+		return NFTQuickDel
 	}
-	return h.Probe
+	return h.Quick
 }
 
 // Add installs the mappings of c towards each container address (at most
@@ -88,24 +90,13 @@ func (h HostPorts) Check(ctx context.Context, c *HostPortConf, addrs []netip.Pre
 
 // Del removes the attachment's rules in both families, found by their
 // tags, so it needs neither the mappings nor the container's addresses.
-// The shared chains go when no other attachment uses them. With the
-// mappings and addresses (runtimes pass them on DEL) and iptables-nft,
-// a look at the kernel's table over netlink usually spares the read: an
-// attachment without rules costs no process at all, and one whose rules
-// are exactly what c makes, on a node with other mappings, one
-// iptables-restore per family that deletes them by their text.
-func (h HostPorts) Del(ctx context.Context, c *HostPortConf, addrs []netip.Prefix) error {
+// The shared chains go when no other attachment uses them.
+func (h HostPorts) Del(ctx context.Context, c *HostPortConf, _ []netip.Prefix) error {
 	defer LockSweeps()()
 	return concurrently(len(families), func(i int) error {
 		f := families[i]
-		var addr netip.Prefix
-		for _, p := range addrs {
-			if p.Addr().Is6() == f.v6 {
-				addr = p
-			}
-		}
-		if done, err := h.quickDel(ctx, f, c, addr); done || err != nil {
-			return err
+		if h.quick()(f.v6, c.Attachment) {
+			return nil
 		}
 		return h.sweep(ctx, f, func(p *plan) bool {
 			changed := p.dropAttachment(c.Attachment, false)
@@ -113,26 +104,6 @@ func (h HostPorts) Del(ctx context.Context, c *HostPortConf, addrs []netip.Prefi
 			return changed
 		})
 	})
-}
-
-// quickDel handles the cases the probe decides; done is false when the
-// table has to be read.
-func (h HostPorts) quickDel(ctx context.Context, f family, c *HostPortConf, addr netip.Prefix) (done bool, err error) {
-	chain := DNATChainName(c.Network, c.ContainerID)
-	n, ok := h.probe()(f.v6, chain, HostPortDNATChain, hashedChain(oldSNATPrefix, c.Network, c.ContainerID))
-	switch {
-	case !ok || n[2] >= 0:
-		return false, nil
-	case n[0] < 0:
-		return true, nil // no chain, so no rule of this attachment
-	case !addr.IsValid():
-		return false, nil
-	}
-	r := buildRules(c, addr)
-	if len(r.rules) == 0 || n[0] != len(r.rules) || n[1] <= len(r.entries) {
-		return false, nil // other interfaces' rules, or the last mappings: the shared chains go too
-	}
-	return h.restore(ctx, f, r.delLines()) == nil, nil
 }
 
 // GC removes the rules of every attachment of network that valid rejects,

@@ -29,7 +29,7 @@ func TestXtablesLockIsTryAgain(t *testing.T) {
 	wantTryAgain(t, Masq{Run: f}.Setup(context.Background(), "net", "c1", addrs))
 
 	f = &hpFake{fail: func(string, string) string { return lockMsg }}
-	wantTryAgain(t, HostPorts{Run: f, Probe: noProbe}.Add(context.Background(), testConf(), addrs))
+	wantTryAgain(t, HostPorts{Run: f, Quick: noQuick}.Add(context.Background(), testConf(), addrs))
 	if n := len(f.restored("iptables-restore")); n != 1 {
 		t.Errorf("%d restores with the lock held, want 1 (each waits 10 s)", n)
 	}

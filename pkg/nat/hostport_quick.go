@@ -1,0 +1,134 @@
+package nat
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
+)
+
+// QuickDel removes an attachment's port-mapping rules in one family
+// without running iptables, when it can see that nothing else is at
+// stake. It returns false when it cannot or should not decide; the caller
+// then reads the table with iptables-save and plans the removal.
+type QuickDel func(v6 bool, att Attachment) (done bool)
+
+// NFTQuickDel edits iptables-nft's nat table over netlink, in one nft
+// transaction: the attachment's entry rules in CNI-HOSTPORT-DNAT (found by
+// their tags) and its CNI-DN chain go; a DEL costs no process. It handles
+// the common case only: it leaves to iptables a namespace where the legacy
+// x_tables nat table is in use (then netlink does not see every rule), a
+// chain shared with another interface of the container, an attachment
+// with the pre-v0.7 SNAT chain, and the last mappings of the node (whose
+// shared chains go too). A transaction that finds a rule gone because a
+// concurrent writer changed the table fails as a whole and is left to
+// iptables too.
+func NFTQuickDel(v6 bool, att Attachment) bool {
+	if legacyNAT(v6) {
+		return false
+	}
+	conn, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return false
+	}
+	defer conn.CloseLasting()
+	fam := nftables.TableFamilyIPv4
+	if v6 {
+		fam = nftables.TableFamilyIPv6
+	}
+	all, err := conn.ListChainsOfTableFamily(fam)
+	if err != nil {
+		return false
+	}
+	chains := natChains(all)
+	own, entry := chains[DNATChainName(att.Network, att.ContainerID)], chains[HostPortDNATChain]
+	switch {
+	case chains[hashedChain(oldSNATPrefix, att.Network, att.ContainerID)] != nil:
+		return false
+	case own == nil:
+		return true // no chain, so no rule of this attachment
+	case entry == nil:
+		return false
+	}
+	return quickDelChain(conn, att, own, entry)
+}
+
+// quickDelChain removes own and the entry rules that jump to it, when own
+// holds only att's rules and other attachments keep entry in use.
+func quickDelChain(conn *nftables.Conn, att Attachment, own, entry *nftables.Chain) bool {
+	rules, err := conn.GetRules(own.Table, own)
+	if err != nil || slices.ContainsFunc(rules, func(r *nftables.Rule) bool { return !ownedBy(r, att) }) {
+		return false
+	}
+	entries, err := conn.GetRules(entry.Table, entry)
+	if err != nil {
+		return false
+	}
+	var mine []*nftables.Rule
+	for _, r := range entries {
+		if ownedBy(r, att) || verdictTo(r, own.Name) {
+			mine = append(mine, r)
+		}
+	}
+	if len(mine) == len(entries) {
+		return false // the node's last mappings: the shared chains go too
+	}
+	for _, r := range mine {
+		if err := conn.DelRule(r); err != nil {
+			return false
+		}
+	}
+	conn.FlushChain(own)
+	conn.DelChain(own)
+	return conn.Flush() == nil
+}
+
+func natChains(all []*nftables.Chain) map[string]*nftables.Chain {
+	m := map[string]*nftables.Chain{}
+	for _, c := range all {
+		if c.Table.Name == "nat" {
+			m[c.Name] = c
+		}
+	}
+	return m
+}
+
+// ownedBy reads the rule's comment match, as iptables-nft stores it.
+func ownedBy(r *nftables.Rule, att Attachment) bool {
+	for _, e := range r.Exprs {
+		m, ok := e.(*expr.Match)
+		if !ok || m.Name != "comment" {
+			continue
+		}
+		if c, ok := m.Info.(*xt.Comment); ok {
+			tag, ok := ParseTag(string(*c))
+			return ok && att.Owns(tag)
+		}
+	}
+	return false
+}
+
+func verdictTo(r *nftables.Rule, chain string) bool {
+	return slices.ContainsFunc(r.Exprs, func(e expr.Any) bool {
+		v, ok := e.(*expr.Verdict)
+		return ok && v.Chain == chain
+	})
+}
+
+// legacyNAT tells whether the legacy x_tables nat table is in use in the
+// namespace, or whether it cannot tell.
+func legacyNAT(v6 bool) bool {
+	// thread-self: /proc/net is the main thread's namespace, and callers
+	// may have entered another on this thread.
+	names := "/proc/thread-self/net/ip_tables_names"
+	if v6 {
+		names = "/proc/thread-self/net/ip6_tables_names"
+	}
+	b, err := os.ReadFile(names)
+	return (err != nil && !errors.Is(err, fs.ErrNotExist)) || slices.Contains(strings.Fields(string(b)), "nat")
+}
