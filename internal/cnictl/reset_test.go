@@ -135,7 +135,8 @@ func TestResetPrivileged(t *testing.T) {
 
 	// Pods attached: a dry run lists everything but says a reset would refuse.
 	code, out, stderr := n.cnictl(t, append([]string{"reset", "--dry-run"}, extra...)...)
-	if code != 1 || !strings.Contains(stderr, "pods are still attached to this node:") || !strings.Contains(stderr, "--force") {
+	if code != 1 || !strings.Contains(stderr, "pods are still attached to this node:") || !strings.Contains(stderr, "--force") ||
+		!regexp.MustCompile(`veth\w+ on cni0`).MatchString(stderr) || !regexp.MustCompile(`container cnictl-\w+ in /run/netns/cnictl-pod-\w+ holds 10.99.0.2, fd00:99::2 of testnet`).MatchString(stderr) {
 		t.Errorf("dry run with pods: exit %d, %q; want 1 and the refusal", code, stderr)
 	}
 	wantListed := []string{
