@@ -1,0 +1,86 @@
+package vxlan
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	netnstest "github.com/cnisuite/cni/test/netns"
+)
+
+// TestAudit: on a node Reconcile programmed, Audit finds nothing; after
+// entries are removed, rewritten and left over it names each with the
+// command that repairs it, and running those commands leaves no drift.
+func TestAudit(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	nodes := newCluster(t, 3)
+	n := nodes[0]
+	for fam := range 2 {
+		n.devs[fam] = n.ensure(t, n.cfg(fam))
+		n.reconcile(t, n.devs[fam], peersOf(nodes, n, fam))
+	}
+	audit := func(fam int) Drift {
+		t.Helper()
+		var d Drift
+		n.ns.Do(t, func() (err error) {
+			d, err = Audit(n.devs[fam].Name(), fam == 1, n.subnet[fam], peersOf(nodes, n, fam))
+			return err
+		})
+		return d
+	}
+	for fam := range 2 {
+		if d := audit(fam); len(d.Missing)+len(d.Stale)+d.Skipped != 0 {
+			t.Fatalf("family %d right after Reconcile: %+v", fam, d)
+		}
+	}
+
+	p2, p3 := nodes[1].peer(0), nodes[2].peer(1)
+	n.ns.Run(t, "ip", "route", "del", "10.244.2.0/24")
+	n.ns.Run(t, "ip", "neigh", "replace", "fd00:244:3::", "lladdr", "02:00:00:00:00:99", "dev", "flannel-v6.1", "nud", "permanent")
+	n.ns.Run(t, "ip", "route", "add", "10.244.9.0/24", "via", "10.244.9.0", "dev", "flannel.1", "onlink", "proto", "83")
+	n.ns.Run(t, "bridge", "fdb", "append", "02:00:00:00:00:09", "dev", "flannel.1", "dst", "192.168.50.9", "self", "permanent")
+	want := [2]struct{ missing, stale []string }{
+		{missing: []string{"route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink"},
+			stale: []string{"fdb 02:00:00:00:00:09 dev flannel.1 dst 192.168.50.9 self permanent", "route 10.244.9.0/24 via 10.244.9.0 dev flannel.1 onlink"}},
+		{missing: []string{"neigh fd00:244:3:: lladdr " + p3.VtepMAC.String() + " dev flannel-v6.1 nud permanent"}},
+	}
+	for fam := range 2 {
+		d := audit(fam)
+		if got := texts(d.Missing); !slices.Equal(got, want[fam].missing) {
+			t.Errorf("family %d missing %q, want %q", fam, got, want[fam].missing)
+		}
+		if got := texts(d.Stale); !slices.Equal(got, want[fam].stale) {
+			t.Errorf("family %d stale %q, want %q", fam, got, want[fam].stale)
+		}
+		if len(d.Missing) > 0 && d.Missing[0].Subnet != map[int]netip.Prefix{0: p2.Subnet, 1: p3.Subnet}[fam] {
+			t.Errorf("family %d: missing entry names subnet %s", fam, d.Missing[0].Subnet)
+		}
+		for _, e := range append(d.Missing, d.Stale...) {
+			n.ns.Run(t, strings.Fields(e.Fix)...)
+		}
+	}
+	for fam := range 2 {
+		if d := audit(fam); len(d.Missing)+len(d.Stale) != 0 {
+			t.Errorf("family %d after running the fixes: %+v", fam, d)
+		}
+	}
+
+	n.ns.Run(t, "ip", "link", "delete", "flannel.1")
+	n.ns.Do(t, func() error {
+		if _, err := Audit("flannel.1", false, n.subnet[0], nil); !errors.Is(err, ErrNoDevice) {
+			t.Errorf("Audit of a missing device: %v", err)
+		}
+		return nil
+	})
+}
+
+func texts(es []Entry) []string {
+	out := []string{}
+	for _, e := range es {
+		out = append(out, e.Kind+" "+e.Text)
+	}
+	slices.Sort(out)
+	return out
+}
