@@ -2,15 +2,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -22,7 +19,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 
 	"github.com/cnisuite/cni/pkg/netns"
 )
@@ -34,11 +34,17 @@ type leaseLab struct {
 	ul    *namespace
 	dir   string
 	procs []*exec.Cmd
-	http  *http.Client
+	cli   *clientv3.Client // from the bench, dialled inside the underlay
 	nodes int
 }
 
 func newLeaseLab(ctx context.Context, etcdBin, dir string) (*leaseLab, error) {
+	return newLeaseLabAt(ctx, etcdBin, dir, filepath.Join(dir, "etcd"))
+}
+
+// newLeaseLabAt starts etcd with its data (its WAL, fsynced on every commit)
+// under etcdDir: on disk as in production, or on tmpfs to show etcd's share.
+func newLeaseLabAt(ctx context.Context, etcdBin, dir, etcdDir string) (*leaseLab, error) {
 	l := &leaseLab{dir: dir}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return l, err
@@ -52,22 +58,24 @@ func newLeaseLab(ctx context.Context, etcdBin, dir string) (*leaseLab, error) {
 			return l, err
 		}
 	}
-	// Connections to etcd are made from inside the underlay namespace.
-	l.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err2 := netns.Do(l.ul.path, func() error {
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return nil
-			})
-			if err2 != nil {
-				return nil, err2
-			}
-			return c, err
-		}}}
-	if _, err := l.spawn(l.ul, "etcd", io.Discard, etcdBin, "--data-dir", filepath.Join(dir, "etcd"),
+	if _, err := l.spawn(l.ul, "etcd", io.Discard, etcdBin, "--data-dir", etcdDir,
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
 		"--initial-cluster", "default=http://127.0.0.1:2380"); err != nil {
+		return l, err
+	}
+	// The bench's own gRPC client, as the daemons use, dialled from inside
+	// the underlay namespace.
+	dial := func(ctx context.Context, addr string) (c net.Conn, err error) {
+		err2 := netns.Do(l.ul.path, func() error {
+			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			return nil
+		})
+		return c, errors.Join(err, err2)
+	}
+	l.cli, err = clientv3.New(clientv3.Config{Endpoints: []string{etcdURL}, DialTimeout: 10 * time.Second,
+		Logger: zap.NewNop(), DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)}})
+	if err != nil {
 		return l, err
 	}
 	for start := time.Now(); time.Since(start) < 20*time.Second; time.Sleep(100 * time.Millisecond) {
@@ -116,6 +124,9 @@ func (l *leaseLab) close() error {
 	for i := len(l.procs) - 1; i >= 0; i-- {
 		stopProc(l.procs[i])
 	}
+	if l.cli != nil {
+		l.cli.Close()
+	}
 	return l.nss.deleteAll()
 }
 
@@ -145,46 +156,32 @@ func (l *leaseLab) nodeAt(ctx context.Context, addr string) (*namespace, error) 
 	return n, nil
 }
 
-// put writes one key through etcd's JSON gateway.
+// put writes one key with a deadline.
 func (l *leaseLab) put(ctx context.Context, key, value string) error {
-	return l.gateway(ctx, "/v3/kv/put", map[string]string{"key": b64(key), "value": b64(value)})
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := l.cli.Put(ctx, key, value)
+	return err
 }
 
 // putMany writes keys 100 to a transaction.
 func (l *leaseLab) putMany(ctx context.Context, kv [][2]string) error {
 	for len(kv) > 0 {
 		n := min(100, len(kv))
-		var ops []any
+		var ops []clientv3.Op
 		for _, p := range kv[:n] {
-			ops = append(ops, map[string]any{"request_put": map[string]string{"key": b64(p[0]), "value": b64(p[1])}})
+			ops = append(ops, clientv3.OpPut(p[0], p[1]))
 		}
-		if err := l.gateway(ctx, "/v3/kv/txn", map[string]any{"success": ops}); err != nil {
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := l.cli.Txn(tctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
 			return err
 		}
 		kv = kv[n:]
 	}
 	return nil
 }
-
-func (l *leaseLab) gateway(ctx context.Context, path string, body any) error {
-	raw, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, "POST", etcdURL+path, bytes.NewReader(raw))
-	if err != nil {
-		return err
-	}
-	resp, err := l.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("etcd %s: HTTP %d %s", path, resp.StatusCode, out)
-	}
-	return nil
-}
-
-func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 // peer is a lease the bench puts: a subnet outside the node's own range, a
 // public address and a VTEP MAC of its own.
@@ -217,6 +214,7 @@ type tracker struct {
 	seen  map[string]time.Time
 	count int
 	done  chan struct{}
+	fresh chan struct{} // a new key was seen; the bench waits on it, never polls
 }
 
 func track(node *namespace) (*tracker, error) {
@@ -225,7 +223,7 @@ func track(node *namespace) (*tracker, error) {
 		return nil, err
 	}
 	defer h.Close()
-	t := &tracker{seen: map[string]time.Time{}, done: make(chan struct{})}
+	t := &tracker{seen: map[string]time.Time{}, done: make(chan struct{}), fresh: make(chan struct{}, 1)}
 	routes, neighs := make(chan netlink.RouteUpdate, 16384), make(chan netlink.NeighUpdate, 16384)
 	if err := netlink.RouteSubscribeWithOptions(routes, t.done, netlink.RouteSubscribeOptions{Namespace: &h, ReceiveBufferSize: 8 << 20}); err != nil {
 		return nil, err
@@ -272,6 +270,10 @@ func (t *tracker) note(key string) {
 	t.count++
 	if _, ok := t.seen[key]; key != "" && !ok {
 		t.seen[key] = now
+		select {
+		case t.fresh <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -285,13 +287,21 @@ func (t *tracker) notifications() int {
 
 // programmed returns when the last of the peers' three entries appeared,
 // once all of them have, or false at the deadline.
+// The times are those of the notifications' arrival, so waking up late here
+// adds nothing to them.
 func (t *tracker) programmed(peers []peer, deadline time.Time) (time.Time, bool) {
-	for ; time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+	timeout := time.NewTimer(time.Until(deadline))
+	defer timeout.Stop()
+	for {
 		if last, ok := t.all(peers); ok {
 			return last, true
 		}
+		select {
+		case <-t.fresh:
+		case <-timeout.C:
+			return t.all(peers)
+		}
 	}
-	return time.Time{}, false
 }
 
 func (t *tracker) all(peers []peer) (time.Time, bool) {
@@ -352,5 +362,60 @@ func (l *leaseLab) firstError(ctx context.Context, d daemon, wait time.Duration)
 		return at.Sub(start).Seconds(), nil
 	case <-time.After(wait):
 		return math.NaN(), nil
+	}
+}
+
+// bystander is the bench's own watch on a prefix: when it sees a key is when
+// any client of etcd can first know of it, the moment a lease "appears".
+type bystander struct {
+	mu    sync.Mutex
+	seen  map[string]time.Time
+	fresh chan struct{}
+	stop  context.CancelFunc
+}
+
+func (l *leaseLab) watch(ctx context.Context, prefix string) (*bystander, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	b := &bystander{seen: map[string]time.Time{}, fresh: make(chan struct{}, 1), stop: cancel}
+	ch := l.cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	if first, ok := <-ch; !ok || !first.Created {
+		cancel()
+		return nil, fmt.Errorf("watching %s: %v", prefix, first.Err())
+	}
+	go func() {
+		for resp := range ch {
+			now := time.Now()
+			b.mu.Lock()
+			for _, ev := range resp.Events {
+				if _, ok := b.seen[string(ev.Kv.Key)]; !ok {
+					b.seen[string(ev.Kv.Key)] = now
+				}
+			}
+			b.mu.Unlock()
+			select {
+			case b.fresh <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return b, nil
+}
+
+// at waits for key to be seen and returns when it was; false at the deadline.
+func (b *bystander) at(key string, deadline time.Time) (time.Time, bool) {
+	timeout := time.NewTimer(time.Until(deadline))
+	defer timeout.Stop()
+	for {
+		b.mu.Lock()
+		at, ok := b.seen[key]
+		b.mu.Unlock()
+		if ok {
+			return at, true
+		}
+		select {
+		case <-b.fresh:
+		case <-timeout.C:
+			return time.Time{}, false
+		}
 	}
 }

@@ -33,16 +33,22 @@ type daemon struct {
 // check the lease, etcd and the data plane every CheckInterval. etcd being
 // unreachable never stops it, nor touches the data plane.
 func (d *daemon) serve(ctx context.Context) error {
+	// Subscribed first, so that no change after the first Ensure is missed.
+	changes, err := d.dp.Changes(ctx)
+	if err != nil {
+		d.log.Error("cannot follow changes of the vxlan device; they are repaired at the periodic check only", "error", err)
+	}
 	if err := d.acquire(ctx); err != nil {
 		return err
 	}
-	snaps := make(chan []subnet.Entry, 1)
+	snaps := make(chan view, 1)
 	go d.m.Watch(ctx, func(es []subnet.Entry) {
+		v := view{entries: es, at: time.Now()}
 		select { // keep only the newest view
 		case <-snaps:
 		default:
 		}
-		snaps <- es
+		snaps <- v
 	})
 	tick := time.NewTicker(d.cfg.CheckInterval)
 	defer tick.Stop()
@@ -50,16 +56,20 @@ func (d *daemon) serve(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case d.entries = <-snaps:
+		case v := <-snaps:
+			d.entries = v.entries
 			d.st.etcdOK(time.Now())
 			if !d.stillOurs() {
 				d.check(ctx) // confirm with a read before acting on a view
 			}
-			d.reconcile()
+			d.reconcile(v.at, false)
+		case <-changes:
+			d.ensure(ctx)
+			d.reconcile(time.Time{}, true)
 		case <-tick.C:
 			d.check(ctx)
 			d.ensure(ctx)
-			d.reconcile()
+			d.reconcile(time.Time{}, true)
 		}
 	}
 }
@@ -209,17 +219,38 @@ func (d *daemon) check(ctx context.Context) {
 	}
 }
 
-// reconcile programs the peers of the last view.
-func (d *daemon) reconcile() {
+// view is the leases as a watch callback got them, and when.
+type view struct {
+	entries []subnet.Entry
+	at      time.Time
+}
+
+// reconcile programs the peers of the last view: against the kernel's
+// tables when full (periodic checks, repairs), else against what was last
+// written (a lease event, received when its watch callback ran).
+func (d *daemon) reconcile(received time.Time, full bool) {
 	peers := d.filter.peers(d.entries, d.lease.Subnets)
 	start := time.Now()
-	stats, err := d.dp.Reconcile(peers)
-	d.st.reconciled(time.Since(start), stats.Peers, err)
+	program := d.dp.Update
+	if full {
+		program = d.dp.Reconcile
+	}
+	stats, err := program(peers)
+	done := time.Now()
+	d.st.reconciled(done.Sub(start), stats.Peers, err)
 	if err != nil {
 		d.log.Error("programming peers failed; retrying at the next check", "error", err)
-	} else if stats.Writes() > 0 {
-		d.log.Info("programmed peers", "peers", stats.Peers, "added", stats.Added, "deleted", stats.Deleted, "took", time.Since(start))
+		return
 	}
+	if stats.Writes() == 0 {
+		return
+	}
+	// Logged after the writes, so that logging never delays the entries.
+	if !received.IsZero() {
+		d.log.Debug("peer event programmed", "received_us", received.UnixMicro(), "decoded_us", start.UnixMicro(),
+			"done_us", done.UnixMicro(), "writes", stats.Writes())
+	}
+	d.log.Info("programmed peers", "peers", stats.Peers, "added", stats.Added, "deleted", stats.Deleted, "took", done.Sub(start))
 }
 
 // shutdown keeps the lease and the data plane, so pods keep working across

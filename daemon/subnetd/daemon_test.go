@@ -22,10 +22,13 @@ import (
 
 // fakePlane records what the daemon asks of the data plane.
 type fakePlane struct {
-	mu      sync.Mutex
-	own     subnet.Subnets
-	peers   peerSet
-	ensures int
+	mu         sync.Mutex
+	own        subnet.Subnets
+	peers      peerSet
+	ensures    int
+	reconciles int // full ones; Update counts as updates
+	updates    int
+	changes    chan struct{}
 }
 
 func (f *fakePlane) Ensure(own subnet.Subnets) (int, error) {
@@ -40,7 +43,25 @@ func (f *fakePlane) Reconcile(p peerSet) (vxlan.Stats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.peers = p
+	f.reconciles++
 	return vxlan.Stats{Peers: p.len()}, nil
+}
+
+func (f *fakePlane) Update(p peerSet) (vxlan.Stats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.peers = p
+	f.updates++
+	return vxlan.Stats{Peers: p.len()}, nil
+}
+
+func (f *fakePlane) Changes(context.Context) (<-chan struct{}, error) { return f.changes, nil }
+
+// counts returns how often each method ran.
+func (f *fakePlane) counts() (ensures, reconciles, updates int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ensures, f.reconciles, f.updates
 }
 
 func (f *fakePlane) Teardown() error { return nil }
@@ -200,4 +221,97 @@ func TestExampleNetConf(t *testing.T) {
 	if err != nil || !c.EnableIPv4 || !c.EnableIPv6 || c.Backend.Type != subnet.BackendVXLAN {
 		t.Fatalf("conf/net-conf.json: %+v, %v", c, err)
 	}
+}
+
+// TestDaemonEventPaths: a lease event is programmed by Update (no kernel
+// read), a device change by Ensure and a full Reconcile at once, with the
+// periodic check an hour away.
+func TestDaemonEventPaths(t *testing.T) {
+	nc, err := subnet.ParseConfig([]byte(`{"Network":"10.0.0.0/16","SubnetMin":"10.0.1.0","SubnetMax":"10.0.50.0"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := subnet.NewMemStore(time.Hour)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := &Config{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: time.Hour, EtcdTimeout: time.Second}
+	ov := newOverlay(nc.Backend, underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.0.1")}, "me", log)
+	m, err := newManager(cfg, store.Client(), nc, "me", ov.ul, ov, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := &fakePlane{changes: make(chan struct{}, 1)}
+	st := &status{window: time.Hour}
+	d := &daemon{cfg: cfg, log: log, m: m, dp: fp, rules: &fakeRules{}, st: st, filter: &peerFilter{backend: nc.Backend, log: log}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "the first view programmed", func() bool { _, _, u := fp.counts(); return u > 0 })
+	_, reconciles, updates := fp.counts()
+	if reconciles != 0 {
+		t.Fatalf("at start: %d full reconciles; want the watch's first view by Update only", reconciles)
+	}
+
+	peer := subnet.Subnets{V4: netip.MustParsePrefix("10.0.77.0/24")}
+	if _, err := store.Client().Put(ctx, peer, vxlanValue("192.168.0.2", "peer", "0e:00:00:00:00:02"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the peer programmed", func() bool { return strings.Join(fp.peerSubnets(), ",") == "10.0.77.0/24" })
+	if _, r, u := fp.counts(); r != 0 || u <= updates {
+		t.Fatalf("after a lease event: %d reconciles, %d updates (%d before)", r, u, updates)
+	}
+
+	ensures, _, _ := fp.counts()
+	fp.changes <- struct{}{}
+	eventually(t, "the repair", func() bool {
+		e, r, _ := fp.counts()
+		return e > ensures && r == 1
+	})
+}
+
+func TestPeerFilterDecodesChangesOnly(t *testing.T) {
+	var logged strings.Builder
+	f := &peerFilter{backend: subnet.Backend{Type: subnet.BackendVXLAN, VNI: 1}, log: slog.New(slog.NewTextHandler(&logged, nil))}
+	own := subnet.Subnets{V4: netip.MustParsePrefix("10.0.1.0/24")}
+	a := subnet.Entry{Subnets: subnet.Subnets{V4: netip.MustParsePrefix("10.0.2.0/24")}, Rev: 5, Value: vxlanValue("192.168.0.2", "a", "0e:00:00:00:00:02")}
+	bad := subnet.Entry{Subnets: subnet.Subnets{V4: netip.MustParsePrefix("10.0.3.0/24")}, Rev: 6, Value: []byte(`{`)}
+	self := subnet.Entry{Subnets: own, Rev: 7, Value: vxlanValue("192.168.0.1", "me", "0e:00:00:00:00:01")}
+	steps := []struct {
+		name    string
+		entries []subnet.Entry
+		want    string // peer subnets
+		logs    int    // skip lines logged so far
+		cached  int
+	}{
+		{"first view", []subnet.Entry{a, bad, self}, "10.0.2.0/24", 1, 2},
+		{"same revisions: nothing decoded or logged again", []subnet.Entry{a, bad, self}, "10.0.2.0/24", 1, 2},
+		{"a new revision is read", []subnet.Entry{withRev(a, 9, vxlanValue("192.168.0.9", "a", "0e:00:00:00:00:09")), bad}, "10.0.2.0/24@192.168.0.9", 1, 2},
+		{"the bad lease fixed", []subnet.Entry{withRev(bad, 10, vxlanValue("192.168.0.3", "b", "0e:00:00:00:00:03"))}, "10.0.3.0/24", 1, 1},
+		{"a vanished lease leaves the cache", []subnet.Entry{}, "", 1, 0},
+	}
+	for _, s := range steps {
+		got := f.peers(s.entries, own)
+		var names []string
+		for _, p := range got.v4 {
+			n := p.Subnet.String()
+			if strings.Contains(s.want, "@") {
+				n += "@" + p.PublicIP.String()
+			}
+			names = append(names, n)
+		}
+		if g := strings.Join(names, ","); g != s.want {
+			t.Errorf("%s: peers %q, want %q", s.name, g, s.want)
+		}
+		if n := strings.Count(logged.String(), "skipping a lease"); n != s.logs {
+			t.Errorf("%s: %d skip lines logged, want %d", s.name, n, s.logs)
+		}
+		if len(f.cache) != s.cached {
+			t.Errorf("%s: %d leases cached, want %d", s.name, len(f.cache), s.cached)
+		}
+	}
+}
+
+func withRev(e subnet.Entry, rev int64, value []byte) subnet.Entry {
+	e.Rev, e.Value = rev, value
+	return e
 }

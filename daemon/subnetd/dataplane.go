@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,8 +28,17 @@ type dataPlane interface {
 	// returns the MTU pods must use. It is called at start, on a lease
 	// change and periodically; a node already right costs no write.
 	Ensure(own subnet.Subnets) (mtu int, err error)
-	// Reconcile programs the peers and removes entries of vanished ones.
+	// Reconcile programs the peers and removes entries of vanished ones,
+	// by diff against the kernel's tables.
 	Reconcile(peers peerSet) (vxlan.Stats, error)
+	// Update does what Reconcile does, diffing against what the last
+	// Reconcile or Update wrote instead of reading the kernel: the path of
+	// a lease event.
+	Update(peers peerSet) (vxlan.Stats, error)
+	// Changes signals, until ctx ends, when someone deletes or changes a
+	// device Ensure made (link or address), so that the daemon repairs it
+	// at once instead of at the next periodic check.
+	Changes(ctx context.Context) (<-chan struct{}, error)
 	// Teardown removes what Ensure and Reconcile made.
 	Teardown() error
 }
@@ -45,6 +55,14 @@ type overlay struct {
 
 func newOverlay(b subnet.Backend, ul underlay, id string, log *slog.Logger) *overlay {
 	return &overlay{backend: b, ul: ul, log: log, mac4: vxlan.MACFromID(id + "/ipv4"), mac6: vxlan.MACFromID(id + "/ipv6")}
+}
+
+// devices are the names Ensure gives this backend's devices.
+func (o *overlay) devices() []string {
+	if o.backend.Type != subnet.BackendVXLAN {
+		return nil
+	}
+	return []string{vxlan.DefaultName(o.backend.VNI, false), vxlan.DefaultName(o.backend.VNI, true)}
 }
 
 // backendData is what this node publishes in its lease for each family.
@@ -85,6 +103,9 @@ func (o *overlay) Ensure(own subnet.Subnets) (int, error) {
 		if dev.Created() {
 			o.log.Warn("vxlan device created (missing or changed); replaying its peers", "device", dev.Name())
 		}
+		if *f.dev != nil {
+			(*f.dev).Close()
+		}
 		*f.dev = dev
 		mtu = min(mtu, dev.Config().MTU)
 	}
@@ -92,6 +113,16 @@ func (o *overlay) Ensure(own subnet.Subnets) (int, error) {
 }
 
 func (o *overlay) Reconcile(p peerSet) (vxlan.Stats, error) {
+	return o.program(p, (*vxlan.Device).Reconcile)
+}
+
+func (o *overlay) Update(p peerSet) (vxlan.Stats, error) {
+	return o.program(p, (*vxlan.Device).Update)
+}
+
+// program runs fn on each family's device; host-gw has no devices and
+// always reconciles.
+func (o *overlay) program(p peerSet, fn func(*vxlan.Device, []vxlan.Peer) (vxlan.Stats, error)) (vxlan.Stats, error) {
 	var total vxlan.Stats
 	var errs []error
 	add := func(s vxlan.Stats, err error) {
@@ -114,10 +145,10 @@ func (o *overlay) Reconcile(p peerSet) (vxlan.Stats, error) {
 		return total, errors.Join(errs...)
 	}
 	if o.dev4 != nil {
-		add(o.dev4.Reconcile(p.v4))
+		add(fn(o.dev4, p.v4))
 	}
 	if o.dev6 != nil {
-		add(o.dev6.Reconcile(p.v6))
+		add(fn(o.dev6, p.v6))
 	}
 	return total, errors.Join(errs...)
 }

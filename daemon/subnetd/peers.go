@@ -11,36 +11,57 @@ import (
 )
 
 // peerFilter turns lease entries into peers, skipping (with one log line per
-// key and revision) those that cannot be programmed.
+// key and revision) those that cannot be programmed. It keeps what it read
+// of each key at its revision, so that a view in which one lease changed
+// costs the decoding of that one lease.
 type peerFilter struct {
 	backend subnet.Backend
 	log     *slog.Logger
-	logged  map[subnet.Subnets]int64 // revision last logged as skipped
+	cache   map[subnet.Subnets]decoded
+	gen     uint64 // of the last call; entries of older ones are gone
+}
+
+// decoded is one lease as read at its revision.
+type decoded struct {
+	rev    int64
+	v4, v6 *vxlan.Peer
+	gen    uint64
 }
 
 func (f *peerFilter) peers(entries []subnet.Entry, own subnet.Subnets) peerSet {
+	if f.cache == nil {
+		f.cache = map[subnet.Subnets]decoded{}
+	}
+	f.gen++
 	var out peerSet
-	seen := map[subnet.Subnets]int64{}
 	for _, e := range entries {
 		if e.Subnets == own {
 			continue
 		}
-		v4, v6, err := f.peer(e)
-		if err != nil {
-			seen[e.Subnets] = e.Rev
-			if f.logged[e.Subnets] != e.Rev {
+		c, ok := f.cache[e.Subnets]
+		if !ok || c.rev != e.Rev {
+			c = decoded{rev: e.Rev}
+			var err error
+			if c.v4, c.v6, err = f.peer(e); err != nil {
 				f.log.Warn("skipping a lease that cannot be programmed", "key", e.Subnets.Key(), "error", err)
 			}
-			continue
 		}
-		if v4 != nil {
-			out.v4 = append(out.v4, *v4)
+		c.gen = f.gen
+		f.cache[e.Subnets] = c
+		if c.v4 != nil {
+			out.v4 = append(out.v4, *c.v4)
 		}
-		if v6 != nil {
-			out.v6 = append(out.v6, *v6)
+		if c.v6 != nil {
+			out.v6 = append(out.v6, *c.v6)
 		}
 	}
-	f.logged = seen
+	if len(f.cache) > len(entries) {
+		for k, c := range f.cache {
+			if c.gen != f.gen {
+				delete(f.cache, k)
+			}
+		}
+	}
 	return out
 }
 

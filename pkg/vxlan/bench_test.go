@@ -83,3 +83,36 @@ func BenchmarkReconcileUnchanged2000(b *testing.B) {
 		})
 	}
 }
+
+// benchOneEvent times one lease event with 40 peers programmed: a new peer
+// added (3 writes), then removed again (3 writes), by fn.
+func benchOneEvent(b *testing.B, fn func(*Device, []Peer) (Stats, error)) {
+	ns, cfg := benchNode(b)
+	all := benchPeers(41)
+	peers, grown := all[:40], all
+	var d *Device
+	ns.Do(b, func() (err error) {
+		if d, err = Ensure(cfg); err == nil {
+			_, err = d.Reconcile(peers)
+		}
+		return err
+	})
+	b.ResetTimer()
+	ns.Do(b, func() error {
+		for range b.N {
+			for _, ps := range [][]Peer{grown, peers} {
+				if s, err := fn(d, ps); err != nil || s.Writes() != 3 {
+					return fmt.Errorf("event made %d writes (want 3): %v", s.Writes(), err)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// BenchmarkEventUpdate is the lease event's path: diff against what was
+// written last, no kernel read.
+func BenchmarkEventUpdate(b *testing.B) { benchOneEvent(b, (*Device).Update) }
+
+// BenchmarkEventReconcile is the same event diffed against kernel dumps.
+func BenchmarkEventReconcile(b *testing.B) { benchOneEvent(b, (*Device).Reconcile) }

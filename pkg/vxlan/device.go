@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -18,6 +19,37 @@ type Device struct {
 	cfg      Config // defaults filled in, LocalIP and MTU resolved
 	underlay int    // the underlay's link index
 	created  bool
+
+	// Kept between Reconcile and Update calls: one netlink socket, opened in
+	// the namespace of the first call, and the target and entries the last
+	// successful one wrote (model nil: unknown, the next call dumps).
+	k     *kernel
+	t     target
+	model *tables
+}
+
+// kernel returns the device's netlink socket, opened at the first call in
+// the calling thread's namespace. Close releases it; so does the garbage
+// collector for a Device dropped without Close.
+func (d *Device) kernel() (*kernel, error) {
+	if d.k == nil {
+		k, err := openKernel(d.cfg.v6())
+		if err != nil {
+			return nil, err
+		}
+		d.k = k
+		runtime.AddCleanup(d, func(k *kernel) { k.close() }, k)
+	}
+	return d.k, nil
+}
+
+// Close releases the netlink socket of Reconcile and Update; the link and
+// its entries stay. A closed Device can be used again.
+func (d *Device) Close() {
+	if d.k != nil {
+		d.k.close()
+		d.k, d.model = nil, nil
+	}
 }
 
 // Config is the configuration the device was ensured with, defaults and the

@@ -42,5 +42,6 @@ func (g HostGW) Reconcile(peers []Peer) (Stats, error) {
 	for _, p := range t.direct {
 		t.self = append(t.self, p.Addr())
 	}
-	return reconcile(k, t, peers, "host-gw", log)
+	s, _, err := reconcile(k, t, peers, "host-gw", log)
+	return s, err
 }

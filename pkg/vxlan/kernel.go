@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -16,6 +17,7 @@ import (
 type kernel struct {
 	h      *netlink.Handle
 	family int
+	once   sync.Once // close runs once: by Device.Close or by the collector
 }
 
 // openKernel opens a socket in the calling thread's network namespace.
@@ -31,7 +33,7 @@ func openKernel(v6 bool) (*kernel, error) {
 	return k, nil
 }
 
-func (k *kernel) close() { k.h.Close() }
+func (k *kernel) close() { k.once.Do(k.h.Close) }
 
 // dumpRetries bounds the retries of a dump that raced with a change.
 const dumpRetries = 5

@@ -31,14 +31,14 @@ func (s Stats) Writes() int { return s.Added + s.Deleted }
 // difference is written, so peers that merely renewed their leases cost no
 // write. Malformed peers are logged and skipped. The errors of failed writes
 // are joined; the other writes are still made. A device gone since Ensure
-// gives ErrNoDevice. Calls for one device are meant to be serialized by the
-// caller (overlapping ones converge, but their Stats overlap too).
+// gives ErrNoDevice. Calls for one device (Reconcile, Update) must be
+// serialized by the caller.
 func (d *Device) Reconcile(peers []Peer) (Stats, error) {
-	k, err := openKernel(d.cfg.v6())
+	d.model = nil
+	k, err := d.kernel()
 	if err != nil {
 		return Stats{}, err
 	}
-	defer k.close()
 	dev, err := k.h.LinkByName(d.cfg.Name)
 	if link.IsNotFound(err) {
 		return Stats{}, fmt.Errorf("%s: %w", d.cfg.Name, ErrNoDevice)
@@ -55,27 +55,58 @@ func (d *Device) Reconcile(peers []Peer) (Stats, error) {
 			return Stats{}, err
 		}
 	}
-	return reconcile(k, t, peers, d.cfg.Name, d.cfg.logger())
+	s, want, err := reconcile(k, t, peers, d.cfg.Name, d.cfg.logger())
+	if err == nil {
+		d.t, d.model = t, &want
+	}
+	return s, err
 }
 
-// reconcile is the part shared with host-gw: compute, dump, diff, write.
-func reconcile(k *kernel, t target, peers []Peer, name string, log *slog.Logger) (Stats, error) {
+// Update programs peers like Reconcile, but diffs them against what the last
+// Reconcile or Update of this device wrote instead of dumping the kernel: a
+// lease event then costs its own writes and nothing else. Without such a
+// record (no Reconcile yet, or a write failed since) it is a Reconcile.
+// Entries someone else changed in the kernel are only seen by the next
+// Reconcile, which callers run periodically and whenever the device changes.
+func (d *Device) Update(peers []Peer) (Stats, error) {
+	if d.model == nil {
+		return d.Reconcile(peers)
+	}
+	want, skipped := wanted(d.t, peers, d.cfg.logger())
+	p := diff(want, *d.model)
+	s := count(d.t, want, p, skipped)
+	if err := d.k.apply(p, d.t.dev); err != nil {
+		d.model = nil // the kernel is unknown again: the next call dumps it
+		return s, err
+	}
+	d.model = &want
+	return s, nil
+}
+
+// reconcile is the part shared with host-gw: compute, dump, diff, write. It
+// returns the wanted tables, which the kernel holds when it succeeds.
+func reconcile(k *kernel, t target, peers []Peer, name string, log *slog.Logger) (Stats, tables, error) {
 	want, skipped := wanted(t, peers, log)
 	have, err := k.read(t.dev)
 	if err != nil {
-		return Stats{Skipped: skipped}, err
+		return Stats{Skipped: skipped}, want, err
 	}
 	p := diff(want, have)
+	s := count(t, want, p, skipped)
+	if s.Writes() > 0 {
+		log.Debug("reconciling peers", "backend", name, "peers", s.Peers, "adds", s.Added, "deletes", s.Deleted)
+	}
+	return s, want, k.apply(p, t.dev)
+}
+
+func count(t target, want tables, p plan, skipped int) Stats {
 	s := Stats{Peers: len(want.routes), Skipped: skipped, Added: p.adds(), Deleted: p.deletes()}
 	for _, r := range want.routes {
 		if r.link != t.dev {
 			s.Direct++
 		}
 	}
-	if s.Writes() > 0 {
-		log.Debug("reconciling peers", "backend", name, "peers", s.Peers, "adds", s.Added, "deletes", s.Deleted)
-	}
-	return s, k.apply(p, t.dev)
+	return s
 }
 
 // onLinkPrefixes returns the underlay's index and its addresses of the
