@@ -122,7 +122,9 @@ func runReset(e *env, o resetOpts, p *resetPlan) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("reset incomplete: %w; run it again once the cause is fixed", err)
 	}
-	fmt.Fprintf(e.stdout, "removed %d items\n", n)
+	if n > 0 {
+		fmt.Fprintf(e.stdout, "removed %d items\n", n)
+	}
 	return nil
 }
 
@@ -249,28 +251,28 @@ func deleteLinks(names []string) error {
 // has a live owner), the flannel plugin's saved configurations, libcni's
 // cached results of the configured networks, subnet.env, portmap's lock.
 func (p *resetPlan) planFiles(o resetOpts, cfg *suiteConfs) error {
-	var files []string
+	var files, what []string
+	found := func(kind string, paths ...string) {
+		files = append(files, paths...)
+		what = append(what, prefixed(kind+" ", paths)...)
+	}
 	for _, dir := range cfg.dataDirs {
 		stores, err := p.planStores(dir)
 		if err != nil {
 			return err
 		}
-		files = append(files, stores...)
+		found("host-local store", stores...)
 	}
 	for _, dir := range cfg.flannelDirs {
-		files = append(files, savedConfs(dir)...)
+		found("flannel saved config", savedConfs(dir)...)
 	}
-	files = append(files, cachedResults(o.cacheDir, cfg.networks)...)
+	found("cached result", cachedResults(o.cacheDir, cfg.networks)...)
 	for _, f := range append(slices.Clone(cfg.subnetFiles), o.lockFile) {
 		if _, err := os.Lstat(f); err == nil {
-			files = append(files, f)
+			found("file", f)
 		}
 	}
-	st := step{do: func() error { return removeAll(files) }}
-	for _, f := range files {
-		st.what = append(st.what, "file "+f)
-	}
-	p.add(st)
+	p.add(step{what: what, do: func() error { return removeAll(files) }})
 	return nil
 }
 

@@ -144,8 +144,8 @@ func TestResetPrivileged(t *testing.T) {
 		"would remove link vxlan flannel.1", "iptables -t nat chain CNI-HOSTPORT-DNAT", "ip6tables -t nat chain CNI-HOSTPORT-DNAT",
 		"iptables -t nat chain FLANNEL-POSTRTG (6 rules, jumps from POSTROUTING)", "ip6tables -t filter chain FLANNEL-FWD",
 		"would remove nft table ip cni_hostport", "would remove nft table ip6 cni_hostport",
-		"would remove file " + filepath.Join(n.data, "testnet"), "would remove file " + filepath.Join(n.flannel, "abc-eth0"),
-		"would remove file " + n.lock, "would remove file " + extra[1], "would remove file " + filepath.Join(n.cache, "results", "testnet-cnictl-"),
+		"would remove host-local store " + filepath.Join(n.data, "testnet"), "would remove flannel saved config " + filepath.Join(n.flannel, "abc-eth0"),
+		"would remove file " + n.lock, "would remove file " + extra[1], "would remove cached result " + filepath.Join(n.cache, "results", "testnet-cnictl-"),
 	}
 	for _, w := range wantListed {
 		if !strings.Contains(out, w) {

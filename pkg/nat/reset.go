@@ -39,7 +39,11 @@ type Leftover struct {
 }
 
 func (l Leftover) String() string {
-	s := fmt.Sprintf("%s -t %s chain %s (%d rules", l.Tool, l.Table, l.Chain, l.Rules)
+	plural := "s"
+	if l.Rules == 1 {
+		plural = ""
+	}
+	s := fmt.Sprintf("%s -t %s chain %s (%d rule%s", l.Tool, l.Table, l.Chain, l.Rules, plural)
 	if len(l.From) > 0 {
 		s += ", jumps from " + strings.Join(l.From, ", ")
 	}

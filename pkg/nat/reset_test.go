@@ -45,11 +45,11 @@ COMMIT
 			names = append(names, l.String())
 		}
 		want := []string{
-			"iptables -t nat chain " + masq + " (1 rules, jumps from POSTROUTING)",
-			"iptables -t nat chain " + dn + " (1 rules)",
-			"iptables -t nat chain CNI-HOSTPORT-DNAT (1 rules, jumps from PREROUTING)",
+			"iptables -t nat chain " + masq + " (1 rule, jumps from POSTROUTING)",
+			"iptables -t nat chain " + dn + " (1 rule)",
+			"iptables -t nat chain CNI-HOSTPORT-DNAT (1 rule, jumps from PREROUTING)",
 			"iptables -t nat chain FLANNEL-POSTRTG (0 rules, jumps from POSTROUTING)",
-			"iptables -t filter chain FLANNEL-FWD (1 rules, jumps from FORWARD)",
+			"iptables -t filter chain FLANNEL-FWD (1 rule, jumps from FORWARD)",
 		}
 		if strings.Join(names, "\n") != strings.Join(want, "\n") {
 			t.Errorf("found\n%s\nwant\n%s", strings.Join(names, "\n"), strings.Join(want, "\n"))
