@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 // execCommand is one of add, check, del and gc: they run the plugins of a
@@ -327,7 +328,11 @@ func execGC(e *env, args []string) error {
 	for _, a := range stale {
 		fmt.Fprintf(e.stdout, "%s: deleted attachment %s/%s in %s\n", list.Name, a.ContainerID, a.IfName, a.NetNS)
 	}
-	fmt.Fprintf(e.stdout, "%s: kept %d attachments, deleted %d, ran the plugins' GC\n", list.Name, len(valid), len(stale))
+	gc := "no GC verb before CNI 1.1.0"
+	if ok, _ := version.GreaterThanOrEqualTo(list.CNIVersion, "1.1.0"); ok {
+		gc = "ran the plugins' GC"
+	}
+	fmt.Fprintf(e.stdout, "%s: kept %d attachments, deleted %d, %s\n", list.Name, len(valid), len(stale), gc)
 	if err != nil {
 		return fmt.Errorf("gc %s: %w", list.Name, err)
 	}
