@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -261,18 +262,40 @@ func checkOverlayPeers(n *node) []Finding {
 			Evidence: bound(stale),
 			Fix:      "subnetd deletes these at its next reconcile; if they stay, it is not running here. By hand: " + strings.Join(bound(staleFixes), "; ")})
 	}
-	bad := slices.SortedFunc(maps.Keys(ov.bad), func(a, b subnet.Subnets) int { return strings.Compare(a.Key(), b.Key()) })
-	for _, s := range bad {
-		err := ov.bad[s]
-		fds = append(fds, Finding{Severity: Warn, Message: "the lease of " + s.String() + " cannot be programmed; subnetd skips it too",
-			Evidence: []string{err.Error()},
-			Fix:      "fix that node's subnetd (it rewrites its lease at restart), or delete the lease if the node is gone: `etcdctl del " + n.prefix() + "/subnets/" + s.Key() + "`"})
-	}
-	if len(fds) == 0 {
-		return ok(fmt.Sprintf("%s: routes, neighbours and FDB entries match the %d other nodes' leases", strings.Join(devs, ", "), len(n.cluster.leases)-1),
-			"this node's lease "+n.ownLease.Subnets.String()+" is one of the "+fmt.Sprint(len(n.cluster.leases)))
+	if fds = append(fds, skippedLeases(n, ov)...); len(fds) == 0 {
+		return okOverlay(n, devs)
 	}
 	return fds
+}
+
+// skippedLeases names the leases subnetd cannot program: unreadable ones,
+// and those pkg/vxlan refuses (this node's own address, a colliding subnet
+// or VTEP MAC).
+func skippedLeases(n *node, ov overlay) []Finding {
+	reasons := map[subnet.Subnets][]string{}
+	for s, err := range ov.bad {
+		reasons[s] = append(reasons[s], err.Error())
+	}
+	for _, l := range n.cluster.leases {
+		for _, f := range ov.fams {
+			sn := map[bool]netip.Prefix{false: l.Subnets.V4, true: l.Subnets.V6}[f.v6]
+			if why, ok := f.drift.Skipped[sn]; ok && sn.IsValid() {
+				reasons[l.Subnets] = append(reasons[l.Subnets], why)
+			}
+		}
+	}
+	var fds []Finding
+	for _, s := range slices.SortedFunc(maps.Keys(reasons), func(a, b subnet.Subnets) int { return strings.Compare(a.Key(), b.Key()) }) {
+		fds = append(fds, Finding{Severity: Warn, Message: "the lease of " + s.String() + " cannot be programmed; subnetd skips it too",
+			Evidence: reasons[s],
+			Fix:      "fix that node's subnetd (it rewrites its lease at restart), or delete the lease if the node is gone: `etcdctl del " + n.prefix() + "/subnets/" + s.Key() + "`"})
+	}
+	return fds
+}
+
+func okOverlay(n *node, devs []string) []Finding {
+	return ok(fmt.Sprintf("%s: routes, neighbours and FDB entries match the %d other nodes' leases", strings.Join(devs, ", "), len(n.cluster.leases)-1),
+		"compared by pkg/vxlan's own diff, as subnetd's reconcile: nothing to add, rewrite or delete")
 }
 
 func bound(lines []string) []string {

@@ -295,6 +295,10 @@ func (o overlay) reach(l leaseInfo, isOwn bool) string {
 			out = append(out, "no "+f.dev)
 			continue
 		}
+		if why, skipped := f.drift.Skipped[sn]; skipped {
+			out = append(out, "skipped: "+why)
+			continue
+		}
 		var kinds []string
 		for _, m := range f.drift.Missing {
 			if m.Subnet == sn && !slices.Contains(kinds, m.Kind) {

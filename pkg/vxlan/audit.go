@@ -1,8 +1,8 @@
 package vxlan
 
 import (
+	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -17,7 +17,7 @@ import (
 // words, with the command that would make the kernel right about it.
 type Entry struct {
 	Kind   string       // "route", "neigh" or "fdb"
-	Subnet netip.Prefix // the peer subnet it serves; invalid for a stale neighbour or FDB entry
+	Subnet netip.Prefix // the peer subnet it serves; invalid when no route or neighbour tells
 	Text   string       // as ip(8) and bridge(8) show it
 	Fix    string       // the command that adds, rewrites or deletes it
 }
@@ -28,7 +28,9 @@ type Entry struct {
 type Drift struct {
 	Missing []Entry
 	Stale   []Entry
-	Skipped int // peers a Reconcile would skip (malformed, colliding)
+	// Skipped are the peers a Reconcile would skip (malformed, colliding,
+	// this node's own address), by subnet, with the reason it logs.
+	Skipped map[netip.Prefix]string
 }
 
 // Audit compares the tables of the vxlan device name (in the calling thread's
@@ -58,25 +60,63 @@ func Audit(name string, v6 bool, own netip.Prefix, peers []Peer) (Drift, error) 
 			t.self = []netip.Addr{ip.Unmap()}
 		}
 	}
-	want, skipped := wanted(t, peers, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	skips := &skipLog{peers: peers, reasons: map[netip.Prefix]string{}}
+	want, _ := wanted(t, peers, slog.New(skips))
 	have, err := k.read(t.dev)
 	if err != nil {
 		return Drift{}, err
 	}
-	return describe(diff(want, have), want, name, t.dev, skipped), nil
+	d := describe(diff(want, have), want, have, name, t.dev)
+	d.Skipped = skips.reasons
+	return d, nil
 }
 
-// describe spells a plan out, sorted so that reports are stable.
-func describe(p plan, want tables, dev string, devIndex int, skipped int) Drift {
+// skipLog keeps the reasons wanted logs for the peers it skips, so that
+// Audit reports them without a second copy of wanted's rules. wanted names
+// a peer by Peer.String, which starts with its subnet.
+type skipLog struct {
+	peers   []Peer
+	reasons map[netip.Prefix]string
+}
+
+func (h *skipLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *skipLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *skipLog) WithGroup(string) slog.Handler            { return h }
+
+func (h *skipLog) Handle(_ context.Context, r slog.Record) error {
+	var peer, reason string
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "peer":
+			peer = a.Value.String()
+		case "reason":
+			reason = a.Value.String()
+		}
+		return true
+	})
+	for _, p := range h.peers {
+		if peer != "" && peer == p.String() {
+			h.reasons[p.Subnet] = reason
+		}
+	}
+	return nil
+}
+
+// describe spells a plan out, each entry with the subnet it serves (found
+// through the route to that subnet and the neighbour of its VTEP), sorted
+// so that reports are stable.
+func describe(p plan, want, have tables, dev string, devIndex int) Drift {
 	bySubnetAddr := map[netip.Addr]netip.Prefix{}
-	for dst := range want.routes {
-		bySubnetAddr[dst.Addr()] = dst
-	}
 	byMAC := map[[6]byte]netip.Prefix{}
-	for ip, n := range want.neighs {
-		byMAC[n.mac] = bySubnetAddr[ip]
+	for _, tb := range []tables{have, want} { // wanted entries win
+		for dst := range tb.routes {
+			bySubnetAddr[dst.Addr()] = dst
+		}
+		for ip, n := range tb.neighs {
+			byMAC[n.mac] = bySubnetAddr[ip]
+		}
 	}
-	d := Drift{Skipped: skipped}
+	var d Drift
 	for _, r := range p.addRoute {
 		d.Missing = append(d.Missing, Entry{"route", r.dst, r.text(dev, devIndex), "ip route replace " + r.text(dev, devIndex) + fmt.Sprintf(" proto %d", r.proto)})
 	}
@@ -90,10 +130,10 @@ func describe(p plan, want tables, dev string, devIndex int, skipped int) Drift 
 		d.Stale = append(d.Stale, Entry{"route", r.dst, r.text(dev, devIndex), "ip route del " + r.dst.String()})
 	}
 	for _, n := range p.delNeigh {
-		d.Stale = append(d.Stale, Entry{"neigh", netip.Prefix{}, n.text(dev), fmt.Sprintf("ip neigh del %s dev %s", n.ip, dev)})
+		d.Stale = append(d.Stale, Entry{"neigh", bySubnetAddr[n.ip], n.text(dev), fmt.Sprintf("ip neigh del %s dev %s", n.ip, dev)})
 	}
 	for _, f := range p.delFDB {
-		d.Stale = append(d.Stale, Entry{"fdb", netip.Prefix{}, f.text(dev), fmt.Sprintf("bridge fdb del %s dev %s dst %s self", macString(f.mac), dev, f.dst)})
+		d.Stale = append(d.Stale, Entry{"fdb", byMAC[f.mac], f.text(dev), fmt.Sprintf("bridge fdb del %s dev %s dst %s self", macString(f.mac), dev, f.dst)})
 	}
 	for _, es := range [][]Entry{d.Missing, d.Stale} {
 		slices.SortFunc(es, func(a, b Entry) int {

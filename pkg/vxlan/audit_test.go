@@ -31,7 +31,7 @@ func TestAudit(t *testing.T) {
 		return d
 	}
 	for fam := range 2 {
-		if d := audit(fam); len(d.Missing)+len(d.Stale)+d.Skipped != 0 {
+		if d := audit(fam); len(d.Missing)+len(d.Stale)+len(d.Skipped) != 0 {
 			t.Fatalf("family %d right after Reconcile: %+v", fam, d)
 		}
 	}
@@ -66,6 +66,15 @@ func TestAudit(t *testing.T) {
 			t.Errorf("family %d after running the fixes: %+v", fam, d)
 		}
 	}
+
+	stale := Peer{Subnet: netip.MustParsePrefix("10.244.8.0/24"), PublicIP: n.public[0], VtepMAC: MACFromID("old")}
+	n.ns.Do(t, func() error {
+		d, err := Audit("flannel.1", false, n.subnet[0], append(peersOf(nodes, n, 0), stale))
+		if want := "public IP is this node's own (a stale lease of this node?)"; err != nil || len(d.Skipped) != 1 || d.Skipped[stale.Subnet] != want {
+			t.Errorf("a peer at this node's address: %v, skipped %q, want %q", err, d.Skipped, want)
+		}
+		return nil
+	})
 
 	n.ns.Run(t, "ip", "link", "delete", "flannel.1")
 	n.ns.Do(t, func() error {
