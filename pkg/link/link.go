@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -60,7 +61,10 @@ func ByName(name string) (netlink.Link, error) {
 }
 
 // DeleteIfExists deletes the link called name; one that is already gone is
-// success, since deleting is how DEL and rollbacks converge.
+// success, since deleting is how DEL and rollbacks converge. That includes
+// a link another process deleted between the lookup and the delete (the
+// kernel says ENODEV): a DEL retried by the runtime while the killed one's
+// orphaned child was still deleting met it.
 func DeleteIfExists(name string) error {
 	l, err := netlink.LinkByName(name)
 	if IsNotFound(err) {
@@ -69,7 +73,7 @@ func DeleteIfExists(name string) error {
 	if err != nil {
 		return fmt.Errorf("looking up link %q: %w", name, err)
 	}
-	if err := netlink.LinkDel(l); err != nil && !IsNotFound(err) {
+	if err := netlink.LinkDel(l); err != nil && !IsNotFound(err) && !errors.Is(err, syscall.ENODEV) {
 		return fmt.Errorf("deleting link %q: %w", name, err)
 	}
 	return nil
