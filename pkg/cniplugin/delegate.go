@@ -1,9 +1,16 @@
 package cniplugin
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
@@ -24,9 +31,43 @@ func (a *Args) Delegate(ctx context.Context, verb, pluginType string, conf []byt
 		Command: verb, ContainerID: a.ContainerID, NetNS: a.Netns,
 		PluginArgsStr: a.Args, IfName: a.IfName, Path: a.Path,
 	}
-	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}
+	run := &delegateExec{DefaultExec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}}
 	if verb == "ADD" {
-		return invoke.ExecPluginWithResult(ctx, path, conf, ia, exec)
+		return invoke.ExecPluginWithResult(ctx, path, conf, ia, run)
 	}
-	return nil, invoke.ExecPluginWithoutResult(ctx, path, conf, ia, exec)
+	return nil, invoke.ExecPluginWithoutResult(ctx, path, conf, ia, run)
+}
+
+// delegateExec runs a delegate that dies with this process: when the
+// runtime kills a plugin (its timeout, a crash), a delegate left running
+// would go on reserving or deleting while the runtime's DEL retries, and
+// undo that DEL's work (a reservation made after the release).
+type delegateExec struct{ *invoke.DefaultExec }
+
+func (e *delegateExec) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	var err error
+	// A binary being replaced cannot be run for a moment (ETXTBSY): retried
+	// for up to 5 s, as libcni does.
+	for try := 0; try < 6; try++ {
+		stdout.Reset()
+		cmd := exec.CommandContext(ctx, path)
+		cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr = environ, bytes.NewReader(stdin), &stdout, &stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err = cmd.Run(); !errors.Is(err, syscall.ETXTBSY) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	_, _ = stderr.WriteTo(os.Stderr) // the delegate's log lines go where ours go
+	if err == nil {
+		return stdout.Bytes(), nil
+	}
+	// The delegate's CNI error, as it printed it; else what is known.
+	perr := &types.Error{}
+	if stdout.Len() == 0 || json.Unmarshal(stdout.Bytes(), perr) != nil {
+		perr = &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf("plugin %s failed without a CNI error: %v", filepath.Base(path), err),
+			Details: stdout.String()}
+	}
+	return nil, perr
 }
