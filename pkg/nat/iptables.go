@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
 
 	"github.com/cnisuite/cni/pkg/netconf"
 )
@@ -26,9 +27,13 @@ type Runner interface {
 // Exec runs the real binaries.
 type Exec struct{}
 
-// Run implements Runner; stderr is folded into the error.
+// Run implements Runner; stderr is folded into the error. The command dies
+// with the plugin: an iptables-restore left running after the runtime
+// killed its plugin would commit the rules of an ADD after the runtime's DEL
+// had removed them (TestKillSafety met that leak).
 func (Exec) Run(ctx context.Context, stdin, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
