@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -37,6 +38,28 @@ func TestParsePortMapping(t *testing.T) {
 		var ue *usageError
 		if tt.want == nil && !(err != nil && errors.As(err, &ue)) || tt.want != nil && !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("parsePortMapping(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestExecUsage(t *testing.T) {
+	tests := []struct {
+		args   []string
+		stderr string
+	}{
+		{[]string{"add"}, "add takes NETWORK and NETNS"},
+		{[]string{"del", "cbr0"}, "del takes NETWORK and NETNS"},
+		{[]string{"check", "cbr0", "p", "extra"}, "check takes NETWORK and NETNS"},
+		{[]string{"gc"}, "gc takes one NETWORK"},
+		{[]string{"del", "cbr0", "p", "--port-mapping", "1:1/tcp"}, "flag provided but not defined: -port-mapping"},
+		{[]string{"check", "cbr0", "p", "--json"}, "flag provided but not defined: -json"},
+		{[]string{"reset", "now"}, "reset takes no operands"},
+		{[]string{"reset", "--bogus"}, "flag provided but not defined: -bogus"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := run(tt.args...)
+		if code != 2 || !strings.Contains(stderr, tt.stderr) {
+			t.Errorf("cnictl %s: exit %d, %q; want 2 and %q", strings.Join(tt.args, " "), code, stderr, tt.stderr)
 		}
 	}
 }
@@ -181,6 +204,10 @@ func TestExecPrivileged(t *testing.T) {
 			t.Errorf("del printed %q", out)
 		}
 	}
+	if out, err := exec.Command("ip", "netns", "delete", pod.Name).CombinedOutput(); err != nil {
+		t.Fatalf("deleting the pod's namespace: %v: %s", err, out)
+	}
+	n.mustRun(t, "del", "testnet", pod.Name) // the namespace is gone: still fine
 	if got, _ := n.ns.Try("iptables-save", "-t", "nat"); strings.Contains(got, "8080") {
 		t.Errorf("del left the port mapping:\n%s", got)
 	}
