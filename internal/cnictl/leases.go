@@ -134,7 +134,7 @@ func readCluster(ctx context.Context, reg *subnetetcd.Registry) (*cluster, error
 // howToCheck says how to find out why etcd does not answer.
 func (o etcdOpts) howToCheck() string {
 	return fmt.Sprintf("check that etcd runs at %s and that this host reaches it: `ETCDCTL_API=3 etcdctl --endpoints %s endpoint health` "+
-		"(with --cacert/--cert/--key if it uses TLS); pass cnictl subnetd's --etcd-endpoints, --etcd-prefix and TLS files", o.endpoints, o.endpoints)
+		"(with --cacert/--cert/--key if it uses TLS); give cnictl the --etcd-endpoints, --etcd-prefix and TLS files subnetd uses", o.endpoints, o.endpoints)
 }
 
 // own reports whether l is this node's lease: the subnet of subnet.env, or
