@@ -80,6 +80,9 @@ func TestDoctorOverlay(t *testing.T) {
 				[]byte(`{"PublicIP":"192.168.50.9","BackendType":"host-gw"}`), 0, true)
 			must(t, err)
 		}, "overlay-peers", Warn, "the lease of 10.244.9.0/28,fd44:0:0:9::/64 cannot be programmed", "etcdctl del /test/TestDoctorOverlay_a_lease_subnetd_cannot_program/subnets/10.244.9.0-28&fd44:0:0:9::-64"},
+		{"DirectRouting configured, peers still through flannel.1", func(t *testing.T, f *nodeFixture) {
+			f.etcd.setConfig(t, []byte(strings.Replace(dualStackConfig, `"Type":"vxlan"`, `"Type":"vxlan","DirectRouting":true`, 1)))
+		}, "overlay-peers", Error, "missing", "ip route replace 10.244.2.0/28 via 192.168.50.2 proto 83"},
 		{"a stale lease at this node's address", func(t *testing.T, f *nodeFixture) {
 			f.etcd.put(t, f.etcd.peers, leaseSpec{"old-install", "10.244.7.0/28", "fd44:0:0:7::/64", "192.168.50.1", "fd50::1", true})
 		}, "overlay-peers", Warn, "the lease of 10.244.7.0/28,fd44:0:0:7::/64 cannot be programmed", "/subnets/10.244.7.0-28&fd44:0:0:7::-64`"},

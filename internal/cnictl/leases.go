@@ -262,7 +262,7 @@ func auditOverlay(c *cluster, env *envfile.Env, id string) overlay {
 			continue
 		}
 		a := famAudit{v6: f.v6, dev: vxlan.DefaultName(c.cfg.Backend.VNI, f.v6)}
-		a.drift, a.err = vxlan.Audit(a.dev, f.v6, f.own, f.peers)
+		a.drift, a.err = vxlan.Audit(vxlan.AuditConfig{Name: a.dev, V6: f.v6, Own: f.own, DirectRouting: c.cfg.Backend.DirectRouting}, f.peers)
 		o.fams = append(o.fams, a)
 	}
 	return o

@@ -33,31 +33,47 @@ type Drift struct {
 	Skipped map[netip.Prefix]string
 }
 
-// Audit compares the tables of the vxlan device name (in the calling thread's
-// namespace) of one family (v6) with what Reconcile would program for peers,
-// own being this node's subnet (invalid when unknown). It is the same computation and diff as Reconcile, read only,
-// for tools that explain an overlay (cnictl doctor). DirectRouting is not
-// considered: every peer is expected through the device.
-func Audit(name string, v6 bool, own netip.Prefix, peers []Peer) (Drift, error) {
-	k, err := openKernel(v6)
+// AuditConfig names the device Audit reads and what Reconcile was given.
+type AuditConfig struct {
+	Name          string       // the vxlan device, e.g. flannel.1
+	V6            bool         // the family of the device
+	Own           netip.Prefix // this node's subnet; invalid when unknown
+	DirectRouting bool         // peers on the underlay's link are routed directly, as Config.DirectRouting
+}
+
+// Audit compares the tables of a vxlan device (in the calling thread's
+// namespace) with what Reconcile would program for peers: the same
+// computation and diff, read only, for tools that explain an overlay
+// (cnictl doctor). The underlay of DirectRouting is the device's own.
+func Audit(c AuditConfig, peers []Peer) (Drift, error) {
+	k, err := openKernel(c.V6)
 	if err != nil {
 		return Drift{}, err
 	}
 	defer k.close()
-	l, err := k.h.LinkByName(name)
+	l, err := k.h.LinkByName(c.Name)
 	if link.IsNotFound(err) {
-		return Drift{}, fmt.Errorf("%s: %w", name, ErrNoDevice)
+		return Drift{}, fmt.Errorf("%s: %w", c.Name, ErrNoDevice)
 	}
 	if err != nil {
-		return Drift{}, fmt.Errorf("looking up %s: %w", name, err)
+		return Drift{}, fmt.Errorf("looking up %s: %w", c.Name, err)
 	}
-	t := target{v6: v6, own: own.Masked(), dev: l.Attrs().Index}
+	t := target{v6: c.V6, own: c.Own.Masked(), dev: l.Attrs().Index}
 	if len(l.Attrs().HardwareAddr) == 6 {
 		t.ownMAC = [6]byte(l.Attrs().HardwareAddr)
 	}
 	if vx, ok := l.(*netlink.Vxlan); ok {
 		if ip, ok := netip.AddrFromSlice(vx.SrcAddr); ok {
 			t.self = []netip.Addr{ip.Unmap()}
+		}
+		if c.DirectRouting {
+			ul, err := k.h.LinkByIndex(vx.VtepDevIndex)
+			if err != nil {
+				return Drift{}, fmt.Errorf("the underlay of %s (index %d): %w", c.Name, vx.VtepDevIndex, err)
+			}
+			if t.underlay, t.direct, err = onLinkPrefixes(k, ul.Attrs().Name); err != nil {
+				return Drift{}, err
+			}
 		}
 	}
 	skips := &skipLog{peers: peers, reasons: map[netip.Prefix]string{}}
@@ -66,7 +82,7 @@ func Audit(name string, v6 bool, own netip.Prefix, peers []Peer) (Drift, error) 
 	if err != nil {
 		return Drift{}, err
 	}
-	d := describe(diff(want, have), want, have, name, t.dev)
+	d := describe(diff(want, have), want, have, c.Name, t.dev)
 	d.Skipped = skips.reasons
 	return d, nil
 }

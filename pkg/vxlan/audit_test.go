@@ -25,7 +25,7 @@ func TestAudit(t *testing.T) {
 		t.Helper()
 		var d Drift
 		n.ns.Do(t, func() (err error) {
-			d, err = Audit(n.devs[fam].Name(), fam == 1, n.subnet[fam], peersOf(nodes, n, fam))
+			d, err = Audit(AuditConfig{Name: n.devs[fam].Name(), V6: fam == 1, Own: n.subnet[fam]}, peersOf(nodes, n, fam))
 			return err
 		})
 		return d
@@ -69,7 +69,7 @@ func TestAudit(t *testing.T) {
 
 	stale := Peer{Subnet: netip.MustParsePrefix("10.244.8.0/24"), PublicIP: n.public[0], VtepMAC: MACFromID("old")}
 	n.ns.Do(t, func() error {
-		d, err := Audit("flannel.1", false, n.subnet[0], append(peersOf(nodes, n, 0), stale))
+		d, err := Audit(AuditConfig{Name: "flannel.1", Own: n.subnet[0]}, append(peersOf(nodes, n, 0), stale))
 		if want := "public IP is this node's own (a stale lease of this node?)"; err != nil || len(d.Skipped) != 1 || d.Skipped[stale.Subnet] != want {
 			t.Errorf("a peer at this node's address: %v, skipped %q, want %q", err, d.Skipped, want)
 		}
@@ -78,11 +78,43 @@ func TestAudit(t *testing.T) {
 
 	n.ns.Run(t, "ip", "link", "delete", "flannel.1")
 	n.ns.Do(t, func() error {
-		if _, err := Audit("flannel.1", false, n.subnet[0], nil); !errors.Is(err, ErrNoDevice) {
+		if _, err := Audit(AuditConfig{Name: "flannel.1", Own: n.subnet[0]}, nil); !errors.Is(err, ErrNoDevice) {
 			t.Errorf("Audit of a missing device: %v", err)
 		}
 		return nil
 	})
+}
+
+// TestAuditDirectRouting: with DirectRouting the peers on the underlay's link
+// are routed via their public IP, and Audit expects exactly that.
+func TestAuditDirectRouting(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	nodes := newCluster(t, 3)
+	n := nodes[0]
+	cfg := n.cfg(0)
+	cfg.DirectRouting = true
+	d := n.ensure(t, cfg)
+	if s := n.reconcile(t, d, peersOf(nodes, n, 0)); s.Direct != 2 {
+		t.Fatalf("reconcile: %+v, want 2 direct peers", s)
+	}
+	for _, direct := range []bool{true, false} {
+		n.ns.Do(t, func() error {
+			drift, err := Audit(AuditConfig{Name: d.Name(), Own: n.subnet[0], DirectRouting: direct}, peersOf(nodes, n, 0))
+			if err != nil {
+				return err
+			}
+			if got := len(drift.Missing) + len(drift.Stale); (got == 0) != direct {
+				t.Errorf("Audit with DirectRouting %v: %+v", direct, drift)
+			}
+			if direct {
+				return nil
+			}
+			if want := "route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink"; !slices.Contains(texts(drift.Missing), want) {
+				t.Errorf("Audit without DirectRouting misses %q: %q", want, texts(drift.Missing))
+			}
+			return nil
+		})
+	}
 }
 
 func texts(es []Entry) []string {
