@@ -59,7 +59,7 @@ func retry[T any](what string, fn func() (T, error)) (T, error) {
 // neighbours and FDB. Ours are: routes with RouteProtocol, on any link, and
 // every route through dev but the kernel's own.
 func (k *kernel) read(dev int) (tables, error) {
-	have := newTables()
+	have := newTables(0)
 	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
 	routes, err := retry("routes", func() ([]netlink.Route, error) {
 		return k.h.RouteListFiltered(k.family, filter, netlink.RT_FILTER_TABLE)

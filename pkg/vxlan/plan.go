@@ -41,8 +41,10 @@ type tables struct {
 	fdb    map[fdb]bool
 }
 
-func newTables() tables {
-	return tables{routes: map[netip.Prefix]route{}, neighs: map[netip.Addr]neigh{}, fdb: map[fdb]bool{}}
+// newTables makes empty tables with room for n peers: growing maps entry
+// by entry costs a lease event with thousands of peers more than its writes.
+func newTables(n int) tables {
+	return tables{routes: make(map[netip.Prefix]route, n), neighs: make(map[netip.Addr]neigh, n), fdb: make(map[fdb]bool, n)}
 }
 
 // plan is the writes that turn the kernel's tables into the wanted ones, in
@@ -114,8 +116,8 @@ type target struct {
 // collide with an earlier one, are logged and skipped: one bad lease must not
 // cut the node off from the others.
 func wanted(t target, peers []Peer, log *slog.Logger) (tables, int) {
-	want := newTables()
-	macs := map[[6]byte]netip.Prefix{}
+	want := newTables(len(peers))
+	macs := make(map[[6]byte]netip.Prefix, len(peers))
 	skipped := 0
 	for _, p := range peers {
 		err := t.check(p)

@@ -179,7 +179,7 @@ func TestDiff(t *testing.T) {
 	if p := diff(base, base); p.adds()+p.deletes() != 0 {
 		t.Errorf("unchanged peers: %+v", p)
 	}
-	if p := diff(base, newTables()); p.adds() != 6 || p.deletes() != 0 {
+	if p := diff(base, newTables(0)); p.adds() != 6 || p.deletes() != 0 {
 		t.Errorf("from scratch: %+v", p)
 	}
 
