@@ -61,6 +61,9 @@ func (o etcdOpts) open() (*subnetetcd.Registry, error) {
 			eps = append(eps, e)
 		}
 	}
+	if len(eps) == 0 {
+		return nil, usagef("--etcd-endpoints is empty; give subnetd's, e.g. %s", defaultEtcd)
+	}
 	// TTL is required by the registry but unused: cnictl writes no lease.
 	return subnetetcd.New(subnetetcd.Options{Endpoints: eps, Prefix: o.prefix, TLS: tlsCfg, TTL: time.Minute, Timeout: o.timeout})
 }
@@ -114,11 +117,13 @@ func readCluster(ctx context.Context, reg *subnetetcd.Registry) (*cluster, error
 	if err != nil {
 		return nil, err
 	}
+	x := expiries{reg: reg, got: map[int64]expiry{}}
 	for _, e := range entries {
 		l := leaseInfo{Entry: e}
 		l.err = json.Unmarshal(e.Value, &l.attrs)
 		if e.Lease != 0 {
-			l.left, l.granted, l.ttlErr = reg.TimeToLive(ctx, e.Lease)
+			got := x.of(ctx, e.Lease)
+			l.left, l.granted, l.ttlErr = got.left, got.granted, got.err
 		}
 		c.leases = append(c.leases, l)
 	}
@@ -129,6 +134,36 @@ func readCluster(ctx context.Context, reg *subnetetcd.Registry) (*cluster, error
 		return a.Subnets.V6.Addr().Compare(b.Subnets.V6.Addr())
 	})
 	return c, nil
+}
+
+// expiries asks etcd once per etcd lease (a node's keys share one), and
+// not at all after a call failed: an etcd that went away meanwhile would
+// cost a deadline per key.
+type expiries struct {
+	reg    *subnetetcd.Registry
+	got    map[int64]expiry
+	failed error
+}
+
+type expiry struct {
+	left, granted time.Duration
+	err           error
+}
+
+func (x *expiries) of(ctx context.Context, id int64) expiry {
+	if got, ok := x.got[id]; ok {
+		return got
+	}
+	if x.failed != nil {
+		return expiry{err: x.failed}
+	}
+	var got expiry
+	got.left, got.granted, got.err = x.reg.TimeToLive(ctx, id)
+	if got.err != nil && !errors.Is(got.err, subnet.ErrLeaseGone) {
+		x.failed = got.err
+	}
+	x.got[id] = got
+	return got
 }
 
 // howToCheck says how to find out why etcd does not answer.

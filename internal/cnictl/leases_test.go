@@ -277,9 +277,13 @@ func TestLeasesErrors(t *testing.T) {
 		{[]string{"x"}, 2, []string{"leases takes no operands"}},
 		{[]string{"--etcd-certfile", "/c.pem"}, 2, []string{"give both --etcd-certfile and --etcd-keyfile"}},
 		{[]string{"--etcd-timeout", "0s"}, 2, []string{"--etcd-timeout 0s"}},
+		{[]string{"--etcd-endpoints", " , "}, 2, []string{"--etcd-endpoints is empty"}},
 		{[]string{"--etcd-cafile", "/nonexistent/ca.pem"}, 1, []string{"etcd CA file", "/nonexistent/ca.pem"}},
 		{[]string{"--etcd-endpoints", closed, "--etcd-timeout", "500ms"}, 1,
 			[]string{"etcd at " + closed + " did not answer within 500ms", "etcdctl --endpoints " + closed + " endpoint health"}},
+	}
+	if code, stdout, _ := run("help"); code != 0 || !strings.Contains(stdout, "cnictl leases [--json]") {
+		t.Errorf("help: exit %d, %q lists no leases command", code, stdout)
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
