@@ -226,14 +226,19 @@ const maxEvidence = 8
 // own diff): missing entries cut those nodes' pods off, stale ones
 // black-hole subnets no node holds.
 func checkOverlayPeers(n *node) []Finding {
-	if n.cluster == nil || n.cluster.cfg == nil || n.cluster.cfg.Backend.Type != subnet.BackendVXLAN || n.ownLease == nil {
+	if n.cluster == nil || n.cluster.cfg == nil || n.ownLease == nil {
 		return nil
 	}
 	ov := auditOverlay(n.cluster, n.env, n.etcd.nodeID())
+	var fds []Finding
 	var missing, stale, fixes, staleFixes, devs []string
 	for _, f := range ov.fams {
-		if f.err != nil {
+		if errors.Is(f.err, vxlan.ErrNoDevice) {
 			continue // vxlan-device says why
+		}
+		if f.err != nil {
+			fds = append(fds, Finding{Severity: Warn, Message: "cannot compare the " + f.dev + " entries with the leases", Evidence: []string{f.err.Error()}})
+			continue
 		}
 		devs = append(devs, f.dev)
 		for _, m := range f.drift.Missing {
@@ -246,9 +251,8 @@ func checkOverlayPeers(n *node) []Finding {
 		}
 	}
 	if len(devs) == 0 {
-		return nil
+		return fds
 	}
-	var fds []Finding
 	if len(missing) > 0 {
 		fds = append(fds, Finding{Severity: Error,
 			Message:  fmt.Sprintf("%d overlay entries for other nodes' leases are missing: pods on those nodes are unreachable from this node's pods", len(missing)),
@@ -263,7 +267,7 @@ func checkOverlayPeers(n *node) []Finding {
 			Fix:      "subnetd deletes these at its next reconcile; if they stay, it is not running here. By hand: " + strings.Join(bound(staleFixes), "; ")})
 	}
 	if fds = append(fds, skippedLeases(n, ov)...); len(fds) == 0 {
-		return okOverlay(n, devs)
+		return okOverlay(n, slices.Compact(devs)) // host-gw: one underlay for both families
 	}
 	return fds
 }

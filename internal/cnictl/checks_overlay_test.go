@@ -1,6 +1,7 @@
 package cnictl
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/pkg/subnet"
+	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
 // TestDoctorOverlay breaks the etcd and overlay state of a healthy node one
@@ -139,5 +141,42 @@ func TestDoctorNoFlannelNoEtcd(t *testing.T) {
 		if fd.Check == "etcd" {
 			t.Fatalf("etcd checked on a node without flannel:\n%s", report)
 		}
+	}
+}
+
+// TestDoctorHostGW: on a host-gw network the routes via the peers' public
+// IPs, on the interface of this node's public IP, are compared with the
+// leases as well.
+func TestDoctorHostGW(t *testing.T) {
+	f := healthyNode(t)
+	f.etcd.setConfig(t, []byte(strings.Replace(dualStackConfig, `"Type":"vxlan"`, `"Type":"host-gw"`, 1)))
+	hostGW := func(s leaseSpec) []byte { return bytes.Replace(s.value(t), []byte(`"vxlan"`), []byte(`"host-gw"`), 1) }
+	f.etcd.putValue(t, f.etcd.self, ownSpec, hostGW(ownSpec))
+	var peers [2][]vxlan.Peer
+	for _, p := range peerSpecs {
+		f.etcd.putValue(t, f.etcd.peers, p, hostGW(p))
+		p4, p6 := p.peers()
+		peers[0], peers[1] = append(peers[0], p4), append(peers[1], p6)
+	}
+	f.ns.Do(t, func() error {
+		for fam, own := range []netip.Prefix{ownSpec.subnets().V4, ownSpec.subnets().V6} {
+			if _, err := (vxlan.HostGW{Underlay: "ul0", Subnet: own, Log: quiet}).Reconcile(peers[fam]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	code, fds, report := f.doctor(t)
+	if code != 0 || !slices.ContainsFunc(fds, func(fd Finding) bool {
+		return fd.Check == "overlay-peers" && strings.HasPrefix(fd.Message, "host-gw via ul0: routes")
+	}) {
+		t.Fatalf("host-gw node as subnetd leaves it: exit %d\n%s", code, report)
+	}
+	f.ns.Run(t, "ip", "route", "del", "fd44:0:0:3::/64")
+	_, fds, report = f.doctor(t)
+	if !slices.ContainsFunc(fds, func(fd Finding) bool {
+		return fd.Check == "overlay-peers" && fd.Severity == Error && strings.Contains(fd.Fix, "ip route replace fd44:0:0:3::/64 via fd50::3 proto 83")
+	}) {
+		t.Fatalf("host-gw route deleted:\n%s", report)
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/cnisuite/cni/pkg/netns"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
@@ -263,13 +265,15 @@ type famAudit struct {
 	err   error // the device is missing, or could not be read
 }
 
-// auditOverlay runs in the namespace of the node; it needs a usable vxlan
+// auditOverlay runs in the namespace of the node; it needs a usable
 // config (the caller checks).
 func auditOverlay(c *cluster, env *envfile.Env, id string) overlay {
 	o := overlay{bad: map[subnet.Subnets]error{}}
 	var v4, v6 []vxlan.Peer
-	for _, l := range c.leases {
+	var mine *leaseInfo
+	for i, l := range c.leases {
 		if own(l, env, id) {
+			mine = &c.leases[i]
 			continue
 		}
 		p4, p6, err := l.peers(c.cfg.Backend)
@@ -293,14 +297,52 @@ func auditOverlay(c *cluster, env *envfile.Env, id string) overlay {
 		own   netip.Prefix
 		peers []vxlan.Peer
 	}{{c.cfg.EnableIPv4, false, ownSubnets.V4, v4}, {c.cfg.EnableIPv6, true, ownSubnets.V6, v6}} {
-		if !f.on {
-			continue
+		if f.on {
+			o.fams = append(o.fams, auditFamily(c.cfg.Backend, f.v6, f.own, mine, f.peers))
 		}
-		a := famAudit{v6: f.v6, dev: vxlan.DefaultName(c.cfg.Backend.VNI, f.v6)}
-		a.drift, a.err = vxlan.Audit(vxlan.AuditConfig{Name: a.dev, V6: f.v6, Own: f.own, DirectRouting: c.cfg.Backend.DirectRouting}, f.peers)
-		o.fams = append(o.fams, a)
 	}
 	return o
+}
+
+// auditFamily audits one family's vxlan device, or for host-gw the routes on
+// the interface that holds this node's public IP (subnetd's underlay).
+func auditFamily(b subnet.Backend, v6 bool, own netip.Prefix, mine *leaseInfo, peers []vxlan.Peer) famAudit {
+	cfg := vxlan.AuditConfig{V6: v6, Own: own, DirectRouting: b.DirectRouting}
+	a := famAudit{v6: v6, dev: vxlan.DefaultName(b.VNI, v6)}
+	if b.Type == subnet.BackendHostGW {
+		a.dev = "host-gw"
+		if mine == nil {
+			a.err = errors.New("this node's lease, and so its public IP, is unknown")
+			return a
+		}
+		ip := map[bool]netip.Addr{false: mine.attrs.PublicIP, true: mine.attrs.PublicIPv6}[v6]
+		if cfg.Underlay, a.err = linkWith(ip); a.err != nil {
+			return a
+		}
+		a.dev += " via " + cfg.Underlay
+		cfg.HostGW = true
+	}
+	cfg.Name = a.dev
+	a.drift, a.err = vxlan.Audit(cfg, peers)
+	return a
+}
+
+// linkWith names the interface that holds ip.
+func linkWith(ip netip.Addr) (string, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return "", fmt.Errorf("listing addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
+			l, err := netlink.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return "", fmt.Errorf("the interface of %s: %w", ip, err)
+			}
+			return l.Attrs().Name, nil
+		}
+	}
+	return "", fmt.Errorf("no interface holds this node's public IP %s", ip)
 }
 
 // reach says whether this node's kernel can carry traffic to a lease's
@@ -326,8 +368,12 @@ func (o overlay) reach(l leaseInfo, isOwn bool) string {
 		if !sn.IsValid() {
 			continue
 		}
-		if f.err != nil {
+		if errors.Is(f.err, vxlan.ErrNoDevice) {
 			out = append(out, "no "+f.dev)
+			continue
+		}
+		if f.err != nil {
+			out = append(out, "not checked: "+f.err.Error())
 			continue
 		}
 		if why, skipped := f.drift.Skipped[sn]; skipped {
@@ -385,7 +431,7 @@ func leases(e *env, args []string) error {
 	}
 	id := o.nodeID()
 	var ov overlay
-	if c.cfg != nil && c.cfg.Backend.Type == subnet.BackendVXLAN {
+	if c.cfg != nil {
 		audit := func() error { ov = auditOverlay(c, envp, id); return nil }
 		if *nsPath == "" {
 			_ = audit()

@@ -139,12 +139,17 @@ func (c *clusterFixture) registry(t *testing.T) *subnetetcd.Registry {
 // put writes a lease over whatever is at its key.
 func (c *clusterFixture) put(t *testing.T, r *subnetetcd.Registry, s leaseSpec) {
 	t.Helper()
+	c.putValue(t, r, s, s.value(t))
+}
+
+func (c *clusterFixture) putValue(t *testing.T, r *subnetetcd.Registry, s leaseSpec, value []byte) {
+	t.Helper()
 	ctx := context.Background()
 	var prev int64
 	if e, err := r.Get(ctx, s.subnets()); err == nil {
 		prev = e.Rev
 	}
-	_, err := r.Put(ctx, s.subnets(), s.value(t), prev, s.leased)
+	_, err := r.Put(ctx, s.subnets(), value, prev, s.leased)
 	must(t, err)
 }
 

@@ -39,6 +39,10 @@ type AuditConfig struct {
 	V6            bool         // the family of the device
 	Own           netip.Prefix // this node's subnet; invalid when unknown
 	DirectRouting bool         // peers on the underlay's link are routed directly, as Config.DirectRouting
+	// HostGW audits the host-gw backend instead (HostGW.Reconcile): routes
+	// via the peers' public IPs on Underlay, no device.
+	HostGW   bool
+	Underlay string
 }
 
 // Audit compares the tables of a vxlan device (in the calling thread's
@@ -51,30 +55,9 @@ func Audit(c AuditConfig, peers []Peer) (Drift, error) {
 		return Drift{}, err
 	}
 	defer k.close()
-	l, err := k.h.LinkByName(c.Name)
-	if link.IsNotFound(err) {
-		return Drift{}, fmt.Errorf("%s: %w", c.Name, ErrNoDevice)
-	}
+	t, err := c.target(k)
 	if err != nil {
-		return Drift{}, fmt.Errorf("looking up %s: %w", c.Name, err)
-	}
-	t := target{v6: c.V6, own: c.Own.Masked(), dev: l.Attrs().Index}
-	if len(l.Attrs().HardwareAddr) == 6 {
-		t.ownMAC = [6]byte(l.Attrs().HardwareAddr)
-	}
-	if vx, ok := l.(*netlink.Vxlan); ok {
-		if ip, ok := netip.AddrFromSlice(vx.SrcAddr); ok {
-			t.self = []netip.Addr{ip.Unmap()}
-		}
-		if c.DirectRouting {
-			ul, err := k.h.LinkByIndex(vx.VtepDevIndex)
-			if err != nil {
-				return Drift{}, fmt.Errorf("the underlay of %s (index %d): %w", c.Name, vx.VtepDevIndex, err)
-			}
-			if t.underlay, t.direct, err = onLinkPrefixes(k, ul.Attrs().Name); err != nil {
-				return Drift{}, err
-			}
-		}
+		return Drift{}, err
 	}
 	skips := &skipLog{peers: peers, reasons: map[netip.Prefix]string{}}
 	want, _ := wanted(t, peers, slog.New(skips))
@@ -85,6 +68,51 @@ func Audit(c AuditConfig, peers []Peer) (Drift, error) {
 	d := describe(diff(want, have), want, have, c.Name, t.dev)
 	d.Skipped = skips.reasons
 	return d, nil
+}
+
+// target is what Reconcile (or HostGW.Reconcile) computes its wanted
+// entries against, read from the device (or the underlay).
+func (c AuditConfig) target(k *kernel) (target, error) {
+	t := target{v6: c.V6, own: c.Own.Masked()}
+	var err error
+	if c.HostGW {
+		t.hostGW = true
+		if t.underlay, t.direct, err = onLinkPrefixes(k, c.Underlay); err != nil {
+			return t, fmt.Errorf("host-gw: %w", err)
+		}
+		for _, p := range t.direct {
+			t.self = append(t.self, p.Addr())
+		}
+		return t, nil
+	}
+	l, err := k.h.LinkByName(c.Name)
+	if link.IsNotFound(err) {
+		return t, fmt.Errorf("%s: %w", c.Name, ErrNoDevice)
+	}
+	if err != nil {
+		return t, fmt.Errorf("looking up %s: %w", c.Name, err)
+	}
+	t.dev = l.Attrs().Index
+	if len(l.Attrs().HardwareAddr) == 6 {
+		t.ownMAC = [6]byte(l.Attrs().HardwareAddr)
+	}
+	vx, ok := l.(*netlink.Vxlan)
+	if !ok {
+		return t, nil
+	}
+	if ip, ok := netip.AddrFromSlice(vx.SrcAddr); ok {
+		t.self = []netip.Addr{ip.Unmap()}
+	}
+	if c.DirectRouting {
+		ul, err := k.h.LinkByIndex(vx.VtepDevIndex)
+		if err != nil {
+			return t, fmt.Errorf("the underlay of %s (index %d): %w", c.Name, vx.VtepDevIndex, err)
+		}
+		if t.underlay, t.direct, err = onLinkPrefixes(k, ul.Attrs().Name); err != nil {
+			return t, err
+		}
+	}
+	return t, nil
 }
 
 // skipLog keeps the reasons wanted logs for the peers it skips, so that

@@ -125,3 +125,36 @@ func texts(es []Entry) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestAuditHostGW: the host-gw backend's routes via the peers' public IPs,
+// audited the way HostGW.Reconcile programs them.
+func TestAuditHostGW(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	nodes := newCluster(t, 3)
+	n := nodes[0]
+	cfg := AuditConfig{Own: n.subnet[0], HostGW: true, Underlay: "eth0"}
+	audit := func() (d Drift) {
+		t.Helper()
+		n.ns.Do(t, func() (err error) {
+			d, err = Audit(cfg, peersOf(nodes, n, 0))
+			return err
+		})
+		return d
+	}
+	n.ns.Do(t, func() error {
+		_, err := HostGW{Underlay: "eth0", Subnet: n.subnet[0], Log: quiet}.Reconcile(peersOf(nodes, n, 0))
+		return err
+	})
+	if d := audit(); len(d.Missing)+len(d.Stale)+len(d.Skipped) != 0 {
+		t.Fatalf("right after Reconcile: %+v", d)
+	}
+	n.ns.Run(t, "ip", "route", "del", "10.244.2.0/24")
+	d := audit()
+	if len(d.Missing) != 1 || d.Missing[0].Text != "10.244.2.0/24 via 192.168.50.2" || d.Missing[0].Fix != "ip route replace 10.244.2.0/24 via 192.168.50.2 proto 83" {
+		t.Fatalf("route deleted: %+v", d)
+	}
+	n.ns.Run(t, strings.Fields(d.Missing[0].Fix)...)
+	if d := audit(); len(d.Missing)+len(d.Stale) != 0 {
+		t.Fatalf("after the fix: %+v", d)
+	}
+}
