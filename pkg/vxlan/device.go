@@ -22,10 +22,12 @@ type Device struct {
 
 	// Kept between Reconcile and Update calls: one netlink socket, opened in
 	// the namespace of the first call, and the target and entries the last
-	// successful one wrote (model nil: unknown, the next call dumps).
+	// successful one wrote (model nil: unknown, the next call dumps), with
+	// their book when no peer was skipped.
 	k     *kernel
 	t     target
 	model *tables
+	book  *book
 }
 
 // kernel returns the device's netlink socket, opened at the first call in
@@ -48,7 +50,7 @@ func (d *Device) kernel() (*kernel, error) {
 func (d *Device) Close() {
 	if d.k != nil {
 		d.k.close()
-		d.k, d.model = nil, nil
+		d.k, d.model, d.book = nil, nil, nil
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/cnisuite/cni/pkg/link"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -364,4 +366,42 @@ func TestCleanup(t *testing.T) {
 	if strings.Contains(routes, "proto 83") {
 		t.Errorf("our routes survived cleanup:\n%s", routes)
 	}
+}
+
+// TestUpdateLeavesNoDrift: lease events programmed by Update (one peer
+// added, one gone, one with a new MAC and address) leave the kernel exactly
+// as a Reconcile wants it; a device deleted under Update makes it fail, and
+// the next call dumps and repairs.
+func TestUpdateLeavesNoDrift(t *testing.T) {
+	n := newCluster(t, 1)[0]
+	peers := benchPeers(5)
+	d := n.ensure(t, n.cfg(0))
+	if s := n.reconcile(t, d, peers[:4]); s.Added != 12 {
+		t.Fatalf("first reconcile: %+v", s)
+	}
+	moved := slices.Clone(peers[1:])
+	moved[0].VtepMAC, moved[0].PublicIP = MACFromID("moved"), netip.MustParseAddr("192.168.9.9")
+	n.ns.Do(t, func() error {
+		for _, step := range []struct {
+			peers  []Peer
+			writes int
+		}{{peers, 3}, {peers[1:], 3}, {moved, 3}, {moved, 0}} {
+			if s, err := d.Update(step.peers); err != nil || s.Writes() != step.writes {
+				return fmt.Errorf("update to %d peers: %d writes (want %d), %v", len(step.peers), s.Writes(), step.writes, err)
+			}
+		}
+		if s, err := d.Reconcile(moved); err != nil || s.Writes() != 0 {
+			return fmt.Errorf("reconcile after updates: %+v, %v; want no drift", s, err)
+		}
+		if err := link.DeleteIfExists(d.Name()); err != nil {
+			return err
+		}
+		if _, err := d.Update(peers); err == nil {
+			return errors.New("update on a deleted device succeeded")
+		}
+		if _, err := d.Update(peers); !errors.Is(err, ErrNoDevice) {
+			return fmt.Errorf("the update after a failed one: %v, want ErrNoDevice from its dump", err)
+		}
+		return nil
+	})
 }

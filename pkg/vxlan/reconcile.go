@@ -34,7 +34,7 @@ func (s Stats) Writes() int { return s.Added + s.Deleted }
 // gives ErrNoDevice. Calls for one device (Reconcile, Update) must be
 // serialized by the caller.
 func (d *Device) Reconcile(peers []Peer) (Stats, error) {
-	d.model = nil
+	d.model, d.book = nil, nil
 	k, err := d.kernel()
 	if err != nil {
 		return Stats{}, err
@@ -57,29 +57,41 @@ func (d *Device) Reconcile(peers []Peer) (Stats, error) {
 	}
 	s, want, err := reconcile(k, t, peers, d.cfg.Name, d.cfg.logger())
 	if err == nil {
-		d.t, d.model = t, &want
+		d.t, d.model, d.book = t, &want, newBook(t, peers, want, s.Skipped)
 	}
 	return s, err
 }
 
 // Update programs peers like Reconcile, but diffs them against what the last
 // Reconcile or Update of this device wrote instead of dumping the kernel: a
-// lease event then costs its own writes and nothing else. Without such a
-// record (no Reconcile yet, or a write failed since) it is a Reconcile.
-// Entries someone else changed in the kernel are only seen by the next
-// Reconcile, which callers run periodically and whenever the device changes.
+// lease event then costs its own writes, and a plan computed from the peers
+// that changed alone (see book). Without such a record (no Reconcile yet, or
+// a write failed since) it is a Reconcile. Entries someone else changed in
+// the kernel are only seen by the next Reconcile, which callers run
+// periodically and whenever the device changes.
 func (d *Device) Update(peers []Peer) (Stats, error) {
 	if d.model == nil {
 		return d.Reconcile(peers)
+	}
+	if d.book != nil {
+		if p, commit, ok := d.book.delta(peers); ok {
+			if err := d.k.apply(p, d.t.dev); err != nil {
+				d.model, d.book = nil, nil // the kernel is unknown again: the next call dumps it
+				return Stats{Added: p.adds(), Deleted: p.deletes()}, err
+			}
+			s := commit()
+			s.Added, s.Deleted = p.adds(), p.deletes()
+			return s, nil
+		}
 	}
 	want, skipped := wanted(d.t, peers, d.cfg.logger())
 	p := diff(want, *d.model)
 	s := count(d.t, want, p, skipped)
 	if err := d.k.apply(p, d.t.dev); err != nil {
-		d.model = nil // the kernel is unknown again: the next call dumps it
+		d.model, d.book = nil, nil
 		return s, err
 	}
-	d.model = &want
+	d.model, d.book = &want, newBook(d.t, peers, want, skipped)
 	return s, nil
 }
 
