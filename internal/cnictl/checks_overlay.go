@@ -27,7 +27,7 @@ func checkEtcd(n *node) []Finding {
 	}
 	reg, err := n.etcd.open()
 	if err != nil {
-		return []Finding{{Severity: Error, Message: "cannot make an etcd client from the flags", Evidence: []string{err.Error()},
+		return []Finding{{Severity: Error, Message: "cannot read the etcd TLS files", Evidence: []string{err.Error()},
 			Fix: "pass subnetd's --etcd-cafile, --etcd-certfile and --etcd-keyfile (the files must be readable here)"}}
 	}
 	defer reg.Close()

@@ -30,6 +30,9 @@ func TestDoctorOverlay(t *testing.T) {
 		{"etcd unreachable", func(t *testing.T, f *nodeFixture) {
 			f.etcd.endpoint = "http://" + freeAddr(t)
 		}, "etcd", Error, "etcd does not answer at http://127.0.0.1:", "etcdctl --endpoints http://127.0.0.1:"},
+		{"etcd CA file unreadable", func(t *testing.T, f *nodeFixture) {
+			f.etcd.extra = []string{"--etcd-cafile", "/nonexistent/ca.pem"}
+		}, "etcd", Error, "cannot read the etcd TLS files", "--etcd-cafile"},
 		{"no network config", func(t *testing.T, f *nodeFixture) {
 			f.etcd.setConfig(t, nil)
 		}, "network-config", Error, "no network config at /test/TestDoctorOverlay_no_network_config/config",
@@ -178,5 +181,13 @@ func TestDoctorHostGW(t *testing.T) {
 		return fd.Check == "overlay-peers" && fd.Severity == Error && strings.Contains(fd.Fix, "ip route replace fd44:0:0:3::/64 via fd50::3 proto 83")
 	}) {
 		t.Fatalf("host-gw route deleted:\n%s", report)
+	}
+}
+
+func TestDoctorEtcdFlags(t *testing.T) {
+	for _, args := range [][]string{{"--etcd-certfile", "/c.pem"}, {"--etcd-timeout", "-1s"}, {"--etcd-endpoints", ""}} {
+		if code, _, stderr := run(append([]string{"doctor"}, args...)...); code != 2 || !strings.Contains(stderr, "--etcd-") {
+			t.Errorf("doctor %q: exit %d, %q; want a usage error naming the flag", args, code, stderr)
+		}
 	}
 }

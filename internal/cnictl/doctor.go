@@ -112,6 +112,9 @@ func doctor(e *env, args []string) error {
 	if len(ops) > 0 {
 		return usagef("doctor takes no operands, got %q", ops)
 	}
+	if err := o.etcd.check(); err != nil {
+		return err
+	}
 	o.client = &http.Client{Timeout: 2 * time.Second}
 	fds, err := diagnose(o)
 	if err != nil {

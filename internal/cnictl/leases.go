@@ -44,30 +44,41 @@ func (o *etcdOpts) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.nodeIDFile, "node-id-file", "/var/lib/subnetd/node-id", "subnetd's node identity (in its --data-dir), to find this node's lease")
 }
 
-// open makes a client; it connects lazily, so an unreachable etcd shows in
-// the first call, by its deadline, with the endpoint named.
-func (o etcdOpts) open() (*subnetetcd.Registry, error) {
-	if o.timeout <= 0 {
-		return nil, usagef("--etcd-timeout %v: want a positive duration like 3s", o.timeout)
+// check rejects flags that cannot make a client (usage errors, exit 2).
+func (o etcdOpts) check() error {
+	switch {
+	case o.timeout <= 0:
+		return usagef("--etcd-timeout %v: want a positive duration like 3s", o.timeout)
+	case (o.certFile == "") != (o.keyFile == ""):
+		return usagef("give both --etcd-certfile and --etcd-keyfile, or neither")
+	case len(o.endpointList()) == 0:
+		return usagef("--etcd-endpoints is empty; give subnetd's, e.g. %s", defaultEtcd)
 	}
-	if (o.certFile == "") != (o.keyFile == "") {
-		return nil, usagef("give both --etcd-certfile and --etcd-keyfile, or neither")
-	}
-	tlsCfg, err := subnetetcd.TLSConfig(o.caFile, o.certFile, o.keyFile)
-	if err != nil {
-		return nil, err
-	}
+	return nil
+}
+
+func (o etcdOpts) endpointList() []string {
 	var eps []string
 	for _, e := range strings.Split(o.endpoints, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			eps = append(eps, e)
 		}
 	}
-	if len(eps) == 0 {
-		return nil, usagef("--etcd-endpoints is empty; give subnetd's, e.g. %s", defaultEtcd)
+	return eps
+}
+
+// open makes a client; it connects lazily, so an unreachable etcd shows in
+// the first call, by its deadline, with the endpoint named.
+func (o etcdOpts) open() (*subnetetcd.Registry, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	tlsCfg, err := subnetetcd.TLSConfig(o.caFile, o.certFile, o.keyFile)
+	if err != nil {
+		return nil, err
 	}
 	// TTL is required by the registry but unused: cnictl writes no lease.
-	return subnetetcd.New(subnetetcd.Options{Endpoints: eps, Prefix: o.prefix, TLS: tlsCfg, TTL: time.Minute, Timeout: o.timeout})
+	return subnetetcd.New(subnetetcd.Options{Endpoints: o.endpointList(), Prefix: o.prefix, TLS: tlsCfg, TTL: time.Minute, Timeout: o.timeout})
 }
 
 // nodeID is subnetd's identity of this node, "" when its file is unreadable.

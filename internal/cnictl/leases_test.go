@@ -69,6 +69,7 @@ func freeAddr(t *testing.T) string {
 // the leases of this node ("node-a") and two others, one a reservation.
 type clusterFixture struct {
 	endpoint, prefix, nodeIDFile string
+	extra                        []string             // more doctor/leases flags
 	peers, self                  *subnetetcd.Registry // self holds this node's etcd lease, apart
 }
 
@@ -178,7 +179,7 @@ func (c *clusterFixture) setConfig(t *testing.T, cfg []byte) {
 }
 
 func (c *clusterFixture) args() []string {
-	return []string{"--etcd-endpoints", c.endpoint, "--etcd-prefix", c.prefix, "--etcd-timeout", "2s", "--node-id-file", c.nodeIDFile}
+	return append([]string{"--etcd-endpoints", c.endpoint, "--etcd-prefix", c.prefix, "--etcd-timeout", "2s", "--node-id-file", c.nodeIDFile}, c.extra...)
 }
 
 // overlayNode gives the node namespace an underlay (ul0, 192.168.50.1 and
