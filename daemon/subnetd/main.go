@@ -68,6 +68,7 @@ func run(parent context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	cfg.NodeID = id // resolved: the registry derives its etcd lease's ID from it
 	ul, err := findUnderlay(cfg.Iface, cfg.PublicIP)
 	if err != nil {
 		return err
@@ -161,7 +162,7 @@ func openRegistry(cfg *Config, log *slog.Logger, cancel context.CancelCauseFunc)
 		stopServer = func() { close(stopping); child.stop(stopGrace, log) }
 	}
 	reg, err := subnetetcd.New(subnetetcd.Options{Endpoints: endpoints, Prefix: cfg.EtcdPrefix, TLS: tlsCfg,
-		Username: cfg.EtcdUsername, Password: cfg.EtcdPassword, TTL: cfg.LeaseTTL, Timeout: cfg.EtcdTimeout})
+		Username: cfg.EtcdUsername, Password: cfg.EtcdPassword, TTL: cfg.LeaseTTL, Timeout: cfg.EtcdTimeout, LeaseOwner: cfg.NodeID})
 	if err != nil {
 		stopServer()
 		return nil, nil, err

@@ -37,6 +37,11 @@ type Options struct {
 	Password  string        //
 	TTL       time.Duration // of the etcd lease leased keys hang on
 	Timeout   time.Duration // deadline of each call
+	// LeaseOwner, when set (the node's ID), fixes the ID of the etcd lease
+	// this client grants (LeaseIDFor): a run killed between granting it and
+	// writing its key leaves no orphan lease for the TTL, since the next
+	// run's grant finds that lease and takes it over. Empty: etcd picks.
+	LeaseOwner string
 }
 
 // Registry implements subnet.Registry on an etcd client.
@@ -47,8 +52,9 @@ type Registry struct {
 	timeout time.Duration
 	tls     *tls.Config // nil on plain connections; probed to explain a timeout
 
-	mu    sync.Mutex
-	lease clientv3.LeaseID // 0 until a leased write needs one
+	mu      sync.Mutex
+	lease   clientv3.LeaseID // 0 until a leased write needs one
+	leaseID clientv3.LeaseID // the ID to grant under; 0: etcd picks
 }
 
 var _ subnet.Registry = (*Registry)(nil)
@@ -74,7 +80,11 @@ func New(o Options) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(o.Endpoints, ","), err)
 	}
-	return &Registry{cli: cli, prefix: strings.TrimRight(o.Prefix, "/"), ttl: o.TTL, timeout: o.Timeout, tls: o.TLS}, nil
+	r := &Registry{cli: cli, prefix: strings.TrimRight(o.Prefix, "/"), ttl: o.TTL, timeout: o.Timeout, tls: o.TLS}
+	if o.LeaseOwner != "" {
+		r.leaseID = LeaseIDFor(r.prefix, o.LeaseOwner)
+	}
+	return r, nil
 }
 
 // Close closes the client; the etcd lease stays, to be adopted by the next run.

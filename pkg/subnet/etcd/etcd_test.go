@@ -305,3 +305,53 @@ func TestUnreachable(t *testing.T) {
 		t.Fatalf("List against nothing: %v after %v", err, time.Since(start))
 	}
 }
+
+// TestOwnedLeaseAfterKill: a run killed between granting its etcd lease and
+// writing its key leaves that lease behind. Without an owner the next run
+// grants another and the first stays, holding nothing, for its TTL; with
+// one, the next run's grant meets the same ID and takes that lease over.
+func TestOwnedLeaseAfterKill(t *testing.T) {
+	for _, tc := range []struct {
+		owner string
+		held  int
+	}{{"", 2}, {"node-a", 1}} {
+		t.Run("owner="+tc.owner, func(t *testing.T) {
+			ctx := context.Background()
+			o := Options{Endpoints: []string{server.Endpoint()}, Prefix: prefixOf(t), TTL: time.Hour, Timeout: 5 * time.Second, LeaseOwner: tc.owner}
+			killed, err := New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			revokeAll(t, killed)
+			if _, err := killed.heldLease(ctx); err != nil { // granted; the key never written
+				t.Fatal(err)
+			}
+			killed.Close()
+			next, err := New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer next.Close()
+			l, err := manager(t, next, net22, "node-a", "192.168.0.1").Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, _ := next.Get(ctx, l.Subnets)
+			if n := leasesHeld(t, next); n != tc.held {
+				t.Errorf("%d etcd leases held, want %d", n, tc.held)
+			}
+			if tc.owner != "" && clientv3.LeaseID(e.Lease) != LeaseIDFor(prefixOf(t), tc.owner) {
+				t.Errorf("key on lease %x, want the owner's %x", e.Lease, int64(LeaseIDFor(prefixOf(t), tc.owner)))
+			}
+			revokeAll(t, next)
+		})
+	}
+}
+
+// TestLeaseIDFor: positive, stable, and distinct per owner and prefix.
+func TestLeaseIDFor(t *testing.T) {
+	a, b, c := LeaseIDFor("/p", "node-a"), LeaseIDFor("/p", "node-b"), LeaseIDFor("/q", "node-a")
+	if a <= 0 || b <= 0 || c <= 0 || a == b || a == c || a != LeaseIDFor("/p", "node-a") {
+		t.Fatalf("ids %x %x %x", int64(a), int64(b), int64(c))
+	}
+}

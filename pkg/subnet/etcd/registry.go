@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"time"
 
 	"github.com/cnisuite/cni/pkg/subnet"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -131,12 +133,42 @@ func (r *Registry) heldLease(ctx context.Context) (clientv3.LeaseID, error) {
 	if r.lease != 0 {
 		return r.lease, nil
 	}
+	if r.leaseID != 0 {
+		return r.grantOwned(ctx)
+	}
 	resp, err := r.cli.Grant(ctx, int64(r.ttl/time.Second))
 	if err != nil {
 		return 0, r.wrap("granting an etcd lease", err)
 	}
 	r.lease = resp.ID
 	return r.lease, nil
+}
+
+// grantOwned grants the lease under the owner's ID, or takes over the one
+// etcd still has under it: no key of this node hangs on it (a key found
+// by Acquire is adopted with its lease before any grant), so it is what a
+// run killed between its grant and its write left. Called with mu held.
+func (r *Registry) grantOwned(ctx context.Context) (clientv3.LeaseID, error) {
+	_, err := clientv3.RetryLeaseClient(r.cli).LeaseGrant(ctx, &etcdserverpb.LeaseGrantRequest{TTL: int64(r.ttl / time.Second), ID: int64(r.leaseID)})
+	if errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseExist) {
+		_, err = r.cli.KeepAliveOnce(ctx, r.leaseID)
+	}
+	if err != nil {
+		return 0, r.wrap(fmt.Sprintf("granting etcd lease %x", int64(r.leaseID)), rpctypes.Error(err))
+	}
+	r.lease = r.leaseID
+	return r.lease, nil
+}
+
+// LeaseIDFor is the etcd lease ID of owner's leases under prefix: a hash,
+// positive (etcd reads 0 as "pick one"), so that nodes' IDs do not meet.
+func LeaseIDFor(prefix, owner string) clientv3.LeaseID {
+	h := fnv.New64a()
+	h.Write([]byte(prefix + "\x00" + owner))
+	if id := clientv3.LeaseID(h.Sum64() >> 1); id != 0 {
+		return id
+	}
+	return 1
 }
 
 // forget drops a lease etcd no longer has, so that the next write grants one.
