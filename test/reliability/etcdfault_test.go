@@ -21,6 +21,25 @@ func (n *daemonNode) putPeer(i int) {
 	n.etcd("/v3/kv/put", map[string]any{"key": b64(fmt.Sprintf("%s10.95.%d.0-24", subnetsPrefix, i)), "value": b64(string(v))})
 }
 
+// movePeer gives peer i's lease a new VTEP: address 192.168.77.<i>, MAC
+// 0a:00:00:00:01:<i>.
+func (n *daemonNode) movePeer(i int) {
+	n.t.Helper()
+	v, _ := json.Marshal(map[string]any{"PublicIP": fmt.Sprintf("192.168.77.%d", i), "BackendType": "vxlan",
+		"BackendData": map[string]any{"VNI": 1, "VtepMAC": fmt.Sprintf("0a:00:00:00:01:%02x", i)}})
+	n.etcd("/v3/kv/put", map[string]any{"key": b64(fmt.Sprintf("%s10.95.%d.0-24", subnetsPrefix, i)), "value": b64(string(v))})
+}
+
+// movedPeer reports whether flannel.1's neighbour and FDB entries for peer
+// i are movePeer's, and only those.
+func (n *daemonNode) movedPeer(i int) bool {
+	mac := fmt.Sprintf("0a:00:00:00:01:%02x", i)
+	neigh, _ := n.ns.Try("ip", "neigh", "show", fmt.Sprintf("10.95.%d.0", i), "dev", "flannel.1")
+	fdb, _ := n.ns.Try("bridge", "fdb", "show", "dev", "flannel.1")
+	return strings.Contains(neigh, mac) && strings.Contains(fdb, mac+" dst 192.168.77."+fmt.Sprint(i)) &&
+		!strings.Contains(fdb, fmt.Sprintf("0a:00:00:00:00:%02x", i))
+}
+
 func (n *daemonNode) deletePeer(i int) {
 	n.t.Helper()
 	n.etcd("/v3/kv/deleterange", map[string]any{"key": b64(fmt.Sprintf("%s10.95.%d.0-24", subnetsPrefix, i))})
@@ -63,25 +82,50 @@ func TestSubnetdEtcdFaults(t *testing.T) {
 	}
 
 	// Freeze subnetd, change the leases under its watch and compact the
-	// history it has not read, then let it go on.
+	// history it has not read, then let it go on. The events it did not read
+	// must outgrow what the connection buffers (TCP and gRPC windows), so
+	// that etcd stops sending, marks the watch behind and, once that history
+	// is compacted, ends it with a compaction error: ~16 MB of a junk lease
+	// written over and over, then removed.
+	n.putPeer(5)
+	n.eventually("peer 5 routed", 30*time.Second, func() bool { return n.hasRoute(5) })
 	_ = sd.cmd.Process.Signal(syscall.SIGSTOP)
 	n.deletePeer(1)
+	n.movePeer(5) // a new VTEP: its neighbour and FDB entry must follow
+	junk := fmt.Sprintf("%s10.95.250.0-24", subnetsPrefix)
+	for i := range 32 {
+		n.etcd("/v3/kv/put", map[string]any{"key": b64(junk), "value": b64(fmt.Sprintf("%d%s", i, strings.Repeat("x", 512<<10)))})
+	}
+	n.etcd("/v3/kv/deleterange", map[string]any{"key": b64(junk)})
 	for i := range 200 {
 		n.putPeer(2 + i%3)
 	}
 	n.deletePeer(3)
+	n.compact()
+	_ = sd.cmd.Process.Signal(syscall.SIGCONT)
+	n.eventually("converged after the compaction", 30*time.Second, func() bool {
+		return !n.hasRoute(1) && n.hasRoute(2) && !n.hasRoute(3) && n.hasRoute(4) && !n.hasRoute(250) && n.movedPeer(5)
+	})
+	if !n.ready("127.0.0.1:9090") || sd.exited() {
+		t.Fatalf("subnetd not ready after the compaction:\n%s", sd.output())
+	}
+	// The watch's own error, logged as Manager.Watch lists again: proof that
+	// convergence came through the compaction path, not a live event stream.
+	if !strings.Contains(sd.output(), "watch revision compacted") {
+		t.Errorf("subnetd never logged its watch's compaction error:\n%s", sd.output())
+	}
+}
+
+// compact compacts etcd's history up to its current revision.
+func (n *daemonNode) compact() {
+	n.t.Helper()
 	var st struct {
 		Header struct {
 			Revision string `json:"revision"`
 		} `json:"header"`
 	}
-	_ = json.Unmarshal([]byte(n.etcd("/v3/kv/range", map[string]any{"key": b64("x")})), &st)
-	n.etcd("/v3/kv/compaction", map[string]any{"revision": st.Header.Revision, "physical": true})
-	_ = sd.cmd.Process.Signal(syscall.SIGCONT)
-	n.eventually("converged after the compaction", 30*time.Second, func() bool {
-		return !n.hasRoute(1) && n.hasRoute(2) && !n.hasRoute(3) && n.hasRoute(4)
-	})
-	if !n.ready("127.0.0.1:9090") || sd.exited() {
-		t.Fatalf("subnetd not ready after the compaction:\n%s", sd.output())
+	if err := json.Unmarshal([]byte(n.etcd("/v3/kv/range", map[string]any{"key": b64("x")})), &st); err != nil {
+		n.t.Fatal(err)
 	}
+	n.etcd("/v3/kv/compaction", map[string]any{"revision": st.Header.Revision, "physical": true})
 }
