@@ -43,10 +43,12 @@ fuzz:
 	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 # The long tier (not part of test): the reliability suite's long load runs
-# (SOAK=1 selects them) and every fuzz target for SOAK_FUZZTIME.
+# (SOAK=1 selects them), e2e's kill test at 1000 cycles a chain, and every
+# fuzz target for SOAK_FUZZTIME.
 SOAK_FUZZTIME ?= 60s
 soak: deps build
 	SOAK=1 $(GO) test -count=1 -timeout 120m ./test/reliability/...
+	SOAK=1 $(GO) test -count=1 -timeout 60m -run TestKillSafety ./test/e2e
 	FUZZTIME=$(SOAK_FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 # Side by side with the reference plugins (built from the Go module proxy),
