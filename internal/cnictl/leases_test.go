@@ -273,6 +273,25 @@ func TestLeases(t *testing.T) {
 	}
 }
 
+// TestLeasesWithoutConfig: the leases are listed whatever the config, and
+// the header says what is wrong with it; the kernel is not judged.
+func TestLeasesWithoutConfig(t *testing.T) {
+	f := healthyNode(t)
+	for _, tt := range []struct {
+		config []byte
+		header string
+	}{
+		{nil, "no network config at " + f.etcd.prefix + "/config (`cnictl doctor` says how to store one): 3 leases"},
+		{[]byte(`{"Network":"10.244.0.0/33"}`), "the network config at " + f.etcd.prefix + "/config is unusable (invalid network config: "},
+	} {
+		f.etcd.setConfig(t, tt.config)
+		code, out, stderr := run(append([]string{"leases", "--netns", f.ns.Path, "--subnet-file", f.subnet}, f.etcd.args()...)...)
+		if code != 0 || !strings.HasPrefix(out, tt.header) || strings.Count(out, " -\n") != 2 {
+			t.Errorf("config %q: exit %d, want the header %q and KERNEL - for the 2 other leases:\n%s%s", tt.config, code, tt.header, out, stderr)
+		}
+	}
+}
+
 func TestLeasesErrors(t *testing.T) {
 	closed := "http://" + freeAddr(t)
 	tests := []struct {
