@@ -43,18 +43,24 @@ func checkEtcd(n *node) []Finding {
 
 func (n *node) prefix() string { return strings.TrimRight(n.etcd.prefix, "/") }
 
-// exampleConfig is the config this node's subnet.env implies, or flannel's
-// usual one, as JSON for etcdctl.
+// exampleConfig is the config this node's subnet.env implies (its networks
+// and subnet lengths, so that new leases fit the existing ones), or
+// flannel's usual one, as JSON for etcdctl.
 func (n *node) exampleConfig() string {
-	network := "10.244.0.0/16"
-	v6 := ""
-	if n.env != nil && n.env.Network.IsValid() {
-		network = n.env.Network.String()
+	if n.env == nil || !n.env.Network.IsValid() {
+		return `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`
 	}
-	if n.env != nil && n.env.IPv6Network.IsValid() {
-		v6 = fmt.Sprintf(`,"EnableIPv6":true,"IPv6Network":"%s"`, n.env.IPv6Network)
+	c := fmt.Sprintf(`"Network":"%s"`, n.env.Network)
+	if n.env.Subnet.IsValid() {
+		c += fmt.Sprintf(`,"SubnetLen":%d`, n.env.Subnet.Bits())
 	}
-	return fmt.Sprintf(`{"Network":"%s"%s,"Backend":{"Type":"vxlan"}}`, network, v6)
+	if n.env.IPv6Network.IsValid() {
+		c += fmt.Sprintf(`,"EnableIPv6":true,"IPv6Network":"%s"`, n.env.IPv6Network)
+		if n.env.IPv6Subnet.IsValid() {
+			c += fmt.Sprintf(`,"IPv6SubnetLen":%d`, n.env.IPv6Subnet.Bits())
+		}
+	}
+	return `{` + c + `,"Backend":{"Type":"vxlan"}}`
 }
 
 func (n *node) etcdctlPut() string {

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cnisuite/cni/pkg/subnet"
+	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
@@ -40,7 +42,7 @@ func TestDoctorOverlay(t *testing.T) {
 		{"no network config: the fix is the config subnet.env implies", func(t *testing.T, f *nodeFixture) {
 			f.etcd.setConfig(t, nil)
 		}, "network-config", Error, "subnetd waits for it",
-			`/config '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd44::/56","Backend":{"Type":"vxlan"}}'` + "`, or start subnetd with --net-config"},
+			`/config '{"Network":"10.244.0.0/16","SubnetLen":28,"EnableIPv6":true,"IPv6Network":"fd44::/56","IPv6SubnetLen":64,"Backend":{"Type":"vxlan"}}'` + "`, or start subnetd with --net-config"},
 		{"malformed network config", func(t *testing.T, f *nodeFixture) {
 			f.etcd.setConfig(t, []byte(`{"Network":"10.244.0.0/16"`))
 		}, "network-config", Error, "is unusable: subnetd stays unready", "store a corrected one: `ETCDCTL_API=3 etcdctl"},
@@ -188,6 +190,33 @@ func TestDoctorEtcdFlags(t *testing.T) {
 	for _, args := range [][]string{{"--etcd-certfile", "/c.pem"}, {"--etcd-timeout", "-1s"}, {"--etcd-endpoints", ""}} {
 		if code, _, stderr := run(append([]string{"doctor"}, args...)...); code != 2 || !strings.Contains(stderr, "--etcd-") {
 			t.Errorf("doctor %q: exit %d, %q; want a usage error naming the flag", args, code, stderr)
+		}
+	}
+}
+
+// TestExampleConfig: the config doctor tells operators to store parses, and
+// leases subnets of the length this node's subnet.env already has.
+func TestExampleConfig(t *testing.T) {
+	for _, tt := range []struct {
+		env          string
+		v4len, v6len int
+	}{
+		{"", 24, 0},
+		{"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\n", 24, 0},
+		{subnetEnv, 28, 64},
+		{"FLANNEL_NETWORK=10.96.0.0/12\nFLANNEL_SUBNET=10.96.4.1/22\nFLANNEL_IPV6_NETWORK=fd00::/48\nFLANNEL_IPV6_SUBNET=fd00:0:0:7::1/64\n", 22, 64},
+	} {
+		n := &node{}
+		if tt.env != "" {
+			p := filepath.Join(t.TempDir(), "subnet.env")
+			must(t, os.WriteFile(p, []byte(tt.env), 0o644))
+			env, err := envfile.Read(p)
+			must(t, err)
+			n.env = &env
+		}
+		c, err := subnet.ParseConfig([]byte(n.exampleConfig()))
+		if err != nil || c.SubnetLen != tt.v4len || (tt.v6len > 0) != c.EnableIPv6 || c.IPv6SubnetLen != tt.v6len {
+			t.Errorf("%q: %s parses to %+v, %v", tt.env, n.exampleConfig(), c, err)
 		}
 	}
 }
