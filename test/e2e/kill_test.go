@@ -627,11 +627,17 @@ func (r *killRig) expectOnly(t *testing.T, live []*attachedPod) {
 func (r *killRig) expectNoHalfWritten(t *testing.T) {
 	t.Helper()
 	net := filepath.Join(r.dataDir, killNet)
-	for _, dir := range []string{net, filepath.Join(net, ".cnisuite"), filepath.Join(net, ".cnisuite", "owners"), filepath.Join(r.state, "flannel")} {
+	for _, dir := range []string{net, filepath.Join(net, ".cnisuite"), filepath.Join(net, ".cnisuite", "owners")} {
 		for _, name := range dirNames(t, dir) {
 			if strings.HasPrefix(name, ".reserve-") || strings.HasPrefix(name, ".tmp-") {
 				t.Errorf("half-written file left: %s", filepath.Join(dir, name))
 			}
+		}
+	}
+	// flannel's saves are written as .<id>-<ifname>.tmp-* first.
+	for _, name := range dirNames(t, filepath.Join(r.state, "flannel")) {
+		if strings.HasPrefix(name, ".") {
+			t.Errorf("half-written flannel configuration left: %s", name)
 		}
 	}
 }

@@ -124,10 +124,7 @@ func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 		}
 		return err
 	}
-	if path != "" {
-		return st.remove(path)
-	}
-	return nil
+	return st.forget(a.ContainerID, a.IfName, path)
 }
 
 // saved returns the attachment's saved configuration and its path; nil

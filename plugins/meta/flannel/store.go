@@ -89,6 +89,31 @@ func (s store) remove(path string) error {
 	return nil
 }
 
+// forget removes what the store holds for an attachment whose DEL is done:
+// its saved configuration at path ("" when there was none) and the
+// temporary files of its saves, which a flannel killed in the middle of an
+// ADD's save leaves behind (the runtime runs no ADD of the attachment
+// while its DEL does).
+func (s store) forget(containerID, ifName, path string) error {
+	var files []string
+	if path != "" {
+		files = append(files, path)
+	}
+	// Matched as a prefix, not a glob: an ifname may hold '*' or '['.
+	temp := "." + filepath.Base(s.path(containerID, ifName)) + ".tmp-"
+	entries, _ := os.ReadDir(s.dir) // none readable: none to remove
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), temp) {
+			files = append(files, filepath.Join(s.dir, e.Name()))
+		}
+	}
+	var errs []error
+	for _, f := range files {
+		errs = append(errs, s.remove(f))
+	}
+	return errors.Join(errs...)
+}
+
 // prune removes the saved configurations of network whose attachment is not
 // in valid, and temporary files left by a writer that died. Files of other
 // networks sharing the dataDir are left alone; unreadable ones are removed,

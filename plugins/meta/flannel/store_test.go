@@ -125,3 +125,30 @@ func dirList(t *testing.T, dir string) []string {
 	}
 	return names
 }
+
+// TestStoreForget: an attachment's DEL removes its saved configuration and
+// the temporary files a save killed midway left, and nothing of another
+// attachment (whose name the first's is a prefix of).
+func TestStoreForget(t *testing.T) {
+	st := store{filepath.Join(t.TempDir(), "flannel")}
+	for _, a := range [][2]string{{"c1", "eth0"}, {"c1", "eth0x"}, {"c2", "eth0"}} {
+		if err := st.save(a[0], a[1], []byte(`{"name":"n"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, leftover := range []string{".c1-eth0.tmp-123", ".c1-eth0.tmp-456", ".c1-eth0x.tmp-1", ".c2-eth0.tmp-1"} {
+		if err := os.WriteFile(filepath.Join(st.dir, leftover), []byte(`{"na`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.forget("c1", "eth0", filepath.Join(st.dir, "c1-eth0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.forget("c3", "eth0", ""); err != nil { // nothing saved, nothing left: success
+		t.Fatal(err)
+	}
+	want := []string{".c1-eth0x.tmp-1", ".c2-eth0.tmp-1", "c1-eth0x", "c2-eth0"}
+	if names := dirList(t, st.dir); !slices.Equal(names, want) {
+		t.Errorf("dataDir holds %v, want %v", names, want)
+	}
+}
