@@ -27,6 +27,7 @@ type daemon struct {
 	lease   subnet.Lease
 	mtu     int
 	entries []subnet.Entry // the last view of every lease
+	rulesCh chan nat.FlannelRules
 }
 
 // serve runs until ctx ends: acquire, program, then follow the leases and
@@ -38,6 +39,10 @@ func (d *daemon) serve(ctx context.Context) error {
 	if err != nil {
 		d.log.Error("cannot follow changes of the vxlan device; they are repaired at the periodic check only", "error", err)
 	}
+	d.rulesCh = make(chan nat.FlannelRules, 1)
+	rulesDone := make(chan struct{})
+	go func() { defer close(rulesDone); d.keepRules(ctx) }()
+	defer func() { <-rulesDone }() // ended before shutdown touches the rules
 	if err := d.acquire(ctx); err != nil {
 		return err
 	}
@@ -118,23 +123,42 @@ func (d *daemon) wantRules() nat.FlannelRules {
 	return r
 }
 
-// ensureRules repairs the host rules; one iptables-save per family when
-// nothing drifted.
-func (d *daemon) ensureRules(ctx context.Context) {
-	fixed, err := d.rules.Ensure(ctx, d.wantRules())
-	if errors.Is(err, nat.ErrRandomFullyUnsupported) && !d.cfg.NoRandomFully {
-		d.log.Warn("masquerading without --random-fully, which this iptables or kernel lacks")
-		d.cfg.NoRandomFully = true
-		fixed, err = d.rules.Ensure(ctx, d.wantRules())
+// keepRules applies the host rules ensure hands over, until ctx ends. It
+// runs on a goroutine of its own: iptables-save and -restore are processes
+// (tens of ms on a loaded node), which must not delay a lease event.
+func (d *daemon) keepRules(ctx context.Context) {
+	noRandomFully := false // this iptables or kernel lacks it
+	for {
+		var r nat.FlannelRules
+		select {
+		case <-ctx.Done():
+			return
+		case r = <-d.rulesCh:
+		}
+		r.NoRandomFully = r.NoRandomFully || noRandomFully
+		fixed, err := d.rules.Ensure(ctx, r)
+		if errors.Is(err, nat.ErrRandomFullyUnsupported) && !r.NoRandomFully {
+			d.log.Warn("masquerading without --random-fully, which this iptables or kernel lacks")
+			noRandomFully, r.NoRandomFully = true, true
+			fixed, err = d.rules.Ensure(ctx, r)
+		}
+		if err != nil {
+			d.st.reconcileError()
+			d.log.Error("applying the host rules failed; retrying at the next check", "error", err)
+		} else if len(fixed) > 0 {
+			d.log.Info("applied host rules", "changes", fixed)
+		}
 	}
-	if err != nil {
-		d.st.reconcileError()
-		d.log.Error("applying the host rules failed; retrying at the next check", "error", err)
-		return
+}
+
+// ensureRules hands the rules for the lease to keepRules; only the newest
+// waits.
+func (d *daemon) ensureRules() {
+	select {
+	case <-d.rulesCh:
+	default:
 	}
-	if len(fixed) > 0 {
-		d.log.Info("applied host rules", "changes", fixed)
-	}
+	d.rulesCh <- d.wantRules()
 }
 
 // setLease adopts a new or changed lease: devices, subnet.env, status.
@@ -152,7 +176,7 @@ func (d *daemon) setLease(ctx context.Context, l subnet.Lease) {
 // ensure sets up the host rules and devices for the lease and (re)writes subnet.env when
 // it is missing or its content would change.
 func (d *daemon) ensure(ctx context.Context) {
-	d.ensureRules(ctx)
+	d.ensureRules()
 	mtu, err := d.dp.Ensure(d.lease.Subnets)
 	if err != nil {
 		d.st.reconcileError()

@@ -68,11 +68,16 @@ func (f *fakePlane) Teardown() error { return nil }
 
 // fakeRules records the host rules asked for.
 type fakeRules struct {
-	mu   sync.Mutex
-	last nat.FlannelRules
+	mu    sync.Mutex
+	last  nat.FlannelRules
+	delay time.Duration // each Ensure takes this long, as iptables forks do
 }
 
-func (f *fakeRules) Ensure(_ context.Context, r nat.FlannelRules) ([]string, error) {
+func (f *fakeRules) Ensure(ctx context.Context, r nat.FlannelRules) ([]string, error) {
+	select {
+	case <-time.After(f.delay):
+	case <-ctx.Done():
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.last = r
@@ -136,11 +141,12 @@ func TestDaemonFollowsLeases(t *testing.T) {
 		t.Fatalf("subnet.env: %+v, %v", env, err)
 	}
 	first := fp.own
-	fr.mu.Lock()
-	if r := fr.last; !r.Masq || len(r.Nets) != 1 || r.Nets[0].Subnet != first.V4 || r.Nets[0].Network != nc.Network {
-		t.Fatalf("host rules asked for: %+v", r)
-	}
-	fr.mu.Unlock()
+	eventually(t, "the host rules for the lease (applied on their own goroutine)", func() bool {
+		fr.mu.Lock()
+		defer fr.mu.Unlock()
+		r := fr.last
+		return r.Masq && len(r.Nets) == 1 && r.Nets[0].Subnet == first.V4 && r.Nets[0].Network == nc.Network
+	})
 
 	// A peer appears, and a malformed lease is skipped.
 	peer := subnet.Subnets{V4: netip.MustParsePrefix("10.0.77.0/24")}
@@ -241,7 +247,8 @@ func TestDaemonEventPaths(t *testing.T) {
 	}
 	fp := &fakePlane{changes: make(chan struct{}, 1)}
 	st := &status{window: time.Hour}
-	d := &daemon{cfg: cfg, log: log, m: m, dp: fp, rules: &fakeRules{}, st: st, filter: &peerFilter{backend: nc.Backend, log: log}}
+	slow := &fakeRules{delay: 2 * time.Second}
+	d := &daemon{cfg: cfg, log: log, m: m, dp: fp, rules: slow, st: st, filter: &peerFilter{backend: nc.Backend, log: log}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- d.serve(ctx) }()
@@ -252,18 +259,23 @@ func TestDaemonEventPaths(t *testing.T) {
 		t.Fatalf("at start: %d full reconciles; want the watch's first view by Update only", reconciles)
 	}
 
+	// A repair hands the host rules over (2 s each here); the lease event
+	// right after must not wait for them.
+	ensures, _, _ := fp.counts()
+	fp.changes <- struct{}{}
 	peer := subnet.Subnets{V4: netip.MustParsePrefix("10.0.77.0/24")}
+	put := time.Now()
 	if _, err := store.Client().Put(ctx, peer, vxlanValue("192.168.0.2", "peer", "0e:00:00:00:00:02"), 0, true); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the peer programmed", func() bool { return strings.Join(fp.peerSubnets(), ",") == "10.0.77.0/24" })
-	if _, r, u := fp.counts(); r != 0 || u <= updates {
-		t.Fatalf("after a lease event: %d reconciles, %d updates (%d before)", r, u, updates)
+	if took := time.Since(put); took > time.Second {
+		t.Errorf("the lease event took %v: it waited for the host rules", took)
 	}
-
-	ensures, _, _ := fp.counts()
-	fp.changes <- struct{}{}
-	eventually(t, "the repair", func() bool {
+	if _, _, u := fp.counts(); u <= updates {
+		t.Fatalf("the lease event made no Update (%d before, %d after)", updates, u)
+	}
+	eventually(t, "the repair: Ensure and one full Reconcile", func() bool {
 		e, r, _ := fp.counts()
 		return e > ensures && r == 1
 	})
