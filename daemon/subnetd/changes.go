@@ -9,18 +9,25 @@ import (
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
 // Repairs are signalled at most this often: a device that Ensure cannot get
 // right (each attempt a change, hence an event) must not spin the daemon.
 const repairGap = 100 * time.Millisecond
 
-// Changes follows the link and address notifications of the namespace the
-// calling thread is in (the node's) and signals when one concerns a device
-// of ours: deleted, set down, or its MTU, MAC, address or vxlan settings
-// changed. Ensure's own writes signal too; the repair they cause writes
-// nothing. A subscription that fails (e.g. the socket overran) signals once,
-// since events may have been lost, and is made again.
+// Changes follows the link, address, route and neighbour notifications of
+// the namespace the calling thread is in (the node's) and signals when one
+// concerns a device of ours (deleted, set down, or its MTU, MAC, address or
+// vxlan settings changed) or deletes one of our entries (a route of
+// vxlan.RouteProtocol, a neighbour or FDB entry on our device):
+// lease events are programmed against what was last written, so only this
+// shows them that the kernel changed under them. Our own writes signal too;
+// the repair they cause writes nothing. A subscription that fails (e.g. the
+// socket overran) signals once, since events may have been lost, and is made
+// again.
 func (o *overlay) Changes(ctx context.Context) (<-chan struct{}, error) {
 	out := make(chan struct{}, 1)
 	names := o.devices()
@@ -49,29 +56,46 @@ func (o *overlay) Changes(ctx context.Context) (<-chan struct{}, error) {
 // linkWatch is the state of Changes' goroutine.
 type linkWatch struct {
 	ns    vnetns.NsHandle
-	h     *netlink.Handle // looks up the link of an address event
+	h     *netlink.Handle // looks up the links of our devices
 	names []string
+	index map[int]bool // our devices' link indexes, kept from link events
 	out   chan struct{}
 	log   *slog.Logger
 	last  time.Time // of the last signal
 }
 
-// subscription is one pair of netlink subscriptions; stop ends both.
+// subscription is one set of netlink subscriptions; stop ends them all.
 type subscription struct {
-	links chan netlink.LinkUpdate
-	addrs chan netlink.AddrUpdate
-	done  chan struct{}
+	links  chan netlink.LinkUpdate
+	addrs  chan netlink.AddrUpdate
+	routes chan netlink.RouteUpdate
+	neighs chan netlink.NeighUpdate
+	done   chan struct{}
 }
 
 func (w *linkWatch) subscribe() (*subscription, error) {
-	s := &subscription{links: make(chan netlink.LinkUpdate, 64), addrs: make(chan netlink.AddrUpdate, 64), done: make(chan struct{})}
+	s := &subscription{links: make(chan netlink.LinkUpdate, 64), addrs: make(chan netlink.AddrUpdate, 64),
+		routes: make(chan netlink.RouteUpdate, 256), neighs: make(chan netlink.NeighUpdate, 256), done: make(chan struct{})}
 	err := netlink.LinkSubscribeWithOptions(s.links, s.done, netlink.LinkSubscribeOptions{Namespace: &w.ns})
 	if err == nil {
 		err = netlink.AddrSubscribeWithOptions(s.addrs, s.done, netlink.AddrSubscribeOptions{Namespace: &w.ns})
 	}
+	if err == nil {
+		err = netlink.RouteSubscribeWithOptions(s.routes, s.done, netlink.RouteSubscribeOptions{Namespace: &w.ns})
+	}
+	if err == nil {
+		err = netlink.NeighSubscribeWithOptions(s.neighs, s.done, netlink.NeighSubscribeOptions{Namespace: &w.ns})
+	}
 	if err != nil {
 		s.stop()
-		return nil, fmt.Errorf("subscribing to link and address changes: %w", err)
+		return nil, fmt.Errorf("subscribing to link, address, route and neighbour changes: %w", err)
+	}
+	// Looked up after subscribing, so that a device made in between is seen.
+	w.index = map[int]bool{}
+	for _, name := range w.names {
+		if l, err := w.h.LinkByName(name); err == nil {
+			w.index[l.Attrs().Index] = true
+		}
 	}
 	return s, nil
 }
@@ -80,14 +104,15 @@ func (w *linkWatch) subscribe() (*subscription, error) {
 // goroutines, which may be blocked sending, end.
 func (s *subscription) stop() {
 	close(s.done)
-	go func() {
-		for range s.links {
-		}
-	}()
-	go func() {
-		for range s.addrs {
-		}
-	}()
+	go drain(s.links)
+	go drain(s.addrs)
+	go drain(s.routes)
+	go drain(s.neighs)
+}
+
+func drain[T any](ch <-chan T) {
+	for range ch {
+	}
 }
 
 func (w *linkWatch) close() {
@@ -136,13 +161,24 @@ func (w *linkWatch) follow(ctx context.Context, sub *subscription) error {
 			if !ok {
 				return fmt.Errorf("link subscription closed")
 			}
-			ours = slices.Contains(w.names, u.Attrs().Name)
+			ours = w.link(u)
 		case u, ok := <-sub.addrs:
 			if !ok {
 				return fmt.Errorf("address subscription closed")
 			}
-			l, err := w.h.LinkByIndex(u.LinkIndex)
-			ours = err == nil && slices.Contains(w.names, l.Attrs().Name)
+			ours = w.index[u.LinkIndex]
+		case u, ok := <-sub.routes:
+			if !ok {
+				return fmt.Errorf("route subscription closed")
+			}
+			ours = u.Type == unix.RTM_DELROUTE && u.Protocol == vxlan.RouteProtocol
+		case u, ok := <-sub.neighs:
+			if !ok {
+				return fmt.Errorf("neighbour subscription closed")
+			}
+			// A deleted entry is reported as failed, not as the permanent
+			// one it was: any deletion on our device counts.
+			ours = u.Type == unix.RTM_DELNEIGH && w.index[u.LinkIndex]
 		}
 		if !ours || held != nil {
 			continue
@@ -153,6 +189,19 @@ func (w *linkWatch) follow(ctx context.Context, sub *subscription) error {
 		}
 		w.signal()
 	}
+}
+
+// link reports whether u concerns one of our devices, keeping their indexes.
+func (w *linkWatch) link(u netlink.LinkUpdate) bool {
+	if !slices.Contains(w.names, u.Attrs().Name) {
+		return false
+	}
+	if u.Header.Type == unix.RTM_DELLINK {
+		delete(w.index, u.Attrs().Index)
+	} else {
+		w.index[u.Attrs().Index] = true
+	}
+	return true
 }
 
 // signal tells the daemon, without blocking: one pending signal is enough.

@@ -16,8 +16,9 @@ import (
 )
 
 // TestDeviceRepairedAtOnce: with the periodic check an hour away, only the
-// link subscription can bring flannel.1 back after each change, with every
-// peer's route, neighbour and FDB entry replayed.
+// netlink subscriptions can put back an entry deleted by hand, or bring
+// flannel.1 back after each change with every peer's route, neighbour and
+// FDB entry replayed.
 func TestDeviceRepairedAtOnce(t *testing.T) {
 	node := netnstest.New(t, "sd-repair")
 	node.Run(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
@@ -66,6 +67,9 @@ func TestDeviceRepairedAtOnce(t *testing.T) {
 		name string
 		cmd  []string
 	}{
+		{"a route deleted", []string{"ip", "route", "del", "10.0.77.0/24"}},
+		{"a neighbour deleted", []string{"ip", "neigh", "del", "10.0.78.0", "dev", "flannel.1"}},
+		{"an FDB entry deleted", []string{"bridge", "fdb", "del", "0e:00:00:00:00:02", "dev", "flannel.1", "dst", "192.168.61.2"}},
 		{"deleted", []string{"ip", "link", "del", "flannel.1"}},
 		{"set down", []string{"ip", "link", "set", "flannel.1", "down"}},
 		{"MTU changed", []string{"ip", "link", "set", "flannel.1", "mtu", "1300"}},
