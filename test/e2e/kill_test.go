@@ -143,7 +143,8 @@ type killRig struct {
 	forgotten []string          // container IDs a crashed runtime never DELs: GC's to clean
 	stats     killStats
 	stderr    stderrLog
-	durations [2]atomic.Int64 // sums of unkilled ADD and DEL times, µs, for the kill window
+	history   map[string][]string // container ID -> its calls and their outcome, for the report of a leak
+	durations [2]atomic.Int64     // sums of unkilled ADD and DEL times, µs, for the kill window
 	counts    [2]atomic.Int64
 }
 
@@ -154,7 +155,7 @@ type killStats struct {
 
 func newKillRig(t *testing.T, chain killChain) *killRig {
 	r := &killRig{t: t, chain: chain, node: netnstest.New(t, "cni-kill-node"), bin: t.TempDir(), state: t.TempDir(),
-		dataDir: t.TempDir(), live: map[string]string{}}
+		dataDir: t.TempDir(), live: map[string]string{}, history: map[string][]string{}}
 	for _, p := range plugins(t) {
 		data, err := os.ReadFile(filepath.Join(binDir, p))
 		if err == nil {
@@ -215,11 +216,26 @@ func (r *killRig) run(verb int, rt *libcni.RuntimeConf, kill bool) (res types.Re
 		return err
 	})
 	killed = disarm()
+	r.record(verb, rt.ContainerID, killed, err, time.Since(start))
 	if killed == "" && err == nil {
 		r.durations[verb].Add(time.Since(start).Microseconds())
 		r.counts[verb].Add(1)
 	}
 	return res, killed, err
+}
+
+// record notes one call in the attachment's history.
+func (r *killRig) record(verb int, id, killed string, err error, took time.Duration) {
+	what := [...]string{"ADD", "DEL"}[verb]
+	switch {
+	case killed != "":
+		what += " killed " + killed
+	case err != nil:
+		what += " failed"
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.history[id] = append(r.history[id], fmt.Sprintf("%s after %v", what, took.Round(time.Millisecond)))
 }
 
 // arm schedules the SIGKILL of one process of id's operation at a random
@@ -562,6 +578,17 @@ func (r *killRig) portmapTables(t *testing.T) string {
 	return strings.Join(out, "\n")
 }
 
+// logLines logs the lines of text that name id.
+func (r *killRig) logLines(t *testing.T, id, text string) {
+	t.Helper()
+	re := regexp.MustCompile(regexp.QuoteMeta(id) + `\b`)
+	for _, line := range strings.Split(text, "\n") {
+		if re.MatchString(line) {
+			t.Log(line)
+		}
+	}
+}
+
 // expectWithin checks, before GC, that only live attachments and those a
 // runtime forgot hold anything: every DEL that succeeded, after any number
 // of kills, left nothing of its attachment.
@@ -574,7 +601,10 @@ func (r *killRig) expectWithin(t *testing.T, live []*attachedPod) {
 	for what, ids := range r.named(t) {
 		for _, id := range ids {
 			if !slices.Contains(allowed, id) {
-				t.Errorf("%s name %s, whose DEL succeeded", what, id)
+				t.Errorf("%s name %s, whose DEL succeeded; its calls: %v", what, id, r.history[id])
+				if what == "iptables rules" {
+					r.logLines(t, id, r.node.Run(t, "iptables-save")+r.node.Run(t, "ip6tables-save"))
+				}
 			}
 		}
 	}
