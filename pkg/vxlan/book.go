@@ -14,13 +14,17 @@ const maxDelta = 64
 // they are written), and which subnet holds each VTEP MAC. With it, a lease
 // event's plan comes from the peers that changed alone. A book exists only
 // while no peer is skipped: a skipped peer may become valid when another
-// one goes, which only a computation over every peer finds.
+// one goes, which only a computation over every peer finds. Nor does one
+// exist while two accepted subnets start at the same address (a /24 and a
+// /25, one of them routed directly): wanted accepts both in one order and
+// skips one in the other.
 type book struct {
 	t      target
 	in     map[netip.Prefix]*booked
 	want   tables
 	macs   map[[6]byte]netip.Prefix
-	direct int // routes via a peer's public IP, for Stats
+	starts map[netip.Addr]bool // the accepted subnets' network addresses
+	direct int                 // routes via a peer's public IP, for Stats
 	gen    uint64
 }
 
@@ -34,10 +38,15 @@ func newBook(t target, peers []Peer, want tables, skipped int) *book {
 	if skipped > 0 {
 		return nil
 	}
-	b := &book{t: t, in: make(map[netip.Prefix]*booked, len(peers)), want: want, macs: make(map[[6]byte]netip.Prefix, len(peers))}
+	b := &book{t: t, in: make(map[netip.Prefix]*booked, len(peers)), want: want,
+		macs: make(map[[6]byte]netip.Prefix, len(peers)), starts: make(map[netip.Addr]bool, len(peers))}
 	for _, p := range peers {
 		b.in[p.Subnet] = &booked{p: p}
 		sn := p.Subnet.Masked()
+		if b.starts[sn.Addr()] {
+			return nil
+		}
+		b.starts[sn.Addr()] = true
 		if _, viaDevice := want.neighs[sn.Addr()]; viaDevice {
 			b.macs[[6]byte(p.VtepMAC)] = sn
 		} else {
@@ -95,10 +104,12 @@ func (b *book) delta(peers []Peer) (p plan, commit func() Stats, ok bool) {
 	}
 	next := newTables(len(changed))
 	nextMACs := make(map[[6]byte]netip.Prefix, len(changed))
+	nextStarts := make(map[netip.Addr]bool, len(changed))
 	for _, np := range changed {
-		if !b.fits(np, old) || b.t.check(np) != nil || next.add(b.t, np, nextMACs) != nil {
+		if !b.fits(np, old) || nextStarts[np.Subnet.Masked().Addr()] || b.t.check(np) != nil || next.add(b.t, np, nextMACs) != nil {
 			return plan{}, nil, false
 		}
+		nextStarts[np.Subnet.Masked().Addr()] = true
 	}
 	commit = func() Stats {
 		b.replace(old, oldMACs, next, nextMACs)
@@ -136,15 +147,8 @@ func (b *book) fits(np Peer, old tables) bool {
 		return false
 	}
 	sn := np.Subnet.Masked()
-	if _, taken := b.want.routes[sn]; taken {
-		if _, leaving := old.routes[sn]; !leaving {
-			return false
-		}
-	}
-	if _, taken := b.want.neighs[sn.Addr()]; taken {
-		if _, leaving := old.neighs[sn.Addr()]; !leaving {
-			return false
-		}
+	if b.starts[sn.Addr()] && !startsAt(old, sn.Addr()) {
+		return false // the subnet, or one starting at its address, stays
 	}
 	if len(np.VtepMAC) == 6 {
 		if owner, taken := b.macs[[6]byte(np.VtepMAC)]; taken {
@@ -156,10 +160,21 @@ func (b *book) fits(np Peer, old tables) bool {
 	return true
 }
 
+// startsAt reports whether one of t's routes is a subnet starting at a.
+func startsAt(t tables, a netip.Addr) bool {
+	for dst := range t.routes {
+		if dst.Addr() == a {
+			return true
+		}
+	}
+	return false
+}
+
 // replace swaps old's entries in the book for next's.
 func (b *book) replace(old tables, oldMACs map[[6]byte]netip.Prefix, next tables, nextMACs map[[6]byte]netip.Prefix) {
 	for dst, r := range old.routes {
 		delete(b.want.routes, dst)
+		delete(b.starts, dst.Addr())
 		if r.link != b.t.dev {
 			b.direct--
 		}
@@ -175,6 +190,7 @@ func (b *book) replace(old tables, oldMACs map[[6]byte]netip.Prefix, next tables
 	}
 	for dst, r := range next.routes {
 		b.want.routes[dst] = r
+		b.starts[dst.Addr()] = true
 		if r.link != b.t.dev {
 			b.direct++
 		}
