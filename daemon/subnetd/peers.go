@@ -49,9 +49,15 @@ func (f *peerFilter) peers(entries []subnet.Entry, own subnet.Subnets) peerSet {
 		c.gen = f.gen
 		f.cache[e.Subnets] = c
 		if c.v4 != nil {
+			if out.v4 == nil {
+				out.v4 = make([]vxlan.Peer, 0, len(entries)) // one allocation, not a growing copy
+			}
 			out.v4 = append(out.v4, *c.v4)
 		}
 		if c.v6 != nil {
+			if out.v6 == nil {
+				out.v6 = make([]vxlan.Peer, 0, len(entries))
+			}
 			out.v6 = append(out.v6, *c.v6)
 		}
 	}
