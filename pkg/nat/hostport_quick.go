@@ -99,12 +99,15 @@ func quickDelChain(conn *nftables.Conn, att Attachment, own, entry *nftables.Cha
 	if len(mine) == len(entries) {
 		return false // the node's last mappings: the shared chains go too
 	}
-	for _, r := range mine {
+	// Rules go by handle, the chain's own too, rather than by flushing it:
+	// a rule a short dump did not show stays, so the chain's deletion and
+	// with it the whole transaction fail instead of taking another
+	// attachment's rule along.
+	for _, r := range slices.Concat(mine, rules) {
 		if err := conn.DelRule(r); err != nil {
 			return false
 		}
 	}
-	conn.FlushChain(own)
 	conn.DelChain(own)
 	return conn.Flush() == nil
 }
