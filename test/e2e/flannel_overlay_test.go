@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -66,7 +67,7 @@ func TestFlannelChainWithSubnetd(t *testing.T) {
 		}
 		detached(t, p.ns, p.res)
 		// nothingLeft without its veth check: the node's uplink is a veth too.
-		if veths := linkNames(p.node.ns.Run(t, "ip", "-o", "link", "show", "type", "veth")); len(veths) != 1 || veths[0] != "eth0" {
+		if veths := onlyUplink(t, p.node.ns); len(veths) != 1 || veths[0] != "eth0" {
 			t.Errorf("veths on %s after DEL: %v, want only the uplink eth0", p.node.name, veths)
 		}
 		if r := reservations(t, p.c.dataDir(), "cbr0"); len(r) != 0 {
@@ -132,4 +133,17 @@ func serveHTTP(t *testing.T, pod *netnstest.NS, addr, body string) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, body) })}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
+}
+
+// onlyUplink lists the node's veths once only its uplink is left, or after
+// 5 s: the kernel tears the pod side's namespace references down
+// asynchronously (see nothingLeft).
+func onlyUplink(t *testing.T, node *netnstest.NS) []string {
+	var veths []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		veths = linkNames(node.Run(t, "ip", "-o", "link", "show", "type", "veth"))
+		if (len(veths) == 1 && veths[0] == "eth0") || time.Now().After(deadline) {
+			return veths
+		}
+	}
 }

@@ -111,7 +111,9 @@ func linkNames(out string) []string {
 	var names []string
 	for line := range strings.Lines(out) {
 		f := strings.Fields(line)
-		if len(f) > 1 {
+		// Only "<index>: <name>[@peer]: ..." lines: ip also prints notes such
+		// as "Peer netns reference is invalid." while a namespace goes away.
+		if len(f) > 1 && strings.HasSuffix(f[0], ":") {
 			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
 			names = append(names, name)
 		}
