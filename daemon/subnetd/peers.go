@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/vxlan"
@@ -77,44 +76,5 @@ func (f *peerFilter) peer(e subnet.Entry) (v4, v6 *vxlan.Peer, err error) {
 	if err := json.Unmarshal(e.Value, &a); err != nil {
 		return nil, nil, fmt.Errorf("bad lease JSON: %w", err)
 	}
-	if a.BackendType != f.backend.Type {
-		return nil, nil, fmt.Errorf("backend %q, this network uses %q", a.BackendType, f.backend.Type)
-	}
-	if e.Subnets.V4.IsValid() && a.PublicIP.IsValid() && !a.PublicIP.IsUnspecified() {
-		mac, err := f.mac(a.BackendData)
-		if err != nil {
-			return nil, nil, err
-		}
-		v4 = &vxlan.Peer{Subnet: e.Subnets.V4, PublicIP: a.PublicIP, VtepMAC: mac}
-	}
-	if e.Subnets.V6.IsValid() && a.PublicIPv6.IsValid() {
-		mac, err := f.mac(a.BackendV6Data)
-		if err != nil {
-			return nil, nil, fmt.Errorf("IPv6: %w", err)
-		}
-		v6 = &vxlan.Peer{Subnet: e.Subnets.V6, PublicIP: a.PublicIPv6, VtepMAC: mac}
-	}
-	if v4 == nil && v6 == nil {
-		return nil, nil, fmt.Errorf("no public address for its subnets (PublicIP %s, PublicIPv6 %s)", a.PublicIP, a.PublicIPv6)
-	}
-	return v4, v6, nil
-}
-
-// mac reads the VTEP MAC of vxlan backend data; host-gw needs none.
-func (f *peerFilter) mac(data json.RawMessage) (net.HardwareAddr, error) {
-	if f.backend.Type != subnet.BackendVXLAN {
-		return nil, nil
-	}
-	var d subnet.VXLANData
-	if err := json.Unmarshal(data, &d); err != nil {
-		return nil, fmt.Errorf("bad vxlan BackendData: %w", err)
-	}
-	if d.VNI != 0 && d.VNI != f.backend.VNI {
-		return nil, fmt.Errorf("VNI %d, this network uses %d", d.VNI, f.backend.VNI)
-	}
-	mac, err := net.ParseMAC(d.VtepMAC)
-	if err != nil || len(mac) != 6 {
-		return nil, fmt.Errorf("VtepMAC %q is not an Ethernet address", d.VtepMAC)
-	}
-	return mac, nil
+	return vxlan.LeasePeers(f.backend, e.Subnets, a)
 }

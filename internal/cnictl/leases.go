@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -205,52 +204,13 @@ func subnetsOf(env envfile.Env) subnet.Subnets {
 	return s
 }
 
-// peers reads one lease as the overlay's peers of each family, with the rules
-// subnetd applies (daemon/subnetd peers.go): the network's backend and VNI, a
-// public address for the family, a VTEP MAC for vxlan.
+// peers reads one lease as the overlay's peers of each family, with the
+// rules subnetd applies (vxlan.LeasePeers).
 func (l leaseInfo) peers(b subnet.Backend) (v4, v6 *vxlan.Peer, err error) {
 	if l.err != nil {
 		return nil, nil, fmt.Errorf("bad lease JSON: %w", l.err)
 	}
-	if l.attrs.BackendType != b.Type {
-		return nil, nil, fmt.Errorf("backend %q, this network uses %q", l.attrs.BackendType, b.Type)
-	}
-	if l.Subnets.V4.IsValid() && l.attrs.PublicIP.IsValid() && !l.attrs.PublicIP.IsUnspecified() {
-		mac, err := vtepMAC(l.attrs.BackendData, b)
-		if err != nil {
-			return nil, nil, err
-		}
-		v4 = &vxlan.Peer{Subnet: l.Subnets.V4, PublicIP: l.attrs.PublicIP, VtepMAC: mac}
-	}
-	if l.Subnets.V6.IsValid() && l.attrs.PublicIPv6.IsValid() {
-		mac, err := vtepMAC(l.attrs.BackendV6Data, b)
-		if err != nil {
-			return nil, nil, fmt.Errorf("IPv6: %w", err)
-		}
-		v6 = &vxlan.Peer{Subnet: l.Subnets.V6, PublicIP: l.attrs.PublicIPv6, VtepMAC: mac}
-	}
-	if v4 == nil && v6 == nil {
-		return nil, nil, errors.New("no public address for its subnets")
-	}
-	return v4, v6, nil
-}
-
-func vtepMAC(data json.RawMessage, b subnet.Backend) (net.HardwareAddr, error) {
-	if b.Type != subnet.BackendVXLAN {
-		return nil, nil
-	}
-	var d subnet.VXLANData
-	if err := json.Unmarshal(data, &d); err != nil {
-		return nil, fmt.Errorf("bad vxlan BackendData: %w", err)
-	}
-	if d.VNI != 0 && d.VNI != b.VNI {
-		return nil, fmt.Errorf("VNI %d, this network uses %d", d.VNI, b.VNI)
-	}
-	mac, err := net.ParseMAC(d.VtepMAC)
-	if err != nil || len(mac) != 6 {
-		return nil, fmt.Errorf("VtepMAC %q is not an Ethernet address", d.VtepMAC)
-	}
-	return mac, nil
+	return vxlan.LeasePeers(b, l.Subnets, l.attrs)
 }
 
 // macs are the lease's VTEP MACs as written, for display.
