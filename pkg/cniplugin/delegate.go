@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -47,6 +48,11 @@ type delegateExec struct{ *invoke.DefaultExec }
 func (e *delegateExec) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	var err error
+	// The death signal follows the thread that forked, not the process:
+	// kept on this thread until the delegate is done, so that the thread
+	// cannot end under it (a locked goroutine's exit ends its thread).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	// A binary being replaced cannot be run for a moment (ETXTBSY): retried
 	// for up to 5 s, as libcni does.
 	for try := 0; try < 6; try++ {

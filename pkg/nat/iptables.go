@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -34,6 +35,11 @@ type Exec struct{}
 func (Exec) Run(ctx context.Context, stdin, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// The death signal follows the thread that forked, not the process:
+	// kept on this thread until the command is done, so that the thread
+	// cannot end under it (a locked goroutine's exit ends its thread).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
