@@ -1,6 +1,8 @@
 package nat
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"io/fs"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -86,18 +89,9 @@ func quickDelChain(conn *nftables.Conn, att Attachment, own, entry *nftables.Cha
 	if err != nil || slices.ContainsFunc(rules, func(r *nftables.Rule) bool { return !ownedBy(r, att) }) {
 		return false
 	}
-	entries, err := conn.GetRules(entry.Table, entry)
-	if err != nil {
-		return false
-	}
-	var mine []*nftables.Rule
-	for _, r := range entries {
-		if ownedBy(r, att) || verdictTo(r, own.Name) {
-			mine = append(mine, r)
-		}
-	}
-	if len(mine) == len(entries) {
-		return false // the node's last mappings: the shared chains go too
+	mine, total, err := jumpsInto(entry, own.Name)
+	if err != nil || len(mine) == total {
+		return false // unreadable, or the node's last mappings: the shared chains go too
 	}
 	// Rules go by handle, the chain's own too, rather than by flushing it:
 	// a rule a short dump did not show stays, so the chain's deletion and
@@ -110,6 +104,72 @@ func quickDelChain(conn *nftables.Conn, att Attachment, own, entry *nftables.Cha
 	}
 	conn.DelChain(own)
 	return conn.Flush() == nil
+}
+
+// jumpsInto lists the rules of entry that jump to chain, and how many
+// rules entry has, from a dump whose rules it does not decode: a node's
+// CNI-HOSTPORT-DNAT holds two rules per mapped pod, and decoding their
+// expressions (xt matches) would cost more than the rest of a DEL's work
+// (~2 ms for 60 pods). A jump is found by the target chain's name in the
+// rule's expressions: "CNI-DN-" and 21 hex digits, NUL-terminated.
+func jumpsInto(entry *nftables.Chain, chain string) (rules []*nftables.Rule, total int, err error) {
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer conn.Close()
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_RULE_TABLE, entry.Table.Name)
+	ae.String(unix.NFTA_RULE_CHAIN, entry.Name)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return nil, 0, err
+	}
+	msgs, err := conn.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE), Flags: netlink.Request | netlink.Dump},
+		Data:   append([]byte{byte(entry.Table.Family), unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	target := append([]byte(chain), 0)
+	for _, m := range msgs {
+		handle, exprs, err := ruleHandle(m.Data)
+		if err != nil {
+			return nil, 0, err
+		}
+		if bytes.Contains(exprs, target) {
+			rules = append(rules, &nftables.Rule{Table: entry.Table, Chain: entry, Handle: handle})
+		}
+	}
+	return rules, len(msgs), nil
+}
+
+// ruleHandle reads a rule message's handle and raw expressions.
+func ruleHandle(data []byte) (handle uint64, exprs []byte, err error) {
+	if len(data) < 4 {
+		return 0, nil, errors.New("short nftables rule message")
+	}
+	ad, err := netlink.NewAttributeDecoder(data[4:]) // after the nfgenmsg header
+	if err != nil {
+		return 0, nil, err
+	}
+	ad.ByteOrder = binary.BigEndian
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_RULE_HANDLE:
+			handle = ad.Uint64()
+		case unix.NFTA_RULE_EXPRESSIONS:
+			exprs = ad.Bytes()
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return 0, nil, err
+	}
+	if handle == 0 {
+		return 0, nil, errors.New("nftables rule without a handle")
+	}
+	return handle, exprs, nil
 }
 
 func natChains(all []*nftables.Chain) map[string]*nftables.Chain {
@@ -135,13 +195,6 @@ func ownedBy(r *nftables.Rule, att Attachment) bool {
 		}
 	}
 	return false
-}
-
-func verdictTo(r *nftables.Rule, chain string) bool {
-	return slices.ContainsFunc(r.Exprs, func(e expr.Any) bool {
-		v, ok := e.(*expr.Verdict)
-		return ok && v.Chain == chain
-	})
 }
 
 // legacyNAT tells whether the legacy x_tables nat table is in use in the
