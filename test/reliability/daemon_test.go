@@ -21,10 +21,13 @@ import (
 )
 
 // The daemon fixture: a node namespace with an "underlay" bridge at nodeIP,
-// an etcd server process on its loopback and subnetd.
+// an etcd server process on its loopback and subnetd. subnetd leases from
+// 10.95.100.0-10.95.200.0 only: the tests' peer leases are below and above,
+// and one written over the node's own key would be a lease taken over
+// (subnetd then moves to another subnet; TestSubnetdEtcdFaults flaked so).
 const (
 	nodeIP  = "192.168.76.10"
-	netConf = `{"Network":"10.95.0.0/16","Backend":{"Type":"vxlan"}}`
+	netConf = `{"Network":"10.95.0.0/16","SubnetMin":"10.95.100.0","SubnetMax":"10.95.200.0","Backend":{"Type":"vxlan"}}`
 )
 
 var buildSubnetd = sync.OnceValues(func() (string, error) {
