@@ -55,7 +55,7 @@ func TestFlannelChainWithSubnetd(t *testing.T) {
 		}
 	}
 	serveHTTP(t, pods[0].ns, ":80", "hello from a pod")
-	if code, body := httpGet(o.ul, pods[0].node.ip+":8080", "/"); code != 200 || body != "hello from a pod" {
+	if code, body := o.ul.HTTP(pods[0].node.ip+":8080", "GET", "/", nil); code != 200 || body != "hello from a pod" {
 		t.Fatalf("hostPort 8080 on %s from the underlay: HTTP %d %q\n%s", pods[0].node.name, code, body, o.logs())
 	}
 	for _, p := range pods {

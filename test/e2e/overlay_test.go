@@ -1,13 +1,9 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -17,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cnisuite/cni/pkg/netns"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	netnstest "github.com/cnisuite/cni/test/netns"
@@ -180,7 +175,7 @@ func (o *overlayTest) startSubnetd(n *sdNode) {
 // waitReady waits for subnetd's /readyz on n.
 func (o *overlayTest) waitReady(n *sdNode) {
 	o.eventually(n.name+" ready", 20*time.Second, func() bool {
-		code, _ := httpGet(n.ns, "127.0.0.1:9090", "/readyz")
+		code, _ := n.ns.HTTP("127.0.0.1:9090", "GET", "/readyz", nil)
 		return code == 200
 	})
 }
@@ -351,7 +346,7 @@ func (o *overlayTest) leases() map[string]etcdKV {
 // etcdCall posts to etcd's JSON gateway from inside the underlay namespace.
 func (o *overlayTest) etcdCall(path string, body map[string]string) (string, error) {
 	b, _ := json.Marshal(body)
-	code, out := httpDo(o.ul, sdUnderlay+":2379", "POST", path, b)
+	code, out := o.ul.HTTP(sdUnderlay+":2379", "POST", path, b)
 	if code != 200 {
 		return out, fmt.Errorf("etcd %s: HTTP %d %s", path, code, out)
 	}
@@ -359,35 +354,3 @@ func (o *overlayTest) etcdCall(path string, body map[string]string) (string, err
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
-
-func httpGet(ns *netnstest.NS, addr, path string) (int, string) {
-	return httpDo(ns, addr, "GET", path, nil)
-}
-
-// httpDo makes one HTTP/1.0 request from inside ns: the socket is opened on
-// the thread that entered the namespace, which an http.Client cannot promise.
-func httpDo(ns *netnstest.NS, addr, method, path string, body []byte) (code int, out string) {
-	_ = netns.Do(ns.Path, func() error {
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-		fmt.Fprintf(c, "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", method, path, addr, len(body))
-		_, _ = c.Write(body)
-		r := bufio.NewReader(c)
-		status, err := r.ReadString('\n')
-		if err != nil {
-			return err
-		}
-		_, _ = fmt.Sscanf(status, "HTTP/%s %d", new(string), &code)
-		rest, _ := io.ReadAll(r)
-		if i := bytes.Index(rest, []byte("\r\n\r\n")); i >= 0 {
-			rest = rest[i+4:]
-		}
-		out = string(rest)
-		return nil
-	})
-	return code, out
-}

@@ -65,7 +65,7 @@ func (o *overlayTest) etcdOutage(t *testing.T) {
 	start := time.Now()
 	for _, n := range o.nodes {
 		o.eventually(n.name+" not ready", 10*time.Second, func() bool {
-			code, _ := httpGet(n.ns, "127.0.0.1:9090", "/readyz")
+			code, _ := n.ns.HTTP("127.0.0.1:9090", "GET", "/readyz", nil)
 			return code == 503
 		})
 	}

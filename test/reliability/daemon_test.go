@@ -1,12 +1,9 @@
 package reliability
 
 import (
-	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cnisuite/cni/pkg/netns"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -152,7 +148,7 @@ func (n *daemonNode) startSubnetd(name string, extra ...string) *proc {
 
 // ready reports whether subnetd answers 200 on /readyz at addr.
 func (n *daemonNode) ready(addr string) bool {
-	code, _ := n.httpGet(addr, "/readyz")
+	code, _ := n.ns.HTTP(addr, "GET", "/readyz", nil)
 	return code == 200
 }
 
@@ -165,38 +161,6 @@ func (n *daemonNode) eventually(what string, within time.Duration, cond func() b
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// httpGet makes one HTTP/1.0 GET from inside the node, on the thread that
-// entered it (an http.Client's dialer could run on another).
-func (n *daemonNode) httpGet(addr, path string) (code int, body string) {
-	return n.httpDo(addr, "GET", path, nil)
-}
-
-func (n *daemonNode) httpDo(addr, method, path string, payload []byte) (code int, body string) {
-	_ = netns.Do(n.ns.Path, func() error {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-		fmt.Fprintf(c, "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", method, path, addr, len(payload))
-		_, _ = c.Write(payload)
-		r := bufio.NewReader(c)
-		status, err := r.ReadString('\n')
-		if err != nil {
-			return err
-		}
-		_, _ = fmt.Sscanf(status, "HTTP/%s %d", new(string), &code)
-		rest, _ := io.ReadAll(r)
-		if i := strings.Index(string(rest), "\r\n\r\n"); i >= 0 {
-			rest = rest[i+4:]
-		}
-		body = string(rest)
-		return nil
-	})
-	return code, body
 }
 
 // listeners returns the local "addr:port" of every listening TCP socket in
@@ -233,7 +197,7 @@ func (n *daemonNode) etcd(path string, body map[string]any) string {
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	code, out := n.httpDo("127.0.0.1:2379", "POST", path, b)
+	code, out := n.ns.HTTP("127.0.0.1:2379", "POST", path, b)
 	if code != 200 {
 		n.t.Fatalf("etcd %s: HTTP %d %s", path, code, out)
 	}

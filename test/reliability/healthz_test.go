@@ -26,10 +26,10 @@ func TestHealthzAddress(t *testing.T) {
 		t.Errorf("listening besides etcd: %v, want only %s", others, addr)
 	}
 	for _, path := range []string{"/healthz", "/metrics"} {
-		if code, body := n.httpGet(addr, path); code != 200 {
+		if code, body := n.ns.HTTP(addr, "GET", path, nil); code != 200 {
 			t.Errorf("GET %s at %s: %d %s", path, addr, code, body)
 		}
-		if code, _ := n.httpGet("127.0.0.1:9091", path); code != 0 {
+		if code, _ := n.ns.HTTP("127.0.0.1:9091", "GET", path, nil); code != 0 {
 			t.Errorf("GET %s on loopback answered %d: subnetd listens beyond %s", path, code, nodeIP)
 		}
 	}
