@@ -25,7 +25,6 @@ type daemon struct {
 	st     *status
 
 	lease   subnet.Lease
-	mtu     int
 	entries []subnet.Entry // the last view of every lease
 	rulesCh chan nat.FlannelRules
 }

@@ -147,12 +147,14 @@ func (r hpRules) fastLines() []string {
 }
 
 func (r hpRules) appendLines() []string {
-	var lines []string
-	for _, s := range r.rules {
-		lines = append(lines, "-A "+r.chain+" "+s)
-	}
-	for _, s := range r.entries {
-		lines = append(lines, "-A "+HostPortDNATChain+" "+s)
+	return append(ops("-A", r.chain, r.rules), ops("-A", HostPortDNATChain, r.entries)...)
+}
+
+// ops makes one restore line of op per rule specification of chain.
+func ops(op, chain string, specs []string) []string {
+	lines := make([]string, len(specs))
+	for i, s := range specs {
+		lines[i] = op + " " + chain + " " + s
 	}
 	return lines
 }
@@ -163,25 +165,6 @@ func (r hpRules) checkLines() []string {
 	for _, p := range r.plumbing() {
 		lines = append(lines, "-C "+p[0]+" "+p[1])
 	}
-	for _, s := range r.rules {
-		lines = append(lines, "-C "+r.chain+" "+s)
-	}
-	for _, s := range r.entries {
-		lines = append(lines, "-C "+HostPortDNATChain+" "+s)
-	}
-	return lines
-}
-
-// delLines deletes exactly r and its chain; any difference in the kernel
-// (a rule changed, another interface's rule in the chain) fails the
-// transaction.
-func (r hpRules) delLines() []string {
-	var lines []string
-	for _, s := range r.entries {
-		lines = append(lines, "-D "+HostPortDNATChain+" "+s)
-	}
-	for _, s := range r.rules {
-		lines = append(lines, "-D "+r.chain+" "+s)
-	}
-	return append(lines, "-X "+r.chain)
+	lines = append(lines, ops("-C", r.chain, r.rules)...)
+	return append(lines, ops("-C", HostPortDNATChain, r.entries)...)
 }
