@@ -36,11 +36,11 @@ func NFTQuickDel(v6 bool, att Attachment) bool {
 	if legacyNAT(v6) {
 		return false
 	}
-	conn, err := nftables.New(nftables.AsLasting())
+	conn, closeConn, err := DialNFT()
 	if err != nil {
 		return false
 	}
-	defer conn.CloseLasting()
+	defer closeConn()
 	fam := nftables.TableFamilyIPv4
 	if v6 {
 		fam = nftables.TableFamilyIPv6
@@ -113,11 +113,11 @@ func quickDelChain(conn *nftables.Conn, att Attachment, own, entry *nftables.Cha
 // (~2 ms for 60 pods). A jump is found by the target chain's name in the
 // rule's expressions: "CNI-DN-" and 21 hex digits, NUL-terminated.
 func jumpsInto(entry *nftables.Chain, chain string) (rules []*nftables.Rule, total int, err error) {
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	conn, closeConn, err := DialNetfilter()
 	if err != nil {
 		return nil, 0, err
 	}
-	defer conn.Close()
+	defer closeConn()
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_RULE_TABLE, entry.Table.Name)
 	ae.String(unix.NFTA_RULE_CHAIN, entry.Name)

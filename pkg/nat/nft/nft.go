@@ -153,11 +153,11 @@ func sweep(pick func(*state) []*nftables.Rule) error {
 
 // Check verifies the layout and every rule of the attachment.
 func (HostPorts) Check(_ context.Context, c *nat.HostPortConf, addrs []netip.Prefix) error {
-	conn, err := nftables.New(nftables.AsLasting())
+	conn, closeConn, err := nat.DialNFT()
 	if err != nil {
 		return fmt.Errorf("opening nftables netlink socket: %w", err)
 	}
-	defer conn.CloseLasting()
+	defer closeConn()
 	for _, p := range addrs {
 		f := famOf(p.Addr())
 		conds, err := ParseConditions(c.Conditions(p.Addr()), p.Addr().Is6())
@@ -183,16 +183,16 @@ func transact(build func(*nftables.Conn) (bool, error)) error {
 		if attempt > 0 {
 			nat.Backoff(attempt)
 		}
-		var conn *nftables.Conn
-		if conn, err = nftables.New(nftables.AsLasting()); err != nil {
-			return fmt.Errorf("opening nftables netlink socket: %w", err)
+		conn, closeConn, dialErr := nat.DialNFT()
+		if dialErr != nil {
+			return fmt.Errorf("opening nftables netlink socket: %w", dialErr)
 		}
 		var changed bool
 		changed, err = build(conn)
 		if err == nil && changed {
 			err = conn.Flush()
 		}
-		_ = conn.CloseLasting()
+		closeConn()
 		if err == nil {
 			return nil
 		}

@@ -3,7 +3,7 @@ package nft
 import (
 	"fmt"
 
-	"github.com/google/nftables"
+	"github.com/cnisuite/cni/pkg/nat"
 )
 
 // Reset deletes the portmap tables (ip and ip6 cni_hostport) of the
@@ -12,11 +12,11 @@ import (
 // lists them. It is for `cnictl reset`: unlike DEL and GC it also takes the
 // rules of pods still running.
 func Reset(dryRun bool) ([]string, error) {
-	conn, err := nftables.New(nftables.AsLasting())
+	conn, closeConn, err := nat.DialNFT()
 	if err != nil {
 		return nil, fmt.Errorf("opening nftables netlink socket: %w", err)
 	}
-	defer conn.CloseLasting()
+	defer closeConn()
 	var found []string
 	for _, f := range fams {
 		st, err := read(conn, f)
