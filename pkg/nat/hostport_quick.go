@@ -36,11 +36,11 @@ func NFTQuickDel(v6 bool, att Attachment) bool {
 	if legacyNAT(v6) {
 		return false
 	}
-	conn, closeConn, err := DialNFT()
+	conn, err := DialNFT()
 	if err != nil {
 		return false
 	}
-	defer closeConn()
+	defer conn.Close()
 	fam := nftables.TableFamilyIPv4
 	if v6 {
 		fam = nftables.TableFamilyIPv6
@@ -73,7 +73,7 @@ func NFTQuickDel(v6 bool, att Attachment) bool {
 
 // lookupChain gets one chain by name, a request that is answered whole;
 // gone reports that the kernel said there is none.
-func lookupChain(conn *nftables.Conn, table *nftables.Table, name string) (ch *nftables.Chain, gone bool) {
+func lookupChain(conn *NFTConn, table *nftables.Table, name string) (ch *nftables.Chain, gone bool) {
 	ch, err := conn.ListChain(table, name)
 	if err != nil {
 		// The library formats the errno with %v: its text is all there is.
@@ -84,12 +84,12 @@ func lookupChain(conn *nftables.Conn, table *nftables.Table, name string) (ch *n
 
 // quickDelChain removes own and the entry rules that jump to it, when own
 // holds only att's rules and other attachments keep entry in use.
-func quickDelChain(conn *nftables.Conn, att Attachment, own, entry *nftables.Chain) bool {
+func quickDelChain(conn *NFTConn, att Attachment, own, entry *nftables.Chain) bool {
 	rules, err := conn.GetRules(own.Table, own)
 	if err != nil || slices.ContainsFunc(rules, func(r *nftables.Rule) bool { return !ownedBy(r, att) }) {
 		return false
 	}
-	mine, total, err := jumpsInto(entry, own.Name)
+	mine, total, err := jumpsInto(conn.raw, entry, own.Name)
 	if err != nil || len(mine) == total {
 		return false // unreadable, or the node's last mappings: the shared chains go too
 	}
@@ -112,12 +112,7 @@ func quickDelChain(conn *nftables.Conn, att Attachment, own, entry *nftables.Cha
 // expressions (xt matches) would cost more than the rest of a DEL's work
 // (~2 ms for 60 pods). A jump is found by the target chain's name in the
 // rule's expressions: "CNI-DN-" and 21 hex digits, NUL-terminated.
-func jumpsInto(entry *nftables.Chain, chain string) (rules []*nftables.Rule, total int, err error) {
-	conn, closeConn, err := DialNetfilter()
-	if err != nil {
-		return nil, 0, err
-	}
-	defer closeConn()
+func jumpsInto(conn *netlink.Conn, entry *nftables.Chain, chain string) (rules []*nftables.Rule, total int, err error) {
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_RULE_TABLE, entry.Table.Name)
 	ae.String(unix.NFTA_RULE_CHAIN, entry.Name)

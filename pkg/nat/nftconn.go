@@ -22,33 +22,32 @@ import (
 // io_uring_disabled sysctl, a seccomp filter) close waits as before. Only
 // the timing differs: every change was committed before either close.
 
-// DialNFT opens a lasting nftables connection whose release does not wait.
-func DialNFT() (conn *nftables.Conn, closeConn func(), err error) {
-	var h holder
-	conn, err = nftables.New(nftables.AsLasting(), nftables.WithSockOptions(h.hold))
-	if err != nil {
-		h.release()
-		return nil, nil, err
-	}
-	return conn, func() {
-		_ = conn.CloseLasting()
-		h.release()
-	}, nil
+// NFTConn is a lasting nftables connection whose release does not wait.
+type NFTConn struct {
+	*nftables.Conn
+	raw  *netlink.Conn // the same socket, for what the library cannot ask
+	ring holder
 }
 
-// DialNetfilter opens a raw netfilter netlink connection whose release
-// does not wait.
-func DialNetfilter() (conn *netlink.Conn, closeConn func(), err error) {
-	conn, err = netlink.Dial(unix.NETLINK_NETFILTER, nil)
+// DialNFT opens an NFTConn; Close releases it.
+func DialNFT() (*NFTConn, error) {
+	c := &NFTConn{}
+	conn, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(func(nc *netlink.Conn) error {
+		c.raw = nc
+		return c.ring.hold(nc)
+	}))
 	if err != nil {
-		return nil, nil, err
+		c.ring.release()
+		return nil, err
 	}
-	var h holder
-	_ = h.hold(conn)
-	return conn, func() {
-		_ = conn.Close()
-		h.release()
-	}, nil
+	c.Conn = conn
+	return c, nil
+}
+
+// Close closes the socket, then the ring that holds it.
+func (c *NFTConn) Close() {
+	_ = c.CloseLasting()
+	c.ring.release()
 }
 
 // holder keeps io_urings that hold sockets; release closes them, after

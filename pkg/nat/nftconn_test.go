@@ -22,14 +22,12 @@ func TestDialNFTHandsReleaseToTheRing(t *testing.T) {
 		t.Skip("io_uring is unavailable here: sockets are released by close")
 	}
 	ns := netnstest.New(t, "nfrel")
-	var h holder
-	defer h.release()
+	var conn *NFTConn
 	ns.Do(t, func() error {
-		conn, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(h.hold))
-		if err != nil {
+		var err error
+		if conn, err = DialNFT(); err != nil {
 			return err
 		}
-		defer conn.CloseLasting()
 		table := conn.AddTable(&nftables.Table{Name: "nfrel", Family: nftables.TableFamilyIPv4})
 		if err := conn.Flush(); err != nil {
 			return err
@@ -37,6 +35,9 @@ func TestDialNFTHandsReleaseToTheRing(t *testing.T) {
 		conn.DelTable(table)
 		return conn.Flush()
 	})
+	h := &conn.ring
+	defer h.release()
+	_ = conn.CloseLasting() // the descriptor, not yet the ring
 	if len(h.rings) != 1 {
 		t.Fatalf("the connection's socket is in %d rings, want 1", len(h.rings))
 	}

@@ -46,7 +46,7 @@ func (HostPorts) Add(_ context.Context, c *nat.HostPortConf, addrs []netip.Prefi
 			return netconf.Errorf(netconf.CodeUnsupportedField, "conditions: %w", err)
 		}
 	}
-	return transact(func(conn *nftables.Conn) (bool, error) {
+	return transact(func(conn *nat.NFTConn) (bool, error) {
 		changed := false
 		for i, p := range addrs {
 			f := famOf(p.Addr())
@@ -78,7 +78,7 @@ func (HostPorts) Add(_ context.Context, c *nat.HostPortConf, addrs []netip.Prefi
 // rewrites the fixed jump rules. Rewriting gives those rules new handles,
 // which is what makes a concurrent DEL that planned to delete the table
 // fail instead of deleting this ADD's rules.
-func ensureLayout(conn *nftables.Conn, f fam) {
+func ensureLayout(conn *nat.NFTConn, f fam) {
 	conn.AddTable(f.table())
 	for _, ch := range f.chains() {
 		conn.AddChain(ch)
@@ -119,7 +119,7 @@ func (HostPorts) GC(_ context.Context, network string, valid nat.Valid) error {
 // rewritten it, which makes the transaction fail and start over.
 func sweep(pick func(*state) []*nftables.Rule) error {
 	defer nat.LockSweeps()()
-	return transact(func(conn *nftables.Conn) (bool, error) {
+	return transact(func(conn *nat.NFTConn) (bool, error) {
 		changed := false
 		for _, f := range fams {
 			st, err := read(conn, f)
@@ -153,11 +153,11 @@ func sweep(pick func(*state) []*nftables.Rule) error {
 
 // Check verifies the layout and every rule of the attachment.
 func (HostPorts) Check(_ context.Context, c *nat.HostPortConf, addrs []netip.Prefix) error {
-	conn, closeConn, err := nat.DialNFT()
+	conn, err := nat.DialNFT()
 	if err != nil {
 		return fmt.Errorf("opening nftables netlink socket: %w", err)
 	}
-	defer closeConn()
+	defer conn.Close()
 	for _, p := range addrs {
 		f := famOf(p.Addr())
 		conds, err := ParseConditions(c.Conditions(p.Addr()), p.Addr().Is6())
@@ -177,13 +177,13 @@ func (HostPorts) Check(_ context.Context, c *nat.HostPortConf, addrs []netip.Pre
 
 // transact runs build on a fresh read and commits what it queued; a
 // commit that fails (a rule deleted or rewritten meanwhile) starts over.
-func transact(build func(*nftables.Conn) (bool, error)) error {
+func transact(build func(*nat.NFTConn) (bool, error)) error {
 	var err error
 	for attempt := range maxAttempts {
 		if attempt > 0 {
 			nat.Backoff(attempt)
 		}
-		conn, closeConn, dialErr := nat.DialNFT()
+		conn, dialErr := nat.DialNFT()
 		if dialErr != nil {
 			return fmt.Errorf("opening nftables netlink socket: %w", dialErr)
 		}
@@ -192,7 +192,7 @@ func transact(build func(*nftables.Conn) (bool, error)) error {
 		if err == nil && changed {
 			err = conn.Flush()
 		}
-		closeConn()
+		conn.Close()
 		if err == nil {
 			return nil
 		}
@@ -208,7 +208,7 @@ type state struct {
 	rules  map[string][]*nftables.Rule
 }
 
-func read(conn *nftables.Conn, f fam) (*state, error) {
+func read(conn *nat.NFTConn, f fam) (*state, error) {
 	st := &state{f: f, chains: map[string]bool{}, rules: map[string][]*nftables.Rule{}}
 	tables, err := conn.ListTablesOfFamily(f.family)
 	if err != nil {

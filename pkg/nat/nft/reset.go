@@ -12,11 +12,11 @@ import (
 // lists them. It is for `cnictl reset`: unlike DEL and GC it also takes the
 // rules of pods still running.
 func Reset(dryRun bool) ([]string, error) {
-	conn, closeConn, err := nat.DialNFT()
+	conn, err := nat.DialNFT()
 	if err != nil {
 		return nil, fmt.Errorf("opening nftables netlink socket: %w", err)
 	}
-	defer closeConn()
+	defer conn.Close()
 	var found []string
 	for _, f := range fams {
 		st, err := read(conn, f)
