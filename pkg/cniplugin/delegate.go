@@ -15,6 +15,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/cnisuite/cni/pkg/netconf"
 )
@@ -76,4 +77,31 @@ func (e *delegateExec) ExecPlugin(ctx context.Context, path string, stdin []byte
 			Details: stdout.String()}
 	}
 	return nil, perr
+}
+
+// IPAM runs the network's IPAM plugin of type ipamType with verb and this
+// invocation's configuration; its errors name the plugin. No IPAM (type
+// "") has nothing to do.
+func (a *Args) IPAM(ctx context.Context, verb, ipamType string) (types.Result, error) {
+	if ipamType == "" {
+		return nil, nil
+	}
+	r, err := a.Delegate(ctx, verb, ipamType, a.StdinData)
+	if err != nil {
+		return nil, fmt.Errorf("IPAM plugin %q: %w", ipamType, err)
+	}
+	return r, nil
+}
+
+// IPAMResult reads the result of an IPAM plugin's ADD, which must hold an
+// address.
+func IPAMResult(ipamType string, r types.Result) (*current.Result, error) {
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return nil, netconf.Errorf(netconf.CodeDecoding, "reading the result of IPAM plugin %q: %w", ipamType, err)
+	}
+	if len(res.IPs) == 0 {
+		return nil, fmt.Errorf("IPAM plugin %q returned no IP address; check its \"ranges\"", ipamType)
+	}
+	return res, nil
 }

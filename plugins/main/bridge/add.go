@@ -114,7 +114,7 @@ func (s *attach) setupLinksAndIPAM(ctx context.Context) error {
 // result once the channel delivered nil.
 func (s *attach) startIPAM(ctx context.Context) <-chan error {
 	return background(func() error {
-		r, err := s.a.Delegate(ctx, "ADD", s.c.IPAM.Type, s.a.StdinData)
+		r, err := s.a.IPAM(ctx, "ADD", s.c.IPAM.Type)
 		s.ipam = r
 		return err
 	})
@@ -124,10 +124,10 @@ func (s *attach) startIPAM(ctx context.Context) <-chan error {
 func (s *attach) takeIPAM(ctx context.Context, done <-chan error) error {
 	a, t := s.a, s.c.IPAM.Type
 	if err := <-done; err != nil {
-		return fmt.Errorf("IPAM plugin %q: %w", t, err)
+		return err
 	}
 	s.undo.Push("release IPAM", func() error {
-		_, err := a.Delegate(context.WithoutCancel(ctx), "DEL", t, a.StdinData)
+		_, err := a.IPAM(context.WithoutCancel(ctx), "DEL", t)
 		return err
 	})
 	return nil

@@ -34,13 +34,8 @@ func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 		return nil
 	}
 	delIPAM := func() error {
-		if c.IPAM.Type == "" {
-			return nil
-		}
-		if _, err := a.Delegate(ctx, "DEL", c.IPAM.Type, a.StdinData); err != nil {
-			return fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
-		}
-		return nil
+		_, err := a.IPAM(ctx, "DEL", c.IPAM.Type)
+		return err
 	}
 	steps := []func() error{delLink, delIPAM}
 	if !ipamIndependent(c.IPAM.Type) {
@@ -104,10 +99,8 @@ func (p *plugin) GC(ctx context.Context, a *cniplugin.Args) error {
 		return err
 	}
 	var errs []error
-	if c.IPAM.Type != "" {
-		if _, err := a.Delegate(ctx, "GC", c.IPAM.Type, a.StdinData); err != nil {
-			errs = append(errs, fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err))
-		}
+	if _, err := a.IPAM(ctx, "GC", c.IPAM.Type); err != nil {
+		errs = append(errs, err)
 	}
 	valid := map[string]bool{}
 	for _, att := range c.ValidList() {
@@ -125,11 +118,6 @@ func (p *plugin) Status(ctx context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	if c.IPAM.Type == "" {
-		return nil
-	}
-	if _, err := a.Delegate(ctx, "STATUS", c.IPAM.Type, a.StdinData); err != nil {
-		return fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
-	}
-	return nil
+	_, err = a.IPAM(ctx, "STATUS", c.IPAM.Type)
+	return err
 }

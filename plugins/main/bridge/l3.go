@@ -13,6 +13,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
@@ -22,12 +23,9 @@ import (
 // gateway addresses on the bridge, forwarding, masquerading.
 func (p *plugin) setupL3(ctx context.Context, s *attach) error {
 	a, c := s.a, s.c
-	ipamRes, err := current.NewResultFromResult(s.ipam)
+	ipamRes, err := cniplugin.IPAMResult(c.IPAM.Type, s.ipam)
 	if err != nil {
-		return netconf.Errorf(netconf.CodeDecoding, "reading the result of IPAM plugin %q: %w", c.IPAM.Type, err)
-	}
-	if len(ipamRes.IPs) == 0 {
-		return fmt.Errorf("IPAM plugin %q returned no IP address; check its \"ranges\"", c.IPAM.Type)
+		return err
 	}
 	s.res.IPs, s.res.Routes, s.res.DNS = ipamRes.IPs, ipamRes.Routes, ipamRes.DNS
 	gws, err := planGateways(s.res, c)

@@ -106,20 +106,17 @@ func createError(err error, a *cniplugin.Args) error {
 // runIPAM delegates to the IPAM plugin and puts its addresses, routes and
 // DNS into res, all addresses on the macvlan (interface 0).
 func runIPAM(ctx context.Context, a *cniplugin.Args, c *NetConf, res *current.Result, undo *cniplugin.Undo) error {
-	r, err := a.Delegate(ctx, "ADD", c.IPAM.Type, a.StdinData)
+	r, err := a.IPAM(ctx, "ADD", c.IPAM.Type)
 	if err != nil {
-		return fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
+		return err
 	}
 	undo.Push("release IPAM", func() error {
-		_, err := a.Delegate(context.WithoutCancel(ctx), "DEL", c.IPAM.Type, a.StdinData)
+		_, err := a.IPAM(context.WithoutCancel(ctx), "DEL", c.IPAM.Type)
 		return err
 	})
-	ipamRes, err := current.NewResultFromResult(r)
+	ipamRes, err := cniplugin.IPAMResult(c.IPAM.Type, r)
 	if err != nil {
-		return netconf.Errorf(netconf.CodeDecoding, "reading the result of IPAM plugin %q: %w", c.IPAM.Type, err)
-	}
-	if len(ipamRes.IPs) == 0 {
-		return fmt.Errorf("IPAM plugin %q returned no IP address; check its \"ranges\"", c.IPAM.Type)
+		return err
 	}
 	for _, ipc := range ipamRes.IPs {
 		ipc.Interface = current.Int(0)

@@ -26,10 +26,8 @@ func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	if c.IPAM.Type != "" {
-		if _, err := a.Delegate(ctx, "CHECK", c.IPAM.Type, a.StdinData); err != nil {
-			return fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
-		}
+	if _, err := a.IPAM(ctx, "CHECK", c.IPAM.Type); err != nil {
+		return err
 	}
 	idx, err := a.IfaceIndex(prev)
 	if err != nil {

@@ -29,13 +29,7 @@ func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 	}
 	var wg sync.WaitGroup
 	var ipamErr error
-	if c.IPAM.Type != "" {
-		wg.Go(func() {
-			if _, err := a.Delegate(ctx, "DEL", c.IPAM.Type, a.StdinData); err != nil {
-				ipamErr = fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
-			}
-		})
-	}
+	wg.Go(func() { _, ipamErr = a.IPAM(ctx, "DEL", c.IPAM.Type) })
 	var linkErr error
 	if a.Netns != "" {
 		err := netns.Do(a.Netns, func() error { return link.DeleteIfExists(a.IfName) })
@@ -55,13 +49,8 @@ func (p *plugin) GC(ctx context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	if c.IPAM.Type == "" {
-		return nil
-	}
-	if _, err := a.Delegate(ctx, "GC", c.IPAM.Type, a.StdinData); err != nil {
-		return fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
-	}
-	return nil
+	_, err = a.IPAM(ctx, "GC", c.IPAM.Type)
+	return err
 }
 
 // Status reports whether an ADD could succeed: the master must exist (a
@@ -77,11 +66,6 @@ func (p *plugin) Status(ctx context.Context, a *cniplugin.Args) error {
 			return netconf.Errorf(netconf.CodeUnavailable, "macvlan cannot attach pods: %w", err)
 		}
 	}
-	if c.IPAM.Type == "" {
-		return nil
-	}
-	if _, err := a.Delegate(ctx, "STATUS", c.IPAM.Type, a.StdinData); err != nil {
-		return fmt.Errorf("IPAM plugin %q: %w", c.IPAM.Type, err)
-	}
-	return nil
+	_, err = a.IPAM(ctx, "STATUS", c.IPAM.Type)
+	return err
 }
