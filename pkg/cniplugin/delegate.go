@@ -80,17 +80,53 @@ func (e *delegateExec) ExecPlugin(ctx context.Context, path string, stdin []byte
 }
 
 // IPAM runs the network's IPAM plugin of type ipamType with verb and this
-// invocation's configuration; its errors name the plugin. No IPAM (type
-// "") has nothing to do.
+// invocation's configuration, in this process when the binary links it in
+// (LinkIPAM); its errors name the plugin. No IPAM (type "") has nothing to
+// do.
 func (a *Args) IPAM(ctx context.Context, verb, ipamType string) (types.Result, error) {
 	if ipamType == "" {
 		return nil, nil
 	}
-	r, err := a.Delegate(ctx, verb, ipamType, a.StdinData)
+	var r types.Result
+	var err error
+	if p, ok := a.linked[ipamType]; ok {
+		r, err = a.runLinked(ctx, verb, ipamType, p)
+	} else {
+		r, err = a.Delegate(ctx, verb, ipamType, a.StdinData)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("IPAM plugin %q: %w", ipamType, err)
 	}
 	return r, nil
+}
+
+// runLinked runs verb of a linked IPAM plugin and returns what its binary
+// would have: the result in the configuration's version, a CNI error.
+func (a *Args) runLinked(ctx context.Context, verb, name string, p Plugin) (types.Result, error) {
+	sub := *a
+	sub.Command, sub.Log = verb, a.Logger().With("ipam", name)
+	var err error
+	switch verb {
+	case "ADD":
+		var r types.Result
+		if r, err = p.Add(ctx, &sub); err == nil {
+			return r.GetAsVersion(confVersion(a.StdinData))
+		}
+	case "CHECK":
+		err = p.Check(ctx, &sub)
+	case "DEL":
+		err = p.Del(ctx, &sub)
+	case "GC":
+		err = p.GC(ctx, &sub)
+	case "STATUS":
+		err = p.Status(ctx, &sub)
+	default:
+		err = fmt.Errorf("no verb %q", verb)
+	}
+	if err != nil {
+		return nil, ToCNIError(err)
+	}
+	return nil, nil
 }
 
 // IPAMResult reads the result of an IPAM plugin's ADD, which must hold an

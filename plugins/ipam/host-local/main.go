@@ -1,8 +1,9 @@
-// Command host-local is the host-local IPAM plugin: it hands out addresses
-// from configured ranges and keeps reservations in files on the node, in the
-// layout of the reference plugin.
+// Command host-local is the host-local IPAM plugin (pkg/ipam/hostlocal).
 package main
 
-import "github.com/cnisuite/cni/pkg/cniplugin"
+import (
+	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/ipam/hostlocal"
+)
 
-func main() { cniplugin.Main("host-local", &plugin{}) }
+func main() { cniplugin.Main("host-local", hostlocal.Plugin{}) }

@@ -1,8 +1,14 @@
 // Command macvlan gives containers a macvlan link on a node interface, their
 // own MAC on its L2 segment, a drop-in replacement for the reference CNI
-// macvlan plugin.
+// macvlan plugin. IPAM of type host-local runs in this process
+// (pkg/ipam/hostlocal, the code of the host-local binary).
 package main
 
-import "github.com/cnisuite/cni/pkg/cniplugin"
+import (
+	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/ipam/hostlocal"
+)
 
-func main() { cniplugin.Main("macvlan", &plugin{}) }
+func main() {
+	cniplugin.Main("macvlan", &plugin{}, cniplugin.LinkIPAM("host-local", hostlocal.Plugin{}))
+}

@@ -1,4 +1,4 @@
-package main
+package hostlocal
 
 import (
 	"bytes"
@@ -12,14 +12,14 @@ import (
 	"testing"
 )
 
-// buildBinary compiles host-local once per test that needs it.
+// buildBinary compiles the host-local binary once per test that needs it.
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
 	bin := filepath.Join(t.TempDir(), "host-local")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/cnisuite/cni/plugins/ipam/host-local").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

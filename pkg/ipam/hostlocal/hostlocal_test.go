@@ -1,4 +1,4 @@
-package main
+package hostlocal
 
 import (
 	"context"
@@ -23,7 +23,7 @@ func args(id, ifname, stdin string) *cniplugin.Args {
 
 func add(t *testing.T, a *cniplugin.Args) *current.Result {
 	t.Helper()
-	res, err := plugin{}.Add(ctx, a)
+	res, err := Plugin{}.Add(ctx, a)
 	if err != nil {
 		t.Fatalf("ADD %s/%s: %v", a.ContainerID, a.IfName, err)
 	}
@@ -95,25 +95,25 @@ func TestAddCheckDelDualStack(t *testing.T) {
 	}
 
 	withPrev := strings.TrimSuffix(c, "}") + `,"prevResult":` + resultJSON(t, r) + `}`
-	if err := (plugin{}).Check(ctx, args("c1", "eth0", withPrev)); err != nil {
+	if err := (Plugin{}).Check(ctx, args("c1", "eth0", withPrev)); err != nil {
 		t.Fatalf("CHECK: %v", err)
 	}
-	if err := (plugin{}).Check(ctx, args("c2", "eth0", withPrev)); err == nil || !strings.Contains(err.Error(), "10.1.0.2 is reserved for container c1 interface eth0, not for container c2 interface eth0") {
+	if err := (Plugin{}).Check(ctx, args("c2", "eth0", withPrev)); err == nil || !strings.Contains(err.Error(), "10.1.0.2 is reserved for container c1 interface eth0, not for container c2 interface eth0") {
 		t.Fatalf("CHECK of another attachment's addresses: %v", err)
 	}
-	if err := (plugin{}).Check(ctx, args("c2", "eth0", c)); err != nil {
+	if err := (Plugin{}).Check(ctx, args("c2", "eth0", c)); err != nil {
 		t.Fatalf("CHECK without prevResult: %v", err)
 	}
 
 	for range 2 { // DEL is idempotent
-		if err := (plugin{}).Del(ctx, args("c1", "eth0", c)); err != nil {
+		if err := (Plugin{}).Del(ctx, args("c1", "eth0", c)); err != nil {
 			t.Fatalf("DEL: %v", err)
 		}
 	}
-	if err := (plugin{}).Check(ctx, args("c1", "eth0", withPrev)); err == nil || !strings.Contains(err.Error(), "10.1.0.2 of container c1 interface eth0 is not reserved") {
+	if err := (Plugin{}).Check(ctx, args("c1", "eth0", withPrev)); err == nil || !strings.Contains(err.Error(), "10.1.0.2 of container c1 interface eth0 is not reserved") {
 		t.Fatalf("CHECK after DEL: %v", err)
 	}
-	if err := (plugin{}).Check(ctx, args("c1", "eth0", c)); err == nil {
+	if err := (Plugin{}).Check(ctx, args("c1", "eth0", c)); err == nil {
 		t.Fatal("CHECK without prevResult after DEL succeeded")
 	}
 	if got, want := files(t, dir), "10.1.0.3 fd00::2 last_reserved_ip.0 last_reserved_ip.1 lock"; got != want {
@@ -147,16 +147,16 @@ func TestAddRequestedIPs(t *testing.T) {
 	b := args("c2", "eth0", conf(dir, `"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"fd00::/120"}]]`))
 	b.Args = "IP=fd00::50"
 	before := files(t, dir)
-	_, err := plugin{}.Add(ctx, b)
+	_, err := Plugin{}.Add(ctx, b)
 	wantCode(t, err, netconf.CodeInvalidConfig, "requested IP fd00::50 is already reserved for container c1 interface eth0")
 	if after := files(t, dir); after != before || indexed(t, dir) != 1 {
 		t.Fatalf("failed ADD left files: %q (%d indexed), before %q", after, indexed(t, dir), before)
 	}
 	b.Args = "IP=10.9.0.1"
-	_, err = plugin{}.Add(ctx, b)
+	_, err = Plugin{}.Add(ctx, b)
 	wantCode(t, err, netconf.CodeInvalidConfig, "outside every range")
 	b.Args = "IP=10.1.0.1"
-	_, err = plugin{}.Add(ctx, b)
+	_, err = Plugin{}.Add(ctx, b)
 	wantCode(t, err, netconf.CodeInvalidConfig, "is the gateway of subnet 10.1.0.0/24")
 }
 
@@ -167,7 +167,7 @@ func TestAddExhaustionRollsBack(t *testing.T) {
 	c := conf(dir, `"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.2.0.0/30"}]]`)
 	add(t, args("c1", "eth0", c))
 	before := files(t, dir)
-	_, err := plugin{}.Add(ctx, args("c2", "eth0", c))
+	_, err := Plugin{}.Add(ctx, args("c2", "eth0", c))
 	if err == nil || !strings.Contains(err.Error(), "no IP addresses available in network: net1") || !strings.Contains(err.Error(), "range set 1 (10.2.0.1-10.2.0.2)") {
 		t.Fatalf("err = %v", err)
 	}
@@ -177,11 +177,11 @@ func TestAddExhaustionRollsBack(t *testing.T) {
 	if after := files(t, dir); after != before || indexed(t, dir) != 1 {
 		t.Fatalf("failed ADD left %q (%d indexed), before %q", after, indexed(t, dir), before)
 	}
-	wantCode(t, plugin{}.Status(ctx, args("", "", c)), netconf.CodeExhausted, "range set 1")
-	if err := (plugin{}).Del(ctx, args("c1", "eth0", c)); err != nil {
+	wantCode(t, Plugin{}.Status(ctx, args("", "", c)), netconf.CodeExhausted, "range set 1")
+	if err := (Plugin{}).Del(ctx, args("c1", "eth0", c)); err != nil {
 		t.Fatal(err)
 	}
-	if err := (plugin{}).Status(ctx, args("", "", c)); err != nil {
+	if err := (Plugin{}).Status(ctx, args("", "", c)); err != nil {
 		t.Fatalf("STATUS after DEL: %v", err)
 	}
 }
@@ -189,7 +189,7 @@ func TestAddExhaustionRollsBack(t *testing.T) {
 func TestAddTwiceWithoutDel(t *testing.T) {
 	c := conf(t.TempDir(), `"subnet":"10.1.0.0/24"`)
 	add(t, args("c1", "eth0", c))
-	if _, err := (plugin{}).Add(ctx, args("c1", "eth0", c)); err == nil || !strings.Contains(err.Error(), "run DEL for it first") {
+	if _, err := (Plugin{}).Add(ctx, args("c1", "eth0", c)); err == nil || !strings.Contains(err.Error(), "run DEL for it first") {
 		t.Fatalf("second ADD: %v", err)
 	}
 	add(t, args("c1", "eth1", c)) // another interface is another attachment
@@ -202,13 +202,13 @@ func TestDelLegacyAndInvalidRanges(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "net1", "10.1.0.9"), []byte("c1"), 0o600) // written by an old reference version
 	// The ranges were since edited into something invalid: DEL still works.
 	bad := conf(dir, `"subnet":"10.1.0.0/33"`)
-	if err := (plugin{}).Del(ctx, args("c1", "eth0", bad)); err != nil {
+	if err := (Plugin{}).Del(ctx, args("c1", "eth0", bad)); err != nil {
 		t.Fatal(err)
 	}
 	if got := files(t, dir); got != "10.1.0.2 last_reserved_ip.0 lock" {
 		t.Fatalf("files %q", got)
 	}
-	if err := (plugin{}).Del(ctx, args("c1", "eth0", `{"name":"net1"`)); err == nil {
+	if err := (Plugin{}).Del(ctx, args("c1", "eth0", `{"name":"net1"`)); err == nil {
 		t.Fatal("DEL with unreadable JSON succeeded")
 	}
 }
@@ -246,7 +246,7 @@ func TestGC(t *testing.T) {
 				if tt.valid != "" {
 					gc = conf(dir, `"subnet":"10.1.0.0/24"`, quote(key)+":"+tt.valid)
 				}
-				if err := (plugin{}).GC(ctx, args("", "", gc)); err != nil {
+				if err := (Plugin{}).GC(ctx, args("", "", gc)); err != nil {
 					t.Fatal(err)
 				}
 				want := strings.TrimSpace(tt.want + " last_reserved_ip.0 lock")
@@ -264,14 +264,14 @@ func TestGC(t *testing.T) {
 func TestStatus(t *testing.T) {
 	dir := t.TempDir()
 	c := conf(dir, `"ranges":[[{"subnet":"10.1.0.0/30"}]]`)
-	if err := (plugin{}).Status(ctx, args("", "", c)); err != nil {
+	if err := (Plugin{}).Status(ctx, args("", "", c)); err != nil {
 		t.Fatalf("STATUS of a fresh network: %v", err)
 	}
 	add(t, args("c1", "eth0", c))
-	wantCode(t, plugin{}.Status(ctx, args("", "", c)), netconf.CodeExhausted, "no IP addresses available in network: net1")
+	wantCode(t, Plugin{}.Status(ctx, args("", "", c)), netconf.CodeExhausted, "no IP addresses available in network: net1")
 
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, nil, 0o600)
-	wantCode(t, plugin{}.Status(ctx, args("", "", conf(file, `"subnet":"10.1.0.0/24"`))), netconf.CodeUnavailable, "make the dataDir exist and be writable")
-	wantCode(t, plugin{}.Status(ctx, args("", "", conf(dir, `"subnet":"10.1.0.0/99"`))), netconf.CodeInvalidConfig, "not a CIDR")
+	wantCode(t, Plugin{}.Status(ctx, args("", "", conf(file, `"subnet":"10.1.0.0/24"`))), netconf.CodeUnavailable, "make the dataDir exist and be writable")
+	wantCode(t, Plugin{}.Status(ctx, args("", "", conf(dir, `"subnet":"10.1.0.0/99"`))), netconf.CodeInvalidConfig, "not a CIDR")
 }

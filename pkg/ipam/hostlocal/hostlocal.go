@@ -1,4 +1,8 @@
-package main
+// Package hostlocal is the host-local IPAM plugin: it hands out addresses
+// from configured ranges and keeps reservations in files on the node, in the
+// layout of the reference plugin. The host-local binary runs it, and bridge
+// and macvlan link it in to run IPAM of type host-local without an exec.
+package hostlocal
 
 import (
 	"context"
@@ -20,7 +24,8 @@ import (
 	"github.com/cnisuite/cni/pkg/netconf"
 )
 
-type plugin struct{}
+// Plugin is host-local's verbs.
+type Plugin struct{}
 
 func owner(a *cniplugin.Args) ipam.Owner {
 	return ipam.Owner{ContainerID: a.ContainerID, IfName: a.IfName}
@@ -29,7 +34,7 @@ func owner(a *cniplugin.Args) ipam.Owner {
 // Add reserves one address per range set, all under one lock so that
 // concurrent ADDs never see each other half done. On failure every address
 // reserved by this call is released again.
-func (plugin) Add(_ context.Context, a *cniplugin.Args) (_ types.Result, retErr error) {
+func (Plugin) Add(_ context.Context, a *cniplugin.Args) (_ types.Result, retErr error) {
 	c, err := loadConfig(a.StdinData, a.Args)
 	if err != nil {
 		return nil, err
@@ -133,7 +138,7 @@ func ipOf(a netip.Addr) net.IP {
 // Del releases the attachment's addresses. Nothing to release is success.
 // Only the name and dataDir are needed, so a configuration whose ranges were
 // since made invalid still releases what it reserved.
-func (plugin) Del(_ context.Context, a *cniplugin.Args) error {
+func (Plugin) Del(_ context.Context, a *cniplugin.Args) error {
 	n, err := decode(a.StdinData)
 	if err != nil {
 		return err
@@ -154,7 +159,7 @@ func (plugin) Del(_ context.Context, a *cniplugin.Args) error {
 // Check verifies that every address of the prevResult is reserved for this
 // attachment. Without a prevResult it does what the reference does: checks
 // that the attachment holds some address.
-func (plugin) Check(_ context.Context, a *cniplugin.Args) error {
+func (Plugin) Check(_ context.Context, a *cniplugin.Args) error {
 	c, err := loadConfig(a.StdinData, a.Args)
 	if err != nil {
 		return err
@@ -206,7 +211,7 @@ func checkReserved(s *disk.Store, ip net.IP, o ipam.Owner) error {
 // (none listed: release all), and every record that names no owner. Errors
 // on single records are collected so that one bad file does not stop the rest.
 // The index is rebuilt first, so that nothing of it outlives its records.
-func (plugin) GC(_ context.Context, a *cniplugin.Args) error {
+func (Plugin) GC(_ context.Context, a *cniplugin.Args) error {
 	n, err := decode(a.StdinData)
 	if err != nil {
 		return err
@@ -248,7 +253,7 @@ func held(o ipam.Owner, valid []netconf.Attachment) bool {
 // address from every set) and, with reclaimStale, none held by an owner
 // provably gone (ADD would reclaim it: saying "full" then would keep the
 // runtime from ever sending the ADD that frees it).
-func (plugin) Status(_ context.Context, a *cniplugin.Args) error {
+func (Plugin) Status(_ context.Context, a *cniplugin.Args) error {
 	c, err := loadConfig(a.StdinData, a.Args)
 	if err != nil {
 		return err

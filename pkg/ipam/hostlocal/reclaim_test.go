@@ -1,4 +1,4 @@
-package main
+package hostlocal
 
 import (
 	"bytes"
@@ -52,7 +52,7 @@ func TestReclaimGoneOnExhaustion(t *testing.T) {
 	live := netnstest.New(t, "cni-hl-pod")
 	off := args("new", "eth0", conf(dir, full4+`,"reclaimStale":false`))
 	off.Netns = live.Path
-	_, err := (plugin{}).Add(ctx, off)
+	_, err := (Plugin{}).Add(ctx, off)
 	if err == nil || !strings.Contains(err.Error(), "reclaimStale: false") {
 		t.Fatalf("ADD with reclaimStale off: %v", err)
 	}
@@ -70,7 +70,7 @@ func TestReclaimGoneOnExhaustion(t *testing.T) {
 	// Four live attachments now: nothing can be reclaimed.
 	a := args("late", "eth0", c)
 	a.Netns = live.Path
-	if _, err := (plugin{}).Add(ctx, a); err == nil || !strings.Contains(err.Error(), "no reservation's owner could be proved gone") {
+	if _, err := (Plugin{}).Add(ctx, a); err == nil || !strings.Contains(err.Error(), "no reservation's owner could be proved gone") {
 		t.Fatalf("ADD into a range of live pods: %v", err)
 	}
 	if got := heldBy(t, dir); got != "dead3 new0 new1 new2" {
@@ -88,15 +88,15 @@ func TestStatusCountsReclaimable(t *testing.T) {
 	a := args("c1", "eth0", c)
 	a.Netns = p.Path
 	add(t, a)
-	wantCode(t, plugin{}.Status(ctx, args("", "", c)), netconf.CodeExhausted, "range set 0")
+	wantCode(t, Plugin{}.Status(ctx, args("", "", c)), netconf.CodeExhausted, "range set 0")
 	if out, err := exec.Command("ip", "netns", "delete", p.Name).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if err := (plugin{}).Status(ctx, args("", "", c)); err != nil {
+	if err := (Plugin{}).Status(ctx, args("", "", c)); err != nil {
 		t.Fatalf("STATUS with a reclaimable address: %v", err)
 	}
 	off := conf(dir, `"ranges":[[{"subnet":"10.1.0.0/30"}]],"reclaimStale":false`)
-	wantCode(t, plugin{}.Status(ctx, args("", "", off)), netconf.CodeExhausted, "range set 0")
+	wantCode(t, Plugin{}.Status(ctx, args("", "", off)), netconf.CodeExhausted, "range set 0")
 }
 
 // TestNoReclaimWithoutProof: records written by another plugin (no index
@@ -120,7 +120,7 @@ func TestNoReclaimWithoutProof(t *testing.T) {
 	if !strings.Contains(log.String(), "empty record") {
 		t.Fatalf("reclaim of the empty record not logged:\n%s", log)
 	}
-	_, err := (plugin{}).Add(ctx, args("late", "eth0", c))
+	_, err := (Plugin{}).Add(ctx, args("late", "eth0", c))
 	if err == nil || !strings.Contains(err.Error(), "no IP addresses available in network: net1") {
 		t.Fatalf("ADD with only unprovable owners left: %v", err)
 	}
@@ -165,18 +165,18 @@ func BenchmarkAddDel(b *testing.B) {
 				}
 			}
 			a := args("bench", "eth0", c)
-			if _, err := (plugin{}).Add(ctx, a); err != nil { // indexes the n records once
+			if _, err := (Plugin{}).Add(ctx, a); err != nil { // indexes the n records once
 				b.Fatal(err)
 			}
 			var addTime, delTime time.Duration
 			b.ResetTimer()
 			for b.Loop() {
 				start := time.Now()
-				if err := (plugin{}).Del(ctx, a); err != nil {
+				if err := (Plugin{}).Del(ctx, a); err != nil {
 					b.Fatal(err)
 				}
 				mid := time.Now()
-				if _, err := (plugin{}).Add(ctx, a); err != nil {
+				if _, err := (Plugin{}).Add(ctx, a); err != nil {
 					b.Fatal(err)
 				}
 				delTime += mid.Sub(start)

@@ -1,0 +1,68 @@
+package cniplugin
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+	types040 "github.com/containernetworking/cni/pkg/types/040"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/cnisuite/cni/pkg/netconf"
+)
+
+// fakeIPAM records the verbs it runs and hands out one address.
+type fakeIPAM struct {
+	verbs []string
+	fail  error
+}
+
+func (f *fakeIPAM) Add(_ context.Context, a *Args) (types.Result, error) {
+	f.verbs = append(f.verbs, a.Command)
+	_, ipn, _ := net.ParseCIDR("10.1.0.5/24")
+	return &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: []*current.IPConfig{{Address: *ipn}}}, f.fail
+}
+func (f *fakeIPAM) record(a *Args) error                    { f.verbs = append(f.verbs, a.Command); return f.fail }
+func (f *fakeIPAM) Check(_ context.Context, a *Args) error  { return f.record(a) }
+func (f *fakeIPAM) Del(_ context.Context, a *Args) error    { return f.record(a) }
+func (f *fakeIPAM) GC(_ context.Context, a *Args) error     { return f.record(a) }
+func (f *fakeIPAM) Status(_ context.Context, a *Args) error { return f.record(a) }
+
+// TestLinkedIPAMRunsInProcess runs a linked IPAM plugin through Args.IPAM
+// with no CNI_PATH (an exec could not find it) and checks that it gets
+// every verb and that its answers are what its binary would have printed:
+// the result in the configuration's version, errors with their CNI code.
+func TestLinkedIPAMRunsInProcess(t *testing.T) {
+	f := &fakeIPAM{}
+	r := &runner{}
+	LinkIPAM("fake", f)(r)
+	a := &Args{StdinData: []byte(`{"cniVersion":"0.4.0","name":"n","type":"bridge","ipam":{"type":"fake"}}`), linked: r.linked}
+	ctx := context.Background()
+	res, err := a.IPAM(ctx, "ADD", "fake")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res.(*types040.Result); !ok {
+		t.Errorf("ADD result is a %T, want the configuration's version 0.4.0", res)
+	}
+	for _, verb := range []string{"CHECK", "DEL", "GC", "STATUS"} {
+		if _, err := a.IPAM(ctx, verb, "fake"); err != nil {
+			t.Fatalf("%s: %v", verb, err)
+		}
+	}
+	if got, want := f.verbs, []string{"ADD", "CHECK", "DEL", "GC", "STATUS"}; !slices.Equal(got, want) {
+		t.Errorf("the linked plugin ran %v, want %v", got, want)
+	}
+	f.fail = netconf.Errorf(netconf.CodeExhausted, "no addresses left")
+	_, err = a.IPAM(ctx, "ADD", "fake")
+	var cniErr *types.Error
+	if !errors.As(err, &cniErr) || cniErr.Code != netconf.CodeExhausted || err.Error() != `IPAM plugin "fake": no addresses left` {
+		t.Errorf("failing ADD: %v, want the CNI error of code %d named after the plugin", err, netconf.CodeExhausted)
+	}
+	if _, err := a.IPAM(ctx, "ADD", "other"); err == nil {
+		t.Error("an IPAM type not linked in ran without an exec")
+	}
+}
