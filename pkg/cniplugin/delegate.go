@@ -20,10 +20,14 @@ import (
 	"github.com/cnisuite/cni/pkg/netconf"
 )
 
-// Delegate runs another plugin (an IPAM plugin, or a flannel delegate) found
-// in CNI_PATH with the given verb and configuration, passing this
-// invocation's attachment. Only ADD returns a result.
+// Delegate runs another plugin (an IPAM plugin, or a flannel delegate) with
+// the given verb and configuration, passing this invocation's attachment:
+// in this process when the binary links it in (Link), else the binary found
+// in CNI_PATH. Only ADD returns a result.
 func (a *Args) Delegate(ctx context.Context, verb, pluginType string, conf []byte) (types.Result, error) {
+	if p, ok := a.linked[pluginType]; ok {
+		return a.runLinked(ctx, verb, pluginType, conf, p)
+	}
 	path, err := invoke.FindInPath(pluginType, filepath.SplitList(a.Path))
 	if err != nil {
 		return nil, netconf.Errorf(netconf.CodeInvalidConfig,
@@ -80,37 +84,30 @@ func (e *delegateExec) ExecPlugin(ctx context.Context, path string, stdin []byte
 }
 
 // IPAM runs the network's IPAM plugin of type ipamType with verb and this
-// invocation's configuration, in this process when the binary links it in
-// (LinkIPAM); its errors name the plugin. No IPAM (type "") has nothing to
-// do.
+// invocation's configuration; its errors name the plugin. No IPAM (type "")
+// has nothing to do.
 func (a *Args) IPAM(ctx context.Context, verb, ipamType string) (types.Result, error) {
 	if ipamType == "" {
 		return nil, nil
 	}
-	var r types.Result
-	var err error
-	if p, ok := a.linked[ipamType]; ok {
-		r, err = a.runLinked(ctx, verb, ipamType, p)
-	} else {
-		r, err = a.Delegate(ctx, verb, ipamType, a.StdinData)
-	}
+	r, err := a.Delegate(ctx, verb, ipamType, a.StdinData)
 	if err != nil {
 		return nil, fmt.Errorf("IPAM plugin %q: %w", ipamType, err)
 	}
 	return r, nil
 }
 
-// runLinked runs verb of a linked IPAM plugin and returns what its binary
-// would have: the result in the configuration's version, a CNI error.
-func (a *Args) runLinked(ctx context.Context, verb, name string, p Plugin) (types.Result, error) {
+// runLinked runs verb of a linked plugin with conf and returns what its
+// binary would have: the result in conf's version, a CNI error.
+func (a *Args) runLinked(ctx context.Context, verb, name string, conf []byte, p Plugin) (types.Result, error) {
 	sub := *a
-	sub.Command, sub.Log = verb, a.Logger().With("ipam", name)
+	sub.Command, sub.StdinData, sub.Log = verb, conf, a.Logger().With("delegate", name)
 	var err error
 	switch verb {
 	case "ADD":
 		var r types.Result
 		if r, err = p.Add(ctx, &sub); err == nil {
-			return r.GetAsVersion(confVersion(a.StdinData))
+			return r.GetAsVersion(confVersion(conf))
 		}
 	case "CHECK":
 		err = p.Check(ctx, &sub)

@@ -17,11 +17,12 @@ import (
 // fakeIPAM records the verbs it runs and hands out one address.
 type fakeIPAM struct {
 	verbs []string
+	stdin string // the configuration of the last ADD
 	fail  error
 }
 
 func (f *fakeIPAM) Add(_ context.Context, a *Args) (types.Result, error) {
-	f.verbs = append(f.verbs, a.Command)
+	f.verbs, f.stdin = append(f.verbs, a.Command), string(a.StdinData)
 	_, ipn, _ := net.ParseCIDR("10.1.0.5/24")
 	return &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: []*current.IPConfig{{Address: *ipn}}}, f.fail
 }
@@ -38,7 +39,7 @@ func (f *fakeIPAM) Status(_ context.Context, a *Args) error { return f.record(a)
 func TestLinkedIPAMRunsInProcess(t *testing.T) {
 	f := &fakeIPAM{}
 	r := &runner{}
-	LinkIPAM("fake", f)(r)
+	Link("fake", f)(r)
 	a := &Args{StdinData: []byte(`{"cniVersion":"0.4.0","name":"n","type":"bridge","ipam":{"type":"fake"}}`), linked: r.linked}
 	ctx := context.Background()
 	res, err := a.IPAM(ctx, "ADD", "fake")
@@ -64,5 +65,16 @@ func TestLinkedIPAMRunsInProcess(t *testing.T) {
 	}
 	if _, err := a.IPAM(ctx, "ADD", "other"); err == nil {
 		t.Error("an IPAM type not linked in ran without an exec")
+	}
+
+	// A delegate (flannel's) gets its own configuration, not the caller's.
+	f.fail = nil
+	conf := `{"cniVersion":"1.1.0","name":"n","type":"fake"}`
+	res, err = a.Delegate(ctx, "ADD", "fake", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res.(*current.Result); !ok || f.stdin != conf {
+		t.Errorf("delegate ADD got %s and returned a %T, want %s and the version 1.1.0 result", f.stdin, res, conf)
 	}
 }

@@ -28,7 +28,7 @@ type Args struct {
 	Path        string // CNI_PATH, where delegated plugins are looked up
 	StdinData   []byte
 	Log         *slog.Logger
-	linked      map[string]Plugin // see LinkIPAM
+	linked      map[string]Plugin // see Link
 }
 
 // Logger returns the invocation's logger, or a discarding one in tests that set none.

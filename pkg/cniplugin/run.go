@@ -22,11 +22,12 @@ func Main(name string, p Plugin, opts ...Option) {
 // Option changes how Main runs a plugin.
 type Option func(*runner)
 
-// LinkIPAM makes an IPAM section of type name run in this process, through
-// p, instead of in the binary of that name, which must run the same p: the
-// same code, store and locks, without the process start and exec (~3 ms of
-// CPU, on each ADD and DEL) that an IPAM plugin costs.
-func LinkIPAM(name string, p Plugin) Option {
+// Link makes a delegated plugin of type name (an IPAM plugin, a meta
+// plugin's delegate) run in this process, through p, instead of in the
+// binary of that name, which must run the same p: the same code, store and
+// locks, without the process start and exec (~3 ms of CPU, on each ADD and
+// DEL) that a delegation costs.
+func Link(name string, p Plugin) Option {
 	return func(r *runner) {
 		if r.linked == nil {
 			r.linked = map[string]Plugin{}
@@ -73,7 +74,7 @@ func printError(w io.Writer, e *types.Error, cniVersion string) error {
 type runner struct {
 	name    string
 	plugin  Plugin
-	linked  map[string]Plugin // IPAM plugins run in this process, by type
+	linked  map[string]Plugin // delegated plugins run in this process, by type
 	stdout  io.Writer
 	log     *slog.Logger
 	version string // the configuration's cniVersion, once a verb has read it

@@ -1,7 +1,8 @@
 // Package hostlocal is the host-local IPAM plugin: it hands out addresses
 // from configured ranges and keeps reservations in files on the node, in the
-// layout of the reference plugin. The host-local binary runs it, and bridge
-// and macvlan link it in to run IPAM of type host-local without an exec.
+// layout of the reference plugin. The host-local binary runs it, and bridge,
+// macvlan and flannel link it in to run IPAM of type host-local without an
+// exec.
 package hostlocal
 
 import (

@@ -10,5 +10,5 @@ import (
 )
 
 func main() {
-	cniplugin.Main("macvlan", &plugin{}, cniplugin.LinkIPAM("host-local", hostlocal.Plugin{}))
+	cniplugin.Main("macvlan", &plugin{}, cniplugin.Link("host-local", hostlocal.Plugin{}))
 }

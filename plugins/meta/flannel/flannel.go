@@ -19,7 +19,7 @@ import (
 type delegateFunc func(ctx context.Context, a *cniplugin.Args, verb, pluginType string, conf []byte) (types.Result, error)
 
 type plugin struct {
-	delegate delegateFunc // nil: exec the plugin from CNI_PATH
+	delegate delegateFunc // nil: Args.Delegate (in this process when linked)
 }
 
 func (p *plugin) call(ctx context.Context, a *cniplugin.Args, verb string, d delegateConf) (types.Result, error) {

@@ -1,4 +1,4 @@
-package main
+package bridge
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 // was deleted (which took the veth pair with it). The steps run at the same
 // time: the kernel takes 10-20 ms to delete a veth, mostly waiting for RCU,
 // and the IPAM plugin and iptables get their work done meanwhile.
-func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData, a.Args)
 	if err != nil {
 		return err
@@ -93,7 +93,7 @@ func background(fn func() error) <-chan error {
 // whose container is not in the valid-attachment list. It sweeps chains
 // even when ipMasq is now off, since an earlier configuration may have
 // created them.
-func (p *plugin) GC(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) GC(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData, a.Args)
 	if err != nil {
 		return err
@@ -113,7 +113,7 @@ func (p *plugin) GC(ctx context.Context, a *cniplugin.Args) error {
 }
 
 // Status reports ready when the configuration is valid and IPAM is ready.
-func (p *plugin) Status(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) Status(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData, a.Args)
 	if err != nil {
 		return err

@@ -1,4 +1,8 @@
-package main
+// Package bridge is the bridge plugin: containers attached to a Linux
+// bridge through veth pairs, a drop-in replacement for the reference CNI
+// bridge plugin. The bridge binary runs it, and flannel links it in to run
+// a bridge delegate without an exec.
+package bridge
 
 import (
 	"context"
@@ -18,8 +22,8 @@ import (
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
-// plugin is the bridge plugin. Its zero value uses the real iptables.
-type plugin struct {
+// Plugin is the bridge plugin. Its zero value uses the real iptables.
+type Plugin struct {
 	masq nat.Masq
 }
 
@@ -46,7 +50,7 @@ type attach struct {
 // container, and applies the IPAM result. Every step registers its undo right
 // after it succeeds, so a failed ADD leaves nothing behind but the bridge,
 // which other attachments may already share.
-func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, retErr error) {
+func (p *Plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, retErr error) {
 	c, err := loadConf(a.StdinData, a.Args)
 	if err != nil {
 		return nil, err

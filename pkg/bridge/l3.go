@@ -1,4 +1,4 @@
-package main
+package bridge
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 
 // setupL3 applies the IPAM result: addresses and routes in the container,
 // gateway addresses on the bridge, forwarding, masquerading.
-func (p *plugin) setupL3(ctx context.Context, s *attach) error {
+func (p *Plugin) setupL3(ctx context.Context, s *attach) error {
 	a, c := s.a, s.c
 	ipamRes, err := cniplugin.IPAMResult(c.IPAM.Type, s.ipam)
 	if err != nil {
@@ -206,7 +206,7 @@ func (s *attach) vlanGateway() (netlink.Link, error) {
 	return l, nil
 }
 
-func (p *plugin) setupMasq(ctx context.Context, s *attach) error {
+func (p *Plugin) setupMasq(ctx context.Context, s *attach) error {
 	var addrs []netip.Prefix
 	for _, ipc := range s.res.IPs {
 		pfx, err := link.Prefix(&ipc.Address)

@@ -1,4 +1,4 @@
-package main
+package bridge
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 // Check verifies that what ADD reported still holds: the bridge, the
 // container interface (MAC, MTU, addresses, routes), and a host veth that is
 // its peer and a port of the bridge. It works without IPAM (L2 mode).
-func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) Check(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData, a.Args)
 	if err != nil {
 		return err
