@@ -14,30 +14,31 @@ import (
 	"github.com/cnisuite/cni/pkg/netconf"
 )
 
-// fakeIPAM records the verbs it runs and hands out one address.
-type fakeIPAM struct {
+// fakePlugin records the verbs it runs and hands out one address.
+type fakePlugin struct {
 	verbs []string
 	stdin string // the configuration of the last ADD
 	fail  error
 }
 
-func (f *fakeIPAM) Add(_ context.Context, a *Args) (types.Result, error) {
+func (f *fakePlugin) Add(_ context.Context, a *Args) (types.Result, error) {
 	f.verbs, f.stdin = append(f.verbs, a.Command), string(a.StdinData)
 	_, ipn, _ := net.ParseCIDR("10.1.0.5/24")
 	return &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: []*current.IPConfig{{Address: *ipn}}}, f.fail
 }
-func (f *fakeIPAM) record(a *Args) error                    { f.verbs = append(f.verbs, a.Command); return f.fail }
-func (f *fakeIPAM) Check(_ context.Context, a *Args) error  { return f.record(a) }
-func (f *fakeIPAM) Del(_ context.Context, a *Args) error    { return f.record(a) }
-func (f *fakeIPAM) GC(_ context.Context, a *Args) error     { return f.record(a) }
-func (f *fakeIPAM) Status(_ context.Context, a *Args) error { return f.record(a) }
+func (f *fakePlugin) record(a *Args) error                    { f.verbs = append(f.verbs, a.Command); return f.fail }
+func (f *fakePlugin) Check(_ context.Context, a *Args) error  { return f.record(a) }
+func (f *fakePlugin) Del(_ context.Context, a *Args) error    { return f.record(a) }
+func (f *fakePlugin) GC(_ context.Context, a *Args) error     { return f.record(a) }
+func (f *fakePlugin) Status(_ context.Context, a *Args) error { return f.record(a) }
 
-// TestLinkedIPAMRunsInProcess runs a linked IPAM plugin through Args.IPAM
+// TestLinkedPluginsRunInProcess runs a linked IPAM plugin through Args.IPAM
 // with no CNI_PATH (an exec could not find it) and checks that it gets
 // every verb and that its answers are what its binary would have printed:
-// the result in the configuration's version, errors with their CNI code.
-func TestLinkedIPAMRunsInProcess(t *testing.T) {
-	f := &fakeIPAM{}
+// the result in the configuration's version, errors with their CNI code;
+// then as a delegate, with a configuration of its own.
+func TestLinkedPluginsRunInProcess(t *testing.T) {
+	f := &fakePlugin{}
 	r := &runner{}
 	Link("fake", f)(r)
 	a := &Args{StdinData: []byte(`{"cniVersion":"0.4.0","name":"n","type":"bridge","ipam":{"type":"fake"}}`), linked: r.linked}
