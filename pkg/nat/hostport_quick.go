@@ -2,7 +2,6 @@ package nat
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io/fs"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -89,7 +87,7 @@ func quickDelChain(conn *NFTConn, att Attachment, own, entry *nftables.Chain) bo
 	if err != nil || slices.ContainsFunc(rules, func(r *nftables.Rule) bool { return !ownedBy(r, att) }) {
 		return false
 	}
-	mine, total, err := jumpsInto(conn.raw, entry, own.Name)
+	mine, total, err := jumpsInto(conn, entry, own.Name)
 	if err != nil || len(mine) == total {
 		return false // unreadable, or the node's last mappings: the shared chains go too
 	}
@@ -112,59 +110,18 @@ func quickDelChain(conn *NFTConn, att Attachment, own, entry *nftables.Chain) bo
 // expressions (xt matches) would cost more than the rest of a DEL's work
 // (~2 ms for 60 pods). A jump is found by the target chain's name in the
 // rule's expressions: "CNI-DN-" and 21 hex digits, NUL-terminated.
-func jumpsInto(conn *netlink.Conn, entry *nftables.Chain, chain string) (rules []*nftables.Rule, total int, err error) {
-	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.NFTA_RULE_TABLE, entry.Table.Name)
-	ae.String(unix.NFTA_RULE_CHAIN, entry.Name)
-	attrs, err := ae.Encode()
-	if err != nil {
-		return nil, 0, err
-	}
-	msgs, err := conn.Execute(netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE), Flags: netlink.Request | netlink.Dump},
-		Data:   append([]byte{byte(entry.Table.Family), unix.NFNETLINK_V0, 0, 0}, attrs...),
-	})
+func jumpsInto(conn *NFTConn, entry *nftables.Chain, chain string) (rules []*nftables.Rule, total int, err error) {
+	all, err := conn.DumpRules(entry.Table, entry.Name)
 	if err != nil {
 		return nil, 0, err
 	}
 	target := append([]byte(chain), 0)
-	for _, m := range msgs {
-		handle, exprs, err := ruleHandle(m.Data)
-		if err != nil {
-			return nil, 0, err
-		}
-		if bytes.Contains(exprs, target) {
-			rules = append(rules, &nftables.Rule{Table: entry.Table, Chain: entry, Handle: handle})
+	for _, r := range all {
+		if bytes.Contains(r.Exprs, target) {
+			rules = append(rules, &nftables.Rule{Table: entry.Table, Chain: entry, Handle: r.Handle})
 		}
 	}
-	return rules, len(msgs), nil
-}
-
-// ruleHandle reads a rule message's handle and raw expressions.
-func ruleHandle(data []byte) (handle uint64, exprs []byte, err error) {
-	if len(data) < 4 {
-		return 0, nil, errors.New("short nftables rule message")
-	}
-	ad, err := netlink.NewAttributeDecoder(data[4:]) // after the nfgenmsg header
-	if err != nil {
-		return 0, nil, err
-	}
-	ad.ByteOrder = binary.BigEndian
-	for ad.Next() {
-		switch ad.Type() {
-		case unix.NFTA_RULE_HANDLE:
-			handle = ad.Uint64()
-		case unix.NFTA_RULE_EXPRESSIONS:
-			exprs = ad.Bytes()
-		}
-	}
-	if err := ad.Err(); err != nil {
-		return 0, nil, err
-	}
-	if handle == 0 {
-		return 0, nil, errors.New("nftables rule without a handle")
-	}
-	return handle, exprs, nil
+	return rules, len(all), nil
 }
 
 func natChains(all []*nftables.Chain) map[string]*nftables.Chain {

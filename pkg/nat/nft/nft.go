@@ -164,7 +164,7 @@ func (HostPorts) Check(_ context.Context, c *nat.HostPortConf, addrs []netip.Pre
 		if err != nil {
 			return netconf.Errorf(netconf.CodeUnsupportedField, "conditions: %w", err)
 		}
-		st, err := read(conn, f)
+		st, err := readDecoded(conn, f)
 		if err != nil {
 			return err
 		}
@@ -208,7 +208,71 @@ type state struct {
 	rules  map[string][]*nftables.Rule
 }
 
+// maxReads bounds the reads of a ruleset that commits keep changing.
+const maxReads = 8
+
+// errChanging is a read that commits kept interrupting; the transaction
+// around it starts over, after a pause.
+var errChanging = fmt.Errorf("the nftables ruleset changed during each of %d reads", maxReads)
+
+// read takes f's chains and rules (their expressions left encoded) between
+// two equal ruleset generations, so that they are whole and consistent: a
+// dump that a concurrent commit interrupts can come back short, and a rule
+// missing from it would be one a DEL leaves behind. Not decoding keeps the
+// window between the two readings short (decoding 240 rules took 7-11 ms).
 func read(conn *nat.NFTConn, f fam) (*state, error) {
+	for attempt := range maxReads {
+		if attempt > 0 {
+			nat.Backoff(attempt - 1)
+		}
+		before, err := conn.Generation()
+		if err != nil {
+			return nil, err
+		}
+		st, err := readRaw(conn, f)
+		if err != nil {
+			return nil, err
+		}
+		after, err := conn.Generation()
+		if err != nil {
+			return nil, err
+		}
+		if after == before {
+			return st, nil
+		}
+	}
+	return nil, errChanging
+}
+
+// readRaw reads the table's chains and rules without decoding the rules'
+// expressions; a table without chains counts as absent.
+func readRaw(conn *nat.NFTConn, f fam) (*state, error) {
+	st := &state{f: f, chains: map[string]bool{}, rules: map[string][]*nftables.Rule{}}
+	names, err := conn.DumpChains(f.table())
+	if err != nil {
+		return nil, fmt.Errorf("listing nftables chains: %w", err)
+	}
+	for _, n := range names {
+		st.chains[n] = true
+	}
+	if st.exists = len(names) > 0; !st.exists {
+		return st, nil
+	}
+	rules, err := conn.DumpRules(f.table(), "")
+	if err != nil {
+		return nil, fmt.Errorf("listing nftables rules: %w", err)
+	}
+	for _, r := range rules {
+		st.rules[r.Chain] = append(st.rules[r.Chain], r.Rule(f.table()))
+	}
+	return st, nil
+}
+
+// readDecoded reads the table with every rule's expressions decoded, for
+// CHECK, which compares them, and for Reset, which also takes a table
+// without chains. A concurrent commit can make it short: a CHECK then
+// fails, and is run again.
+func readDecoded(conn *nat.NFTConn, f fam) (*state, error) {
 	st := &state{f: f, chains: map[string]bool{}, rules: map[string][]*nftables.Rule{}}
 	tables, err := conn.ListTablesOfFamily(f.family)
 	if err != nil {

@@ -19,7 +19,7 @@ func Reset(dryRun bool) ([]string, error) {
 	defer conn.Close()
 	var found []string
 	for _, f := range fams {
-		st, err := read(conn, f)
+		st, err := readDecoded(conn, f)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,112 @@
+package nft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/netns"
+	netnstest "github.com/cnisuite/cni/test/netns"
+)
+
+// TestReadIsWholeUnderCommits reads a table of many rules while another
+// socket rewrites its fixed chains 100 times a second, as a node whose pods
+// come and go 8 at a time does (the bench's concurrent portmap phase, ~80
+// commits a second): each read must see
+// every rule, as many as the decoding read sees at rest. A rule dump spans
+// several messages, and one that a commit interrupts can come back short.
+func TestReadIsWholeUnderCommits(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	ns := netnstest.New(t, "nftread")
+	const pods = 60
+	ns.Do(t, func() error {
+		for i := range pods {
+			c := &nat.HostPortConf{
+				Attachment: nat.Attachment{Network: "cbr0", ContainerID: fmt.Sprintf("pod%03d", i), IfName: "eth0"},
+				Maps:       []nat.PortMap{{HostPort: uint16(20000 + i), ContainerPort: 80, Protocol: "tcp"}},
+				SNAT:       true, MarkBit: 13,
+			}
+			addr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(1 + i)}), 16)
+			if err := (HostPorts{}).Add(context.Background(), c, []netip.Prefix{addr}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var want int
+	ns.Do(t, func() error {
+		conn, err := nat.DialNFT()
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		st, err := readDecoded(conn, fams[0])
+		if err != nil {
+			return err
+		}
+		want = len(st.attRules())
+		return nil
+	})
+	if want < pods {
+		t.Fatalf("%d attachment rules for %d pods", want, pods)
+	}
+
+	var stop atomic.Bool
+	churned := make(chan error, 1)
+	go func() { churned <- netns.Do(ns.Path, func() error { return churn(&stop) }) }()
+	defer func() {
+		stop.Store(true)
+		if err := <-churned; err != nil {
+			t.Errorf("committing meanwhile: %v", err)
+		}
+	}()
+	ns.Do(t, func() error {
+		conn, err := nat.DialNFT()
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		good := 0
+		for i := range 300 {
+			st, err := read(conn, fams[0])
+			if errors.Is(err, errChanging) {
+				continue // DEL and ADD start over; a short view is what must never be used
+			}
+			if err != nil {
+				return err
+			}
+			if got := len(st.attRules()); got != want {
+				return fmt.Errorf("read %d saw %d attachment rules, want %d", i, got, want)
+			}
+			good++
+		}
+		if good < 100 {
+			return fmt.Errorf("only %d of 300 reads got a stable view", good)
+		}
+		return nil
+	})
+}
+
+// churn rewrites the table's fixed chains (prerouting, output, the jump
+// to the host ports), as every ADD does, every 10 ms until stop is set:
+// rules before the attachments' in a dump's order are deleted and added.
+func churn(stop *atomic.Bool) error {
+	conn, err := nat.DialNFT()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for !stop.Load() {
+		ensureLayout(conn, fams[0])
+		if err := conn.Flush(); err != nil {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
