@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cnisuite/cni/internal/proc"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 )
 
@@ -229,7 +230,7 @@ func iperf(ctx context.Context, l *leaseLab, p path, secs int) (float64, error) 
 	if err != nil {
 		return 0, err
 	}
-	defer stopProc(srv)
+	defer proc.Stop(srv, stopGrace)
 	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
 		g, err := iperfOnce(ctx, p, secs)
 		// The server may not listen yet: retry its refusals for a while.

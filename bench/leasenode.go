@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -24,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
+	"github.com/cnisuite/cni/internal/proc"
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
@@ -104,25 +104,12 @@ func (l *leaseLab) spawn(ns *namespace, name string, out io.Writer, argv ...stri
 	return cmd, nil
 }
 
-// stopProc ends a process this lab started.
-func stopProc(cmd *exec.Cmd) {
-	if cmd.ProcessState != nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
+// stopGrace is how long a daemon the bench started gets to exit on SIGTERM.
+const stopGrace = 10 * time.Second
 
 func (l *leaseLab) close() error {
 	for i := len(l.procs) - 1; i >= 0; i-- {
-		stopProc(l.procs[i])
+		proc.Stop(l.procs[i], stopGrace)
 	}
 	if l.cli != nil {
 		l.cli.Close()
@@ -172,7 +159,7 @@ func (l *leaseLab) putMany(ctx context.Context, kv [][2]string) error {
 		for _, p := range kv[:n] {
 			ops = append(ops, clientv3.OpPut(p[0], p[1]))
 		}
-		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		tctx, cancel := context.WithTimeout(ctx, stopGrace)
 		_, err := l.cli.Txn(tctx).Then(ops...).Commit()
 		cancel()
 		if err != nil {
@@ -356,7 +343,7 @@ func (l *leaseLab) firstError(ctx context.Context, d daemon, wait time.Duration)
 	if err != nil {
 		return 0, err
 	}
-	defer func() { stopProc(cmd); pw.Close() }()
+	defer func() { proc.Stop(cmd, stopGrace); pw.Close() }()
 	select {
 	case at := <-lines:
 		return at.Sub(start).Seconds(), nil

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cnisuite/cni/internal/proc"
 )
 
 // The lease daemons' bench (issue 5): subnetd against flanneld, each alone on
@@ -355,7 +357,7 @@ func eventPhase(ctx context.Context, cfg config, l *leaseLab, d daemon, f *event
 	}
 	time.Sleep(2 * time.Second)
 	renewals = float64(t.notifications() - before)
-	stopProc(cmd)
+	proc.Stop(cmd, stopGrace)
 	if d.name == "subnetd" {
 		inside(filepath.Join(l.dir, d.name+"-"+node.name+".log"), seen, last, f)
 	}
@@ -454,7 +456,7 @@ func fullPhase(ctx context.Context, l *leaseLab, d daemon, round, n int) (float6
 	if err != nil {
 		return 0, 0, err
 	}
-	defer stopProc(cmd)
+	defer proc.Stop(cmd, stopGrace)
 	last, ok := t.programmed(peers, start.Add(60*time.Second))
 	if !ok {
 		return 0, 0, fmt.Errorf("%s did not program all %d peers within 60 s", d.name, n)

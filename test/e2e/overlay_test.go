@@ -9,10 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cnisuite/cni/internal/proc"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	netnstest "github.com/cnisuite/cni/test/netns"
@@ -122,20 +122,7 @@ func (o *overlayTest) spawn(ns *netnstest.NS, logFile string, argv ...string) *e
 }
 
 // stop ends a process started by spawn, once.
-func stop(cmd *exec.Cmd) {
-	if cmd.ProcessState != nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
+func stop(cmd *exec.Cmd) { proc.Stop(cmd, 10*time.Second) }
 
 // addNode makes node i: a namespace with eth0 on the underlay at
 // 192.168.77.(10+i) (and fd77::(10+i) on dual-stack overlays) and
