@@ -53,10 +53,6 @@ func (c *NFTConn) Close() {
 	c.ring.release()
 }
 
-// holder keeps io_urings that hold sockets; release closes them, after
-// the sockets' own descriptors are closed.
-type holder struct{ rings []int }
-
 // RawRule is a rule as a dump lists it, its expressions left encoded.
 type RawRule struct {
 	Chain    string
@@ -133,7 +129,7 @@ func (c *NFTConn) DumpChains(table *nftables.Table) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if tbl == table.Name { // older kernels dump every table's chains
+		if tbl == table.Name { // a kernel may ignore the filter
 			names = append(names, name)
 		}
 	}
@@ -199,6 +195,10 @@ func eachAttr(m netlink.Message, fn func(*netlink.AttributeDecoder)) error {
 	}
 	return ad.Err()
 }
+
+// holder keeps io_urings that hold sockets; release closes them, after
+// the sockets' own descriptors are closed.
+type holder struct{ rings []int }
 
 // ioringRegisterFiles is IORING_REGISTER_FILES.
 const ioringRegisterFiles = 2
