@@ -107,7 +107,13 @@ func (a *Args) runLinked(ctx context.Context, verb, name string, conf []byte, p 
 	case "ADD":
 		var r types.Result
 		if r, err = p.Add(ctx, &sub); err == nil {
-			return r.GetAsVersion(confVersion(conf))
+			if r, err = r.GetAsVersion(confVersion(conf)); err == nil {
+				return r, nil
+			}
+			// What the binary could not print, its caller never learns:
+			// undone here, or it would leak.
+			sub.Command = "DEL"
+			err = errors.Join(err, p.Del(context.WithoutCancel(ctx), &sub))
 		}
 	case "CHECK":
 		err = p.Check(ctx, &sub)

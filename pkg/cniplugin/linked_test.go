@@ -78,4 +78,13 @@ func TestLinkedPluginsRunInProcess(t *testing.T) {
 	if _, ok := res.(*current.Result); !ok || f.stdin != conf {
 		t.Errorf("delegate ADD got %s and returned a %T, want %s and the version 1.1.0 result", f.stdin, res, conf)
 	}
+
+	// A result the binary could not have printed is undone, not leaked.
+	f.verbs = nil
+	if _, err := a.Delegate(ctx, "ADD", "fake", []byte(`{"cniVersion":"9.9.9","name":"n","type":"fake"}`)); err == nil {
+		t.Error("ADD whose result has no version 9.9.9 succeeded")
+	}
+	if want := []string{"ADD", "DEL"}; !slices.Equal(f.verbs, want) {
+		t.Errorf("ADD that could not convert its result ran %v, want %v", f.verbs, want)
+	}
 }

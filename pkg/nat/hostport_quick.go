@@ -11,7 +11,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
-	"golang.org/x/sys/unix"
 )
 
 // QuickDel removes an attachment's port-mapping rules in one family
@@ -27,9 +26,11 @@ type QuickDel func(v6 bool, att Attachment) (done bool)
 // x_tables nat table is in use (then netlink does not see every rule), a
 // chain shared with another interface of the container, an attachment
 // with the pre-v0.7 SNAT chain, and the last mappings of the node (whose
-// shared chains go too). A transaction that finds a rule gone because a
-// concurrent writer changed the table fails as a whole and is left to
-// iptables too.
+// shared chains go too). The plan comes from a stable read (a dump that a
+// concurrent commit interrupts can come back without the attachment's
+// chain: TestKillSafety met one); a transaction that finds a rule gone
+// because a writer changed the table since fails as a whole and is left
+// to iptables too.
 func NFTQuickDel(v6 bool, att Attachment) bool {
 	if legacyNAT(v6) {
 		return false
@@ -39,69 +40,69 @@ func NFTQuickDel(v6 bool, att Attachment) bool {
 		return false
 	}
 	defer conn.Close()
-	fam := nftables.TableFamilyIPv4
+	table := &nftables.Table{Name: "nat", Family: nftables.TableFamilyIPv4}
 	if v6 {
-		fam = nftables.TableFamilyIPv6
+		table.Family = nftables.TableFamilyIPv6
 	}
-	all, err := conn.ListChainsOfTableFamily(fam)
-	if err != nil {
+	var q quickDel
+	if err := conn.Stable(func() (err error) { q, err = planQuickDel(conn, table, att); return err }); err != nil {
 		return false
 	}
-	chains := natChains(all)
-	own, entry := chains[DNATChainName(att.Network, att.ContainerID)], chains[HostPortDNATChain]
-	if own == nil {
-		// A dump that a concurrent commit interrupts comes back short
-		// (neither library checks NLM_F_DUMP_INTR): ask for the chain
-		// itself before taking its absence for the absence of rules.
-		// TestKillSafety (portmap-iptables, 1000 cycles) met it: a dump of
-		// 44 chains without the attachment's, which a GET then found.
-		var gone bool
-		if own, gone = lookupChain(conn, &nftables.Table{Name: "nat", Family: fam}, DNATChainName(att.Network, att.ContainerID)); gone {
-			return true // no chain, so no rule of this attachment
-		}
+	if q.nothing {
+		return true // no chain, so no rule of this attachment
 	}
-	switch {
-	case chains[hashedChain(oldSNATPrefix, att.Network, att.ContainerID)] != nil:
+	if q.own == nil {
 		return false
-	case own == nil, entry == nil:
-		return false
-	}
-	return quickDelChain(conn, att, own, entry)
-}
-
-// lookupChain gets one chain by name, a request that is answered whole;
-// gone reports that the kernel said there is none.
-func lookupChain(conn *NFTConn, table *nftables.Table, name string) (ch *nftables.Chain, gone bool) {
-	ch, err := conn.ListChain(table, name)
-	if err != nil {
-		// The library formats the errno with %v: its text is all there is.
-		return nil, strings.Contains(err.Error(), unix.ENOENT.Error())
-	}
-	return ch, false
-}
-
-// quickDelChain removes own and the entry rules that jump to it, when own
-// holds only att's rules and other attachments keep entry in use.
-func quickDelChain(conn *NFTConn, att Attachment, own, entry *nftables.Chain) bool {
-	rules, err := conn.GetRules(own.Table, own)
-	if err != nil || slices.ContainsFunc(rules, func(r *nftables.Rule) bool { return !ownedBy(r, att) }) {
-		return false
-	}
-	mine, total, err := jumpsInto(conn, entry, own.Name)
-	if err != nil || len(mine) == total {
-		return false // unreadable, or the node's last mappings: the shared chains go too
 	}
 	// Rules go by handle, the chain's own too, rather than by flushing it:
-	// a rule a short dump did not show stays, so the chain's deletion and
-	// with it the whole transaction fail instead of taking another
-	// attachment's rule along.
-	for _, r := range slices.Concat(mine, rules) {
+	// a rule added since the read stays, so the chain's deletion and with it
+	// the whole transaction fail instead of taking another attachment's
+	// rule along.
+	for _, r := range q.rules {
 		if err := conn.DelRule(r); err != nil {
 			return false
 		}
 	}
-	conn.DelChain(own)
+	conn.DelChain(q.own)
 	return conn.Flush() == nil
+}
+
+// quickDel is what a quick DEL removes: own (nil: leave the DEL to
+// iptables) and its rules and the jumps to it; nothing means the
+// attachment has no chain.
+type quickDel struct {
+	own     *nftables.Chain
+	rules   []*nftables.Rule
+	nothing bool
+}
+
+// planQuickDel reads the table and decides; it does not change anything.
+func planQuickDel(conn *NFTConn, table *nftables.Table, att Attachment) (quickDel, error) {
+	names, err := conn.DumpChains(table)
+	if err != nil {
+		return quickDel{}, err
+	}
+	ownName := DNATChainName(att.Network, att.ContainerID)
+	switch {
+	case !slices.Contains(names, ownName):
+		return quickDel{nothing: true}, nil
+	case slices.Contains(names, hashedChain(oldSNATPrefix, att.Network, att.ContainerID)),
+		!slices.Contains(names, HostPortDNATChain):
+		return quickDel{}, nil
+	}
+	own := &nftables.Chain{Name: ownName, Table: table}
+	rules, err := conn.GetRules(table, own)
+	if err != nil {
+		return quickDel{}, err
+	}
+	if slices.ContainsFunc(rules, func(r *nftables.Rule) bool { return !ownedBy(r, att) }) {
+		return quickDel{}, nil
+	}
+	mine, total, err := jumpsInto(conn, &nftables.Chain{Name: HostPortDNATChain, Table: table}, ownName)
+	if err != nil || len(mine) == total {
+		return quickDel{}, err // the node's last mappings: the shared chains go too
+	}
+	return quickDel{own: own, rules: slices.Concat(mine, rules)}, nil
 }
 
 // jumpsInto lists the rules of entry that jump to chain, and how many
@@ -122,16 +123,6 @@ func jumpsInto(conn *NFTConn, entry *nftables.Chain, chain string) (rules []*nft
 		}
 	}
 	return rules, len(all), nil
-}
-
-func natChains(all []*nftables.Chain) map[string]*nftables.Chain {
-	m := map[string]*nftables.Chain{}
-	for _, c := range all {
-		if c.Table.Name == "nat" {
-			m[c.Name] = c
-		}
-	}
-	return m
 }
 
 // ownedBy reads the rule's comment match, as iptables-nft stores it.

@@ -9,6 +9,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/netconf"
 )
 
 // The netfilter netlink sockets of this package are released without
@@ -70,7 +72,7 @@ func (r RawRule) Rule(table *nftables.Table) *nftables.Rule {
 // decoding their expressions (the library's decoding costs ~15 µs a rule).
 // Neither library reports a dump that a concurrent commit interrupted
 // (NLM_F_DUMP_INTR, which can sit on the end message they strip): a reader
-// that needs a whole view compares Generation before and after.
+// that needs a whole view reads within Stable.
 func (c *NFTConn) DumpRules(table *nftables.Table, chain string) ([]RawRule, error) {
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_RULE_TABLE, table.Name)
@@ -137,8 +139,7 @@ func (c *NFTConn) DumpChains(table *nftables.Table) ([]string, error) {
 }
 
 // Generation reads the namespace's ruleset generation, which every commit
-// increments: dumps taken between two equal readings are whole and agree
-// with each other.
+// increments.
 func (c *NFTConn) Generation() (uint32, error) {
 	msgs, err := c.raw.Execute(netlink.Message{
 		Header: netlink.Header{Type: nftMsg(unix.NFT_MSG_GETGEN), Flags: netlink.Request},
@@ -162,6 +163,42 @@ func (c *NFTConn) Generation() (uint32, error) {
 		return 0, errors.New("the kernel's nftables generation reply has no ID")
 	}
 	return gen, nil
+}
+
+// stableReads bounds the reads of a ruleset that commits keep changing.
+const stableReads = 8
+
+// ErrChanging is a read that concurrent commits kept interrupting.
+var ErrChanging = netconf.Errorf(netconf.CodeTryAgainLater, "the nftables ruleset changed during each of %d reads; retry", stableReads)
+
+// Stable runs read between two equal ruleset generations, so that the
+// dumps it takes are whole and agree with each other: a dump that a
+// concurrent commit interrupts can come back short or with duplicates. A
+// read that a commit overlapped runs again after a pause, until
+// stableReads have; then Stable returns ErrChanging. Reads should leave
+// expressions encoded: decoding keeps the window open (7-11 ms for 240
+// rules).
+func (c *NFTConn) Stable(read func() error) error {
+	for attempt := range stableReads {
+		if attempt > 0 {
+			Backoff(attempt - 1)
+		}
+		before, err := c.Generation()
+		if err != nil {
+			return err
+		}
+		if err := read(); err != nil {
+			return err
+		}
+		after, err := c.Generation()
+		if err != nil {
+			return err
+		}
+		if after == before {
+			return nil
+		}
+	}
+	return ErrChanging
 }
 
 func nftMsg(t uint16) netlink.HeaderType {

@@ -208,40 +208,12 @@ type state struct {
 	rules  map[string][]*nftables.Rule
 }
 
-// maxReads bounds the reads of a ruleset that commits keep changing.
-const maxReads = 8
-
-// errChanging is a read that commits kept interrupting; the transaction
-// around it starts over, after a pause.
-var errChanging = fmt.Errorf("the nftables ruleset changed during each of %d reads", maxReads)
-
-// read takes f's chains and rules (their expressions left encoded) between
-// two equal ruleset generations, so that they are whole and consistent: a
-// dump that a concurrent commit interrupts can come back short, and a rule
-// missing from it would be one a DEL leaves behind. Not decoding keeps the
-// window between the two readings short (decoding 240 rules took 7-11 ms).
-func read(conn *nat.NFTConn, f fam) (*state, error) {
-	for attempt := range maxReads {
-		if attempt > 0 {
-			nat.Backoff(attempt - 1)
-		}
-		before, err := conn.Generation()
-		if err != nil {
-			return nil, err
-		}
-		st, err := readRaw(conn, f)
-		if err != nil {
-			return nil, err
-		}
-		after, err := conn.Generation()
-		if err != nil {
-			return nil, err
-		}
-		if after == before {
-			return st, nil
-		}
-	}
-	return nil, errChanging
+// read takes f's chains and rules (their expressions left encoded) as one
+// stable view: a rule missing from a dump that a commit interrupted would
+// be one a DEL leaves behind.
+func read(conn *nat.NFTConn, f fam) (st *state, err error) {
+	err = conn.Stable(func() (err error) { st, err = readRaw(conn, f); return err })
+	return st, err
 }
 
 // readRaw reads the table's chains and rules without decoding the rules'

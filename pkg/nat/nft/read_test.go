@@ -15,11 +15,12 @@ import (
 )
 
 // TestReadIsWholeUnderCommits reads a table of many rules while another
-// socket rewrites its fixed chains 100 times a second, as a node whose pods
-// come and go 8 at a time does (the bench's concurrent portmap phase, ~80
-// commits a second): each read must see
-// every rule, as many as the decoding read sees at rest. A rule dump spans
-// several messages, and one that a commit interrupts can come back short.
+// socket rewrites its fixed chains 200 times a second, as concurrent ADDs
+// do (the bench's concurrent portmap phase makes ~80 commits a second; more
+// here, so that an unchecked read is caught within the run): each read that
+// returns must see every rule, as many as the decoding read sees at rest. A
+// rule dump spans several messages, and one that a commit interrupts can
+// come back short or with duplicates.
 func TestReadIsWholeUnderCommits(t *testing.T) {
 	netnstest.SkipUnlessRoot(t)
 	ns := netnstest.New(t, "nftread")
@@ -72,9 +73,9 @@ func TestReadIsWholeUnderCommits(t *testing.T) {
 		}
 		defer conn.Close()
 		good := 0
-		for i := range 300 {
+		for i := range 400 {
 			st, err := read(conn, fams[0])
-			if errors.Is(err, errChanging) {
+			if errors.Is(err, nat.ErrChanging) {
 				continue // DEL and ADD start over; a short view is what must never be used
 			}
 			if err != nil {
@@ -86,14 +87,14 @@ func TestReadIsWholeUnderCommits(t *testing.T) {
 			good++
 		}
 		if good < 100 {
-			return fmt.Errorf("only %d of 300 reads got a stable view", good)
+			return fmt.Errorf("only %d of 400 reads got a stable view", good)
 		}
 		return nil
 	})
 }
 
 // churn rewrites the table's fixed chains (prerouting, output, the jump
-// to the host ports), as every ADD does, every 10 ms until stop is set:
+// to the host ports), as every ADD does, every 5 ms until stop is set:
 // rules before the attachments' in a dump's order are deleted and added.
 func churn(stop *atomic.Bool) error {
 	conn, err := nat.DialNFT()
@@ -106,7 +107,7 @@ func churn(stop *atomic.Bool) error {
 		if err := conn.Flush(); err != nil {
 			return err
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	return nil
 }
