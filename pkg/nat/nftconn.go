@@ -84,6 +84,7 @@ func (c *NFTConn) DumpRules(table *nftables.Table, chain string) ([]RawRule, err
 		return nil, err
 	}
 	rules := make([]RawRule, 0, len(msgs))
+	seen := make(map[uint64]bool, len(msgs))
 	for _, m := range msgs {
 		var r RawRule
 		err := eachAttr(m, func(ad *netlink.AttributeDecoder) {
@@ -104,6 +105,10 @@ func (c *NFTConn) DumpRules(table *nftables.Table, chain string) ([]RawRule, err
 		if r.Handle == 0 {
 			return nil, errors.New("nftables rule without a handle")
 		}
+		if seen[r.Handle] {
+			return nil, errShifted
+		}
+		seen[r.Handle] = true
 		rules = append(rules, r)
 	}
 	return rules, nil
@@ -168,16 +173,25 @@ func (c *NFTConn) Generation() (uint32, error) {
 // stableReads bounds the reads of a ruleset that commits keep changing.
 const stableReads = 8
 
+// errShifted is a dump that listed a rule twice: a dump resumes by
+// position, and another socket's transaction, uncommitted and so not seen
+// in the generation, linked rules ahead of the position meanwhile.
+var errShifted = errors.New("an nftables rule dump shifted under a concurrent transaction")
+
 // ErrChanging is a read that concurrent commits kept interrupting.
 var ErrChanging = netconf.Errorf(netconf.CodeTryAgainLater, "the nftables ruleset changed during each of %d reads; retry", stableReads)
 
 // Stable runs read between two equal ruleset generations, so that the
 // dumps it takes are whole and agree with each other: a dump that a
 // concurrent commit interrupts can come back short or with duplicates. A
-// read that a commit overlapped runs again after a pause, until
-// stableReads have; then Stable returns ErrChanging. Reads should leave
-// expressions encoded: decoding keeps the window open (7-11 ms for 240
-// rules).
+// read that a commit overlapped, or whose rule dump repeated a rule (see
+// errShifted), runs again after a pause, until stableReads have; then
+// Stable returns ErrChanging. Reads should leave expressions encoded:
+// decoding keeps the window open (7-11 ms for 240 rules).
+//
+// What remains is a window of microseconds: a commit bumps the generation
+// before it unlinks the rules it deletes, so a read that starts in between
+// can miss a rule that the unlinking moved across a dump's resume point.
 func (c *NFTConn) Stable(read func() error) error {
 	for attempt := range stableReads {
 		if attempt > 0 {
@@ -187,7 +201,9 @@ func (c *NFTConn) Stable(read func() error) error {
 		if err != nil {
 			return err
 		}
-		if err := read(); err != nil {
+		if err := read(); errors.Is(err, errShifted) {
+			continue
+		} else if err != nil {
 			return err
 		}
 		after, err := c.Generation()

@@ -164,7 +164,10 @@ func (HostPorts) Check(_ context.Context, c *nat.HostPortConf, addrs []netip.Pre
 		if err != nil {
 			return netconf.Errorf(netconf.CodeUnsupportedField, "conditions: %w", err)
 		}
-		st, err := readDecoded(conn, f)
+		// Decoding keeps the window long, so a busy node's commits may
+		// make this CHECK fail with code 11 (retry), never on a short view.
+		var st *state
+		err = conn.Stable(func() (err error) { st, err = readDecoded(conn, f); return err })
 		if err != nil {
 			return err
 		}
@@ -242,8 +245,7 @@ func readRaw(conn *nat.NFTConn, f fam) (*state, error) {
 
 // readDecoded reads the table with every rule's expressions decoded, for
 // CHECK, which compares them, and for Reset, which also takes a table
-// without chains. A concurrent commit can make it short: a CHECK then
-// fails, and is run again.
+// without chains and deletes it whole.
 func readDecoded(conn *nat.NFTConn, f fam) (*state, error) {
 	st := &state{f: f, chains: map[string]bool{}, rules: map[string][]*nftables.Rule{}}
 	tables, err := conn.ListTablesOfFamily(f.family)
