@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/cnisuite/cni/pkg/ipam"
 	"github.com/cnisuite/cni/pkg/ipam/disk"
+	"github.com/cnisuite/cni/pkg/ipam/stale"
+	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
 func run(args ...string) (code int, stdout, stderr string) {
@@ -62,33 +62,32 @@ func TestDispatch(t *testing.T) {
 	}
 }
 
-// identity stands a plain file in for a namespace (the proof compares device
-// and inode, whatever the file system).
-func identity(t *testing.T, path string) ipam.Netns {
+// podNetns is the identity host-local records for a pod namespace added
+// from node: gone when the namespace was freed, else alive.
+func podNetns(t *testing.T, node *netnstest.NS, gone bool) ipam.Netns {
 	t.Helper()
-	if err := os.WriteFile(path, nil, 0o644); err != nil {
-		t.Fatal(err)
+	pod := netnstest.New(t, "cni-ctl-pod")
+	var id ipam.Netns
+	node.Do(t, func() error { id = stale.Identify(pod.Path); return nil })
+	if gone {
+		pod.Delete(t)
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	return ipam.Netns{Path: path, Dev: st.Dev, Ino: st.Ino}
+	return id
 }
 
-// network makes cbr0 with one reservation in each state: .2 alive, .3 gone
-// (its "namespace" deleted), .4 unknown (legacy record, no proof), .5 gone
-// (empty record), .6 corrupt.
-func network(t *testing.T) string {
+// network makes cbr0 with one reservation in each state, as seen from
+// node: .2 alive, .3 gone (its namespace freed), .4 unknown (legacy record,
+// no proof), .5 gone (empty record), .6 corrupt.
+func network(t *testing.T, node *netnstest.NS) string {
 	t.Helper()
-	data, ns := t.TempDir(), t.TempDir()
+	data := t.TempDir()
 	s, err := disk.Open(data, "cbr0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	claims := map[string]ipam.Claim{
-		"10.1.0.2": {Owner: ipam.Owner{ContainerID: "alive", IfName: "eth0"}, Netns: identity(t, filepath.Join(ns, "alive"))},
-		"10.1.0.3": {Owner: ipam.Owner{ContainerID: "dead", IfName: "eth0"}, Netns: identity(t, filepath.Join(ns, "dead"))},
+		"10.1.0.2": {Owner: ipam.Owner{ContainerID: "alive", IfName: "eth0"}, Netns: podNetns(t, node, false)},
+		"10.1.0.3": {Owner: ipam.Owner{ContainerID: "dead", IfName: "eth0"}, Netns: podNetns(t, node, true)},
 	}
 	for a, c := range claims {
 		if ok, err := s.Reserve(netip.MustParseAddr(a), c, 0); !ok || err != nil {
@@ -96,7 +95,6 @@ func network(t *testing.T) string {
 		}
 	}
 	s.Close()
-	os.Remove(filepath.Join(ns, "dead"))
 	for name, content := range map[string]string{"10.1.0.4": "old", "10.1.0.5": "", "10.1.0.6": "\x00"} {
 		if err := os.WriteFile(filepath.Join(data, "cbr0", name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
@@ -105,9 +103,17 @@ func network(t *testing.T) string {
 	return data
 }
 
+// runIn runs cnictl in node's namespace, where the reservations' nsids are.
+func runIn(t *testing.T, node *netnstest.NS, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	node.Do(t, func() error { code, stdout, stderr = run(args...); return nil })
+	return code, stdout, stderr
+}
+
 func TestIPAMLs(t *testing.T) {
-	data := network(t)
-	code, out, stderr := run("ipam", "ls", "--data-dir", data)
+	node := netnstest.New(t, "cni-ctl-node")
+	data := network(t, node)
+	code, out, stderr := runIn(t, node, "ipam", "ls", "--data-dir", data)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -129,7 +135,7 @@ func TestIPAMLs(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", w, out)
 		}
 	}
-	code, out, _ = run("ipam", "ls", "cbr0", "--json", "--data-dir", data)
+	code, out, _ = runIn(t, node, "ipam", "ls", "cbr0", "--json", "--data-dir", data)
 	var rows []row
 	if err := json.Unmarshal([]byte(out), &rows); err != nil || code != 0 || len(rows) != 5 {
 		t.Fatalf("--json: exit %d, %v:\n%s", code, err, out)
@@ -144,16 +150,17 @@ func TestIPAMLs(t *testing.T) {
 }
 
 func TestIPAMGC(t *testing.T) {
-	data := network(t)
+	node := netnstest.New(t, "cni-ctl-node")
+	data := network(t, node)
 	records := func() string { return strings.Join(reservations(t, filepath.Join(data, "cbr0")), " ") }
-	code, out, _ := run("ipam", "gc", "cbr0", "--dry-run", "--data-dir", data)
+	code, out, _ := runIn(t, node, "ipam", "gc", "cbr0", "--dry-run", "--data-dir", data)
 	if code != 0 || !strings.Contains(out, "cbr0: would release 2 of 5 reservations; kept 1 alive, 1 unknown, 1 corrupt") {
 		t.Fatalf("dry run: exit %d:\n%s", code, out)
 	}
 	if got := records(); got != "10.1.0.2 10.1.0.3 10.1.0.4 10.1.0.5 10.1.0.6" {
 		t.Fatalf("the dry run released something: %s", got)
 	}
-	code, out, _ = run("ipam", "gc", "--json", "--data-dir", data, "cbr0")
+	code, out, _ = runIn(t, node, "ipam", "gc", "--json", "--data-dir", data, "cbr0")
 	var rep gcReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || rep.DryRun || len(rep.Reclaimed) != 2 || len(rep.Kept) != 3 {
 		t.Fatalf("gc: exit %d, %v:\n%s", code, err, out)

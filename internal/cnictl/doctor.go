@@ -73,7 +73,7 @@ func checks() []check {
 		{name: "cni-plugins", run: checkPlugins, about: "every plugin the configuration names is in the bin dir"},
 		{name: "subnet-env", run: checkSubnetEnv, about: "subnetd's subnet.env exists and parses"},
 		{name: "subnetd-ready", run: checkReady, about: "subnetd's /readyz answers ready"},
-		{name: "ipam-store", run: checkIPAM, about: "host-local stores have room or reclaimable addresses"},
+		{name: "ipam-store", inNS: true, run: checkIPAM, about: "host-local stores have room or reclaimable addresses"},
 		{name: "bridge-address", inNS: true, run: checkBridgeAddr, about: "cni0's address is in FLANNEL_SUBNET"},
 		{name: "forward-policy", inNS: true, run: checkForward, about: "FORWARD accepts the pod network"},
 		{name: "br-netfilter", inNS: true, run: checkBrNetfilter, about: "br_netfilter is loaded"},

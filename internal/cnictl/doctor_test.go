@@ -48,13 +48,13 @@ func healthyNode(t *testing.T) *nodeFixture {
 		must(t, os.WriteFile(filepath.Join(f.bin, p), []byte("#!/bin/true\n"), 0o755))
 	}
 	must(t, os.WriteFile(f.subnet, []byte(subnetEnv), 0o644))
-	reserve(t, f.data, "10.244.1.2", 1, false)
 	f.ready = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(f.readyStatus)
 		fmt.Fprintln(w, map[bool]string{true: "ready", false: "no lease yet: waiting for etcd"}[f.readyStatus == 200])
 	}))
 	t.Cleanup(f.ready.Close)
 	f.ns = netnstest.New(t, "doctor")
+	f.reserve(t, "10.244.1.2", 1, false)
 	f.ns.Run(t, "ip", "link", "add", "cni0", "mtu", "1450", "type", "bridge")
 	f.ns.Run(t, "ip", "addr", "add", "10.244.1.1/28", "dev", "cni0")
 	f.ns.Run(t, "ip", "addr", "add", "fd44:0:0:1::1/64", "dev", "cni0", "nodad")
@@ -73,22 +73,19 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// reserve records count addresses from first of cbr0 in data; gone ones name a
-// namespace file that is then deleted, so stale proves its owner gone.
-func reserve(t *testing.T, data, first string, count int, gone bool) {
+// reserve records count addresses from first of cbr0 for pods added from
+// the node's namespace; gone ones' namespaces are then freed, so stale
+// proves their owners gone.
+func (f *nodeFixture) reserve(t *testing.T, first string, count int, gone bool) {
 	t.Helper()
-	s, err := disk.Open(data, "cbr0")
+	s, err := disk.Open(f.data, "cbr0")
 	must(t, err)
 	defer s.Close()
 	a := netip.MustParseAddr(first)
 	for i := range count {
-		p := filepath.Join(t.TempDir(), "ns")
-		c := ipam.Claim{Owner: ipam.Owner{ContainerID: fmt.Sprintf("c%d", i), IfName: "eth0"}, Netns: identity(t, p)}
+		c := ipam.Claim{Owner: ipam.Owner{ContainerID: fmt.Sprintf("c%d", i), IfName: "eth0"}, Netns: podNetns(t, f.ns, gone)}
 		if ok, err := s.Reserve(a, c, 0); !ok || err != nil {
 			t.Fatal(ok, err)
-		}
-		if gone {
-			must(t, os.Remove(p))
 		}
 		a = a.Next()
 	}
@@ -179,13 +176,13 @@ func TestDoctorBroken(t *testing.T) {
 			f.ready.Close()
 		}, "subnetd-ready", Error, "does not answer", "start subnetd"},
 		{"store full of gone owners", func(t *testing.T, f *nodeFixture) {
-			reserve(t, f.data, "10.244.1.3", 12, true) // with the live .2: all 13
+			f.reserve(t, "10.244.1.3", 12, true) // with the live .2: all 13
 		}, "ipam-store", Error, "no IP addresses available in network: cbr0", "cnictl ipam gc cbr0"},
 		{"store nearly full", func(t *testing.T, f *nodeFixture) {
-			reserve(t, f.data, "10.244.1.3", 11, true)
+			f.reserve(t, "10.244.1.3", 11, true)
 		}, "ipam-store", Warn, "nearly out of addresses", "cnictl ipam gc cbr0"},
 		{"store full of live owners", func(t *testing.T, f *nodeFixture) {
-			reserve(t, f.data, "10.244.1.3", 12, false)
+			f.reserve(t, "10.244.1.3", 12, false)
 		}, "ipam-store", Error, "every owner is alive or unproven", "larger subnet"},
 		{"cni0 of an old lease", func(t *testing.T, f *nodeFixture) {
 			f.ns.Run(t, "ip", "addr", "add", "10.244.7.1/24", "dev", "cni0")
@@ -194,7 +191,7 @@ func TestDoctorBroken(t *testing.T) {
 			f.ns.Run(t, "ip", "addr", "add", "fd44:0:0:9::1/64", "dev", "cni0", "nodad")
 		}, "bridge-address", Error, "cni0 holds fd44:0:0:9::1/64, outside this node's subnet fd44:0:0:1::1/64", "recreates it with fd44:0:0:1::1/64"},
 		{"store of another network is not measured against flannel's subnet", func(t *testing.T, f *nodeFixture) {
-			reserve(t, f.data, "10.244.1.3", 12, true) // cbr0 full, as in the case above
+			f.reserve(t, "10.244.1.3", 12, true) // cbr0 full, as in the case above
 			must(t, os.Rename(filepath.Join(f.data, "cbr0"), filepath.Join(f.data, "zz-other")))
 		}, "ipam-store", OK, "host-local network zz-other has room", ""},
 		{"FORWARD DROP", func(t *testing.T, f *nodeFixture) {

@@ -51,7 +51,7 @@ func TestReadSuiteConfs(t *testing.T) {
 }
 
 func TestPlanStores(t *testing.T) {
-	data := network(t) // cbr0: .2 alive, others gone, unknown or corrupt
+	data := network(t, netnstest.New(t, "cni-ctl-node")) // cbr0: .2 alive, others gone, unknown or corrupt
 	if err := os.MkdirAll(filepath.Join(data, "notastore"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestPlanStores(t *testing.T) {
 	if want := []string{filepath.Join(data, "cbr0")}; !reflect.DeepEqual(stores, want) {
 		t.Errorf("stores %v, want %v (a directory without host-local's lock is not one)", stores, want)
 	}
-	if len(p.pods) != 1 || !regexp.MustCompile(`^container alive in /\S+/alive holds 10.1.0.2 of cbr0$`).MatchString(p.pods[0]) {
+	if len(p.pods) != 1 || !regexp.MustCompile(`^container alive in /run/netns/cni-ctl-pod-\w+ holds 10.1.0.2 of cbr0$`).MatchString(p.pods[0]) {
 		t.Errorf("live owners %q, want the alive one only", p.pods)
 	}
 	if s, err := p.planStores(filepath.Join(data, "missing")); s != nil || err != nil {

@@ -31,14 +31,20 @@ func (o Owner) String() string {
 
 // Netns is the network namespace an attachment was added in, as seen at ADD:
 // the CNI_NETNS path and, when that path was a namespace, the namespace's
-// device and inode, and its ID where the kernel has one (NS_GET_ID, Linux
-// 6.18+: unique for the boot, where inode numbers are reused). A later look
-// at the path proves the owner gone (path missing, or holding another
-// namespace) or not.
+// device and inode, its ID where the kernel has one (NS_GET_ID, Linux 6.18+:
+// unique for the boot, where inode numbers are reused), and its nsid in the
+// node's namespace (the one the plugin ran in, told by NodeIno and NodeID).
+// The path tells whether the namespace is still where it was; only the nsid
+// can prove it freed (see pkg/ipam/stale).
 type Netns struct {
 	Path     string
 	Dev, Ino uint64 // zero: the path could not be identified as a namespace
 	ID       uint64 // zero: the kernel cannot tell
+	NSID     int32  // meaningful only when NodeIno is set
+	// NodeIno and NodeID identify the namespace NSID was assigned in; a zero
+	// NodeIno means no nsid was recorded (an older version, or the kernel
+	// refused one).
+	NodeIno, NodeID uint64
 }
 
 // Identified reports whether n can prove anything: a path and an identity.

@@ -155,8 +155,7 @@ func (s *Store) Reserve(addr netip.Addr, c ipam.Claim, set int) (bool, error) {
 		return false, err
 	}
 	defer os.Remove(tmp) // before touched: the removal changes the directory too
-	h := held{IP: addr, Rec: ino, Netns: c.Netns.Path, NsDev: c.Netns.Dev, NsIno: c.Netns.Ino, NsID: c.Netns.ID}
-	if err := s.writeEntry(c.Owner, old.with(c.Owner, h)); err != nil {
+	if err := s.writeEntry(c.Owner, old.with(c.Owner, heldFor(addr, ino, c.Netns))); err != nil {
 		return false, err
 	}
 	if err := os.Link(tmp, name); err != nil {

@@ -61,6 +61,11 @@ type held struct {
 	NsDev uint64     `json:"nsDev,omitempty"`
 	NsIno uint64     `json:"nsIno,omitempty"`
 	NsID  uint64     `json:"nsId,omitempty"`
+	// The nsid of the namespace in the node's namespace, and which namespace
+	// that is; a zero NSID is stored only with a NodeIno.
+	NSID    int32  `json:"nsid,omitempty"`
+	NodeIno uint64 `json:"nodeIno,omitempty"`
+	NodeID  uint64 `json:"nodeId,omitempty"`
 }
 
 func (e *entry) owner() ipam.Owner { return ipam.Owner{ContainerID: e.ID, IfName: e.IfName} }
@@ -102,7 +107,13 @@ func (e *entry) without(a netip.Addr) *entry {
 }
 
 func (h held) netns() ipam.Netns {
-	return ipam.Netns{Path: h.Netns, Dev: h.NsDev, Ino: h.NsIno, ID: h.NsID}
+	return ipam.Netns{Path: h.Netns, Dev: h.NsDev, Ino: h.NsIno, ID: h.NsID, NSID: h.NSID, NodeIno: h.NodeIno, NodeID: h.NodeID}
+}
+
+// heldFor is the index item of addr reserved in record rec for a claim
+// whose owner lives in n.
+func heldFor(addr netip.Addr, rec uint64, n ipam.Netns) held {
+	return held{IP: addr, Rec: rec, Netns: n.Path, NsDev: n.Dev, NsIno: n.Ino, NsID: n.ID, NSID: n.NSID, NodeIno: n.NodeIno, NodeID: n.NodeID}
 }
 
 // ownerKey names an attachment's index file: a hash, since container IDs and

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -33,7 +32,11 @@ const full4 = `"ranges":[[{"subnet":"10.1.0.0/29","rangeEnd":"10.1.0.5"}]]`
 // range full of live pods still fails; with reclaimStale off, nothing is
 // reclaimed.
 func TestReclaimGoneOnExhaustion(t *testing.T) {
-	netnstest.SkipUnlessRoot(t)
+	node := netnstest.New(t, "cni-hl-node")
+	node.Do(t, func() error { reclaimGoneOnExhaustion(t); return nil })
+}
+
+func reclaimGoneOnExhaustion(t *testing.T) {
 	dir := t.TempDir()
 	c := conf(dir, full4)
 	var pods []*netnstest.NS
@@ -45,9 +48,7 @@ func TestReclaimGoneOnExhaustion(t *testing.T) {
 		pods = append(pods, p)
 	}
 	for _, p := range pods[:3] {
-		if out, err := exec.Command("ip", "netns", "delete", p.Name).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
+		p.Delete(t)
 	}
 	live := netnstest.New(t, "cni-hl-pod")
 	off := args("new", "eth0", conf(dir, full4+`,"reclaimStale":false`))
@@ -81,7 +82,11 @@ func TestReclaimGoneOnExhaustion(t *testing.T) {
 // TestStatusCountsReclaimable: a range full only because of gone owners is
 // not reported exhausted (an ADD would succeed), unless reclaimStale is off.
 func TestStatusCountsReclaimable(t *testing.T) {
-	netnstest.SkipUnlessRoot(t)
+	node := netnstest.New(t, "cni-hl-node")
+	node.Do(t, func() error { statusCountsReclaimable(t); return nil })
+}
+
+func statusCountsReclaimable(t *testing.T) {
 	dir := t.TempDir()
 	c := conf(dir, `"ranges":[[{"subnet":"10.1.0.0/30"}]]`)
 	p := netnstest.New(t, "cni-hl-pod")
@@ -89,9 +94,7 @@ func TestStatusCountsReclaimable(t *testing.T) {
 	a.Netns = p.Path
 	add(t, a)
 	wantCode(t, Plugin{}.Status(ctx, args("", "", c)), netconf.CodeExhausted, "range set 0")
-	if out, err := exec.Command("ip", "netns", "delete", p.Name).CombinedOutput(); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
+	p.Delete(t)
 	if err := (Plugin{}).Status(ctx, args("", "", c)); err != nil {
 		t.Fatalf("STATUS with a reclaimable address: %v", err)
 	}

@@ -1,19 +1,22 @@
 // Package stale tells reservations whose owner is provably gone from those
 // whose owner might be alive. A reservation records the namespace its
-// attachment was added in (path, the namespace's device and inode, and its
-// kernel ID where there is one); the owner is gone when that path no longer
-// holds that namespace and nothing on the node (a mount, a task, an open
-// file) holds it any more. The kernel reuses namespace inode numbers at once;
-// without an ID, a namespace found with the recorded inode counts as ours.
-// Whatever cannot be proved is Unknown, and only Gone is ever reclaimed.
+// attachment was added in: the CNI_NETNS path, the namespace's device, inode
+// and kernel ID (Linux 6.18+), and the nsid the node's namespace gave it.
+//
+// Only the nsid proves a namespace freed. A path proves nothing: a namespace
+// outlives its path while anything holds it (a bind mount in another mount
+// namespace, a task, an open file, a socket of a process that left it), and
+// not all of those can be found from here. The kernel assigns each
+// namespace at most one nsid per peer namespace and takes it back only when
+// the namespace is freed (nothing at all holds it), then hands the number to
+// the next namespace. So the attachment's namespace is gone when its nsid is
+// free, or when the namespace now holding that nsid is provably another one.
+// Anything else is Unknown, and only Gone is ever reclaimed.
 package stale
 
 import (
 	"errors"
 	"fmt"
-	"os"
-	"sync"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -37,59 +40,37 @@ type Verdict struct {
 	Reason string
 }
 
-// Identify describes the namespace at path as ADD records it. The identity
-// is left zero unless path is a namespace (nsfs): a plain file or a missing
-// path proves nothing later.
+// Identify describes the namespace at path as ADD records it, giving it an
+// nsid in the calling thread's namespace (the node's) when it has none. The
+// identity is left zero unless path is a namespace (nsfs): a plain file or a
+// missing path proves nothing later.
 func Identify(path string) ipam.Netns {
 	n := ipam.Netns{Path: path}
 	if path == "" {
 		return n
 	}
-	f, err := os.Open(path)
+	f, err := openNamespace(path)
 	if err != nil {
 		return n
 	}
 	defer f.Close()
-	var fs unix.Statfs_t
-	var st unix.Stat_t
-	if unix.Fstatfs(int(f.Fd()), &fs) != nil || fs.Type != unix.NSFS_MAGIC || unix.Fstat(int(f.Fd()), &st) != nil {
+	id, ok := identifyFile(f)
+	if !ok {
 		return n
 	}
-	n.Dev, n.Ino = st.Dev, st.Ino
-	n.ID, _ = fileNamespaceID(f) // zero on kernels before 6.18
+	n.Dev, n.Ino, n.ID = id.dev, id.ino, id.id
+	n.NSID, n.NodeIno, n.NodeID, _ = assignNSID(f) // NodeIno stays zero on failure: no proof later
 	return n
 }
 
-// nsGetID is NS_GET_ID, _IOR(0xb7, 13, __u64): the namespace's ID, unique
-// for the boot (Linux 6.18+).
-const nsGetID = 2<<30 | 8<<16 | 0xb7<<8 | 13
-
-func fileNamespaceID(f *os.File) (uint64, error) {
-	var id uint64
-	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), nsGetID, uintptr(unsafe.Pointer(&id))); errno != 0 {
-		return 0, errno
-	}
-	return id, nil
-}
-
-// namespaceID reads the ID of the namespace at path.
-func namespaceID(path string) (uint64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	return fileNamespaceID(f)
-}
-
-// Prober judges reservations. It looks at /proc once, on the first
-// reservation that needs it, so one Prober serves one decision (one verb).
+// Prober judges reservations. It reads the node's nsids and what holds
+// each once, on the first reservation that needs them, so one Prober serves
+// one decision (one verb).
 type Prober struct {
 	Proc string // procfs mount; "/proc" when empty
 
-	once sync.Once
-	used map[nsID][]holder // namespaces something holds, and what
-	err  error
+	owners map[int32]holder // the namespaces visible here, by nsid; nil until needed
+	err    error
 }
 
 // Judge returns the state of r's owner.
@@ -111,7 +92,7 @@ func (p *Prober) Judge(r ipam.Reservation) Verdict {
 }
 
 // netnsState compares the recorded namespace with what its path holds now,
-// then looks for anything else holding it.
+// then asks the nsid whether the namespace was freed.
 func (p *Prober) netnsState(n ipam.Netns) (State, string) {
 	here, reason, err := atPath(n)
 	if err != nil {
@@ -120,14 +101,17 @@ func (p *Prober) netnsState(n ipam.Netns) (State, string) {
 	if here {
 		return Alive, reason
 	}
-	where, err := p.heldBy(n)
-	if err != nil {
-		return Unknown, fmt.Sprintf("%s, but whether something still holds net:[%d] is unknown: %v", reason, n.Ino, err)
+	if n.NodeIno == 0 {
+		return Unknown, reason + ", but no nsid was recorded at ADD (an older version's entry), so nothing proves net:[" + fmt.Sprint(n.Ino) + "] freed"
 	}
-	if where != "" {
-		return Unknown, fmt.Sprintf("%s, but net:[%d] is still held by %s", reason, n.Ino, where)
+	freed, why, err := p.freed(n)
+	switch {
+	case err != nil:
+		return Unknown, fmt.Sprintf("%s, but whether net:[%d] was freed cannot be told: %v", reason, n.Ino, err)
+	case !freed:
+		return Unknown, reason + ", but " + why
 	}
-	return Gone, reason
+	return Gone, reason + "; " + why
 }
 
 // atPath reports whether n's path still holds n's namespace, and how it
@@ -153,35 +137,6 @@ func atPath(n ipam.Netns) (bool, string, error) {
 		return false, fmt.Sprintf("%s holds namespace %d, not %d, which reused inode %d (ours was deleted, the path reused)", n.Path, id, n.ID, n.Ino), nil
 	}
 	return true, fmt.Sprintf("namespace net:[%d] (id %d) is at %s", n.Ino, n.ID, n.Path), nil
-}
-
-// heldBy says what holds n's namespace, "" when nothing does. A holder of a
-// namespace with the same inode but another ID holds a newer namespace.
-func (p *Prober) heldBy(n ipam.Netns) (string, error) {
-	p.once.Do(func() {
-		proc := p.Proc
-		if proc == "" {
-			proc = "/proc"
-		}
-		p.used, p.err = namespacesInUse(proc)
-	})
-	if p.err != nil {
-		return "", p.err
-	}
-	for _, h := range p.used[nsID{n.Dev, n.Ino}] {
-		if n.ID == 0 {
-			return h.what, nil
-		}
-		id, err := namespaceID(h.path)
-		switch {
-		case err == nil && id != n.ID, skip(err):
-			continue // a newer namespace, or a holder that went away
-		case err != nil:
-			return h.what + " (which namespace it is cannot be told: " + err.Error() + ")", nil
-		}
-		return h.what, nil
-	}
-	return "", nil
 }
 
 // Survey judges every reservation of s.

@@ -1,0 +1,137 @@
+package netnstest
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The holders below keep a namespace alive after its path is deleted, in
+// ways a look at this mount namespace and at /proc cannot trace back to it.
+// Each returns a release; the test's end releases too.
+
+// HoldByMount bind-mounts the namespace at path in a private mount
+// namespace of a sleeping process, whose own network namespace is another.
+func HoldByMount(t testing.TB, path string) (release func()) {
+	t.Helper()
+	target := filepath.Join(t.TempDir(), "held")
+	if err := os.WriteFile(target, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount --bind "$1" "$2" && echo held && exec sleep 600`, "sh", path, target)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	release = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	t.Cleanup(release)
+	if line, _ := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "held" {
+		release()
+		t.Fatalf("bind-mounting %s in another mount namespace failed", path)
+	}
+	return release
+}
+
+// HoldBySocket opens a socket inside the namespace at path from this
+// process, which then leaves the namespace: the socket alone holds it.
+func HoldBySocket(t testing.TB, path string) (release func()) {
+	t.Helper()
+	fd, err := socketIn(path)
+	if err != nil {
+		t.Fatalf("opening a socket in %s: %v", path, err)
+	}
+	release = func() { _ = unix.Close(fd) }
+	t.Cleanup(release)
+	return release
+}
+
+// socketIn opens the socket on a thread of its own: a thread that cannot
+// return to the test's namespace is never unlocked, so Go ends it.
+func socketIn(path string) (int, error) {
+	type result struct {
+		fd  int
+		err error
+	}
+	done := make(chan result)
+	go func() {
+		runtime.LockOSThread()
+		fd, back, err := socketThere(path)
+		if back {
+			runtime.UnlockOSThread()
+		}
+		done <- result{fd, err}
+	}()
+	r := <-done
+	return r.fd, r.err
+}
+
+// socketThere enters the namespace at path, opens a socket and comes back;
+// back reports whether the thread is in its own namespace again.
+func socketThere(path string) (fd int, back bool, err error) {
+	home, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return -1, true, err
+	}
+	defer home.Close()
+	target, err := os.Open(path)
+	if err != nil {
+		return -1, true, err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return -1, true, err
+	}
+	fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	return fd, unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil, err
+}
+
+// Delete removes the namespace's path and waits until the kernel has freed
+// the namespace, which nothing else may hold.
+func (n *NS) Delete(t testing.TB) {
+	t.Helper()
+	n.Remove(t)(t)
+}
+
+// Remove removes the namespace's path; whatever else holds the namespace
+// keeps it. The returned freed waits until the kernel has freed it (it does
+// so asynchronously once nothing holds it), failing the test after 5 s.
+func (n *NS) Remove(t testing.TB) (freed func(testing.TB)) {
+	t.Helper()
+	h, _, herr := unix.NameToHandleAt(unix.AT_FDCWD, n.Path, 0)
+	run(t, "ip", "netns", "delete", n.Name)
+	if herr != nil { // no file handles for namespaces before Linux 6.18
+		return func(testing.TB) { time.Sleep(500 * time.Millisecond) }
+	}
+	return func(t testing.TB) {
+		t.Helper()
+		nsfs, err := os.Open("/proc/self/ns/net")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nsfs.Close()
+		for range 250 {
+			fd, err := unix.OpenByHandleAt(int(nsfs.Fd()), h, unix.O_RDONLY|unix.O_CLOEXEC)
+			if errors.Is(err, unix.ESTALE) {
+				return
+			}
+			if err != nil {
+				t.Fatalf("looking for namespace %s by its handle: %v", n.Name, err)
+			}
+			unix.Close(fd)
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("namespace %s still exists 5 s after its deletion", n.Name)
+	}
+}
