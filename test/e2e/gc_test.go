@@ -251,9 +251,7 @@ func TestFieldFailureReclaimThenGC(t *testing.T) {
 		forgetCached(t, c, c.containerID(p))
 	}
 	for _, p := range pods[3:] {
-		if out, err := exec.Command("ip", "netns", "delete", p.Name).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
+		p.Delete(t)
 	}
 	if err := c.status(t); err != nil {
 		t.Fatalf("STATUS with reclaimable addresses: %v", err)
