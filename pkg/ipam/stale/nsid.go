@@ -101,12 +101,12 @@ func assignNSID(f *os.File) (nsid int32, nodeIno, nodeID uint64, err error) {
 		return 0, 0, 0, err
 	}
 	fdAttr := nl.NewRtAttr(unix.NETNSA_FD, nl.Uint32Attr(uint32(f.Fd())))
-	nsid, err = nsidRequest(unix.RTM_GETNSID, fdAttr)
+	nsid, err = nsidRequest(fdAttr)
 	if err == nil && nsid == unix.NETNSA_NSID_NOT_ASSIGNED {
 		// Another process may assign one between the two requests: EEXIST.
 		err = nsidSet(fdAttr)
 		if err == nil || errors.Is(err, unix.EEXIST) {
-			nsid, err = nsidRequest(unix.RTM_GETNSID, fdAttr)
+			nsid, err = nsidRequest(fdAttr)
 		}
 	}
 	if err == nil && nsid < 0 {
@@ -132,19 +132,20 @@ func nsidSet(fdAttr *nl.RtAttr) error {
 // nsidRequest sends RTM_GETNSID with attr and returns the nsid answered.
 // Asked by nsid, the kernel answers ENOENT once that nsid's namespace is
 // freed or being freed (nothing holds it any more).
-func nsidRequest(typ int, attr *nl.RtAttr) (int32, error) {
-	req := nl.NewNetlinkRequest(typ, 0)
-	req.AddData(nl.NewRtGenMsg())
+func nsidRequest(attr *nl.RtAttr) (int32, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETNSID, 0)
+	hdr := nl.NewRtGenMsg()
+	req.AddData(hdr)
 	req.AddData(attr)
 	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNSID)
 	if err != nil {
 		return 0, err
 	}
 	for _, m := range msgs {
-		if len(m) < nl.NewRtGenMsg().Len() {
+		if len(m) < hdr.Len() {
 			continue
 		}
-		attrs, err := nl.ParseRouteAttr(m[nl.NewRtGenMsg().Len():])
+		attrs, err := nl.ParseRouteAttr(m[hdr.Len():])
 		if err != nil {
 			return 0, err
 		}
@@ -160,7 +161,7 @@ func nsidRequest(typ int, attr *nl.RtAttr) (int32, error) {
 // nsidTaken reports whether nsid names a live namespace in the calling
 // thread's namespace.
 func nsidTaken(nsid int32) (bool, error) {
-	_, err := nsidRequest(unix.RTM_GETNSID, nl.NewRtAttr(unix.NETNSA_NSID, nl.Uint32Attr(uint32(nsid))))
+	_, err := nsidRequest(nl.NewRtAttr(unix.NETNSA_NSID, nl.Uint32Attr(uint32(nsid))))
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return false, nil
@@ -270,7 +271,7 @@ func nsidAt(pl place) (holder, int32, bool) {
 	if !ok {
 		return holder{}, 0, false
 	}
-	nsid, err := nsidRequest(unix.RTM_GETNSID, nl.NewRtAttr(unix.NETNSA_FD, nl.Uint32Attr(uint32(f.Fd()))))
+	nsid, err := nsidRequest(nl.NewRtAttr(unix.NETNSA_FD, nl.Uint32Attr(uint32(f.Fd()))))
 	if err != nil || nsid < 0 {
 		return holder{}, 0, false
 	}
