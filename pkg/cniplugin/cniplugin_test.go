@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"syscall"
 	"testing"
 
@@ -96,5 +98,34 @@ func TestUndoRunsInReverseOnlyOnError(t *testing.T) {
 	}
 	if fmt.Sprint(order) != "[2 1]" {
 		t.Fatalf("undo order %v, want [2 1]", order)
+	}
+}
+
+// TestBoundStdin: a configuration within the limit reaches skel's stdin
+// whole; one over it is refused with code 6.
+func TestBoundStdin(t *testing.T) {
+	orig := os.Stdin
+	t.Cleanup(func() { os.Stdin = orig })
+	feed := func(data []byte) {
+		f, err := os.CreateTemp(t.TempDir(), "stdin")
+		if err != nil || f.Close() != nil || os.WriteFile(f.Name(), data, 0o600) != nil {
+			t.Fatal(err)
+		}
+		if os.Stdin, err = os.Open(f.Name()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("CNI_COMMAND", "ADD")
+	conf := []byte(`{"cniVersion":"1.1.0","name":"n","type":"bridge"}`)
+	feed(conf)
+	if err := boundStdin(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(os.Stdin); err != nil || !bytes.Equal(got, conf) {
+		t.Fatalf("skel would read %q, %v; want %q", got, err, conf)
+	}
+	feed(bytes.Repeat([]byte{' '}, netconf.MaxConfSize+1))
+	if err := ToCNIError(boundStdin()); err == nil || err.Code != netconf.CodeDecoding {
+		t.Fatalf("a configuration over the limit: %v, want code 6", err)
 	}
 }
