@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
@@ -127,5 +130,29 @@ func TestBoundStdin(t *testing.T) {
 	feed(bytes.Repeat([]byte{' '}, netconf.MaxConfSize+1))
 	if err := ToCNIError(boundStdin()); err == nil || err.Code != netconf.CodeDecoding {
 		t.Fatalf("a configuration over the limit: %v, want code 6", err)
+	}
+}
+
+// TestLogFileFIFO: a logFile naming a FIFO without a reader does not block
+// the plugin; it logs to stderr instead. A regular logFile is written.
+func TestLogFileFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo, file := filepath.Join(dir, "fifo"), filepath.Join(dir, "log")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		newLogger("test", "ADD", &skel.CmdArgs{StdinData: []byte(`{"logFile":"` + fifo + `"}`)}).Debug("not written: below the default level")
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("opening a FIFO without reader as logFile blocked")
+	}
+	newLogger("test", "ADD", &skel.CmdArgs{StdinData: []byte(`{"logFile":"` + file + `"}`)}).Error("logged")
+	if data, err := os.ReadFile(file); err != nil || !bytes.Contains(data, []byte("logged")) {
+		t.Errorf("logFile holds %q, %v", data, err)
 	}
 }
