@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -20,7 +17,9 @@ import (
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/nat/nft"
+	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
+	"github.com/cnisuite/cni/pkg/regfile"
 	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
@@ -52,10 +51,12 @@ type step struct {
 	inNS bool // runs inside --netns
 }
 
-// resetPlan is everything found, and the pods that make reset refuse.
+// resetPlan is everything found, the pods that make reset refuse, and the
+// candidates kept ("path: why").
 type resetPlan struct {
 	steps []step
 	pods  []string
+	kept  []string
 }
 
 func reset(e *env, args []string) error {
@@ -101,6 +102,9 @@ func runReset(e *env, o resetOpts, p *resetPlan) error {
 	}
 	if n == 0 {
 		b.WriteString("nothing of the suite is left on this node\n")
+	}
+	for _, k := range p.kept {
+		fmt.Fprintf(&b, "kept %s\n", k)
 	}
 	fmt.Fprintf(&b, "kept: the configurations in %s and the binaries (rm them to uninstall the suite)\n", o.confDir)
 	if _, err := e.stdout.Write([]byte(b.String())); err != nil {
@@ -247,70 +251,6 @@ func deleteLinks(names []string) error {
 	return errors.Join(errs...)
 }
 
-// planFiles finds the state files: host-local stores (refusing while one
-// has a live owner), the flannel plugin's saved configurations, libcni's
-// cached results of the configured networks, subnet.env, portmap's lock.
-func (p *resetPlan) planFiles(o resetOpts, cfg *suiteConfs) error {
-	var files, what []string
-	found := func(kind string, paths ...string) {
-		files = append(files, paths...)
-		what = append(what, prefixed(kind+" ", paths)...)
-	}
-	for _, dir := range cfg.dataDirs {
-		stores, err := p.planStores(dir)
-		if err != nil {
-			return err
-		}
-		found("host-local store", stores...)
-	}
-	for _, dir := range cfg.flannelDirs {
-		found("flannel saved config", savedConfs(dir)...)
-	}
-	found("cached result", cachedResults(o.cacheDir, cfg.networks)...)
-	for _, f := range append(slices.Clone(cfg.subnetFiles), o.lockFile) {
-		if _, err := os.Lstat(f); err == nil {
-			found("file", f)
-		}
-	}
-	p.add(step{what: what, do: func() error { return removeAll(files) }})
-	return nil
-}
-
-func removeAll(paths []string) error {
-	var errs []error
-	for _, f := range paths {
-		if err := os.RemoveAll(f); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// planStores lists the host-local stores of dataDir: directories holding
-// host-local's "lock" file, so that a dataDir shared with other programs
-// loses nothing else. A reservation whose namespace is still in place is a
-// pod still attached.
-func (p *resetPlan) planStores(dataDir string) ([]string, error) {
-	entries, err := os.ReadDir(dataDir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading host-local's dataDir: %w; pass the one in use with --data-dir", err)
-	}
-	var out []string
-	for _, e := range entries {
-		dir := filepath.Join(dataDir, e.Name())
-		if _, err := os.Stat(filepath.Join(dir, "lock")); !e.IsDir() || err != nil {
-			continue
-		}
-		out = append(out, dir)
-		vs, _ := survey(dataDir, e.Name(), nil) // a store that cannot be read proves no pod
-		p.pods = append(p.pods, liveOwners(e.Name(), vs)...)
-	}
-	return out, nil
-}
-
 // liveOwners describes the containers whose namespace is still in place,
 // one line per container with all its addresses.
 func liveOwners(network string, vs []stale.Verdict) []string {
@@ -331,45 +271,6 @@ func liveOwners(network string, vs []stale.Verdict) []string {
 	out := make([]string, 0, len(ids))
 	for _, id := range ids {
 		out = append(out, fmt.Sprintf("container %s in %s holds %s of %s", id, netnsOf[id], strings.Join(addrs[id], ", "), network))
-	}
-	return out
-}
-
-// savedConfs lists the flannel plugin's saved delegate configurations:
-// JSON objects with a cniVersion, so that a dataDir shared with other
-// programs loses nothing else.
-func savedConfs(dir string) []string {
-	entries, _ := os.ReadDir(dir)
-	var out []string
-	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		var c struct {
-			CNIVersion string `json:"cniVersion"`
-		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err == nil && json.Unmarshal(data, &c) == nil && c.CNIVersion != "" {
-			out = append(out, filepath.Join(dir, e.Name()))
-		}
-	}
-	return out
-}
-
-// cachedResults lists libcni's cache entries of the given networks.
-func cachedResults(cacheDir string, networks []string) []string {
-	dir := filepath.Join(cacheDir, "results")
-	entries, _ := os.ReadDir(dir)
-	var out []string
-	for _, e := range entries {
-		var c struct {
-			Kind        string `json:"kind"`
-			NetworkName string `json:"networkName"`
-		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err == nil && json.Unmarshal(data, &c) == nil && c.Kind == "cniCacheV1" && slices.Contains(networks, c.NetworkName) {
-			out = append(out, filepath.Join(dir, e.Name()))
-		}
 	}
 	return out
 }
@@ -404,8 +305,9 @@ func (c *suiteConfs) add(list *[]string, v string) {
 }
 
 // readSuiteConfs reads every network configuration kubelet would (.conf,
-// .conflist, .json); one that does not parse is skipped, since reset must
-// work on a node whose configuration is broken.
+// .conflist, .json); one that does not parse, or is not a regular file of a
+// configuration's size, is skipped, since reset must work on a node whose
+// configuration is broken.
 func readSuiteConfs(o resetOpts) (*suiteConfs, error) {
 	c := &suiteConfs{}
 	c.add(&c.bridges, defaultBridge)
@@ -422,7 +324,7 @@ func readSuiteConfs(o resetOpts) (*suiteConfs, error) {
 			Name    string       `json:"name"`
 			Plugins []pluginConf `json:"plugins"`
 		}
-		data, err := os.ReadFile(f)
+		data, _, err := regfile.Read(f, netconf.MaxConfSize, regfile.Follow) // a FIFO among them must not hang reset
 		if err != nil || json.Unmarshal(data, &nc) != nil {
 			continue
 		}

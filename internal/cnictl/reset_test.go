@@ -1,15 +1,22 @@
 package cnictl
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/cnisuite/cni/pkg/ipam"
+	"github.com/cnisuite/cni/pkg/ipam/disk"
 	"github.com/cnisuite/cni/pkg/nat"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
@@ -29,6 +36,9 @@ func TestReadSuiteConfs(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "70-fifo.conflist"), 0o600); err != nil { // skipped, not waited on
+		t.Fatal(err)
 	}
 	o := resetOpts{confDir: dir, dataDir: "/d", flannelDir: "/f", subnetFile: "/s"}
 	c, err := readSuiteConfs(o)
@@ -51,23 +61,259 @@ func TestReadSuiteConfs(t *testing.T) {
 }
 
 func TestPlanStores(t *testing.T) {
-	data := network(t, netnstest.New(t, "cni-ctl-node")) // cbr0: .2 alive, others gone, unknown or corrupt
+	data := network(t, netnstest.New(t, "cni-ctl-node")) // cbr0: .2 alive, .3 gone, .4 a bare ID, .5 empty, .6 corrupt
 	if err := os.MkdirAll(filepath.Join(data, "notastore"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	p := &resetPlan{}
 	stores, err := p.planStores(data)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || len(stores) != 0 || len(p.pods) != 0 {
+		t.Fatalf("with records that are not host-local's: %v, %v, pods %q; want none kept", stores, err, p.pods)
 	}
-	if want := []string{filepath.Join(data, "cbr0")}; !reflect.DeepEqual(stores, want) {
-		t.Errorf("stores %v, want %v (a directory without host-local's lock is not one)", stores, want)
+	want := []string{
+		filepath.Join(data, "cbr0") + ": not a host-local store: 10.1.0.5: named by an address but holds no reservation record",
+		filepath.Join(data, "notastore") + ": not a host-local store: holds no host-local lock file",
+	}
+	if !reflect.DeepEqual(p.kept, want) {
+		t.Errorf("kept %q\nwant %q", p.kept, want)
+	}
+	for _, f := range []string{"10.1.0.5", "10.1.0.6"} {
+		if err := os.Remove(filepath.Join(data, "cbr0", f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p = &resetPlan{}
+	if stores, err = p.planStores(data); err != nil || len(stores) != 1 || stores[0].path != filepath.Join(data, "cbr0") {
+		t.Fatalf("stores %+v, %v; want cbr0", stores, err)
 	}
 	if len(p.pods) != 1 || !regexp.MustCompile(`^container alive in /run/netns/cni-ctl-pod-\w+ holds 10.1.0.2 of cbr0$`).MatchString(p.pods[0]) {
 		t.Errorf("live owners %q, want the alive one only", p.pods)
 	}
 	if s, err := p.planStores(filepath.Join(data, "missing")); s != nil || err != nil {
 		t.Errorf("a missing dataDir: %v, %v; want nothing", s, err)
+	}
+}
+
+// tree is every file under a root as a path, its type and content (a
+// symlink's target), to tell what reset changed.
+func tree(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(path)
+			out[path] = "-> " + target
+			return err
+		case d.Type()&fs.ModeNamedPipe != 0:
+			out[path] = "fifo"
+		case d.IsDir():
+			out[path] = "dir"
+		default:
+			data, err := os.ReadFile(path)
+			out[path] = string(data)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// victimNode lays out, in a temp dir, real stores of the suite beside files
+// of other programs that look like candidates: a host-local dataDir that
+// is /var/lib (dpkg's directory with its lock), a directory with host-local's
+// entries but for a symlink, a subnetFile that is a directory, another that
+// is someone's environment file, symlinks pointing outside. It returns the
+// options, what reset must remove, and the root.
+func victimNode(t *testing.T) (resetOpts, []string, string) {
+	root := t.TempDir()
+	j := func(p ...string) string { return filepath.Join(append([]string{root}, p...)...) }
+	varLib, flannel, cache, run := j("var", "lib"), j("flannel"), j("cache"), j("run")
+	files := map[string]string{
+		j("outside", "secret"):                                "not the suite's",
+		j("outside", "conf.json"):                             `{"cniVersion":"1.0.0","name":"mynet","type":"bridge"}`,
+		j("outside", "cache.json"):                            `{"kind":"cniCacheV1","networkName":"mynet"}`,
+		filepath.Join(varLib, "dpkg", "lock"):                 "",
+		filepath.Join(varLib, "dpkg", "status"):               "Package: cni\n",
+		filepath.Join(varLib, "dpkg", "info", "cni.list"):     "/usr/bin/x\n",
+		filepath.Join(varLib, "lookalike", "lock"):            "",
+		filepath.Join(varLib, "lookalike", "10.0.0.5"):        "ctr\r\neth0",
+		filepath.Join(varLib, "fulllock", "lock"):             "1234\n",
+		filepath.Join(varLib, "fulllock", "10.0.0.7"):         "ctr",
+		filepath.Join(varLib, "afile"):                        "x",
+		filepath.Join(varLib, "refnet", "lock"):               "",
+		filepath.Join(varLib, "refnet", "10.2.0.2"):           "bareid",
+		filepath.Join(varLib, "refnet", "last_reserved_ip.0"): "10.2.0.2",
+		filepath.Join(varLib, "refnet", ".reserve-12345"):     "killed\r\neth1",
+		filepath.Join(run, "subnet.env", "keep"):              "FLANNEL_SUBNET=10.244.3.1/24\n",
+		filepath.Join(run, "locale"):                          "LANG=C.UTF-8\n",
+		filepath.Join(run, "real.env"):                        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\n",
+		filepath.Join(run, "portmap.lock"):                    "",
+		filepath.Join(flannel, "abc-eth0"):                    `{"cniVersion":"1.0.0","name":"mynet","type":"bridge"}`,
+		filepath.Join(flannel, "notes.txt"):                   "not ours",
+		filepath.Join(cache, "results", "mynet-abc-eth0"):     `{"kind":"cniCacheV1","networkName":"mynet"}`,
+		filepath.Join(cache, "results", "other-abc-eth0"):     `{"kind":"cniCacheV1","networkName":"other"}`,
+	}
+	for p, data := range files {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	links := map[string]string{
+		filepath.Join(varLib, "dpkg", "link"):           j("outside", "secret"),
+		filepath.Join(varLib, "lookalike", "10.0.0.6"):  j("outside", "secret"),
+		filepath.Join(varLib, "alink"):                  j("outside"),
+		filepath.Join(flannel, "evil-eth0"):             j("outside", "conf.json"),
+		filepath.Join(cache, "results", "mynet-x-eth0"): j("outside", "cache.json"),
+	}
+	for p, target := range links {
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Mkfifo(filepath.Join(flannel, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A store as the suite leaves it: records, notes and the index.
+	s, err := disk.Open(varLib, "cbr0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range []string{"10.1.0.2", "10.1.0.3"} {
+		c := ipam.Claim{Owner: ipam.Owner{ContainerID: fmt.Sprint("ctr", i), IfName: "eth0"}}
+		if ok, err := s.Reserve(netip.MustParseAddr(a), c, 0); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	if err := s.Release(netip.MustParseAddr("10.1.0.3")); err != nil || s.Close() != nil {
+		t.Fatal(err)
+	}
+	confs := map[string]string{
+		"10-mynet.conflist":  `{"name":"mynet","cniVersion":"1.0.0","plugins":[{"type":"bridge","ipam":{"type":"host-local","dataDir":"` + varLib + `"}}]}`,
+		"20-fl.conflist":     `{"name":"fl","cniVersion":"1.0.0","plugins":[{"type":"flannel","subnetFile":"` + filepath.Join(run, "subnet.env") + `","ipam":{"dataDir":"` + varLib + `"}}]}`,
+		"30-locale.conflist": `{"name":"fl2","cniVersion":"1.0.0","plugins":[{"type":"flannel","subnetFile":"` + filepath.Join(run, "locale") + `","ipam":{"dataDir":"` + varLib + `"}}]}`,
+	}
+	for name, data := range confs {
+		if err := os.MkdirAll(j("net.d"), 0o755); err != nil || os.WriteFile(j("net.d", name), []byte(data), 0o644) != nil {
+			t.Fatal(err)
+		}
+	}
+	o := resetOpts{confDir: j("net.d"), dataDir: varLib, flannelDir: flannel, subnetFile: filepath.Join(run, "real.env"),
+		cacheDir: cache, lockFile: filepath.Join(run, "portmap.lock")}
+	ours := []string{filepath.Join(varLib, "cbr0"), filepath.Join(varLib, "refnet"), filepath.Join(run, "real.env"), filepath.Join(run, "portmap.lock"),
+		filepath.Join(flannel, "abc-eth0"), filepath.Join(cache, "results", "mynet-abc-eth0")}
+	return o, ours, root
+}
+
+// TestResetKeepsWhatIsNotOurs: reset removes the suite's stores and files
+// and nothing else: not dpkg's directory for its lock file, not a directory
+// of host-local's entries with a symlink among them, not a subnetFile that
+// is a directory or another program's file, no symlink nor what it points
+// to. Each kept candidate is listed with why, in the dry run and the real one.
+func TestResetKeepsWhatIsNotOurs(t *testing.T) {
+	o, ours, root := victimNode(t)
+	before := tree(t, root)
+	cfg, err := readSuiteConfs(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	varLib, run := o.dataDir, filepath.Dir(o.lockFile)
+	wantKept := []string{
+		"kept " + filepath.Join(varLib, "afile") + ": not a host-local store: a regular file, not a directory",
+		"kept " + filepath.Join(varLib, "alink") + ": not a host-local store: a symlink, not a directory",
+		"kept " + filepath.Join(varLib, "dpkg") + ": not a host-local store: info: not a name host-local uses",
+		"kept " + filepath.Join(varLib, "fulllock") + ": not a host-local store: lock: not empty",
+		"kept " + filepath.Join(varLib, "lookalike") + ": not a host-local store: 10.0.0.6: a symlink",
+		"kept " + filepath.Join(o.flannelDir, "evil-eth0") + ": not a flannel saved configuration: a symlink",
+		"kept " + filepath.Join(o.flannelDir, "fifo") + ": not a flannel saved configuration: a FIFO",
+		"kept " + filepath.Join(o.flannelDir, "notes.txt") + ": not a flannel saved configuration: not a JSON configuration with a cniVersion",
+		"kept " + filepath.Join(o.cacheDir, "results", "mynet-x-eth0") + ": not a cached result: a symlink",
+		"kept " + filepath.Join(run, "subnet.env") + ": a directory",
+		"kept " + filepath.Join(run, "locale") + ": not a subnet.env with a subnet",
+	}
+	for _, dry := range []bool{true, false} {
+		o.dryRun = dry
+		p := &resetPlan{}
+		if err := p.planFiles(o, cfg); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := runReset(&env{stdout: &out}, o, p); err != nil {
+			t.Fatalf("dry run %v: %v\n%s", dry, err, out.String())
+		}
+		for _, w := range wantKept {
+			if !strings.Contains(out.String(), w+"\n") {
+				t.Errorf("dry run %v does not list %q:\n%s", dry, w, out.String())
+			}
+		}
+		for _, w := range ours {
+			if !regexp.MustCompile(`(?m)^(would remove|removing) [a-z -]+ ` + regexp.QuoteMeta(w) + `$`).MatchString(out.String()) {
+				t.Errorf("dry run %v does not list %s for removal:\n%s", dry, w, out.String())
+			}
+		}
+		if n := strings.Count(out.String(), "remov"); n != len(ours)+map[bool]int{true: 0, false: 1}[dry] {
+			t.Errorf("dry run %v: %d removals listed, want %d:\n%s", dry, n, len(ours), out.String())
+		}
+	}
+	after := tree(t, root)
+	for path, was := range before {
+		gone := slices.ContainsFunc(ours, func(o string) bool { return path == o || strings.HasPrefix(path, o+"/") })
+		if now, ok := after[path]; gone && ok {
+			t.Errorf("reset left %s", path)
+		} else if !gone && now != was {
+			t.Errorf("reset changed %s, which is not the suite's: %q -> %q", path, was, now)
+		}
+	}
+}
+
+// TestRemoveOnlyWhatWasProved: between the plan and the removal, a record
+// replaced by another file is kept, and so is a store that gained an entry
+// (its proved entries go, the directory and the newcomer stay).
+func TestRemoveOnlyWhatWasProved(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"a", "b"} {
+		if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f, data := range map[string]string{"lock": "", "10.0.0.2": "ctr\r\neth0"} {
+			if err := os.WriteFile(filepath.Join(dir, name, f), []byte(data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	a, whyA := proveStore(filepath.Join(dir, "a"))
+	b, whyB := proveStore(filepath.Join(dir, "b"))
+	if whyA != "" || whyB != "" {
+		t.Fatal(whyA, whyB)
+	}
+	replaced := filepath.Join(dir, "a", "10.0.0.2")
+	if err := os.Rename(filepath.Join(dir, "a", "lock"), replaced); err != nil {
+		t.Fatal(err)
+	}
+	newcomer := filepath.Join(dir, "b", "someone's")
+	if err := os.WriteFile(newcomer, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.remove(); err == nil || !strings.Contains(err.Error(), "kept "+replaced+": replaced") {
+		t.Errorf("a replaced record: %v", err)
+	}
+	if _, err := os.Stat(replaced); err != nil {
+		t.Errorf("the file that replaced a record was removed: %v", err)
+	}
+	if err := b.remove(); err == nil || !strings.Contains(err.Error(), "entries appeared") {
+		t.Errorf("a store that gained an entry: %v", err)
+	}
+	if got := tree(t, filepath.Join(dir, "b")); !reflect.DeepEqual(got, map[string]string{filepath.Join(dir, "b"): "dir", newcomer: "x"}) {
+		t.Errorf("the store that gained an entry holds %v, want only the newcomer", got)
 	}
 }
 
@@ -128,11 +374,13 @@ func fullNode(t *testing.T) (*execNode, []string) {
 	})
 	subnet := filepath.Join(n.conf, "..", "subnet.env")
 	write := map[string]string{
-		subnet:                                "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\n",
-		filepath.Join(n.flannel, "abc-eth0"):  `{"cniVersion":"1.0.0","name":"cbr0","type":"bridge"}`,
-		filepath.Join(n.flannel, "notes.txt"): "not ours",
-		filepath.Join(n.data, "someone", "x"): "not a host-local store: no lock file",
-		n.lock:                                "",
+		subnet:                                  "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\n",
+		filepath.Join(n.flannel, "abc-eth0"):    `{"cniVersion":"1.0.0","name":"cbr0","type":"bridge"}`,
+		filepath.Join(n.flannel, "notes.txt"):   "not ours",
+		filepath.Join(n.data, "someone", "x"):   "not a host-local store: no lock file",
+		filepath.Join(n.data, "dpkg", "lock"):   "", // host-local's lock file name, not its store
+		filepath.Join(n.data, "dpkg", "status"): "Package: cni",
+		n.lock:                                  "",
 	}
 	for p, data := range write {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -167,6 +415,8 @@ func TestResetPrivileged(t *testing.T) {
 		"would remove nft table ip cni_hostport", "would remove nft table ip6 cni_hostport",
 		"would remove host-local store " + filepath.Join(n.data, "testnet"), "would remove flannel saved config " + filepath.Join(n.flannel, "abc-eth0"),
 		"would remove file " + n.lock, "would remove file " + extra[1], "would remove cached result " + filepath.Join(n.cache, "results", "testnet-cnictl-"),
+		"kept " + filepath.Join(n.data, "dpkg") + ": not a host-local store: status: not a name host-local uses",
+		"kept " + filepath.Join(n.flannel, "notes.txt") + ": not a flannel saved configuration: not a JSON configuration with a cniVersion",
 	}
 	for _, w := range wantListed {
 		if !strings.Contains(out, w) {
@@ -221,7 +471,7 @@ func checkFiles(t *testing.T, n *execNode, subnet string) {
 	if len(results) > 0 {
 		t.Errorf("reset left cached results: %v", results)
 	}
-	for _, p := range []string{filepath.Join(n.flannel, "notes.txt"), filepath.Join(n.data, "someone", "x")} {
+	for _, p := range []string{filepath.Join(n.flannel, "notes.txt"), filepath.Join(n.data, "someone", "x"), filepath.Join(n.data, "dpkg", "lock"), filepath.Join(n.data, "dpkg", "status")} {
 		if _, err := os.Lstat(p); err != nil {
 			t.Errorf("reset removed %s, which is not the suite's: %v", p, err)
 		}

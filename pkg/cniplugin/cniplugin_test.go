@@ -5,12 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
@@ -96,5 +101,58 @@ func TestUndoRunsInReverseOnlyOnError(t *testing.T) {
 	}
 	if fmt.Sprint(order) != "[2 1]" {
 		t.Fatalf("undo order %v, want [2 1]", order)
+	}
+}
+
+// TestBoundStdin: a configuration within the limit reaches skel's stdin
+// whole; one over it is refused with code 6.
+func TestBoundStdin(t *testing.T) {
+	orig := os.Stdin
+	t.Cleanup(func() { os.Stdin = orig })
+	feed := func(data []byte) {
+		f, err := os.CreateTemp(t.TempDir(), "stdin")
+		if err != nil || f.Close() != nil || os.WriteFile(f.Name(), data, 0o600) != nil {
+			t.Fatal(err)
+		}
+		if os.Stdin, err = os.Open(f.Name()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("CNI_COMMAND", "ADD")
+	conf := []byte(`{"cniVersion":"1.1.0","name":"n","type":"bridge"}`)
+	feed(conf)
+	if err := boundStdin(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(os.Stdin); err != nil || !bytes.Equal(got, conf) {
+		t.Fatalf("skel would read %q, %v; want %q", got, err, conf)
+	}
+	feed(bytes.Repeat([]byte{' '}, netconf.MaxConfSize+1))
+	if err := ToCNIError(boundStdin()); err == nil || err.Code != netconf.CodeDecoding {
+		t.Fatalf("a configuration over the limit: %v, want code 6", err)
+	}
+}
+
+// TestLogFileFIFO: a logFile naming a FIFO without a reader does not block
+// the plugin; it logs to stderr instead. A regular logFile is written.
+func TestLogFileFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo, file := filepath.Join(dir, "fifo"), filepath.Join(dir, "log")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		newLogger("test", "ADD", &skel.CmdArgs{StdinData: []byte(`{"logFile":"` + fifo + `"}`)}).Debug("not written: below the default level")
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("opening a FIFO without reader as logFile blocked")
+	}
+	newLogger("test", "ADD", &skel.CmdArgs{StdinData: []byte(`{"logFile":"` + file + `"}`)}).Error("logged")
+	if data, err := os.ReadFile(file); err != nil || !bytes.Contains(data, []byte("logged")) {
+		t.Errorf("logFile holds %q, %v", data, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/containernetworking/cni/pkg/skel"
 )
@@ -20,7 +21,9 @@ func newLogger(plugin, cmd string, sa *skel.CmdArgs) *slog.Logger {
 	_ = json.Unmarshal(sa.StdinData, &c) // an unreadable conf is reported by the plugin itself
 	var w io.Writer = os.Stderr
 	if c.LogFile != "" {
-		if f, err := os.OpenFile(c.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
+		// O_NONBLOCK: a FIFO without a reader fails the open (ENXIO) instead
+		// of blocking the plugin; regular files ignore it.
+		if f, err := os.OpenFile(c.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0o600); err == nil {
 			w = f // closed by process exit; plugins are short-lived
 		}
 	}

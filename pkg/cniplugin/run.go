@@ -12,6 +12,8 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/cnisuite/cni/pkg/netconf"
 )
 
 // Main runs p as a CNI plugin binary and exits.
@@ -42,7 +44,10 @@ func run(name string, p Plugin, stdout io.Writer, opts ...Option) int {
 		o(r)
 	}
 	funcs := skel.CNIFuncs{Add: r.add, Check: r.verb(p.Check), Del: r.verb(p.Del), GC: r.verb(p.GC), Status: r.verb(p.Status)}
-	err := skel.PluginMainFuncsWithError(funcs, version.PluginSupports(Versions...), name+" CNI plugin (cnisuite)")
+	err := ToCNIError(boundStdin())
+	if err == nil {
+		err = skel.PluginMainFuncsWithError(funcs, version.PluginSupports(Versions...), name+" CNI plugin (cnisuite)")
+	}
 	if err == nil {
 		return 0
 	}
@@ -69,6 +74,29 @@ func printError(w io.Writer, e *types.Error, cniVersion string) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "    ")
 	return enc.Encode(out)
+}
+
+// boundStdin applies netconf's limit to stdin before skel sees it: skel
+// reads all of stdin, however long, and parses it before any verb runs.
+// What was read is handed to skel as its stdin through a pipe.
+func boundStdin() error {
+	if cmd := os.Getenv("CNI_COMMAND"); cmd == "" || cmd == "VERSION" {
+		return nil // skel reads no stdin: a terminal is not waited on
+	}
+	data, err := netconf.ReadConf(os.Stdin)
+	if err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("passing the configuration on: %w", err)
+	}
+	go func() {
+		_, _ = w.Write(data) // skel reads until the close; a short write is a short configuration, refused as such
+		w.Close()
+	}()
+	os.Stdin = r
+	return nil
 }
 
 type runner struct {

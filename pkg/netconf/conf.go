@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -41,11 +42,29 @@ type Attachment struct {
 // MaxConfSize bounds what a plugin accepts on stdin; real configurations are a few KiB.
 const MaxConfSize = 1 << 20
 
+// ReadConf reads a configuration from r, the plugin's stdin: at most
+// MaxConfSize bytes, and a longer one is refused (code 6) once MaxConfSize+1
+// bytes are read, without reading or parsing the rest.
+func ReadConf(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxConfSize+1))
+	if err != nil {
+		return nil, Errorf(CodeIO, "reading the network configuration from stdin: %w", err)
+	}
+	if len(data) > MaxConfSize {
+		return nil, tooLarge()
+	}
+	return data, nil
+}
+
+func tooLarge() *Error {
+	return Errorf(CodeDecoding, "network configuration is over the %d bytes accepted (real ones are a few KiB); check what the runtime passes on stdin", MaxConfSize)
+}
+
 // Load decodes data into conf (a struct embedding Base, or Base itself) and
 // checks the shared keys. Decoding problems are code 6, bad values code 7.
 func Load(data []byte, conf any) error {
 	if len(data) > MaxConfSize {
-		return Errorf(CodeDecoding, "network configuration is %d bytes, more than the %d accepted", len(data), MaxConfSize)
+		return tooLarge()
 	}
 	if err := json.Unmarshal(data, conf); err != nil {
 		return decodeError(err)

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -38,6 +39,43 @@ func TestParseArgs(t *testing.T) {
 				t.Errorf("ParseArgs(%q)[%s] = %q, want %q", tt.in, k, got[k], v)
 			}
 		}
+	}
+}
+
+// endless is stdin that never ends, counting what was read of it.
+type endless struct{ read int64 }
+
+func (e *endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = ' '
+	}
+	e.read += int64(len(p))
+	return len(p), nil
+}
+
+// TestReadConf: up to MaxConfSize bytes are returned whole; past that, code
+// 6, with no more than MaxConfSize+1 bytes read of an endless stdin.
+func TestReadConf(t *testing.T) {
+	for _, n := range []int{0, 100, MaxConfSize} {
+		in := strings.Repeat(" ", n)
+		if got, err := ReadConf(strings.NewReader(in)); err != nil || string(got) != in {
+			t.Errorf("%d bytes: %d bytes, %v", n, len(got), err)
+		}
+	}
+	var ne *Error
+	if _, err := ReadConf(strings.NewReader(strings.Repeat(" ", MaxConfSize+1))); !errors.As(err, &ne) || ne.Code != CodeDecoding {
+		t.Errorf("one byte over: %v, want code 6", err)
+	}
+	stdin := &endless{}
+	_, err := ReadConf(stdin)
+	if !errors.As(err, &ne) || ne.Code != CodeDecoding || !strings.Contains(err.Error(), "1048576 bytes") {
+		t.Errorf("endless stdin: %v, want code 6 naming the limit", err)
+	}
+	if stdin.read > MaxConfSize+1 {
+		t.Errorf("read %d bytes of an endless stdin, want at most %d", stdin.read, MaxConfSize+1)
+	}
+	if _, err := ReadConf(iotest.ErrReader(fs.ErrClosed)); !errors.As(err, &ne) || ne.Code != CodeIO {
+		t.Errorf("failing stdin: %v, want code 5", err)
 	}
 }
 

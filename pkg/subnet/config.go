@@ -57,6 +57,9 @@ type Config struct {
 // defaults (IPv4 on, SubnetLen 24 or 64, SubnetMin the second subnet,
 // SubnetMax the last one, vxlan VNI 1 on port 8472).
 func ParseConfig(data []byte) (Config, error) {
+	if len(data) > MaxValueSize {
+		return Config{}, fmt.Errorf("%w: %d bytes: %w; it looks like {\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"vxlan\"}}", ErrInvalidConfig, len(data), ErrValueTooLarge)
+	}
 	c := Config{EnableIPv4: true}
 	if err := json.Unmarshal(data, &c); err != nil {
 		return Config{}, fmt.Errorf("%w: decoding JSON: %w; it looks like {\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"vxlan\"}}", ErrInvalidConfig, err)

@@ -13,6 +13,14 @@ import (
 // ErrBadKey marks a key under <prefix>/subnets/ that is not a subnet.
 var ErrBadKey = errors.New("not a subnet key")
 
+// MaxValueSize bounds the values decoded from the store, a lease or the
+// network config: both are a few hundred bytes, and what anyone able to
+// write to the store puts there must not cost a node more than this to read.
+const MaxValueSize = 1 << 20
+
+// ErrValueTooLarge marks a store value over MaxValueSize.
+var ErrValueTooLarge = fmt.Errorf("value over the %d bytes accepted", MaxValueSize)
+
 // Subnets identifies a lease: the node's IPv4 subnet, IPv6 subnet, or both.
 type Subnets struct {
 	V4 netip.Prefix
@@ -124,8 +132,12 @@ func (a Attrs) MarshalJSON() ([]byte, error) {
 	return json.Marshal(w)
 }
 
-// UnmarshalJSON reads a value written by subnetd or flanneld.
+// UnmarshalJSON reads a value written by subnetd or flanneld; one over
+// MaxValueSize is refused undecoded.
 func (a *Attrs) UnmarshalJSON(b []byte) error {
+	if len(b) > MaxValueSize {
+		return fmt.Errorf("lease value of %d bytes: %w (a lease is a few hundred): it was not written by subnetd or flanneld; delete the key", len(b), ErrValueTooLarge)
+	}
 	var w wireAttrs
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err

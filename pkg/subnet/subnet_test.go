@@ -113,6 +113,28 @@ func TestAttrsWire(t *testing.T) {
 	}
 }
 
+// TestValueSizeBound: a lease value or network config over MaxValueSize is
+// refused with ErrValueTooLarge before it is decoded; one just under is read.
+func TestValueSizeBound(t *testing.T) {
+	pad := func(n int) string { return strings.Repeat(" ", n) }
+	lease := `{"PublicIP":"192.168.0.2","BackendType":"vxlan"}`
+	var a Attrs
+	if err := json.Unmarshal([]byte(lease+pad(MaxValueSize-len(lease))), &a); err != nil || a.PublicIP.String() != "192.168.0.2" {
+		t.Errorf("a lease of MaxValueSize bytes: %+v, %v", a, err)
+	}
+	huge := `{"PublicIP":"192.168.0.2","BackendData":"` + pad(MaxValueSize) + `"}`
+	if err := json.Unmarshal([]byte(huge), &a); !errors.Is(err, ErrValueTooLarge) || !strings.Contains(err.Error(), "delete the key") {
+		t.Errorf("a lease over MaxValueSize: %v, want ErrValueTooLarge saying what to do", err)
+	}
+	config := `{"Network":"10.244.0.0/16"}`
+	if _, err := ParseConfig([]byte(config + pad(MaxValueSize-len(config)))); err != nil {
+		t.Errorf("a config of MaxValueSize bytes: %v", err)
+	}
+	if _, err := ParseConfig([]byte(config + pad(MaxValueSize))); !errors.Is(err, ErrValueTooLarge) || !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("a config over MaxValueSize: %v, want ErrInvalidConfig and ErrValueTooLarge", err)
+	}
+}
+
 func TestAddShifted(t *testing.T) {
 	tests := []struct {
 		in   string

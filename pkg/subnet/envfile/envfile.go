@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/cnisuite/cni/pkg/regfile"
 )
 
 // DefaultPath is where flanneld writes the file and the flannel plugin looks.
@@ -91,9 +93,19 @@ func Write(path string, e Env) error {
 	return nil
 }
 
-// Read reads the file at path.
+// MaxSize bounds what Read reads: the file flanneld and subnetd write is a
+// few hundred bytes.
+const MaxSize = 64 << 10
+
+// Read reads the file at path, which must be a regular file (a symlink to
+// one is fine) of at most MaxSize bytes. Anything else is refused without
+// being read (a directory, a device) and without blocking (a FIFO): the
+// error wraps regfile.ErrNotRegular; a longer file is ErrSyntax.
 func Read(path string) (Env, error) {
-	data, err := os.ReadFile(path)
+	data, _, err := regfile.Read(path, MaxSize, regfile.Follow)
+	if errors.Is(err, regfile.ErrTooLarge) {
+		return Env{}, fmt.Errorf("%w: %w", ErrSyntax, err)
+	}
 	if err != nil {
 		return Env{}, err
 	}

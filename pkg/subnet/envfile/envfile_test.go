@@ -5,7 +5,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/cnisuite/cni/pkg/regfile"
 )
 
 func TestWriteRead(t *testing.T) {
@@ -59,6 +64,29 @@ func TestParseTolerant(t *testing.T) {
 	}
 	if _, err := Read(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Read of a missing file: %v", err)
+	}
+}
+
+// TestReadRefuses: what is not a regular file of a sane size is refused at
+// once, never read on or waited on.
+func TestReadRefuses(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, []byte("FLANNEL_MTU=1450\n"+strings.Repeat("#", MaxSize)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]error{dir: regfile.ErrNotRegular, fifo: regfile.ErrNotRegular, "/dev/zero": regfile.ErrNotRegular, big: ErrSyntax} {
+		start := time.Now()
+		if _, err := Read(path); !errors.Is(err, want) || !strings.Contains(err.Error(), path) {
+			t.Errorf("Read(%s) = %v, want %v naming the file", path, err, want)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("Read(%s) took %v", path, took)
+		}
 	}
 }
 

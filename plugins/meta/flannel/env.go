@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/regfile"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 )
 
@@ -29,7 +30,9 @@ const daemonHint = "The file is written by the subnet daemon on THIS node (subne
 
 // waitEnv reads subnet.env, waiting up to c.wait for it to appear. A file
 // that is there but unusable is read again within the wait too: a daemon
-// that does not replace it atomically may be writing it.
+// that does not replace it atomically may be writing it. Each read is
+// bounded and never blocks (envfile.Read), so that whatever the path names
+// the wait holds.
 func waitEnv(ctx context.Context, c *NetConf) (envfile.Env, error) {
 	deadline := time.Now().Add(c.wait)
 	for {
@@ -59,6 +62,9 @@ func readEnv(c *NetConf) (envfile.Env, error) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return e, errNoEnv
+	case errors.Is(err, regfile.ErrNotRegular):
+		return e, netconf.Errorf(netconf.CodeDecoding, "subnetFile must name the regular file the daemon writes (flanneld's and subnetd's: %s); "+
+			"fix \"subnetFile\" in the configuration, or remove what is in the file's place and restart the daemon: %w", envfile.DefaultPath, err)
 	case errors.Is(err, envfile.ErrSyntax):
 		return e, netconf.Errorf(netconf.CodeDecoding, "the node's subnet file is unusable; it is the daemon's, not to be edited: "+
 			"restart the daemon so that it rewrites it. %s: %w", daemonHint, err)

@@ -6,10 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/subnet/envfile"
 )
 
 func confWith(t *testing.T, extra map[string]any) *NetConf {
@@ -99,6 +101,32 @@ func TestReadEnvErrors(t *testing.T) {
 				t.Fatalf("err = %v, want code %d saying %q and the path", err, tt.code, tt.says)
 			}
 		})
+	}
+}
+
+// TestWaitEnvNotAFile: a subnetFile naming a FIFO, a device or a directory,
+// or a file too long to be subnet.env, fails with code 6 once the wait is
+// over, never blocking on it or reading it without end.
+func TestWaitEnvNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, []byte(v4Env+strings.Repeat("\n", envfile.MaxSize)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for path, says := range map[string]string{fifo: "a FIFO", "/dev/zero": "a character device", dir: "a directory", big: "over 65536 bytes"} {
+		c := confWith(t, map[string]any{"subnetFile": path, "subnetFileWait": "300ms"})
+		start := time.Now()
+		_, err := waitEnv(context.Background(), c)
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("%s: took %v, want about the 300ms wait", path, took)
+		}
+		if codeOf(err) != 6 || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), says) {
+			t.Errorf("%s: err = %v, want code 6 saying %q", path, err, says)
+		}
 	}
 }
 

@@ -128,17 +128,20 @@ func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 }
 
 // saved returns the attachment's saved configuration and its path; nil
-// when there is none, or when it is unreadable (logged; its path is still
-// returned so that a successful DEL removes it).
+// when there is none, or when it is unreadable or not a file save writes
+// (logged; its path is still returned so that a successful DEL removes it).
 func (p *plugin) saved(st store, a *cniplugin.Args) (delegateConf, string, error) {
 	data, path, err := st.load(a.ContainerID, a.IfName)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, "", nil
 	}
-	if err != nil {
+	if err != nil && !unusable(err) {
 		return nil, "", err
 	}
-	d, err := parseDelegate(data)
+	var d delegateConf
+	if err == nil {
+		d, err = parseDelegate(data)
+	}
 	if err != nil {
 		a.Logger().Warn("the saved delegate configuration is unreadable; rendering one from subnet.env", "file", path, "err", err)
 		return nil, path, nil

@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/netconf"
 )
 
 // fakeDelegate records calls and fails the verbs it is told to; for each
@@ -219,6 +221,47 @@ func TestDelUnreadableSavedConfig(t *testing.T) {
 	}
 	if len(f.fake.calls) != 1 || f.fake.calls[0].typ != "bridge" || f.savedConf() != "" {
 		t.Fatalf("calls %+v, saved %q", f.fake.calls, f.savedConf())
+	}
+}
+
+// TestSavedConfigNotAFile: in place of the saved file, a FIFO (which a
+// read would block on), a symlink (to a configuration that is not the
+// attachment's) or a file over the configuration limit is not read: DEL
+// renders from subnet.env and removes the name only, CHECK fails with code 6.
+func TestSavedConfigNotAFile(t *testing.T) {
+	outside := filepath.Join(t.TempDir(), "elsewhere")
+	writeFile(t, outside, `{"cniVersion":"1.0.0","type":"macvlan"}`)
+	for name, create := range map[string]func(path string) error{
+		"fifo":    func(p string) error { return syscall.Mkfifo(p, 0o600) },
+		"symlink": func(p string) error { return os.Symlink(outside, p) },
+		"huge":    func(p string) error { return os.WriteFile(p, make([]byte, netconf.MaxConfSize+1), 0o600) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, v4Env)
+			if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			saved := filepath.Join(f.dataDir, "c1-eth0")
+			if err := create(saved); err != nil {
+				t.Fatal(err)
+			}
+			prev := map[string]any{"cniVersion": "1.1.0", "ips": []any{map[string]any{"address": "10.244.3.2/24"}}}
+			if err := f.p.Check(context.Background(), f.args(map[string]any{"prevResult": prev})); codeOf(err) != 6 || !strings.Contains(err.Error(), saved) {
+				t.Errorf("CHECK: %v, want code 6 naming %s", err, saved)
+			}
+			if err := f.p.Del(context.Background(), f.args(nil)); err != nil {
+				t.Fatal(err)
+			}
+			if len(f.fake.calls) != 1 || f.fake.calls[0].typ != "bridge" {
+				t.Errorf("DEL delegated %+v, want bridge rendered from subnet.env", f.fake.calls)
+			}
+			if _, err := os.Lstat(saved); err == nil {
+				t.Errorf("DEL left %s", saved)
+			}
+			if _, err := os.Stat(outside); err != nil {
+				t.Errorf("DEL removed the symlink's target: %v", err)
+			}
+		})
 	}
 }
 

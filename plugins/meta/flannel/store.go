@@ -11,11 +11,25 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/regfile"
 )
 
 // staleTemp is the age past which a temporary file in dataDir is a leftover
 // of a writer that died, not one being written.
 const staleTemp = time.Minute
+
+// readSaved reads a file of dataDir, no symlink and no larger than the
+// configuration it would hold.
+func readSaved(path string) ([]byte, error) {
+	data, _, err := regfile.Read(path, netconf.MaxConfSize, regfile.NoFollow)
+	return data, err
+}
+
+// unusable tells the error of a file that save never writes: a symlink, a
+// FIFO, a directory, one over the configuration limit.
+func unusable(err error) bool {
+	return errors.Is(err, regfile.ErrNotRegular) || errors.Is(err, regfile.ErrTooLarge)
+}
 
 // store keeps each attachment's rendered delegate configuration in dataDir,
 // so that DEL, CHECK and GC hand the delegate what ADD handed it, even after
@@ -66,12 +80,17 @@ func (s store) save(containerID, ifName string, data []byte) error {
 }
 
 // load returns the saved configuration of an attachment and its path, or
-// an error wrapping fs.ErrNotExist when there is none.
+// an error wrapping fs.ErrNotExist when there is none. What save never
+// writes (a symlink, a FIFO, a directory, a file over the configuration
+// limit) is refused unread with code 6 (see unusable).
 func (s store) load(containerID, ifName string) ([]byte, string, error) {
 	for _, path := range []string{s.path(containerID, ifName), s.legacyPath(containerID)} {
-		data, err := os.ReadFile(path)
+		data, err := readSaved(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
+		}
+		if unusable(err) {
+			return nil, path, netconf.Errorf(netconf.CodeDecoding, "the saved delegate configuration cannot be used: %w", err)
 		}
 		if err != nil {
 			return nil, path, netconf.Errorf(netconf.CodeIO, "reading the saved delegate configuration: %w", err)
@@ -152,9 +171,9 @@ func (s store) ownedBy(e fs.DirEntry, network string) bool {
 		info, err := e.Info()
 		return err == nil && time.Since(info.ModTime()) > staleTemp
 	}
-	data, err := os.ReadFile(filepath.Join(s.dir, e.Name()))
+	data, err := readSaved(filepath.Join(s.dir, e.Name()))
 	if err != nil {
-		return false // gone meanwhile, or unreadable to root: nothing to do
+		return false // gone meanwhile, unreadable to root, or not a configuration's size: not ours
 	}
 	var saved struct {
 		Name string `json:"name"`

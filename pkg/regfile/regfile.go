@@ -1,0 +1,107 @@
+// Package regfile reads the small files that the suite's programs find in
+// places others can write to (subnet.env, saved configurations, state
+// directories): regular files only, and never more than a bound. Whatever
+// else a path may name is refused before it is read, and without the open
+// blocking (a FIFO with no writer) or doing what opening some devices does.
+// It imports nothing of the suite.
+package regfile
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	// ErrNotRegular marks a path that names a directory, a FIFO, a device,
+	// a socket, or (with NoFollow) a symlink.
+	ErrNotRegular = errors.New("not a regular file")
+	// ErrTooLarge marks a file longer than the bound its reader set.
+	ErrTooLarge = errors.New("file too large")
+)
+
+// Links says whether the last element of a path may be a symlink.
+type Links int
+
+const (
+	// Follow reads the file a symlink names: an operator may point a
+	// configured path at a file elsewhere.
+	Follow Links = iota
+	// NoFollow refuses a symlink: in a directory only the suite writes to,
+	// a symlink is someone else's.
+	NoFollow
+)
+
+// Read returns the content of the regular file at path, at most max bytes,
+// and what fstat said of it. A missing file wraps fs.ErrNotExist; anything
+// but a regular file wraps ErrNotRegular, a longer file ErrTooLarge (read no
+// further than max+1 bytes).
+func Read(path string, max int64, links Links) ([]byte, fs.FileInfo, error) {
+	stat, flags := os.Stat, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK
+	if links == NoFollow {
+		stat, flags = os.Lstat, flags|unix.O_NOFOLLOW
+	}
+	// Looked at before it is opened, since opening is what a device acts on;
+	// looked at again once open, since the path may have changed in between.
+	info, err := stat(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := regular(path, info); err != nil {
+		return nil, info, err
+	}
+	f, err := os.OpenFile(path, flags, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, info, fmt.Errorf("%s became a symlink: %w", path, ErrNotRegular)
+	}
+	if err != nil {
+		return nil, info, err
+	}
+	defer f.Close()
+	if info, err = f.Stat(); err != nil {
+		return nil, nil, err
+	}
+	if err := regular(path, info); err != nil {
+		return nil, info, err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, info, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if int64(len(data)) > max {
+		return nil, info, fmt.Errorf("%s is over %d bytes: %w", path, max, ErrTooLarge)
+	}
+	return data, info, nil
+}
+
+func regular(path string, info fs.FileInfo) error {
+	if info.Mode().IsRegular() {
+		return nil
+	}
+	return fmt.Errorf("%s is %s: %w", path, Kind(info.Mode()), ErrNotRegular)
+}
+
+// Kind names a file's type for messages: "a directory", "a FIFO", ...
+func Kind(m fs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "a regular file"
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeSymlink != 0:
+		return "a symlink"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	}
+	return "not a regular file"
+}
