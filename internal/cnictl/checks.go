@@ -14,6 +14,8 @@ import (
 
 	"github.com/cnisuite/cni/pkg/ipam"
 	"github.com/cnisuite/cni/pkg/ipam/stale"
+	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/regfile"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 )
 
@@ -84,7 +86,7 @@ func checkConfig(n *node) []Finding {
 		}
 		p := filepath.Join(n.confDir, e.Name())
 		c := conflist{file: p}
-		data, err := os.ReadFile(p)
+		data, _, err := regfile.Read(p, netconf.MaxConfSize, regfile.Follow)
 		if err == nil {
 			err = json.Unmarshal(data, &c)
 		}

@@ -20,9 +20,14 @@ import (
 var ErrGone = errors.New("network namespace does not exist")
 
 // Open opens a namespace file (e.g. /var/run/netns/x or /proc/<pid>/ns/net)
-// and checks that it is a network namespace.
+// and checks that it is a network namespace. Whatever else the path names is
+// refused before it is opened: opening a FIFO would wait for a writer.
 func Open(path string) (*os.File, error) {
-	f, err := os.Open(path)
+	info, err := os.Stat(path)
+	if err == nil && !info.Mode().IsRegular() {
+		return nil, notNetns(path)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", path, ErrGone)
 	}
@@ -32,9 +37,13 @@ func Open(path string) (*os.File, error) {
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || (st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC) {
 		f.Close()
-		return nil, netconf.Errorf(netconf.CodeInvalidEnv, "CNI_NETNS %s is not a network namespace; pass /var/run/netns/<name> or /proc/<pid>/ns/net", path)
+		return nil, notNetns(path)
 	}
 	return f, nil
+}
+
+func notNetns(path string) error {
+	return netconf.Errorf(netconf.CodeInvalidEnv, "CNI_NETNS %s is not a network namespace; pass /var/run/netns/<name> or /proc/<pid>/ns/net", path)
 }
 
 // Do runs fn with the calling goroutine inside the namespace at path.

@@ -123,3 +123,34 @@ func TestStdinOverLimit(t *testing.T) {
 		t.Errorf("peak RSS %d MB, want under %d MB", p>>20, maxPluginRSS>>20)
 	}
 }
+
+// TestFIFOsNeverOpened: a FIFO without writer where a plugin expects a
+// namespace (CNI_NETNS) or host-local's resolvConf fails at once with the
+// configuration's code, where opening it blocked the plugin for good.
+func TestFIFOsNeverOpened(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	node, pod := netnstest.New(t, "cni-rel-node"), netnstest.New(t, "cni-rel-pod")
+	ipam := map[string]any{"type": "host-local", "subnet": "10.82.0.0/24", "dataDir": t.TempDir()}
+	for _, tt := range []struct {
+		name, plugin, netns string
+		conf                map[string]any
+		code                uint
+	}{
+		{"CNI_NETNS", "bridge", fifo, map[string]any{"type": "bridge", "bridge": "relfifo0", "ipam": ipam}, 4},
+		{"resolvConf", "host-local", pod.Path, map[string]any{"type": "host-local", "ipam": map[string]any{"type": "host-local", "subnet": "10.82.0.0/24",
+			"dataDir": t.TempDir(), "resolvConf": fifo}}, 7},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.conf["cniVersion"], tt.conf["name"] = "1.1.0", "relfifo"
+			o := call{plugin: tt.plugin, cmd: "ADD", stdin: mustJSON(t, tt.conf), node: node, netns: tt.netns,
+				containerID: "fifo-ctr", ifname: "eth0", umask: -1}.run(t)
+			if code := o.code(t); code != tt.code || !strings.Contains(o.stdout, fifo) {
+				t.Fatalf("code %d, %s; want %d naming %s", code, o.stdout, tt.code, fifo)
+			}
+		})
+	}
+}

@@ -2,24 +2,28 @@ package hostlocal
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/regfile"
 )
+
+// maxResolvConf bounds what is read of resolvConf: a resolv.conf is a few
+// lines, and libc reads no more than a handful of them.
+const maxResolvConf = 64 << 10
 
 // readResolvConf turns the resolvConf file into the result's DNS section.
 func readResolvConf(path string) (types.DNS, error) {
-	f, err := os.Open(path)
+	data, _, err := regfile.Read(path, maxResolvConf, regfile.Follow)
 	if err != nil {
-		return types.DNS{}, netconf.Invalid("resolvConf %s cannot be read; fix the path or remove the key: %w", path, err)
+		return types.DNS{}, netconf.Invalid("resolvConf %s cannot be read; point it at a resolv.conf file or remove the key: %w", path, err)
 	}
-	defer f.Close()
-	dns, err := parseResolvConf(f)
+	dns, err := parseResolvConf(bytes.NewReader(data))
 	if err != nil {
 		return types.DNS{}, fmt.Errorf("reading resolvConf %s: %w", path, err)
 	}
