@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cnisuite/cni/pkg/ipam"
 	"github.com/cnisuite/cni/pkg/ipam/disk"
 	"github.com/cnisuite/cni/pkg/ipam/stale"
@@ -170,6 +172,55 @@ func TestIPAMGC(t *testing.T) {
 	}
 	if got := records(); got != "10.1.0.2 10.1.0.4 10.1.0.6" {
 		t.Fatalf("after gc: %s", got)
+	}
+}
+
+// TestIPAMLsBlocked: entries named like an address that are no record (a
+// directory, a FIFO, a symbolic link) keep that address from being handed
+// out: ls lists them as blocked with what to do, never following the link
+// nor opening the FIFO, and gc leaves them.
+func TestIPAMLsBlocked(t *testing.T) {
+	node := netnstest.New(t, "cni-ctl-node")
+	data := network(t, node)
+	dir := filepath.Join(data, "cbr0")
+	target := filepath.Join(t.TempDir(), "victim")
+	must(t, os.WriteFile(target, []byte("alive\r\neth0"), 0o600))
+	must(t, os.Mkdir(filepath.Join(dir, "10.1.0.7"), 0o755))
+	must(t, unix.Mkfifo(filepath.Join(dir, "10.1.0.8"), 0o600))
+	must(t, os.Symlink(target, filepath.Join(dir, "10.1.0.9")))
+	done := make(chan struct{})
+	var code int
+	var out string
+	go func() {
+		defer close(done)
+		code, out, _ = runIn(t, node, "ipam", "ls", "cbr0", "--json", "--data-dir", data)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ipam ls hangs (opened the FIFO?)")
+	}
+	var rows []row
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || code != 0 || len(rows) != 8 {
+		t.Fatalf("--json: exit %d, %v:\n%s", code, err, out)
+	}
+	for i, kind := range []string{"a directory", "a named pipe (FIFO)", "a symbolic link"} {
+		r := rows[5+i]
+		if r.State != "blocked" || r.ContainerID != "" || !strings.HasPrefix(r.Reason, kind+", not a reservation record") || !strings.Contains(r.Reason, "remove it by hand") {
+			t.Errorf("row %s: %+v, want blocked by %s", r.Address, r, kind)
+		}
+	}
+	code, out, _ = runIn(t, node, "ipam", "gc", "cbr0", "--data-dir", data)
+	if code != 0 || !strings.Contains(out, "kept 1 alive, 1 unknown, 1 corrupt, 3 blocked") {
+		t.Fatalf("gc: exit %d:\n%s", code, out)
+	}
+	for _, name := range []string{"10.1.0.7", "10.1.0.8", "10.1.0.9"} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("gc removed %s: %v", name, err)
+		}
+	}
+	if got, _ := os.ReadFile(target); string(got) != "alive\r\neth0" {
+		t.Errorf("the link's target now holds %q", got)
 	}
 }
 

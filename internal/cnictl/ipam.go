@@ -22,7 +22,7 @@ import (
 func ipamCommand() *command {
 	return &command{name: "ipam", summary: "host-local's reservations", subs: []*command{{
 		name: "ls", usage: "[--data-dir D] [--json] [NETWORK]", run: ipamLs,
-		summary: "list reservations: owner, netns, state (alive/gone/unknown/corrupt), age",
+		summary: "list reservations: owner, netns, state (alive/gone/unknown/corrupt/blocked), age",
 	}, {
 		name: "gc", usage: "NETWORK [--data-dir D] [--dry-run] [--json]", run: ipamGC,
 		summary: "release the reservations whose owner is provably gone",
@@ -41,9 +41,16 @@ type row struct {
 	Since       *time.Time `json:"since,omitempty"`
 }
 
+// blocked is the state of an entry named like an address that is no record
+// (a directory, a symbolic link, ...): host-local leaves it, a hand removes it.
+const blocked = "blocked"
+
 func newRow(network string, v stale.Verdict) row {
 	r := row{Network: network, Address: v.Addr.String(), ContainerID: v.Owner.ContainerID, IfName: v.Owner.IfName,
 		Netns: v.Netns.Path, State: string(v.State), Reason: v.Reason}
+	if errors.Is(v.Corrupt, disk.ErrNotRecord) {
+		r.State = blocked
+	}
 	if !v.Since.IsZero() {
 		since := v.Since.UTC()
 		r.Since = &since
@@ -221,9 +228,13 @@ func printGC(w io.Writer, rep gcReport, now time.Time) error {
 	for _, r := range rep.Kept {
 		kept[r.State]++
 	}
-	_, err := fmt.Fprintf(w, "%s: %s %d of %d reservations; kept %d alive, %d unknown, %d corrupt (`cnictl ipam ls %s` says why)\n",
+	blockedToo := ""
+	if n := kept[blocked]; n > 0 {
+		blockedToo = fmt.Sprintf(", %d blocked", n)
+	}
+	_, err := fmt.Fprintf(w, "%s: %s %d of %d reservations; kept %d alive, %d unknown, %d corrupt%s (`cnictl ipam ls %s` says why)\n",
 		rep.Network, verb, len(rep.Reclaimed), len(rep.Reclaimed)+len(rep.Kept),
-		kept[string(stale.Alive)], kept[string(stale.Unknown)], kept[string(stale.Corrupt)], rep.Network)
+		kept[string(stale.Alive)], kept[string(stale.Unknown)], kept[string(stale.Corrupt)], blockedToo, rep.Network)
 	return err
 }
 

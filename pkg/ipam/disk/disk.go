@@ -12,13 +12,22 @@
 // stamp of the network directory written after our last change. A missing or
 // outdated stamp (a verb killed half-way, the reference plugin or a hand at
 // work, another boot) makes Open rebuild the index from the records.
+//
+// The data dir and the network directory are the operator's: a symbolic
+// link there is followed (say /var/lib/cni -> /data/cni). Everything below
+// the network directory is reached from it without following any (see
+// fsat.go), read only from regular files and within bounds, and removed
+// only when it is a file of the store's own. An entry the store did not make
+// where it keeps one of its own is moved aside (index.go), named like an
+// address it blocks that address and is listed as such (ErrNotRecord), and
+// at the lock's name it stops every verb with a message saying what to do.
 package disk
 
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -43,12 +52,24 @@ const (
 	// for a record.
 	tmpPrefix = ".reserve-"
 	dirMode   = 0o755 // as the reference: operators list these directories
+	// maxNote bounds what is read of a round-robin note: one address.
+	maxNote = 256
 )
+
+// ErrNotRecord is wrapped by Reservation.Corrupt for an entry named like an
+// address that is not a regular file (a directory, a symbolic link, a FIFO,
+// ...): it keeps its address from being handed out, and the store neither
+// reads, follows nor removes it.
+var ErrNotRecord = errors.New("not a reservation record")
 
 // Store is the reservation directory of one network, locked while open.
 type Store struct {
-	dir, meta string
-	lock      *os.File
+	dir, meta string // paths, for messages
+	// The network directory, .cnisuite and .cnisuite/owners, open: every
+	// name the store uses is one component relative to one of them.
+	netDir, metaDir, ownersDir *os.File
+	lock                       *os.File
+	log                        *slog.Logger // what the store found out of place
 	// dirty: the stamp was removed before our first change; Close writes
 	// last, the stamp taken right after our last change, unless broken says
 	// an index update failed (the next Open then rebuilds). A change by
@@ -61,40 +82,58 @@ type Store struct {
 
 var _ ipam.Store = (*Store)(nil)
 
-// Open creates <dataDir>/<network> when missing and takes its lock; it blocks
-// while another process (ours or the reference plugin) holds it. It then
-// rebuilds the index when the stamp says it may be wrong. Close releases it.
-func Open(dataDir, network string) (*Store, error) {
+// Open is OpenLogged without a log.
+func Open(dataDir, network string) (*Store, error) { return OpenLogged(dataDir, network, nil) }
+
+// OpenLogged creates <dataDir>/<network> when missing and takes its lock,
+// waiting at most lockWait while another process (ours or the reference
+// plugin) holds it. It then rebuilds the index when the stamp says it may be
+// wrong. What it finds out of place, then and until Close, is logged to log
+// as a warning (nil: not logged). Close releases it.
+func OpenLogged(dataDir, network string, log *slog.Logger) (*Store, error) {
 	if dataDir == "" {
 		dataDir = DefaultDataDir
 	}
 	if err := CheckNetwork(dataDir, network); err != nil {
 		return nil, err
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	dir := filepath.Join(dataDir, network)
-	if err := os.MkdirAll(dir, dirMode); err != nil {
-		return nil, fmt.Errorf("creating reservation directory %s: %w", dir, err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDONLY|os.O_CREATE, 0o600)
+	netDir, err := openNetworkDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("opening lock file in %s: %w", dir, err)
+		return nil, err
 	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
+	lock, err := lockNetwork(netDir)
+	if err != nil {
+		netDir.Close()
+		return nil, err
+	}
+	s := &Store{dir: dir, meta: filepath.Join(dir, metaName), netDir: netDir, lock: lock, log: log, entries: map[string]*entry{}}
+	fresh, err := s.openIndex()
+	if err == nil {
+		err = s.checkIndex(fresh)
 	}
 	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("locking %s: %w", f.Name(), err)
-	}
-	s := &Store{dir: dir, meta: filepath.Join(dir, metaName), lock: f, entries: map[string]*entry{}}
-	if err := s.checkIndex(); err != nil {
-		f.Close()
+		s.closeFiles()
 		return nil, err
 	}
 	return s, nil
+}
+
+// openNetworkDir creates the network's directory when missing and opens it,
+// following symbolic links: this path is the operator's.
+func openNetworkDir(dir string) (*os.File, error) {
+	err := os.MkdirAll(dir, dirMode)
+	var f *os.File
+	if err == nil {
+		f, err = os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	}
+	if err != nil {
+		return nil, netconf.Errorf(netconf.CodeIO, "cannot keep reservations in %s (make it a directory the runtime can write): %w", dir, err)
+	}
+	return f, nil
 }
 
 // CheckNetwork refuses a network name that is not one directory under dataDir.
@@ -111,15 +150,24 @@ func CheckNetwork(dataDir, network string) error {
 func (s *Store) Close() error {
 	var err error
 	if s.dirty && !s.broken && s.last != nil {
-		err = replaceFile(s.stampPath(), s.last)
+		err = replaceAt(s.metaDir, stampName, s.last)
 	}
-	return errors.Join(err, s.lock.Close())
+	return errors.Join(err, s.closeFiles())
+}
+
+// closeFiles closes the directories, then the lock.
+func (s *Store) closeFiles() error {
+	var errs []error
+	for _, f := range []*os.File{s.ownersDir, s.metaDir, s.netDir, s.lock} {
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Dir is the network's reservation directory, for messages.
 func (s *Store) Dir() string { return s.dir }
-
-func (s *Store) path(a netip.Addr) string { return filepath.Join(s.dir, a.String()) }
 
 // Reserve writes the record to a temporary file, syncs it, indexes it and
 // links it to the address's name: link fails when the name exists, so a
@@ -132,10 +180,10 @@ func (s *Store) path(a netip.Addr) string { return filepath.Join(s.dir, a.String
 // ends the container that held it, so no live container can lose its address
 // that way, and it saves one of the two fsyncs of an ADD (make bench).
 func (s *Store) Reserve(addr netip.Addr, c ipam.Claim, set int) (bool, error) {
-	name := s.path(addr)
+	name := addr.String()
 	// Skip the write for addresses visibly taken: a walk over a busy range
 	// meets many. The link below stays the authoritative check.
-	if _, err := os.Lstat(name); err == nil {
+	if _, err := statAt(s.netDir, name); err == nil {
 		return false, nil
 	}
 	var old *entry
@@ -150,102 +198,76 @@ func (s *Store) Reserve(addr netip.Addr, c ipam.Claim, set int) (bool, error) {
 		return false, err
 	}
 	defer func() { _ = s.touched() }()
-	tmp, ino, err := writeTemp(s.dir, tmpPrefix, FormatRecord(c.Owner), true)
+	tmp, ino, err := writeTemp(s.netDir, tmpPrefix, FormatRecord(c.Owner), true)
 	if err != nil {
 		return false, err
 	}
-	defer os.Remove(tmp) // before touched: the removal changes the directory too
+	defer removeAt(s.netDir, tmp) // before touched: the removal changes the directory too
 	if err := s.writeEntry(c.Owner, old.with(c.Owner, heldFor(addr, ino, c.Netns))); err != nil {
 		return false, err
 	}
-	if err := os.Link(tmp, name); err != nil {
+	if err := unix.Linkat(int(s.netDir.Fd()), tmp, int(s.netDir.Fd()), name, 0); err != nil {
 		s.restoreEntry(c.Owner, old)
 		if errors.Is(err, fs.ErrExist) {
 			return false, nil
 		}
-		return false, fmt.Errorf("reserving %s: %w", addr, err)
+		return false, fmt.Errorf("reserving %s: %w", addr, pathErr("link", s.netDir, name, err))
 	}
 	// On failure the record is taken back, so that a false result always
 	// means nothing changed.
 	if err := s.writeLastReserved(set, addr); err != nil {
-		os.Remove(name)
+		_ = removeAt(s.netDir, name)
 		s.restoreEntry(c.Owner, old)
 		return false, err
 	}
 	return true, nil
 }
 
-// writeTemp writes data to a new temporary file in dir (mode 0600, as
-// CreateTemp makes it), synced when asked, and returns its path and inode.
-func writeTemp(dir, prefix string, data []byte, sync bool) (path string, ino uint64, retErr error) {
-	f, err := os.CreateTemp(dir, prefix)
-	if err != nil {
-		return "", 0, fmt.Errorf("creating a file in %s: %w", dir, err)
-	}
-	defer func() {
-		if err := f.Close(); err != nil && retErr == nil {
-			retErr = fmt.Errorf("writing %s: %w", f.Name(), err)
-		}
-		if retErr != nil {
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return "", 0, fmt.Errorf("writing %s: %w", f.Name(), err)
-	}
-	if sync {
-		if err := f.Sync(); err != nil {
-			return "", 0, fmt.Errorf("syncing %s: %w", f.Name(), err)
-		}
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return "", 0, fmt.Errorf("looking at %s: %w", f.Name(), err)
-	}
-	return f.Name(), st.Ino, nil
-}
-
-// replaceFile writes data to path by rename, so that readers never see it
-// half written.
-func replaceFile(path string, data []byte) error {
-	tmp, _, err := writeTemp(filepath.Dir(path), indexTmpPrefix, data, false)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("replacing %s: %w", path, err)
-	}
-	return nil
-}
-
-// writeLastReserved replaces the round-robin note by rename.
+// writeLastReserved replaces the round-robin note by rename (a symbolic
+// link or a FIFO at its name is replaced itself, never followed). A
+// directory there only costs the hint: warned about, not an error.
 func (s *Store) writeLastReserved(set int, addr netip.Addr) error {
-	tmp, _, err := writeTemp(s.dir, tmpPrefix, []byte(addr.String()), false)
+	name := lastReservedPrefix + strconv.Itoa(set)
+	tmp, _, err := writeTemp(s.netDir, tmpPrefix, []byte(addr.String()), false)
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, lastReservedPrefix+strconv.Itoa(set))); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("noting the last reserved address: %w", err)
+	err = unix.Renameat(int(s.netDir.Fd()), tmp, int(s.netDir.Fd()), name)
+	if err == nil {
+		return nil
 	}
-	return nil
+	_ = removeAt(s.netDir, tmp)
+	if errors.Is(err, unix.EISDIR) {
+		s.noteIgnored(name, "a directory")
+		return nil
+	}
+	return fmt.Errorf("noting the last reserved address: %w", pathErr("rename", s.netDir, name, err))
 }
 
-// LastReserved reads the round-robin note of a range set.
+// LastReserved reads the round-robin note of a range set. It is only a
+// hint: one that cannot be read (not a regular file, garbled, unreadable)
+// restarts the walk, with a warning.
 func (s *Store) LastReserved(set int) (netip.Addr, error) {
-	data, err := os.ReadFile(filepath.Join(s.dir, lastReservedPrefix+strconv.Itoa(set)))
+	name := lastReservedPrefix + strconv.Itoa(set)
+	data, _, err := readAt(s.netDir, name, maxNote)
 	if errors.Is(err, fs.ErrNotExist) {
 		return netip.Addr{}, nil
 	}
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("reading the last reserved address: %w", err)
+	var a netip.Addr
+	if err == nil {
+		a, err = netip.ParseAddr(strings.TrimSpace(string(data)))
 	}
-	a, err := netip.ParseAddr(strings.TrimSpace(string(data)))
 	if err != nil {
-		return netip.Addr{}, nil // only a hint: a garbled one restarts the walk
+		s.noteIgnored(name, err.Error())
+		return netip.Addr{}, nil
 	}
 	return a.Unmap(), nil
+}
+
+// noteIgnored warns that a round-robin note is ignored, and says why.
+func (s *Store) noteIgnored(name, why string) {
+	s.log.Warn("ignoring host-local's round-robin note: addresses are handed out from the start of the range; remove it by hand if it is not a file, host-local writes it again",
+		"path", filepath.Join(s.dir, name), "reason", why)
 }
 
 // Lookup reads the record of addr.
@@ -263,32 +285,30 @@ type record struct {
 	ino uint64
 }
 
-// read returns the record of addr; a corrupt record is not an error.
+// read returns the record of addr; a corrupt record, or an entry at its
+// name that is not a record (ErrNotRecord), is not an error.
 func (s *Store) read(addr netip.Addr) (record, error) {
 	r := record{Reservation: ipam.Reservation{Addr: addr}}
-	f, err := os.Open(s.path(addr))
-	if err != nil {
+	data, st, err := readAt(s.netDir, addr.String(), maxRecord)
+	var wt *wrongType
+	switch {
+	case errors.As(err, &wt):
+		r.Since = timeOf(wt.st.Mtim)
+		r.Corrupt = fmt.Errorf("%s, %w: no ADD gets %s while it is there, and host-local never removes it; remove it by hand once you have checked that nothing needs it", wt.kind, ErrNotRecord, addr)
+		return r, nil
+	case err != nil:
 		return r, fmt.Errorf("reading the reservation of %s: %w", addr, err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxRecord+1))
-	if err != nil {
-		return r, fmt.Errorf("reading %s: %w", f.Name(), err)
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return r, fmt.Errorf("looking at %s: %w", f.Name(), err)
 	}
 	r.ino, r.Since = st.Ino, timeOf(st.Mtim)
 	r.Owner, r.Corrupt = ParseRecord(data)
 	return r, nil
 }
 
-// scan reads every record. A file is a record when its name is an address
-// spelt the way the reference spells it; the lock, the notes, temporary
-// files and the index never are.
+// scan reads every entry named by an address spelt the way the reference
+// spells it: the records, and whatever else blocks an address; the lock,
+// the notes, temporary files and the index never are one.
 func (s *Store) scan() ([]record, error) {
-	entries, err := os.ReadDir(s.dir)
+	entries, err := listAt(s.netDir)
 	if err != nil {
 		return nil, fmt.Errorf("listing %s: %w", s.dir, err)
 	}
@@ -296,7 +316,7 @@ func (s *Store) scan() ([]record, error) {
 	var errs []error
 	for _, e := range entries {
 		a, err := netip.ParseAddr(e.Name())
-		if err != nil || a.String() != e.Name() || !e.Type().IsRegular() {
+		if err != nil || a.String() != e.Name() {
 			continue
 		}
 		r, err := s.read(a)
@@ -312,7 +332,8 @@ func (s *Store) scan() ([]record, error) {
 	return out, errors.Join(errs...)
 }
 
-// All reads every record (Netns left zero).
+// All reads every record (Netns left zero), and lists every other entry that
+// blocks an address with Corrupt wrapping ErrNotRecord.
 func (s *Store) All() ([]ipam.Reservation, error) {
 	recs, err := s.scan()
 	out := make([]ipam.Reservation, len(recs))
@@ -397,13 +418,17 @@ func (s *Store) ReleaseByOwner(owner ipam.Owner) ([]netip.Addr, error) {
 	return released, errors.Join(errs...)
 }
 
-// Release removes the record of addr and its index item. Removal is not
-// synced: a record that comes back after a crash holds an address GC can
-// reclaim, it never gives one address to two containers.
+// Release removes the record of addr and its index item; an entry there that
+// is not a record is left alone, and is an error. Removal is not synced: a
+// record that comes back after a crash holds an address GC can reclaim, it
+// never gives one address to two containers.
 func (s *Store) Release(addr netip.Addr) error {
 	r, err := s.read(addr)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
+	}
+	if err == nil && errors.Is(r.Corrupt, ErrNotRecord) {
+		err = fmt.Errorf("releasing %s: %w", addr, r.Corrupt)
 	}
 	if err != nil {
 		return err
@@ -411,10 +436,10 @@ func (s *Store) Release(addr netip.Addr) error {
 	if err := s.invalidate(); err != nil {
 		return err
 	}
-	err = os.Remove(s.path(addr))
+	err = unix.Unlinkat(int(s.netDir.Fd()), addr.String(), 0)
 	_ = s.touched() // a failure leaves the stamp unwritten: the next Open rebuilds
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("releasing %s: %w", addr, err)
+		return fmt.Errorf("releasing %s: %w", addr, pathErr("remove", s.netDir, addr.String(), err))
 	}
 	if r.Corrupt != nil {
 		return nil // in no entry: the rebuild indexes only owned records
@@ -429,23 +454,25 @@ func (s *Store) Release(addr netip.Addr) error {
 
 // RemoveStale deletes temporary files left by a process that died while
 // writing. Every writer holds the lock, so while we hold it none is in use.
+// Only regular files are ours: anything else with such a name is left.
 func (s *Store) RemoveStale() error {
 	if err := s.invalidate(); err != nil {
 		return err
 	}
 	var errs []error
-	for _, d := range []struct{ dir, prefix string }{
-		{s.dir, tmpPrefix}, {s.meta, indexTmpPrefix}, {filepath.Join(s.meta, ownersName), indexTmpPrefix},
+	for _, d := range []struct {
+		dir    *os.File
+		prefix string
+	}{
+		{s.netDir, tmpPrefix}, {s.metaDir, indexTmpPrefix}, {s.ownersDir, indexTmpPrefix},
 	} {
-		entries, err := os.ReadDir(d.dir)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("listing %s: %w", d.dir, err))
+		entries, err := listAt(d.dir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listing %s: %w", d.dir.Name(), err))
 		}
 		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), d.prefix) {
-				if err := os.Remove(filepath.Join(d.dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					errs = append(errs, err)
-				}
+			if strings.HasPrefix(e.Name(), d.prefix) && e.Type().IsRegular() {
+				errs = append(errs, removeAt(d.dir, e.Name()))
 			}
 		}
 	}

@@ -152,15 +152,18 @@ func TestAllSkipsNonRecords(t *testing.T) {
 	write(t, s, "10.0.0.4", "")   // empty: corrupt
 	write(t, s, "last_reserved_ip.0", "10.0.0.4")
 	write(t, s, ".reserve-123", "c9\r\neth0")
-	write(t, s, "FD00::9", "c3\r\neth0") // not the canonical spelling: not ours
-	os.Mkdir(filepath.Join(s.Dir(), "10.0.0.9"), 0o755)
+	write(t, s, "FD00::9", "c3\r\neth0")                // not the canonical spelling: not ours
+	os.Mkdir(filepath.Join(s.Dir(), "10.0.0.9"), 0o755) // not a record, but it blocks the address
 	all, err := s.All()
-	if err != nil || len(all) != 3 {
+	if err != nil || len(all) != 4 {
 		t.Fatalf("All = %+v, %v", all, err)
 	}
 	slices.SortFunc(all, func(a, b ipam.Reservation) int { return a.Addr.Compare(b.Addr) })
 	if all[0].Owner != o1 || all[1].Owner != (ipam.Owner{ContainerID: "c2"}) || !errors.Is(all[2].Corrupt, ErrCorrupt) {
 		t.Fatalf("All = %+v", all)
+	}
+	if !errors.Is(all[3].Corrupt, ErrNotRecord) || errors.Is(all[3].Corrupt, ErrCorrupt) || all[3].Addr.String() != "10.0.0.9" {
+		t.Fatalf("the directory at 10.0.0.9: %+v", all[3])
 	}
 }
 

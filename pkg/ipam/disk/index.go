@@ -35,6 +35,7 @@ const (
 	// maxEntry bounds what is read of an index file: an attachment holds
 	// one address per range set, a few hundred bytes each at most.
 	maxEntry = 64 << 10
+	maxStamp = 1 << 10 // a stamp is about 150 bytes
 )
 
 // errStale is returned when an index entry disagrees with the records: the
@@ -180,10 +181,10 @@ var bootID = sync.OnceValue(func() string {
 // renamed in it (by us, by the reference plugin, by hand) changes its mtime
 // and ctime. The index is trusted only while the stamp written after our
 // last change still matches.
-func stamp(dir string) ([]byte, error) {
+func stamp(dir *os.File) ([]byte, error) {
 	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return nil, fmt.Errorf("looking at %s: %w", dir, err)
+	if err := unix.Fstat(int(dir.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("looking at %s: %w", dir.Name(), err)
 	}
 	return fmt.Appendf(nil, `{"v":%d,"boot":%q,"dev":%d,"ino":%d,"mtime":%d,"ctime":%d}`,
 		entryVersion, bootID(), st.Dev, st.Ino, st.Mtim.Nano(), st.Ctim.Nano()), nil

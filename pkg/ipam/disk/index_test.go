@@ -119,12 +119,12 @@ func TestKilledVerbRebuilds(t *testing.T) {
 	s := open(t, dir)
 	reserve(t, s, a1, ipam.Claim{Owner: o1, Netns: ns1})
 	orphan := (*entry)(nil).with(o2, held{IP: a2, Rec: 99, Netns: "/run/netns/p2", NsIno: 7})
-	if err := replaceFile(s.entryPath(ownerKey(o2)), formatEntry(orphan)); err != nil {
+	if err := replaceAt(s.ownersDir, ownerKey(o2), formatEntry(orphan)); err != nil {
 		t.Fatal(err)
 	}
 	write(t, s, ".reserve-77", "c2\r\neth0") // the record it was writing
-	s.lock.Close()                           // killed: Close never ran
-	if _, err := os.Stat(s.stampPath()); !os.IsNotExist(err) {
+	s.closeFiles()                           // killed: Close never ran
+	if _, err := os.Stat(filepath.Join(s.meta, stampName)); !os.IsNotExist(err) {
 		t.Fatalf("the stamp survived a change without Close: %v", err)
 	}
 	s = open(t, dir)
@@ -169,7 +169,7 @@ func TestUnreadableEntryRebuilt(t *testing.T) {
 	s := open(t, t.TempDir())
 	reserve(t, s, a1, ipam.Claim{Owner: o1, Netns: ns1})
 	s.Close()
-	if err := os.WriteFile(s.entryPath(ownerKey(o1)), []byte("{garbage"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(s.meta, ownersName, ownerKey(o1)), []byte("{garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s = open(t, filepath.Dir(s.Dir()))
@@ -237,16 +237,16 @@ func TestReferenceNeverMatchesTheIndex(t *testing.T) {
 
 func TestStampFollowsTheDirectoryOnly(t *testing.T) {
 	s := open(t, t.TempDir())
-	before, err := stamp(s.Dir())
+	before, err := stamp(s.netDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	write(t, s, ".cnisuite/owners/x", "{}")
-	if same, _ := stamp(s.Dir()); !bytes.Equal(same, before) {
+	if same, _ := stamp(s.netDir); !bytes.Equal(same, before) {
 		t.Errorf("a write in the index changed the stamp: %s -> %s", before, same)
 	}
 	write(t, s, "10.0.0.7", "c7")
-	if changed, _ := stamp(s.Dir()); bytes.Equal(changed, before) {
+	if changed, _ := stamp(s.netDir); bytes.Equal(changed, before) {
 		t.Errorf("a new record left the stamp at %s", before)
 	}
 }

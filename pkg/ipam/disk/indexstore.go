@@ -4,26 +4,86 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/ipam"
 )
 
-func (s *Store) stampPath() string           { return filepath.Join(s.meta, stampName) }
-func (s *Store) entryPath(key string) string { return filepath.Join(s.meta, ownersName, key) }
+// openIndex opens .cnisuite and its owners directory, creating them when
+// missing. Fresh says one was created: whatever the stamp says, the index
+// must be rebuilt.
+func (s *Store) openIndex() (fresh bool, _ error) {
+	meta, fresh, err := s.ownDir(s.netDir, metaName)
+	if err != nil {
+		return false, err
+	}
+	owners, created, err := s.ownDir(meta, ownersName)
+	if err != nil {
+		meta.Close()
+		return false, err
+	}
+	s.metaDir, s.ownersDir = meta, owners
+	return fresh || created, nil
+}
 
-// checkIndex rebuilds the index unless the stamp matches the directory.
-func (s *Store) checkIndex() error {
-	want, err := stamp(s.dir)
+// ownDir opens the directory name in dir, creating it when missing. What
+// else holds the name (a file, a symbolic link to anywhere, ...) was not
+// made by the store: it is moved aside, never followed nor removed, and the
+// directory made anew.
+func (s *Store) ownDir(dir *os.File, name string) (*os.File, bool, error) {
+	d, created, err := openDir(dir, name)
+	if errors.As(err, new(*wrongType)) {
+		if err = s.moveAside(dir, name); err == nil {
+			d, created, err = openDir(dir, name)
+		}
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("opening the reservation index: %w", err)
+	}
+	return d, created, nil
+}
+
+// moveAside renames an entry the store did not make, found at a name of its
+// own in dir, to <name>.stray-<time> beside it, and logs where it went: kept
+// for whoever put it there, out of the store's way, never read. The new
+// name is neither an address nor an owner key, so nothing takes it for a
+// record or an index entry.
+func (s *Store) moveAside(dir *os.File, name string) error {
+	st, err := statAt(dir, name)
 	if err != nil {
 		return err
 	}
-	if got, err := os.ReadFile(s.stampPath()); err == nil && bytes.Equal(got, want) {
+	to := name + ".stray-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+	if err := unix.Renameat(int(dir.Fd()), name, int(dir.Fd()), to); err != nil {
+		return pathErr("rename", dir, name, err)
+	}
+	s.log.Warn("moved aside what host-local did not create at a name it uses; look at it and remove it",
+		"path", filepath.Join(dir.Name(), name), "was", kindOf(st.Mode), "now", filepath.Join(dir.Name(), to))
+	return nil
+}
+
+// checkIndex rebuilds the index unless it is not fresh and the stamp
+// matches the directory.
+func (s *Store) checkIndex(fresh bool) error {
+	want, err := stamp(s.netDir)
+	if err != nil {
+		return err
+	}
+	got, _, err := readAt(s.metaDir, stampName, maxStamp)
+	if err == nil && bytes.Equal(got, want) && !fresh {
 		return nil
+	}
+	if errors.As(err, new(*wrongType)) {
+		if err := s.moveAside(s.metaDir, stampName); err != nil {
+			return fmt.Errorf("invalidating the reservation index: %w", err)
+		}
 	}
 	// A rebuild that got through with errors on single files leaves the
 	// index without a stamp (rebuilt again next time) but usable.
@@ -39,7 +99,7 @@ func (s *Store) invalidate() error {
 	if s.dirty {
 		return nil
 	}
-	if err := os.Remove(s.stampPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := removeAt(s.metaDir, stampName); err != nil {
 		return fmt.Errorf("invalidating the reservation index: %w", err)
 	}
 	s.dirty = true
@@ -49,7 +109,7 @@ func (s *Store) invalidate() error {
 // touched notes the directory as it is right after one of our changes.
 // Writing in .cnisuite/ does not change the network directory itself.
 func (s *Store) touched() error {
-	st, err := stamp(s.dir)
+	st, err := stamp(s.netDir)
 	if err != nil {
 		s.broken = true
 	}
@@ -58,28 +118,27 @@ func (s *Store) touched() error {
 }
 
 // entryOf returns the attachment's index entry (nil when it has none). An
-// unreadable entry, or one naming another owner, is errStale.
+// unreadable entry (not a regular file included), or one naming another
+// owner, is errStale.
 func (s *Store) entryOf(o ipam.Owner) (*entry, error) {
 	key := ownerKey(o)
 	if e, ok := s.entries[key]; ok {
 		return e, nil
 	}
-	f, err := os.Open(s.entryPath(key))
+	data, _, err := readAt(s.ownersDir, key, maxEntry)
 	if errors.Is(err, fs.ErrNotExist) {
 		s.entries[key] = nil
 		return nil, nil
 	}
+	if errors.As(err, new(*wrongType)) {
+		return nil, fmt.Errorf("%w: %v", errStale, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the reservation index: %w", err)
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxEntry+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", f.Name(), err)
-	}
 	e, err := parseEntry(data)
 	if err != nil || e.owner() != o {
-		return nil, fmt.Errorf("%w: %s: %v", errStale, f.Name(), err)
+		return nil, fmt.Errorf("%w: %s: %v", errStale, filepath.Join(s.ownersDir.Name(), key), err)
 	}
 	s.entries[key] = e
 	return e, nil
@@ -91,13 +150,10 @@ func (s *Store) writeEntry(o ipam.Owner, e *entry) error {
 	key := ownerKey(o)
 	var err error
 	if e == nil || len(e.Addrs) == 0 {
-		err = os.Remove(s.entryPath(key))
-		if errors.Is(err, fs.ErrNotExist) {
-			err = nil
-		}
+		err = removeAt(s.ownersDir, key)
 		e = nil
 	} else {
-		err = replaceFile(s.entryPath(key), formatEntry(e))
+		err = replaceAt(s.ownersDir, key, formatEntry(e))
 	}
 	if err != nil {
 		s.broken = true
@@ -158,14 +214,9 @@ func (s *Store) rebuild() error {
 	if err := s.invalidate(); err != nil {
 		return err
 	}
-	owners := filepath.Join(s.meta, ownersName)
-	if err := os.MkdirAll(owners, dirMode); err != nil {
-		s.broken = true
-		return fmt.Errorf("creating the reservation index %s: %w", owners, err)
-	}
 	staleErr := s.RemoveStale()
 	recs, scanErr := s.scan()
-	old := s.readEntries(owners)
+	old := s.readEntries()
 	want := map[string]*entry{}
 	for _, r := range recs {
 		if r.Corrupt != nil {
@@ -179,14 +230,14 @@ func (s *Store) rebuild() error {
 		want[key] = want[key].with(r.Owner, h)
 	}
 	s.entries = map[string]*entry{}
-	errs := []error{staleErr, scanErr}
+	errs := []error{staleErr, scanErr, s.removeUnwanted(want)}
 	for key, e := range want {
 		if o := old[key]; o == nil || !bytes.Equal(formatEntry(o), formatEntry(e)) {
 			errs = append(errs, s.writeEntry(e.owner(), e))
 		}
 		s.entries[key] = e
 	}
-	errs = append(errs, s.removeUnwanted(owners, want), s.touched())
+	errs = append(errs, s.touched())
 	s.rebuilt = true
 	if err := errors.Join(errs...); err != nil {
 		s.broken = true
@@ -197,16 +248,16 @@ func (s *Store) rebuild() error {
 }
 
 // readEntries reads every readable index file, by key; others are ignored
-// (removeUnwanted deletes them).
-func (s *Store) readEntries(owners string) map[string]*entry {
-	files, _ := os.ReadDir(owners)
+// (removeUnwanted deals with them).
+func (s *Store) readEntries() map[string]*entry {
+	files, _ := listAt(s.ownersDir)
 	out := map[string]*entry{}
 	for _, f := range files {
 		if !isOwnerKey(f.Name()) {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(owners, f.Name()))
-		if err != nil || len(data) > maxEntry {
+		data, _, err := readAt(s.ownersDir, f.Name(), maxEntry)
+		if err != nil {
 			continue
 		}
 		if e, err := parseEntry(data); err == nil && ownerKey(e.owner()) == f.Name() {
@@ -216,20 +267,26 @@ func (s *Store) readEntries(owners string) map[string]*entry {
 	return out
 }
 
-// removeUnwanted deletes every file of the owners directory that is not the
-// entry of a record's owner (stale entries, temporary files, strays).
-func (s *Store) removeUnwanted(owners string, want map[string]*entry) error {
-	files, err := os.ReadDir(owners)
+// removeUnwanted deletes the index files of owners that hold no record, and
+// moves aside whatever sits at an owner key's name but is not a file. Only
+// names the store gives its files are looked at: anything else in the
+// directory is not the store's, and left.
+func (s *Store) removeUnwanted(want map[string]*entry) error {
+	files, err := listAt(s.ownersDir)
 	if err != nil {
-		return fmt.Errorf("listing %s: %w", owners, err)
+		return fmt.Errorf("listing %s: %w", s.ownersDir.Name(), err)
 	}
 	var errs []error
 	for _, f := range files {
-		if _, ok := want[f.Name()]; ok {
-			continue
-		}
-		if err := os.RemoveAll(filepath.Join(owners, f.Name())); err != nil {
-			errs = append(errs, err)
+		name := f.Name()
+		switch {
+		case !isOwnerKey(name) && !strings.HasPrefix(name, indexTmpPrefix):
+		case !f.Type().IsRegular():
+			if isOwnerKey(name) {
+				errs = append(errs, s.moveAside(s.ownersDir, name))
+			}
+		case want[name] == nil:
+			errs = append(errs, removeAt(s.ownersDir, name))
 		}
 	}
 	return errors.Join(errs...)

@@ -155,7 +155,7 @@ func TestBinaryErrors(t *testing.T) {
 		{"exhausted", "ADD", "c2", full, 999, "no IP addresses available in network: net1"},
 		{"status exhausted", "STATUS", "", full, 51, "no IP addresses available in network: net1"},
 		{"status unusable", "STATUS", "", conf(file, `"subnet":"10.1.0.0/24"`), 50, "cannot keep reservations"},
-		{"gc unusable", "GC", "", conf(file, `"subnet":"10.1.0.0/24"`), 999, "not a directory"},
+		{"gc unusable", "GC", "", conf(file, `"subnet":"10.1.0.0/24"`), 5, "make it a directory the runtime can write): mkdir"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

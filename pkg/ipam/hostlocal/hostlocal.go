@@ -50,7 +50,7 @@ func (Plugin) Add(_ context.Context, a *cniplugin.Args) (_ types.Result, retErr 
 	if err != nil {
 		return nil, err
 	}
-	s, err := disk.Open(c.dataDir, c.name)
+	s, err := disk.OpenLogged(c.dataDir, c.name, a.Logger())
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +144,7 @@ func (Plugin) Del(_ context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	s, err := disk.Open(n.IPAM.DataDir, n.Name)
+	s, err := disk.OpenLogged(n.IPAM.DataDir, n.Name, a.Logger())
 	if err != nil {
 		return err
 	}
@@ -169,7 +169,7 @@ func (Plugin) Check(_ context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	s, err := disk.Open(c.dataDir, c.name)
+	s, err := disk.OpenLogged(c.dataDir, c.name, a.Logger())
 	if err != nil {
 		return err
 	}
@@ -217,7 +217,7 @@ func (Plugin) GC(_ context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	s, err := disk.Open(n.IPAM.DataDir, n.Name)
+	s, err := disk.OpenLogged(n.IPAM.DataDir, n.Name, a.Logger())
 	if err != nil {
 		return err
 	}
@@ -228,6 +228,10 @@ func (Plugin) GC(_ context.Context, a *cniplugin.Args) error {
 	errs = append(errs, err)
 	for _, r := range all {
 		if r.Corrupt == nil && held(r.Owner, valid) {
+			continue
+		}
+		if errors.Is(r.Corrupt, disk.ErrNotRecord) { // not ours to remove
+			a.Logger().Warn("an entry that is not a reservation record blocks an address", "addr", r.Addr, "reason", r.Corrupt)
 			continue
 		}
 		if err := s.Release(r.Addr); err != nil {
@@ -259,7 +263,7 @@ func (Plugin) Status(_ context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	s, err := disk.Open(c.dataDir, c.name)
+	s, err := disk.OpenLogged(c.dataDir, c.name, a.Logger())
 	if err != nil {
 		return unavailable(err)
 	}
