@@ -74,11 +74,14 @@ func (a *Allocator) allocateRequested(c Claim, addr netip.Addr) (Allocation, err
 		return Allocation{}, err
 	}
 	if !ok {
-		holder := "another attachment"
-		if res, found, err := a.Store.Lookup(addr); err == nil && found && res.Corrupt == nil {
-			holder = res.Owner.String()
+		res, found, err := a.Store.Lookup(addr)
+		switch {
+		case err == nil && found && res.Corrupt != nil:
+			return Allocation{}, netconf.Invalid("requested IP %s is blocked: %v", addr, res.Corrupt)
+		case err == nil && found:
+			return Allocation{}, netconf.Invalid("requested IP %s is already reserved for %s; DEL that attachment first or request another address", addr, res.Owner)
 		}
-		return Allocation{}, netconf.Invalid("requested IP %s is already reserved for %s; DEL that attachment first or request another address", addr, holder)
+		return Allocation{}, netconf.Invalid("requested IP %s is already reserved for another attachment; DEL that attachment first or request another address", addr)
 	}
 	return Allocation{Address: netip.PrefixFrom(addr, r.Subnet.Bits()), Gateway: r.Gateway}, nil
 }

@@ -218,7 +218,7 @@ func TestHostLocalAddressBlockers(t *testing.T) {
 	h.expect(o, "ADD beside the blockers", 0, "10.81.0.5/24")
 	for _, ip := range []string{"10.81.0.3", "10.81.0.4"} {
 		o := h.call("host-local", "ADD", "hs-"+ip, "CNI_ARGS=IP="+ip)
-		h.expect(o, "ADD requesting "+ip, 7, "already reserved")
+		h.expect(o, "ADD requesting "+ip, 7, "is blocked", "remove it by hand")
 		if strings.Contains(o.stdout, "container victim") { // what the link's target reads as
 			t.Errorf("ADD requesting %s followed the link: %s", ip, o.stdout)
 		}
