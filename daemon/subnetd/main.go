@@ -59,6 +59,16 @@ func newLogger(level string) *slog.Logger {
 
 func run(parent context.Context, cfg *Config) error {
 	log := newLogger(cfg.LogLevel)
+	lock, err := lockDataDir(cfg.DataDir, !cfg.Cleanup)
+	if err != nil {
+		if cfg.Cleanup && errors.Is(err, errRunning) {
+			return fmt.Errorf("--cleanup refused, as the running daemon would put everything back: %w", err)
+		}
+		return err
+	}
+	if lock != nil {
+		defer lock.Close()
+	}
 	if cfg.Cleanup {
 		return cleanup(cfg, log)
 	}

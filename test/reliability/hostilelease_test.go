@@ -3,6 +3,7 @@ package reliability
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -152,4 +153,81 @@ func (n *daemonNode) checkCnictlSkips() {
 	if kernel["10.95.1.0-24"] != "ok" {
 		n.t.Errorf("cnictl leases: the valid peer is %q, want ok", kernel["10.95.1.0-24"])
 	}
+}
+
+// TestSubnetdSingleInstance: a second subnetd with the same --data-dir (its
+// own health port, so that nothing else stops it) exits 1 within seconds
+// naming the lock file and the running one's PID, and so does
+// --cleanup; neither touches subnet.env or flannel.1, and the first keeps
+// serving. Once the first has stopped, the next one starts.
+func TestSubnetdSingleInstance(t *testing.T) {
+	n := newDaemonNode(t)
+	n.startEtcd("etcd", "http://127.0.0.1:2379")
+	n.putPeer(1)
+	sd := n.startSubnetd("subnetd")
+	n.eventually("ready", 30*time.Second, func() bool { return n.ready("127.0.0.1:9090") })
+	n.eventually("the peer routed", 20*time.Second, func() bool { return n.hasRoute(1) })
+	envPath := filepath.Join(n.dir, "subnet.env")
+	envBefore, statBefore := readEnv(t, envPath)
+	devBefore := n.ns.Run(t, "ip", "-o", "link", "show", "flannel.1")
+	lock := filepath.Join(n.dir, "sd", "subnetd.lock")
+
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"subnetd-second", []string{"--healthz-port", "9091"}, "another subnetd is running"},
+		{"subnetd-cleanup", []string{"--cleanup"}, "--cleanup refused"},
+	} {
+		start := time.Now()
+		p := n.startSubnetd(c.name, c.args...)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s still runs after 10 s beside the first:\n%s", c.name, p.output())
+		}
+		out := p.output()
+		if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+			t.Errorf("%s: exit %d, want 1:\n%s", c.name, code, out)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("%s took %v to give up", c.name, took)
+		}
+		if pid := fmt.Sprintf("(PID %d)", sd.cmd.Process.Pid); !strings.Contains(out, c.want) || !strings.Contains(out, lock) || !strings.Contains(out, pid) {
+			t.Errorf("%s: the message does not say %q naming %s and %s:\n%s", c.name, c.want, lock, pid, out)
+		}
+	}
+
+	if env, st := readEnv(t, envPath); env != envBefore || !st.ModTime().Equal(statBefore.ModTime()) {
+		t.Errorf("subnet.env was rewritten")
+	}
+	if dev := n.ns.Run(t, "ip", "-o", "link", "show", "flannel.1"); strings.Fields(dev)[0] != strings.Fields(devBefore)[0] {
+		t.Errorf("flannel.1 was recreated: %s, was %s", dev, devBefore)
+	}
+	n.putPeer(2)
+	n.eventually("the first still programming peers", 20*time.Second, func() bool { return n.hasRoute(2) })
+	if sd.exited() || !n.ready("127.0.0.1:9090") {
+		t.Fatalf("the first subnetd died or went unready:\n%s", sd.output())
+	}
+
+	sd.stop()
+	next := n.startSubnetd("subnetd-next")
+	n.eventually("the next subnetd ready once the first stopped", 30*time.Second, func() bool { return n.ready("127.0.0.1:9090") })
+	if next.exited() {
+		t.Fatalf("the next subnetd exited:\n%s", next.output())
+	}
+}
+
+func readEnv(t *testing.T, path string) (string, os.FileInfo) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), st
 }
