@@ -250,9 +250,25 @@ type view struct {
 
 // reconcile programs the peers of the last view: against the kernel's
 // tables when full (periodic checks, repairs), else against what was last
-// written (a lease event, received when its watch callback ran).
+// written (a lease event, received when its watch callback ran). The node's
+// addresses and routes, which no peer may take over, are read again on the
+// full path; a lease event uses the last read.
 func (d *daemon) reconcile(received time.Time, full bool) {
-	peers := d.filter.peers(d.entries, d.lease.Subnets)
+	if full || !d.filter.knowsHost() {
+		h, err := d.dp.Host()
+		if err != nil && !d.filter.knowsHost() {
+			d.st.reconcileError()
+			d.log.Error("reading this node's addresses and routes failed; no peer is programmed before they are known, retrying at the next check", "error", err)
+			return
+		}
+		if err != nil {
+			d.log.Error("reading this node's addresses and routes failed; checking peers against the last read", "error", err)
+		} else {
+			d.filter.setHost(h)
+		}
+	}
+	peers, skipped := d.filter.peers(d.entries, d.lease.Subnets)
+	d.st.setSkipped(skipped)
 	start := time.Now()
 	program := d.dp.Update
 	if full {

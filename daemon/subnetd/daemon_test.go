@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -56,6 +57,8 @@ func (f *fakePlane) Update(p peerSet) (vxlan.Stats, error) {
 }
 
 func (f *fakePlane) Changes(context.Context) (<-chan struct{}, error) { return f.changes, nil }
+
+func (f *fakePlane) Host() (vxlan.Host, error) { return vxlan.Host{}, nil }
 
 // counts returns how often each method ran.
 func (f *fakePlane) counts() (ensures, reconciles, updates int) {
@@ -129,7 +132,7 @@ func TestDaemonFollowsLeases(t *testing.T) {
 	fp := &fakePlane{}
 	st := &status{window: time.Second}
 	fr := &fakeRules{}
-	d := &daemon{cfg: cfg, log: log, m: m, dp: fp, rules: fr, st: st, filter: &peerFilter{backend: nc.Backend, log: log}}
+	d := &daemon{cfg: cfg, log: log, m: m, dp: fp, rules: fr, st: st, filter: &peerFilter{config: nc, log: log}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- d.serve(ctx) }()
@@ -248,7 +251,7 @@ func TestDaemonEventPaths(t *testing.T) {
 	fp := &fakePlane{changes: make(chan struct{}, 1)}
 	st := &status{window: time.Hour}
 	slow := &fakeRules{delay: 2 * time.Second}
-	d := &daemon{cfg: cfg, log: log, m: m, dp: fp, rules: slow, st: st, filter: &peerFilter{backend: nc.Backend, log: log}}
+	d := &daemon{cfg: cfg, log: log, m: m, dp: fp, rules: slow, st: st, filter: &peerFilter{config: nc, log: log}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- d.serve(ctx) }()
@@ -283,7 +286,11 @@ func TestDaemonEventPaths(t *testing.T) {
 
 func TestPeerFilterDecodesChangesOnly(t *testing.T) {
 	var logged strings.Builder
-	f := &peerFilter{backend: subnet.Backend{Type: subnet.BackendVXLAN, VNI: 1}, log: slog.New(slog.NewTextHandler(&logged, nil))}
+	nc, err := subnet.ParseConfig([]byte(`{"Network":"10.0.0.0/16"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &peerFilter{config: nc, log: slog.New(slog.NewTextHandler(&logged, nil))}
 	own := subnet.Subnets{V4: netip.MustParsePrefix("10.0.1.0/24")}
 	a := subnet.Entry{Subnets: subnet.Subnets{V4: netip.MustParsePrefix("10.0.2.0/24")}, Rev: 5, Value: vxlanValue("192.168.0.2", "a", "0e:00:00:00:00:02")}
 	bad := subnet.Entry{Subnets: subnet.Subnets{V4: netip.MustParsePrefix("10.0.3.0/24")}, Rev: 6, Value: []byte(`{`)}
@@ -302,7 +309,7 @@ func TestPeerFilterDecodesChangesOnly(t *testing.T) {
 		{"a vanished lease leaves the cache", []subnet.Entry{}, "", 1, 0},
 	}
 	for _, s := range steps {
-		got := f.peers(s.entries, own)
+		got, _ := f.peers(s.entries, own)
 		var names []string
 		for _, p := range got.v4 {
 			n := p.Subnet.String()
@@ -326,4 +333,78 @@ func TestPeerFilterDecodesChangesOnly(t *testing.T) {
 func withRev(e subnet.Entry, rev int64, value []byte) subnet.Entry {
 	e.Rev, e.Value = rev, value
 	return e
+}
+
+// TestPeerFilterSkipsHostileLeases: leases that are not the network's, or
+// that would take over this node's addresses or routes, are skipped and
+// counted, each logged once with its reason however often the filter runs;
+// a change of the node is checked again, and logged only when a reason
+// changes.
+func TestPeerFilterSkipsHostileLeases(t *testing.T) {
+	nc, err := subnet.ParseConfig([]byte(`{"Network":"10.0.0.0/16"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged strings.Builder
+	f := &peerFilter{config: nc, log: slog.New(slog.NewTextHandler(&logged, nil))}
+	pfx, addr := netip.MustParsePrefix, netip.MustParseAddr
+	host := vxlan.Host{
+		Addrs: []netip.Addr{addr("192.168.0.1"), addr("10.0.60.1")},
+		Routes: []vxlan.HostRoute{
+			{Dst: pfx("0.0.0.0/0"), Gw: addr("192.168.0.254"), Dev: "eth0", Proto: 3},
+			{Dst: pfx("192.168.0.0/24"), Dev: "eth0", Proto: 2},
+			{Dst: pfx("10.0.61.0/24"), Gw: addr("192.168.0.250"), Dev: "eth0", Proto: 4},
+		},
+	}
+	f.setHost(host)
+	entry := func(key, ip string) subnet.Entry {
+		s, err := subnet.ParseKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return subnet.Entry{Subnets: s, Rev: 1, Value: vxlanValue(ip, key, "0e:00:00:00:00:09")}
+	}
+	entries := []subnet.Entry{
+		entry("10.0.2.0-24", "192.168.0.2"),
+		entry("192.168.0.0-24", "192.168.0.3"),   // the underlay
+		entry("192.168.0.254-32", "192.168.0.3"), // the default gateway
+		entry("8.8.8.0-24", "192.168.0.3"),
+		entry("10.0.3.128-25", "192.168.0.3"), // another length
+		entry("10.0.60.0-24", "192.168.0.3"),  // holds an address of the node
+		entry("10.0.61.0-24", "192.168.0.3"),  // the node's static route
+		entry("10.0.62.0-24", "192.168.0.1"),  // the node's own public IP
+	}
+	reasons := map[string]string{
+		"192.168.0.0-24": "outside the network 10.0.0.0/16", "192.168.0.254-32": "outside the network", "8.8.8.0-24": "outside the network",
+		"10.0.3.128-25": "is a /25", "10.0.60.0-24": "holds 10.0.60.1, an address of this node",
+		"10.0.61.0-24": "covers this node's route 10.0.61.0/24 via 192.168.0.250", "10.0.62.0-24": "public IP 192.168.0.1 is an address of this node",
+	}
+	for range 3 {
+		got, skipped := f.peers(entries, subnet.Subnets{V4: pfx("10.0.1.0/24")})
+		if len(got.v4) != 1 || got.v4[0].Subnet != pfx("10.0.2.0/24") || skipped != len(reasons) {
+			t.Fatalf("peers %v, %d skipped; want 10.0.2.0/24 alone and %d skipped", got.v4, skipped, len(reasons))
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
+	if len(lines) != len(reasons) {
+		t.Errorf("%d lines logged over three calls, want one per skipped lease:\n%s", len(lines), logged.String())
+	}
+	for key, why := range reasons {
+		if n := strings.Count(logged.String(), "key="+key+" "); n != 1 {
+			t.Errorf("%s logged %d times", key, n)
+		}
+		if !strings.Contains(logged.String(), why) {
+			t.Errorf("no skip logged with %q:\n%s", why, logged.String())
+		}
+	}
+
+	// The node's static route goes, and an unrelated one comes: only the
+	// lease the route blocked changes, and nothing is logged.
+	logged.Reset()
+	f.setHost(vxlan.Host{Addrs: host.Addrs,
+		Routes: append(slices.Clone(host.Routes[:2]), vxlan.HostRoute{Dst: pfx("172.16.0.0/12"), Gw: addr("192.168.0.250"), Dev: "eth0", Proto: 4})})
+	got, skipped := f.peers(entries, subnet.Subnets{V4: pfx("10.0.1.0/24")})
+	if len(got.v4) != 2 || skipped != len(reasons)-1 || logged.Len() != 0 {
+		t.Errorf("after the route went: peers %v, %d skipped, logged %q", got.v4, skipped, logged.String())
+	}
 }

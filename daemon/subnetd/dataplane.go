@@ -39,6 +39,9 @@ type dataPlane interface {
 	// device Ensure made (link or address), so that the daemon repairs it
 	// at once instead of at the next periodic check.
 	Changes(ctx context.Context) (<-chan struct{}, error)
+	// Host reads what of the node peers must not take over: its addresses
+	// and the routes that are not the overlay's (vxlan.ReadHost).
+	Host() (vxlan.Host, error)
 	// Teardown removes what Ensure and Reconcile made.
 	Teardown() error
 }
@@ -152,6 +155,8 @@ func (o *overlay) program(p peerSet, fn func(*vxlan.Device, []vxlan.Peer) (vxlan
 	}
 	return total, errors.Join(errs...)
 }
+
+func (o *overlay) Host() (vxlan.Host, error) { return vxlan.ReadHost() }
 
 func (o *overlay) Teardown() error {
 	if err := vxlan.Cleanup(); err != nil {

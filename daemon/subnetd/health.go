@@ -25,6 +25,7 @@ type status struct {
 	lastEtcd    time.Time
 	etcdUp      bool
 	peers       int
+	skipped     int
 	acquired    int
 	lost        int
 	recErrors   int
@@ -92,6 +93,12 @@ func (s *status) reconciled(took time.Duration, peers int, err error) {
 	s.peers = peers
 }
 
+func (s *status) setSkipped(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.skipped = n
+}
+
 // notReady says why the node is not ready, or "" when it is: a valid lease,
 // subnet.env written and etcd heard from within the window.
 func (s *status) notReady(now time.Time) string {
@@ -136,6 +143,7 @@ func (s *status) metrics(now time.Time) string {
 	counter("subnetd_lease_acquisitions_total", "Leases acquired, first or again.", float64(s.acquired))
 	counter("subnetd_lease_losses_total", "Leases found lost or taken over.", float64(s.lost))
 	gauge("subnetd_peers", "Peers programmed by the last reconcile.", float64(s.peers))
+	gauge("subnetd_leases_skipped", "Other nodes' leases not programmed (malformed, not the network's, or taking over this node's addresses or routes; each logged).", float64(s.skipped))
 	counter("subnetd_reconcile_errors_total", "Failed data-plane set-ups and reconciles.", float64(s.recErrors))
 	fmt.Fprintf(&b, "# HELP subnetd_reconcile_duration_seconds Time spent programming peers.\n# TYPE subnetd_reconcile_duration_seconds summary\n")
 	fmt.Fprintf(&b, "subnetd_reconcile_duration_seconds_sum %s\nsubnetd_reconcile_duration_seconds_count %d\n", strconv.FormatFloat(s.recSeconds, 'g', -1, 64), s.recCount)

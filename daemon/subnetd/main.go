@@ -59,6 +59,16 @@ func newLogger(level string) *slog.Logger {
 
 func run(parent context.Context, cfg *Config) error {
 	log := newLogger(cfg.LogLevel)
+	lock, err := lockDataDir(cfg.DataDir, !cfg.Cleanup)
+	if err != nil {
+		if cfg.Cleanup && errors.Is(err, errRunning) {
+			return fmt.Errorf("--cleanup refused, as the running daemon would put everything back: %w", err)
+		}
+		return err
+	}
+	if lock != nil {
+		defer lock.Close()
+	}
 	if cfg.Cleanup {
 		return cleanup(cfg, log)
 	}
@@ -94,7 +104,7 @@ func run(parent context.Context, cfg *Config) error {
 			return err
 		}
 	}
-	d := &daemon{cfg: cfg, log: log, m: m, dp: ov, rules: nat.FlannelHost{}, st: st, filter: &peerFilter{backend: netCfg.Backend, log: log}}
+	d := &daemon{cfg: cfg, log: log, m: m, dp: ov, rules: nat.FlannelHost{}, st: st, filter: &peerFilter{config: netCfg, log: log}}
 	log.Info("subnetd starting", "node", id, "interface", ul.name, "public_ip", ul.publicV4, "public_ipv6", ul.publicV6, "backend", netCfg.Backend.Type)
 	if err := d.serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err

@@ -279,8 +279,9 @@ func checkOverlayPeers(n *node) []Finding {
 }
 
 // skippedLeases names the leases subnetd cannot program: unreadable ones,
-// and those pkg/vxlan refuses (this node's own address, a colliding subnet
-// or VTEP MAC).
+// those that are not the network's or would take over this node's
+// addresses or routes, and those pkg/vxlan refuses (a colliding subnet or
+// VTEP MAC).
 func skippedLeases(n *node, ov overlay) []Finding {
 	reasons := map[subnet.Subnets][]string{}
 	for s, err := range ov.bad {

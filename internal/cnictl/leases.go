@@ -205,12 +205,19 @@ func subnetsOf(env envfile.Env) subnet.Subnets {
 }
 
 // peers reads one lease as the overlay's peers of each family, with the
-// rules subnetd applies (vxlan.LeasePeers).
-func (l leaseInfo) peers(b subnet.Backend) (v4, v6 *vxlan.Peer, err error) {
+// rules subnetd applies (vxlan.LeasePeers, and vxlan.Host.LeaseConflict
+// against this node).
+func (l leaseInfo) peers(c subnet.Config, h vxlan.Host) (v4, v6 *vxlan.Peer, err error) {
 	if l.err != nil {
 		return nil, nil, fmt.Errorf("bad lease JSON: %w", l.err)
 	}
-	return vxlan.LeasePeers(b, l.Subnets, l.attrs)
+	if v4, v6, err = vxlan.LeasePeers(c, l.Subnets, l.attrs); err != nil {
+		return nil, nil, err
+	}
+	if err := h.LeaseConflict(v4, v6); err != nil {
+		return nil, nil, err
+	}
+	return v4, v6, nil
 }
 
 // macs are the lease's VTEP MACs as written, for display.
@@ -240,6 +247,8 @@ type famAudit struct {
 // config (the caller checks).
 func auditOverlay(c *cluster, env *envfile.Env, id string) overlay {
 	o := overlay{bad: map[subnet.Subnets]error{}}
+	// A failed read leaves host empty: no conflict is shown, none being known.
+	host, _ := vxlan.ReadHost()
 	var v4, v6 []vxlan.Peer
 	var mine *leaseInfo
 	for i, l := range c.leases {
@@ -247,7 +256,7 @@ func auditOverlay(c *cluster, env *envfile.Env, id string) overlay {
 			mine = &c.leases[i]
 			continue
 		}
-		p4, p6, err := l.peers(c.cfg.Backend)
+		p4, p6, err := l.peers(*c.cfg, host)
 		if err != nil {
 			o.bad[l.Subnets] = err
 		}

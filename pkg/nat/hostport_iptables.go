@@ -71,15 +71,32 @@ func (h HostPorts) addFamily(ctx context.Context, c *HostPortConf, container net
 	})
 }
 
-// Check verifies, in one transaction of -C lines per family, every rule
-// of the attachment and the shared rules it relies on.
+// Check verifies every rule of the attachment and the shared rules it
+// relies on: one iptables-save per family, each rule looked up by its key
+// (ruleKey) in an index of what the save listed, so that the cost grows
+// with the number of rules. One -C per rule made iptables-nft scan the
+// chain for each (2000 mappings: 18 s; 10000: 23 min). The rules not found
+// by key, which an iptables that spells a rule in a way ruleKey does not
+// foresee may cause, are asked of iptables with -C lines, which compare
+// meaning, in one restore.
 func (h HostPorts) Check(ctx context.Context, c *HostPortConf, addrs []netip.Prefix) error {
 	return concurrently(len(addrs), func(i int) error {
 		f, r := familyOf(addrs[i].Addr()), buildRules(c, addrs[i])
 		if len(r.rules) == 0 {
 			return nil
 		}
-		err := h.restore(ctx, f, r.checkLines())
+		t, err := Masq{Run: h.Run}.read(ctx, f)
+		if err != nil {
+			return err
+		}
+		var lines []string
+		for _, w := range t.lacking(r.all()) {
+			lines = append(lines, "-C "+w[0]+" "+w[1])
+		}
+		if len(lines) == 0 {
+			return nil
+		}
+		err = h.restore(ctx, f, lines)
 		var re *restoreError
 		if errors.As(err, &re) && re.line != "" {
 			return fmt.Errorf("%s nat table: rule %q is missing; DEL and ADD the attachment again to restore it", f.tool(), strings.TrimPrefix(re.line, "-C "))

@@ -159,12 +159,15 @@ func ops(op, chain string, specs []string) []string {
 	return lines
 }
 
-// checkLines asserts every rule of r and of the plumbing it relies on.
-func (r hpRules) checkLines() []string {
-	var lines []string
-	for _, p := range r.plumbing() {
-		lines = append(lines, "-C "+p[0]+" "+p[1])
+// all lists every rule of r and of the plumbing it relies on, as
+// "<chain> <spec>".
+func (r hpRules) all() [][2]string {
+	out := r.plumbing()
+	for _, s := range r.rules {
+		out = append(out, [2]string{r.chain, s})
 	}
-	lines = append(lines, ops("-C", r.chain, r.rules)...)
-	return append(lines, ops("-C", HostPortDNATChain, r.entries)...)
+	for _, s := range r.entries {
+		out = append(out, [2]string{HostPortDNATChain, s})
+	}
+	return out
 }

@@ -8,12 +8,16 @@ import (
 	"github.com/cnisuite/cni/pkg/subnet"
 )
 
-// LeasePeers reads what a lease asks of the other nodes of a network with
-// backend b: a peer per family that has a subnet and a usable public
-// address. A lease of another backend or VNI, or with a VTEP MAC that is
-// not one, is an error: subnetd skips it and cnictl reports it, for the
-// same reasons.
-func LeasePeers(b subnet.Backend, s subnet.Subnets, a subnet.Attrs) (v4, v6 *Peer, err error) {
+// LeasePeers reads what a lease asks of the other nodes of the network c: a
+// peer per family that has a subnet and a usable public address. A lease
+// whose subnets are not the network's (subnet.Config.CheckPeer), of another
+// backend or VNI, or with a VTEP MAC that is not one, is an error: subnetd
+// skips it and cnictl reports it, for the same reasons.
+func LeasePeers(c subnet.Config, s subnet.Subnets, a subnet.Attrs) (v4, v6 *Peer, err error) {
+	if err := c.CheckPeer(s); err != nil {
+		return nil, nil, err
+	}
+	b := c.Backend
 	if a.BackendType != b.Type {
 		return nil, nil, fmt.Errorf("backend %q, this network uses %q", a.BackendType, b.Type)
 	}
