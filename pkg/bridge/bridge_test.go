@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -186,9 +185,7 @@ func TestDelAfterNetnsGone(t *testing.T) {
 	a := e.args(pod, "c1", conf)
 	e.mustAdd(a)
 	pod.Run(t, "true") // the namespace is usable until here
-	if out, err := exec.Command("ip", "netns", "delete", pod.Name).CombinedOutput(); err != nil {
-		t.Fatalf("deleting the pod namespace: %v %s", err, out)
-	}
+	pod.Delete(t) // waits until the kernel has removed the pod's veth with it
 	for i := range 2 {
 		if err := e.del(a); err != nil {
 			t.Fatalf("DEL #%d after the netns was deleted: %v", i+1, err)

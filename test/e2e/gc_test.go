@@ -284,9 +284,7 @@ func TestFieldFailureReclaimThenGC(t *testing.T) {
 	}
 	mustAdd(t, c, late, "gcnet")
 	for _, p := range pods[1:3] { // the runtime deletes the namespaces it leaked
-		if out, err := exec.Command("ip", "netns", "delete", p.Name).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
+		p.Delete(t)
 	}
 	for _, p := range append(live, late) {
 		if err := c.del(t, p); err != nil {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -102,9 +101,7 @@ func TestDelAfterNetnsGone(t *testing.T) {
 	c, node := newCbr0(t)
 	pod := netnstest.New(t, "cni-e2e-pod")
 	mustAdd(t, c, pod, "cbr0")
-	if out, err := exec.Command("ip", "netns", "delete", pod.Name).CombinedOutput(); err != nil {
-		t.Fatalf("deleting %s: %v\n%s", pod.Name, err, out)
-	}
+	pod.Delete(t)
 	for i := range 2 {
 		if err := c.del(t, pod); err != nil {
 			t.Fatalf("DEL #%d without the netns: %v", i+1, err)

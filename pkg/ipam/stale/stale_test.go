@@ -113,14 +113,6 @@ func inNode[T any](t *testing.T, node *netnstest.NS, fn func() T) T {
 	return v
 }
 
-// deleteNS removes a namespace's path; whatever else holds it keeps it.
-func deleteNS(t *testing.T, ns *netnstest.NS) {
-	t.Helper()
-	if out, err := exec.Command("ip", "netns", "delete", ns.Name).CombinedOutput(); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-}
-
 // judgeSoon judges id in node until it is want: the kernel frees a
 // namespace asynchronously once nothing holds it.
 func judgeSoon(t *testing.T, node *netnstest.NS, id ipam.Netns, want State) Verdict {
@@ -156,7 +148,7 @@ func TestSurveyAndReclaim(t *testing.T) {
 		}
 	}
 	os.WriteFile(filepath.Join(s.Dir(), "10.0.0.5"), nil, 0o600)
-	deleteNS(t, gone)
+	gone.Delete(t)
 	judgeSoon(t, node, claims["10.0.0.3"].Netns, Gone)
 	done := inNode(t, node, func() []Verdict {
 		vs, err := Survey(s, &Prober{})
@@ -219,7 +211,7 @@ func TestHeldNamespaces(t *testing.T) {
 				t.Fatalf("mounted namespace: %s (%s)", v.State, v.Reason)
 			}
 			release := h.hold(t, pod)
-			deleteNS(t, pod)
+			pod.Remove(t)
 			if v := judgeSoon(t, node, id, Unknown); v.State != Unknown || !strings.Contains(v.Reason, h.reason) {
 				t.Fatalf("held by a %s: %s (%s), want unknown with %q", h.name, v.State, v.Reason, h.reason)
 			}
@@ -241,7 +233,7 @@ func TestReusedNSID(t *testing.T) {
 	node := netnstest.New(t, "cni-stale-node")
 	old := netnstest.New(t, "cni-stale")
 	dead := inNode(t, node, func() ipam.Netns { return Identify(old.Path) })
-	deleteNS(t, old)
+	old.Delete(t)
 	judgeSoon(t, node, dead, Gone)
 	next := netnstest.New(t, "cni-stale")
 	reused := inNode(t, node, func() ipam.Netns { return Identify(next.Path) })
@@ -265,7 +257,7 @@ func TestInodeReuse(t *testing.T) {
 	node := netnstest.New(t, "cni-stale-node")
 	old := netnstest.New(t, "cni-stale")
 	dead := inNode(t, node, func() ipam.Netns { return Identify(old.Path) })
-	deleteNS(t, old)
+	old.Delete(t)
 	reusedBy := func(name string) bool {
 		for range 20 {
 			if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
