@@ -1,13 +1,10 @@
 package netnstest
 
 import (
-	"bufio"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,22 +23,9 @@ func HoldByMount(t testing.TB, path string) (release func()) {
 	if err := os.WriteFile(target, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
-		`mount --bind "$1" "$2" && echo held && exec sleep 600`, "sh", path, target)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	release = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	t.Cleanup(release)
-	if line, _ := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "held" {
-		release()
-		t.Fatalf("bind-mounting %s in another mount namespace failed", path)
-	}
-	return release
+	m := NewMountNS(t)
+	m.Run(t, "mount", "--bind", path, target)
+	return m.End
 }
 
 // HoldBySocket opens a socket inside the namespace at path from this

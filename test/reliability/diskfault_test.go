@@ -6,75 +6,28 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
-// mountNS is a private mount namespace kept alive by a sleeping process:
-// mounts made in it are seen only by what runs in it (through enter) and by
-// the test through its /proc/PID/root, and vanish when it ends.
-type mountNS struct {
-	t   *testing.T
-	pid int
-}
-
-func newMountNS(t *testing.T) *mountNS {
-	t.Helper()
-	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sleep", "infinity")
-	if err := cmd.Start(); err != nil {
-		t.Skipf("needs unshare (util-linux): %v", err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	m := &mountNS{t: t, pid: cmd.Process.Pid}
-	self, _ := os.Readlink("/proc/self/ns/mnt")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", m.pid)); err == nil && ns != self {
-			return m
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("unshare did not make a mount namespace")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// enter is the prefix of a command run inside the namespace.
-func (m *mountNS) enter() []string {
-	return []string{"nsenter", "--target", fmt.Sprint(m.pid), "--mount", "--"}
-}
-
-func (m *mountNS) run(args ...string) {
-	m.t.Helper()
-	argv := append(m.enter(), args...)
-	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
-		m.t.Fatalf("%v: %v\n%s", args, err, out)
-	}
-}
-
-// path is where the test sees p as the namespace sees it.
-func (m *mountNS) path(p string) string { return fmt.Sprintf("/proc/%d/root%s", m.pid, p) }
-
 // diskFault is one way the IPAM data dir fails under a working reservation.
 type diskFault struct {
 	name  string
-	apply func(t *testing.T, m *mountNS, dataDir string) (undo func())
+	apply func(t *testing.T, m *netnstest.MountNS, dataDir string) (undo func())
 }
 
 var diskFaults = []diskFault{
-	{"read-only", func(t *testing.T, m *mountNS, dataDir string) func() {
-		m.run("mount", "--bind", dataDir, dataDir)
-		m.run("mount", "-o", "remount,bind,ro", dataDir)
-		return func() { m.run("mount", "-o", "remount,bind,rw", dataDir) }
+	{"read-only", func(t *testing.T, m *netnstest.MountNS, dataDir string) func() {
+		m.Run(t, "mount", "--bind", dataDir, dataDir)
+		m.Run(t, "mount", "-o", "remount,bind,ro", dataDir)
+		return func() { m.Run(t, "mount", "-o", "remount,bind,rw", dataDir) }
 	}},
-	{"full", func(t *testing.T, m *mountNS, dataDir string) func() {
-		filler := m.path(filepath.Join(dataDir, "filler"))
+	{"full", func(t *testing.T, m *netnstest.MountNS, dataDir string) func() {
+		filler := m.Path(filepath.Join(dataDir, "filler"))
 		fillUp(t, filler)
 		return func() {
 			if err := os.Remove(filler); err != nil {
@@ -112,14 +65,14 @@ func TestIPAMDiskFaults(t *testing.T) {
 	for _, fault := range diskFaults {
 		t.Run(fault.name, func(t *testing.T) {
 			node, pod, pod2 := netnstest.New(t, "cni-rel-node"), netnstest.New(t, "cni-rel-pod"), netnstest.New(t, "cni-rel-pod")
-			m := newMountNS(t)
+			m := netnstest.NewMountNS(t)
 			dataDir := t.TempDir()
-			m.run("mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "reltmpfs", dataDir)
+			m.Run(t, "mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "reltmpfs", dataDir)
 			conf := mustJSON(t, map[string]any{"cniVersion": "1.1.0", "name": "reldisk", "type": "bridge", "bridge": "relbr0",
 				"ipam": map[string]any{"type": "host-local", "dataDir": dataDir, "ranges": []any{[]any{map[string]any{"subnet": "10.93.0.0/24"}}}}})
-			first := call{plugin: "bridge", cmd: "ADD", stdin: conf, node: node, netns: pod.Path, containerID: "disk-a", ifname: "eth0", umask: -1, wrap: m.enter()}
+			first := call{plugin: "bridge", cmd: "ADD", stdin: conf, node: node, netns: pod.Path, containerID: "disk-a", ifname: "eth0", umask: -1, wrap: m.Enter()}
 			first.run(t).ok(t, "ADD before the fault")
-			netDir := m.path(filepath.Join(dataDir, "reldisk"))
+			netDir := m.Path(filepath.Join(dataDir, "reldisk"))
 			before := dirNames(t, netDir)
 
 			undo := fault.apply(t, m, dataDir)

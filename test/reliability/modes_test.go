@@ -95,20 +95,20 @@ func TestSubnetEnvMode(t *testing.T) {
 func TestSweepLockMode(t *testing.T) {
 	netnstest.SkipUnlessRoot(t)
 	node, pod := netnstest.New(t, "cni-rel-node"), netnstest.New(t, "cni-rel-pod")
-	m := newMountNS(t)
+	m := netnstest.NewMountNS(t)
 	keep := t.TempDir() // the namespaces under /run/netns, carried over the new /run
-	m.run("mount", "--rbind", "/run/netns", keep)
-	m.run("mount", "-t", "tmpfs", "-o", "mode=0755", "relrun", "/run")
-	m.run("mkdir", "/run/netns")
-	m.run("mount", "--rbind", keep, "/run/netns")
+	m.Run(t, "mount", "--rbind", "/run/netns", keep)
+	m.Run(t, "mount", "-t", "tmpfs", "-o", "mode=0755", "relrun", "/run")
+	m.Run(t, "mkdir", "/run/netns")
+	m.Run(t, "mount", "--rbind", keep, "/run/netns")
 	conf := mustJSON(t, map[string]any{"cniVersion": "1.1.0", "name": "rellock", "type": "portmap",
 		"runtimeConfig": map[string]any{"portMappings": []any{map[string]any{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}}},
 		"prevResult":    map[string]any{"cniVersion": "1.1.0", "ips": []any{map[string]any{"address": "10.91.0.5/24"}}}})
-	c := call{plugin: "portmap", cmd: "ADD", stdin: conf, node: node, netns: pod.Path, containerID: "lock-ctr", ifname: "eth0", umask: 0, wrap: m.enter()}
+	c := call{plugin: "portmap", cmd: "ADD", stdin: conf, node: node, netns: pod.Path, containerID: "lock-ctr", ifname: "eth0", umask: 0, wrap: m.Enter()}
 	c.run(t).ok(t, "portmap ADD")
 	c.cmd = "DEL"
 	c.run(t).ok(t, "portmap DEL")
-	if n := checkTree(t, m.path("/run/cni"), 0o755, 0o600); n != 1 {
+	if n := checkTree(t, m.Path("/run/cni"), 0o755, 0o600); n != 1 {
 		t.Errorf("%d files in /run/cni, want the lock only", n)
 	}
 }
