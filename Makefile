@@ -13,7 +13,7 @@ DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server
 # are examples; the lexically first conflist in $(CNI_CONF) is the one used.
 CONF_FILES ?= conf/10-cbr0.conflist
 
-.PHONY: build test fuzz soak bench install install-conf demo deps clean
+.PHONY: build test fuzz soak bench install install-conf demo deps k8s-bins clean
 
 # Plugins go to bin/, the node daemon and the operator's cnictl to bin/daemon/: the two are
 # installed to different places.
@@ -29,7 +29,13 @@ build:
 deps:
 	@./scripts/deps.sh $(DEB_PKGS)
 
-test: deps build
+# The Kubernetes components the privileged tests run (test/kube), of the release
+# test/kube/k8sbuild pins, built once into ${XDG_CACHE_HOME:-$HOME/.cache}/cnisuite/k8s/<release>/:
+# ~10 minutes on 2 idle cores the first time, outside any test's timeout; nothing once cached.
+k8s-bins: deps
+	GO=$(GO) ./scripts/k8s-bins.sh
+
+test: deps build k8s-bins
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 	FUZZTIME=$(TEST_FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
