@@ -250,15 +250,15 @@ func nothingLeft(t *testing.T, c client, node *netnstest.NS, network string) {
 	t.Helper()
 	// A deleted pod namespace takes its veth pair with it, but the kernel
 	// tears namespaces down asynchronously: give it a moment.
-	var out string
+	var veths []string
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		out = strings.TrimSpace(node.Run(t, "ip", "-o", "link", "show", "type", "veth"))
-		if out == "" || time.Now().After(deadline) {
+		veths = node.Links(t, "type", "veth")
+		if len(veths) == 0 || time.Now().After(deadline) {
 			break
 		}
 	}
-	if out != "" {
-		t.Errorf("veth left on the node:\n%s", out)
+	if len(veths) > 0 {
+		t.Errorf("veth left on the node: %v", veths)
 	}
 	if r := reservations(t, c.dataDir(), network); len(r) != 0 {
 		t.Errorf("reservations left: %v", r)

@@ -141,7 +141,7 @@ func serveHTTP(t *testing.T, pod *netnstest.NS, addr, body string) {
 func onlyUplink(t *testing.T, node *netnstest.NS) []string {
 	var veths []string
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		veths = linkNames(node.Run(t, "ip", "-o", "link", "show", "type", "veth"))
+		veths = node.Links(t, "type", "veth")
 		if (len(veths) == 1 && veths[0] == "eth0") || time.Now().After(deadline) {
 			return veths
 		}

@@ -700,7 +700,7 @@ func (r *killRig) expectLinks(t *testing.T, live int) {
 		want["veth"] = live
 	}
 	for typ, n := range want {
-		if links := linkNames(r.node.Run(t, "ip", "-o", "link", "show", "type", typ)); len(links) != n {
+		if links := r.node.Links(t, "type", typ); len(links) != n {
 			t.Errorf("%d %s links on the node, want %d: %v", len(links), typ, n, links)
 		}
 	}

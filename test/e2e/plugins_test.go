@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"strings"
 	"testing"
 
 	netnstest "github.com/cnisuite/cni/test/netns"
@@ -97,26 +96,11 @@ func (s *sandbox) clean(t *testing.T) {
 		return
 	}
 	for _, typ := range []string{"veth", "macvlan"} {
-		if out := s.node.Run(t, "ip", "-o", "link", "show", "type", typ); strings.TrimSpace(out) != "" {
-			t.Errorf("%s left on the node:\n%s", typ, out)
+		if links := s.node.Links(t, "type", typ); len(links) > 0 {
+			t.Errorf("%s left on the node: %v", typ, links)
 		}
 	}
-	if links := linkNames(s.pod.Run(t, "ip", "-o", "link", "show")); len(links) != 1 {
+	if links := s.pod.Links(t); len(links) != 1 {
 		t.Errorf("pod holds %v, want only lo", links)
 	}
-}
-
-// linkNames reads the names out of `ip -o link show`.
-func linkNames(out string) []string {
-	var names []string
-	for line := range strings.Lines(out) {
-		f := strings.Fields(line)
-		// Only "<index>: <name>[@peer]: ..." lines: ip also prints notes such
-		// as "Peer netns reference is invalid." while a namespace goes away.
-		if len(f) > 1 && strings.HasSuffix(f[0], ":") {
-			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-			names = append(names, name)
-		}
-	}
-	return names
 }

@@ -73,3 +73,25 @@ func run(t testing.TB, args ...string) string {
 	}
 	return string(out)
 }
+
+// Links names the links that `ip -o link show args...` lists in the
+// namespace.
+func (n *NS) Links(t testing.TB, args ...string) []string {
+	t.Helper()
+	return LinkNames(n.Run(t, append([]string{"ip", "-o", "link", "show"}, args...)...))
+}
+
+// LinkNames reads the link names of `ip -o link` output. Only "<index>:
+// <name>[@peer]: ..." lines count: ip also prints notes such as "Peer netns
+// reference is invalid." while a namespace elsewhere goes away.
+func LinkNames(out string) []string {
+	var names []string
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) > 1 && strings.HasSuffix(f[0], ":") {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			names = append(names, name)
+		}
+	}
+	return names
+}

@@ -85,11 +85,11 @@ func TestIPAMDiskFaults(t *testing.T) {
 			if after := dirNames(t, netDir); after != before {
 				t.Errorf("data dir changed by the failed ADD:\nbefore: %s\nafter:  %s", before, after)
 			}
-			if links := pod2.Run(t, "ip", "-o", "link", "show"); strings.Count(strings.TrimSpace(links), "\n") != 0 {
-				t.Errorf("links left in the pod:\n%s", links)
+			if links := pod2.Links(t); len(links) != 1 {
+				t.Errorf("links left in the pod: %v", links)
 			}
-			if out := node.Run(t, "ip", "-o", "link", "show", "type", "veth"); strings.Count(strings.TrimSpace(out), "\n") != 0 {
-				t.Errorf("want only the first pod's veth on the node:\n%s", out)
+			if veths := node.Links(t, "type", "veth"); len(veths) != 1 {
+				t.Errorf("want only the first pod's veth on the node: %v", veths)
 			}
 
 			undo()

@@ -183,8 +183,8 @@ var attachmentChain = regexp.MustCompile(`CNI-(DN-)?[0-9a-f]{20,}`)
 
 func (l *loadRun) noLeaks(state string) {
 	t := l.t
-	if out := l.node.Run(t, "ip", "-o", "link", "show", "type", "veth"); strings.TrimSpace(out) != "" {
-		t.Errorf("veths left on the node:\n%s", out)
+	if veths := l.node.Links(t, "type", "veth"); len(veths) > 0 {
+		t.Errorf("veths left on the node: %v", veths)
 	}
 	for _, dir := range []string{filepath.Join(state, "flannel"), filepath.Join(state, "ipam", "relload"), filepath.Join(state, "cache", "results")} {
 		entries, _ := os.ReadDir(dir)

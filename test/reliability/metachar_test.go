@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"os"
-	"strings"
 	"testing"
 
 	netnstest "github.com/cnisuite/cni/test/netns"
@@ -39,8 +38,8 @@ func TestShellMetacharacters(t *testing.T) {
 			if entries, _ := os.ReadDir(cwd); len(entries) != 0 {
 				t.Fatalf("%s=%q: a shell ran the payload: %s holds %v", field, p, cwd, entries)
 			}
-			if out := node.Run(t, "ip", "-o", "link", "show", "type", "veth"); strings.TrimSpace(out) != "" {
-				t.Fatalf("%s=%q (ADD code %d): veth left on the node:\n%s", field, p, code, out)
+			if veths := node.Links(t, "type", "veth"); len(veths) > 0 {
+				t.Fatalf("%s=%q (ADD code %d): veth left on the node: %v", field, p, code, veths)
 			}
 		}
 	}

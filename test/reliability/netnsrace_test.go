@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -50,7 +49,7 @@ func TestNetnsDeletedDuringAdd(t *testing.T) {
 	}
 	t.Logf("ADD outcomes over %d rounds: %v", rounds, outcomes)
 	deadline := time.Now().Add(10 * time.Second)
-	for strings.TrimSpace(node.Run(t, "ip", "-o", "link", "show", "type", "veth")) != "" && time.Now().Before(deadline) {
+	for len(node.Links(t, "type", "veth")) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond) // the kernel deletes a dead namespace's veths asynchronously
 	}
 	nothingLeft(t, node, netnstest.New(t, "cni-rel-pod"), dataDir, "")

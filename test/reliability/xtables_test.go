@@ -82,11 +82,11 @@ func TestXtablesLockHeld(t *testing.T) {
 // the node's tables, read with the iptables of path ("": the test's PATH).
 func nothingLeft(t *testing.T, node, pod *netnstest.NS, dataDir, path string) {
 	t.Helper()
-	if out := node.Run(t, "ip", "-o", "link", "show", "type", "veth"); strings.TrimSpace(out) != "" {
-		t.Errorf("veth left on the node:\n%s", out)
+	if veths := node.Links(t, "type", "veth"); len(veths) > 0 {
+		t.Errorf("veth left on the node: %v", veths)
 	}
-	if out := pod.Run(t, "ip", "-o", "link", "show"); strings.Count(strings.TrimSpace(out), "\n") != 0 {
-		t.Errorf("links left in the pod:\n%s", out)
+	if links := pod.Links(t); len(links) != 1 {
+		t.Errorf("links left in the pod: %v", links)
 	}
 	filepath.WalkDir(dataDir, func(p string, d os.DirEntry, err error) error {
 		if _, perr := netip.ParseAddr(d.Name()); err == nil && perr == nil {

@@ -166,17 +166,7 @@ func (e *env) reservations() []string {
 // links lists the names of a namespace's links other than lo.
 func links(t *testing.T, ns *netnstest.NS) []string {
 	t.Helper()
-	var names []string
-	for line := range strings.Lines(ns.Run(t, "ip", "-o", "link", "show")) {
-		f := strings.Fields(line)
-		if len(f) > 1 {
-			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-			if name != "lo" {
-				names = append(names, name)
-			}
-		}
-	}
-	return names
+	return slices.DeleteFunc(ns.Links(t), func(name string) bool { return name == "lo" })
 }
 
 // assertClean fails when pods hold links beyond those named in keep, or
@@ -193,8 +183,8 @@ func (e *env) assertClean(pods []*netnstest.NS, keep ...string) {
 	if r := e.reservations(); len(r) != 0 {
 		e.t.Errorf("reservations left: %v", r)
 	}
-	if out := e.node.Run(e.t, "ip", "-o", "link", "show", "type", "macvlan"); strings.TrimSpace(out) != "" {
-		e.t.Errorf("macvlan left on the node:\n%s", out)
+	if links := e.node.Links(e.t, "type", "macvlan"); len(links) > 0 {
+		e.t.Errorf("macvlan left on the node: %v", links)
 	}
 }
 
