@@ -5,14 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"sigs.k8s.io/yaml"
 
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
@@ -313,100 +310,4 @@ func TestFlannelGC(t *testing.T) {
 	}
 	b.Run(t, "ip", "link", "del", "eth0") // GC does not enter pods; B's runtime would delete its netns
 	nothingLeft(t, n.c, n.node, "cbr0")
-}
-
-// TestDaemonSetManifest: conf/subnetd-daemonset.yaml installs the same
-// conflist and network config as conf/, and runs subnetd with what the
-// flannel plugin and the node rely on.
-func TestDaemonSetManifest(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join(confDir, "subnetd-daemonset.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg struct {
-		Data map[string]string `json:"data"`
-	}
-	var ds struct {
-		Spec struct {
-			Template struct {
-				Spec struct {
-					HostNetwork bool `json:"hostNetwork"`
-					Containers  []struct {
-						Args           []string `json:"args"`
-						ReadinessProbe struct {
-							HTTPGet struct{ Port int } `json:"httpGet"`
-						} `json:"readinessProbe"`
-					} `json:"containers"`
-					Volumes []struct {
-						HostPath struct{ Path string } `json:"hostPath"`
-					} `json:"volumes"`
-				} `json:"spec"`
-			} `json:"template"`
-		} `json:"spec"`
-	}
-	kinds := map[string]bool{}
-	for doc := range strings.SplitSeq(string(raw), "\n---\n") {
-		var head struct{ Kind string }
-		j, err := yaml.YAMLToJSON([]byte(doc))
-		if err != nil {
-			t.Fatalf("not YAML: %v\n%s", err, doc)
-		}
-		if err := json.Unmarshal(j, &head); err != nil || head.Kind == "" {
-			continue // the leading comment
-		}
-		kinds[head.Kind] = true
-		switch head.Kind {
-		case "ConfigMap":
-			err = json.Unmarshal(j, &cfg)
-		case "DaemonSet":
-			err = json.Unmarshal(j, &ds)
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", head.Kind, err)
-		}
-	}
-	if !kinds["Namespace"] || !kinds["ConfigMap"] || !kinds["DaemonSet"] {
-		t.Fatalf("kinds %v, want Namespace, ConfigMap and DaemonSet", kinds)
-	}
-	for key, file := range map[string]string{"cni-conf.json": flannelConflist, "net-conf.json": filepath.Join(confDir, "net-conf.json")} {
-		want, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !sameJSON(t, cfg.Data[key], string(want)) {
-			t.Errorf("ConfigMap %s differs from %s:\n%s", key, file, cfg.Data[key])
-		}
-	}
-	pod := ds.Spec.Template.Spec
-	if !pod.HostNetwork || len(pod.Containers) != 1 {
-		t.Fatalf("DaemonSet pod: hostNetwork %v, %d containers", pod.HostNetwork, len(pod.Containers))
-	}
-	args := strings.Join(pod.Containers[0].Args, " ")
-	for _, want := range []string{"--subnet-file=/run/flannel/subnet.env", "--node-id=$(NODE_NAME)", "--ip-masq",
-		fmt.Sprintf("--healthz-port=%d", pod.Containers[0].ReadinessProbe.HTTPGet.Port)} {
-		if !strings.Contains(args, want) {
-			t.Errorf("subnetd args lack %s: %s", want, args)
-		}
-	}
-	var paths []string
-	for _, v := range pod.Volumes {
-		paths = append(paths, v.HostPath.Path)
-	}
-	for _, want := range []string{"/run/flannel", "/opt/cni/bin", "/etc/cni/net.d", "/var/lib/subnetd", "/run/xtables.lock"} {
-		if !slices.Contains(paths, want) {
-			t.Errorf("no hostPath volume %s in %v", want, paths)
-		}
-	}
-}
-
-func sameJSON(t *testing.T, a, b string) bool {
-	t.Helper()
-	var x, y any
-	if err := json.Unmarshal([]byte(a), &x); err != nil {
-		return false
-	}
-	if err := json.Unmarshal([]byte(b), &y); err != nil {
-		t.Fatal(err)
-	}
-	return reflect.DeepEqual(x, y)
 }

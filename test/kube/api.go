@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cnisuite/cni/pkg/netns"
@@ -33,7 +34,26 @@ func ClientFor(t testing.TB, kubeconfig string, ns *netnstest.NS) kubernetes.Int
 	return c
 }
 
+// RESTConfigFor is ClientFor's configuration, for the clients client-go
+// builds from one (dynamic, discovery, informers).
+func RESTConfigFor(t testing.TB, kubeconfig string, ns *netnstest.NS) *rest.Config {
+	t.Helper()
+	cfg, err := configIn(kubeconfig, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func clientIn(kubeconfig string, ns *netnstest.NS) (kubernetes.Interface, error) {
+	cfg, err := configIn(kubeconfig, ns)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+func configIn(kubeconfig string, ns *netnstest.NS) (*rest.Config, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("reading kubeconfig %s: %w", kubeconfig, err)
@@ -49,7 +69,7 @@ func clientIn(kubeconfig string, ns *netnstest.NS) (kubernetes.Interface, error)
 	}
 	cfg.Timeout = 10 * time.Second // a request to a stopped API server fails instead of hanging
 	cfg.QPS, cfg.Burst = 100, 200
-	return kubernetes.NewForConfig(cfg)
+	return cfg, nil
 }
 
 // CreateNode creates a Node object (no kubelet behind it) with the given pod
