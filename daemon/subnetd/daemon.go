@@ -18,7 +18,7 @@ import (
 type daemon struct {
 	cfg    *Config
 	log    *slog.Logger
-	m      *subnet.Manager
+	src    subnet.Source
 	dp     dataPlane
 	rules  hostRules
 	filter *peerFilter
@@ -46,7 +46,7 @@ func (d *daemon) serve(ctx context.Context) error {
 		return err
 	}
 	snaps := make(chan view, 1)
-	go d.m.Watch(ctx, func(es []subnet.Entry) {
+	go d.src.Watch(ctx, func(es []subnet.Entry) {
 		v := view{entries: es, at: time.Now()}
 		select { // keep only the newest view
 		case <-snaps:
@@ -83,7 +83,7 @@ func (d *daemon) serve(ctx context.Context) error {
 func (d *daemon) acquire(ctx context.Context) error {
 	backoff := 200 * time.Millisecond
 	for {
-		l, err := slowCall(ctx, d.log, "acquiring a lease", func(ctx context.Context) (subnet.Lease, error) { return d.m.Acquire(ctx) })
+		l, err := slowCall(ctx, d.log, "acquiring a lease", func(ctx context.Context) (subnet.Lease, error) { return d.src.Acquire(ctx) })
 		if err == nil {
 			d.st.etcdOK(time.Now())
 			d.setLease(ctx, l)
@@ -112,7 +112,7 @@ type hostRules interface {
 // wantRules is the host rules for the lease and the flags.
 func (d *daemon) wantRules() nat.FlannelRules {
 	r := nat.FlannelRules{Masq: d.cfg.IPMasq, Forward: d.cfg.ForwardRules, NoRandomFully: d.cfg.NoRandomFully}
-	c := d.m.Config
+	c := d.src.Network()
 	if s := d.lease.Subnets; s.V4.IsValid() {
 		r.Nets = append(r.Nets, nat.FlannelNet{Network: c.Network, Subnet: s.V4})
 	}
@@ -164,7 +164,6 @@ func (d *daemon) ensureRules() {
 func (d *daemon) setLease(ctx context.Context, l subnet.Lease) {
 	changed := l.Subnets != d.lease.Subnets
 	d.lease = l
-	d.m.Previous = l.Subnets // a later loss tries this subnet first
 	d.st.setLease(l)
 	if changed {
 		d.log.Info("holding lease", "subnet", l.Subnets, "reservation", l.Reserved, "expires", l.Expiry)
@@ -198,7 +197,7 @@ func (d *daemon) ensure(ctx context.Context) {
 }
 
 func (d *daemon) env(mtu int) envfile.Env {
-	c := d.m.Config
+	c := d.src.Network()
 	e := envfile.Env{MTU: mtu, IPMasq: d.cfg.IPMasq}
 	if s := d.lease.Subnets; s.V4.IsValid() {
 		e.Network, e.Subnet = c.Network, envfile.FirstHost(s.V4)
@@ -213,7 +212,7 @@ func (d *daemon) env(mtu int) envfile.Env {
 func (d *daemon) stillOurs() bool {
 	for _, e := range d.entries {
 		if e.Subnets == d.lease.Subnets {
-			return d.m.Owns(d.lease, e)
+			return d.src.Owns(d.lease, e)
 		}
 	}
 	return false
@@ -221,7 +220,7 @@ func (d *daemon) stillOurs() bool {
 
 // check confirms and renews the lease; a lost one is acquired again.
 func (d *daemon) check(ctx context.Context) {
-	l, err := slowCall(ctx, d.log, "checking the lease", func(ctx context.Context) (subnet.Lease, error) { return d.m.Check(ctx, d.lease) })
+	l, err := slowCall(ctx, d.log, "checking the lease", func(ctx context.Context) (subnet.Lease, error) { return d.src.Check(ctx, d.lease) })
 	switch {
 	case err == nil:
 		d.st.etcdOK(time.Now())
@@ -231,7 +230,7 @@ func (d *daemon) check(ctx context.Context) {
 		d.st.etcdOK(time.Now())
 		d.st.leaseLost()
 		d.log.Warn("lease lost; acquiring again", "subnet", d.lease.Subnets, "error", err)
-		if l, err := d.m.Acquire(ctx); err != nil {
+		if l, err := d.src.Acquire(ctx); err != nil {
 			d.log.Error("acquiring again failed; retrying at the next check", "error", err)
 		} else {
 			d.setLease(ctx, l)
@@ -301,7 +300,7 @@ func (d *daemon) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.EtcdTimeout)
 	defer cancel()
 	var errs []error
-	if err := d.m.Release(ctx, d.lease); err != nil {
+	if err := d.src.Release(ctx, d.lease); err != nil {
 		errs = append(errs, fmt.Errorf("releasing the lease: %w", err))
 	}
 	errs = append(errs, d.dp.Teardown(), d.rules.Teardown(ctx))

@@ -132,7 +132,7 @@ func TestDaemonFollowsLeases(t *testing.T) {
 	fp := &fakePlane{}
 	st := &status{window: time.Second}
 	fr := &fakeRules{}
-	d := &daemon{cfg: cfg, log: log, m: m, dp: fp, rules: fr, st: st, filter: &peerFilter{config: nc, log: log}}
+	d := &daemon{cfg: cfg, log: log, src: m, dp: fp, rules: fr, st: st, filter: &peerFilter{config: nc, log: log}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- d.serve(ctx) }()
@@ -170,7 +170,7 @@ func TestDaemonFollowsLeases(t *testing.T) {
 	}
 	eventually(t, "the lease re-acquired", func() bool {
 		e, err := other.Get(ctx, first)
-		return err == nil && d.m.Owns(subnet.Lease{Subnets: first}, e)
+		return err == nil && d.src.Owns(subnet.Lease{Subnets: first}, e)
 	})
 
 	// Our key is taken over by another node: the node moves and rewrites subnet.env.
@@ -251,7 +251,7 @@ func TestDaemonEventPaths(t *testing.T) {
 	fp := &fakePlane{changes: make(chan struct{}, 1)}
 	st := &status{window: time.Hour}
 	slow := &fakeRules{delay: 2 * time.Second}
-	d := &daemon{cfg: cfg, log: log, m: m, dp: fp, rules: slow, st: st, filter: &peerFilter{config: nc, log: log}}
+	d := &daemon{cfg: cfg, log: log, src: m, dp: fp, rules: slow, st: st, filter: &peerFilter{config: nc, log: log}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- d.serve(ctx) }()

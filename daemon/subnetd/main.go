@@ -104,7 +104,7 @@ func run(parent context.Context, cfg *Config) error {
 			return err
 		}
 	}
-	d := &daemon{cfg: cfg, log: log, m: m, dp: ov, rules: nat.FlannelHost{}, st: st, filter: &peerFilter{config: netCfg, log: log}}
+	d := &daemon{cfg: cfg, log: log, src: m, dp: ov, rules: nat.FlannelHost{}, st: st, filter: &peerFilter{config: netCfg, log: log}}
 	log.Info("subnetd starting", "node", id, "interface", ul.name, "public_ip", ul.publicV4, "public_ipv6", ul.publicV6, "backend", netCfg.Backend.Type)
 	if err := d.serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err

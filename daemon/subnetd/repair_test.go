@@ -49,7 +49,7 @@ func TestDeviceRepairedAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{cfg: cfg, log: log, m: m, dp: ov, rules: &fakeRules{}, st: &status{window: time.Hour}, filter: &peerFilter{config: nc, log: log}}
+	d := &daemon{cfg: cfg, log: log, src: m, dp: ov, rules: &fakeRules{}, st: &status{window: time.Hour}, filter: &peerFilter{config: nc, log: log}}
 	done := make(chan error)
 	// serve's thread stays in the node: the daemon runs there, as under
 	// ip netns exec.

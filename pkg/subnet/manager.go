@@ -22,8 +22,8 @@ type Manager struct {
 	Config   Config // validated
 	// Node is what this node writes in its lease; NodeID must be set and stable.
 	Node Attrs
-	// Previous is the subnet of the last run (from subnet.env), tried before a
-	// random free one.
+	// Previous is the subnet of the last run (from subnet.env), then of the
+	// last Acquire, tried before a random free one.
 	Previous Subnets
 	// RenewMargin: the store lease is renewed when less than this is left.
 	RenewMargin time.Duration
@@ -64,6 +64,9 @@ func (m *Manager) Acquire(ctx context.Context) (Lease, error) {
 		if errors.Is(err, ErrConflict) {
 			m.Log.Info("lost a race for a subnet; trying another", "error", err)
 			continue
+		}
+		if err == nil {
+			m.Previous = l.Subnets // a later loss tries this subnet first
 		}
 		return l, err
 	}
