@@ -141,10 +141,13 @@ func (d *daemon) keepRules(ctx context.Context) {
 			noRandomFully, r.NoRandomFully = true, true
 			fixed, err = d.rules.Ensure(ctx, r)
 		}
-		if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return // stopping: the iptables-save the stop interrupted is no failure
+		case err != nil:
 			d.st.reconcileError()
 			d.log.Error("applying the host rules failed; retrying at the next check", "error", err)
-		} else if len(fixed) > 0 {
+		case len(fixed) > 0:
 			d.log.Info("applied host rules", "changes", fixed)
 		}
 	}
