@@ -256,6 +256,20 @@ func (o *overlayTest) logs() string {
 	for _, n := range o.nodes {
 		data, _ := os.ReadFile(n.log)
 		fmt.Fprintf(&b, "--- %s %s (last lines)\n%s\n", n.name, filepath.Base(n.log), tail(string(data), 15))
+		fmt.Fprintf(&b, "--- %s network\n%s", n.name, netState(n.ns))
+	}
+	fmt.Fprintf(&b, "--- underlay network\n%s", netState(o.ul))
+	return b.String()
+}
+
+// netState is what a namespace's addresses, routes, neighbours and bridge
+// ports looked like, for a failure's report (a node once could not reach
+// the underlay's etcd for 20 s in a full run, and never alone).
+func netState(ns *netnstest.NS) string {
+	var b strings.Builder
+	for _, args := range [][]string{{"ip", "-br", "addr"}, {"ip", "route"}, {"ip", "neigh"}, {"bridge", "link"}} {
+		out, err := ns.Try(args...)
+		fmt.Fprintf(&b, "$ %s (%v)\n%s", strings.Join(args, " "), err, out)
 	}
 	return b.String()
 }
