@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cnisuite/cni/pkg/netns"
@@ -33,7 +34,19 @@ func ClientFor(t testing.TB, kubeconfig string, ns *netnstest.NS) kubernetes.Int
 	return c
 }
 
-func clientIn(kubeconfig string, ns *netnstest.NS) (kubernetes.Interface, error) {
+// RESTConfigFor is the configuration ClientFor's client is made of, for
+// code under test that makes its own client: authenticated by kubeconfig,
+// connecting from inside ns, without a request timeout (watches last).
+func RESTConfigFor(t testing.TB, kubeconfig string, ns *netnstest.NS) *rest.Config {
+	t.Helper()
+	cfg, err := restConfigIn(kubeconfig, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func restConfigIn(kubeconfig string, ns *netnstest.NS) (*rest.Config, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("reading kubeconfig %s: %w", kubeconfig, err)
@@ -46,6 +59,14 @@ func clientIn(kubeconfig string, ns *netnstest.NS) (kubernetes.Interface, error)
 			return err
 		})
 		return conn, err
+	}
+	return cfg, nil
+}
+
+func clientIn(kubeconfig string, ns *netnstest.NS) (kubernetes.Interface, error) {
+	cfg, err := restConfigIn(kubeconfig, ns)
+	if err != nil {
+		return nil, err
 	}
 	cfg.Timeout = 10 * time.Second // a request to a stopped API server fails instead of hanging
 	cfg.QPS, cfg.Burst = 100, 200
