@@ -13,6 +13,7 @@ import (
 
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
+	"github.com/cnisuite/cni/pkg/subnet/kube"
 )
 
 // Config is subnetd's command line. Flags that flanneld also has keep its
@@ -46,6 +47,15 @@ type Config struct {
 	EmbeddedClient string // loopback address of the embedded etcd
 	EmbeddedPeer   string
 	LogLevel       string
+
+	// The Kubernetes API mode, flanneld's --kube-subnet-mgr: the subnets
+	// are the Node's pod CIDRs, the leases are Node annotations.
+	KubeSubnetMgr             bool
+	KubeAPIURL                string
+	Kubeconfig                string
+	KubeAnnotationPrefix      string
+	SetNodeNetworkUnavailable bool
+	NetConfigPath             string
 }
 
 func (c *Config) flags(fs *flag.FlagSet) {
@@ -56,7 +66,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.EtcdKeyFile, "etcd-keyfile", "", "client key for etcd")
 	fs.StringVar(&c.EtcdUsername, "etcd-username", "", "etcd user name")
 	fs.StringVar(&c.EtcdPassword, "etcd-password", "", "etcd password")
-	fs.DurationVar(&c.EtcdTimeout, "etcd-timeout", 5*time.Second, "deadline of each etcd call")
+	fs.DurationVar(&c.EtcdTimeout, "etcd-timeout", 5*time.Second, "deadline of each etcd call (with --kube-subnet-mgr: of each Kubernetes API call)")
 	fs.StringVar(&c.Iface, "iface", "", "interface (name or address) that carries the overlay; default: the one of the default route")
 	fs.StringVar(&c.PublicIP, "public-ip", "", "address other nodes reach this one at; default: the interface's first address")
 	fs.BoolVar(&c.IPMasq, "ip-masq", false, "masquerade traffic leaving the cluster network")
@@ -76,6 +86,12 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.EmbeddedClient, "embedded-etcd-client", "127.0.0.1:2379", "loopback address the embedded etcd serves clients at")
 	fs.StringVar(&c.EmbeddedPeer, "embedded-etcd-peer", "127.0.0.1:2380", "loopback address of the embedded etcd's peer port")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.KubeSubnetMgr, "kube-subnet-mgr", false, "take the node's subnets from its Node's pod CIDRs in the Kubernetes API and publish its lease as Node annotations, as flanneld does; no etcd (node name from NODE_NAME, else POD_NAME and POD_NAMESPACE)")
+	fs.StringVar(&c.KubeAPIURL, "kube-api-url", "", "Kubernetes API server URL (--kube-subnet-mgr); default: --kubeconfig-file's, or in-cluster")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig-file", "", "kubeconfig for the Kubernetes API (--kube-subnet-mgr); empty: the pod's service account (in-cluster)")
+	fs.StringVar(&c.KubeAnnotationPrefix, "kube-annotation-prefix", kube.DefaultPrefix, "prefix of the Node annotations (--kube-subnet-mgr)")
+	fs.BoolVar(&c.SetNodeNetworkUnavailable, "set-node-network-unavailable", true, "set the Node's NetworkUnavailable condition False once its lease is published (--kube-subnet-mgr)")
+	fs.StringVar(&c.NetConfigPath, "net-config-path", "/etc/kube-flannel/net-conf.json", "network config JSON file (--kube-subnet-mgr)")
 }
 
 // Validate checks the flags before anything is started.
@@ -125,6 +141,26 @@ func (c *Config) Validate() error {
 	}
 	if c.NodeID != "" && strings.ContainsAny(c.NodeID, " \t\n") {
 		errs = append(errs, fmt.Errorf("--node-id %q must not contain blanks", c.NodeID))
+	}
+	if c.KubeSubnetMgr {
+		errs = append(errs, c.validateKube())
+	}
+	return errors.Join(errs...)
+}
+
+// validateKube checks the flags of the Kubernetes API mode.
+func (c *Config) validateKube() error {
+	var errs []error
+	if err := kube.CheckPrefix(c.KubeAnnotationPrefix); err != nil {
+		errs = append(errs, fmt.Errorf("--kube-annotation-prefix: %w", err))
+	}
+	if c.NetConfigPath == "" {
+		errs = append(errs, errors.New("--net-config-path must not be empty with --kube-subnet-mgr"))
+	}
+	if c.KubeAPIURL != "" {
+		if u, err := url.Parse(c.KubeAPIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--kube-api-url %q: want a URL like https://HOST:6443", c.KubeAPIURL))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // daemon keeps this node's lease, subnet.env and data plane in step with
-// the registry.
+// the source of leases.
 type daemon struct {
 	cfg    *Config
 	log    *slog.Logger
@@ -30,8 +30,9 @@ type daemon struct {
 }
 
 // serve runs until ctx ends: acquire, program, then follow the leases and
-// check the lease, etcd and the data plane every CheckInterval. etcd being
-// unreachable never stops it, nor touches the data plane.
+// check the lease, the store (etcd or the Kubernetes API) and the data
+// plane every CheckInterval. The store being unreachable never stops it,
+// nor touches the data plane.
 func (d *daemon) serve(ctx context.Context) error {
 	// Subscribed first, so that no change after the first Ensure is missed.
 	changes, err := d.dp.Changes(ctx)
@@ -78,28 +79,47 @@ func (d *daemon) serve(ctx context.Context) error {
 	}
 }
 
-// acquire takes the lease, retrying with backoff while etcd fails; the first
-// failure is logged at once.
+// notAssignedRetry is how often Acquire is tried again while the node has
+// no pod CIDR: a read of the informer's cache, no API request, so that the
+// node is ready well within a second of the assignment.
+const notAssignedRetry = 250 * time.Millisecond
+
+// acquire takes the lease, retrying with backoff while the source fails;
+// the first failure is logged at once. A node without a subnet assigned
+// waits, logged once (per cause), and reports why on /readyz.
 func (d *daemon) acquire(ctx context.Context) error {
 	backoff := 200 * time.Millisecond
+	waiting := "" // the unassigned state last logged
 	for {
-		l, err := slowCall(ctx, d.log, "acquiring a lease", func(ctx context.Context) (subnet.Lease, error) { return d.src.Acquire(ctx) })
+		l, err := slowCall(ctx, d.log, d.st.storeName(), "acquiring a lease", d.src.Acquire)
 		if err == nil {
 			d.st.etcdOK(time.Now())
 			d.setLease(ctx, l)
 			return nil
 		}
-		if errors.Is(err, subnet.ErrNoSubnets) {
+		d.st.setWaiting(err.Error())
+		wait := backoff
+		switch {
+		case errors.Is(err, subnet.ErrNotAssigned):
+			d.st.etcdOK(time.Now()) // it answered: no subnet for this node yet
+			if err.Error() != waiting {
+				d.log.Error("failed to acquire lease; waiting, ready by itself once assigned", "error", err)
+				waiting = err.Error()
+			}
+			wait = notAssignedRetry
+		case errors.Is(err, subnet.ErrNoSubnets):
 			d.log.Error("no subnet to lease; retrying", "error", err, "in", backoff)
-		} else {
+		default:
 			d.log.Error("acquiring a lease failed; retrying", "error", err, "in", backoff)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, 10*time.Second)
+		if wait == backoff {
+			backoff = min(2*backoff, 10*time.Second)
+		}
 	}
 }
 
@@ -169,7 +189,12 @@ func (d *daemon) setLease(ctx context.Context, l subnet.Lease) {
 	d.lease = l
 	d.st.setLease(l)
 	if changed {
-		d.log.Info("holding lease", "subnet", l.Subnets, "reservation", l.Reserved, "expires", l.Expiry)
+		args := []any{"subnet", l.Subnets}
+		if l.Reserved || !l.Expiry.IsZero() { // an etcd lease; a pod CIDR has neither
+			args = append(args, "reservation", l.Reserved, "expires", l.Expiry)
+		}
+		d.log.Info("holding lease", args...)
+		d.filter.setConfig(d.src.Network())
 		d.ensure(ctx)
 	}
 }
@@ -223,7 +248,7 @@ func (d *daemon) stillOurs() bool {
 
 // check confirms and renews the lease; a lost one is acquired again.
 func (d *daemon) check(ctx context.Context) {
-	l, err := slowCall(ctx, d.log, "checking the lease", func(ctx context.Context) (subnet.Lease, error) { return d.src.Check(ctx, d.lease) })
+	l, err := slowCall(ctx, d.log, d.st.storeName(), "checking the lease", func(ctx context.Context) (subnet.Lease, error) { return d.src.Check(ctx, d.lease) })
 	switch {
 	case err == nil:
 		d.st.etcdOK(time.Now())
@@ -234,13 +259,14 @@ func (d *daemon) check(ctx context.Context) {
 		d.st.leaseLost()
 		d.log.Warn("lease lost; acquiring again", "subnet", d.lease.Subnets, "error", err)
 		if l, err := d.src.Acquire(ctx); err != nil {
+			d.st.setWaiting(err.Error())
 			d.log.Error("acquiring again failed; retrying at the next check", "error", err)
 		} else {
 			d.setLease(ctx, l)
 		}
 	case ctx.Err() == nil:
 		d.st.etcdFailed()
-		d.log.Error("etcd unreachable; the data plane stays as it is, retrying at the next check", "error", err, "every", d.cfg.CheckInterval)
+		d.log.Error(d.st.storeName()+" unreachable; the data plane stays as it is, retrying at the next check", "error", err, "every", d.cfg.CheckInterval)
 	}
 }
 
@@ -315,12 +341,13 @@ func (d *daemon) shutdown() error {
 }
 
 // slowCall runs fn, logging an error line if it has not returned after
-// 800 ms, so that an unreachable etcd is reported within a second of start
-// even while the call waits out its deadline.
-func slowCall[T any](ctx context.Context, log *slog.Logger, what string, fn func(context.Context) (T, error)) (T, error) {
+// 800 ms, so that an unreachable store (etcd, the Kubernetes API) is
+// reported within a second of start even while the call waits out its
+// deadline.
+func slowCall[T any](ctx context.Context, log *slog.Logger, store, what string, fn func(context.Context) (T, error)) (T, error) {
 	start := time.Now()
 	t := time.AfterFunc(800*time.Millisecond, func() {
-		log.Error("etcd has not answered yet; still trying", "while", what, "waited", time.Since(start).Round(time.Millisecond))
+		log.Error(store+" has not answered yet; still trying", "while", what, "waited", time.Since(start).Round(time.Millisecond))
 	})
 	defer t.Stop()
 	return fn(ctx)

@@ -18,9 +18,11 @@ import (
 // status is what /readyz and /metrics report, written by the daemon's loop.
 type status struct {
 	mu          sync.Mutex
-	window      time.Duration // etcd must have answered within it for readiness
+	window      time.Duration // the store must have answered within it for readiness
+	store       string        // etcd (when empty) or the Kubernetes API, for messages
 	lease       subnet.Lease
 	valid       bool
+	waiting     string // why there is no lease, while Acquire fails
 	env         bool
 	lastEtcd    time.Time
 	etcdUp      bool
@@ -40,7 +42,22 @@ func (s *status) setLease(l subnet.Lease) {
 	if l.Subnets != s.lease.Subnets || !s.valid {
 		s.acquired++
 	}
-	s.lease, s.valid = l, true
+	s.lease, s.valid, s.waiting = l, true, ""
+}
+
+// setWaiting records why no lease could be acquired, for /readyz.
+func (s *status) setWaiting(why string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.waiting = why
+}
+
+// storeName is what the daemon's leases come from, for messages.
+func (s *status) storeName() string {
+	if s.store == "" {
+		return "etcd"
+	}
+	return s.store
 }
 
 func (s *status) leaseLost() {
@@ -100,7 +117,7 @@ func (s *status) setSkipped(n int) {
 }
 
 // notReady says why the node is not ready, or "" when it is: a valid lease,
-// subnet.env written and etcd heard from within the window.
+// subnet.env written and the store heard from within the window.
 func (s *status) notReady(now time.Time) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -110,7 +127,9 @@ func (s *status) notReady(now time.Time) string {
 // why is notReady for callers that hold mu.
 func (s *status) why(now time.Time) string {
 	var why []string
-	if !s.valid {
+	if !s.valid && s.waiting != "" {
+		why = append(why, "no valid lease: "+s.waiting)
+	} else if !s.valid {
 		why = append(why, "no valid lease")
 	} else if !s.lease.Expiry.IsZero() && now.After(s.lease.Expiry) {
 		why = append(why, "lease expired")
@@ -119,7 +138,7 @@ func (s *status) why(now time.Time) string {
 		why = append(why, "subnet.env not written")
 	}
 	if s.lastEtcd.IsZero() || now.Sub(s.lastEtcd) > s.window {
-		why = append(why, fmt.Sprintf("etcd not reached within %v", s.window))
+		why = append(why, fmt.Sprintf("%s not reached within %v", s.storeName(), s.window))
 	}
 	return strings.Join(why, "; ")
 }
@@ -148,9 +167,10 @@ func (s *status) metrics(now time.Time) string {
 	fmt.Fprintf(&b, "# HELP subnetd_reconcile_duration_seconds Time spent programming peers.\n# TYPE subnetd_reconcile_duration_seconds summary\n")
 	fmt.Fprintf(&b, "subnetd_reconcile_duration_seconds_sum %s\nsubnetd_reconcile_duration_seconds_count %d\n", strconv.FormatFloat(s.recSeconds, 'g', -1, 64), s.recCount)
 	gauge("subnetd_last_reconcile_duration_seconds", "Duration of the last reconcile.", s.recLastSecs)
-	gauge("subnetd_etcd_reachable", "1 when the last etcd call succeeded.", b2f(s.etcdUp))
+	// Named etcd in either mode, so that dashboards keep working.
+	gauge("subnetd_etcd_reachable", "1 when the last "+s.storeName()+" call succeeded.", b2f(s.etcdUp))
 	if !s.lastEtcd.IsZero() {
-		gauge("subnetd_etcd_last_contact_timestamp_seconds", "When etcd last answered.", float64(s.lastEtcd.Unix()))
+		gauge("subnetd_etcd_last_contact_timestamp_seconds", "When "+s.storeName()+" last answered.", float64(s.lastEtcd.Unix()))
 	}
 	gauge("subnetd_ready", "1 when /readyz reports ready.", b2f(s.why(now) == ""))
 	return b.String()

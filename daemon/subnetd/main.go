@@ -1,7 +1,8 @@
-// Command subnetd leases this node's pod subnet in etcd, writes subnet.env
-// and programs the vxlan overlay to every other node, sharing etcd and the
-// overlay with flanneld nodes: flags -> Config.Validate() -> run(ctx) -> one
-// exit.
+// Command subnetd leases this node's pod subnet in etcd, or takes its
+// Node's pod CIDR in the Kubernetes API (--kube-subnet-mgr), writes
+// subnet.env and programs the vxlan overlay to every other node, sharing
+// etcd or the Node annotations, and the overlay, with flanneld nodes:
+// flags -> Config.Validate() -> run(ctx) -> one exit.
 package main
 
 import (
@@ -20,7 +21,6 @@ import (
 
 	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/subnet"
-	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
 	"github.com/cnisuite/cni/pkg/vxlan"
 )
@@ -74,38 +74,24 @@ func run(parent context.Context, cfg *Config) error {
 	}
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
-	id, err := nodeID(cfg.NodeID, cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	cfg.NodeID = id // resolved: the registry derives its etcd lease's ID from it
 	ul, err := findUnderlay(cfg.Iface, cfg.PublicIP)
 	if err != nil {
 		return err
 	}
-	reg, closeReg, err := openRegistry(cfg, log, cancel)
+	src, err := openSource(ctx, cfg, ul, log, cancel)
 	if err != nil {
 		return err
 	}
-	defer closeReg()
-	netCfg, err := loadNetConfig(ctx, reg, cfg.NetConfig, log)
-	if err != nil {
-		return err
-	}
-	ov := newOverlay(netCfg.Backend, ul, id, log)
-	m, err := newManager(cfg, reg, netCfg, id, ul, ov, log)
-	if err != nil {
-		return err
-	}
-	st := &status{window: 2*cfg.CheckInterval + cfg.EtcdTimeout}
+	defer src.close()
+	st := &status{window: 2*cfg.CheckInterval + cfg.EtcdTimeout, store: src.store}
 	if cfg.HealthzPort > 0 {
 		addr := net.JoinHostPort(cfg.HealthzIP, strconv.Itoa(cfg.HealthzPort))
 		if err := serveHealth(ctx, addr, st, log); err != nil {
 			return err
 		}
 	}
-	d := &daemon{cfg: cfg, log: log, src: m, dp: ov, rules: nat.FlannelHost{}, st: st, filter: &peerFilter{config: netCfg, log: log}}
-	log.Info("subnetd starting", "node", id, "interface", ul.name, "public_ip", ul.publicV4, "public_ipv6", ul.publicV6, "backend", netCfg.Backend.Type)
+	d := &daemon{cfg: cfg, log: log, src: src.Source, dp: src.overlay, rules: nat.FlannelHost{}, st: st, filter: &peerFilter{config: src.network, log: log}}
+	log.Info("subnetd starting", "node", src.id, "source", src.store, "interface", ul.name, "public_ip", ul.publicV4, "public_ipv6", ul.publicV6, "backend", src.network.Backend.Type)
 	if err := d.serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -113,35 +99,6 @@ func run(parent context.Context, cfg *Config) error {
 		return err // the data plane stays, as at any other exit
 	}
 	return d.shutdown()
-}
-
-// newManager builds the lease manager with what this node publishes.
-func newManager(cfg *Config, reg subnet.Registry, nc subnet.Config, id string, ul underlay, ov *overlay, log *slog.Logger) (*subnet.Manager, error) {
-	attrs := subnet.Attrs{BackendType: nc.Backend.Type, NodeID: id}
-	if nc.EnableIPv4 {
-		if !ul.publicV4.IsValid() {
-			return nil, fmt.Errorf("interface %s has no IPv4 address for the IPv4 network; pass --public-ip or --iface", ul.name)
-		}
-		attrs.PublicIP = ul.publicV4
-	}
-	if nc.EnableIPv6 {
-		if !ul.publicV6.IsValid() {
-			return nil, fmt.Errorf("interface %s has no global IPv6 address for the IPv6 network; add one or pass --iface", ul.name)
-		}
-		attrs.PublicIPv6 = ul.publicV6
-	}
-	v4, v6 := ov.backendData()
-	if nc.EnableIPv4 {
-		attrs.BackendData = v4
-	}
-	if nc.EnableIPv6 {
-		attrs.BackendV6Data = v6
-	}
-	m := &subnet.Manager{Registry: reg, Config: nc, Node: attrs, RenewMargin: time.Duration(cfg.RenewMargin) * time.Minute, Log: log}
-	if prev, err := envfile.Read(cfg.SubnetFile); err == nil {
-		m.Previous = subnet.Subnets{V4: prev.Subnet.Masked(), V6: prev.IPv6Subnet.Masked()}
-	}
-	return m, nil
 }
 
 // openRegistry connects to --etcd-endpoints, or starts the embedded etcd;
@@ -188,16 +145,13 @@ func loadNetConfig(ctx context.Context, reg subnet.Registry, file string, log *s
 	var wantCfg subnet.Config
 	if file != "" {
 		var err error
-		if want, err = os.ReadFile(file); err != nil {
-			return subnet.Config{}, fmt.Errorf("--net-config: %w", err)
-		}
-		if wantCfg, err = subnet.ParseConfig(want); err != nil {
-			return subnet.Config{}, fmt.Errorf("--net-config %s: %w", file, err)
+		if want, wantCfg, err = readNetConfig("--net-config", file); err != nil {
+			return subnet.Config{}, err
 		}
 	}
 	backoff := 200 * time.Millisecond
 	for {
-		raw, err := slowCall(ctx, log, "reading the network config", reg.Config)
+		raw, err := slowCall(ctx, log, "etcd", "reading the network config", reg.Config)
 		if errors.Is(err, subnet.ErrNotFound) && want != nil {
 			if err = reg.CreateConfig(ctx, want); err == nil {
 				log.Info("stored the network config", "from", file)

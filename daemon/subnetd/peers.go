@@ -45,6 +45,15 @@ func (f *peerFilter) setHost(h vxlan.Host) {
 	}
 }
 
+// setConfig adopts the network config as the source now reports it (in
+// the Kubernetes API mode, with the subnet length of this node's pod
+// CIDRs); the leases are judged again.
+func (f *peerFilter) setConfig(c subnet.Config) {
+	if c != f.config {
+		f.config, f.cache = c, nil
+	}
+}
+
 // knowsHost reports whether setHost was called: without a read of the node
 // no lease can be checked against it.
 func (f *peerFilter) knowsHost() bool { return f.hostGen > 0 }

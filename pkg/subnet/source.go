@@ -1,6 +1,16 @@
 package subnet
 
-import "context"
+import (
+	"context"
+	"errors"
+)
+
+// ErrNotAssigned marks a node that has no subnet yet and none it may take
+// itself: in the Kubernetes API mode, a Node without a pod CIDR. It is a
+// state to wait in, not a failure: Acquire succeeds once one is assigned.
+// flanneld's message for it, which operators search for, is
+// `node "X" pod cidr not assigned`.
+var ErrNotAssigned = errors.New("pod cidr not assigned")
 
 // Source is where this node's lease and the other nodes' leases come from:
 // a Registry such as etcd, through a Manager, or the Kubernetes API's Node

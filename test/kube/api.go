@@ -34,26 +34,19 @@ func ClientFor(t testing.TB, kubeconfig string, ns *netnstest.NS) kubernetes.Int
 	return c
 }
 
-// RESTConfigFor is ClientFor's configuration, for the clients client-go
-// builds from one (dynamic, discovery, informers).
+// RESTConfigFor is the configuration ClientFor's client is made of, for
+// code under test that makes its own client: authenticated by kubeconfig,
+// connecting from inside ns, without a request timeout (watches last).
 func RESTConfigFor(t testing.TB, kubeconfig string, ns *netnstest.NS) *rest.Config {
 	t.Helper()
-	cfg, err := configIn(kubeconfig, ns)
+	cfg, err := restConfigIn(kubeconfig, ns)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return cfg
 }
 
-func clientIn(kubeconfig string, ns *netnstest.NS) (kubernetes.Interface, error) {
-	cfg, err := configIn(kubeconfig, ns)
-	if err != nil {
-		return nil, err
-	}
-	return kubernetes.NewForConfig(cfg)
-}
-
-func configIn(kubeconfig string, ns *netnstest.NS) (*rest.Config, error) {
+func restConfigIn(kubeconfig string, ns *netnstest.NS) (*rest.Config, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("reading kubeconfig %s: %w", kubeconfig, err)
@@ -67,9 +60,17 @@ func configIn(kubeconfig string, ns *netnstest.NS) (*rest.Config, error) {
 		})
 		return conn, err
 	}
+	return cfg, nil
+}
+
+func clientIn(kubeconfig string, ns *netnstest.NS) (kubernetes.Interface, error) {
+	cfg, err := restConfigIn(kubeconfig, ns)
+	if err != nil {
+		return nil, err
+	}
 	cfg.Timeout = 10 * time.Second // a request to a stopped API server fails instead of hanging
 	cfg.QPS, cfg.Burst = 100, 200
-	return cfg, nil
+	return kubernetes.NewForConfig(cfg)
 }
 
 // CreateNode creates a Node object (no kubelet behind it) with the given pod

@@ -1,0 +1,197 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/cnisuite/cni/pkg/subnet"
+)
+
+// Watch calls fn with every node's lease after the informer's first list,
+// then after each change of one, until ctx ends. Changes that come while
+// fn runs make one call. One Watch at a time.
+func (s *Source) Watch(ctx context.Context, fn func([]subnet.Entry)) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-s.informer.HasSyncedChecker().Done():
+	}
+	for {
+		fn(s.snapshot())
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.changed:
+		}
+	}
+}
+
+func (s *Source) snapshot() []subnet.Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]subnet.Entry, 0, len(s.view))
+	for _, e := range s.view {
+		out = append(out, e)
+	}
+	return out
+}
+
+// update applies one Node, added or changed, to the view: the informer's
+// handlers keep it incrementally, so an event costs one Node's decoding.
+func (s *Source) update(obj any) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return
+	}
+	e, err := s.entry(n)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	why := ""
+	if err != nil && !errors.Is(err, errNotSubnetNode) {
+		why = err.Error()
+	}
+	if why != "" && why != s.skips[n.Name] {
+		s.o.Log.Warn("skipping a node's lease", "node", n.Name, "reason", why)
+	}
+	if why == "" {
+		delete(s.skips, n.Name)
+	} else {
+		s.skips[n.Name] = why
+	}
+	if err != nil {
+		s.drop(n.Name)
+		return
+	}
+	if old, ok := s.view[n.Name]; ok && old.Subnets == e.Subnets && string(old.Value) == string(e.Value) {
+		return // a change of something else: heartbeat, labels, status
+	}
+	s.rev++
+	e.Rev = s.rev
+	s.view[n.Name] = e
+	s.signal()
+}
+
+// remove drops a deleted Node from the view.
+func (s *Source) remove(obj any) {
+	name, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.skips, name)
+	s.drop(name)
+}
+
+// drop removes a node from the view; mu held.
+func (s *Source) drop(name string) {
+	if _, ok := s.view[name]; ok {
+		delete(s.view, name)
+		s.signal()
+	}
+}
+
+func (s *Source) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// errNotSubnetNode: a Node without kube-subnet-manager "true" or a pod
+// CIDR, whose daemon publishes no lease (yet); not worth a log line.
+var errNotSubnetNode = errors.New("not a node with a lease")
+
+// entry is a Node's lease as every node reads it: its pod CIDRs of the
+// network's families, and the lease JSON of its annotations.
+func (s *Source) entry(n *corev1.Node) (subnet.Entry, error) {
+	if n.Annotations[s.ann.managed] != "true" {
+		return subnet.Entry{}, errNotSubnetNode
+	}
+	subs, err := podSubnets(n, s.o.Network)
+	if errors.Is(err, errNoPodCIDR) {
+		return subnet.Entry{}, errNotSubnetNode
+	}
+	if err != nil {
+		return subnet.Entry{}, err
+	}
+	a, err := s.ann.attrs(n.Name, n.Annotations, s.o.Network)
+	if err != nil {
+		return subnet.Entry{}, err
+	}
+	v, err := json.Marshal(a)
+	if err != nil {
+		return subnet.Entry{}, fmt.Errorf("encoding its lease: %w", err)
+	}
+	return subnet.Entry{Subnets: subs, Value: v}, nil
+}
+
+// podSubnets reads a Node's pod CIDRs (spec.podCIDRs, or the older
+// spec.podCIDR), one per family, and returns those of the network's
+// families; errNoPodCIDR when it has none.
+func podSubnets(n *corev1.Node, c subnet.Config) (subnet.Subnets, error) {
+	cidrs := n.Spec.PodCIDRs
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs = []string{n.Spec.PodCIDR}
+	}
+	if len(cidrs) == 0 {
+		return subnet.Subnets{}, errNoPodCIDR
+	}
+	var got [2]netip.Prefix
+	for _, s := range cidrs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || p != p.Masked() || p.Addr().Zone() != "" {
+			return subnet.Subnets{}, fmt.Errorf("pod CIDR %q is not a network address", s)
+		}
+		if f := familyOf(p); !got[f].IsValid() {
+			got[f] = p
+		} else {
+			return subnet.Subnets{}, fmt.Errorf("pod CIDRs %v: more than one %s", cidrs, f)
+		}
+	}
+	var out subnet.Subnets
+	for _, f := range families(c) {
+		if !got[f].IsValid() {
+			return subnet.Subnets{}, fmt.Errorf("no %s pod CIDR (spec.podCIDRs %v), but the network config has %s %s: give kube-controller-manager a --cluster-cidr of each family",
+				f, cidrs, f, f.network(c))
+		}
+		*f.subnet(&out) = got[f]
+	}
+	return out, nil
+}
+
+// slim keeps of a Node what the source reads: name, its annotations under
+// the prefix, pod CIDRs, the NetworkUnavailable condition. The cache of a
+// large cluster stays small: a Node's status lists its images (tens of kB).
+func (s *Source) slim(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil // a tombstone
+	}
+	out := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion},
+		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+	}
+	for k, v := range n.Annotations {
+		if strings.HasPrefix(k, s.ann.prefix) {
+			if out.Annotations == nil {
+				out.Annotations = map[string]string{}
+			}
+			out.Annotations[k] = v
+		}
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeNetworkUnavailable {
+			out.Status.Conditions = []corev1.NodeCondition{c}
+		}
+	}
+	return out, nil
+}
