@@ -69,11 +69,21 @@ func newOverlay(t *testing.T, prefix, network string) *overlayTest {
 	if err != nil {
 		t.Skip("needs etcd (Debian's etcd-server; make deps installs it)")
 	}
+	o := newUnderlay(t, network)
+	o.etcdBin, o.prefix = etcdBin, prefix
+	o.startEtcd()
+	return o
+}
+
+// newUnderlay builds subnetd, writes the network config and makes the
+// underlay, with nothing running in it.
+func newUnderlay(t *testing.T, network string) *overlayTest {
+	netnstest.SkipUnlessRoot(t)
 	cfg, err := subnet.ParseConfig([]byte(network))
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &overlayTest{t: t, dir: t.TempDir(), etcdBin: etcdBin, prefix: prefix, v6: cfg.EnableIPv6, vni: cfg.Backend.VNI, port: cfg.Backend.Port}
+	o := &overlayTest{t: t, dir: t.TempDir(), v6: cfg.EnableIPv6, vni: cfg.Backend.VNI, port: cfg.Backend.Port}
 	o.subnetd = filepath.Join(o.dir, "subnetd")
 	if out, err := exec.Command("go", "build", "-o", o.subnetd, "github.com/cnisuite/cni/daemon/subnetd").CombinedOutput(); err != nil {
 		t.Fatalf("building subnetd: %v\n%s", err, out)
@@ -89,7 +99,6 @@ func newOverlay(t *testing.T, prefix, network string) *overlayTest {
 		o.ul.Run(t, "ip", "addr", "add", sdUnderlayV6+"/64", "dev", "br0", "nodad")
 	}
 	o.ul.Run(t, "ip", "link", "set", "br0", "up")
-	o.startEtcd()
 	return o
 }
 

@@ -2,10 +2,13 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -16,7 +19,8 @@ import (
 // from its own list and watch calls: Check costs the API server nothing.
 // The link is up while a watch is open or when the last list or watch
 // call succeeded; a watch that ends (the server stopped, or timed it
-// out) leaves it up until the informer's next call fails.
+// out) leaves it up until the informer's next call fails, which follows
+// at once.
 type health struct {
 	mu       sync.Mutex
 	watching int       // watches open
@@ -53,13 +57,10 @@ func (h *health) check() error {
 func listWatch(api NodeAPI, h *health) cache.ListerWatcher {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			l, err := api.List(ctx, opts)
-			h.called(err)
-			return l, err
+			return retried(ctx, h, func(ctx context.Context) (runtime.Object, error) { return api.List(ctx, opts) })
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			w, err := api.Watch(ctx, opts)
-			h.called(err)
+			w, err := retried(ctx, h, func(ctx context.Context) (watch.Interface, error) { return api.Watch(ctx, opts) })
 			if err != nil {
 				return nil, err
 			}
@@ -69,6 +70,44 @@ func listWatch(api NodeAPI, h *health) cache.ListerWatcher {
 	// A client that cannot stream the initial list as a watch (a fake)
 	// says so; the reflector then lists.
 	return cache.ToListWatcherWithWatchListSemantics(lw, api)
+}
+
+// maxRetryDelay bounds the wait between calls while the API server is
+// unreachable: the node follows it again at most this long after it is back.
+const maxRetryDelay = 5 * time.Second
+
+// retried makes the call again while the API server is unreachable or
+// overloaded, until it answers or ctx ends, so that client-go's reflector
+// sees no failure: its own delays grow to 30-60 s across an outage (its
+// watch retries and relists share them), and would leave the node's view
+// stale, and the node unready, for as long after the API server is back.
+// Answers the reflector acts on (410 Gone: list again; 403) reach it.
+func retried[T any](ctx context.Context, h *health, call func(context.Context) (T, error)) (T, error) {
+	delay := 500 * time.Millisecond
+	for {
+		v, err := call(ctx)
+		h.called(err)
+		if err == nil || ctx.Err() != nil || !retriable(err) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, ctx.Err()
+		case <-time.After(delay/2 + rand.N(delay/2)): // jittered: the nodes do not call in step
+		}
+		delay = min(2*delay, maxRetryDelay)
+	}
+}
+
+// retriable reports whether err is the API server's absence or overload
+// rather than its answer.
+func retriable(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return true // no answer: refused, reset, timed out
+	}
+	return apierrors.IsTooManyRequests(err) || apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err) ||
+		apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err)
 }
 
 // trackedWatch passes a watch's events on and tells h while it is open.
