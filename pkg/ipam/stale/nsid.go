@@ -213,11 +213,7 @@ type holder struct {
 // once per Prober, from the calling thread's namespace.
 func (p *Prober) nsidOwner(nsid int32) (holder, bool, error) {
 	if p.owners == nil && p.err == nil {
-		proc := p.Proc
-		if proc == "" {
-			proc = "/proc"
-		}
-		p.owners, p.err = visibleNSIDs(proc)
+		p.owners, p.err = visibleNSIDs("/proc")
 	}
 	h, ok := p.owners[nsid]
 	return h, ok, p.err

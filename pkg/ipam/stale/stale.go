@@ -67,8 +67,6 @@ func Identify(path string) ipam.Netns {
 // each once, on the first reservation that needs them, so one Prober serves
 // one decision (one verb).
 type Prober struct {
-	Proc string // procfs mount; "/proc" when empty
-
 	owners map[int32]holder // the namespaces visible here, by nsid; nil until needed
 	err    error
 }
