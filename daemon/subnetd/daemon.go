@@ -103,7 +103,7 @@ func (d *daemon) acquire(ctx context.Context) error {
 		case errors.Is(err, subnet.ErrNotAssigned):
 			d.st.etcdOK(time.Now()) // it answered: no subnet for this node yet
 			if err.Error() != waiting {
-				d.log.Error("failed to acquire lease; waiting, ready by itself once assigned", "error", err)
+				d.log.Error("failed to acquire lease; waiting", "error", err)
 				waiting = err.Error()
 			}
 			wait = notAssignedRetry

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -24,9 +26,19 @@ type podCIDRSource struct {
 	cidr     netip.Prefix
 	acquires int
 	down     bool
+	peers    []subnet.Entry // what Watch hands over
 }
 
-func (s *podCIDRSource) Network() subnet.Config { return s.network }
+// Network reports the pod CIDR's length once acquired, as kube's does.
+func (s *podCIDRSource) Network() subnet.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.network
+	if s.acquires > 0 && s.cidr.IsValid() {
+		c.SubnetLen = s.cidr.Bits()
+	}
+	return c
+}
 
 func (s *podCIDRSource) Acquire(context.Context) (subnet.Lease, error) {
 	s.mu.Lock()
@@ -50,7 +62,7 @@ func (s *podCIDRSource) Check(_ context.Context, l subnet.Lease) (subnet.Lease, 
 func (s *podCIDRSource) Owns(subnet.Lease, subnet.Entry) bool { return true }
 
 func (s *podCIDRSource) Watch(ctx context.Context, fn func([]subnet.Entry)) {
-	fn(nil)
+	fn(s.peers)
 	<-ctx.Done()
 }
 
@@ -173,4 +185,25 @@ func TestKubeFlags(t *testing.T) {
 			t.Errorf("%q: %v, want an error naming %q", tc.args, err, tc.want)
 		}
 	}
+}
+
+// TestPodCIDRLength: the peers are judged with the subnet length of the
+// node's pod CIDR, which kube-controller-manager chose (a /26 here), not
+// the net config's SubnetLen (24 by default).
+func TestPodCIDRLength(t *testing.T) {
+	nc, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	peer := subnet.Entry{Subnets: subnet.Subnets{V4: netip.MustParsePrefix("10.244.0.64/26")}, Value: vxlanValue("192.168.0.2", "n2", "0a:00:00:00:00:02"), Rev: 1}
+	src := &podCIDRSource{network: nc, cidr: netip.MustParsePrefix("10.244.0.0/26"), peers: []subnet.Entry{peer}}
+	cfg := &Config{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: time.Hour, EtcdTimeout: time.Second}
+	fp := &fakePlane{}
+	d := &daemon{cfg: cfg, log: log, src: src, dp: fp, rules: &fakeRules{}, st: &status{window: time.Hour}, filter: &peerFilter{config: nc, log: log}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "the /26 peer programmed", func() bool { return slices.Equal(fp.peerSubnets(), []string{"10.244.0.64/26"}) })
 }

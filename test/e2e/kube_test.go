@@ -327,3 +327,44 @@ func TestKubeNotAssigned(t *testing.T) {
 		t.Errorf("node2 published a lease it cannot hold: %v %v", node.Annotations, err)
 	}
 }
+
+// TestKubeFlanneldInterop: flanneld with --kube-subnet-mgr on one node,
+// subnetd on two others, one cluster: each reads the other's annotations
+// and programs its peers, and pods on all three reach each other, also
+// after subnetd restarts.
+func TestKubeFlanneldInterop(t *testing.T) {
+	k := newKubeOverlay(t, "10.252.0.0/16")
+	bin := flanneld(t)
+	for i := 1; i <= 3; i++ {
+		k.addKubeNode(i)
+	}
+	fl := k.nodes[2]
+	// kubelet registers a Node with annotations; flanneld panics on one
+	// without ("assignment to entry in nil map").
+	ttl := []byte(`{"metadata":{"annotations":{"node.alpha.kubernetes.io/ttl":"0"}}}`)
+	if _, err := k.cluster.Client.CoreV1().Nodes().Patch(t.Context(), fl.name, types.MergePatchType, ttl, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	k.startKubeSubnetd(k.nodes[0])
+	k.startKubeSubnetd(k.nodes[1])
+	fl.log = filepath.Join(fl.dir, "flanneld.log")
+	fl.proc = k.spawn(fl.ns, fl.log, "env", "NODE_NAME="+fl.name, bin, "--kube-subnet-mgr", "--kubeconfig-file", k.cluster.Kubeconfig,
+		"--net-config-path", k.netConf, "--iface", "eth0", "--subnet-file", fl.envPath(), "--ip-masq")
+	k.waitReady(k.nodes[0])
+	k.waitReady(k.nodes[1])
+	k.eventually("flanneld's subnet.env", 20*time.Second, func() bool {
+		_, err := os.Stat(fl.envPath())
+		return err == nil
+	})
+	for _, n := range k.nodes {
+		k.checkPeers(n, k.nodes)
+	}
+	k.addPods()
+	k.pingAll()
+
+	stop(k.nodes[0].proc)
+	k.startKubeSubnetd(k.nodes[0])
+	k.waitReady(k.nodes[0])
+	k.checkPeers(fl, k.nodes)
+	k.pingAll()
+}

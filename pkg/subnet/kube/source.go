@@ -130,7 +130,12 @@ func (s *Source) Acquire(ctx context.Context) (subnet.Lease, error) {
 		return subnet.Lease{}, err
 	}
 	s.mu.Lock()
-	s.network.SubnetLen, s.network.IPv6SubnetLen = subs.V4.Bits(), subs.V6.Bits()
+	if subs.V4.IsValid() {
+		s.network.SubnetLen = subs.V4.Bits()
+	}
+	if subs.V6.IsValid() {
+		s.network.IPv6SubnetLen = subs.V6.Bits()
+	}
 	s.mu.Unlock()
 	return l, nil
 }

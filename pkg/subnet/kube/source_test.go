@@ -422,3 +422,18 @@ func TestWatchCoalesces(t *testing.T) {
 		t.Errorf("%d calls for a burst of 20 changes during one call, want at most 3", v.n)
 	}
 }
+
+// TestNetworkLength: Network reports the length of the node's pod CIDR,
+// kube-controller-manager's choice, for its family only.
+func TestNetworkLength(t *testing.T) {
+	f := newFixture(t, v4net, node("me", nil, "10.244.3.64/26"))
+	if c := f.src.Network(); c.SubnetLen != 24 {
+		t.Errorf("SubnetLen %d before Acquire, want net-conf's 24", c.SubnetLen)
+	}
+	if _, err := f.src.Acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.src.Network(); c.SubnetLen != 26 || c.IPv6SubnetLen != 0 {
+		t.Errorf("SubnetLen %d, IPv6SubnetLen %d after acquiring a /26 on an IPv4 network", c.SubnetLen, c.IPv6SubnetLen)
+	}
+}
