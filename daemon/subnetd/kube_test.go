@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cnisuite/cni/internal/testutil"
 	"github.com/cnisuite/cni/pkg/subnet"
 )
 
@@ -74,24 +75,6 @@ func (s *podCIDRSource) set(fn func()) {
 	fn()
 }
 
-// syncBuffer is a log written by the daemon's goroutines and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestNotAssignedWaits: a node without a pod CIDR is a state: one log line
 // naming it, /readyz saying why, retries on the cache every 250 ms, and
 // ready within a second of the assignment. Messages name the Kubernetes
@@ -102,7 +85,7 @@ func TestNotAssignedWaits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	src := &podCIDRSource{network: nc}
 	cfg := &Config{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: 50 * time.Millisecond, EtcdTimeout: time.Second}

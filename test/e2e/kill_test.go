@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -23,6 +22,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"golang.org/x/sys/unix"
 
+	"github.com/cnisuite/cni/internal/testutil"
 	"github.com/cnisuite/cni/pkg/ipam"
 	"github.com/cnisuite/cni/pkg/ipam/disk"
 	"github.com/cnisuite/cni/pkg/netns"
@@ -142,7 +142,7 @@ type killRig struct {
 	live      map[string]string // address -> container ID, for attachments whose ADD succeeded and DEL has not begun
 	forgotten []string          // container IDs a crashed runtime never DELs: GC's to clean
 	stats     killStats
-	stderr    stderrLog
+	stderr    testutil.SyncBuffer // what the plugins write to stderr, which libcni passes to its own
 	history   map[string][]string // container ID -> its calls and their outcome, for the report of a leak
 	durations [2]atomic.Int64     // sums of unkilled ADD and DEL times, µs, for the kill window
 	counts    [2]atomic.Int64
@@ -486,25 +486,10 @@ func (r *killRig) victims() string {
 	return strings.Join(parts, ", ")
 }
 
-// stderrLog collects what the plugins write to stderr, which libcni passes
-// to its own: a test's output would drown in it.
-type stderrLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *stderrLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
 // reclaimed counts the addresses host-local took back from gone pods, from
 // its log lines.
 func (r *killRig) reclaimed() int {
-	r.stderr.mu.Lock()
-	defer r.stderr.mu.Unlock()
-	return strings.Count(r.stderr.buf.String(), "reclaimed the address of an attachment that is gone")
+	return strings.Count(r.stderr.String(), "reclaimed the address of an attachment that is gone")
 }
 
 // expectIndexed checks, before GC rebuilds anything, that the index the

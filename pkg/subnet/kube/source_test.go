@@ -1,7 +1,6 @@
 package kube_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
+	"github.com/cnisuite/cni/internal/testutil"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/kube"
 )
@@ -33,30 +33,12 @@ type fakeNodes struct{ corev1client.NodeInterface }
 
 func (fakeNodes) IsWatchListSemanticsUnSupported() bool { return true }
 
-// syncBuffer is a log both the informer's and the test's goroutines use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // fixture is a Source for node "me" on a fake API server.
 type fixture struct {
 	t   *testing.T
 	c   *fake.Clientset
 	src *kube.Source
-	log *syncBuffer
+	log *testutil.SyncBuffer
 }
 
 var me = subnet.Attrs{PublicIP: netip.MustParseAddr("192.168.1.10"), BackendType: "vxlan",
@@ -68,7 +50,7 @@ func newFixture(t *testing.T, network string, nodes ...runtime.Object) *fixture 
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, c: fake.NewClientset(nodes...), log: &syncBuffer{}}
+	f := &fixture{t: t, c: fake.NewClientset(nodes...), log: &testutil.SyncBuffer{}}
 	f.src, err = kube.New(kube.Options{API: fakeNodes{f.c.CoreV1().Nodes()}, NodeName: "me", Network: c, Node: me,
 		SetNodeNetworkUnavailable: true, Timeout: 5 * time.Second, Log: slog.New(slog.NewTextHandler(f.log, nil))})
 	if err != nil {
