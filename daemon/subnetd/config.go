@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
 	"github.com/cnisuite/cni/pkg/subnet/kube"
@@ -42,6 +43,7 @@ type Config struct {
 	DataDir        string
 	NodeID         string
 	CheckInterval  time.Duration
+	ResyncInterval time.Duration
 	Cleanup        bool
 	ReleaseOnExit  bool
 	EmbeddedClient string // loopback address of the embedded etcd
@@ -81,6 +83,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/subnetd", "node identity, embedded etcd data and the lock that lets one subnetd run per node")
 	fs.StringVar(&c.NodeID, "node-id", "", "stable node identity; default: persisted in --data-dir, first taken from /etc/machine-id")
 	fs.DurationVar(&c.CheckInterval, "check-interval", 10*time.Second, "how often the lease, etcd and the data plane are checked")
+	fs.DurationVar(&c.ResyncInterval, "resync-interval", subnet.DefaultResync, "how often every lease is listed from etcd again although the watch is healthy, repairing events an etcd lost (etcd before 3.4.31 and 3.5.13 can lose them at a compaction)")
 	fs.BoolVar(&c.Cleanup, "cleanup", false, "remove every device, route, rule and file subnetd made on this node, then exit (refused while a subnetd runs with the same --data-dir)")
 	fs.BoolVar(&c.ReleaseOnExit, "release-on-exit", false, "on shutdown give the lease up and remove the data plane")
 	fs.StringVar(&c.EmbeddedClient, "embedded-etcd-client", "127.0.0.1:2379", "loopback address the embedded etcd serves clients at")
@@ -103,8 +106,8 @@ func (c *Config) Validate() error {
 	if m := time.Duration(c.RenewMargin) * time.Minute; m <= 0 || m >= c.LeaseTTL {
 		errs = append(errs, fmt.Errorf("--subnet-lease-renew-margin %d minutes must be above 0 and below --lease-ttl %v", c.RenewMargin, c.LeaseTTL))
 	}
-	if c.EtcdTimeout < 100*time.Millisecond || c.CheckInterval < 100*time.Millisecond {
-		errs = append(errs, errors.New("--etcd-timeout and --check-interval must be at least 100ms"))
+	if c.EtcdTimeout < 100*time.Millisecond || c.CheckInterval < 100*time.Millisecond || c.ResyncInterval < 100*time.Millisecond {
+		errs = append(errs, errors.New("--etcd-timeout, --check-interval and --resync-interval must be at least 100ms"))
 	}
 	if c.HealthzPort < 0 || c.HealthzPort > 65535 {
 		errs = append(errs, fmt.Errorf("--healthz-port %d is out of range", c.HealthzPort))

@@ -68,7 +68,8 @@ func newManager(cfg *Config, reg subnet.Registry, nc subnet.Config, id string, u
 	if err != nil {
 		return nil, err
 	}
-	m := &subnet.Manager{Registry: reg, Config: nc, Node: attrs, RenewMargin: time.Duration(cfg.RenewMargin) * time.Minute, Log: log}
+	m := &subnet.Manager{Registry: reg, Config: nc, Node: attrs, RenewMargin: time.Duration(cfg.RenewMargin) * time.Minute,
+		Resync: cfg.ResyncInterval, Log: log}
 	if prev, err := envfile.Read(cfg.SubnetFile); err == nil {
 		m.Previous = subnet.Subnets{V4: prev.Subnet.Masked(), V6: prev.IPv6Subnet.Masked()}
 	}

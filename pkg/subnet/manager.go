@@ -27,9 +27,11 @@ type Manager struct {
 	Previous Subnets
 	// RenewMargin: the store lease is renewed when less than this is left.
 	RenewMargin time.Duration
-	Log         *slog.Logger
-	Rand        *rand.Rand // nil: the global source
-	Now         func() time.Time
+	// Resync: Watch lists every lease at least this often (DefaultResync when zero).
+	Resync time.Duration
+	Log    *slog.Logger
+	Rand   *rand.Rand // nil: the global source
+	Now    func() time.Time
 }
 
 func (m *Manager) now() time.Time {

@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cnisuite/cni/internal/testutil"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -351,5 +354,52 @@ func TestWatchRelistsAfterCompaction(t *testing.T) {
 	defer reg.mu.Unlock()
 	if reg.lists < 2 {
 		t.Fatalf("%d listings: the compacted watch was not followed by a new one", reg.lists)
+	}
+}
+
+// losesDeletes is a store whose watches drop every delete without an error,
+// as etcd's can (etcd-io/etcd#18089).
+type losesDeletes struct{ Registry }
+
+func (l losesDeletes) Watch(ctx context.Context, rev int64) <-chan Event {
+	out := make(chan Event)
+	go func() {
+		defer close(out)
+		for ev := range l.Registry.Watch(ctx, rev) {
+			if !ev.Deleted {
+				out <- ev
+			}
+		}
+	}()
+	return out
+}
+
+// TestWatchResyncs: a delete the watch never delivered is found by the
+// periodic listing, which says that the watch had missed it.
+func TestWatchResyncs(t *testing.T) {
+	store := NewMemStore(time.Hour)
+	var log testutil.SyncBuffer
+	m := newManager(t, losesDeletes{store.Client()}, mustConfig(t, net22), "me", "192.168.0.1")
+	m.Resync, m.Log = 100*time.Millisecond, slog.New(slog.NewTextHandler(&log, nil))
+	a := put(t, store.Client(), "10.0.1.0-24", Attrs{NodeID: "a"}, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	views := make(chan int, 100)
+	go m.Watch(ctx, func(es []Entry) { views <- len(es) })
+	if n := <-views; n != 1 {
+		t.Fatalf("first view: %d leases, want 1", n)
+	}
+	if err := store.Client().Delete(ctx, a.Subnets, a.Rev); err != nil {
+		t.Fatal(err)
+	}
+	for n := -1; n != 0; {
+		select {
+		case n = <-views:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the lost delete was never found")
+		}
+	}
+	if !strings.Contains(log.String(), "missed changes") || !strings.Contains(log.String(), "10.0.1.0-24") {
+		t.Fatalf("the listing did not say what the watch had missed:\n%s", log.String())
 	}
 }

@@ -84,8 +84,21 @@ func (n *daemonNode) spawn(name string, argv ...string) *proc {
 		n.t.Fatal(err)
 	}
 	go func() { _ = p.cmd.Wait(); f.Close(); close(p.done) }()
-	n.t.Cleanup(p.stop)
+	n.t.Cleanup(func() {
+		p.stop()
+		if n.t.Failed() {
+			n.t.Logf("%s's output:\n%s", name, lastBytes(p.output(), 8<<10))
+		}
+	})
 	return p
+}
+
+// lastBytes returns at most the last n bytes of s.
+func lastBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
 }
 
 // stop ends the process with SIGTERM, or SIGKILL after 10 s.
@@ -157,10 +170,18 @@ func (n *daemonNode) eventually(what string, within time.Duration, cond func() b
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			n.t.Fatalf("not %s after %v", what, within)
+			n.t.Fatalf("not %s after %v; the node's overlay:\n%s", what, within, n.overlay())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// overlay is the node's routes, flannel.1 neighbours and FDB, for failures.
+func (n *daemonNode) overlay() string {
+	routes, _ := n.ns.Try("ip", "route", "show")
+	neigh, _ := n.ns.Try("ip", "neigh", "show", "dev", "flannel.1")
+	fdb, _ := n.ns.Try("bridge", "fdb", "show", "dev", "flannel.1")
+	return routes + neigh + fdb
 }
 
 // listeners returns the local "addr:port" of every listening TCP socket in

@@ -57,7 +57,7 @@ func (n *daemonNode) hasRoute(i int) bool {
 // frozen on was compacted away, it converges on the leases as they are.
 func TestSubnetdEtcdFaults(t *testing.T) {
 	n := newDaemonNode(t)
-	sd := n.startSubnetd("subnetd")
+	sd := n.startSubnetd("subnetd", "--resync-interval", "10s")
 	time.Sleep(3 * time.Second)
 	if sd.exited() || n.ready("127.0.0.1:9090") {
 		t.Fatalf("with etcd unreachable subnetd exited (%v) or got ready:\n%s", sd.exited(), sd.output())
@@ -109,10 +109,12 @@ func TestSubnetdEtcdFaults(t *testing.T) {
 	if !n.ready("127.0.0.1:9090") || sd.exited() {
 		t.Fatalf("subnetd not ready after the compaction:\n%s", sd.output())
 	}
-	// The watch's own error, logged as Manager.Watch lists again: proof that
-	// convergence came through the compaction path, not a live event stream.
-	if !strings.Contains(sd.output(), "watch revision compacted") {
-		t.Errorf("subnetd never logged its watch's compaction error:\n%s", sd.output())
+	// Proof that convergence came from a new listing, not a live event
+	// stream: the watch's compaction error, or, where etcd lost the events
+	// without one (Debian's etcd 3.4.23 does at times, see
+	// subnet.DefaultResync), the periodic listing saying what it repaired.
+	if out := sd.output(); !strings.Contains(out, "watch revision compacted") && !strings.Contains(out, "watch had missed changes") {
+		t.Errorf("subnetd logged neither its watch's compaction error nor a repairing listing:\n%s", out)
 	}
 }
 
