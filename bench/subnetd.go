@@ -181,7 +181,7 @@ func breakdown(name string, f daemonFigures) {
 // x/net/trace.
 func buildSubnetd(ctx context.Context, repo, dir string) (daemon, error) {
 	bin := filepath.Join(dir, "subnetd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "grpcnotrace", "-o", bin, "./daemon/subnetd")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "grpcnotrace,nokube", "-o", bin, "./daemon/subnetd")
 	cmd.Dir = repo
 	cmd.Env = buildEnv()
 	return daemon{name: "subnetd", bin: bin}, runBuild(cmd, "building subnetd")

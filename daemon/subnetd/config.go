@@ -14,7 +14,6 @@ import (
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
-	"github.com/cnisuite/cni/pkg/subnet/kube"
 )
 
 // Config is subnetd's command line. Flags that flanneld also has keep its
@@ -92,7 +91,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.KubeSubnetMgr, "kube-subnet-mgr", false, "take the node's subnets from its Node's pod CIDRs in the Kubernetes API and publish its lease as Node annotations, as flanneld does; no etcd (node name from NODE_NAME, else POD_NAME and POD_NAMESPACE)")
 	fs.StringVar(&c.KubeAPIURL, "kube-api-url", "", "Kubernetes API server URL (--kube-subnet-mgr); default: --kubeconfig-file's, or in-cluster")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig-file", "", "kubeconfig for the Kubernetes API (--kube-subnet-mgr); empty: the pod's service account (in-cluster)")
-	fs.StringVar(&c.KubeAnnotationPrefix, "kube-annotation-prefix", kube.DefaultPrefix, "prefix of the Node annotations (--kube-subnet-mgr)")
+	fs.StringVar(&c.KubeAnnotationPrefix, "kube-annotation-prefix", defaultKubePrefix, "prefix of the Node annotations (--kube-subnet-mgr)")
 	fs.BoolVar(&c.SetNodeNetworkUnavailable, "set-node-network-unavailable", true, "set the Node's NetworkUnavailable condition False once its lease is published (--kube-subnet-mgr)")
 	fs.StringVar(&c.NetConfigPath, "net-config-path", "/etc/kube-flannel/net-conf.json", "network config JSON file (--kube-subnet-mgr)")
 }
@@ -145,25 +144,8 @@ func (c *Config) Validate() error {
 	if c.NodeID != "" && strings.ContainsAny(c.NodeID, " \t\n") {
 		errs = append(errs, fmt.Errorf("--node-id %q must not contain blanks", c.NodeID))
 	}
-	if c.KubeSubnetMgr {
-		errs = append(errs, c.validateKube())
-	}
-	return errors.Join(errs...)
-}
-
-// validateKube checks the flags of the Kubernetes API mode.
-func (c *Config) validateKube() error {
-	var errs []error
-	if err := kube.CheckPrefix(c.KubeAnnotationPrefix); err != nil {
-		errs = append(errs, fmt.Errorf("--kube-annotation-prefix: %w", err))
-	}
-	if c.NetConfigPath == "" {
-		errs = append(errs, errors.New("--net-config-path must not be empty with --kube-subnet-mgr"))
-	}
-	if c.KubeAPIURL != "" {
-		if u, err := url.Parse(c.KubeAPIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("--kube-api-url %q: want a URL like https://HOST:6443", c.KubeAPIURL))
-		}
+	if c.KubeSubnetMgr && kubeMode != nil {
+		errs = append(errs, kubeMode.validate(c))
 	}
 	return errors.Join(errs...)
 }

@@ -1,3 +1,5 @@
+//go:build !nokube
+
 package main
 
 import (
@@ -17,6 +19,7 @@ import (
 
 	"github.com/cnisuite/cni/internal/testutil"
 	"github.com/cnisuite/cni/pkg/subnet"
+	"github.com/cnisuite/cni/pkg/subnet/kube"
 )
 
 // podCIDRSource is a source in the Kubernetes API's manner: ErrNotAssigned
@@ -189,4 +192,11 @@ func TestPodCIDRLength(t *testing.T) {
 	go func() { done <- d.serve(ctx) }()
 	defer func() { cancel(); <-done }()
 	eventually(t, "the /26 peer programmed", func() bool { return slices.Equal(fp.peerSubnets(), []string{"10.244.0.64/26"}) })
+}
+
+// The build without the Kubernetes mode has its own copy of the default.
+func TestDefaultKubePrefix(t *testing.T) {
+	if defaultKubePrefix != kube.DefaultPrefix {
+		t.Fatalf("defaultKubePrefix %q, kube.DefaultPrefix %q", defaultKubePrefix, kube.DefaultPrefix)
+	}
 }

@@ -32,6 +32,10 @@ func main() {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
+	if cfg.KubeSubnetMgr && kubeMode == nil {
+		fmt.Fprintf(os.Stderr, "subnetd: %v\n", handOverKube(os.Args[1:]))
+		os.Exit(2)
+	}
 	err := cfg.Validate()
 	if fs.NArg() > 0 {
 		err = errors.Join(err, fmt.Errorf("unexpected arguments %q: subnetd takes only flags", fs.Args()))

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/cnisuite/cni/internal/testutil"
 )
 
 // cnitoolVersion is the release of the libcni in go.mod, so that both
@@ -36,6 +38,13 @@ func runTests(m *testing.M) int {
 	}
 	return m.Run()
 }
+
+// buildDaemons builds the daemons as installed, once, and returns their
+// directory.
+var buildDaemons = sync.OnceValues(func() (string, error) {
+	dir := filepath.Join(filepath.Dir(binDir), "daemon")
+	return dir, testutil.BuildDaemons(dir)
+})
 
 // plugins lists every binary built from ./plugins/...
 func plugins(t *testing.T) []string {

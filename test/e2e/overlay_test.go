@@ -84,10 +84,11 @@ func newUnderlay(t *testing.T, network string) *overlayTest {
 		t.Fatal(err)
 	}
 	o := &overlayTest{t: t, dir: t.TempDir(), v6: cfg.EnableIPv6, vni: cfg.Backend.VNI, port: cfg.Backend.Port}
-	o.subnetd = filepath.Join(o.dir, "subnetd")
-	if out, err := exec.Command("go", "build", "-o", o.subnetd, "github.com/cnisuite/cni/daemon/subnetd").CombinedOutput(); err != nil {
-		t.Fatalf("building subnetd: %v\n%s", err, out)
+	daemons, err := buildDaemons()
+	if err != nil {
+		t.Fatal(err)
 	}
+	o.subnetd = filepath.Join(daemons, "subnetd")
 	o.netConf = filepath.Join(o.dir, "net-conf.json")
 	if err := os.WriteFile(o.netConf, []byte(network), 0o644); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -143,9 +142,9 @@ func (o *overlayTest) removeNode(t *testing.T) {
 // gets a lease and its overlay device, and stopping subnetd stops the child.
 func TestSubnetdEmbeddedEtcd(t *testing.T) {
 	netnstest.SkipUnlessRoot(t)
-	dir := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", dir+"/", "github.com/cnisuite/cni/daemon/subnetd", "github.com/cnisuite/cni/daemon/subnetd-etcd").CombinedOutput(); err != nil {
-		t.Fatalf("building subnetd and subnetd-etcd: %v\n%s", err, out)
+	dir, err := buildDaemons()
+	if err != nil {
+		t.Fatal(err)
 	}
 	node := netnstest.New(t, "sd-emb")
 	node.Run(t, "ip", "link", "add", "eth0", "type", "bridge")

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cnisuite/cni/internal/testutil"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -26,13 +27,10 @@ const (
 	netConf = `{"Network":"10.95.0.0/16","SubnetMin":"10.95.100.0","SubnetMax":"10.95.200.0","Backend":{"Type":"vxlan"}}`
 )
 
+// buildSubnetd builds the daemons as installed, once, and returns subnetd.
 var buildSubnetd = sync.OnceValues(func() (string, error) {
-	bin := filepath.Join(filepath.Dir(binDir), "subnetd")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/cnisuite/cni/daemon/subnetd").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("building subnetd: %w\n%s", err, out)
-	}
-	return bin, nil
+	dir := filepath.Join(filepath.Dir(binDir), "daemon")
+	return filepath.Join(dir, "subnetd"), testutil.BuildDaemons(dir)
 })
 
 type daemonNode struct {
