@@ -32,8 +32,8 @@ type kubeOverlay struct {
 
 // newKubeOverlay starts the control plane; with cluster CIDRs,
 // kube-controller-manager gives every Node a pod CIDR.
-func newKubeOverlay(t *testing.T, clusterCIDRs ...string) *kubeOverlay {
-	o := newUnderlay(t, kubeNet)
+func newKubeOverlay(t *testing.T, network string, clusterCIDRs ...string) *kubeOverlay {
+	o := newUnderlay(t, network)
 	c := kubetest.Start(t, kubetest.Options{NS: o.ul, Address: sdUnderlay, ClusterCIDRs: clusterCIDRs})
 	return &kubeOverlay{overlayTest: o, cluster: c}
 }
@@ -79,7 +79,7 @@ func (k *kubeOverlay) addPods() {
 // annotations skipped; an API server outage of 30 s survived; a peer
 // deleted while subnetd was stopped unprogrammed when it starts.
 func TestKubeOverlay(t *testing.T) {
-	k := newKubeOverlay(t, "10.252.0.0/16")
+	k := newKubeOverlay(t, kubeNet, "10.252.0.0/16")
 	for i := 1; i <= 3; i++ {
 		k.addKubeNode(i)
 	}
@@ -103,6 +103,38 @@ func TestKubeOverlay(t *testing.T) {
 	t.Run("peers with bad or no annotations", func(t *testing.T) { k.badPeers(t) })
 	t.Run("API server outage", func(t *testing.T) { k.apiOutage(t) })
 	t.Run("peer deleted while stopped", func(t *testing.T) { k.deletedWhileStopped(t) })
+}
+
+// TestKubeDualStack: on a dual-stack network every Node gets an IPv4 and
+// an IPv6 pod CIDR from kube-controller-manager; subnetd writes both into
+// subnet.env, publishes flanneld's IPv6 annotations (public-ipv6,
+// backend-v6-data with flannel-v6.1's MAC) and pods reach each other over
+// both families.
+func TestKubeDualStack(t *testing.T) {
+	const dual = `{"Network":"10.253.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:253::/56","Backend":{"Type":"vxlan"}}`
+	k := newKubeOverlay(t, dual, "10.253.0.0/16", "fd00:10:253::/56")
+	for i := 1; i <= 2; i++ {
+		k.startKubeSubnetd(k.addKubeNode(i))
+	}
+	for _, n := range k.nodes {
+		k.waitReady(n)
+		cidrs := k.cluster.WaitPodCIDRs(t, n.name, 2)
+		if e := k.env(n); e.Subnet.Masked().String() != cidrs[0] || e.IPv6Subnet.Masked().String() != cidrs[1] {
+			t.Fatalf("%s: subnet.env %+v, want its Node's pod CIDRs %v", n.name, e, cidrs)
+		}
+		node, err := k.cluster.Client.CoreV1().Nodes().Get(t.Context(), n.name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mac := strings.TrimSpace(n.ns.Run(t, "cat", "/sys/class/net/flannel-v6.1/address"))
+		if got, want := node.Annotations[ann+"backend-v6-data"], fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, mac); got != want || node.Annotations[ann+"public-ipv6"] != n.ip6 {
+			t.Fatalf("%s: backend-v6-data %q, public-ipv6 %q; want %q, %q", n.name, got, node.Annotations[ann+"public-ipv6"], want, n.ip6)
+		}
+	}
+	for _, n := range k.nodes {
+		k.addPod(n)
+	}
+	k.pingAll()
 }
 
 // checkPublished: n's Node carries flanneld's annotations for it (its
@@ -282,7 +314,7 @@ func (k *kubeOverlay) deletedWhileStopped(t *testing.T) {
 // within 2 s of a patch assigning one. A pod CIDR outside the network is
 // reported the same way, not a crash.
 func TestKubeNotAssigned(t *testing.T) {
-	k := newKubeOverlay(t)
+	k := newKubeOverlay(t, kubeNet)
 	n1, n2 := k.addKubeNode(1), k.addKubeNode(2)
 	k.startKubeSubnetd(n1)
 	k.eventually("node1 unready, saying why", 20*time.Second, func() bool {
@@ -333,7 +365,7 @@ func TestKubeNotAssigned(t *testing.T) {
 // and programs its peers, and pods on all three reach each other, also
 // after subnetd restarts.
 func TestKubeFlanneldInterop(t *testing.T) {
-	k := newKubeOverlay(t, "10.252.0.0/16")
+	k := newKubeOverlay(t, kubeNet, "10.252.0.0/16")
 	bin := flanneld(t)
 	for i := 1; i <= 3; i++ {
 		k.addKubeNode(i)
