@@ -8,8 +8,6 @@ import (
 	"os"
 	"time"
 
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/cnisuite/cni/pkg/subnet"
@@ -85,7 +83,7 @@ func openKube(ctx context.Context, cfg *Config, ul underlay, log *slog.Logger) (
 	if err != nil {
 		return source{}, err
 	}
-	restCfg, err := kubeConfig(cfg.KubeAPIURL, cfg.Kubeconfig)
+	restCfg, err := kube.RESTConfig(cfg.KubeAPIURL, cfg.Kubeconfig)
 	if err != nil {
 		return source{}, err
 	}
@@ -142,27 +140,6 @@ func nodeAttrs(nc subnet.Config, id string, ul underlay, ov *overlay) (subnet.At
 		attrs.PublicIPv6, attrs.BackendV6Data = ul.publicV6, v6
 	}
 	return attrs, nil
-}
-
-// kubeConfig is the API server and credentials: --kubeconfig-file (its
-// server replaced by --kube-api-url), else the pod's service account (at
-// --kube-api-url when given: the way around a service IP not routed yet).
-func kubeConfig(apiURL, kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		c, err := clientcmd.BuildConfigFromFlags(apiURL, kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("--kubeconfig-file: %w", err)
-		}
-		return c, nil
-	}
-	c, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("no --kubeconfig-file, and no service account of a pod to use instead (%w): pass --kubeconfig-file", err)
-	}
-	if apiURL != "" {
-		c.Host = apiURL
-	}
-	return c, nil
 }
 
 // nodeName is this node's Node: NODE_NAME, else the node of the pod
