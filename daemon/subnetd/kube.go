@@ -11,8 +11,6 @@ import (
 	"os"
 	"time"
 
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/cnisuite/cni/pkg/subnet/kube"
@@ -34,7 +32,7 @@ func openKube(ctx context.Context, cfg *Config, ul underlay, log *slog.Logger) (
 	if err != nil {
 		return source{}, err
 	}
-	restCfg, err := kubeConfig(cfg.KubeAPIURL, cfg.Kubeconfig)
+	restCfg, err := kube.RESTConfig(cfg.KubeAPIURL, cfg.Kubeconfig)
 	if err != nil {
 		return source{}, err
 	}
@@ -75,27 +73,6 @@ func (c *Config) validateKube() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// kubeConfig is the API server and credentials: --kubeconfig-file (its
-// server replaced by --kube-api-url), else the pod's service account (at
-// --kube-api-url when given: the way around a service IP not routed yet).
-func kubeConfig(apiURL, kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		c, err := clientcmd.BuildConfigFromFlags(apiURL, kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("--kubeconfig-file: %w", err)
-		}
-		return c, nil
-	}
-	c, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("no --kubeconfig-file, and no service account of a pod to use instead (%w): pass --kubeconfig-file", err)
-	}
-	if apiURL != "" {
-		c.Host = apiURL
-	}
-	return c, nil
 }
 
 // nodeName is this node's Node: NODE_NAME, else the node of the pod

@@ -235,7 +235,7 @@ func checkOverlayPeers(n *node) []Finding {
 	if n.cluster == nil || n.cluster.cfg == nil || n.ownLease == nil {
 		return nil
 	}
-	ov := auditOverlay(n.cluster, n.env, n.etcd.nodeID())
+	ov := auditOverlay(n.cluster, n.env, n.nodeID())
 	var fds []Finding
 	var missing, stale, fixes, staleFixes, devs []string
 	for _, f := range ov.fams {
@@ -299,9 +299,21 @@ func skippedLeases(n *node, ov overlay) []Finding {
 	for _, s := range slices.SortedFunc(maps.Keys(reasons), func(a, b subnet.Subnets) int { return strings.Compare(a.Key(), b.Key()) }) {
 		fds = append(fds, Finding{Severity: Warn, Message: "the lease of " + s.String() + " cannot be programmed; subnetd skips it too",
 			Evidence: reasons[s],
-			Fix:      "fix that node's subnetd (it rewrites its lease at restart), or delete the lease if the node is gone: `etcdctl del " + n.prefix() + "/subnets/" + s.Key() + "`"})
+			Fix:      "fix that node's subnetd (it rewrites its lease at restart), or remove it if the node is gone: " + n.forget(s)})
 	}
 	return fds
+}
+
+// forget is the command that removes the lease of s.
+func (n *node) forget(s subnet.Subnets) string {
+	if n.kube.on {
+		for _, l := range n.cluster.leases {
+			if l.Subnets == s {
+				return "`kubectl delete node " + l.attrs.NodeID + "`"
+			}
+		}
+	}
+	return "`etcdctl del " + n.prefix() + "/subnets/" + s.Key() + "`"
 }
 
 func okOverlay(n *node, devs []string) []Finding {

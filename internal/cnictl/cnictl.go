@@ -4,10 +4,12 @@
 package cnictl
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -18,6 +20,9 @@ import (
 type env struct {
 	stdout, stderr io.Writer
 	now            func() time.Time
+	// kubeDial, when set, opens the connections to the Kubernetes API:
+	// tests reach an API server that listens in a network namespace.
+	kubeDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // command is a node of the command tree: either it has subcommands or it runs.
@@ -62,7 +67,11 @@ func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(f
 // Main runs one command line (without the program name) and returns the exit
 // code: 0 done, 1 failed, 2 bad usage.
 func Main(args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr, now: time.Now}
+	return mainIn(&env{stdout: stdout, stderr: stderr, now: time.Now}, args)
+}
+
+func mainIn(e *env, args []string) int {
+	stderr := e.stderr
 	err := dispatch(e, root(), []string{"cnictl"}, args)
 	var ue *usageError
 	var xe *exitError

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cnisuite/cni/pkg/ipam/disk"
 	"github.com/cnisuite/cni/pkg/netns"
+	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 )
 
@@ -45,6 +46,7 @@ type doctorOpts struct {
 	confDir, binDir, subnetFile, dataDir, healthz, netns, sysctlDir string
 	client                                                          *http.Client
 	etcd                                                            etcdOpts
+	kube                                                            kubeOpts
 }
 
 // node is what the checks share: options and what earlier checks parsed.
@@ -56,13 +58,44 @@ type node struct {
 	// the checks that need it then report nothing, the etcd check says why.
 	cluster  *cluster
 	ownLease *leaseInfo // this node's live lease, matching subnet.env
+	// With --kube-subnet-mgr: net-conf.json as read, and the Nodes (whose
+	// leases are cluster's), nil when the file or the API failed.
+	netConf    *subnet.Config
+	netConfRaw []byte
+	kc         *kubeCluster
+}
+
+// store is where subnetd keeps the leases: the checks of one apply to it only.
+type store int
+
+const (
+	anyStore store = iota
+	etcdStore
+	kubeStore
+)
+
+func (n *node) store() store {
+	if n.kube.on {
+		return kubeStore
+	}
+	return etcdStore
+}
+
+// nodeID is this node's identity in the leases: subnetd's node ID in etcd,
+// its Node's name on the Kubernetes API.
+func (n *node) nodeID() string {
+	if n.kube.on {
+		return n.kube.nodeName
+	}
+	return n.etcd.nodeID()
 }
 
 // check is one named inspection; it returns at least one finding when it
 // applies, none when it does not (e.g. no flannel: no subnet.env check).
 type check struct {
 	name  string
-	inNS  bool // runs inside --netns
+	inNS  bool  // runs inside --netns
+	store store // the lease store it applies to; anyStore: both
 	run   func(n *node) []Finding
 	about string
 }
@@ -79,9 +112,13 @@ func checks() []check {
 		{name: "br-netfilter", inNS: true, run: checkBrNetfilter, about: "br_netfilter is loaded"},
 		{name: "pod-mtu", inNS: true, run: checkMTU, about: "cni0 and pods' MTU fit FLANNEL_MTU"},
 		{name: "vxlan-checksum", inNS: true, run: checkChecksum, about: "flannel.1 has tx checksum offload off"},
-		{name: "etcd", run: checkEtcd, about: "etcd answers at --etcd-endpoints"},
-		{name: "network-config", run: checkNetConfig, about: "<prefix>/config exists, parses and agrees with subnet.env"},
-		{name: "node-lease", run: checkNodeLease, about: "this node's lease is in etcd, alive, and is FLANNEL_SUBNET"},
+		{name: "etcd", store: etcdStore, run: checkEtcd, about: "etcd answers at --etcd-endpoints"},
+		{name: "network-config", store: etcdStore, run: checkNetConfig, about: "<prefix>/config exists, parses and agrees with subnet.env"},
+		{name: "node-lease", store: etcdStore, run: checkNodeLease, about: "this node's lease is in etcd, alive, and is FLANNEL_SUBNET"},
+		{name: "net-conf", store: kubeStore, run: checkNetConf, about: "--net-config-path exists and parses"},
+		{name: "kube-api", store: kubeStore, run: checkKubeAPI, about: "the Kubernetes API answers and grants subnetd's rights"},
+		{name: "kube-node", store: kubeStore, run: checkKubeNode, about: "this Node exists, its pod CIDRs fit net-conf.json and are FLANNEL_SUBNET"},
+		{name: "node-annotations", store: kubeStore, inNS: true, run: checkKubeAnnotations, about: "this Node's annotations are published and match flannel.<VNI> and the public address"},
 		{name: "vxlan-device", inNS: true, run: checkVXLANDevice, about: "flannel.<VNI> exists and is up when the backend is vxlan"},
 		{name: "overlay-peers", inNS: true, run: checkOverlayPeers, about: "routes, neighbours and FDB entries match the other nodes' leases"},
 	}
@@ -89,7 +126,8 @@ func checks() []check {
 
 func doctorCommand() *command {
 	return &command{name: "doctor", run: doctor,
-		usage:   "[--json] [--cni-conf-dir D] [--cni-bin-dir D] [--subnet-file F] [--data-dir D] [--healthz URL] [--netns PATH] [--sysctl-dir D] [--etcd-endpoints URLS] [--etcd-prefix P] [--etcd-cafile F --etcd-certfile F --etcd-keyfile F] [--etcd-timeout D] [--node-id-file F]",
+		usage: "[--json] [--cni-conf-dir D] [--cni-bin-dir D] [--subnet-file F] [--data-dir D] [--healthz URL] [--netns PATH] [--sysctl-dir D] [--etcd-endpoints URLS] [--etcd-prefix P] [--etcd-cafile F --etcd-certfile F --etcd-keyfile F] [--etcd-timeout D] [--node-id-file F] " +
+			"| --kube-subnet-mgr [--kubeconfig-file F] [--kube-api-url URL] [--kube-annotation-prefix P] [--net-config-path F] [--node-name N]",
 		summary: "find what breaks pods on this node and say how to fix it; exit 0 ok, 1 warnings, 2 errors"}
 }
 
@@ -103,7 +141,8 @@ func doctor(e *env, args []string) error {
 	fs.StringVar(&o.healthz, "healthz", "http://127.0.0.1:8471", "subnetd's health address")
 	fs.StringVar(&o.netns, "netns", "", "inspect the links and rules of this network namespace instead of the current one")
 	fs.StringVar(&o.sysctlDir, "sysctl-dir", "/proc/sys", "where the sysctls are (read inside --netns)")
-	o.etcd.flags(fs) // etcd is reached from where cnictl runs, not from inside --netns
+	o.etcd.flags(fs) // etcd and the API server are reached from where cnictl runs, not from inside --netns
+	o.kube.flags(fs)
 	asJSON := fs.Bool("json", false, "print JSON instead of a report")
 	ops, err := parseFlags(fs, args)
 	if err != nil {
@@ -115,6 +154,10 @@ func doctor(e *env, args []string) error {
 	if err := o.etcd.check(); err != nil {
 		return err
 	}
+	if err := o.kube.check(); err != nil {
+		return err
+	}
+	o.kube.dial = e.kubeDial
 	o.client = &http.Client{Timeout: 2 * time.Second}
 	fds, err := diagnose(o)
 	if err != nil {
@@ -139,6 +182,9 @@ func diagnose(o doctorOpts) ([]Finding, error) {
 	n := &node{doctorOpts: o}
 	fds := []Finding{}
 	for _, c := range checks() {
+		if c.store != anyStore && c.store != n.store() {
+			continue
+		}
 		var got []Finding
 		run := func() error { got = c.run(n); return nil }
 		if c.inNS && o.netns != "" {

@@ -1,6 +1,7 @@
 package cnictl
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -26,6 +28,7 @@ type nodeFixture struct {
 	readyStatus                     int
 	ns                              *netnstest.NS
 	etcd                            *clusterFixture // config and leases; overlay in ns
+	kube                            *kubeNodes      // or the Nodes, with --kube-subnet-mgr
 }
 
 const flannelConflist = `{"cniVersion":"1.0.0","name":"cbr0","plugins":[
@@ -36,6 +39,15 @@ const subnetEnv = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/28\n
 	"FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
 
 func healthyNode(t *testing.T) *nodeFixture {
+	t.Helper()
+	f := baseNode(t)
+	f.etcd = newCluster(t)
+	return f
+}
+
+// baseNode is a healthy node without its lease store: files, links and
+// this node's overlay for ownSpec with peerSpecs as peers.
+func baseNode(t *testing.T) *nodeFixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &nodeFixture{conf: filepath.Join(dir, "net.d"), bin: filepath.Join(dir, "bin"), subnet: filepath.Join(dir, "run", "subnet.env"),
@@ -61,7 +73,6 @@ func healthyNode(t *testing.T) *nodeFixture {
 	f.ns.Run(t, "ip", "link", "add", "vethpod", "mtu", "1450", "master", "cni0", "type", "veth", "peer", "name", "eth0")
 	f.ns.Run(t, "ip", "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472", "nolearning")
 	setTxChecksum(t, f.ns, false)
-	f.etcd = newCluster(t)
 	overlayNode(t, f.ns)
 	return f
 }
@@ -103,14 +114,45 @@ func (f *nodeFixture) doctor(t *testing.T) (int, []Finding, string) {
 	t.Helper()
 	args := []string{"doctor", "--cni-conf-dir", f.conf, "--cni-bin-dir", f.bin, "--subnet-file", f.subnet,
 		"--data-dir", f.data, "--healthz", f.ready.URL, "--sysctl-dir", f.sysctl, "--netns", f.ns.Path}
-	args = append(args, f.etcd.args()...)
-	code, out, stderr := run(append(args, "--json")...)
+	code, out, stderr := f.run(append(args, "--json")...)
 	var fds []Finding
 	if err := json.Unmarshal([]byte(out), &fds); err != nil {
 		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, stderr, err)
 	}
-	_, report, _ := run(args...)
+	_, report, _ := f.run(args...)
 	return code, fds, report
+}
+
+// run runs cnictl with the flags of the node's lease store.
+func (f *nodeFixture) run(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	e := &env{stdout: &out, stderr: &errb, now: time.Now}
+	if f.etcd != nil {
+		args = append(args, f.etcd.args()...)
+	}
+	if f.kube != nil {
+		args = append(args, f.kube.args()...)
+		e.kubeDial = f.kube.api.dial
+	}
+	code = mainIn(e, args)
+	return code, out.String(), errb.String()
+}
+
+// allOK fails unless every check of the store reported, and only ok.
+func allOK(t *testing.T, fds []Finding, s store) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, fd := range fds {
+		seen[fd.Check] = true
+		if fd.Severity != OK {
+			t.Errorf("healthy node: %+v", fd)
+		}
+	}
+	for _, c := range checks() {
+		if !seen[c.name] && (c.store == anyStore || c.store == s) {
+			t.Errorf("check %s reported nothing on a healthy node", c.name)
+		}
+	}
 }
 
 func (s *Severity) UnmarshalJSON(b []byte) error {
@@ -126,18 +168,7 @@ func (s *Severity) UnmarshalJSON(b []byte) error {
 func TestDoctorHealthy(t *testing.T) {
 	f := healthyNode(t)
 	code, fds, report := f.doctor(t)
-	seen := map[string]bool{}
-	for _, fd := range fds {
-		seen[fd.Check] = true
-		if fd.Severity != OK {
-			t.Errorf("healthy node: %+v", fd)
-		}
-	}
-	for _, c := range checks() {
-		if !seen[c.name] {
-			t.Errorf("check %s reported nothing on a healthy node", c.name)
-		}
-	}
+	allOK(t, fds, etcdStore)
 	if code != 0 || !strings.Contains(report, "0 warnings, 0 errors") {
 		t.Fatalf("exit %d:\n%s", code, report)
 	}

@@ -220,6 +220,17 @@ func (l leaseInfo) peers(c subnet.Config, h vxlan.Host) (v4, v6 *vxlan.Peer, err
 	return v4, v6, nil
 }
 
+// publicIPs are the lease's public addresses, "" for a family it lacks.
+func (l leaseInfo) publicIPs() (v4, v6 string) {
+	if l.attrs.PublicIP.IsValid() && !l.attrs.PublicIP.IsUnspecified() {
+		v4 = l.attrs.PublicIP.String()
+	}
+	if l.attrs.PublicIPv6.IsValid() {
+		v6 = l.attrs.PublicIPv6.String()
+	}
+	return v4, v6
+}
+
 // macs are the lease's VTEP MACs as written, for display.
 func (l leaseInfo) macs() (v4, v6 string) {
 	var d4, d6 subnet.VXLANData
@@ -378,17 +389,27 @@ func (o overlay) reach(l leaseInfo, isOwn bool) string {
 
 func leasesCommand() *command {
 	return &command{name: "leases", run: leases,
-		usage:   "[--json] [--etcd-endpoints URLS] [--etcd-prefix P] [--etcd-cafile F --etcd-certfile F --etcd-keyfile F] [--etcd-timeout D] [--subnet-file F] [--node-id-file F] [--netns PATH]",
-		summary: "list the cluster's subnet leases in etcd and whether this node's kernel routes to each"}
+		usage: "[--json] [--etcd-endpoints URLS] [--etcd-prefix P] [--etcd-cafile F --etcd-certfile F --etcd-keyfile F] [--etcd-timeout D] [--subnet-file F] [--node-id-file F] [--netns PATH] " +
+			"| --kube-subnet-mgr [--kubeconfig-file F] [--kube-api-url URL] [--kube-annotation-prefix P] [--net-config-path F] [--node-name N]",
+		summary: "list the cluster's subnet leases (in etcd, or the Nodes with --kube-subnet-mgr) and whether this node's kernel routes to each"}
+}
+
+// leasesOpts are the flags of `cnictl leases`.
+type leasesOpts struct {
+	etcd              etcdOpts
+	kube              kubeOpts
+	subnetFile, netns string
+	json              bool
 }
 
 func leases(e *env, args []string) error {
 	fs := newFlagSet(e, "leases")
-	var o etcdOpts
-	o.flags(fs)
-	subnetFile := fs.String("subnet-file", envfile.DefaultPath, "subnetd's lease file, to tell this node's lease")
-	nsPath := fs.String("netns", "", "read the overlay's routes of this network namespace instead of the current one")
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	var o leasesOpts
+	o.etcd.flags(fs)
+	o.kube.flags(fs)
+	fs.StringVar(&o.subnetFile, "subnet-file", envfile.DefaultPath, "subnetd's lease file, to tell this node's lease")
+	fs.StringVar(&o.netns, "netns", "", "read the overlay's routes of this network namespace instead of the current one")
+	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	ops, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -396,34 +417,56 @@ func leases(e *env, args []string) error {
 	if len(ops) > 0 {
 		return usagef("leases takes no operands, got %q", ops)
 	}
-	reg, err := o.open()
+	if err := o.kube.check(); err != nil {
+		return err
+	}
+	if o.kube.on {
+		o.kube.dial = e.kubeDial
+		return kubeLeases(e, o)
+	}
+	reg, err := o.etcd.open()
 	if err != nil {
 		return err
 	}
 	defer reg.Close()
 	c, err := readCluster(context.Background(), reg)
 	if err != nil {
-		return fmt.Errorf("%w\n%s", err, o.howToCheck())
+		return fmt.Errorf("%w\n%s", err, o.etcd.howToCheck())
 	}
-	var envp *envfile.Env
-	if env, err := envfile.Read(*subnetFile); err == nil {
-		envp = &env
-	}
-	id := o.nodeID()
+	envp := readEnv(o.subnetFile)
+	id := o.etcd.nodeID()
 	var ov overlay
 	if c.cfg != nil {
-		audit := func() error { ov = auditOverlay(c, envp, id); return nil }
-		if *nsPath == "" {
-			_ = audit()
-		} else if err := netns.Do(*nsPath, audit); err != nil {
-			return fmt.Errorf("entering --netns %s: %w", *nsPath, err)
+		if ov, err = auditIn(o.netns, c, envp, id); err != nil {
+			return err
 		}
 	}
 	rows := leaseRows(c, ov, envp, id, e.now())
-	if *asJSON {
+	if o.json {
 		return printJSON(e.stdout, rows)
 	}
-	return printLeases(e.stdout, o, c, rows, e.now())
+	return printLeases(e.stdout, o.etcd, c, rows, e.now())
+}
+
+// readEnv is subnet.env, nil when it is missing or invalid.
+func readEnv(path string) *envfile.Env {
+	if env, err := envfile.Read(path); err == nil {
+		return &env
+	}
+	return nil
+}
+
+// auditIn runs auditOverlay in the namespace nsPath ("": the current one).
+func auditIn(nsPath string, c *cluster, env *envfile.Env, id string) (overlay, error) {
+	var ov overlay
+	audit := func() error { ov = auditOverlay(c, env, id); return nil }
+	if nsPath == "" {
+		return ov, audit()
+	}
+	if err := netns.Do(nsPath, audit); err != nil {
+		return ov, fmt.Errorf("entering --netns %s: %w", nsPath, err)
+	}
+	return ov, nil
 }
 
 // leaseRow is one lease as `cnictl leases` shows it.
@@ -459,12 +502,7 @@ func leaseRows(c *cluster, ov overlay, env *envfile.Env, id string, now time.Tim
 		if l.Subnets.V6.IsValid() {
 			r.IPv6Subnet = l.Subnets.V6.String()
 		}
-		if l.attrs.PublicIP.IsValid() && !l.attrs.PublicIP.IsUnspecified() {
-			r.PublicIP = l.attrs.PublicIP.String()
-		}
-		if l.attrs.PublicIPv6.IsValid() {
-			r.PublicIPv6 = l.attrs.PublicIPv6.String()
-		}
+		r.PublicIP, r.PublicIPv6 = l.publicIPs()
 		switch {
 		case l.err != nil:
 			r.Error = "value is not a lease: " + l.err.Error()

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // NodeAPI is what the source asks of the Kubernetes API: list and watch
@@ -99,4 +100,26 @@ func (r *REST) PodNode(ctx context.Context, namespace, name string) (string, err
 		return "", fmt.Errorf("pod %s/%s is not scheduled on a node", namespace, name)
 	}
 	return pod.Spec.NodeName, nil
+}
+
+// RESTConfig is the API server and credentials of flanneld's flags:
+// kubeconfig (its server replaced by apiURL when given), else the pod's
+// service account (at apiURL when given: the way around a service IP not
+// routed yet).
+func RESTConfig(apiURL, kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		c, err := clientcmd.BuildConfigFromFlags(apiURL, kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig-file: %w", err)
+		}
+		return c, nil
+	}
+	c, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no --kubeconfig-file, and no service account of a pod to use instead (%w): pass --kubeconfig-file", err)
+	}
+	if apiURL != "" {
+		c.Host = apiURL
+	}
+	return c, nil
 }

@@ -32,9 +32,6 @@ import (
 // take: outside its Network, or a family missing on a dual-stack network.
 var ErrPodCIDR = errors.New("pod cidr does not fit the network config")
 
-// errNoPodCIDR: the Node has no pod CIDR yet.
-var errNoPodCIDR = errors.New("no pod cidr")
-
 // Options configure a Source.
 type Options struct {
 	API      NodeAPI
@@ -121,7 +118,7 @@ func (s *Source) Acquire(ctx context.Context) (subnet.Lease, error) {
 	if err != nil {
 		return subnet.Lease{}, err
 	}
-	subs, err := s.ownSubnets(n)
+	subs, err := OwnSubnets(n, s.o.Network)
 	if err != nil {
 		return subnet.Lease{}, err
 	}
@@ -130,12 +127,7 @@ func (s *Source) Acquire(ctx context.Context) (subnet.Lease, error) {
 		return subnet.Lease{}, err
 	}
 	s.mu.Lock()
-	if subs.V4.IsValid() {
-		s.network.SubnetLen = subs.V4.Bits()
-	}
-	if subs.V6.IsValid() {
-		s.network.IPv6SubnetLen = subs.V6.Bits()
-	}
+	s.network = OwnNetwork(s.o.Network, subs)
 	s.mu.Unlock()
 	return l, nil
 }
@@ -152,7 +144,7 @@ func (s *Source) Check(ctx context.Context, l subnet.Lease) (subnet.Lease, error
 	if !ok {
 		return subnet.Lease{}, fmt.Errorf("%w: node %q was deleted", subnet.ErrLeaseLost, s.o.NodeName)
 	}
-	subs, err := s.ownSubnets(n)
+	subs, err := OwnSubnets(n, s.o.Network)
 	if err != nil {
 		return subnet.Lease{}, fmt.Errorf("%w: %w", subnet.ErrLeaseLost, err)
 	}
@@ -202,24 +194,39 @@ func (s *Source) cached() (*corev1.Node, bool) {
 	return n, ok
 }
 
-// ownSubnets is the node's pod CIDRs, which must fit the network.
-func (s *Source) ownSubnets(n *corev1.Node) (subnet.Subnets, error) {
-	c := s.o.Network
+// OwnSubnets is a node's subnets, its Node's pod CIDRs, which must fit
+// the network: ErrNotAssigned while it has none, ErrPodCIDR when they do
+// not fit; either says what to do.
+func OwnSubnets(n *corev1.Node, c subnet.Config) (subnet.Subnets, error) {
 	subs, err := podSubnets(n, c)
-	if errors.Is(err, errNoPodCIDR) {
+	if errors.Is(err, ErrNoPodCIDR) {
 		return subs, fmt.Errorf("node %q %w: its Node has no spec.podCIDR. Assign pod CIDRs: kubeadm init --pod-network-cidr=%s, or kube-controller-manager --allocate-node-cidrs=true --cluster-cidr=%s, or by hand: kubectl patch node %s -p '{\"spec\":{\"podCIDR\":\"<a free subnet of %s>\"}}'; ready by itself once assigned",
-			s.o.NodeName, subnet.ErrNotAssigned, networks(c), networks(c), s.o.NodeName, networks(c))
+			n.Name, subnet.ErrNotAssigned, networks(c), networks(c), n.Name, networks(c))
 	}
 	if err != nil {
-		return subs, fmt.Errorf("node %q: %w: %w", s.o.NodeName, ErrPodCIDR, err)
+		return subs, fmt.Errorf("node %q: %w: %w", n.Name, ErrPodCIDR, err)
 	}
 	for _, f := range families(c) {
 		p, net := *f.subnet(&subs), f.network(c)
 		if !net.Contains(p.Addr()) || p.Bits() < net.Bits() {
-			return subnet.Subnets{}, fmt.Errorf("node %q: %w: pod CIDR %s is outside the network %s of the network config (--net-config-path); make the network the cluster's --cluster-cidr", s.o.NodeName, ErrPodCIDR, p, net)
+			return subnet.Subnets{}, fmt.Errorf("node %q: %w: pod CIDR %s is outside the network %s of the network config (--net-config-path); make the network the cluster's --cluster-cidr", n.Name, ErrPodCIDR, p, net)
 		}
 	}
 	return subs, nil
+}
+
+// OwnNetwork is the network config c as the node of subnets own judges its
+// peers: its subnet lengths are those of own, which kube-controller-manager's
+// --node-cidr-mask-size decides; net-conf.json's SubnetLen is ignored, as
+// flanneld does.
+func OwnNetwork(c subnet.Config, own subnet.Subnets) subnet.Config {
+	if own.V4.IsValid() {
+		c.SubnetLen = own.V4.Bits()
+	}
+	if own.V6.IsValid() {
+		c.IPv6SubnetLen = own.V6.Bits()
+	}
+	return c
 }
 
 // networks is the config's networks, as --cluster-cidr takes them.

@@ -55,7 +55,7 @@ func (s *Source) update(obj any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	why := ""
-	if err != nil && !errors.Is(err, errNotSubnetNode) {
+	if err != nil && !notSubnetNode(err) {
 		why = err.Error()
 	}
 	if why != "" && why != s.skips[n.Name] {
@@ -106,28 +106,50 @@ func (s *Source) signal() {
 	}
 }
 
-// errNotSubnetNode: a Node without kube-subnet-manager "true" or a pod
-// CIDR, whose daemon publishes no lease (yet); not worth a log line.
-var errNotSubnetNode = errors.New("not a node with a lease")
+// ErrNoPodCIDR marks a Node without a pod CIDR yet: kube-controller-manager
+// has not assigned one.
+var ErrNoPodCIDR = errors.New("no pod cidr")
 
-// entry is a Node's lease as every node reads it: its pod CIDRs of the
-// network's families, and the lease JSON of its annotations.
-func (s *Source) entry(n *corev1.Node) (subnet.Entry, error) {
-	if n.Annotations[s.ann.managed] != "true" {
-		return subnet.Entry{}, errNotSubnetNode
-	}
-	subs, err := podSubnets(n, s.o.Network)
-	if errors.Is(err, errNoPodCIDR) {
-		return subnet.Entry{}, errNotSubnetNode
-	}
+// ErrUnpublished marks a Node on which no daemon published a lease: it has
+// no <prefix>kube-subnet-manager "true" annotation.
+var ErrUnpublished = errors.New("no kube-subnet-manager annotation")
+
+// notSubnetNode: a Node whose daemon publishes no lease (yet); not worth a
+// log line.
+func notSubnetNode(err error) bool {
+	return errors.Is(err, ErrNoPodCIDR) || errors.Is(err, ErrUnpublished)
+}
+
+// NodeLease reads a Node's lease as every node reads it: its pod CIDRs of
+// the network's families, and the lease JSON of its annotations under
+// prefix, its name as NodeID. ErrNoPodCIDR or ErrUnpublished when it holds
+// none (yet), ErrPodCIDR when its pod CIDRs do not fit the network, else
+// the annotation that is missing or malformed.
+func NodeLease(n *corev1.Node, prefix string, c subnet.Config) (subnet.Entry, error) {
+	ann, err := newAnnotations(prefix)
 	if err != nil {
 		return subnet.Entry{}, err
 	}
-	a, err := s.ann.attrs(n.Name, n.Annotations, s.o.Network)
+	return ann.entry(n, c)
+}
+
+func (s *Source) entry(n *corev1.Node) (subnet.Entry, error) { return s.ann.entry(n, s.o.Network) }
+
+func (a annotations) entry(n *corev1.Node, c subnet.Config) (subnet.Entry, error) {
+	subs, err := podSubnets(n, c)
+	switch {
+	case errors.Is(err, ErrNoPodCIDR):
+		return subnet.Entry{}, err
+	case n.Annotations[a.managed] != "true":
+		return subnet.Entry{}, ErrUnpublished
+	case err != nil:
+		return subnet.Entry{}, fmt.Errorf("%w: %w", ErrPodCIDR, err)
+	}
+	attrs, err := a.attrs(n.Name, n.Annotations, c)
 	if err != nil {
 		return subnet.Entry{}, err
 	}
-	v, err := json.Marshal(a)
+	v, err := json.Marshal(attrs)
 	if err != nil {
 		return subnet.Entry{}, fmt.Errorf("encoding its lease: %w", err)
 	}
@@ -136,14 +158,14 @@ func (s *Source) entry(n *corev1.Node) (subnet.Entry, error) {
 
 // podSubnets reads a Node's pod CIDRs (spec.podCIDRs, or the older
 // spec.podCIDR), one per family, and returns those of the network's
-// families; errNoPodCIDR when it has none.
+// families; ErrNoPodCIDR when it has none.
 func podSubnets(n *corev1.Node, c subnet.Config) (subnet.Subnets, error) {
 	cidrs := n.Spec.PodCIDRs
 	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
 		cidrs = []string{n.Spec.PodCIDR}
 	}
 	if len(cidrs) == 0 {
-		return subnet.Subnets{}, errNoPodCIDR
+		return subnet.Subnets{}, ErrNoPodCIDR
 	}
 	var got [2]netip.Prefix
 	for _, s := range cidrs {
