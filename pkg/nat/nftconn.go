@@ -39,6 +39,9 @@ func DialNFT() (*NFTConn, error) {
 	c := &NFTConn{}
 	conn, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(func(nc *netlink.Conn) error {
 		c.raw = nc
+		if err := raiseBuffers(nc); err != nil {
+			return err
+		}
 		return c.ring.hold(nc)
 	}))
 	if err != nil {
@@ -47,6 +50,38 @@ func DialNFT() (*NFTConn, error) {
 	}
 	c.Conn = conn
 	return c, nil
+}
+
+// socketBuffer bounds one transaction, which the library sends as a single
+// datagram and whose acknowledgements (one per rule) it reads only once it
+// is sent: the defaults (net.core.wmem_default and rmem_default, 212992
+// bytes) are passed at about a thousand mappings of one pod, and sendmsg
+// fails with EMSGSIZE, or recvmsg with ENOBUFS. It is a cap, not an
+// allocation.
+const socketBuffer = 64 << 20
+
+// raiseBuffers raises the socket's buffers to socketBuffer, above
+// net.core.wmem_max and rmem_max, which the FORCE options may do with
+// CAP_NET_ADMIN (which changing nftables needs anyway).
+func raiseBuffers(nc *netlink.Conn) error {
+	raw, err := nc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+			if serr == nil {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, socketBuffer)
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("raising the nftables socket's buffers: %w", serr)
+	}
+	return nil
 }
 
 // Close closes the socket, then the ring that holds it.
