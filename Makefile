@@ -13,6 +13,11 @@ DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server
 # are examples; the lexically first conflist in $(CNI_CONF) is the one used.
 CONF_FILES ?= conf/10-cbr0.conflist
 
+# What every binary says it is (VERSION's about string, subnetd --version, cnictl version).
+VERSION ?= $(shell git describe --tags --always --dirty --match 'v*' 2>/dev/null || echo devel)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/cnisuite/cni/internal/version.Version=$(VERSION) -X github.com/cnisuite/cni/internal/version.Commit=$(COMMIT)
+
 .PHONY: build test fuzz soak bench install install-conf demo deps k8s-bins clean
 
 # Plugins go to bin/, the node daemon and the operator's cnictl to bin/daemon/: the two are
@@ -24,10 +29,10 @@ CONF_FILES ?= conf/10-cbr0.conflist
 # subnetd-kube, built with it: linking client-go would cost every node 5 MB resident (13.3 -> 18.5).
 build:
 	@mkdir -p $(BIN)/daemon
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./plugins/...
-	CGO_ENABLED=0 $(GO) build -trimpath -tags grpcnotrace,nokube -o $(BIN)/daemon/ ./daemon/...
-	CGO_ENABLED=0 $(GO) build -trimpath -tags grpcnotrace -o $(BIN)/daemon/subnetd-kube ./daemon/subnetd
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/daemon/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -tags grpcnotrace,nokube -o $(BIN)/daemon/ ./daemon/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -tags grpcnotrace -o $(BIN)/daemon/subnetd-kube ./daemon/subnetd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/daemon/ ./cmd/...
 
 deps:
 	@./scripts/deps.sh $(DEB_PKGS)

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	buildversion "github.com/cnisuite/cni/internal/version"
 	"github.com/cnisuite/cni/pkg/subnet/etcd/embedded"
 )
 
@@ -40,8 +41,13 @@ func main() {
 	fs.StringVar(&o.clientURL, "client-url", "http://127.0.0.1:2379", "loopback URL the member serves clients at")
 	fs.StringVar(&o.peerURL, "peer-url", "http://127.0.0.1:2380", "loopback URL of the member's (unused) peer port")
 	fs.DurationVar(&o.timeout, "start-timeout", time.Minute, "how long the member may take to start")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
+	}
+	if *showVersion {
+		fmt.Println("subnetd-etcd", buildversion.Get())
+		return
 	}
 	if err := o.validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "subnetd-etcd: %v\n", err)

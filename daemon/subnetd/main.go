@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	buildversion "github.com/cnisuite/cni/internal/version"
 	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/subnet"
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
@@ -29,8 +30,13 @@ func main() {
 	var cfg Config
 	fs := flag.NewFlagSet("subnetd", flag.ContinueOnError)
 	cfg.flags(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
+	}
+	if *showVersion {
+		fmt.Println("subnetd", buildversion.Get())
+		return
 	}
 	if cfg.KubeSubnetMgr && kubeMode == nil {
 		fmt.Fprintf(os.Stderr, "subnetd: %v\n", handOverKube(os.Args[1:]))
@@ -95,7 +101,7 @@ func run(parent context.Context, cfg *Config) error {
 		}
 	}
 	d := &daemon{cfg: cfg, log: log, src: src.Source, dp: src.overlay, rules: nat.FlannelHost{}, st: st, filter: &peerFilter{config: src.network, log: log}}
-	log.Info("subnetd starting", "node", src.id, "source", src.store, "interface", ul.name, "public_ip", ul.publicV4, "public_ipv6", ul.publicV6, "backend", src.network.Backend.Type)
+	log.Info("subnetd starting", "version", buildversion.Get().String(), "node", src.id, "source", src.store, "interface", ul.name, "public_ip", ul.publicV4, "public_ipv6", ul.publicV6, "backend", src.network.Backend.Type)
 	if err := d.serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	buildversion "github.com/cnisuite/cni/internal/version"
 )
 
 // env is what a subcommand may touch besides the node's files.
@@ -41,6 +43,7 @@ func root() *command {
 		doctorCommand(),
 		leasesCommand(),
 		resetCommand(),
+		versionCommand(),
 		execCommand("add"), execCommand("check"), execCommand("del"), execCommand("gc"),
 	}}
 }
@@ -151,4 +154,14 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 		operands = append(operands, args[0])
 		args = args[1:]
 	}
+}
+
+func versionCommand() *command {
+	return &command{name: "version", summary: "print cnictl's version and commit", run: func(e *env, args []string) error {
+		if len(args) > 0 {
+			return usagef("version takes no arguments")
+		}
+		_, err := fmt.Fprintln(e.stdout, "cnictl", buildversion.Get())
+		return err
+	}}
 }
