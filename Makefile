@@ -18,7 +18,7 @@ VERSION ?= $(shell git describe --tags --always --dirty --match 'v*' 2>/dev/null
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X github.com/cnisuite/cni/internal/version.Version=$(VERSION) -X github.com/cnisuite/cni/internal/version.Commit=$(COMMIT)
 
-.PHONY: build test fuzz soak bench install install-conf demo deps k8s-bins clean
+.PHONY: build test fuzz soak bench install install-conf demo deps k8s-bins clean release
 
 # Plugins go to bin/, the node daemon and the operator's cnictl to bin/daemon/: the two are
 # installed to different places.
@@ -33,6 +33,11 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -tags grpcnotrace,nokube -o $(BIN)/daemon/ ./daemon/...
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -tags grpcnotrace -o $(BIN)/daemon/subnetd-kube ./daemon/subnetd
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/daemon/ ./cmd/...
+
+# The release archives and their checksums, in the reference's names (scripts/release.sh).
+RELEASE_DIR ?= $(CURDIR)/release
+release:
+	./scripts/release.sh $(RELEASE_DIR) $(VERSION) "$(LDFLAGS)"
 
 deps:
 	@./scripts/deps.sh $(DEB_PKGS)
