@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"path/filepath"
+	"time"
 
 	"github.com/cnisuite/cni/bench/kubelab"
 )
@@ -48,6 +49,7 @@ func kubeBench(ctx context.Context, cfg config, work string) []row {
 	}
 	for i, k := range measured {
 		figs[k] = res.Daemons[i]
+		kubeBreakdown(figs[k])
 	}
 	return kubeRows(cfg, figs)
 }
@@ -75,4 +77,26 @@ func kubeRows(cfg config, f [2]kubelab.Figures) []row {
 		rows = append(rows, rel(fmt.Sprintf("peak RSS (VmHWM) after the %d-Node start, MB", cfg.kubeNodes[n-1]), 1, mb(f[0].HWMKiB), mb(f[1].HWMKiB), 0.5))
 	}
 	return rows
+}
+
+// kubeBreakdown prints where a daemon's new-Node time goes, medians in ms,
+// with subnetd's own steps from its debug log (see inside).
+func kubeBreakdown(f kubelab.Figures) {
+	med := func(v []float64) float64 { return summarize(v).med }
+	e := eventFigures{event: f.Event, put: f.Create, seen: f.Seen, share: f.Share}
+	fmt.Printf("%s, Kubernetes API: create %.3f | bystander's watch event %.3f | entries %.3f (%.3f after the event)",
+		f.Name, med(e.put), med(e.seen), med(e.event), med(e.share))
+	if f.Name == "subnetd" {
+		times := func(us []int64) []time.Time {
+			out := make([]time.Time, len(us))
+			for i, u := range us {
+				out[i] = time.UnixMicro(u)
+			}
+			return out
+		}
+		inside(f.EventLog, times(f.SeenUS), times(f.LastUS), &e)
+		fmt.Printf(" | after the event: callback %+.3f, decoded +%.3f, written +%.3f, notified +%.3f",
+			med(e.callback), med(e.decode), med(e.program), med(e.notify))
+	}
+	fmt.Printf(" | start: %v s, VmHWM %.1f MB\n", f.Start, f.HWMKiB*1024/1e6)
 }

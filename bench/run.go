@@ -195,7 +195,7 @@ func gitCommit() string {
 }
 
 func (m machine) facts(cfg config) []string {
-	return []string{
+	f := []string{
 		"command: `" + cfg.command + "`, which runs `go run ./bench " + strings.Join(os.Args[1:], " ") + "`",
 		"date: " + m.date,
 		fmt.Sprintf("machine: %d CPUs (%s), kernel %s, %s; 1-min load %s at the start, %s at the end",
@@ -206,6 +206,11 @@ func (m machine) facts(cfg config) []string {
 			"concurrent: %d pods, %d at a time, ADD then DEL, %d rounds per side in ABBA order; start-up: %d VERSION runs per binary",
 			cfg.pods, cfg.concPods, cfg.workers, cfg.rounds, cfg.startupN),
 	}
+	if cfg.kubeEvents > 0 {
+		f = append(f, fmt.Sprintf("Kubernetes API: %d new Nodes one at a time, starts with %v Nodes in the API; "+
+			"kube-apiserver of test/kube's pinned release, its etcd without fsync", cfg.kubeEvents, cfg.kubeNodes))
+	}
+	return f
 }
 
 // prebuilt notes binaries the bench did not build itself.

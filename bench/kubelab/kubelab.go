@@ -49,9 +49,14 @@ type Figures struct {
 	// (Create), to the bench's own watch event (Seen); Share is Event
 	// minus Seen: the daemon's part after the API server's watch.
 	Event, Create, Seen, Share []float64
-	Start                      []float64 // s from the daemon's start to the last peer's last entry, per Request.Nodes
-	RSSKiB                     float64   // VmRSS after the new Nodes
-	HWMKiB                     float64   // VmHWM after the largest start
+	// When the bench's watch saw each new Node and when its last entry
+	// appeared (µs since the epoch), and the daemon's log then: subnetd's
+	// debug lines time its own steps on the same clock.
+	SeenUS, LastUS []int64
+	EventLog       string
+	Start          []float64 // s from the daemon's start to the last peer's last entry, per Request.Nodes
+	RSSKiB         float64   // VmRSS after the new Nodes
+	HWMKiB         float64   // VmHWM after the largest start
 }
 
 // Result is every daemon's figures, in the Request's order.

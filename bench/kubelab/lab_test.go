@@ -215,6 +215,7 @@ func (l *lab) events(d Daemon, count int, f *Figures) {
 		}
 		f.Event, f.Create = append(f.Event, ms(last.Sub(start))), append(f.Create, ms(created))
 		f.Seen, f.Share = append(f.Seen, ms(seen.Sub(start))), append(f.Share, ms(last.Sub(seen)))
+		f.SeenUS, f.LastUS = append(f.SeenUS, seen.UnixMicro()), append(f.LastUS, last.UnixMicro())
 		time.Sleep(eventPause)
 	}
 	f.RSSKiB = labkit.ProcStatus(cmd.Process.Pid, "VmRSS")
@@ -222,6 +223,7 @@ func (l *lab) events(d Daemon, count int, f *Figures) {
 		t.Fatalf("%s exited during the new Nodes (log in %s)", d.Name, n.dir)
 	}
 	l.done(cmd, n)
+	f.EventLog = filepath.Join(n.dir, d.Name+".log")
 	err = l.api.CoreV1().Nodes().DeleteCollection(l.ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: eventLabel})
 	if err != nil {
 		t.Fatalf("deleting the new Nodes: %v", err)
