@@ -73,7 +73,8 @@ soak: deps build
 
 # Side by side with the reference plugins (built from the Go module proxy),
 # in namespaces it creates and deletes; not part of test (which runs a smoke
-# of it). BENCH_FLAGS=-pods=100 etc. to change the sizes.
+# of it). BENCH_FLAGS=-pods=100 etc. to change the sizes; `go run ./bench -kube-only`
+# measures the lease daemons on the Kubernetes API alone (BENCHMARKS.md).
 bench: deps
 	$(GO) run ./bench -md BENCHMARKS.md $(BENCH_FLAGS)
 

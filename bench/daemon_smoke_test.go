@@ -62,3 +62,17 @@ func TestDataPlaneSmoke(t *testing.T) {
 	}
 	checkNoNamespaces(t)
 }
+
+// TestKubeSmoke runs the Kubernetes API mode's bench briefly, subnetd on
+// both sides: 3 new Nodes and a start with 3 Nodes, every row filled.
+func TestKubeSmoke(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	cfg := config{repo: "..", kubeEvents: 3, kubeNodes: []int{3}}
+	rows := kubeBench(t.Context(), cfg, t.TempDir())
+	checkRows(t, rows)
+	for _, r := range rows {
+		if r.status != "" {
+			t.Errorf("%s: %s", r.status, r.metric)
+		}
+	}
+}

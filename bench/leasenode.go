@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,13 +15,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
+	"github.com/cnisuite/cni/bench/labkit"
 	"github.com/cnisuite/cni/internal/proc"
 	"github.com/cnisuite/cni/pkg/netns"
 )
@@ -170,143 +167,14 @@ func (l *leaseLab) putMany(ctx context.Context, kv [][2]string) error {
 	return nil
 }
 
-// peer is a lease the bench puts: a subnet outside the node's own range, a
-// public address and a VTEP MAC of its own.
-type peer struct {
-	subnet netip.Prefix
-	mac    net.HardwareAddr
-	public string
+// leaseKey is the etcd key of a peer's lease under prefix.
+func leaseKey(p labkit.Peer, prefix string) string {
+	return fmt.Sprintf("%s/subnets/%s-%d", prefix, p.Subnet.Addr(), p.Subnet.Bits())
 }
 
-func peerN(i int) peer {
-	return peer{
-		subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i/256), byte(i % 256), 0}), 24),
-		mac:    net.HardwareAddr{0x0a, 0xbe, 0, 0, byte(i >> 8), byte(i)},
-		public: fmt.Sprintf("172.31.%d.%d", i/250, 1+i%250),
-	}
-}
-
-func (p peer) key(prefix string) string {
-	return fmt.Sprintf("%s/subnets/%s-%d", prefix, p.subnet.Addr(), p.subnet.Bits())
-}
-
-func (p peer) value() string {
-	return fmt.Sprintf(`{"PublicIP":%q,"PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":%q}}`, p.public, p.mac.String())
-}
-
-// tracker records when each route, neighbour and FDB entry first appeared
-// in a node, and counts every notification.
-type tracker struct {
-	mu    sync.Mutex
-	seen  map[string]time.Time
-	count int
-	done  chan struct{}
-	fresh chan struct{} // a new key was seen; the bench waits on it, never polls
-}
-
-func track(node *namespace) (*tracker, error) {
-	h, err := vnetns.GetFromPath(node.path)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	t := &tracker{seen: map[string]time.Time{}, done: make(chan struct{}), fresh: make(chan struct{}, 1)}
-	routes, neighs := make(chan netlink.RouteUpdate, 16384), make(chan netlink.NeighUpdate, 16384)
-	if err := netlink.RouteSubscribeWithOptions(routes, t.done, netlink.RouteSubscribeOptions{Namespace: &h, ReceiveBufferSize: 8 << 20}); err != nil {
-		return nil, err
-	}
-	if err := netlink.NeighSubscribeWithOptions(neighs, t.done, netlink.NeighSubscribeOptions{Namespace: &h, ReceiveBufferSize: 8 << 20}); err != nil {
-		close(t.done)
-		return nil, err
-	}
-	go func() {
-		for {
-			select {
-			case u, ok := <-routes:
-				if !ok {
-					return
-				}
-				key := ""
-				if u.Type == unix.RTM_NEWROUTE && u.Dst != nil {
-					key = "r" + u.Dst.String()
-				}
-				t.note(key)
-			case u, ok := <-neighs:
-				if !ok {
-					return
-				}
-				key := ""
-				switch {
-				case u.Type != unix.RTM_NEWNEIGH:
-				case u.Family == unix.AF_BRIDGE:
-					key = "f" + u.HardwareAddr.String()
-				case u.IP != nil:
-					key = "n" + u.IP.String()
-				}
-				t.note(key)
-			}
-		}
-	}()
-	return t, nil
-}
-
-func (t *tracker) note(key string) {
-	now := time.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.count++
-	if _, ok := t.seen[key]; key != "" && !ok {
-		t.seen[key] = now
-		select {
-		case t.fresh <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (t *tracker) stop() { close(t.done) }
-
-func (t *tracker) notifications() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.count
-}
-
-// programmed returns when the last of the peers' three entries appeared,
-// once all of them have, or false at the deadline.
-// The times are those of the notifications' arrival, so waking up late here
-// adds nothing to them.
-func (t *tracker) programmed(peers []peer, deadline time.Time) (time.Time, bool) {
-	timeout := time.NewTimer(time.Until(deadline))
-	defer timeout.Stop()
-	for {
-		if last, ok := t.all(peers); ok {
-			return last, true
-		}
-		select {
-		case <-t.fresh:
-		case <-timeout.C:
-			return t.all(peers)
-		}
-	}
-}
-
-func (t *tracker) all(peers []peer) (time.Time, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var last time.Time
-	for _, p := range peers {
-		for _, k := range []string{"r" + p.subnet.String(), "n" + p.subnet.Addr().String(), "f" + p.mac.String()} {
-			at, ok := t.seen[k]
-			if !ok {
-				return time.Time{}, false
-			}
-			if at.After(last) {
-				last = at
-			}
-		}
-	}
-	return last, true
+// leaseValue is a peer's lease as flanneld writes it.
+func leaseValue(p labkit.Peer) string {
+	return fmt.Sprintf(`{"PublicIP":%q,"PublicIPv6":null,"BackendType":"vxlan","BackendData":%s}`, p.Public, p.BackendData())
 }
 
 // errorLine matches the first line a daemon logs about a failure: glog's

@@ -16,6 +16,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -40,13 +43,16 @@ type config struct {
 	flannelVersion string // flanneld release to compare with; "" compares subnetd with itself
 	dpRuns         int    // data plane: iperf3 runs per path, alternating; 0 skips it
 	dpSeconds      int    // data plane: seconds per iperf3 run
+	// The lease daemons on the Kubernetes API; kubeEvents 0 leaves it out.
+	kubeEvents int   // new Nodes timed one by one
+	kubeNodes  []int // Nodes in the API before a daemon starts, ascending
 }
 
 func defaultConfig() config {
 	return config{pods: 60, concPods: 100, workers: 8, rounds: 2, startupN: 100,
 		refVersion: "v1.9.1", repo: ".", command: "make bench",
 		leaseEvents: 40, peerCounts: []int{1000, 2000}, flannelVersion: "v0.28.10",
-		dpRuns: 3, dpSeconds: 3}
+		dpRuns: 3, dpSeconds: 3, kubeEvents: 40, kubeNodes: []int{1000, 5000}}
 }
 
 func main() {
@@ -66,8 +72,17 @@ func main() {
 	flag.IntVar(&cfg.dpRuns, "dp-runs", cfg.dpRuns, "data plane: iperf3 runs per path (overlay, hand-made vxlan, underlay); 0 skips it")
 	flag.IntVar(&cfg.dpSeconds, "dp-seconds", cfg.dpSeconds, "data plane: seconds per iperf3 run")
 	flag.StringVar(&cfg.only, "only", "", "measure only the scenarios whose name contains this (with -lease-events 0 -dp-runs 0 -startup 0: one chain alone)")
+	flag.IntVar(&cfg.kubeEvents, "kube-events", cfg.kubeEvents, "new Nodes timed one by one in the Kubernetes API mode's bench; 0 skips it")
+	flag.Func("kube-nodes", "Nodes in the API before each daemon start, comma-separated, ascending (default 1000,5000)", func(s string) (err error) {
+		cfg.kubeNodes, err = parseCounts(s)
+		return err
+	})
+	kubeOnly := flag.Bool("kube-only", false, "measure only the lease daemons on the Kubernetes API (no plugin, etcd or data plane rows)")
 	flag.StringVar(&cfg.command, "command", cfg.command, "the command line to record in the report")
 	flag.Parse()
+	if *kubeOnly {
+		cfg.only, cfg.leaseEvents, cfg.dpRuns, cfg.startupN = noScenario, 0, 0, 0
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -76,4 +91,20 @@ func main() {
 		stop()
 		os.Exit(1)
 	}
+}
+
+// parseCounts reads "1000,5000": positive, ascending.
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive count", f)
+		}
+		out = append(out, n)
+	}
+	if !slices.IsSorted(out) {
+		return nil, fmt.Errorf("%s: give the counts in ascending order (the Nodes of each are kept for the next)", s)
+	}
+	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,9 +39,11 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	sides, err := buildSides(ctx, cfg, work)
-	if err != nil {
-		return err
+	var sides [2]side
+	if needsPlugins(cfg) {
+		if sides, err = buildSides(ctx, cfg, work); err != nil {
+			return err
+		}
 	}
 	m := describeMachine()
 	out, err := measureAll(ctx, cfg, sides, work)
@@ -60,6 +63,15 @@ func run(ctx context.Context, cfg config) error {
 		fmt.Printf("\nwrote the results into %s\n", cfg.markdown)
 	}
 	return out.failures()
+}
+
+// noScenario is an -only that no scenario's name contains.
+const noScenario = "\x00none"
+
+// needsPlugins says whether a scenario or the start-up figures will run
+// plugins, which must then be built.
+func needsPlugins(cfg config) bool {
+	return cfg.startupN > 0 || slices.ContainsFunc(scenarios(), func(sc scenario) bool { return strings.Contains(sc.name, cfg.only) })
 }
 
 // buildSides builds (or finds) the reference plugins and ours.
@@ -98,6 +110,9 @@ func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (ou
 	}
 	if cfg.leaseEvents > 0 {
 		out.add(daemonBench(ctx, cfg, work))
+	}
+	if cfg.kubeEvents > 0 {
+		out.add(kubeBench(ctx, cfg, work))
 	}
 	if cfg.dpRuns > 0 {
 		slog.Info("data plane", "runs", cfg.dpRuns, "seconds", cfg.dpSeconds)
@@ -180,7 +195,7 @@ func gitCommit() string {
 }
 
 func (m machine) facts(cfg config) []string {
-	return []string{
+	f := []string{
 		"command: `" + cfg.command + "`, which runs `go run ./bench " + strings.Join(os.Args[1:], " ") + "`",
 		"date: " + m.date,
 		fmt.Sprintf("machine: %d CPUs (%s), kernel %s, %s; 1-min load %s at the start, %s at the end",
@@ -191,6 +206,11 @@ func (m machine) facts(cfg config) []string {
 			"concurrent: %d pods, %d at a time, ADD then DEL, %d rounds per side in ABBA order; start-up: %d VERSION runs per binary",
 			cfg.pods, cfg.concPods, cfg.workers, cfg.rounds, cfg.startupN),
 	}
+	if cfg.kubeEvents > 0 {
+		f = append(f, fmt.Sprintf("Kubernetes API: %d new Nodes one at a time, starts with %v Nodes in the API; "+
+			"kube-apiserver of test/kube's pinned release, its etcd without fsync", cfg.kubeEvents, cfg.kubeNodes))
+	}
+	return f
 }
 
 // prebuilt notes binaries the bench did not build itself.

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cnisuite/cni/bench/labkit"
 	"github.com/cnisuite/cni/internal/proc"
 )
 
@@ -80,22 +81,12 @@ func daemonBench(ctx context.Context, cfg config, work string) []row {
 	if err != nil {
 		return []row{{scenario: scen, metric: "not run: needs etcd (Debian's etcd-server)", status: "skipped"}}
 	}
-	dir := filepath.Join(work, "daemons")
-	ours, err := buildSubnetd(ctx, cfg.repo, dir)
+	pair, err := buildDaemons(ctx, cfg, filepath.Join(work, "daemons"))
 	if err != nil {
 		return []row{{scenario: scen, metric: firstLine(err), status: "FAILED"}}
 	}
-	ref := ours // the smoke test compares subnetd with itself
-	if cfg.flannelVersion != "" {
-		slog.Info("building flanneld", "version", cfg.flannelVersion)
-		if ref.bin, err = buildFlanneld(ctx, cfg.flannelVersion, dir); err != nil {
-			slog.Warn("flanneld cannot be built; its side stays empty", "err", err)
-			ref = daemon{}
-		}
-		ref.name = "flanneld"
-	}
 	var figs [2]daemonFigures
-	for k, d := range []daemon{ref, ours} {
+	for k, d := range pair {
 		if d.bin == "" {
 			figs[k] = emptyFigures(len(cfg.peerCounts))
 			continue
@@ -107,6 +98,26 @@ func daemonBench(ctx context.Context, cfg config, work string) []row {
 		breakdown(d.name, figs[k])
 	}
 	return daemonRows(scen, cfg, figs)
+}
+
+// buildDaemons builds flanneld (the reference) and subnetd; with no
+// flanneld version, subnetd is on both sides (the smoke tests). A flanneld
+// that cannot be built leaves the reference's bin empty, and its cells.
+func buildDaemons(ctx context.Context, cfg config, dir string) ([2]daemon, error) {
+	ours, err := buildSubnetd(ctx, cfg.repo, dir)
+	if err != nil {
+		return [2]daemon{}, err
+	}
+	ref := ours
+	if cfg.flannelVersion != "" {
+		slog.Info("building flanneld", "version", cfg.flannelVersion)
+		if ref.bin, err = buildFlanneld(ctx, cfg.flannelVersion, dir); err != nil {
+			slog.Warn("flanneld cannot be built; its side stays empty", "err", err)
+			ref = daemon{}
+		}
+		ref.name = "flanneld"
+	}
+	return [2]daemon{ref, ours}, nil
 }
 
 func emptyFigures(n int) daemonFigures {
@@ -223,24 +234,6 @@ func buildFlanneld(ctx context.Context, version, dir string) (string, error) {
 	return bin, runBuild(cmd, "building flanneld "+version)
 }
 
-// procStatus reads a field of /proc/PID/status in KiB.
-func procStatus(pid int, field string) float64 {
-	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return math.NaN()
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				kib, _ := strconv.ParseFloat(f[0], 64)
-				return kib
-			}
-		}
-	}
-	return math.NaN()
-}
-
 // measureDaemon runs every phase for one daemon in a lab of its own, then
 // the new leases again against an etcd whose data is on tmpfs.
 func measureDaemon(ctx context.Context, cfg config, d daemon, etcdBin, dir string) (f daemonFigures, err error) {
@@ -325,20 +318,20 @@ func eventPhase(ctx context.Context, cfg config, l *leaseLab, d daemon, f *event
 		}
 	}
 	time.Sleep(500 * time.Millisecond) // the daemon's start-up writes settle
-	t, err := track(node)
+	t, err := labkit.Track(node.path)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer t.stop()
+	defer t.Stop()
 	b, err := l.watch(ctx, prefix+"/subnets/")
 	if err != nil {
 		return 0, 0, err
 	}
 	defer b.stop()
-	var peers []peer
+	var peers []labkit.Peer
 	var seen, last []time.Time
 	for i := range cfg.leaseEvents {
-		p := peerN(i)
+		p := labkit.PeerN(i)
 		peers = append(peers, p)
 		at, done, err := timeEvent(ctx, l, t, b, p, prefix, f)
 		if err != nil {
@@ -347,16 +340,16 @@ func eventPhase(ctx context.Context, cfg config, l *leaseLab, d daemon, f *event
 		seen, last = append(seen, at), append(last, done)
 		time.Sleep(eventPause)
 	}
-	rss = procStatus(cmd.Process.Pid, "VmRSS")
+	rss = labkit.ProcStatus(cmd.Process.Pid, "VmRSS")
 	time.Sleep(time.Second)
-	before := t.notifications()
+	before := t.Notifications()
 	for _, p := range peers {
-		if err := l.put(ctx, p.key(prefix), p.value()); err != nil {
+		if err := l.put(ctx, leaseKey(p, prefix), leaseValue(p)); err != nil {
 			return 0, 0, err
 		}
 	}
 	time.Sleep(2 * time.Second)
-	renewals = float64(t.notifications() - before)
+	renewals = float64(t.Notifications() - before)
 	proc.Stop(cmd, stopGrace)
 	if d.name == "subnetd" {
 		inside(filepath.Join(l.dir, d.name+"-"+node.name+".log"), seen, last, f)
@@ -366,19 +359,19 @@ func eventPhase(ctx context.Context, cfg config, l *leaseLab, d daemon, f *event
 
 // timeEvent puts one new lease and records its times; it returns when the
 // bystander saw it and when its last entry appeared.
-func timeEvent(ctx context.Context, l *leaseLab, t *tracker, b *bystander, p peer, prefix string, f *eventFigures) (seen, last time.Time, err error) {
+func timeEvent(ctx context.Context, l *leaseLab, t *labkit.Tracker, b *bystander, p labkit.Peer, prefix string, f *eventFigures) (seen, last time.Time, err error) {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	start := time.Now()
-	if err := l.put(ctx, p.key(prefix), p.value()); err != nil {
+	if err := l.put(ctx, leaseKey(p, prefix), leaseValue(p)); err != nil {
 		return seen, last, err
 	}
 	put := time.Since(start)
-	last, ok := t.programmed([]peer{p}, start.Add(5*time.Second))
+	last, ok := t.Programmed([]labkit.Peer{p}, start.Add(5*time.Second))
 	if !ok {
-		return seen, last, fmt.Errorf("lease %s not programmed within 5 s", p.subnet)
+		return seen, last, fmt.Errorf("lease %s not programmed within 5 s", p.Subnet)
 	}
-	if seen, ok = b.at(p.key(prefix), start.Add(5*time.Second)); !ok {
-		return seen, last, fmt.Errorf("the bench's watch did not see lease %s within 5 s", p.subnet)
+	if seen, ok = b.at(leaseKey(p, prefix), start.Add(5*time.Second)); !ok {
+		return seen, last, fmt.Errorf("the bench's watch did not see lease %s within 5 s", p.Subnet)
 	}
 	f.event = append(f.event, ms(last.Sub(start)))
 	f.put = append(f.put, ms(put))
@@ -426,11 +419,11 @@ func inside(logFile string, seen, last []time.Time, f *eventFigures) {
 // times it to the last of their entries; it returns seconds and VmHWM.
 func fullPhase(ctx context.Context, l *leaseLab, d daemon, round, n int) (float64, float64, error) {
 	prefix := fmt.Sprintf("/bench/full%d", round)
-	peers := make([]peer, n)
+	peers := make([]labkit.Peer, n)
 	kv := make([][2]string, n)
 	for i := range peers {
-		peers[i] = peerN(i)
-		kv[i] = [2]string{peers[i].key(prefix), peers[i].value()}
+		peers[i] = labkit.PeerN(i)
+		kv[i] = [2]string{leaseKey(peers[i], prefix), leaseValue(peers[i])}
 	}
 	if err := l.putMany(ctx, kv); err != nil {
 		return 0, 0, err
@@ -442,11 +435,11 @@ func fullPhase(ctx context.Context, l *leaseLab, d daemon, round, n int) (float6
 	if err != nil {
 		return 0, 0, err
 	}
-	t, err := track(node)
+	t, err := labkit.Track(node.path)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer t.stop()
+	defer t.Stop()
 	dir := filepath.Join(l.dir, node.name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, 0, err
@@ -457,9 +450,9 @@ func fullPhase(ctx context.Context, l *leaseLab, d daemon, round, n int) (float6
 		return 0, 0, err
 	}
 	defer proc.Stop(cmd, stopGrace)
-	last, ok := t.programmed(peers, start.Add(60*time.Second))
+	last, ok := t.Programmed(peers, start.Add(60*time.Second))
 	if !ok {
 		return 0, 0, fmt.Errorf("%s did not program all %d peers within 60 s", d.name, n)
 	}
-	return last.Sub(start).Seconds(), procStatus(cmd.Process.Pid, "VmHWM"), nil
+	return last.Sub(start).Seconds(), labkit.ProcStatus(cmd.Process.Pid, "VmHWM"), nil
 }
