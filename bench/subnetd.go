@@ -189,13 +189,19 @@ func breakdown(name string, f daemonFigures) {
 }
 
 // buildSubnetd builds subnetd as the Makefile does: static, without gRPC's
-// x/net/trace.
+// x/net/trace, and without the Kubernetes API mode, which it hands over to
+// subnetd-kube, built next to it.
 func buildSubnetd(ctx context.Context, repo, dir string) (daemon, error) {
 	bin := filepath.Join(dir, "subnetd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "grpcnotrace,nokube", "-o", bin, "./daemon/subnetd")
-	cmd.Dir = repo
-	cmd.Env = buildEnv()
-	return daemon{name: "subnetd", bin: bin}, runBuild(cmd, "building subnetd")
+	for _, b := range []struct{ tags, out string }{{"grpcnotrace,nokube", bin}, {"grpcnotrace", bin + "-kube"}} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", b.tags, "-o", b.out, "./daemon/subnetd")
+		cmd.Dir = repo
+		cmd.Env = buildEnv()
+		if err := runBuild(cmd, "building "+filepath.Base(b.out)); err != nil {
+			return daemon{}, err
+		}
+	}
+	return daemon{name: "subnetd", bin: bin}, nil
 }
 
 // flannelDropped is the one import removed from flanneld's main.go before
