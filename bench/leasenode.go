@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -223,15 +222,13 @@ func (l *leaseLab) firstError(ctx context.Context, d daemon, wait time.Duration)
 // bystander is the bench's own watch on a prefix: when it sees a key is when
 // any client of etcd can first know of it, the moment a lease "appears".
 type bystander struct {
-	mu    sync.Mutex
-	seen  map[string]time.Time
-	fresh chan struct{}
-	stop  context.CancelFunc
+	*labkit.Sightings
+	stop context.CancelFunc
 }
 
 func (l *leaseLab) watch(ctx context.Context, prefix string) (*bystander, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	b := &bystander{seen: map[string]time.Time{}, fresh: make(chan struct{}, 1), stop: cancel}
+	b := &bystander{Sightings: labkit.NewSightings(), stop: cancel}
 	ch := l.cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
 	if first, ok := <-ch; !ok || !first.Created {
 		cancel()
@@ -240,37 +237,12 @@ func (l *leaseLab) watch(ctx context.Context, prefix string) (*bystander, error)
 	go func() {
 		for resp := range ch {
 			now := time.Now()
-			b.mu.Lock()
-			for _, ev := range resp.Events {
-				if _, ok := b.seen[string(ev.Kv.Key)]; !ok {
-					b.seen[string(ev.Kv.Key)] = now
-				}
+			keys := make([]string, len(resp.Events))
+			for i, ev := range resp.Events {
+				keys[i] = string(ev.Kv.Key)
 			}
-			b.mu.Unlock()
-			select {
-			case b.fresh <- struct{}{}:
-			default:
-			}
+			b.Saw(now, keys...)
 		}
 	}()
 	return b, nil
-}
-
-// at waits for key to be seen and returns when it was; false at the deadline.
-func (b *bystander) at(key string, deadline time.Time) (time.Time, bool) {
-	timeout := time.NewTimer(time.Until(deadline))
-	defer timeout.Stop()
-	for {
-		b.mu.Lock()
-		at, ok := b.seen[key]
-		b.mu.Unlock()
-		if ok {
-			return at, true
-		}
-		select {
-		case <-b.fresh:
-		case <-timeout.C:
-			return time.Time{}, false
-		}
-	}
 }

@@ -376,7 +376,7 @@ func timeEvent(ctx context.Context, l *leaseLab, t *labkit.Tracker, b *bystander
 	if !ok {
 		return seen, last, fmt.Errorf("lease %s not programmed within 5 s", p.Subnet)
 	}
-	if seen, ok = b.at(leaseKey(p, prefix), start.Add(5*time.Second)); !ok {
+	if seen, ok = b.At(ctx, leaseKey(p, prefix), start.Add(5*time.Second)); !ok {
 		return seen, last, fmt.Errorf("the bench's watch did not see lease %s within 5 s", p.Subnet)
 	}
 	f.event = append(f.event, ms(last.Sub(start)))

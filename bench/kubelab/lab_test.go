@@ -209,7 +209,7 @@ func (l *lab) events(d Daemon, count int, f *Figures) {
 		}
 		created := time.Since(start)
 		last := l.programmed(tr, []labkit.Peer{p}, 10*time.Second, d.Name)
-		seen, ok := b.at(l.ctx, name, start.Add(10*time.Second))
+		seen, ok := b.At(l.ctx, name, start.Add(10*time.Second))
 		if !ok {
 			t.Fatalf("the lab's watch did not see node %s within 10 s", name)
 		}
@@ -329,10 +329,8 @@ func (l *lab) start(d Daemon, n int) (float64, float64) {
 // bystander is the lab's own watch on Nodes: when it sees a new Node is
 // when any client of the API server can first know of it.
 type bystander struct {
-	mu    sync.Mutex
-	seen  map[string]time.Time
-	fresh chan struct{}
-	w     watch.Interface
+	*labkit.Sightings
+	w watch.Interface
 }
 
 func (l *lab) watch() *bystander {
@@ -345,20 +343,12 @@ func (l *lab) watch() *bystander {
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	b := &bystander{seen: map[string]time.Time{}, fresh: make(chan struct{}, 1), w: w}
+	b := &bystander{Sightings: labkit.NewSightings(), w: w}
 	go func() {
 		for ev := range w.ResultChan() {
 			now := time.Now()
-			n, ok := ev.Object.(*corev1.Node)
-			if ev.Type != watch.Added || !ok {
-				continue
-			}
-			b.mu.Lock()
-			b.seen[n.Name] = now
-			b.mu.Unlock()
-			select {
-			case b.fresh <- struct{}{}:
-			default:
+			if n, ok := ev.Object.(*corev1.Node); ok && ev.Type == watch.Added {
+				b.Saw(now, n.Name)
 			}
 		}
 	}()
@@ -366,25 +356,3 @@ func (l *lab) watch() *bystander {
 }
 
 func (b *bystander) stop() { b.w.Stop() }
-
-// at waits for the Node's creation to be seen and returns when it was;
-// false at the deadline.
-func (b *bystander) at(ctx context.Context, name string, deadline time.Time) (time.Time, bool) {
-	timeout := time.NewTimer(time.Until(deadline))
-	defer timeout.Stop()
-	for {
-		b.mu.Lock()
-		at, ok := b.seen[name]
-		b.mu.Unlock()
-		if ok {
-			return at, true
-		}
-		select {
-		case <-b.fresh:
-		case <-timeout.C:
-			return time.Time{}, false
-		case <-ctx.Done():
-			return time.Time{}, false
-		}
-	}
-}

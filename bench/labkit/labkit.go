@@ -5,6 +5,7 @@
 package labkit
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net"
@@ -186,4 +187,53 @@ func ProcStatus(pid int, field string) float64 {
 		}
 	}
 	return math.NaN()
+}
+
+// Sightings records when a bystander first saw each key (a lease, a Node):
+// the moment any client could first know of it.
+type Sightings struct {
+	mu    sync.Mutex
+	seen  map[string]time.Time
+	fresh chan struct{}
+}
+
+func NewSightings() *Sightings {
+	return &Sightings{seen: map[string]time.Time{}, fresh: make(chan struct{}, 1)}
+}
+
+// Saw records keys as seen at now, unless they were seen before.
+func (s *Sightings) Saw(now time.Time, keys ...string) {
+	s.mu.Lock()
+	for _, k := range keys {
+		if _, ok := s.seen[k]; !ok {
+			s.seen[k] = now
+		}
+	}
+	s.mu.Unlock()
+	select {
+	case s.fresh <- struct{}{}:
+	default:
+	}
+}
+
+// At waits for key to be seen and returns when it was; false at the
+// deadline or when ctx ends.
+func (s *Sightings) At(ctx context.Context, key string, deadline time.Time) (time.Time, bool) {
+	timeout := time.NewTimer(time.Until(deadline))
+	defer timeout.Stop()
+	for {
+		s.mu.Lock()
+		at, ok := s.seen[key]
+		s.mu.Unlock()
+		if ok {
+			return at, true
+		}
+		select {
+		case <-s.fresh:
+		case <-timeout.C:
+			return time.Time{}, false
+		case <-ctx.Done():
+			return time.Time{}, false
+		}
+	}
 }
