@@ -59,6 +59,7 @@ func benchFromScratch(b *testing.B, count int) {
 
 func BenchmarkReconcile1000(b *testing.B) { benchFromScratch(b, 1000) }
 func BenchmarkReconcile2000(b *testing.B) { benchFromScratch(b, 2000) }
+func BenchmarkReconcile5000(b *testing.B) { benchFromScratch(b, 5000) }
 
 // BenchmarkReconcileUnchanged2000 times the periodic reconcile of 2000 peers
 // that did not change: dumps and a diff, no write.

@@ -1,9 +1,9 @@
 package vxlan
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -15,7 +15,8 @@ import (
 // kernel reads and writes one family's tables over one netlink socket, so
 // that thousands of writes pay no per-call socket set-up.
 type kernel struct {
-	h      *netlink.Handle
+	h      *netlink.Handle // reads
+	w      *writer         // writes, batched
 	family int
 	once   sync.Once // close runs once: by Device.Close or by the collector
 }
@@ -26,14 +27,24 @@ func openKernel(v6 bool) (*kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening a netlink socket: %w", err)
 	}
-	k := &kernel{h: h, family: netlink.FAMILY_V4}
+	w, err := openWriter()
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	k := &kernel{h: h, w: w, family: netlink.FAMILY_V4}
 	if v6 {
 		k.family = netlink.FAMILY_V6
 	}
 	return k, nil
 }
 
-func (k *kernel) close() { k.once.Do(k.h.Close) }
+func (k *kernel) close() {
+	k.once.Do(func() {
+		k.h.Close()
+		k.w.close()
+	})
+}
 
 // dumpRetries bounds the retries of a dump that raced with a change.
 const dumpRetries = 5
@@ -120,57 +131,71 @@ func fromNetlinkRoute(nr netlink.Route) (route, bool) {
 	}, true
 }
 
-func (r route) netlink() *netlink.Route {
-	nr := &netlink.Route{
-		LinkIndex: r.link,
-		Dst:       &net.IPNet{IP: r.dst.Addr().AsSlice(), Mask: net.CIDRMask(r.dst.Bits(), r.dst.Addr().BitLen())},
-		Protocol:  netlink.RouteProtocol(r.proto),
-		Table:     unix.RT_TABLE_MAIN,
-		Scope:     netlink.Scope(r.scope), // a delete must name the route's scope
-	}
-	if r.gw.IsValid() {
-		nr.Gw = r.gw.AsSlice()
-	}
+// rtmsg is a route request's fixed part (struct rtmsg): ours are unicast
+// routes of the main table. It carries the route's scope: a delete must
+// name it.
+func (r route) rtmsg(family int) []byte {
+	b := []byte{byte(family), byte(r.dst.Bits()), 0, 0, unix.RT_TABLE_MAIN, byte(r.proto), byte(r.scope), unix.RTN_UNICAST}
+	var flags uint32
 	if r.onlink {
-		nr.Flags = int(netlink.FLAG_ONLINK)
+		flags = unix.RTNH_F_ONLINK
 	}
-	return nr
+	return binary.NativeEndian.AppendUint32(b, flags)
 }
 
-func (n neigh) netlink(dev, family int) *netlink.Neigh {
-	return &netlink.Neigh{LinkIndex: dev, Family: family, State: netlink.NUD_PERMANENT, IP: n.ip.AsSlice(), HardwareAddr: n.mac[:]}
-}
-
-func (f fdb) netlink(dev int) *netlink.Neigh {
-	return &netlink.Neigh{
-		LinkIndex: dev, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF,
-		IP: f.dst.AsSlice(), HardwareAddr: f.mac[:],
+func (r route) attrs() []attr {
+	a := []attr{{unix.RTA_DST, r.dst.Addr().AsSlice()}}
+	if r.gw.IsValid() {
+		a = append(a, attr{unix.RTA_GATEWAY, r.gw.AsSlice()})
 	}
+	if r.link > 0 {
+		a = append(a, attr{unix.RTA_OIF, binary.NativeEndian.AppendUint32(nil, uint32(r.link))})
+	}
+	return a
 }
 
-// apply makes the plan's writes in order. A failed write does not stop the
-// others: each peer's entries stand alone.
+// ndmsg is a permanent neighbour or FDB request's fixed part (struct ndmsg).
+func ndmsg(family, dev int, flags uint8) []byte {
+	b := []byte{byte(family), 0, 0, 0}
+	b = binary.NativeEndian.AppendUint32(b, uint32(dev))
+	b = binary.NativeEndian.AppendUint16(b, netlink.NUD_PERMANENT)
+	return append(b, flags, 0)
+}
+
+func neighAttrs(ip netip.Addr, mac [6]byte) []attr {
+	return []attr{{unix.NDA_DST, ip.AsSlice()}, {unix.NDA_LLADDR, mac[:]}}
+}
+
+// apply makes the plan's writes in order, in batches (writer). A failed
+// write does not stop the others: each peer's entries stand alone.
 func (k *kernel) apply(p plan, dev int) error {
-	var errs errorList
+	const set = unix.NLM_F_CREATE | unix.NLM_F_REPLACE
+	w := k.w
 	for _, f := range p.addFDB {
-		errs.add(k.h.NeighSet(f.netlink(dev)), "adding FDB entry %s dst %s", macString(f.mac), f.dst)
+		w.add(entry{format: "adding FDB entry %s dst %s", args: []any{macString(f.mac), f.dst}},
+			unix.RTM_NEWNEIGH, set, ndmsg(unix.AF_BRIDGE, dev, unix.NTF_SELF), neighAttrs(f.dst, f.mac)...)
 	}
 	for _, n := range p.addNeigh {
-		errs.add(k.h.NeighSet(n.netlink(dev, k.family)), "adding neighbour %s lladdr %s", n.ip, macString(n.mac))
+		w.add(entry{format: "adding neighbour %s lladdr %s", args: []any{n.ip, macString(n.mac)}},
+			unix.RTM_NEWNEIGH, set, ndmsg(k.family, dev, 0), neighAttrs(n.ip, n.mac)...)
 	}
 	for _, r := range p.addRoute {
-		errs.add(k.h.RouteReplace(r.netlink()), "adding route %s via %s", r.dst, r.gw)
+		w.add(entry{format: "adding route %s via %s", args: []any{r.dst, r.gw}},
+			unix.RTM_NEWROUTE, set, r.rtmsg(k.family), r.attrs()...)
 	}
 	for _, r := range p.delRoute {
-		errs.add(gone(k.h.RouteDel(r.netlink())), "deleting route %s via %s", r.dst, r.gw)
+		w.add(entry{format: "deleting route %s via %s", args: []any{r.dst, r.gw}, del: true},
+			unix.RTM_DELROUTE, 0, r.rtmsg(k.family), r.attrs()...)
 	}
 	for _, n := range p.delNeigh {
-		errs.add(gone(k.h.NeighDel(n.netlink(dev, k.family))), "deleting neighbour %s", n.ip)
+		w.add(entry{format: "deleting neighbour %s", args: []any{n.ip}, del: true},
+			unix.RTM_DELNEIGH, 0, ndmsg(k.family, dev, 0), neighAttrs(n.ip, n.mac)...)
 	}
 	for _, f := range p.delFDB {
-		errs.add(gone(k.h.NeighDel(f.netlink(dev))), "deleting FDB entry %s dst %s", macString(f.mac), f.dst)
+		w.add(entry{format: "deleting FDB entry %s dst %s", args: []any{macString(f.mac), f.dst}, del: true},
+			unix.RTM_DELNEIGH, 0, ndmsg(unix.AF_BRIDGE, dev, unix.NTF_SELF), neighAttrs(f.dst, f.mac)...)
 	}
-	return errs.err()
+	return w.flush()
 }
 
 // gone treats an entry that is already gone as deleted.
