@@ -64,6 +64,14 @@ type linkWatch struct {
 	last  time.Time // of the last signal
 }
 
+// eventBuffer is the receive buffer of the route and neighbour
+// subscriptions: programming thousands of peers at once notifies as many
+// entries, which overflow the default (net.core.rmem_default, 212992 bytes;
+// the subscription then ends and the device is checked whole again). It is
+// a cap, not an allocation; raising it past rmem_max needs CAP_NET_ADMIN,
+// which subnetd has.
+const eventBuffer = 8 << 20
+
 // subscription is one set of netlink subscriptions; stop ends them all.
 type subscription struct {
 	links  chan netlink.LinkUpdate
@@ -81,10 +89,12 @@ func (w *linkWatch) subscribe() (*subscription, error) {
 		err = netlink.AddrSubscribeWithOptions(s.addrs, s.done, netlink.AddrSubscribeOptions{Namespace: &w.ns})
 	}
 	if err == nil {
-		err = netlink.RouteSubscribeWithOptions(s.routes, s.done, netlink.RouteSubscribeOptions{Namespace: &w.ns})
+		err = netlink.RouteSubscribeWithOptions(s.routes, s.done, netlink.RouteSubscribeOptions{Namespace: &w.ns,
+			ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true})
 	}
 	if err == nil {
-		err = netlink.NeighSubscribeWithOptions(s.neighs, s.done, netlink.NeighSubscribeOptions{Namespace: &w.ns})
+		err = netlink.NeighSubscribeWithOptions(s.neighs, s.done, netlink.NeighSubscribeOptions{Namespace: &w.ns,
+			ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true})
 	}
 	if err != nil {
 		s.stop()
