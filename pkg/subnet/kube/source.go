@@ -61,7 +61,7 @@ type Source struct {
 
 	mu      sync.Mutex
 	network subnet.Config // o.Network with the lengths of this node's pod CIDRs
-	view    map[string]subnet.Entry
+	view    leases
 	skips   map[string]string // node name -> why its lease is skipped, as last logged
 	warned  string            // the last overwrite annotation problem logged
 	rev     int64
@@ -83,7 +83,7 @@ func New(o Options) (*Source, error) {
 		return nil, errors.New("no node name: set NODE_NAME to this node's name (in a DaemonSet, from the field spec.nodeName)")
 	}
 	o.Node.NodeID = o.NodeName
-	s := &Source{o: o, ann: ann, network: o.Network, view: map[string]subnet.Entry{}, skips: map[string]string{},
+	s := &Source{o: o, ann: ann, network: o.Network, view: leases{index: map[string]int{}}, skips: map[string]string{},
 		changed: make(chan struct{}, 1)}
 	s.store, s.informer = cache.NewInformerWithOptions(cache.InformerOptions{
 		ListerWatcher: listWatch(o.API, &s.health),

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,11 +39,46 @@ func (s *Source) Watch(ctx context.Context, fn func([]subnet.Entry)) {
 func (s *Source) snapshot() []subnet.Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]subnet.Entry, 0, len(s.view))
-	for _, e := range s.view {
-		out = append(out, e)
+	return slices.Clone(s.view.entries)
+}
+
+// leases is every node's lease, kept dense so that a snapshot after an
+// event is one copy, not a walk of a map of every Node.
+type leases struct {
+	index   map[string]int // node name -> its position in entries and names
+	entries []subnet.Entry
+	names   []string
+}
+
+func (l *leases) get(name string) (subnet.Entry, bool) {
+	i, ok := l.index[name]
+	if !ok {
+		return subnet.Entry{}, false
 	}
-	return out
+	return l.entries[i], true
+}
+
+func (l *leases) set(name string, e subnet.Entry) {
+	if i, ok := l.index[name]; ok {
+		l.entries[i] = e
+		return
+	}
+	l.index[name] = len(l.entries)
+	l.entries, l.names = append(l.entries, e), append(l.names, name)
+}
+
+// remove moves the last lease into name's place; false when name has none.
+func (l *leases) remove(name string) bool {
+	i, ok := l.index[name]
+	if !ok {
+		return false
+	}
+	last := len(l.entries) - 1
+	l.entries[i], l.names[i] = l.entries[last], l.names[last]
+	l.index[l.names[i]] = i
+	l.entries, l.names = l.entries[:last], l.names[:last]
+	delete(l.index, name)
+	return true
 }
 
 // update applies one Node, added or changed, to the view: the informer's
@@ -70,12 +107,12 @@ func (s *Source) update(obj any) {
 		s.drop(n.Name)
 		return
 	}
-	if old, ok := s.view[n.Name]; ok && old.Subnets == e.Subnets && string(old.Value) == string(e.Value) {
+	if old, ok := s.view.get(n.Name); ok && old.Subnets == e.Subnets && string(old.Value) == string(e.Value) {
 		return // a change of something else: heartbeat, labels, status
 	}
 	s.rev++
 	e.Rev = s.rev
-	s.view[n.Name] = e
+	s.view.set(n.Name, e)
 	s.signal()
 }
 
@@ -93,8 +130,7 @@ func (s *Source) remove(obj any) {
 
 // drop removes a node from the view; mu held.
 func (s *Source) drop(name string) {
-	if _, ok := s.view[name]; ok {
-		delete(s.view, name)
+	if s.view.remove(name) {
 		s.signal()
 	}
 }
@@ -193,27 +229,29 @@ func podSubnets(n *corev1.Node, c subnet.Config) (subnet.Subnets, error) {
 // slim keeps of a Node what the source reads: name, its annotations under
 // the prefix, pod CIDRs, the NetworkUnavailable condition. The cache of a
 // large cluster stays small: a Node's status lists its images (tens of kB).
+// It trims the Node in place, which client-go allows (the informer owns
+// each decoded object), so that a start with thousands of Nodes does not
+// allocate each one twice.
 func (s *Source) slim(obj any) (any, error) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
 		return obj, nil // a tombstone
 	}
-	out := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion},
-		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+	ann := n.Annotations
+	maps.DeleteFunc(ann, func(k, _ string) bool { return !strings.HasPrefix(k, s.ann.prefix) })
+	if len(ann) == 0 {
+		ann = nil
 	}
-	for k, v := range n.Annotations {
-		if strings.HasPrefix(k, s.ann.prefix) {
-			if out.Annotations == nil {
-				out.Annotations = map[string]string{}
-			}
-			out.Annotations[k] = v
-		}
-	}
+	var conds []corev1.NodeCondition
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeNetworkUnavailable {
-			out.Status.Conditions = []corev1.NodeCondition{c}
+			conds = []corev1.NodeCondition{c}
 		}
 	}
-	return out, nil
+	*n = corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Annotations: ann},
+		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+		Status:     corev1.NodeStatus{Conditions: conds},
+	}
+	return n, nil
 }
