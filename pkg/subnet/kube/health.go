@@ -53,11 +53,12 @@ func (h *health) check() error {
 	return fmt.Errorf("the Kubernetes API unreachable for %v: %w", time.Since(h.since).Round(time.Second), h.err)
 }
 
-// listWatch is the informer's ListerWatcher on api, reporting to h.
-func listWatch(api NodeAPI, h *health) cache.ListerWatcher {
+// listWatch is the informer's ListerWatcher on api, reporting to h; its
+// lists hold the Nodes as keep makes them.
+func listWatch(api NodeAPI, h *health, keep cache.TransformFunc) cache.ListerWatcher {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			return retried(ctx, h, func(ctx context.Context) (runtime.Object, error) { return api.List(ctx, opts) })
+			return listPages(ctx, h, api, keep, opts)
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			w, err := retried(ctx, h, func(ctx context.Context) (watch.Interface, error) { return api.Watch(ctx, opts) })
