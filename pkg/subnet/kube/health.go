@@ -53,11 +53,12 @@ func (h *health) check() error {
 	return fmt.Errorf("the Kubernetes API unreachable for %v: %w", time.Since(h.since).Round(time.Second), h.err)
 }
 
-// listWatch is the informer's ListerWatcher on api, reporting to h.
-func listWatch(api NodeAPI, h *health) cache.ListerWatcher {
+// listWatch is the informer's ListerWatcher on api, reporting to h; its
+// lists hold the Nodes as keep makes them.
+func listWatch(api NodeAPI, h *health, keep cache.TransformFunc) cache.ListerWatcher {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			return retried(ctx, h, func(ctx context.Context) (runtime.Object, error) { return api.List(ctx, opts) })
+			return listPages(ctx, h, api, keep, opts)
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			w, err := retried(ctx, h, func(ctx context.Context) (watch.Interface, error) { return api.Watch(ctx, opts) })
@@ -110,36 +111,24 @@ func retriable(err error) bool {
 		apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err)
 }
 
-// trackedWatch passes a watch's events on and tells h while it is open.
+// trackedWatch tells h while a watch is open: from its start until the
+// reflector stops it, which it does as soon as the watch ends. Its events
+// go to the reflector straight from the watch: no goroutine in between,
+// so an event reaches the informer one hand-off sooner.
 type trackedWatch struct {
-	inner watch.Interface
-	out   chan watch.Event
-	stop  chan struct{}
-	once  sync.Once
+	watch.Interface
+	h    *health
+	once sync.Once
 }
 
 func trackWatch(w watch.Interface, h *health) *trackedWatch {
-	t := &trackedWatch{inner: w, out: make(chan watch.Event), stop: make(chan struct{})}
 	h.watch(1)
-	go func() {
-		defer close(t.out)
-		defer h.watch(-1)
-		for ev := range w.ResultChan() {
-			select {
-			case t.out <- ev:
-			case <-t.stop:
-				return
-			}
-		}
-	}()
-	return t
+	return &trackedWatch{Interface: w, h: h}
 }
-
-func (t *trackedWatch) ResultChan() <-chan watch.Event { return t.out }
 
 func (t *trackedWatch) Stop() {
 	t.once.Do(func() {
-		close(t.stop)
-		t.inner.Stop()
+		t.Interface.Stop()
+		t.h.watch(-1)
 	})
 }

@@ -61,7 +61,7 @@ type Source struct {
 
 	mu      sync.Mutex
 	network subnet.Config // o.Network with the lengths of this node's pod CIDRs
-	view    map[string]subnet.Entry
+	view    leases
 	skips   map[string]string // node name -> why its lease is skipped, as last logged
 	warned  string            // the last overwrite annotation problem logged
 	rev     int64
@@ -83,17 +83,17 @@ func New(o Options) (*Source, error) {
 		return nil, errors.New("no node name: set NODE_NAME to this node's name (in a DaemonSet, from the field spec.nodeName)")
 	}
 	o.Node.NodeID = o.NodeName
-	s := &Source{o: o, ann: ann, network: o.Network, view: map[string]subnet.Entry{}, skips: map[string]string{},
+	s := &Source{o: o, ann: ann, network: o.Network, view: leases{index: map[string]int{}}, skips: map[string]string{},
 		changed: make(chan struct{}, 1)}
 	s.store, s.informer = cache.NewInformerWithOptions(cache.InformerOptions{
-		ListerWatcher: listWatch(o.API, &s.health),
+		ListerWatcher: listWatch(o.API, &s.health, s.keep),
 		ObjectType:    &corev1.Node{},
 		Handler: cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { s.update(obj) },
 			UpdateFunc: func(_, obj any) { s.update(obj) },
 			DeleteFunc: s.remove,
 		},
-		Transform: s.slim,
+		Transform: s.keep,
 	})
 	return s, nil
 }
@@ -190,8 +190,11 @@ func (s *Source) cached() (*corev1.Node, bool) {
 	if err != nil || !ok {
 		return nil, false
 	}
-	n, ok := obj.(*corev1.Node)
-	return n, ok
+	c, ok := obj.(*cachedNode)
+	if !ok || c.own == nil {
+		return nil, false
+	}
+	return c.own, true
 }
 
 // OwnSubnets is a node's subnets, its Node's pod CIDRs, which must fit

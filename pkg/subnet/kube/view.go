@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/cnisuite/cni/pkg/subnet"
@@ -37,21 +40,56 @@ func (s *Source) Watch(ctx context.Context, fn func([]subnet.Entry)) {
 func (s *Source) snapshot() []subnet.Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]subnet.Entry, 0, len(s.view))
-	for _, e := range s.view {
-		out = append(out, e)
+	return slices.Clone(s.view.entries)
+}
+
+// leases is every node's lease, kept dense so that a snapshot after an
+// event is one copy, not a walk of a map of every Node.
+type leases struct {
+	index   map[string]int // node name -> its position in entries and names
+	entries []subnet.Entry
+	names   []string
+}
+
+func (l *leases) get(name string) (subnet.Entry, bool) {
+	i, ok := l.index[name]
+	if !ok {
+		return subnet.Entry{}, false
 	}
-	return out
+	return l.entries[i], true
+}
+
+func (l *leases) set(name string, e subnet.Entry) {
+	if i, ok := l.index[name]; ok {
+		l.entries[i] = e
+		return
+	}
+	l.index[name] = len(l.entries)
+	l.entries, l.names = append(l.entries, e), append(l.names, name)
+}
+
+// remove moves the last lease into name's place; false when name has none.
+func (l *leases) remove(name string) bool {
+	i, ok := l.index[name]
+	if !ok {
+		return false
+	}
+	last := len(l.entries) - 1
+	l.entries[i], l.names[i] = l.entries[last], l.names[last]
+	l.index[l.names[i]] = i
+	l.entries, l.names = l.entries[:last], l.names[:last]
+	delete(l.index, name)
+	return true
 }
 
 // update applies one Node, added or changed, to the view: the informer's
 // handlers keep it incrementally, so an event costs one Node's decoding.
 func (s *Source) update(obj any) {
-	n, ok := obj.(*corev1.Node)
+	n, ok := obj.(*cachedNode)
 	if !ok {
 		return
 	}
-	e, err := s.entry(n)
+	e, err := n.lease, n.err
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	why := ""
@@ -70,12 +108,12 @@ func (s *Source) update(obj any) {
 		s.drop(n.Name)
 		return
 	}
-	if old, ok := s.view[n.Name]; ok && old.Subnets == e.Subnets && string(old.Value) == string(e.Value) {
+	if old, ok := s.view.get(n.Name); ok && old.Subnets == e.Subnets && string(old.Value) == string(e.Value) {
 		return // a change of something else: heartbeat, labels, status
 	}
 	s.rev++
 	e.Rev = s.rev
-	s.view[n.Name] = e
+	s.view.set(n.Name, e)
 	s.signal()
 }
 
@@ -93,8 +131,7 @@ func (s *Source) remove(obj any) {
 
 // drop removes a node from the view; mu held.
 func (s *Source) drop(name string) {
-	if _, ok := s.view[name]; ok {
-		delete(s.view, name)
+	if s.view.remove(name) {
 		s.signal()
 	}
 }
@@ -190,30 +227,108 @@ func podSubnets(n *corev1.Node, c subnet.Config) (subnet.Subnets, error) {
 	return out, nil
 }
 
-// slim keeps of a Node what the source reads: name, its annotations under
-// the prefix, pod CIDRs, the NetworkUnavailable condition. The cache of a
-// large cluster stays small: a Node's status lists its images (tens of kB).
-func (s *Source) slim(obj any) (any, error) {
+// cachedNode is what the informer keeps of a Node: its lease as read from
+// it, or why it has none, and of this node's own Node what Acquire and Check
+// read. About 400 bytes, where a decoded Node with its annotations takes
+// 2 kB and more: the cache of a 5000-Node cluster stays ~2 MB.
+type cachedNode struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta // name, UID and resource version: the informer's keys
+	lease             subnet.Entry
+	err               error
+	own               *corev1.Node // slimmed; nil but for this node's Node
+}
+
+func (c *cachedNode) DeepCopyObject() runtime.Object {
+	cp := *c
+	return &cp
+}
+
+// keep is the informer's transform: a decoded Node becomes its cachedNode,
+// which the handlers take as they are. Anything else (a tombstone, or a
+// cachedNode handed back by the informer) passes unchanged.
+func (s *Source) keep(obj any) (any, error) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
-		return obj, nil // a tombstone
+		return obj, nil
 	}
-	out := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion},
-		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+	c := &cachedNode{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}}
+	c.lease, c.err = s.entry(n)
+	if n.Name == s.o.NodeName {
+		own := *s.slim(n) // a copy: n may be an item of a page of a list
+		c.own = &own
 	}
-	for k, v := range n.Annotations {
-		if strings.HasPrefix(k, s.ann.prefix) {
-			if out.Annotations == nil {
-				out.Annotations = map[string]string{}
-			}
-			out.Annotations[k] = v
+	return c, nil
+}
+
+// keptList is a list of Nodes as keep made them, for the informer.
+type keptList struct {
+	metav1.TypeMeta
+	metav1.ListMeta
+	Items []runtime.Object
+}
+
+func (l *keptList) DeepCopyObject() runtime.Object {
+	cp := *l
+	cp.Items = slices.Clone(l.Items)
+	return &cp
+}
+
+// listPages lists the Nodes a page at a time when the informer asks for
+// pages, each Node made by keep as its page comes, so that a list of
+// thousands of Nodes never sits decoded in memory whole. The API server
+// ignores the page size of the informer's first list, which takes any
+// resource version ("0", from its cache): that one is asked for at the
+// latest, which it reads from etcd in pages. A relist at a resource
+// version the informer saw (no page size: the API server's cache serves
+// it, not older than that) goes as asked.
+func listPages(ctx context.Context, h *health, api NodeAPI, keep cache.TransformFunc, opts metav1.ListOptions) (runtime.Object, error) {
+	if opts.ResourceVersion == "0" && opts.Limit > 0 {
+		opts.ResourceVersion = ""
+	}
+	out := &keptList{}
+	for {
+		page, err := retried(ctx, h, func(ctx context.Context) (*corev1.NodeList, error) { return api.List(ctx, opts) })
+		if err != nil {
+			return nil, err
 		}
+		if out.ResourceVersion == "" {
+			out.ResourceVersion = page.ResourceVersion // the first page's: the list's snapshot
+		}
+		for i := range page.Items {
+			k, err := keep(&page.Items[i])
+			if err != nil {
+				return nil, err
+			}
+			out.Items = append(out.Items, k.(runtime.Object))
+		}
+		if page.Continue == "" {
+			return out, nil
+		}
+		opts.Continue, opts.ResourceVersion = page.Continue, ""
 	}
+}
+
+// slim keeps of a Node what Acquire and Check read: name, its annotations
+// under the prefix, pod CIDRs, the NetworkUnavailable condition. It trims
+// the Node in place, which client-go allows (the informer owns each
+// decoded object).
+func (s *Source) slim(n *corev1.Node) *corev1.Node {
+	ann := n.Annotations
+	maps.DeleteFunc(ann, func(k, _ string) bool { return !strings.HasPrefix(k, s.ann.prefix) })
+	if len(ann) == 0 {
+		ann = nil
+	}
+	var conds []corev1.NodeCondition
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeNetworkUnavailable {
-			out.Status.Conditions = []corev1.NodeCondition{c}
+			conds = []corev1.NodeCondition{c}
 		}
 	}
-	return out, nil
+	*n = corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Annotations: ann},
+		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+		Status:     corev1.NodeStatus{Conditions: conds},
+	}
+	return n
 }
