@@ -48,6 +48,7 @@ type Config struct {
 	EmbeddedClient string // loopback address of the embedded etcd
 	EmbeddedPeer   string
 	LogLevel       string
+	LogFormat      string
 
 	// The Kubernetes API mode, flanneld's --kube-subnet-mgr: the subnets
 	// are the Node's pod CIDRs, the leases are Node annotations.
@@ -88,6 +89,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.EmbeddedClient, "embedded-etcd-client", "127.0.0.1:2379", "loopback address the embedded etcd serves clients at")
 	fs.StringVar(&c.EmbeddedPeer, "embedded-etcd-peer", "127.0.0.1:2380", "loopback address of the embedded etcd's peer port")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text (logfmt) or json (one object per line, for log shippers)")
 	fs.BoolVar(&c.KubeSubnetMgr, "kube-subnet-mgr", false, "take the node's subnets from its Node's pod CIDRs in the Kubernetes API and publish its lease as Node annotations, as flanneld does; no etcd (node name from NODE_NAME, else POD_NAME and POD_NAMESPACE)")
 	fs.StringVar(&c.KubeAPIURL, "kube-api-url", "", "Kubernetes API server URL (--kube-subnet-mgr); default: --kubeconfig-file's, or in-cluster")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig-file", "", "kubeconfig for the Kubernetes API (--kube-subnet-mgr); empty: the pod's service account (in-cluster)")
@@ -135,6 +137,9 @@ func (c *Config) Validate() error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level %q: use debug, info, warn or error", c.LogLevel))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: use text or json", c.LogFormat))
 	}
 	for _, e := range c.endpoints() {
 		if err := checkEndpoint(e); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -207,6 +208,7 @@ func TestValidate(t *testing.T) {
 		{"bad public ip", func(c *Config) { c.PublicIP = "x" }, "--public-ip"},
 		{"cert without key", func(c *Config) { c.EtcdCertFile = "c.pem" }, "--etcd-keyfile"},
 		{"port", func(c *Config) { c.HealthzPort = 70000 }, "--healthz-port"},
+		{"log format", func(c *Config) { c.LogFormat = "xml" }, "--log-format"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -217,6 +219,22 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestLogFormat: with --log-format json every line is one JSON object
+// carrying the level, message and attributes.
+func TestLogFormat(t *testing.T) {
+	var buf bytes.Buffer
+	newLogger(&buf, "info", "json").Info("subnetd starting", "node", "n1")
+	var line struct{ Level, Msg, Node string }
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil || line.Level != "INFO" || line.Msg != "subnetd starting" || line.Node != "n1" {
+		t.Fatalf("JSON log line %q: %+v, %v", buf.String(), line, err)
+	}
+	buf.Reset()
+	newLogger(&buf, "info", "text").Info("subnetd starting", "node", "n1")
+	if got := buf.String(); !strings.Contains(got, `level=INFO msg="subnetd starting" node=n1`) {
+		t.Fatalf("text log line %q", got)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -59,16 +60,22 @@ func main() {
 	}
 }
 
-func newLogger(level string) *slog.Logger {
+// newLogger logs to w at level, as logfmt text or, for log shippers, one
+// JSON object per line (--log-format json).
+func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func run(parent context.Context, cfg *Config) error {
-	log := newLogger(cfg.LogLevel)
+	log := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
 	lock, err := lockDataDir(cfg.DataDir, !cfg.Cleanup)
 	if err != nil {
 		if cfg.Cleanup && errors.Is(err, errRunning) {
