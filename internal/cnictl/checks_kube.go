@@ -165,7 +165,7 @@ func annotationDiffs(n *node, l leaseInfo) []string {
 	macs := map[bool]string{}
 	macs[false], macs[true] = l.macs()
 	ips := map[bool]netip.Addr{false: l.attrs.PublicIP, true: l.attrs.PublicIPv6}
-	for _, v6 := range vxlanFamilies(c) {
+	for _, v6 := range c.Families() {
 		if _, err := linkWith(ips[v6]); err != nil && !overwritten(n, v6) {
 			diffs = append(diffs, fmt.Sprintf("public address %s: %v", ips[v6], err))
 		}

@@ -169,18 +169,6 @@ func judgeOwnLease(n *node, l *leaseInfo, id, restart string) []Finding {
 		fmt.Sprintf("etcd lease %x: %v left of %v", l.Lease, l.left, l.granted))
 }
 
-// vxlanFamilies are the devices the network config implies.
-func vxlanFamilies(c *subnet.Config) []bool {
-	var v6s []bool
-	if c.EnableIPv4 {
-		v6s = append(v6s, false)
-	}
-	if c.EnableIPv6 {
-		v6s = append(v6s, true)
-	}
-	return v6s
-}
-
 // checkVXLANDevice: a node with a lease but no flannel.<VNI> reaches no
 // other node's pods, and none of theirs reach it.
 func checkVXLANDevice(n *node) []Finding {
@@ -190,7 +178,7 @@ func checkVXLANDevice(n *node) []Finding {
 	b := n.cluster.cfg.Backend
 	restart := "restart subnetd on this node; it makes the device. If it fails, its log says why (another vxlan device may hold port %d or VNI %d: `ip -d link show type vxlan`)"
 	var fds []Finding
-	for _, v6 := range vxlanFamilies(n.cluster.cfg) {
+	for _, v6 := range n.cluster.cfg.Families() {
 		name := vxlan.DefaultName(b.VNI, v6)
 		l, err := netlink.LinkByName(name)
 		switch {

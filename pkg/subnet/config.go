@@ -70,6 +70,19 @@ func ParseConfig(data []byte) (Config, error) {
 	return c, nil
 }
 
+// Families lists the address families the network enables, IPv4 first,
+// each as whether it is IPv6: [false], [true] or [false true].
+func (c Config) Families() []bool {
+	var v6s []bool
+	if c.EnableIPv4 {
+		v6s = append(v6s, false)
+	}
+	if c.EnableIPv6 {
+		v6s = append(v6s, true)
+	}
+	return v6s
+}
+
 func (c *Config) validate() error {
 	if !c.EnableIPv4 && !c.EnableIPv6 {
 		return fmt.Errorf("%w: EnableIPv4 and EnableIPv6 are both false; enable at least one", ErrInvalidConfig)

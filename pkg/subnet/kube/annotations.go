@@ -43,11 +43,12 @@ func familyOf(p netip.Prefix) family {
 // families lists those the network enables.
 func families(c subnet.Config) []family {
 	var out []family
-	if c.EnableIPv4 {
-		out = append(out, v4)
-	}
-	if c.EnableIPv6 {
-		out = append(out, v6)
+	for _, is6 := range c.Families() {
+		f := v4
+		if is6 {
+			f = v6
+		}
+		out = append(out, f)
 	}
 	return out
 }
