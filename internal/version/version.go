@@ -22,7 +22,20 @@ type Info struct {
 // Get reads the build's information.
 func Get() Info {
 	i := Info{Version: Version, Commit: Commit}
-	if bi, ok := debug.ReadBuildInfo(); ok && i.Commit == "" {
+	if i.Commit == "" {
+		i.stamped()
+	}
+	if i.Version == "" {
+		i.Version = "devel"
+	}
+	return i
+}
+
+// stamped fills in what the toolchain stamped (with -buildvcs), read only
+// when the Makefile set nothing: every plugin invocation asks for its
+// version, and the build info is a string parsed on each call.
+func (i *Info) stamped() {
+	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			switch s.Key {
 			case "vcs.revision":
@@ -35,10 +48,6 @@ func Get() Info {
 			i.Version = bi.Main.Version
 		}
 	}
-	if i.Version == "" {
-		i.Version = "devel"
-	}
-	return i
 }
 
 // String is the version with its commit, e.g. "v1.2.3 (commit 0123456789ab)".
