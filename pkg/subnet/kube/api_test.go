@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -150,4 +152,28 @@ func errString(err error) string {
 		return "no error"
 	}
 	return err.Error()
+}
+
+// TestRESTConfigBurst: the client's burst covers the pages of the first
+// list of a 5000-Node cluster (10 of 500) and the publication after it;
+// client-go's default of 10 made the publication wait ~200 ms for a token.
+func TestRESTConfigBurst(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	kubeconfig := `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://192.0.2.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`
+	if err := os.WriteFile(path, []byte(kubeconfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := kube.RESTConfig("", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RateLimiter != nil || c.Burst < 5000/500+1 {
+		t.Errorf("burst %d (rate limiter %v): the first list's pages of a 5000-Node cluster would throttle the node's publication", c.Burst, c.RateLimiter)
+	}
 }
