@@ -218,6 +218,7 @@ func judgeStore(n *node, name string, vs []stale.Verdict) []Finding {
 	}
 	full := room > 0 && uint64(len(vs)) >= room
 	near := room > 0 && uint64(len(vs))*10 >= room*9
+	ev = append(ev, leaked(gone)...)
 	gc := "`cnictl ipam gc " + name + "` (try --dry-run first) releases the addresses of gone containers"
 	switch {
 	case full && len(gone) > 0:
@@ -228,6 +229,26 @@ func judgeStore(n *node, name string, vs []stale.Verdict) []Finding {
 			Evidence: ev, Fix: "run fewer pods on this node or give nodes a larger subnet (SubnetLen in the network config); `cnictl ipam ls " + name + "` shows the owners"}}
 	case near:
 		return []Finding{{Severity: Warn, Message: "network " + name + " is nearly out of addresses", Evidence: ev, Fix: gc}}
+	case len(gone) > 0:
+		return []Finding{{Severity: Warn, Message: fmt.Sprintf("network %s holds %d addresses of containers that are gone (their DEL never came): %s",
+			name, len(gone), gone[0].Addr), Evidence: ev, Fix: gc + "; the runtime's GC (CNI 1.1) or host-local itself, when the range runs out, would too"}}
 	}
 	return ok("host-local network "+name+" has room", ev...)
+}
+
+// maxLeaked bounds the leaked addresses a finding lists one by one.
+const maxLeaked = 10
+
+// leaked names the reservations of gone owners: address, owner, and why
+// it is known gone.
+func leaked(gone []stale.Verdict) []string {
+	var out []string
+	for i, v := range gone {
+		if i == maxLeaked {
+			out = append(out, fmt.Sprintf("and %d more: `cnictl ipam ls` lists them all", len(gone)-maxLeaked))
+			break
+		}
+		out = append(out, fmt.Sprintf("leaked %s: container %s %s, %s", v.Addr, v.Owner.ContainerID, v.Owner.IfName, v.Reason))
+	}
+	return out
 }
