@@ -19,7 +19,7 @@ VERSION ?= $(shell git describe --tags --always --dirty --match 'v*' 2>/dev/null
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X github.com/cnisuite/cni/internal/version.Version=$(VERSION) -X github.com/cnisuite/cni/internal/version.Commit=$(COMMIT)
 
-.PHONY: build test fuzz soak bench install install-conf demo deps k8s-bins clean release
+.PHONY: build test fuzz soak bench install install-conf demo deps k8s-bins clean release image
 
 # Plugins go to bin/, the node daemon and the operator's cnictl to bin/daemon/: the two are
 # installed to different places.
@@ -39,6 +39,14 @@ build:
 RELEASE_DIR ?= $(CURDIR)/release
 release:
 	./scripts/release.sh $(RELEASE_DIR) $(VERSION) "$(LDFLAGS)"
+
+# The DaemonSet's image alone (make release builds it too), from make build's binaries: an OCI
+# archive for `ctr -n k8s.io images import`; prints the image's name, which the manifests take.
+IMAGE ?= localhost/cnisuite/subnetd:$(VERSION)
+image: build
+	$(GO) run ./scripts/mkimage -plugins $(BIN) -daemons $(BIN)/daemon -name $(IMAGE) \
+		-out $(RELEASE_DIR)/cnisuite-image-linux-$$($(GO) env GOARCH)-$(VERSION).tar \
+		-epoch $$(git log -1 --format=%ct 2>/dev/null || echo 0)
 
 deps:
 	@./scripts/deps.sh $(DEB_PKGS)

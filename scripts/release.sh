@@ -3,6 +3,7 @@
 # layout, reproducibly: the same commit and toolchain give the same bytes.
 #   cni-plugins-linux-ARCH-VERSION.tgz      ./bridge ./host-local ... ./README.md
 #   cnisuite-subnetd-linux-ARCH-VERSION.tgz ./subnetd ./subnetd-kube ./subnetd-etcd ./cnictl ./kube-flannel.yml ...
+#   cnisuite-image-linux-ARCH-VERSION.tar   the DaemonSet's image (scripts/mkimage), which the manifests name
 # each with .sha256 and .sha512 files as sha256sum/sha512sum write them.
 # Usage: release.sh OUT VERSION LDFLAGS (the Makefile passes its own).
 set -eu
@@ -21,9 +22,18 @@ build -o "$stage/plugins/" ./plugins/...
 build -tags grpcnotrace,nokube -o "$stage/subnetd/" ./daemon/...
 build -tags grpcnotrace -o "$stage/subnetd/subnetd-kube" ./daemon/subnetd
 build -o "$stage/subnetd/" ./cmd/...
+image=localhost/cnisuite/subnetd:$version
+imagetar=cnisuite-image-linux-$arch-$version.tar
+go run ./scripts/mkimage -plugins "$stage/plugins" -daemons "$stage/subnetd" -name "$image" \
+	-out "$out/$imagetar" -epoch "$epoch" >/dev/null
 cp README.md "$stage/plugins/"
-cp README.md conf/kube-flannel.yml conf/subnetd-daemonset.yaml "$stage/subnetd/"
+cp README.md "$stage/subnetd/"
+for f in kube-flannel.yml subnetd-daemonset.yaml; do
+	sed "s|image: IMAGE\$|image: $image|" "conf/$f" >"$stage/subnetd/$f"
+done
 chmod 0644 "$stage"/*/README.md "$stage"/subnetd/*.y*ml
+
+sums() { (cd "$out" && sha256sum "$1" >"$1.sha256" && sha512sum "$1" >"$1.sha512"); }
 
 # archive NAME DIR: a tar of DIR's files as ./NAME, owned by root, sorted,
 # stamped with the commit's time, gzipped without a name or time.
@@ -31,8 +41,10 @@ archive() {
 	tgz="$out/$1"
 	tar -C "$2" --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner \
 		--format=gnu -cf - . | gzip -n -9 >"$tgz"
-	(cd "$out" && sha256sum "$1" >"$1.sha256" && sha512sum "$1" >"$1.sha512")
+	sums "$1"
 	echo "$tgz"
 }
 archive "cni-plugins-linux-$arch-$version.tgz" "$stage/plugins"
 archive "cnisuite-subnetd-linux-$arch-$version.tgz" "$stage/subnetd"
+sums "$imagetar"
+echo "$out/$imagetar ($image)"

@@ -43,6 +43,7 @@ func root() *command {
 		doctorCommand(),
 		leasesCommand(),
 		resetCommand(),
+		installCommand(),
 		versionCommand(),
 		execCommand("add"), execCommand("check"), execCommand("del"), execCommand("gc"),
 	}}

@@ -90,6 +90,13 @@ var keyCases = []keyCase{
 	}},
 	{name: "dad off by default", ranges: []string{"fd00:10::/64"}, verify: func(t *testing.T, e *env, pod *netnstest.NS, res *current.Result) {
 		contains(t, "accept_dad", pod.Run(t, "sysctl", "net.ipv6.conf.eth0.accept_dad"), "= 0")
+		// nodad: the kernel never marks it tentative, not even until its
+		// DAD work has run after the link came up.
+		out := pod.Run(t, "ip", "-6", "addr", "show", "eth0")
+		contains(t, "pod addr", out, "inet6 fd00:10::2/64 scope global nodad")
+		if strings.Contains(out, "tentative") {
+			t.Errorf("ADD returned with a tentative address:\n%s", out)
+		}
 	}},
 	{name: "macspoofchk", over: map[string]any{"macspoofchk": true}, ranges: v4, verify: func(t *testing.T, e *env, pod *netnstest.NS, res *current.Result) {
 		contains(t, "nft", e.node.Run(t, "nft", "list", "table", "bridge", "nat"),

@@ -97,19 +97,14 @@ func configureContainer(ifName string, res *current.Result, dad bool) error {
 		return err
 	}
 	containerSysctls(ifName, res, dad)
-	gwOf := map[bool]net.IP{}
-	for _, ipc := range res.IPs {
-		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &ipc.Address}); err != nil {
-			return fmt.Errorf("adding address %v: %w", ipc.Address.String(), err)
-		}
-		if v6 := ipc.Address.IP.To4() == nil; ipc.Gateway != nil && gwOf[v6] == nil {
-			gwOf[v6] = ipc.Gateway
-		}
+	gwOf, err := link.AddAddrs(l, res.IPs, dad)
+	if err != nil {
+		return err
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("setting %q up: %w", ifName, err)
 	}
-	if dad {
+	if slices.ContainsFunc(res.IPs, func(ipc *current.IPConfig) bool { return ipc.Address.IP.To4() == nil }) {
 		if err := link.SettleDAD(l); err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -33,12 +34,39 @@ func AddRoutes(l netlink.Link, routes []*types.Route, gwOf map[bool]net.IP) erro
 	return nil
 }
 
+// AddAddrs adds the result's addresses to l, before it is up. With dad
+// false they are added with IFA_F_NODAD: the kernel then never marks them
+// tentative, which it does with accept_dad 0 too until its DAD work has
+// run after the link came up, so that ADD could return an address the pod
+// cannot use yet. It returns the first gateway of each family, keyed by
+// "is IPv6", for AddRoutes.
+func AddAddrs(l netlink.Link, ips []*current.IPConfig, dad bool) (map[bool]net.IP, error) {
+	gwOf := map[bool]net.IP{}
+	for _, ipc := range ips {
+		v6 := ipc.Address.IP.To4() == nil
+		addr := &netlink.Addr{IPNet: &ipc.Address}
+		if v6 && !dad {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrAdd(l, addr); err != nil {
+			return nil, fmt.Errorf("adding address %v: %w", ipc.Address.String(), err)
+		}
+		if ipc.Gateway != nil && gwOf[v6] == nil {
+			gwOf[v6] = ipc.Gateway
+		}
+	}
+	return gwOf, nil
+}
+
 // dadTimeout bounds the wait for DAD; the kernel needs about a second per probe.
 const dadTimeout = 5 * time.Second
 
 // SettleDAD waits until no IPv6 address of l is tentative, since routes via
-// a gateway cannot use a tentative source address, and fails at once when
-// another host holds one of them.
+// a gateway cannot use a tentative source address, nor the pod any, and
+// fails at once when another host holds one of them. Even with DAD off
+// (accept_dad 0) the kernel marks the link-local address tentative when the
+// link comes up and clears it from a work queue, so a plugin settles
+// whenever the container has IPv6.
 func SettleDAD(l netlink.Link) error {
 	deadline := time.Now().Add(dadTimeout)
 	for {

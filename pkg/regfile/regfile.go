@@ -3,6 +3,7 @@
 // directories): regular files only, and never more than a bound. Whatever
 // else a path may name is refused before it is read, and without the open
 // blocking (a FIFO with no writer) or doing what opening some devices does.
+// Replace writes such a file so that its readers never see a part of it.
 // It imports nothing of the suite.
 package regfile
 
@@ -12,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -104,4 +106,33 @@ func Kind(m fs.FileMode) string {
 		return "a block device"
 	}
 	return "not a regular file"
+}
+
+// Replace writes data to path with mode atomically: through a hidden file
+// in the same directory, synced, then renamed over path, so that a reader
+// sees the old content or the new, never a part (nor a half-written binary
+// that kubelet would run).
+func Replace(path string, data []byte, mode fs.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer os.Remove(f.Name()) // fails harmlessly once renamed
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", f.Name(), err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("replacing %s: %w", path, err)
+	}
+	return nil
 }

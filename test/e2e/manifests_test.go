@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
@@ -124,7 +125,9 @@ func TestManifests(t *testing.T) {
 					t.Errorf("ConfigMap %s differs from %s:\n%s", key, file, cfg.Data[key])
 				}
 			}
-			m.checkPod(t, only[appsv1.DaemonSet](t, objs, "DaemonSet", "").Spec.Template.Spec)
+			pod := only[appsv1.DaemonSet](t, objs, "DaemonSet", "").Spec.Template
+			m.checkPod(t, pod.Spec)
+			checkScrape(t, pod)
 		})
 	}
 }
@@ -156,13 +159,18 @@ func (m manifest) checkPod(t *testing.T, pod corev1.PodSpec) {
 	}
 	subnetd := pod.Containers[0]
 	mount := configMount(t, pod, subnetd, m.configMap)
+	port := namedPort(t, subnetd, "metrics")
 	want := append([]string{"--subnet-file=/run/flannel/subnet.env", "--ip-masq", "--data-dir=/var/lib/subnetd",
-		"--healthz-port=" + subnetd.ReadinessProbe.HTTPGet.Port.String(),
-		"--healthz-port=" + subnetd.LivenessProbe.HTTPGet.Port.String(),
+		"--healthz-ip=0.0.0.0", "--healthz-port=" + port.String(),
 		m.netConfigFlag + "=" + path.Join(mount, "net-conf.json")}, m.modeArgs...)
 	for _, arg := range want {
 		if !slices.Contains(subnetd.Args, arg) {
 			t.Errorf("subnetd args lack %s: %v", arg, subnetd.Args)
+		}
+	}
+	for _, probe := range []*corev1.Probe{subnetd.ReadinessProbe, subnetd.LivenessProbe} {
+		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Port.String() != "metrics" || probe.HTTPGet.Host != "" {
+			t.Errorf("a probe does not ask the pod's address on the metrics port: %+v", probe)
 		}
 	}
 	if !slices.ContainsFunc(subnetd.Env, func(e corev1.EnvVar) bool {
@@ -170,14 +178,7 @@ func (m manifest) checkPod(t *testing.T, pod corev1.PodSpec) {
 	}) {
 		t.Errorf("subnetd has no NODE_NAME from spec.nodeName: %v", subnetd.Env)
 	}
-	i := slices.IndexFunc(pod.InitContainers, func(c corev1.Container) bool { return c.Name == "install-cni-conf" })
-	if i < 0 {
-		t.Fatal("no init container install-cni-conf")
-	}
-	install := pod.InitContainers[i]
-	if script := strings.Join(install.Command, " "); !strings.Contains(script, path.Join(configMount(t, pod, install, m.configMap), "cni-conf.json")) {
-		t.Errorf("install-cni-conf does not copy cni-conf.json from the ConfigMap: %s", script)
-	}
+	m.checkInstall(t, pod)
 	var paths []string
 	for _, v := range pod.Volumes {
 		if v.HostPath != nil {
@@ -189,6 +190,50 @@ func (m manifest) checkPod(t *testing.T, pod corev1.PodSpec) {
 			t.Errorf("no hostPath volume %s in %v", want, paths)
 		}
 	}
+}
+
+// checkScrape: the pod template asks Prometheus to scrape subnetd's
+// declared metrics port.
+func checkScrape(t *testing.T, pod corev1.PodTemplateSpec) {
+	t.Helper()
+	port := namedPort(t, pod.Spec.Containers[0], "metrics")
+	want := map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": port.String(), "prometheus.io/path": "/metrics"}
+	for k, v := range want {
+		if pod.Annotations[k] != v {
+			t.Errorf("pod annotation %s = %q, want %q", k, pod.Annotations[k], v)
+		}
+	}
+}
+
+// checkInstall: the one init container installs the plugins and the
+// ConfigMap's conflist with cnictl (the image has no shell).
+func (m manifest) checkInstall(t *testing.T, pod corev1.PodSpec) {
+	t.Helper()
+	if len(pod.InitContainers) != 1 || pod.InitContainers[0].Name != "install-cni" {
+		t.Fatalf("init containers %v, want install-cni alone", pod.InitContainers)
+	}
+	install := pod.InitContainers[0]
+	if !slices.Equal(install.Command, []string{"/usr/local/bin/cnictl", "install"}) {
+		t.Errorf("install-cni runs %v", install.Command)
+	}
+	conflist := "--conflist=" + path.Join(configMount(t, pod, install, m.configMap), "cni-conf.json")
+	for _, arg := range []string{conflist, "--from=/opt/cni/bin", "--cni-bin-dir=/host/opt/cni/bin", "--cni-conf-dir=/host/etc/cni/net.d"} {
+		if !slices.Contains(install.Args, arg) {
+			t.Errorf("install-cni args lack %s: %v", arg, install.Args)
+		}
+	}
+}
+
+// namedPort is the container port called name.
+func namedPort(t *testing.T, c corev1.Container, name string) intstr.IntOrString {
+	t.Helper()
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return intstr.FromInt32(p.ContainerPort)
+		}
+	}
+	t.Fatalf("container %s declares no port %s", c.Name, name)
+	return intstr.IntOrString{}
 }
 
 // configMount returns where c mounts the ConfigMap name.

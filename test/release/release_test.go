@@ -11,9 +11,10 @@ import (
 	"testing"
 )
 
-// TestReproducible builds the release twice: the archives are the same
-// bytes, hold the reference's layout (./bridge, ... at the top, owned by
-// root) and their checksum files verify.
+// TestReproducible builds the release twice: the archives and the image
+// are the same bytes, the archives hold the reference's layout (./bridge,
+// ... at the top, owned by root), their checksum files verify, and the
+// manifests name the release's image.
 func TestReproducible(t *testing.T) {
 	if _, err := exec.LookPath("sha512sum"); err != nil {
 		t.Skip("needs coreutils' sha256sum and sha512sum")
@@ -34,7 +35,8 @@ func TestReproducible(t *testing.T) {
 		}
 		dirs = append(dirs, dir)
 	}
-	for _, name := range []string{"cni-plugins-linux-amd64-" + version + ".tgz", "cnisuite-subnetd-linux-amd64-" + version + ".tgz"} {
+	for _, name := range []string{"cni-plugins-linux-amd64-" + version + ".tgz", "cnisuite-subnetd-linux-amd64-" + version + ".tgz",
+		"cnisuite-image-linux-amd64-" + version + ".tar"} {
 		a, errA := os.ReadFile(filepath.Join(dirs[0], name))
 		b, errB := os.ReadFile(filepath.Join(dirs[1], name))
 		if errA != nil || errB != nil || !bytes.Equal(a, b) {
@@ -52,6 +54,21 @@ func TestReproducible(t *testing.T) {
 		"./README.md", "./bridge", "./flannel", "./host-local", "./loopback", "./macvlan", "./portmap")
 	checkListing(t, filepath.Join(dirs[0], "cnisuite-subnetd-linux-amd64-"+version+".tgz"),
 		"./README.md", "./cnictl", "./kube-flannel.yml", "./subnetd", "./subnetd-daemonset.yaml", "./subnetd-etcd", "./subnetd-kube")
+	checkImageNamed(t, filepath.Join(dirs[0], "cnisuite-subnetd-linux-amd64-"+version+".tgz"), "localhost/cnisuite/subnetd:"+version)
+}
+
+// checkImageNamed: the archive's manifests run the release's image.
+func checkImageNamed(t *testing.T, subnetdTgz, image string) {
+	t.Helper()
+	for _, manifest := range []string{"./kube-flannel.yml", "./subnetd-daemonset.yaml"} {
+		out, err := exec.Command("tar", "-xzOf", subnetdTgz, manifest).Output()
+		if err != nil {
+			t.Fatalf("tar -xzOf %s: %v", manifest, err)
+		}
+		if n := strings.Count(string(out), "image: "+image+"\n"); n == 0 || strings.Contains(string(out), "image: IMAGE") {
+			t.Errorf("%s names the image %d times, or still IMAGE", manifest, n)
+		}
+	}
 }
 
 // checkListing: the archive holds exactly want (besides ./), owned by 0/0,

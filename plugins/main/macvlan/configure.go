@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"syscall"
 
@@ -31,21 +30,16 @@ func configure(ifName string, c *NetConf, res *current.Result) error {
 		return netconf.Invalid("the macvlan's MTU %d is below %d, the least IPv6 works with, and IPAM returned an IPv6 address; raise \"mtu\" (or the master's) or give this network IPv4 ranges only", mtu, minIPv6MTU)
 	}
 	containerSysctls(ifName, hasV6, c.EnableDad)
-	gwOf := map[bool]net.IP{} // the first gateway of each family, by "is IPv6"
-	for _, ipc := range res.IPs {
-		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &ipc.Address}); err != nil {
-			return fmt.Errorf("adding address %v: %w", ipc.Address.String(), err)
-		}
-		if v6 := ipc.Address.IP.To4() == nil; ipc.Gateway != nil && gwOf[v6] == nil {
-			gwOf[v6] = ipc.Gateway
-		}
+	gwOf, err := link.AddAddrs(l, res.IPs, c.EnableDad)
+	if err != nil {
+		return err
 	}
 	// Up after the addresses: with arp_notify the kernel then announces
 	// them (gratuitous ARP), and with ndisc_notify the IPv6 ones (unsolicited NA).
 	if err := setUp(l); err != nil {
 		return err
 	}
-	if c.EnableDad && hasV6 {
+	if hasV6 {
 		if err := link.SettleDAD(l); err != nil {
 			return err
 		}
