@@ -1,0 +1,86 @@
+package kubetest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// PodConfig is a pod sandbox's configuration as kubelet would give it:
+// name in namespace "default" with a uid made of it, its cgroup under
+// CgroupRoot, a log directory, and the port mappings given (what portmap
+// gets as hostPorts). For timing the CRI calls (RunPodSandbox,
+// StopPodSandbox, RemovePodSandbox) through Node.CRI.
+func (n *Node) PodConfig(name string, ports ...*runtimeapi.PortMapping) *runtimeapi.PodSandboxConfig {
+	uid := "uid-" + name
+	return &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "default", Uid: uid},
+		Hostname:     name,
+		LogDirectory: "/var/log/pods/default_" + name + "_" + uid,
+		PortMappings: ports,
+		Linux:        &runtimeapi.LinuxPodSandboxConfig{CgroupParent: n.CgroupRoot + "/pod" + uid},
+	}
+}
+
+// Pod is a running pod sandbox as the CRI reports it.
+type Pod struct {
+	ID  string
+	IP  netip.Addr // the address of its eth0, from the plugins' result
+	PID int        // its pause process
+}
+
+// NetNS is the path of the pod's network namespace, through its pause
+// process: containerd's pin is in the node's private /run.
+func (p Pod) NetNS() string { return fmt.Sprintf("/proc/%d/ns/net", p.PID) }
+
+// RunPod runs a pod sandbox and returns it.
+func (n *Node) RunPod(t testing.TB, cfg *runtimeapi.PodSandboxConfig) Pod {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	r, err := n.CRI.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	if err != nil {
+		t.Fatalf("RunPodSandbox %s: %v", cfg.Metadata.Name, err)
+	}
+	return n.Pod(t, r.PodSandboxId)
+}
+
+// Pod asks the CRI for a sandbox's status: its address and pause process.
+func (n *Node) Pod(t testing.TB, id string) Pod {
+	t.Helper()
+	s, err := n.CRI.PodSandboxStatus(t.Context(), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
+	if err != nil {
+		t.Fatalf("PodSandboxStatus %s: %v", id, err)
+	}
+	p := Pod{ID: id}
+	if s.Status.GetNetwork().GetIp() != "" {
+		if p.IP, err = netip.ParseAddr(s.Status.Network.Ip); err != nil {
+			t.Fatalf("PodSandboxStatus %s: address: %v", id, err)
+		}
+	}
+	var info struct{ Pid int }
+	if err := json.Unmarshal([]byte(s.Info["info"]), &info); err != nil || info.Pid == 0 {
+		t.Fatalf("PodSandboxStatus %s: no pause pid in its verbose info (%v): %q", id, err, s.Info["info"])
+	}
+	p.PID = info.Pid
+	return p
+}
+
+// RemovePod stops and removes a pod sandbox: the plugins' DEL runs at the
+// stop.
+func (n *Node) RemovePod(t testing.TB, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if _, err := n.CRI.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		t.Fatalf("StopPodSandbox %s: %v", id, err)
+	}
+	if _, err := n.CRI.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+		t.Fatalf("RemovePodSandbox %s: %v", id, err)
+	}
+}
