@@ -91,7 +91,9 @@ func (c *criTest) run(t *testing.T, name string, ports ...*runtimeapi.PortMappin
 }
 
 // podNS names a pod's network namespace for the namespace fixtures' HTTP.
-func podNS(name string, p kubetest.Pod) *netnstest.NS { return &netnstest.NS{Name: name, Path: p.NetNS()} }
+func podNS(name string, p kubetest.Pod) *netnstest.NS {
+	return &netnstest.NS{Name: name, Path: p.NetNS()}
+}
 
 // get fetches / from addr inside from, expecting body.
 func get(t *testing.T, from *netnstest.NS, addr, body string) {
@@ -212,33 +214,42 @@ func (c *criTest) removeAll(t *testing.T) {
 	t.Logf("%d pod sandboxes stopped and removed at once in %v", len(c.pods), time.Since(start).Round(time.Millisecond))
 }
 
-// nothingLeft: no address reserved, no CNI cache entry, no rule naming a
-// pod (its sandbox ID, its address) or the hostPort in iptables or nft, no
-// veth but the node's uplink, no namespace pin, no pause process.
+// nothingLeft: no pod has state left, and no rule maps the hostPort.
 func (c *criTest) nothingLeft(t *testing.T) {
 	t.Helper()
-	if r := reservations(t, c.node.Path("/var/lib/cni/networks"), criNet); len(r) > 0 {
+	noPodState(t, c.node, criNet, c.pods)
+	if rules := c.node.NS.Run(t, "iptables-save") + c.node.NS.Run(t, "nft", "list", "ruleset"); strings.Contains(rules, "dport 8080") {
+		t.Error("rules still map hostPort 8080")
+	}
+}
+
+// noPodState: for pods gone from the node, no address reserved in network,
+// no CNI cache entry or flannel save, no iptables or nft rule naming a pod
+// (its sandbox ID, its address), no veth but the node's uplink, no
+// namespace pin, no pause process.
+func noPodState(t *testing.T, n *kubetest.Node, network string, pods []kubetest.Pod) {
+	t.Helper()
+	if r := reservations(t, n.Path("/var/lib/cni/networks"), network); len(r) > 0 {
 		t.Errorf("host-local still reserves %v", r)
 	}
-	if cache := dirNames(t, c.node.Path("/var/lib/cni/results")); len(cache) > 0 {
-		t.Errorf("the CNI cache still holds %v", cache)
+	for _, dir := range []string{"/var/lib/cni/results", "/var/lib/cni/flannel"} {
+		if left := dirNames(t, n.Path(dir)); len(left) > 0 {
+			t.Errorf("%s still holds %v", dir, left)
+		}
 	}
-	rules := c.node.NS.Run(t, "iptables-save") + c.node.NS.Run(t, "ip6tables-save") + c.node.NS.Run(t, "nft", "list", "ruleset")
-	for _, p := range c.pods {
+	rules := n.NS.Run(t, "iptables-save") + n.NS.Run(t, "ip6tables-save") + n.NS.Run(t, "nft", "list", "ruleset")
+	for _, p := range pods {
 		if re := regexp.MustCompile(p.ID + `|\b` + regexp.QuoteMeta(p.IP.String()) + `\b`); re.MatchString(rules) {
 			t.Errorf("rules still name pod %s (%s): %q", p.ID, p.IP, re.FindAllString(rules, -1))
 		}
 	}
-	if strings.Contains(rules, "dport 8080") {
-		t.Error("rules still map hostPort 8080")
-	}
-	if veths := onlyUplink(t, c.node.NS); len(veths) != 1 {
+	if veths := onlyUplink(t, n.NS); len(veths) != 1 {
 		t.Errorf("veths left in the node: %v", veths)
 	}
-	if pins := dirNames(t, c.node.Path("/run/netns")); len(pins) > 0 {
+	if pins := dirNames(t, n.Path("/run/netns")); len(pins) > 0 {
 		t.Errorf("namespace pins left: %v", pins)
 	}
-	for _, p := range c.pods {
+	for _, p := range pods {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.PID)); err == nil {
 			t.Errorf("pause process %d of pod %s still runs", p.PID, p.ID)
 		}

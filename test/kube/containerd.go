@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -49,7 +50,12 @@ func (n *Node) startContainerd(t testing.TB) {
 		t.Fatal(err)
 	}
 	n.containerd.argv = []string{"containerd", "--config", config}
-	conn, err := grpc.NewClient("unix://"+n.Path(containerdSocket), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Reconnect within 50 ms of containerd listening, not after gRPC's
+	// default backoff of a second or more: the tests wait for it.
+	retry := grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, MaxDelay: time.Second},
+		MinConnectTimeout: time.Second}
+	conn, err := grpc.NewClient("unix://"+n.Path(containerdSocket),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(retry))
 	if err != nil {
 		t.Fatal(err)
 	}

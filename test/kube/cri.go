@@ -84,3 +84,20 @@ func (n *Node) RemovePod(t testing.TB, id string) {
 		t.Fatalf("RemovePodSandbox %s: %v", id, err)
 	}
 }
+
+// PodOf returns the ready sandbox of the Kubernetes pod namespace/name that
+// kubelet runs on the node, found by the labels kubelet gives it.
+func (n *Node) PodOf(t testing.TB, namespace, name string) Pod {
+	t.Helper()
+	list, err := n.CRI.ListPodSandbox(t.Context(), &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+		State:         &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY},
+		LabelSelector: map[string]string{"io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.name": name},
+	}})
+	if err != nil {
+		t.Fatalf("ListPodSandbox: %v", err)
+	}
+	if len(list.Items) != 1 {
+		t.Fatalf("pod %s/%s: %d ready sandboxes on node %s, want 1", namespace, name, len(list.Items), n.NS.Name)
+	}
+	return n.Pod(t, list.Items[0].Id)
+}

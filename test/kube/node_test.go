@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cnisuite/cni/internal/testutil"
@@ -109,57 +107,6 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within 10 s", what)
-		}
-	}
-}
-
-// TestKubelet: kubelet on a node joins the control plane, its Node becomes
-// Ready and gets a pod CIDR, a pod made through the API (placed by
-// kube-scheduler, with its default service account's token) runs there
-// with an address from the conflist, and keeps running across a restart of
-// kubelet.
-func TestKubelet(t *testing.T) {
-	netnstest.SkipUnlessRoot(t)
-	bin := testutil.Plugins(t, "plugins/main/bridge", "plugins/main/loopback", "plugins/ipam/host-local")
-	ul, ns := underlay(t)
-	c := kubetest.Start(t, kubetest.Options{NS: ul, Address: "192.168.78.1", ClusterCIDRs: []string{"10.244.0.0/16"}, Kubelets: true})
-	n := startNode(t, ns, bin)
-	if err := os.WriteFile(filepath.Join(n.ConfDir, "10-kubetest.conflist"), []byte(bridgeConflist), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	n.StartKubelet(t, c, "node1", "192.168.78.10")
-	c.WaitPodCIDRs(t, "node1", 1)
-
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p1", Namespace: "default"},
-		Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": "node1"},
-			Containers: []corev1.Container{{Name: "c", Image: testutil.EchoImage.Name, ImagePullPolicy: corev1.PullNever}}}}
-	if _, err := c.Client.CoreV1().Pods("default").Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	ip := waitPodRunning(t, c, "p1")
-	if !strings.HasPrefix(ip, "10.88.0.") {
-		t.Fatalf("pod address %s, want one of 10.88.0.0/24", ip)
-	}
-	n.RestartKubelet(t)
-	if again := waitPodRunning(t, c, "p1"); again != ip {
-		t.Fatalf("after a restart of kubelet the pod has %s, had %s", again, ip)
-	}
-}
-
-// waitPodRunning waits until the pod runs and returns its address.
-func waitPodRunning(t *testing.T, c *kubetest.Cluster, name string) string {
-	t.Helper()
-	var ip string
-	var last *corev1.Pod
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		p, err := c.Client.CoreV1().Pods("default").Get(t.Context(), name, metav1.GetOptions{})
-		if err == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
-			ip = p.Status.PodIP
-			return ip
-		}
-		last = p
-		if time.Now().After(deadline) {
-			t.Fatalf("pod %s not running after 60 s: %v; status %+v", name, err, last.Status)
 		}
 	}
 }
