@@ -24,7 +24,8 @@ type NodeOptions struct {
 	// NS is the node's network namespace, made by the test (joined to an
 	// underlay when pods must be reached from outside the node).
 	NS *netnstest.NS
-	// PluginDir is containerd's CNI bin_dir: the plugins under test.
+	// PluginDir is containerd's CNI bin_dir: the plugins under test, with
+	// a loopback, which the CRI runs for every pod besides the conflist.
 	PluginDir string
 	// ConfDir is containerd's CNI conf_dir. Without it the node has an
 	// empty one of its own (Node.ConfDir) for the test to write its

@@ -43,10 +43,11 @@ const bridgeConflist = `{"cniVersion":"1.0.0","name":"kubetest","plugins":[{"typ
 	"ipam":{"type":"host-local","ranges":[[{"subnet":"10.88.0.0/24"}]]}}]}`
 
 // TestNode: containerd answers the CRI in the node, the network is not
-// ready until a conflist appears in the conf dir, a pod sandbox then runs
-// with an address in the node's namespace (seen in the node's /sys) and
-// survives a restart of containerd; when the test ends nothing of the node
-// is left: no process, no cgroup, no pod namespace.
+// ready until a conflist appears in the conf dir, a pod sandbox is then
+// cycled (CyclePod's times), another runs with an address in the node's
+// namespace (seen in the node's /sys) and survives a restart of
+// containerd; when the test ends nothing of the node is left: no process,
+// no cgroup, no pod namespace.
 func TestNode(t *testing.T) {
 	netnstest.SkipUnlessRoot(t)
 	bin := testutil.Plugins(t, "plugins/main/bridge", "plugins/main/loopback", "plugins/ipam/host-local")
@@ -67,6 +68,11 @@ func TestNode(t *testing.T) {
 		}
 		waitUntil(t, "the network ready once a conflist is there", func() bool { return networkReady(t, n) })
 
+		pt, err := n.CyclePod(t.Context(), n.PodConfig("p0"))
+		if err != nil || pt.Run <= 0 || pt.Stop <= 0 || pt.Remove <= 0 {
+			t.Fatalf("CyclePod: %+v, %v", pt, err)
+		}
+		t.Logf("a pod sandbox's cycle: %+v", pt)
 		pod = n.RunPod(t, n.PodConfig("p1"))
 		if !strings.HasPrefix(pod.IP.String(), "10.88.0.") {
 			t.Fatalf("pod address %s, want one of 10.88.0.0/24", pod.IP)
