@@ -195,7 +195,7 @@ func (n *Node) Spawn(t testing.TB, name string, argv ...string) {
 // namespace itself and the cgroups.
 func (n *Node) stop(t testing.TB) {
 	n.kubelet.stop(10 * time.Second)
-	if n.conn != nil && n.containerd.cmd != nil {
+	if done, _ := n.containerd.exited(); n.containerd.cmd != nil && !done {
 		if err := n.removeAllPods(); err != nil {
 			t.Logf("node %s: removing the pods left: %v", n.NS.Name, err)
 		}
