@@ -7,8 +7,9 @@ CNI_CONF ?= /etc/cni/net.d
 SBIN     ?= /usr/local/bin
 # Debian packages the privileged tests and the demo use (unshare and mount
 # give cnitool a private view of /var/lib; GNU time measures the bench's peak RSS;
-# python3 is the demo's web server in a pod and its HTTP client).
-DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server time python3 iperf3
+# python3 is the demo's web server in a pod and its HTTP client; containerd and runc are the
+# node the CRI and kubelet tests run pods on).
+DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server time python3 iperf3 containerd runc
 # What install-conf installs: the node's network. The other files of conf/
 # are examples; the lexically first conflist in $(CNI_CONF) is the one used.
 CONF_FILES ?= conf/10-cbr0.conflist
@@ -50,9 +51,10 @@ image: build
 deps:
 	@./scripts/deps.sh $(DEB_PKGS)
 
-# The Kubernetes components the privileged tests run (test/kube), of the release
+# The Kubernetes components the privileged tests run (test/kube: kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubelet, kubectl), of the release
 # test/kube/k8sbuild pins, built once into ${XDG_CACHE_HOME:-$HOME/.cache}/cnisuite/k8s/<release>/:
-# ~10 minutes on 2 idle cores the first time, outside any test's timeout; nothing once cached.
+# ~15 minutes on 2 idle cores the first time, outside any test's timeout; nothing once cached.
 k8s-bins: deps
 	GO=$(GO) ./scripts/k8s-bins.sh
 

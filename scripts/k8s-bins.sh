@@ -4,13 +4,14 @@
 #   scripts/k8s-bins.sh [name...]       default: the names in K8S_BINS below
 # The release is the one test/kube/k8sbuild/go.mod requires; the binaries are
 # cached in ${XDG_CACHE_HOME:-$HOME/.cache}/cnisuite/k8s/<release>/ and built
-# only when missing: the first build takes ~10 minutes on 2 idle cores (and
-# ~6 GB of Go build cache), later runs none. A flock makes concurrent callers (test
+# only when missing: the first build takes ~15 minutes on 2 idle cores
+# (kube-apiserver ~7, kubelet ~6, the three others ~2 together; ~6 GB of Go
+# build cache), later runs none. A flock makes concurrent callers (test
 # packages run in parallel) wait for one build; each binary is built under a
 # temporary name and renamed, so a killed build leaves nothing half-written.
 set -eu
 # Extend the list here; a command must also be imported by test/kube/k8sbuild/tools.go.
-K8S_BINS=${K8S_BINS:-"kube-apiserver kube-controller-manager"}
+K8S_BINS=${K8S_BINS:-"kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl"}
 GO=${GO:-go}
 mod=$(cd "$(dirname "$0")/../test/kube/k8sbuild" && pwd)
 version=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$mod/go.mod")
@@ -31,7 +32,7 @@ for name in "$@"; do
 	[ -x "$dir/$name" ] || missing="$missing $name"
 done
 if [ -n "$missing" ]; then
-	echo "k8s-bins: building$missing $version into $dir (the first build takes ~10 minutes on 2 cores)" >&2
+	echo "k8s-bins: building$missing $version into $dir (the first build of all takes ~15 minutes on 2 cores)" >&2
 	rm -rf "$dir"/.build-* # left by a killed build; none runs while we hold the lock
 	tmp=$(mktemp -d "$dir/.build-XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
@@ -49,7 +50,10 @@ if [ -n "$missing" ]; then
 	(cd "$mod" && CGO_ENABLED=0 GOWORK=off GOFLAGS="${GOFLAGS:-} -mod=readonly" \
 		$GO build -trimpath -ldflags "$ldflags" -o "$tmp/" $pkgs)
 	for name in $missing; do
-		got=$("$tmp/$name" --version 2>&1 || true)
+		case "$name" in
+		kubectl) got=$("$tmp/$name" version --client 2>&1 | head -n 1 || true) ;; # no --version flag
+		*) got=$("$tmp/$name" --version 2>&1 || true) ;;
+		esac
 		case "$got" in
 		*"$version") ;;
 		*) echo "k8s-bins: $name --version says \"$got\", not $version" >&2; exit 1 ;;

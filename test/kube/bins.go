@@ -1,7 +1,9 @@
-// Package kubetest runs a real Kubernetes control plane for privileged tests:
-// etcd (Debian's etcd-server), kube-apiserver and, when pod CIDRs must be
-// assigned, kube-controller-manager, inside a network namespace, stopped and
-// removed when the test ends. The Kubernetes commands are the release that
+// Package kubetest runs real Kubernetes for privileged tests: a control
+// plane (Cluster: etcd from Debian's etcd-server, kube-apiserver and, as
+// needed, kube-controller-manager and kube-scheduler) inside a network
+// namespace, and nodes (Node: Debian's containerd, then kubelet, in a node
+// namespace with a private mount namespace), all stopped and removed when
+// the test ends. The Kubernetes commands are the release that
 // test/kube/k8sbuild pins, built once by scripts/k8s-bins.sh and cached.
 // It must not be imported by non-test code.
 package kubetest

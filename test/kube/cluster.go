@@ -35,11 +35,18 @@ type Options struct {
 	// ServiceCIDRs default to 10.96.0.0/16 and, when a cluster CIDR is IPv6,
 	// fd00:96::/112, in the order of the cluster CIDRs' families.
 	ServiceCIDRs []string
+	// Kubelets: real kubelets join (Node.StartKubelet) and run pods made
+	// through the API. kube-scheduler then runs too, and
+	// kube-controller-manager's service-account controllers (serviceaccount,
+	// serviceaccount-token, root-ca-cert-publisher), so that pods get their
+	// namespace's default service account and its token, and nodelifecycle,
+	// which lets pods onto a Node once it is Ready.
+	Kubelets bool
 }
 
 // Cluster is a running control plane. Start stops it when the test ends
-// (kube-controller-manager, kube-apiserver, then etcd) and prints the end of
-// each component's log if the test failed.
+// (kube-scheduler, kube-controller-manager, kube-apiserver, then etcd) and
+// prints the end of each component's log if the test failed.
 type Cluster struct {
 	NS         *netnstest.NS
 	URL        string               // the API server, e.g. https://192.168.77.1:37017
@@ -47,15 +54,16 @@ type Cluster struct {
 	Kubeconfig string               // an admin kubeconfig (group system:masters), with URL and CA
 	Client     kubernetes.Interface // an admin client connecting from NS
 
-	dir                  string
-	pki                  *pki
-	etcdAddr             string // etcd's client address, host:port in NS
-	etcd, apiserver, kcm *process
+	dir                             string
+	pki                             *pki
+	etcdAddr                        string // etcd's client address, host:port in NS
+	etcd, apiserver, kcm, scheduler *process
 }
 
-// Start runs etcd and kube-apiserver (and kube-controller-manager when
-// opts.ClusterCIDRs is set) and waits until the API server is ready. It
-// skips the test without root or Debian's etcd-server.
+// Start runs etcd and kube-apiserver (kube-controller-manager when
+// opts.ClusterCIDRs or opts.Kubelets is set, kube-scheduler with the
+// latter) and waits until the API server is ready. It skips the test
+// without root or Debian's etcd-server.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
@@ -74,19 +82,24 @@ func Start(t testing.TB, opts Options) *Cluster {
 	c.etcd = &process{name: "etcd", log: filepath.Join(c.dir, "etcd.log")}
 	c.apiserver = &process{name: "kube-apiserver", log: filepath.Join(c.dir, "kube-apiserver.log")}
 	c.kcm = &process{name: "kube-controller-manager", log: filepath.Join(c.dir, "kube-controller-manager.log")}
+	c.scheduler = &process{name: "kube-scheduler", log: filepath.Join(c.dir, "kube-scheduler.log")}
 	t.Cleanup(func() {
+		c.scheduler.stop(10 * time.Second)
 		c.kcm.stop(10 * time.Second)
 		c.apiserver.stop(20 * time.Second) // before etcd: without it, its shutdown retries for minutes
 		c.etcd.stop(10 * time.Second)
-		logTailsOnFailure(t, c.etcd, c.apiserver, c.kcm)
+		logTailsOnFailure(t, c.etcd, c.apiserver, c.kcm, c.scheduler)
 	})
 	if err := c.configure(t, etcdBin, opts); err != nil {
 		t.Fatal(err)
 	}
 	c.startEtcd(t)
 	c.StartAPIServer(t)
-	if len(opts.ClusterCIDRs) > 0 {
+	if len(opts.ClusterCIDRs) > 0 || opts.Kubelets {
 		c.startControllerManager(t, opts)
+	}
+	if opts.Kubelets {
+		c.startScheduler(t)
 	}
 	return c
 }
@@ -229,16 +242,37 @@ func (c *Cluster) StartAPIServer(t testing.TB) {
 }
 
 // startControllerManager runs kube-controller-manager with the node IPAM
-// controller only; it needs no readiness of its own: Nodes getting pod
-// CIDRs (WaitPodCIDRs) is what tests wait for.
+// controller when there are cluster CIDRs, the service-account ones for
+// kubelets; it needs no readiness of its own: Nodes getting pod CIDRs
+// (WaitPodCIDRs) or pods starting is what tests wait for.
 func (c *Cluster) startControllerManager(t testing.TB, opts Options) {
 	t.Helper()
+	var controllers []string
 	c.kcm.argv = []string{Binary(t, "kube-controller-manager"), "--kubeconfig", c.Kubeconfig,
-		"--controllers", "nodeipam", "--allocate-node-cidrs",
-		"--cluster-cidr", strings.Join(opts.ClusterCIDRs, ","),
 		"--service-cluster-ip-range", strings.Join(opts.ServiceCIDRs, ","),
 		"--leader-elect=false", "--secure-port=0", "--profiling=false"}
+	if len(opts.ClusterCIDRs) > 0 {
+		controllers = append(controllers, "nodeipam")
+		c.kcm.argv = append(c.kcm.argv, "--allocate-node-cidrs", "--cluster-cidr", strings.Join(opts.ClusterCIDRs, ","))
+	}
+	if opts.Kubelets {
+		// nodelifecycle lifts the not-ready taint kubelet registers its Node with.
+		controllers = append(controllers, "serviceaccount", "serviceaccount-token", "root-ca-cert-publisher", "nodelifecycle")
+		c.kcm.argv = append(c.kcm.argv, "--root-ca-file", c.pki.caFile, "--service-account-private-key-file", c.pki.saKeyFile)
+	}
+	c.kcm.argv = append(c.kcm.argv, "--controllers", strings.Join(controllers, ","))
 	if err := c.kcm.start(c.NS); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startScheduler runs kube-scheduler, which places the pods tests create
+// without a nodeName; it serves no port.
+func (c *Cluster) startScheduler(t testing.TB) {
+	t.Helper()
+	c.scheduler.argv = []string{Binary(t, "kube-scheduler"), "--kubeconfig", c.Kubeconfig,
+		"--leader-elect=false", "--secure-port=0", "--profiling=false"}
+	if err := c.scheduler.start(c.NS); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -247,13 +281,20 @@ func (c *Cluster) startControllerManager(t testing.TB, opts Options) {
 // passes or a component exits first.
 func (c *Cluster) waitFor(t testing.TB, what string, timeout time.Duration, check func() error) {
 	t.Helper()
+	waitFor(t, what, timeout, []*process{c.etcd, c.apiserver, c.kcm, c.scheduler}, check)
+}
+
+// waitFor polls check every 200 ms until it succeeds, failing the test when
+// timeout passes or one of procs (those started) exits first.
+func waitFor(t testing.TB, what string, timeout time.Duration, procs []*process, check func() error) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		err := check()
 		if err == nil {
 			return
 		}
-		for _, p := range []*process{c.etcd, c.apiserver, c.kcm} {
+		for _, p := range procs {
 			if p.cmd == nil {
 				continue
 			}

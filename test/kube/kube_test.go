@@ -151,9 +151,12 @@ func grantNodes(t *testing.T, c *kubetest.Cluster, namespace, name string) {
 // build script succeeds with a Go that cannot build anything.
 func TestBinariesCached(t *testing.T) {
 	netnstest.SkipUnlessRoot(t) // only privileged tests run the binaries: do not build them for others
-	dir := filepath.Dir(kubetest.Binary(t, "kube-apiserver"))
-	kubetest.Binary(t, "kube-controller-manager")
-	cmd := exec.Command("../../scripts/k8s-bins.sh", "kube-apiserver", "kube-controller-manager")
+	names := []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl"}
+	dir := filepath.Dir(kubetest.Binary(t, names[0]))
+	for _, name := range names[1:] {
+		kubetest.Binary(t, name)
+	}
+	cmd := exec.Command("../../scripts/k8s-bins.sh", names...)
 	cmd.Env = append(os.Environ(), "GO=false")
 	out, err := cmd.Output()
 	if err != nil || strings.TrimSpace(string(out)) != dir {

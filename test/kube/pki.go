@@ -23,6 +23,7 @@ import (
 // pki is what the API server is started with, made fresh for every cluster.
 type pki struct {
 	caPEM      []byte
+	caFile     string // caPEM, for kube-controller-manager's --root-ca-file
 	certFile   string // the serving certificate, signed by the CA
 	keyFile    string
 	saKeyFile  string // RSA key signing and verifying service-account tokens
@@ -53,8 +54,11 @@ func makePKI(dir string, ips []net.IP) (*pki, error) {
 		return nil, err
 	}
 	p := &pki{caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		certFile: filepath.Join(dir, "apiserver.crt"), keyFile: filepath.Join(dir, "apiserver.key"),
+		caFile: filepath.Join(dir, "ca.crt"), certFile: filepath.Join(dir, "apiserver.crt"), keyFile: filepath.Join(dir, "apiserver.key"),
 		saKeyFile: filepath.Join(dir, "sa.key"), tokenFile: filepath.Join(dir, "tokens.csv")}
+	if err := os.WriteFile(p.caFile, p.caPEM, 0o644); err != nil {
+		return nil, err
+	}
 	if err := writeServing(p, ca, caKey, ips); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -43,13 +44,21 @@ var spawner = sync.OnceValue(func() chan<- func() {
 // start runs the process inside ns (ip netns exec execs the command, so the
 // pid is the component's). If the test binary dies, the kernel kills it.
 func (p *process) start(ns *netnstest.NS) error {
+	return p.startWith([]string{"ip", "netns", "exec", ns.Name}, ns.Name)
+}
+
+// startWith runs the process behind enter, a command that enters namespaces
+// and execs the rest of its arguments (ip netns exec, nsenter), so that the
+// pid is the component's; where names them in the log.
+func (p *process) startWith(enter []string, where string) error {
 	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	fmt.Fprintf(f, "==== %s: starting %s in %s\n", time.Now().Format(time.RFC3339Nano), p.name, ns.Name)
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, p.argv...)...)
+	fmt.Fprintf(f, "==== %s: starting %s in %s\n", time.Now().Format(time.RFC3339Nano), p.name, where)
+	argv := append(slices.Clone(enter), p.argv...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	started := make(chan error)
