@@ -74,10 +74,7 @@ func echoPod(t *testing.T, c *kubetest.Cluster, name, node string) {
 	img := testImages(t)[1]
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
 		Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": node},
-			// The echo server, its container's PID 1, has no SIGTERM handler, so the
-			// kernel ignores SIGTERM: it is killed once the grace period is over.
-			TerminationGracePeriodSeconds: new(int64(1)),
-			Containers:                    []corev1.Container{{Name: "echo", Image: img.Name, ImagePullPolicy: corev1.PullNever}}}}
+			Containers: []corev1.Container{{Name: "echo", Image: img.Name, ImagePullPolicy: corev1.PullNever}}}}
 	if _, err := c.Client.CoreV1().Pods("default").Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating pod %s: %v", name, err)
 	}
