@@ -179,7 +179,7 @@ func TestSmoke(t *testing.T) {
 	if err := buildOurs(t.Context(), "..", dir); err != nil {
 		t.Fatal(err)
 	}
-	cfg := config{pods: 2, concPods: 3, workers: 2, rounds: 1, startupN: 2, repo: "..", rssTool: tool}
+	cfg := config{pods: 2, concPods: 3, workers: 2, rounds: 1, startupN: 2, criPods: 1, repo: "..", rssTool: tool}
 	sides := [2]side{{name: "reference", dir: dir}, {name: "ours", dir: dir}}
 	out, err := measureAll(t.Context(), cfg, sides, t.TempDir())
 	if err != nil {

@@ -46,13 +46,15 @@ type config struct {
 	// The lease daemons on the Kubernetes API; kubeEvents 0 leaves it out.
 	kubeEvents int   // new Nodes timed one by one
 	kubeNodes  []int // Nodes in the API before a daemon starts, ascending
+	// The plugins under containerd's CRI; 0 leaves it out.
+	criPods int // pod sandboxes per side
 }
 
 func defaultConfig() config {
 	return config{pods: 60, concPods: 100, workers: 8, rounds: 2, startupN: 100,
 		refVersion: "v1.9.1", repo: ".", command: "make bench",
 		leaseEvents: 40, peerCounts: []int{1000, 2000}, flannelVersion: "v0.28.10",
-		dpRuns: 3, dpSeconds: 3, kubeEvents: 40, kubeNodes: []int{1000, 5000}}
+		dpRuns: 3, dpSeconds: 3, kubeEvents: 40, kubeNodes: []int{1000, 5000}, criPods: 40}
 }
 
 func main() {
@@ -77,11 +79,12 @@ func main() {
 		cfg.kubeNodes, err = parseCounts(s)
 		return err
 	})
+	flag.IntVar(&cfg.criPods, "cri-pods", cfg.criPods, "pod sandboxes per side run, stopped and removed through containerd's CRI; 0 skips it")
 	kubeOnly := flag.Bool("kube-only", false, "measure only the lease daemons on the Kubernetes API (no plugin, etcd or data plane rows)")
 	flag.StringVar(&cfg.command, "command", cfg.command, "the command line to record in the report")
 	flag.Parse()
 	if *kubeOnly {
-		cfg.only, cfg.leaseEvents, cfg.dpRuns, cfg.startupN = noScenario, 0, 0, 0
+		cfg.only, cfg.leaseEvents, cfg.dpRuns, cfg.startupN, cfg.criPods = noScenario, 0, 0, 0, 0
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -68,10 +68,10 @@ func run(ctx context.Context, cfg config) error {
 // noScenario is an -only that no scenario's name contains.
 const noScenario = "\x00none"
 
-// needsPlugins says whether a scenario or the start-up figures will run
-// plugins, which must then be built.
+// needsPlugins says whether a scenario, the CRI rows or the start-up figures
+// will run plugins, which must then be built.
 func needsPlugins(cfg config) bool {
-	return cfg.startupN > 0 || slices.ContainsFunc(scenarios(), func(sc scenario) bool { return strings.Contains(sc.name, cfg.only) })
+	return cfg.startupN > 0 || cfg.criPods > 0 || slices.ContainsFunc(scenarios(), func(sc scenario) bool { return strings.Contains(sc.name, cfg.only) })
 }
 
 // buildSides builds (or finds) the reference plugins and ours.
@@ -113,6 +113,9 @@ func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (ou
 	}
 	if cfg.kubeEvents > 0 {
 		out.add(kubeBench(ctx, cfg, work))
+	}
+	if cfg.criPods > 0 {
+		out.add(criBench(ctx, cfg, sides, work))
 	}
 	if cfg.dpRuns > 0 {
 		slog.Info("data plane", "runs", cfg.dpRuns, "seconds", cfg.dpSeconds)

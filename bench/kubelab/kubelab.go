@@ -11,15 +11,9 @@ package kubelab
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
-	"time"
+
+	"github.com/cnisuite/cni/bench/labkit"
 )
 
 // EnvRequest names the environment variable holding the path of the
@@ -67,58 +61,8 @@ type Result struct {
 // Run builds the lab from the module at repo and runs it with req; its
 // files and log go under dir. Interrupting ctx makes the lab clean up.
 func Run(ctx context.Context, repo, dir string, req Request) (Result, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return Result{}, err
-	}
-	bin := filepath.Join(dir, "kubelab.test")
-	build := exec.CommandContext(ctx, "go", "test", "-c", "-o", bin, "./bench/kubelab")
-	build.Dir = repo
-	if out, err := build.CombinedOutput(); err != nil {
-		return Result{}, fmt.Errorf("building the kube lab: %w\n%s", err, out)
-	}
 	req.Dir, req.Out = dir, filepath.Join(dir, "result.json")
-	reqFile := filepath.Join(dir, "request.json")
-	if err := writeJSON(reqFile, req); err != nil {
-		return Result{}, err
-	}
-	logFile := filepath.Join(dir, "kubelab.log")
-	log, err := os.Create(logFile)
-	if err != nil {
-		return Result{}, err
-	}
-	defer log.Close()
-	cmd := exec.CommandContext(ctx, bin, "-test.run", "^TestKubeLab$", "-test.v", "-test.timeout", "60m")
-	// test/kube finds the Kubernetes binaries' build script from the
-	// module of its working directory.
-	cmd.Dir = filepath.Join(repo, "bench", "kubelab")
-	cmd.Env = append(os.Environ(), EnvRequest+"="+reqFile)
-	cmd.Stdout, cmd.Stderr = log, log
-	// SIGTERM, not SIGKILL: the lab then ends its processes and deletes its namespaces.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 2 * time.Minute
-	runErr := cmd.Run()
 	var res Result
-	raw, err := os.ReadFile(req.Out)
-	if err == nil {
-		err = json.Unmarshal(raw, &res)
-	}
-	if runErr != nil || err != nil {
-		return res, fmt.Errorf("the kube lab: %w; the end of its log (%s):\n%s", errors.Join(runErr, err), logFile, tail(logFile, 30))
-	}
-	return res, nil
-}
-
-func writeJSON(path string, v any) error {
-	raw, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, raw, 0o644)
-}
-
-// tail is the last n lines of a file.
-func tail(path string, n int) string {
-	raw, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	lab := labkit.TestLab{Repo: repo, Pkg: "./bench/kubelab", Test: "TestKubeLab", EnvVar: EnvRequest}
+	return res, lab.Run(ctx, dir, req, &res, req.Out)
 }

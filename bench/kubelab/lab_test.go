@@ -3,7 +3,6 @@ package kubelab
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -40,17 +39,11 @@ const (
 // TestKubeLab runs the Request named by $CNIBENCH_KUBELAB and writes its
 // Result; Run starts it (go run ./bench -kube-only).
 func TestKubeLab(t *testing.T) {
-	path := os.Getenv(EnvRequest)
-	if path == "" {
-		t.Skip("run by the bench (`go run ./bench -kube-only`), which sets " + EnvRequest)
-	}
 	var req Request
-	raw, err := os.ReadFile(path)
-	if err == nil {
-		err = json.Unmarshal(raw, &req)
-	}
-	if err != nil {
-		t.Fatalf("reading the request %s: %v", path, err)
+	if ok, err := labkit.ReadRequest(EnvRequest, &req); !ok {
+		t.Skip("run by the bench (`go run ./bench -kube-only`), which sets " + EnvRequest)
+	} else if err != nil {
+		t.Fatal(err)
 	}
 	// The bench's SIGTERM (its own interrupt) ends the phase under way, and
 	// the cleanups then stop every process and delete every namespace.
@@ -69,7 +62,7 @@ func TestKubeLab(t *testing.T) {
 			figs[k].Start, figs[k].HWMKiB = append(figs[k].Start, s), hwm
 		}
 	}
-	if err := writeJSON(req.Out, Result{Daemons: figs}); err != nil {
+	if err := labkit.WriteJSON(req.Out, Result{Daemons: figs}); err != nil {
 		t.Fatal(err)
 	}
 }
