@@ -37,12 +37,13 @@ func TestAudit(t *testing.T) {
 	}
 
 	p2, p3 := nodes[1].peer(0), nodes[2].peer(1)
+	nh := nexthopRoute(t, n.ns, "10.244.2.0/24", "10.244.2.0", "flannel.1")
 	n.ns.Run(t, "ip", "route", "del", "10.244.2.0/24")
 	n.ns.Run(t, "ip", "neigh", "replace", "fd00:244:3::", "lladdr", "02:00:00:00:00:99", "dev", "flannel-v6.1", "nud", "permanent")
 	n.ns.Run(t, "ip", "route", "add", "10.244.9.0/24", "via", "10.244.9.0", "dev", "flannel.1", "onlink", "proto", "83")
 	n.ns.Run(t, "bridge", "fdb", "append", "02:00:00:00:00:09", "dev", "flannel.1", "dst", "192.168.50.9", "self", "permanent")
 	want := [2]struct{ missing, stale []string }{
-		{missing: []string{"route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink"},
+		{missing: []string{"route 10.244.2.0/24 nhid " + nh + " via 10.244.2.0 dev flannel.1 onlink"},
 			stale: []string{"fdb 02:00:00:00:00:09 dev flannel.1 dst 192.168.50.9 self permanent", "route 10.244.9.0/24 via 10.244.9.0 dev flannel.1 onlink"}},
 		{missing: []string{"neigh fd00:244:3:: lladdr " + p3.VtepMAC.String() + " dev flannel-v6.1 nud permanent"}},
 	}
@@ -109,8 +110,10 @@ func TestAuditDirectRouting(t *testing.T) {
 			if direct {
 				return nil
 			}
-			if want := "route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink"; !slices.Contains(texts(drift.Missing), want) {
-				t.Errorf("Audit without DirectRouting misses %q: %q", want, texts(drift.Missing))
+			for _, want := range []string{"nexthop id 1 via 10.244.2.0 dev flannel.1 onlink", "route 10.244.2.0/24 nhid 1 via 10.244.2.0 dev flannel.1 onlink"} {
+				if !slices.Contains(texts(drift.Missing), want) {
+					t.Errorf("Audit without DirectRouting misses %q: %q", want, texts(drift.Missing))
+				}
 			}
 			return nil
 		})
