@@ -342,18 +342,30 @@ func TestHostGW(t *testing.T) {
 	}
 }
 
-// TestCleanup removes devices and our routes, and nothing else.
+// TestCleanup removes devices (with their routes and nexthops) and our
+// routes, and nothing else; Leftovers lists the routes that do not go with
+// the devices, also those on nexthops when the route dump does not name
+// their device (nexthop_compat_mode off).
 func TestCleanup(t *testing.T) {
 	nodes := newCluster(t, 2)
 	a := nodes[0]
 	for _, f := range families {
 		a.devs[f.fam] = a.ensure(t, a.cfg(f.fam))
 	}
+	a.reconcile(t, a.devs[0], []Peer{peer("10.244.20.0/24", "192.168.50.20", MACFromID("x"))})
 	g := HostGW{Underlay: "eth0", Subnet: a.subnet[0], Log: quiet}
 	a.ns.Do(t, func() error { _, err := g.Reconcile(peersOf(nodes, a, 0)); return err })
 	a.ns.Run(t, "ip", "link", "add", "flannel.7", "type", "bridge") // not ours to delete
 	a.ns.Run(t, "ip", "link", "add", "vx-custom", "type", "vxlan", "id", "5", "dstport", "8472", "dev", "eth0")
 	a.ns.Run(t, "ip", "route", "add", "10.99.0.0/16", "via", "192.168.50.254")
+	a.ns.Run(t, "sysctl", "-qw", "net.ipv4.nexthop_compat_mode=0")
+	a.ns.Do(t, func() error {
+		_, routes, err := Leftovers("vx-custom")
+		if len(routes) != 1 || routes[0].Dst.String() != "10.244.2.0/24" {
+			t.Errorf("Leftovers lists routes %v, want the host-gw route alone", routes)
+		}
+		return err
+	})
 	for range 2 { // idempotent
 		a.ns.Do(t, func() error { return Cleanup("vx-custom") })
 	}
@@ -368,6 +380,9 @@ func TestCleanup(t *testing.T) {
 	has(t, "routes", routes, "10.99.0.0/16 via 192.168.50.254")
 	if strings.Contains(routes, "proto 83") {
 		t.Errorf("our routes survived cleanup:\n%s", routes)
+	}
+	if out := a.ns.Run(t, "ip", "nexthop", "show"); out != "" {
+		t.Errorf("nexthops survived cleanup:\n%s", out)
 	}
 }
 
