@@ -106,7 +106,7 @@ func missing(node *netnstest.NS, mac string, peers []struct{ subnet, ip, mac str
 	}
 	for _, p := range peers {
 		gw := strings.TrimSuffix(p.subnet, "/24")
-		want["routes"] = append(want["routes"], p.subnet+" via "+gw+" dev flannel.1 proto 83 onlink")
+		want["routes"] = append(want["routes"], p.subnet+" nhid ", " via "+gw+" dev flannel.1 proto 83 onlink")
 		want["neigh"] = append(want["neigh"], gw+" lladdr "+p.mac+" PERMANENT")
 		want["fdb"] = append(want["fdb"], p.mac+" dst "+p.ip)
 	}

@@ -1,6 +1,7 @@
 package vxlan
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -16,7 +17,7 @@ import (
 // Entry is one route, neighbour or FDB entry of the overlay, in ip(8)'s
 // words, with the command that would make the kernel right about it.
 type Entry struct {
-	Kind   string       // "route", "neigh" or "fdb"
+	Kind   string       // "route", "nexthop", "neigh" or "fdb"
 	Subnet netip.Prefix // the peer subnet it serves; invalid when no route or neighbour tells
 	Text   string       // as ip(8) and bridge(8) show it
 	Fix    string       // the command that adds, rewrites or deletes it
@@ -61,7 +62,7 @@ func Audit(c AuditConfig, peers []Peer) (Drift, error) {
 	}
 	skips := &skipLog{peers: peers, reasons: map[netip.Prefix]string{}}
 	want, _ := wanted(t, peers, slog.New(skips))
-	have, err := k.read(t.dev)
+	have, err := k.read(t)
 	if err != nil {
 		return Drift{}, err
 	}
@@ -93,6 +94,11 @@ func (c AuditConfig) target(k *kernel) (target, error) {
 		return t, fmt.Errorf("looking up %s: %w", c.Name, err)
 	}
 	t.dev = l.Attrs().Index
+	if !c.V6 {
+		if t.nexthops, err = k.nexthops(); err != nil {
+			return t, err
+		}
+	}
 	if len(l.Attrs().HardwareAddr) == 6 {
 		t.ownMAC = [6]byte(l.Attrs().HardwareAddr)
 	}
@@ -148,7 +154,10 @@ func (h *skipLog) Handle(_ context.Context, r slog.Record) error {
 
 // describe spells a plan out, each entry with the subnet it serves (found
 // through the route to that subnet and the neighbour of its VTEP), sorted
-// so that reports are stable.
+// so that reports are stable and their fixes work in turn: per subnet, the
+// missing entries in the order they are added (a nexthop before its route)
+// and the stale ones in the order they are deleted (a route before its
+// nexthop). A nexthop the fixes create gets an id above any in use.
 func describe(p plan, want, have tables, dev string, devIndex int) Drift {
 	bySubnetAddr := map[netip.Addr]netip.Prefix{}
 	byMAC := map[[6]byte]netip.Prefix{}
@@ -161,8 +170,21 @@ func describe(p plan, want, have tables, dev string, devIndex int) Drift {
 		}
 	}
 	var d Drift
+	planned := map[netip.Addr]uint32{}
+	slices.SortFunc(p.addNH, netip.Addr.Compare)
+	for i, gw := range p.addNH {
+		n := nexthop{id: have.maxID + 1 + uint32(i), gw: gw}
+		planned[gw] = n.id
+		d.Missing = append(d.Missing, Entry{"nexthop", bySubnetAddr[gw], n.text(dev) + " onlink",
+			fmt.Sprintf("ip nexthop add %s onlink proto %d", n.text(dev), RouteProtocol)})
+	}
 	for _, r := range p.addRoute {
-		d.Missing = append(d.Missing, Entry{"route", r.dst, r.text(dev, devIndex), "ip route replace " + r.text(dev, devIndex) + fmt.Sprintf(" proto %d", r.proto)})
+		fix := "ip route replace " + r.text(dev, devIndex) + fmt.Sprintf(" proto %d", r.proto)
+		if r.ownNH {
+			r.nh = cmp.Or(r.nh, planned[r.gw])
+			fix = fmt.Sprintf("ip route replace %s nhid %d proto %d", r.dst, r.nh, r.proto)
+		}
+		d.Missing = append(d.Missing, Entry{"route", r.dst, r.text(dev, devIndex), fix})
 	}
 	for _, n := range p.addNeigh {
 		d.Missing = append(d.Missing, Entry{"neigh", bySubnetAddr[n.ip], n.text(dev), "ip neigh replace " + n.text(dev)})
@@ -173,27 +195,36 @@ func describe(p plan, want, have tables, dev string, devIndex int) Drift {
 	for _, r := range p.delRoute {
 		d.Stale = append(d.Stale, Entry{"route", r.dst, r.text(dev, devIndex), "ip route del " + r.dst.String()})
 	}
+	for _, n := range p.delNH {
+		d.Stale = append(d.Stale, Entry{"nexthop", bySubnetAddr[n.gw], n.text(dev), fmt.Sprintf("ip nexthop del id %d", n.id)})
+	}
 	for _, n := range p.delNeigh {
 		d.Stale = append(d.Stale, Entry{"neigh", bySubnetAddr[n.ip], n.text(dev), fmt.Sprintf("ip neigh del %s dev %s", n.ip, dev)})
 	}
 	for _, f := range p.delFDB {
 		d.Stale = append(d.Stale, Entry{"fdb", byMAC[f.mac], f.text(dev), fmt.Sprintf("bridge fdb del %s dev %s dst %s self", macString(f.mac), dev, f.dst)})
 	}
-	for _, es := range [][]Entry{d.Missing, d.Stale} {
-		slices.SortFunc(es, func(a, b Entry) int {
-			if c := a.Subnet.Addr().Compare(b.Subnet.Addr()); c != 0 {
-				return c
-			}
-			return strings.Compare(a.Kind+a.Text, b.Kind+b.Text)
-		})
-	}
+	sortEntries(d.Missing, []string{"fdb", "neigh", "nexthop", "route"})
+	sortEntries(d.Stale, []string{"route", "nexthop", "neigh", "fdb"})
 	return d
 }
 
+// sortEntries orders es by subnet, then kinds in the order given.
+func sortEntries(es []Entry, kinds []string) {
+	slices.SortFunc(es, func(a, b Entry) int {
+		return cmp.Or(a.Subnet.Addr().Compare(b.Subnet.Addr()),
+			cmp.Compare(slices.Index(kinds, a.Kind), slices.Index(kinds, b.Kind)), strings.Compare(a.Text, b.Text))
+	})
+}
+
 // text names the device only when the route goes through it: a stale route
-// of ours may be on the underlay (left by DirectRouting).
+// of ours may be on the underlay (left by DirectRouting). A route on a
+// nexthop object shows it as ip(8) does.
 func (r route) text(dev string, devIndex int) string {
 	s := r.dst.String()
+	if r.nh != 0 {
+		s += fmt.Sprintf(" nhid %d", r.nh)
+	}
 	if r.gw.IsValid() {
 		s += " via " + r.gw.String()
 	}
@@ -204,6 +235,14 @@ func (r route) text(dev string, devIndex int) string {
 		s += " onlink"
 	}
 	return s
+}
+
+func (n nexthop) text(dev string) string {
+	s := fmt.Sprintf("id %d", n.id)
+	if n.gw.IsValid() {
+		s += " via " + n.gw.String()
+	}
+	return s + " dev " + dev
 }
 
 func (n neigh) text(dev string) string {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -37,12 +38,13 @@ func TestAudit(t *testing.T) {
 	}
 
 	p2, p3 := nodes[1].peer(0), nodes[2].peer(1)
+	nh := nexthopRoute(t, n.ns, "10.244.2.0/24", "10.244.2.0", "flannel.1")
 	n.ns.Run(t, "ip", "route", "del", "10.244.2.0/24")
 	n.ns.Run(t, "ip", "neigh", "replace", "fd00:244:3::", "lladdr", "02:00:00:00:00:99", "dev", "flannel-v6.1", "nud", "permanent")
 	n.ns.Run(t, "ip", "route", "add", "10.244.9.0/24", "via", "10.244.9.0", "dev", "flannel.1", "onlink", "proto", "83")
 	n.ns.Run(t, "bridge", "fdb", "append", "02:00:00:00:00:09", "dev", "flannel.1", "dst", "192.168.50.9", "self", "permanent")
 	want := [2]struct{ missing, stale []string }{
-		{missing: []string{"route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink"},
+		{missing: []string{"route 10.244.2.0/24 nhid " + nh + " via 10.244.2.0 dev flannel.1 onlink"},
 			stale: []string{"fdb 02:00:00:00:00:09 dev flannel.1 dst 192.168.50.9 self permanent", "route 10.244.9.0/24 via 10.244.9.0 dev flannel.1 onlink"}},
 		{missing: []string{"neigh fd00:244:3:: lladdr " + p3.VtepMAC.String() + " dev flannel-v6.1 nud permanent"}},
 	}
@@ -109,8 +111,10 @@ func TestAuditDirectRouting(t *testing.T) {
 			if direct {
 				return nil
 			}
-			if want := "route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink"; !slices.Contains(texts(drift.Missing), want) {
-				t.Errorf("Audit without DirectRouting misses %q: %q", want, texts(drift.Missing))
+			for _, want := range []string{"nexthop id 1 via 10.244.2.0 dev flannel.1 onlink", "route 10.244.2.0/24 nhid 1 via 10.244.2.0 dev flannel.1 onlink"} {
+				if !slices.Contains(texts(drift.Missing), want) {
+					t.Errorf("Audit without DirectRouting misses %q: %q", want, texts(drift.Missing))
+				}
 			}
 			return nil
 		})
@@ -157,4 +161,57 @@ func TestAuditHostGW(t *testing.T) {
 	if d := audit(); len(d.Missing)+len(d.Stale) != 0 {
 		t.Fatalf("after the fix: %+v", d)
 	}
+}
+
+// TestAuditNexthopDrift: a nexthop of ours changed by hand to another
+// gateway is drift, and so is a route on a nexthop someone turned into
+// theirs (another protocol): each named with the command that repairs it,
+// in an order the commands work in, leaving the foreign nexthop alone and
+// Reconcile nothing to do.
+func TestAuditNexthopDrift(t *testing.T) {
+	nodes := newCluster(t, 3)
+	n := nodes[0]
+	n.devs[0] = n.ensure(t, n.cfg(0))
+	n.reconcile(t, n.devs[0], peersOf(nodes, n, 0))
+	id2 := nexthopRoute(t, n.ns, "10.244.2.0/24", "10.244.2.0", "flannel.1")
+	id3 := nexthopRoute(t, n.ns, "10.244.3.0/24", "10.244.3.0", "flannel.1")
+	n.ns.Run(t, "ip", "nexthop", "replace", "id", id2, "via", "10.244.9.0", "dev", "flannel.1", "onlink", "proto", "83")
+	n.ns.Run(t, "ip", "nexthop", "replace", "id", id3, "via", "10.244.3.0", "dev", "flannel.1", "onlink", "proto", "static")
+	foreign := n.ns.Run(t, "ip", "nexthop", "show", "id", id3)
+
+	var d Drift
+	n.ns.Do(t, func() (err error) {
+		d, err = Audit(AuditConfig{Name: "flannel.1", Own: n.subnet[0]}, peersOf(nodes, n, 0))
+		return err
+	})
+	a, _ := strconv.Atoi(id2)
+	b, _ := strconv.Atoi(id3)
+	new2, new3 := strconv.Itoa(max(a, b)+1), strconv.Itoa(max(a, b)+2) // above any id in use
+	wantMissing := []string{
+		"nexthop id " + new2 + " via 10.244.2.0 dev flannel.1 onlink",
+		"nexthop id " + new3 + " via 10.244.3.0 dev flannel.1 onlink",
+		"route 10.244.2.0/24 nhid " + new2 + " via 10.244.2.0 dev flannel.1 onlink",
+		"route 10.244.3.0/24 nhid " + new3 + " via 10.244.3.0 dev flannel.1 onlink",
+	}
+	if got := texts(d.Missing); !slices.Equal(got, wantMissing) {
+		t.Errorf("missing %q, want %q", got, wantMissing)
+	}
+	if got, want := texts(d.Stale), []string{"nexthop id " + id2 + " via 10.244.9.0 dev flannel.1"}; !slices.Equal(got, want) {
+		t.Errorf("stale %q, want %q", got, want)
+	}
+	if len(d.Missing) > 1 && (d.Missing[0].Subnet != nodes[1].subnet[0] || d.Missing[0].Fix != "ip nexthop add id "+new2+" via 10.244.2.0 dev flannel.1 onlink proto 83" ||
+		d.Missing[1].Fix != "ip route replace 10.244.2.0/24 nhid "+new2+" proto 83") {
+		t.Errorf("the first missing entries: %+v", d.Missing[:2])
+	}
+	for _, e := range append(d.Missing, d.Stale...) {
+		n.ns.Run(t, strings.Fields(e.Fix)...)
+	}
+	if s := n.reconcile(t, n.devs[0], peersOf(nodes, n, 0)); s.Writes() != 0 {
+		t.Errorf("reconcile after the fixes: %+v", s)
+	}
+	if now := n.ns.Run(t, "ip", "nexthop", "show", "id", id3); now != foreign {
+		t.Errorf("the foreign nexthop changed: %q, was %q", now, foreign)
+	}
+	nexthopRoute(t, n.ns, "10.244.2.0/24", "10.244.2.0", "flannel.1")
+	nexthopRoute(t, n.ns, "10.244.3.0/24", "10.244.3.0", "flannel.1")
 }

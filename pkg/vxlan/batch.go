@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,6 +30,9 @@ type entry struct {
 	format string
 	args   []any
 	del    bool // a delete: an entry already gone is no error
+	// id, when set, receives the id of the nexthop object the write
+	// created, from the kernel's echo of it (NLM_F_ECHO).
+	id *uint32
 }
 
 // batchSize bounds the messages of one datagram. Every one may fail, and
@@ -67,24 +71,31 @@ func (w *writer) close() { unix.Close(w.fd) }
 // body, then attributes as type/value pairs. A full batch is sent at once,
 // so that thousands of writes never sit in memory together.
 func (w *writer) add(why entry, typ, flags uint16, body []byte, attrs ...attr) {
-	start := len(w.buf)
-	w.buf = binary.NativeEndian.AppendUint32(w.buf, 0) // length, set below
-	w.buf = binary.NativeEndian.AppendUint16(w.buf, typ)
-	w.buf = binary.NativeEndian.AppendUint16(w.buf, flags|unix.NLM_F_REQUEST)
-	w.buf = binary.NativeEndian.AppendUint32(w.buf, 0) // sequence, set by flush
-	w.buf = binary.NativeEndian.AppendUint32(w.buf, 0) // port: the kernel's
-	w.buf = pad(append(w.buf, body...))
-	for _, a := range attrs {
-		w.buf = binary.NativeEndian.AppendUint16(w.buf, uint16(unix.SizeofRtAttr+len(a.value)))
-		w.buf = binary.NativeEndian.AppendUint16(w.buf, a.typ)
-		w.buf = pad(append(w.buf, a.value...))
-	}
-	binary.NativeEndian.PutUint32(w.buf[start:], uint32(len(w.buf)-start))
-	w.at = append(w.at, start)
+	w.at = append(w.at, len(w.buf))
+	w.buf = appendMessage(w.buf, typ, flags, body, attrs)
 	w.why = append(w.why, why)
 	if len(w.at) == batchSize {
 		w.send()
 	}
+}
+
+// appendMessage appends one netlink message to b; its sequence number is
+// left 0 for the sender to set.
+func appendMessage(b []byte, typ, flags uint16, body []byte, attrs []attr) []byte {
+	start := len(b)
+	b = binary.NativeEndian.AppendUint32(b, 0) // length, set below
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = binary.NativeEndian.AppendUint16(b, flags|unix.NLM_F_REQUEST)
+	b = binary.NativeEndian.AppendUint32(b, 0) // sequence
+	b = binary.NativeEndian.AppendUint32(b, 0) // port: the kernel's
+	b = pad(append(b, body...))
+	for _, a := range attrs {
+		b = binary.NativeEndian.AppendUint16(b, uint16(unix.SizeofRtAttr+len(a.value)))
+		b = binary.NativeEndian.AppendUint16(b, a.typ)
+		b = pad(append(b, a.value...))
+	}
+	binary.NativeEndian.PutUint32(b[start:], uint32(len(b)-start))
+	return b
 }
 
 type attr struct {
@@ -149,7 +160,13 @@ func (w *writer) replies(base uint32) error {
 		}
 		for _, m := range msgs {
 			i := m.Header.Seq - base // wraps around to a large number for an earlier batch
-			if m.Header.Type != unix.NLMSG_ERROR || i >= uint32(len(why)) || len(m.Data) < 4 {
+			if i >= uint32(len(why)) {
+				continue
+			}
+			if m.Header.Type == unix.RTM_NEWNEXTHOP && why[i].id != nil {
+				*why[i].id = echoedID(m.Data)
+			}
+			if m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
 				continue
 			}
 			if err := replyError(m); err != nil && (!why[i].del || gone(err) != nil) {
@@ -173,18 +190,89 @@ func replyError(m syscall.NetlinkMessage) error {
 	if m.Header.Flags&unix.NLM_F_ACK_TLVS == 0 || len(m.Data) < 4+unix.SizeofNlMsghdr {
 		return err
 	}
-	attrs := m.Data[4+unix.SizeofNlMsghdr:] // NETLINK_CAP_ACK: the request's header alone
-	for len(attrs) >= unix.SizeofRtAttr {
-		l := int(binary.NativeEndian.Uint16(attrs))
-		if l < unix.SizeofRtAttr || l > len(attrs) {
-			break
+	var msg string
+	// NETLINK_CAP_ACK: the request's header alone precedes the attributes.
+	eachAttr(m.Data[4+unix.SizeofNlMsghdr:], func(typ uint16, v []byte) {
+		if typ == unix.NLMSGERR_ATTR_MSG {
+			msg = string(bytes.TrimRight(v, "\x00"))
 		}
-		if binary.NativeEndian.Uint16(attrs[2:]) == unix.NLMSGERR_ATTR_MSG {
-			if msg := string(bytes.TrimRight(attrs[unix.SizeofRtAttr:l], "\x00")); msg != "" {
-				return fmt.Errorf("%w (%s)", err, msg)
-			}
-		}
-		attrs = attrs[min(len(attrs), (l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
+	})
+	if msg != "" {
+		return fmt.Errorf("%w (%s)", err, msg)
 	}
 	return err
+}
+
+// eachAttr calls fn with the type (nested and byte-order flags cleared) and
+// value of each attribute in b, stopping at the first malformed one.
+func eachAttr(b []byte, fn func(typ uint16, value []byte)) {
+	for len(b) >= unix.SizeofRtAttr {
+		l := int(binary.NativeEndian.Uint16(b))
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return
+		}
+		fn(binary.NativeEndian.Uint16(b[2:])&^(unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER), b[unix.SizeofRtAttr:l])
+		b = b[min(len(b), (l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
+	}
+}
+
+// echoedID is the NHA_ID of a nexthop message (struct nhmsg, attributes).
+func echoedID(data []byte) uint32 {
+	var id uint32
+	if len(data) >= sizeofNhmsg {
+		eachAttr(data[sizeofNhmsg:], func(typ uint16, v []byte) {
+			if typ == unix.NHA_ID && len(v) == 4 {
+				id = binary.NativeEndian.Uint32(v)
+			}
+		})
+	}
+	return id
+}
+
+// dump sends a dump request (typ, with the fixed part body) and calls fn
+// with the payload of each message of type want in the answer. The batch
+// must have been flushed. A dump the kernel marks as interrupted (its table
+// changed meanwhile) is read whole and gives netlink.ErrDumpInterrupted,
+// for retry to repeat it.
+func (w *writer) dump(typ uint16, body []byte, want uint16, fn func(data []byte)) error {
+	w.seq++
+	req := appendMessage(nil, typ, unix.NLM_F_DUMP, body, nil)
+	binary.NativeEndian.PutUint32(req[8:], w.seq)
+	if err := unix.Sendto(w.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	interrupted := false
+	for {
+		n, _, err := unix.Recvfrom(w.fd, w.in, 0)
+		if err != nil {
+			return err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(w.in[:n])
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != w.seq {
+				continue // a reply to an earlier batch, left by a failed read
+			}
+			interrupted = interrupted || m.Header.Flags&unix.NLM_F_DUMP_INTR != 0
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				if len(m.Data) >= 4 && int32(binary.NativeEndian.Uint32(m.Data)) < 0 {
+					return unix.Errno(-int32(binary.NativeEndian.Uint32(m.Data)))
+				}
+				if interrupted {
+					return netlink.ErrDumpInterrupted
+				}
+				return nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) < 4 {
+					return unix.EINVAL
+				}
+				return replyError(m)
+			case want:
+				fn(m.Data)
+			}
+		}
+	}
 }

@@ -92,3 +92,62 @@ func TestWriterReportsEachFailedEntry(t *testing.T) {
 		return err
 	})
 }
+
+// TestWriterEchoesNexthopIDs: nexthops created in batches spanning several
+// datagrams, a few of which fail, each get the id the kernel chose, read
+// from its echo; the failed ones get none and are reported by name.
+func TestWriterEchoesNexthopIDs(t *testing.T) {
+	ns := newNS(t, "vx-batch")
+	ns.Run(t, "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1")
+	ns.Run(t, "ip", "link", "set", "d0", "up")
+	ns.Run(t, "ip", "link", "set", "d1", "up") // a nexthop needs its device's carrier
+	const count = 2*batchSize + 5
+	bad := map[int]bool{0: true, batchSize - 1: true, batchSize + 3: true, count - 1: true}
+	gw := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 9, byte(i / 256), byte(i % 256)}) }
+	ids := make([]uint32, count)
+	ns.Do(t, func() error {
+		k, err := openKernel(false)
+		if err != nil {
+			return err
+		}
+		defer k.close()
+		l, err := k.h.LinkByName("d0")
+		if err != nil {
+			return err
+		}
+		for i := range count {
+			dev := l.Attrs().Index
+			if bad[i] {
+				dev = 1 << 30 // no such device
+			}
+			k.w.add(entry{format: "nexthop via %s", args: []any{gw(i)}, id: &ids[i]},
+				unix.RTM_NEWNEXTHOP, unix.NLM_F_CREATE|unix.NLM_F_ECHO, nhmsg(unix.AF_INET), nexthopAttrs(gw(i), dev)...)
+		}
+		err = k.w.flush()
+		for i := range count {
+			if strings.Contains(fmt.Sprint(err), "nexthop via "+gw(i).String()+":") != bad[i] {
+				t.Errorf("nexthop %d failed: %v, the error says so: %v\n%v", i, bad[i], !bad[i], err)
+			}
+		}
+		return nil
+	})
+	shown := map[string]string{} // ip nexthop's lines by id
+	for _, line := range strings.Split(ns.Run(t, "ip", "nexthop", "show"), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			shown[f[1]] = line
+		}
+	}
+	seen := map[uint32]bool{}
+	for i, id := range ids {
+		switch {
+		case bad[i] && id != 0:
+			t.Errorf("failed nexthop %d got id %d", i, id)
+		case bad[i]:
+		case id == 0 || seen[id]:
+			t.Errorf("nexthop %d got id %d (given before: %v)", i, id, seen[id])
+		default:
+			seen[id] = true
+			has(t, "nexthop", shown[fmt.Sprint(id)], "via "+gw(i).String()+" dev d0 scope link proto 83 onlink")
+		}
+	}
+}

@@ -66,7 +66,7 @@ func samePeer(a, b Peer) bool {
 // computation decides (a duplicate, a collision, a malformed peer). It
 // walks peers once with a map lookup each; nothing else is proportional to
 // the peers that did not change.
-func (b *book) delta(peers []Peer) (p plan, commit func() Stats, ok bool) {
+func (b *book) delta(peers []Peer) (p plan, commit func(created map[netip.Addr]uint32) Stats, ok bool) {
 	b.gen++
 	var changed, removed []Peer
 	matched := 0
@@ -111,7 +111,8 @@ func (b *book) delta(peers []Peer) (p plan, commit func() Stats, ok bool) {
 		}
 		nextStarts[np.Subnet.Masked().Addr()] = true
 	}
-	commit = func() Stats {
+	commit = func(created map[netip.Addr]uint32) Stats {
+		next.adopt(created)
 		b.replace(old, oldMACs, next, nextMACs)
 		for _, r := range removed {
 			delete(b.in, r.Subnet)
@@ -125,7 +126,8 @@ func (b *book) delta(peers []Peer) (p plan, commit func() Stats, ok bool) {
 	return p, commit, true
 }
 
-// leaving is the entries of the booked peers that change or go.
+// leaving is the entries of the booked peers that change or go, their
+// routes and nexthops as the book holds them (with the nexthops' ids).
 func (b *book) leaving(changed, removed []Peer) (tables, map[[6]byte]netip.Prefix, bool) {
 	old := newTables(len(changed) + len(removed))
 	macs := make(map[[6]byte]netip.Prefix, len(changed)+len(removed))
@@ -135,6 +137,13 @@ func (b *book) leaving(changed, removed []Peer) (tables, map[[6]byte]netip.Prefi
 			if found && old.add(b.t, e.p, macs) != nil {
 				return old, macs, false // accepted when booked; cannot happen
 			}
+		}
+	}
+	for dst := range old.routes {
+		r := b.want.routes[dst]
+		old.routes[dst] = r
+		if r.ownNH && r.nh != 0 {
+			old.nhs[r.gw] = r.nh
 		}
 	}
 	return old, macs, true
@@ -179,6 +188,9 @@ func (b *book) replace(old tables, oldMACs map[[6]byte]netip.Prefix, next tables
 			b.direct--
 		}
 	}
+	for gw := range old.nhs {
+		delete(b.want.nhs, gw)
+	}
 	for ip := range old.neighs {
 		delete(b.want.neighs, ip)
 	}
@@ -194,6 +206,9 @@ func (b *book) replace(old tables, oldMACs map[[6]byte]netip.Prefix, next tables
 		if r.link != b.t.dev {
 			b.direct++
 		}
+	}
+	for gw, id := range next.nhs {
+		b.want.nhs[gw] = id
 	}
 	for ip, n := range next.neighs {
 		b.want.neighs[ip] = n

@@ -15,13 +15,23 @@ import (
 // those of computing every peer again and diffing.
 func TestBookDeltaMatchesFullComputation(t *testing.T) {
 	for _, c := range []struct {
-		direct bool
-		seed   uint64
-	}{{false, 1}, {false, 2}, {false, 3}, {true, 1}, {true, 2}, {true, 3}, {true, 4}} {
+		direct, nexthops bool
+		seed             uint64
+	}{{false, false, 1}, {false, true, 2}, {false, true, 3}, {true, false, 1}, {true, false, 2}, {true, true, 3}, {true, true, 4}} {
 		direct := c.direct
-		t.Run(fmt.Sprintf("direct routing %v seed %d", direct, c.seed), func(t *testing.T) {
+		t.Run(fmt.Sprintf("direct routing %v nexthops %v seed %d", direct, c.nexthops, c.seed), func(t *testing.T) {
 			tg := target{own: netip.MustParsePrefix("10.0.255.0/24"), ownMAC: [6]byte{2, 0, 0, 0, 0, 1},
-				self: []netip.Addr{netip.MustParseAddr("192.168.0.1")}, dev: 7, underlay: 2}
+				self: []netip.Addr{netip.MustParseAddr("192.168.0.1")}, dev: 7, underlay: 2, nexthops: c.nexthops}
+			var lastID uint32
+			// kernel gives the nexthops a plan creates ids, as the kernel would.
+			kernel := func(p plan) map[netip.Addr]uint32 {
+				ids := map[netip.Addr]uint32{}
+				for _, gw := range p.addNH {
+					lastID++
+					ids[gw] = lastID
+				}
+				return ids
+			}
 			if direct {
 				tg.direct = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/24")}
 			}
@@ -31,8 +41,9 @@ func TestBookDeltaMatchesFullComputation(t *testing.T) {
 				peers = append(peers, randomPeer(rng))
 			}
 			model, skipped := wanted(tg, peers, quiet)
+			model.adopt(kernel(diff(model, newTables(0))))
 			b := newBook(tg, peers, model, skipped)
-			deltas, fulls := 0, 0
+			deltas, fulls, nhWrites := 0, 0, 0
 			good := peers // the last peers without a skipped one
 			for step := range 3000 {
 				next := mutate(rng, peers)
@@ -41,13 +52,16 @@ func TestBookDeltaMatchesFullComputation(t *testing.T) {
 				}
 				full, skipped := wanted(tg, next, quiet)
 				want := diff(full, model)
+				nhWrites += len(want.addNH) + len(want.delNH)
 				if b != nil {
 					if p, commit, ok := b.delta(next); ok {
 						deltas++
 						if !samePlan(p, want) {
 							t.Fatalf("step %d: delta plan %+v, full plan %+v", step, p, want)
 						}
-						s := commit()
+						created := kernel(p)
+						s := commit(created)
+						full.adopt(created)
 						if !sameTables(b.want, full) || s.Peers != len(full.routes) || s.Direct != count(tg, full, plan{}, 0).Direct {
 							t.Fatalf("step %d: book after commit differs from the full computation (stats %+v)", step, s)
 						}
@@ -56,6 +70,7 @@ func TestBookDeltaMatchesFullComputation(t *testing.T) {
 					}
 				}
 				fulls++
+				full.adopt(kernel(want))
 				model, peers, b = full, next, newBook(tg, next, full, skipped)
 				if skipped == 0 {
 					good = next
@@ -63,6 +78,9 @@ func TestBookDeltaMatchesFullComputation(t *testing.T) {
 			}
 			if deltas < 1000 || fulls < 100 {
 				t.Fatalf("%d events by delta and %d by full computation: the test no longer covers both", deltas, fulls)
+			}
+			if (nhWrites > 0) != c.nexthops {
+				t.Fatalf("%d nexthop writes with nexthops %v", nhWrites, c.nexthops)
 			}
 		})
 	}
@@ -115,12 +133,12 @@ func mutate(rng *rand.Rand, peers []Peer) []Peer {
 }
 
 func sameTables(a, b tables) bool {
-	return maps.Equal(a.routes, b.routes) && maps.Equal(a.neighs, b.neighs) && maps.Equal(a.fdb, b.fdb)
+	return maps.Equal(a.routes, b.routes) && maps.Equal(a.neighs, b.neighs) && maps.Equal(a.fdb, b.fdb) && maps.Equal(a.nhs, b.nhs)
 }
 
 func samePlan(a, b plan) bool {
-	return sameSet(a.addFDB, b.addFDB) && sameSet(a.addNeigh, b.addNeigh) && sameSet(a.addRoute, b.addRoute) &&
-		sameSet(a.delRoute, b.delRoute) && sameSet(a.delNeigh, b.delNeigh) && sameSet(a.delFDB, b.delFDB)
+	return sameSet(a.addFDB, b.addFDB) && sameSet(a.addNeigh, b.addNeigh) && sameSet(a.addNH, b.addNH) && sameSet(a.addRoute, b.addRoute) &&
+		sameSet(a.delRoute, b.delRoute) && sameSet(a.delNH, b.delNH) && sameSet(a.delNeigh, b.delNeigh) && sameSet(a.delFDB, b.delFDB)
 }
 
 func sameSet[T comparable](a, b []T) bool {

@@ -3,10 +3,12 @@ package vxlan
 import (
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"slices"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/link"
 )
@@ -17,9 +19,10 @@ var flannelName = regexp.MustCompile(`^flannel(-v6)?\.[0-9]+$`)
 // Cleanup removes the data plane from the node, for subnetd --cleanup and
 // after kubeadm reset: every vxlan device named flannel.<VNI> or
 // flannel-v6.<VNI> (ours or flanneld's, whatever the VNI) or named in extra,
-// which takes their routes, neighbours and FDB entries with them, and every
-// route with RouteProtocol (DirectRouting and host-gw routes), both
-// families. A link of another type is never deleted. It is idempotent.
+// which takes their routes, neighbours, FDB entries and nexthop objects
+// with them, and every route with RouteProtocol (DirectRouting and host-gw
+// routes), both families. A link of another type is never deleted. It is
+// idempotent.
 func Cleanup(extra ...string) error {
 	devices, routes, err := Leftovers(extra...)
 	if err != nil {
@@ -39,7 +42,8 @@ func Cleanup(extra ...string) error {
 
 // Leftovers lists what Cleanup removes: the devices, and the routes with
 // RouteProtocol that do not go with them (cnictl reset --dry-run prints
-// both).
+// both). A route on a nexthop object goes with the nexthop's device, and
+// so do our nexthops, which are only ever on our vxlan devices.
 func Leftovers(extra ...string) (devices []string, routes []netlink.Route, err error) {
 	links, err := netlink.LinkList()
 	if err != nil {
@@ -53,17 +57,49 @@ func Leftovers(extra ...string) (devices []string, routes []netlink.Route, err e
 			doomed = append(doomed, l.Attrs().Index)
 		}
 	}
-	filter := &netlink.Route{Protocol: RouteProtocol}
-	all, err := retry("routes", func() ([]netlink.Route, error) {
-		return netlink.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL)
-	})
+	k, err := openKernel(false)
+	if err != nil {
+		return devices, nil, err
+	}
+	defer k.close()
+	var nhs map[uint32]knexthop
+	ok, err := k.nexthops()
+	if ok {
+		nhs, err = k.dumpNexthops()
+	}
+	if err != nil {
+		return devices, nil, err
+	}
+	all, err := retry("routes", func() ([]kroute, error) { return k.dumpRoutes(unix.AF_UNSPEC) })
 	if err != nil {
 		return devices, nil, err
 	}
 	for _, r := range all {
-		if !slices.Contains(doomed, r.LinkIndex) {
-			routes = append(routes, r)
+		dev := r.link
+		if n, found := nhs[r.nh]; found {
+			dev = n.oif
+		}
+		if r.proto == RouteProtocol && !slices.Contains(doomed, dev) {
+			routes = append(routes, r.netlinkRoute())
 		}
 	}
 	return devices, routes, nil
+}
+
+// netlinkRoute is r as netlink.RouteDel takes it. A route on a nexthop
+// object is named by destination, table and protocol alone: the kernel
+// finds no such route by a gateway or device.
+func (r kroute) netlinkRoute() netlink.Route {
+	bits := r.dst.Addr().BitLen()
+	nr := netlink.Route{
+		Dst:   &net.IPNet{IP: r.dst.Addr().AsSlice(), Mask: net.CIDRMask(r.dst.Bits(), bits)},
+		Table: int(r.table), Protocol: netlink.RouteProtocol(r.proto), Scope: netlink.Scope(r.scope), Type: int(r.typ),
+	}
+	if r.nh == 0 {
+		nr.LinkIndex = r.link
+		if r.gw.IsValid() {
+			nr.Gw = r.gw.AsSlice()
+		}
+	}
+	return nr
 }

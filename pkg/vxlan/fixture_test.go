@@ -3,6 +3,7 @@ package vxlan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -136,4 +137,24 @@ func has(t *testing.T, what, out string, wants ...string) {
 			t.Errorf("%s lacks %q:\n%s", what, w, out)
 		}
 	}
+}
+
+// nexthopRoute fails unless ns routes dst through a nexthop object of ours
+// (protocol 83) whose gateway is gw on dev, onlink, and the kernel's lookup
+// of an address in dst goes there; it returns the nexthop's id. It reads the
+// nexthop itself, so that it holds whatever net.ipv4.nexthop_compat_mode
+// lets the route dump show.
+func nexthopRoute(t *testing.T, ns *netnstest.NS, dst, gw, dev string) string {
+	t.Helper()
+	f := strings.Fields(ns.Run(t, "ip", "route", "show", "exact", dst))
+	i := slices.Index(f, "nhid")
+	if i < 0 || i+1 == len(f) || !slices.Contains(f, "83") {
+		t.Errorf("route to %s is not on a nexthop object of protocol 83: %q", dst, f)
+		return ""
+	}
+	id := f[i+1]
+	has(t, "nexthop "+id, ns.Run(t, "ip", "nexthop", "show", "id", id), "via "+gw+" dev "+dev+" scope link proto 83 onlink")
+	in := netip.MustParsePrefix(dst).Addr().Next().Next()
+	has(t, "route lookup", ns.Run(t, "ip", "route", "get", in.String()), " via "+gw+" dev "+dev+" ")
+	return id
 }

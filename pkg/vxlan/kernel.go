@@ -15,9 +15,10 @@ import (
 // kernel reads and writes one family's tables over one netlink socket, so
 // that thousands of writes pay no per-call socket set-up.
 type kernel struct {
-	h      *netlink.Handle // reads
-	w      *writer         // writes, batched
+	h      *netlink.Handle // reads of links, addresses, neighbours
+	w      *writer         // writes, batched; route and nexthop dumps
 	family int
+	nh     int8      // nexthop objects: 0 not asked yet, 1 the kernel has them, -1 not
 	once   sync.Once // close runs once: by Device.Close or by the collector
 }
 
@@ -66,30 +67,54 @@ func retry[T any](what string, fn func() (T, error)) (T, error) {
 	return v, nil
 }
 
-// read dumps the family's main table once, and with dev > 0 the device's
-// neighbours and FDB. Ours are: routes with RouteProtocol, on any link, and
-// every route through dev but the kernel's own.
-func (k *kernel) read(dev int) (tables, error) {
+// read dumps the family's routes once, and with t.dev > 0 the device's
+// neighbours and FDB and the namespace's nexthops. Ours are: routes of the
+// main table with RouteProtocol, on any link, and every route through
+// t.dev but the kernel's own; with t.nexthops, the nexthops on t.dev with
+// RouteProtocol. A route on a nexthop object is read with the nexthop's
+// gateway and device, from the nexthop dump: the route dump carries them
+// too only while net.ipv4.nexthop_compat_mode is on.
+func (k *kernel) read(t target) (tables, error) {
 	have := newTables(0)
-	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
-	routes, err := retry("routes", func() ([]netlink.Route, error) {
-		return k.h.RouteListFiltered(k.family, filter, netlink.RT_FILTER_TABLE)
-	})
-	if err != nil {
-		return have, err
-	}
-	for _, nr := range routes {
-		r, ok := fromNetlinkRoute(nr)
-		if ok && (r.proto == RouteProtocol || (dev > 0 && r.link == dev && r.proto != unix.RTPROT_KERNEL)) {
-			have.routes[r.dst] = r
+	var nhs map[uint32]knexthop
+	if t.dev > 0 {
+		ok, err := k.nexthops()
+		if ok {
+			nhs, err = k.dumpNexthops()
+		}
+		if err != nil {
+			return have, err
 		}
 	}
-	if dev == 0 {
-		return have, nil
-	}
-	neighs, err := retry("neighbours", func() ([]netlink.Neigh, error) { return k.h.NeighList(dev, k.family) })
+	routes, err := retry("routes", func() ([]kroute, error) { return k.dumpRoutes(k.family) })
 	if err != nil {
 		return have, err
+	}
+	have.busy = map[uint32]bool{}
+	for _, kr := range routes {
+		r, ok := kr.resolve(nhs)
+		switch {
+		case !ok:
+		case kr.table == unix.RT_TABLE_MAIN && (r.proto == RouteProtocol || (t.dev > 0 && r.link == t.dev && r.proto != unix.RTPROT_KERNEL)):
+			have.routes[r.dst] = r
+		case r.nh != 0:
+			have.busy[r.nh] = true
+		}
+	}
+	if t.nexthops {
+		have.keepNexthops(nhs, t.dev)
+	}
+	if t.dev == 0 {
+		return have, nil
+	}
+	return have, k.readNeighbours(t.dev, have)
+}
+
+// readNeighbours adds the permanent neighbours and the FDB of dev to have.
+func (k *kernel) readNeighbours(dev int, have tables) error {
+	neighs, err := retry("neighbours", func() ([]netlink.Neigh, error) { return k.h.NeighList(dev, k.family) })
+	if err != nil {
+		return err
 	}
 	for _, n := range neighs {
 		ip, ok := netip.AddrFromSlice(n.IP)
@@ -99,7 +124,7 @@ func (k *kernel) read(dev int) (tables, error) {
 	}
 	entries, err := retry("FDB entries", func() ([]netlink.Neigh, error) { return k.h.NeighList(dev, unix.AF_BRIDGE) })
 	if err != nil {
-		return have, err
+		return err
 	}
 	for _, n := range entries {
 		ip, ok := netip.AddrFromSlice(n.IP)
@@ -107,28 +132,77 @@ func (k *kernel) read(dev int) (tables, error) {
 			have.fdb[fdb{mac: [6]byte(n.HardwareAddr), dst: ip.Unmap()}] = n.State&netlink.NUD_PERMANENT != 0
 		}
 	}
-	return have, nil
+	return nil
 }
 
-// fromNetlinkRoute keeps single-path unicast routes with a destination.
-func fromNetlinkRoute(nr netlink.Route) (route, bool) {
-	if nr.Dst == nil || len(nr.MultiPath) > 0 || nr.Type != unix.RTN_UNICAST {
+// kroute is a route as the kernel dumps it.
+type kroute struct {
+	route
+	table     uint32
+	typ       uint8
+	multipath bool
+}
+
+// dumpRoutes lists the routes of every table of family (AF_UNSPEC: both).
+func (k *kernel) dumpRoutes(family int) ([]kroute, error) {
+	var routes []kroute
+	body := make([]byte, unix.SizeofRtMsg)
+	body[0] = byte(family)
+	err := k.w.dump(unix.RTM_GETROUTE, body, unix.RTM_NEWROUTE, func(data []byte) {
+		if r, ok := parseRoute(data); ok {
+			routes = append(routes, r)
+		}
+	})
+	return routes, err
+}
+
+// parseRoute reads a route message (struct rtmsg, attributes).
+func parseRoute(data []byte) (kroute, bool) {
+	if len(data) < unix.SizeofRtMsg {
+		return kroute{}, false
+	}
+	r := kroute{table: uint32(data[4]), typ: data[7]}
+	r.proto, r.scope = int(data[5]), int(data[6])
+	r.onlink = binary.NativeEndian.Uint32(data[8:])&unix.RTNH_F_ONLINK != 0
+	dst := netip.IPv4Unspecified() // a default route has no RTA_DST
+	if data[0] == unix.AF_INET6 {
+		dst = netip.IPv6Unspecified()
+	}
+	eachAttr(data[unix.SizeofRtMsg:], func(typ uint16, v []byte) {
+		switch typ {
+		case unix.RTA_DST:
+			dst = addrOf(v)
+		case unix.RTA_GATEWAY:
+			r.gw = addrOf(v)
+		case unix.RTA_OIF:
+			r.link = int(u32(v))
+		case unix.RTA_TABLE:
+			r.table = u32(v)
+		case unix.RTA_MULTIPATH:
+			r.multipath = true
+		case rtaNhID:
+			r.nh = u32(v)
+		}
+	})
+	r.dst = netip.PrefixFrom(dst, int(data[1]))
+	return r, r.dst.IsValid()
+}
+
+// resolve keeps single-path unicast routes but default routes (never a
+// peer's), with the gateway, device and onlink flag of the nexthop object a
+// route uses when nhs has it.
+func (kr kroute) resolve(nhs map[uint32]knexthop) (route, bool) {
+	if kr.multipath || kr.typ != unix.RTN_UNICAST || kr.dst.Bits() == 0 {
 		return route{}, false
 	}
-	ip, ok := netip.AddrFromSlice(nr.Dst.IP)
-	if !ok {
-		return route{}, false
+	r := kr.route
+	if n, found := nhs[r.nh]; found {
+		if !n.single {
+			return route{}, false // a group: many paths, or a blackhole
+		}
+		r.gw, r.link, r.onlink = n.gw, n.oif, n.onlink
 	}
-	ones, _ := nr.Dst.Mask.Size()
-	gw, _ := netip.AddrFromSlice(nr.Gw)
-	return route{
-		dst:    netip.PrefixFrom(ip.Unmap(), ones),
-		gw:     gw.Unmap(),
-		link:   nr.LinkIndex,
-		onlink: nr.Flags&int(netlink.FLAG_ONLINK) != 0,
-		proto:  int(nr.Protocol),
-		scope:  int(nr.Scope),
-	}, true
+	return r, true
 }
 
 // rtmsg is a route request's fixed part (struct rtmsg): ours are unicast
@@ -137,14 +211,20 @@ func fromNetlinkRoute(nr netlink.Route) (route, bool) {
 func (r route) rtmsg(family int) []byte {
 	b := []byte{byte(family), byte(r.dst.Bits()), 0, 0, unix.RT_TABLE_MAIN, byte(r.proto), byte(r.scope), unix.RTN_UNICAST}
 	var flags uint32
-	if r.onlink {
+	if r.onlink && r.nh == 0 {
 		flags = unix.RTNH_F_ONLINK
 	}
 	return binary.NativeEndian.AppendUint32(b, flags)
 }
 
+// attrs name the route's destination and next hop: its nexthop object, or
+// its gateway and device (the kernel takes one or the other, also to find
+// a route to delete).
 func (r route) attrs() []attr {
 	a := []attr{{unix.RTA_DST, r.dst.Addr().AsSlice()}}
+	if r.nh != 0 {
+		return append(a, attr{rtaNhID, binary.NativeEndian.AppendUint32(nil, r.nh)})
+	}
 	if r.gw.IsValid() {
 		a = append(a, attr{unix.RTA_GATEWAY, r.gw.AsSlice()})
 	}
@@ -166,9 +246,13 @@ func neighAttrs(ip netip.Addr, mac [6]byte) []attr {
 	return []attr{{unix.NDA_DST, ip.AsSlice()}, {unix.NDA_LLADDR, mac[:]}}
 }
 
-// apply makes the plan's writes in order, in batches (writer). A failed
-// write does not stop the others: each peer's entries stand alone.
-func (k *kernel) apply(p plan, dev int) error {
+// apply makes the plan's writes in order, in batches (writer), and returns
+// the ids the kernel gave the nexthops it created, by gateway. The
+// nexthops' batch is sent, and their ids read, before the routes that use
+// them are written: a route is never written with the id of a nexthop that
+// failed to be made. A failed write does not stop the others: each peer's
+// entries stand alone.
+func (k *kernel) apply(p plan, dev int) (map[netip.Addr]uint32, error) {
 	const set = unix.NLM_F_CREATE | unix.NLM_F_REPLACE
 	w := k.w
 	for _, f := range p.addFDB {
@@ -179,13 +263,23 @@ func (k *kernel) apply(p plan, dev int) error {
 		w.add(entry{format: "adding neighbour %s lladdr %s", args: []any{n.ip, macString(n.mac)}},
 			unix.RTM_NEWNEIGH, set, ndmsg(k.family, dev, 0), neighAttrs(n.ip, n.mac)...)
 	}
+	created, err := k.addNexthops(p.addNH, dev)
 	for _, r := range p.addRoute {
+		if r.ownNH && r.nh == 0 {
+			if r.nh = created[r.gw]; r.nh == 0 {
+				continue // its nexthop failed, which err says
+			}
+		}
 		w.add(entry{format: "adding route %s via %s", args: []any{r.dst, r.gw}},
 			unix.RTM_NEWROUTE, set, r.rtmsg(k.family), r.attrs()...)
 	}
 	for _, r := range p.delRoute {
 		w.add(entry{format: "deleting route %s via %s", args: []any{r.dst, r.gw}, del: true},
 			unix.RTM_DELROUTE, 0, r.rtmsg(k.family), r.attrs()...)
+	}
+	for _, n := range p.delNH {
+		w.add(entry{format: "deleting nexthop %d via %s", args: []any{n.id, n.gw}, del: true},
+			unix.RTM_DELNEXTHOP, 0, make([]byte, sizeofNhmsg), nexthopID(n.id)...)
 	}
 	for _, n := range p.delNeigh {
 		w.add(entry{format: "deleting neighbour %s", args: []any{n.ip}, del: true},
@@ -195,7 +289,29 @@ func (k *kernel) apply(p plan, dev int) error {
 		w.add(entry{format: "deleting FDB entry %s dst %s", args: []any{macString(f.mac), f.dst}, del: true},
 			unix.RTM_DELNEIGH, 0, ndmsg(unix.AF_BRIDGE, dev, unix.NTF_SELF), neighAttrs(f.dst, f.mac)...)
 	}
-	return w.flush()
+	return created, errors.Join(err, w.flush())
+}
+
+// addNexthops creates a nexthop of ours per gateway, without an id so that
+// the kernel takes a free one, and sends them with the writes queued before
+// them; it returns the ids the kernel echoed and the failed writes' errors.
+func (k *kernel) addNexthops(gws []netip.Addr, dev int) (map[netip.Addr]uint32, error) {
+	if len(gws) == 0 {
+		return nil, nil
+	}
+	ids := make([]uint32, len(gws))
+	for i, gw := range gws {
+		k.w.add(entry{format: "adding nexthop via %s", args: []any{gw}, id: &ids[i]},
+			unix.RTM_NEWNEXTHOP, unix.NLM_F_CREATE|unix.NLM_F_ECHO, nhmsg(k.family), nexthopAttrs(gw, dev)...)
+	}
+	err := k.w.flush()
+	created := make(map[netip.Addr]uint32, len(gws))
+	for i, gw := range gws {
+		if ids[i] != 0 {
+			created[gw] = ids[i]
+		}
+	}
+	return created, err
 }
 
 // gone treats an entry that is already gone as deleted.

@@ -23,7 +23,7 @@ var families = []struct {
 
 // TestOverlayDualStack: three nodes, a device per family on each, every pod
 // pings every other pod across nodes through the vxlan, and the kernel holds
-// the entries flanneld would have made.
+// the entries flanneld would have made, IPv4 routes on nexthop objects.
 func TestOverlayDualStack(t *testing.T) {
 	nodes := newCluster(t, 3)
 	for _, n := range nodes {
@@ -32,8 +32,9 @@ func TestOverlayDualStack(t *testing.T) {
 			if !n.devs[f.fam].Created() {
 				t.Errorf("%s: first Ensure did not report a created device", f.name)
 			}
-			if s := n.reconcile(t, n.devs[f.fam], peersOf(nodes, n, f.fam)); s.Peers != 2 || s.Added != 6 || s.Deleted != 0 {
-				t.Errorf("%s: first reconcile %+v, want 2 peers and 6 adds", f.name, s)
+			// IPv4: FDB, neighbour, nexthop and route per peer; IPv6: no nexthop.
+			if s := n.reconcile(t, n.devs[f.fam], peersOf(nodes, n, f.fam)); s.Peers != 2 || s.Added != 8-2*f.fam || s.Deleted != 0 {
+				t.Errorf("%s: first reconcile %+v, want 2 peers and %d adds", f.name, s, 8-2*f.fam)
 			}
 		}
 	}
@@ -44,7 +45,7 @@ func TestOverlayDualStack(t *testing.T) {
 	has(t, "ip -d link", a.ns.Run(t, "ip", "-d", "link", "show", "flannel-v6.1"),
 		"mtu 1430", "vxlan id 1 local fd00:50::1 dev eth0", "dstport 8472", "nolearning")
 	has(t, "addresses", a.ns.Run(t, "ip", "addr", "show"), "inet 10.244.1.0/32", "inet6 fd00:244:1::/128")
-	has(t, "routes", a.ns.Run(t, "ip", "route"), "10.244.2.0/24 via 10.244.2.0 dev flannel.1 proto 83 onlink")
+	nexthopRoute(t, a.ns, "10.244.2.0/24", "10.244.2.0", "flannel.1")
 	has(t, "IPv6 routes", a.ns.Run(t, "ip", "-6", "route"), "fd00:244:2::/64 via fd00:244:2:: dev flannel-v6.1 proto 83")
 	has(t, "neighbours", a.ns.Run(t, "ip", "neigh", "show", "dev", "flannel.1"), "10.244.2.0 lladdr "+b.cfg(0).MAC.String()+" PERMANENT")
 	has(t, "FDB", a.ns.Run(t, "bridge", "fdb", "show", "dev", "flannel.1"), b.cfg(0).MAC.String()+" dst 192.168.50.2 self permanent")
@@ -77,8 +78,8 @@ func TestReconcileDiff(t *testing.T) {
 	n.ns.Run(t, "ip", "route", "add", "10.98.0.0/16", "dev", "flannel.1")                     // stale, through our device
 
 	s := n.reconcile(t, d, []Peer{pa, pb, peer("10.244.4.0/24", "0.0.0.0", MACFromID("c"))})
-	if s.Peers != 2 || s.Skipped != 1 || s.Added != 6 || s.Deleted != 1 {
-		t.Errorf("first reconcile %+v, want 2 peers, 1 skipped, 6 adds, 1 delete", s)
+	if s.Peers != 2 || s.Skipped != 1 || s.Added != 8 || s.Deleted != 1 {
+		t.Errorf("first reconcile %+v, want 2 peers, 1 skipped, 8 adds, 1 delete", s)
 	}
 	routes := n.ns.Run(t, "ip", "route")
 	has(t, "routes", routes, "10.99.0.0/16 via 192.168.50.254 dev eth0")
@@ -119,12 +120,13 @@ func TestReconcileDiff(t *testing.T) {
 		t.Errorf("FDB after the public IP changed:\n%s", fdbOut)
 	}
 
-	if s := n.reconcile(t, d, []Peer{moved}); s.Added != 0 || s.Deleted != 3 {
-		t.Errorf("vanished peer: %+v, want 3 deletes", s)
+	if s := n.reconcile(t, d, []Peer{moved}); s.Added != 0 || s.Deleted != 4 {
+		t.Errorf("vanished peer: %+v, want 4 deletes", s)
 	}
 	for what, out := range map[string]string{
 		"routes": n.ns.Run(t, "ip", "route"), "neighbours": n.ns.Run(t, "ip", "neigh", "show", "dev", "flannel.1"),
-		"FDB": n.ns.Run(t, "bridge", "fdb", "show", "dev", "flannel.1"),
+		"nexthops": n.ns.Run(t, "ip", "nexthop"),
+		"FDB":      n.ns.Run(t, "bridge", "fdb", "show", "dev", "flannel.1"),
 	} {
 		if strings.Contains(out, "10.244.2.0") || strings.Contains(out, pa.VtepMAC.String()) {
 			t.Errorf("%s still hold the vanished peer:\n%s", what, out)
@@ -205,15 +207,16 @@ func TestEnsureRepairs(t *testing.T) {
 	if !d.Created() {
 		t.Error("Ensure did not report recreating the deleted device")
 	}
-	if s := a.reconcile(t, d, peersOf(nodes, a, 0)); s.Added != 3 {
-		t.Errorf("replay after recreation: %+v, want 3 adds", s)
+	if s := a.reconcile(t, d, peersOf(nodes, a, 0)); s.Added != 4 {
+		t.Errorf("replay after recreation: %+v, want 4 adds", s)
 	}
 	ping(t, a.pod, b.podIP[0])
 
 	// Attributes the kernel changes in place are fixed without recreating:
 	// the FDB entries (which a new link would lack) survive. Taking the link
 	// down made the kernel flush its routes and neighbours; Reconcile puts
-	// them back.
+	// them back, and its nexthops (the kernel deletes those of a device
+	// that goes down).
 	a.ns.Run(t, "ip", "link", "set", "flannel.1", "down")
 	a.ns.Run(t, "ip", "link", "set", "flannel.1", "mtu", "1300", "address", "02:11:22:33:44:55")
 	if d = a.ensure(t, a.cfg(0)); d.Created() {
@@ -221,8 +224,8 @@ func TestEnsureRepairs(t *testing.T) {
 	}
 	has(t, "ip link", a.ns.Run(t, "ip", "link", "show", "flannel.1"), "mtu 1450", ",UP", a.cfg(0).MAC.String())
 	has(t, "FDB", a.ns.Run(t, "bridge", "fdb", "show", "dev", "flannel.1"), b.cfg(0).MAC.String()+" dst 192.168.50.2")
-	if s := a.reconcile(t, d, peersOf(nodes, a, 0)); s.Added != 2 || s.Deleted != 0 {
-		t.Errorf("after the link went down: %+v, want the route and neighbour back", s)
+	if s := a.reconcile(t, d, peersOf(nodes, a, 0)); s.Added != 3 || s.Deleted != 0 {
+		t.Errorf("after the link went down: %+v, want the nexthop, route and neighbour back", s)
 	}
 	ping(t, a.pod, b.podIP[0])
 
@@ -301,11 +304,11 @@ func TestDirectRouting(t *testing.T) {
 
 	for _, n := range nodes {
 		n.devs[0] = n.ensure(t, n.cfg(0))
-		if s := n.reconcile(t, n.devs[0], peersOf(nodes, n, 0)); s.Direct != 0 || s.Added != 3 || s.Deleted != 0 {
-			t.Errorf("direct routing off: %+v, want the route rewritten plus neighbour and FDB", s)
+		if s := n.reconcile(t, n.devs[0], peersOf(nodes, n, 0)); s.Direct != 0 || s.Added != 4 || s.Deleted != 0 {
+			t.Errorf("direct routing off: %+v, want the route rewritten plus nexthop, neighbour and FDB", s)
 		}
 	}
-	has(t, "routes", a.ns.Run(t, "ip", "route"), "10.244.2.0/24 via 10.244.2.0 dev flannel.1 proto 83 onlink")
+	nexthopRoute(t, a.ns, "10.244.2.0/24", "10.244.2.0", "flannel.1")
 	ping(t, a.pod, b.podIP[0])
 }
 
@@ -339,18 +342,30 @@ func TestHostGW(t *testing.T) {
 	}
 }
 
-// TestCleanup removes devices and our routes, and nothing else.
+// TestCleanup removes devices (with their routes and nexthops) and our
+// routes, and nothing else; Leftovers lists the routes that do not go with
+// the devices, also those on nexthops when the route dump does not name
+// their device (nexthop_compat_mode off).
 func TestCleanup(t *testing.T) {
 	nodes := newCluster(t, 2)
 	a := nodes[0]
 	for _, f := range families {
 		a.devs[f.fam] = a.ensure(t, a.cfg(f.fam))
 	}
+	a.reconcile(t, a.devs[0], []Peer{peer("10.244.20.0/24", "192.168.50.20", MACFromID("x"))})
 	g := HostGW{Underlay: "eth0", Subnet: a.subnet[0], Log: quiet}
 	a.ns.Do(t, func() error { _, err := g.Reconcile(peersOf(nodes, a, 0)); return err })
 	a.ns.Run(t, "ip", "link", "add", "flannel.7", "type", "bridge") // not ours to delete
 	a.ns.Run(t, "ip", "link", "add", "vx-custom", "type", "vxlan", "id", "5", "dstport", "8472", "dev", "eth0")
 	a.ns.Run(t, "ip", "route", "add", "10.99.0.0/16", "via", "192.168.50.254")
+	a.ns.Run(t, "sysctl", "-qw", "net.ipv4.nexthop_compat_mode=0")
+	a.ns.Do(t, func() error {
+		_, routes, err := Leftovers("vx-custom")
+		if len(routes) != 1 || routes[0].Dst.String() != "10.244.2.0/24" {
+			t.Errorf("Leftovers lists routes %v, want the host-gw route alone", routes)
+		}
+		return err
+	})
 	for range 2 { // idempotent
 		a.ns.Do(t, func() error { return Cleanup("vx-custom") })
 	}
@@ -366,6 +381,9 @@ func TestCleanup(t *testing.T) {
 	if strings.Contains(routes, "proto 83") {
 		t.Errorf("our routes survived cleanup:\n%s", routes)
 	}
+	if out := a.ns.Run(t, "ip", "nexthop", "show"); out != "" {
+		t.Errorf("nexthops survived cleanup:\n%s", out)
+	}
 }
 
 // TestUpdateLeavesNoDrift: lease events programmed by Update (one peer
@@ -376,7 +394,7 @@ func TestUpdateLeavesNoDrift(t *testing.T) {
 	n := newCluster(t, 1)[0]
 	peers := benchPeers(5)
 	d := n.ensure(t, n.cfg(0))
-	if s := n.reconcile(t, d, peers[:4]); s.Added != 12 {
+	if s := n.reconcile(t, d, peers[:4]); s.Added != 16 {
 		t.Fatalf("first reconcile: %+v", s)
 	}
 	moved := slices.Clone(peers[1:])
@@ -385,7 +403,7 @@ func TestUpdateLeavesNoDrift(t *testing.T) {
 		for _, step := range []struct {
 			peers  []Peer
 			writes int
-		}{{peers, 3}, {peers[1:], 3}, {moved, 3}, {moved, 0}} {
+		}{{peers, 4}, {peers[1:], 4}, {moved, 3}, {moved, 0}} {
 			if s, err := d.Update(step.peers); err != nil || s.Writes() != step.writes {
 				return fmt.Errorf("update to %d peers: %d writes (want %d), %v", len(step.peers), s.Writes(), step.writes, err)
 			}

@@ -18,6 +18,19 @@ type route struct {
 	onlink bool
 	proto  int
 	scope  int // ours are universe (0); found ones are deleted by their own
+	// nh is the nexthop object the route uses (RTA_NH_ID), whose gateway,
+	// device and onlink flag gw, link and onlink are; 0 for a plain route.
+	nh uint32
+	// ownNH marks a route through a nexthop of ours: wanted, one is created
+	// for gw while nh is 0; found, nh is the one read keeps for gw.
+	ownNH bool
+}
+
+// nexthop is a nexthop object of ours: a peer's gateway on the vxlan
+// device, onlink, with RouteProtocol.
+type nexthop struct {
+	id uint32
+	gw netip.Addr
 }
 
 // neigh is a permanent neighbour entry on the vxlan device.
@@ -39,42 +52,83 @@ type tables struct {
 	routes map[netip.Prefix]route
 	neighs map[netip.Addr]neigh // found entries that are not permanent are left out
 	fdb    map[fdb]bool
+	// nhs holds our nexthops' ids by gateway: found, the one read keeps per
+	// gateway; wanted, those the routes use once the kernel gave them.
+	nhs map[netip.Addr]uint32
+	// Found only: our nexthops read does not keep (a second one for a
+	// gateway, or one that is not an onlink gateway), the ids of nexthops
+	// that routes we do not manage use (another table's), and the highest
+	// id in use in the namespace.
+	stray []nexthop
+	busy  map[uint32]bool
+	maxID uint32
 }
 
 // newTables makes empty tables with room for n peers: growing maps entry
 // by entry costs a lease event with thousands of peers more than its writes.
 func newTables(n int) tables {
-	return tables{routes: make(map[netip.Prefix]route, n), neighs: make(map[netip.Addr]neigh, n), fdb: make(map[fdb]bool, n)}
+	return tables{routes: make(map[netip.Prefix]route, n), neighs: make(map[netip.Addr]neigh, n), fdb: make(map[fdb]bool, n),
+		nhs: make(map[netip.Addr]uint32, n)}
 }
 
 // plan is the writes that turn the kernel's tables into the wanted ones, in
-// the order they are made: FDB and neighbour before the route that uses
-// them, so that no packet meets a half-programmed peer; deletes last.
+// the order they are made: FDB, neighbour and nexthop before the route that
+// uses them, so that no packet meets a half-programmed peer; deletes last,
+// a route before its nexthop. Deleting the nexthop alone would take its
+// routes with it, but silently (the kernel announces no RTM_DELROUTE, so
+// programs following the routes miss it) and whoever's they are; a route is
+// deleted by its own protocol, so only ours go.
 type plan struct {
 	addFDB   []fdb
 	addNeigh []neigh
+	addNH    []netip.Addr // by gateway: the kernel chooses the ids
 	addRoute []route
 	delRoute []route
+	delNH    []nexthop
 	delNeigh []neigh
 	delFDB   []fdb
 }
 
-func (p plan) adds() int    { return len(p.addFDB) + len(p.addNeigh) + len(p.addRoute) }
-func (p plan) deletes() int { return len(p.delRoute) + len(p.delNeigh) + len(p.delFDB) }
+func (p plan) adds() int { return len(p.addFDB) + len(p.addNeigh) + len(p.addNH) + len(p.addRoute) }
+func (p plan) deletes() int {
+	return len(p.delRoute) + len(p.delNH) + len(p.delNeigh) + len(p.delFDB)
+}
 
 // diff compares wanted and found entries. A route, neighbour or FDB remote
 // that differs is rewritten in place (the kernel's replace), so a changed
 // peer costs one write per entry; found entries nobody wants are deleted.
+// A wanted route through a nexthop of ours takes the one found for its
+// gateway (want records it), or gets a new one; nexthops of ours no wanted
+// route takes are deleted, unless a route we do not manage uses them.
 func diff(want, have tables) plan {
 	var p plan
 	for dst, r := range want.routes {
+		if r.ownNH {
+			if r.nh = have.nhs[r.gw]; r.nh != 0 {
+				want.nhs[r.gw] = r.nh
+			}
+			want.routes[dst] = r
+		}
 		if h, ok := have.routes[dst]; !ok || h != r {
 			p.addRoute = append(p.addRoute, r)
+			if r.ownNH && r.nh == 0 {
+				p.addNH = append(p.addNH, r.gw)
+			}
 		}
 	}
 	for dst, r := range have.routes {
 		if _, ok := want.routes[dst]; !ok {
 			p.delRoute = append(p.delRoute, r)
+		}
+	}
+	for gw, id := range have.nhs {
+		if _, ok := want.nhs[gw]; !ok && !have.busy[id] {
+			p.delNH = append(p.delNH, nexthop{id: id, gw: gw})
+		}
+	}
+	for _, n := range have.stray {
+		if !have.busy[n.id] {
+			p.delNH = append(p.delNH, n)
 		}
 	}
 	for ip, n := range want.neighs {
@@ -110,6 +164,9 @@ type target struct {
 	direct   []netip.Prefix // the underlay's addresses with their prefix lengths, for DirectRouting and host-gw
 	hostGW   bool           // every peer via its public IP, none through a device
 	underlay int            // the underlay's index, for direct routes
+	// nexthops: the routes through dev go through nexthop objects of ours
+	// (IPv4 on a kernel that has them; see kernel.nexthops).
+	nexthops bool
 }
 
 // wanted computes the entries for peers. Malformed peers, and peers that
@@ -184,7 +241,7 @@ func (want tables) add(t target, p Peer, macs map[[6]byte]netip.Prefix) error {
 		return fmt.Errorf("peer %s has the same VTEP MAC", other)
 	}
 	macs[mac] = sn
-	want.routes[sn] = route{dst: sn, gw: sn.Addr(), link: t.dev, onlink: true, proto: RouteProtocol}
+	want.routes[sn] = route{dst: sn, gw: sn.Addr(), link: t.dev, onlink: true, proto: RouteProtocol, ownNH: t.nexthops}
 	want.neighs[sn.Addr()] = neigh{ip: sn.Addr(), mac: mac}
 	want.fdb[fdb{mac: mac, dst: p.PublicIP}] = true
 	return nil

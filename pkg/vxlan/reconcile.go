@@ -50,6 +50,9 @@ func (d *Device) Reconcile(peers []Peer) (Stats, error) {
 		v6: d.cfg.v6(), own: d.cfg.Subnet, ownMAC: [6]byte(d.cfg.MAC), self: []netip.Addr{d.cfg.LocalIP},
 		dev: dev.Attrs().Index, underlay: d.underlay,
 	}
+	if t.nexthops, err = d.nexthops(k); err != nil {
+		return Stats{}, err
+	}
 	if d.cfg.DirectRouting {
 		if t.underlay, t.direct, err = onLinkPrefixes(k, d.cfg.Underlay); err != nil {
 			return Stats{}, err
@@ -60,6 +63,22 @@ func (d *Device) Reconcile(peers []Peer) (Stats, error) {
 		d.t, d.model, d.book = t, &want, newBook(t, peers, want, s.Skipped)
 	}
 	return s, err
+}
+
+// nexthops reports whether the device's routes go through nexthop objects:
+// IPv4 ones, on a kernel that has them. A kernel without them is logged
+// when first found.
+func (d *Device) nexthops(k *kernel) (bool, error) {
+	if d.cfg.v6() {
+		return false, nil
+	}
+	asked := k.nh != 0
+	ok, err := k.nexthops()
+	if err == nil && !ok && !asked {
+		d.cfg.logger().Info("this kernel has no nexthop objects (Linux before 5.3): peer routes are plain routes, slower to program by the thousand",
+			"device", d.cfg.Name)
+	}
+	return ok, err
 }
 
 // Update programs peers like Reconcile, but diffs them against what the last
@@ -75,11 +94,12 @@ func (d *Device) Update(peers []Peer) (Stats, error) {
 	}
 	if d.book != nil {
 		if p, commit, ok := d.book.delta(peers); ok {
-			if err := d.k.apply(p, d.t.dev); err != nil {
+			created, err := d.k.apply(p, d.t.dev)
+			if err != nil {
 				d.model, d.book = nil, nil // the kernel is unknown again: the next call dumps it
 				return Stats{Added: p.adds(), Deleted: p.deletes()}, err
 			}
-			s := commit()
+			s := commit(created)
 			s.Added, s.Deleted = p.adds(), p.deletes()
 			return s, nil
 		}
@@ -87,10 +107,12 @@ func (d *Device) Update(peers []Peer) (Stats, error) {
 	want, skipped := wanted(d.t, peers, d.cfg.logger())
 	p := diff(want, *d.model)
 	s := count(d.t, want, p, skipped)
-	if err := d.k.apply(p, d.t.dev); err != nil {
+	created, err := d.k.apply(p, d.t.dev)
+	if err != nil {
 		d.model, d.book = nil, nil
 		return s, err
 	}
+	want.adopt(created)
 	d.model, d.book = &want, newBook(d.t, peers, want, skipped)
 	return s, nil
 }
@@ -99,7 +121,7 @@ func (d *Device) Update(peers []Peer) (Stats, error) {
 // returns the wanted tables, which the kernel holds when it succeeds.
 func reconcile(k *kernel, t target, peers []Peer, name string, log *slog.Logger) (Stats, tables, error) {
 	want, skipped := wanted(t, peers, log)
-	have, err := k.read(t.dev)
+	have, err := k.read(t)
 	if err != nil {
 		return Stats{Skipped: skipped}, want, err
 	}
@@ -108,7 +130,9 @@ func reconcile(k *kernel, t target, peers []Peer, name string, log *slog.Logger)
 	if s.Writes() > 0 {
 		log.Debug("reconciling peers", "backend", name, "peers", s.Peers, "adds", s.Added, "deletes", s.Deleted)
 	}
-	return s, want, k.apply(p, t.dev)
+	created, err := k.apply(p, t.dev)
+	want.adopt(created)
+	return s, want, err
 }
 
 func count(t target, want tables, p plan, skipped int) Stats {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -165,11 +166,12 @@ func (k *kubeOverlay) checkPublished(n *sdNode) {
 }
 
 // checkPeers: n routes every other node's pod CIDR via flannel.1 onlink,
-// with a permanent neighbour and FDB entry from its annotations.
+// with a permanent neighbour and FDB entry from its annotations. subnetd's
+// routes go through nexthop objects, which ip(8) shows as "nhid N".
 func (k *kubeOverlay) checkPeers(n *sdNode, peers []*sdNode) {
 	t := k.t
 	k.eventually(n.name+"'s peers programmed", 10*time.Second, func() bool {
-		routes := n.ns.Run(t, "ip", "route", "show", "dev", "flannel.1")
+		routes := nhid.ReplaceAllString(n.ns.Run(t, "ip", "route", "show", "dev", "flannel.1"), "")
 		neigh := n.ns.Run(t, "ip", "neigh", "show", "dev", "flannel.1")
 		fdb := n.ns.Run(t, "bridge", "fdb", "show", "dev", "flannel.1")
 		for _, p := range peers {
@@ -187,6 +189,8 @@ func (k *kubeOverlay) checkPeers(n *sdNode, peers []*sdNode) {
 		return true
 	})
 }
+
+var nhid = regexp.MustCompile(` nhid [0-9]+`)
 
 // hasLine reports whether a line of out starts with prefix and holds word.
 func hasLine(out, prefix, word string) bool {
