@@ -69,6 +69,7 @@ func TestDeviceRepairedAtOnce(t *testing.T) {
 	}{
 		{"a route deleted", []string{"ip", "route", "del", "10.0.77.0/24"}},
 		{"a neighbour deleted", []string{"ip", "neigh", "del", "10.0.78.0", "dev", "flannel.1"}},
+		{"nexthops deleted (their routes go unannounced)", []string{"ip", "nexthop", "flush", "protocol", "83"}},
 		{"an FDB entry deleted", []string{"bridge", "fdb", "del", "0e:00:00:00:00:02", "dev", "flannel.1", "dst", "192.168.61.2"}},
 		{"deleted", []string{"ip", "link", "del", "flannel.1"}},
 		{"set down", []string{"ip", "link", "set", "flannel.1", "down"}},
