@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/cnisuite/cni/pkg/ipam"
 	"github.com/cnisuite/cni/pkg/ipam/disk"
+	"github.com/cnisuite/cni/pkg/link"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -52,9 +51,12 @@ func baseNode(t *testing.T) *nodeFixture {
 	dir := t.TempDir()
 	f := &nodeFixture{conf: filepath.Join(dir, "net.d"), bin: filepath.Join(dir, "bin"), subnet: filepath.Join(dir, "run", "subnet.env"),
 		data: filepath.Join(dir, "networks"), sysctl: filepath.Join(dir, "sys"), readyStatus: http.StatusOK}
-	for _, d := range []string{f.conf, f.bin, filepath.Dir(f.subnet), f.data, filepath.Join(f.sysctl, "net", "bridge")} {
+	for _, d := range []string{f.conf, f.bin, filepath.Dir(f.subnet), f.data, filepath.Join(f.sysctl, "net", "bridge"), filepath.Join(f.sysctl, "kernel")} {
 		must(t, os.MkdirAll(d, 0o755))
 	}
+	release, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(f.sysctl, "kernel", "osrelease"), release, 0o644))
 	must(t, os.WriteFile(filepath.Join(f.conf, "10-flannel.conflist"), []byte(flannelConflist), 0o644))
 	for _, p := range []string{"flannel", "bridge", "host-local", "portmap"} {
 		must(t, os.WriteFile(filepath.Join(f.bin, p), []byte("#!/bin/true\n"), 0o755))
@@ -72,7 +74,6 @@ func baseNode(t *testing.T) *nodeFixture {
 	f.ns.Run(t, "ip", "addr", "add", "fd44:0:0:1::1/64", "dev", "cni0", "nodad")
 	f.ns.Run(t, "ip", "link", "add", "vethpod", "mtu", "1450", "master", "cni0", "type", "veth", "peer", "name", "eth0")
 	f.ns.Run(t, "ip", "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472", "nolearning")
-	setTxChecksum(t, f.ns, false)
 	overlayNode(t, f.ns)
 	return f
 }
@@ -105,8 +106,7 @@ func (f *nodeFixture) reserve(t *testing.T, first string, count int, gone bool) 
 func setTxChecksum(t *testing.T, ns *netnstest.NS, on bool) {
 	t.Helper()
 	ns.Do(t, func() error {
-		_, err := ethtoolFlag("flannel.1", unix.ETHTOOL_STXCSUM, map[bool]uint32{true: 1}[on])
-		return err
+		return link.SetTxChecksum("flannel.1", on)
 	})
 }
 
@@ -243,9 +243,13 @@ func TestDoctorBroken(t *testing.T) {
 		{"pod MTU above the overlay's", func(t *testing.T, f *nodeFixture) {
 			f.ns.Run(t, "ip", "link", "set", "vethpod", "mtu", "1500")
 		}, "pod-mtu", Error, "larger than the overlay's 1450", "ip link set cni0 mtu 1450"},
-		{"vxlan checksum offload on", func(t *testing.T, f *nodeFixture) {
-			setTxChecksum(t, f.ns, true)
-		}, "vxlan-checksum", Warn, "tx checksum offload is on for flannel.1", "ethtool -K flannel.1 tx-checksum-ip-generic off"},
+		{"vxlan checksum offload on, kernel before 5.7", func(t *testing.T, f *nodeFixture) {
+			must(t, os.WriteFile(filepath.Join(f.sysctl, "kernel", "osrelease"), []byte("5.4.0-150-generic\n"), 0o644))
+		}, "vxlan-checksum", Warn, "kernel 5.4.0-150-generic (before 5.7) corrupts vxlan checksums after NAT", "ethtool -K flannel.1 tx off"},
+		{"vxlan checksum offload off, kernel before 5.7", func(t *testing.T, f *nodeFixture) {
+			must(t, os.WriteFile(filepath.Join(f.sysctl, "kernel", "osrelease"), []byte("5.4.0-150-generic\n"), 0o644))
+			setTxChecksum(t, f.ns, false)
+		}, "vxlan-checksum", OK, "tx checksum offload is off for flannel.1", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -213,7 +213,6 @@ func overlayNode(t *testing.T, ns *netnstest.NS) {
 		}
 		return nil
 	})
-	setTxChecksum(t, ns, false) // Ensure recreated flannel.1
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

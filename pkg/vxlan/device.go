@@ -213,7 +213,7 @@ func (d *Device) createError(err error) error {
 }
 
 // ensureAttrs fixes what the kernel can change in place: MAC, MTU, the
-// device's single address and its state.
+// device's single address, its checksum offload and its state.
 func (d *Device) ensureAttrs(l netlink.Link) error {
 	a := l.Attrs()
 	if a.HardwareAddr.String() != d.cfg.MAC.String() {
@@ -227,6 +227,9 @@ func (d *Device) ensureAttrs(l netlink.Link) error {
 		}
 	}
 	if err := d.ensureAddr(l); err != nil {
+		return err
+	}
+	if err := d.ensureTxChecksum(); err != nil {
 		return err
 	}
 	if a.Flags&net.FlagUp == 0 {
@@ -278,6 +281,47 @@ func (d *Device) ensureAddr(l netlink.Link) error {
 	}
 	if err := netlink.AddrAdd(l, addr); err != nil {
 		return fmt.Errorf("adding %s to %s: %w", want, d.cfg.Name, err)
+	}
+	return nil
+}
+
+// TxChecksumBroken reports whether a kernel of this release (uname -r)
+// computes the UDP checksum of a vxlan packet wrong when netfilter NAT
+// rewrote it (kube-proxy's MASQUERADE --random-fully) and the checksum is
+// offloaded: the receiver drops it ("UDP: bad checksum"), connections
+// stall for ~63 s. Linux fixed it in 5.7 (commit ea64d8d6c675, "netfilter:
+// nat: never update the UDP checksum when it's 0"). A release it cannot
+// read is taken as fixed: the offload stays as the kernel set it.
+func TxChecksumBroken(release string) bool {
+	var major, minor int
+	if n, _ := fmt.Sscanf(release, "%d.%d", &major, &minor); n != 2 {
+		return false
+	}
+	return major < 5 || major == 5 && minor < 7
+}
+
+// kernelRelease is the running kernel's release; tests replace it.
+var kernelRelease = func() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// ensureTxChecksum turns the device's transmit checksum offload off on a
+// kernel with the vxlan checksum bug, as Calico does; later kernels keep it,
+// which is faster.
+func (d *Device) ensureTxChecksum() error {
+	if !TxChecksumBroken(kernelRelease()) {
+		return nil
+	}
+	on, err := link.TxChecksum(d.cfg.Name)
+	if err == nil && on {
+		err = link.SetTxChecksum(d.cfg.Name, false)
+	}
+	if err != nil {
+		return fmt.Errorf("turning tx checksum offload of %s off (kernel %s corrupts vxlan checksums after NAT with it): %w", d.cfg.Name, kernelRelease(), err)
 	}
 	return nil
 }

@@ -423,3 +423,45 @@ func TestUpdateLeavesNoDrift(t *testing.T) {
 		return nil
 	})
 }
+
+// TestTxChecksumOnBrokenKernels: on a kernel before 5.7 (told so by the
+// test) Ensure turns the device's tx checksum offload off, also after
+// someone turned it on again; on a later kernel it leaves it as it is.
+func TestTxChecksumOnBrokenKernels(t *testing.T) {
+	a := newCluster(t, 1)[0]
+	txOn := func() bool {
+		var on bool
+		a.ns.Do(t, func() (err error) {
+			on, err = link.TxChecksum("flannel.1")
+			return err
+		})
+		return on
+	}
+	a.ensure(t, a.cfg(0))
+	if !txOn() {
+		t.Fatalf("kernel %s: offload off after Ensure; want it left on", kernelRelease())
+	}
+	real := kernelRelease
+	t.Cleanup(func() { kernelRelease = real })
+	kernelRelease = func() string { return "5.4.0-150-generic" }
+	a.ensure(t, a.cfg(0))
+	if txOn() {
+		t.Error("kernel 5.4: offload still on after Ensure")
+	}
+	a.ns.Do(t, func() error { return link.SetTxChecksum("flannel.1", true) })
+	a.ensure(t, a.cfg(0))
+	if txOn() {
+		t.Error("kernel 5.4: offload turned on again not turned off by Ensure")
+	}
+}
+
+func TestTxChecksumBroken(t *testing.T) {
+	for release, want := range map[string]bool{
+		"5.6.19": true, "4.18.0-305.el8.x86_64": true, "3.10.0-1160.el7": true,
+		"5.7.0": false, "5.15.0-91-generic": false, "6.18.44-fc-v1272": false, "garbage": false, "": false,
+	} {
+		if got := TxChecksumBroken(release); got != want {
+			t.Errorf("TxChecksumBroken(%q) = %v, want %v", release, got, want)
+		}
+	}
+}
