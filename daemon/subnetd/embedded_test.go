@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,6 +77,25 @@ func TestEmbeddedKilled(t *testing.T) {
 	c.stop(200*time.Millisecond, quietLog)
 	if took := time.Since(start); took > 5*time.Second || c.cmd.ProcessState == nil || c.cmd.ProcessState.Success() {
 		t.Fatalf("stop took %v and left %v; want the child killed after the grace period", took, c.cmd.ProcessState)
+	}
+}
+
+// TestEmbeddedAddressTaken: something listening at the embedded etcd's
+// client address (an etcd flanneld used there by default) is refused
+// before the child starts, saying to pass --etcd-endpoints.
+func TestEmbeddedAddressTaken(t *testing.T) {
+	dir := fakeServer(t, "echo ready; cat >/dev/null")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, err = startEmbedded(filepath.Join(dir, "data"), l.Addr().String(), "127.0.0.1:2", time.Minute, quietLog)
+	if want := "--etcd-endpoints=http://" + l.Addr().String(); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want one saying %s", err, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "args")); err == nil {
+		t.Fatal("the child was started")
 	}
 }
 
