@@ -132,6 +132,7 @@ func (c *etcdChild) stop(grace time.Duration, log *slog.Logger) {
 	_ = c.stdin.Close()
 	select {
 	case <-c.done:
+		log.Info("the embedded etcd stopped", "pid", c.cmd.Process.Pid, "exit", c.cmd.ProcessState)
 		return
 	case <-time.After(grace):
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -57,9 +58,13 @@ func TestEmbeddedChild(t *testing.T) {
 			if want := "--data-dir " + filepath.Join(dir, "data") + " --client-url http://127.0.0.1:1 --peer-url http://127.0.0.1:2"; !strings.HasPrefix(string(args), want) {
 				t.Fatalf("arguments %q, want them to start with %q", args, want)
 			}
-			c.stop(time.Minute, quietLog)
+			var logged bytes.Buffer
+			c.stop(time.Minute, slog.New(slog.NewTextHandler(&logged, nil)))
 			if _, err := os.Stat(filepath.Join(dir, "stopped")); err != nil {
 				t.Fatalf("the child did not see the end of its stdin before exiting: %v", err)
+			}
+			if n := strings.Count(logged.String(), "\n"); n != 1 || !strings.Contains(logged.String(), `msg="the embedded etcd stopped"`) {
+				t.Fatalf("logged at the stop:\n%s\nwant one line saying it stopped", logged.String())
 			}
 		})
 	}
