@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -110,7 +111,9 @@ func run(parent context.Context, cfg *Config) error {
 	}
 	d := newDaemon(ctx, cfg, src, st, log)
 	log.Info("subnetd starting", "version", buildversion.Get().String(), "node", src.id, "source", src.store, "interface", ul.name, "public_ip", ul.publicV4, "public_ipv6", ul.publicV6, "backend", src.network.Backend.Type)
-	if err := d.serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	err = d.serve(ctx)
+	notify(log, "STOPPING=1")
+	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	if err := context.Cause(ctx); errors.Is(err, errEmbeddedExited) {
@@ -121,7 +124,9 @@ func run(parent context.Context, cfg *Config) error {
 
 // newDaemon wires the daemon to the source, the overlay and the host
 // rules, and starts re-applying those every --iptables-resync, with
-// --ip-blackhole-route's routes, until ctx ends.
+// --ip-blackhole-route's routes, until ctx ends. The daemon tells the
+// service manager it is ready once subnet.env is first written, that is
+// with a lease held.
 func newDaemon(ctx context.Context, cfg *Config, src source, st *status, log *slog.Logger) *daemon {
 	rules := &resyncedRules{hostRules: nat.FlannelHost{}}
 	var dp dataPlane = src.overlay
@@ -132,7 +137,15 @@ func newDaemon(ctx context.Context, cfg *Config, src source, st *status, log *sl
 	}
 	go resyncHost(ctx, time.Duration(cfg.IPTablesResync)*time.Second, rules, bh, st, log)
 	return &daemon{cfg: cfg, log: log, src: src.Source, dp: dp, rules: rules, st: st,
-		filter: &peerFilter{config: src.network, log: log}}
+		filter: &peerFilter{config: src.network, log: log}, wroteEnv: sync.OnceFunc(func() { notify(log, "READY=1") })}
+}
+
+// notify tells the service manager state (sdNotify); a failure is logged,
+// as the daemon works on without.
+func notify(log *slog.Logger, state string) {
+	if err := sdNotify(state); err != nil {
+		log.Warn("the service manager was not told", "error", err)
+	}
 }
 
 // openRegistry connects to --etcd-endpoints, or starts the embedded etcd;

@@ -3,6 +3,7 @@ package reliability
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -213,6 +214,45 @@ func TestSubnetdKubeFlannelArgs(t *testing.T) {
 			t.Errorf("%s: Node annotations %v, want flanneld's with public-ip %s", form.name, a, nodeIP)
 		}
 		sd.stop()
+	}
+}
+
+// TestSubnetdNotifyAndQuietStop: with its embedded etcd, subnetd tells the
+// service manager READY=1 once subnet.env is written and STOPPING=1 when
+// stopped, and the embedded etcd's stop logs one line and no error or
+// stack trace.
+func TestSubnetdNotifyAndQuietStop(t *testing.T) {
+	n := newFlanneldNode(t)
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sd := n.start("subnetd", []string{"NOTIFY_SOCKET=" + sock}, "--iface=eth0", "--ip-masq", "--net-config="+filepath.Join(n.dir, "net-conf.json"))
+	receive := func(want string, within time.Duration) {
+		t.Helper()
+		buf := make([]byte, 256)
+		_ = conn.SetReadDeadline(time.Now().Add(within))
+		k, err := conn.Read(buf)
+		if err != nil || string(buf[:k]) != want {
+			t.Fatalf("notification %q, %v; want %s; subnetd's output:\n%s", buf[:k], err, want, sd.output())
+		}
+	}
+	receive("READY=1", 60*time.Second)
+	if _, err := envfile.Read(n.mnt.Path(envfile.DefaultPath)); err != nil {
+		t.Fatalf("READY=1 before subnet.env: %v", err)
+	}
+	sd.stop()
+	receive("STOPPING=1", time.Second)
+	out := sd.output()
+	for _, bad := range []string{"stacktrace", `"level":"error"`, "level=ERROR", "server closed", "closed network connection"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("the stop logged %q:\n%s", bad, out)
+		}
+	}
+	if k := strings.Count(out, "the embedded etcd stopped"); k != 1 {
+		t.Errorf("%d lines saying the embedded etcd stopped, want 1:\n%s", k, out)
 	}
 }
 
