@@ -2,16 +2,27 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
+
+// TestMain lets TestQuietStop run this binary as subnetd-etcd itself.
+func TestMain(m *testing.M) {
+	if os.Getenv("SUBNETD_ETCD_RUN_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 func TestValidate(t *testing.T) {
 	ok := options{dataDir: "/var/lib/subnetd/etcd", clientURL: "http://127.0.0.1:2379", peerURL: "http://[::1]:2380"}
@@ -86,5 +97,39 @@ func TestRun(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", client, time.Second); err == nil {
 		c.Close()
 		t.Fatal("the member still serves after run returned")
+	}
+}
+
+// TestQuietStop: the member stopped by its parent (end of stdin) writes
+// nothing on stderr, where subnetd's log is: etcd's serving goroutines log
+// their closed listeners as errors with stack traces unless told it is the
+// stop (etcd-io/etcd#17424).
+func TestQuietStop(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "--data-dir", filepath.Join(t.TempDir(), "etcd"),
+		"--client-url", "http://"+freePort(t), "--peer-url", "http://"+freePort(t))
+	cmd.Env = append(os.Environ(), "SUBNETD_ETCD_RUN_MAIN=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill() }()
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("first line %q, %v; want ready; stderr:\n%s", line, err, stderr.String())
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, stderr.String())
+	}
+	if stderr.Len() > 0 {
+		t.Fatalf("the stop logged:\n%s", stderr.String())
 	}
 }

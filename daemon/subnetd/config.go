@@ -4,10 +4,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -16,9 +18,11 @@ import (
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
 )
 
-// Config is subnetd's command line. Flags that flanneld also has keep its
-// names and meaning, so that a unit file or DaemonSet needs only the binary
-// changed.
+// Config is subnetd's command line: every flag of flanneld v0.28, with its
+// name, default and meaning, so that a unit file or DaemonSet needs only the
+// binary changed, and subnetd's own (README, "subnetd's command line").
+// As flanneld, each flag not given is read from FLANNELD_<FLAG>
+// (parseCommandLine).
 type Config struct {
 	EtcdEndpoints  string
 	EtcdPrefix     string
@@ -28,11 +32,16 @@ type Config struct {
 	EtcdUsername   string
 	EtcdPassword   string
 	EtcdTimeout    time.Duration
-	Iface          string
+	Ifaces         []string // --iface, repeatable: names or addresses, tried in order
+	IfaceRegex     []string // --iface-regex, repeatable, tried after Ifaces
+	IfaceCanReach  string
 	PublicIP       string
+	PublicIPv6     string
 	IPMasq         bool
 	ForwardRules   bool
 	NoRandomFully  bool
+	IPTablesResync int // seconds, as flanneld's --iptables-resync
+	BlackholeRoute bool
 	SubnetFile     string
 	RenewMargin    int // minutes, as flanneld's --subnet-lease-renew-margin
 	HealthzIP      string
@@ -49,6 +58,10 @@ type Config struct {
 	EmbeddedPeer   string
 	LogLevel       string
 	LogFormat      string
+	Verbosity      int    // flanneld's (klog's) -v
+	VModule        string // klog's -vmodule: refused unless empty
+	BacktraceAt    string // klog's -log_backtrace_at: refused unless empty
+	Version        bool
 
 	// The Kubernetes API mode, flanneld's --kube-subnet-mgr: the subnets
 	// are the Node's pod CIDRs, the leases are Node annotations.
@@ -58,26 +71,51 @@ type Config struct {
 	KubeAnnotationPrefix      string
 	SetNodeNetworkUnavailable bool
 	NetConfigPath             string
+
+	deprecated []string // deprecated spellings given, warned about at start
 }
 
+// oldRandomFully is subnetd's first spelling of flanneld's
+// --ip-masq-fully-random-disable, kept working as a deprecated alias.
+const oldRandomFully = "ip-masq-random-fully-disable"
+
 func (c *Config) flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "", "comma-separated etcd endpoints; empty runs an embedded single-member etcd on loopback")
+	// flanneld's flags, in the order of its main.go.
+	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "", "comma-separated etcd endpoints; empty runs an embedded single-member etcd on loopback (flanneld's default is http://127.0.0.1:4001,http://127.0.0.1:2379)")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", subnetetcd.DefaultPrefix, "etcd prefix of the network config and leases")
-	fs.StringVar(&c.EtcdCAFile, "etcd-cafile", "", "CA that signed the etcd servers' certificates")
-	fs.StringVar(&c.EtcdCertFile, "etcd-certfile", "", "client certificate for etcd")
 	fs.StringVar(&c.EtcdKeyFile, "etcd-keyfile", "", "client key for etcd")
+	fs.StringVar(&c.EtcdCertFile, "etcd-certfile", "", "client certificate for etcd")
+	fs.StringVar(&c.EtcdCAFile, "etcd-cafile", "", "CA that signed the etcd servers' certificates")
 	fs.StringVar(&c.EtcdUsername, "etcd-username", "", "etcd user name")
 	fs.StringVar(&c.EtcdPassword, "etcd-password", "", "etcd password")
-	fs.DurationVar(&c.EtcdTimeout, "etcd-timeout", 5*time.Second, "deadline of each etcd call (with --kube-subnet-mgr: of each Kubernetes API call)")
-	fs.StringVar(&c.Iface, "iface", "", "interface (name or address) that carries the overlay; default: the one of the default route")
-	fs.StringVar(&c.PublicIP, "public-ip", "", "address other nodes reach this one at; default: the interface's first address")
-	fs.BoolVar(&c.IPMasq, "ip-masq", false, "masquerade traffic leaving the cluster network")
-	fs.BoolVar(&c.ForwardRules, "iptables-forward-rules", true, "accept forwarded traffic of the cluster network (chain FLANNEL-FWD)")
-	fs.BoolVar(&c.NoRandomFully, "ip-masq-random-fully-disable", false, "masquerade without --random-fully")
+	fs.Var((*stringList)(&c.Ifaces), "iface", "interface (name or address) that carries the overlay; repeat it to try each in order; default: the interface of --public-ip, else of the IPv4 default route, else of the IPv6 one")
+	fs.Var((*stringList)(&c.IfaceRegex), "iface-regex", "regular expression matching the overlay's interface by address, else by name; repeat it to try each in order, after every --iface")
+	fs.StringVar(&c.IfaceCanReach, "iface-can-reach", "", "the overlay's interface is the one of the route to this address (ip route get), tried after --iface and --iface-regex")
 	fs.StringVar(&c.SubnetFile, "subnet-file", envfile.DefaultPath, "where to write the node's subnet.env")
+	fs.StringVar(&c.PublicIP, "public-ip", "", "IPv4 address other nodes reach this one at; default: the interface's first")
+	fs.StringVar(&c.PublicIPv6, "public-ipv6", "", "IPv6 address other nodes reach this one at; default: the interface's first global one")
 	fs.IntVar(&c.RenewMargin, "subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires")
+	fs.BoolVar(&c.IPMasq, "ip-masq", false, "masquerade traffic leaving the cluster network")
+	fs.BoolVar(&c.NoRandomFully, "ip-masq-fully-random-disable", false, "masquerade without --random-fully")
+	fs.BoolVar(&c.KubeSubnetMgr, "kube-subnet-mgr", false, "take the node's subnets from its Node's pod CIDRs in the Kubernetes API and publish its lease as Node annotations, as flanneld does; no etcd (node name from NODE_NAME, else POD_NAME and POD_NAMESPACE)")
+	fs.StringVar(&c.KubeAPIURL, "kube-api-url", "", "Kubernetes API server URL (--kube-subnet-mgr); default: --kubeconfig-file's, or in-cluster")
+	fs.StringVar(&c.KubeAnnotationPrefix, "kube-annotation-prefix", defaultKubePrefix, "prefix of the Node annotations (--kube-subnet-mgr)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig-file", "", "kubeconfig for the Kubernetes API (--kube-subnet-mgr); empty: the pod's service account (in-cluster)")
+	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 	fs.StringVar(&c.HealthzIP, "healthz-ip", "0.0.0.0", "address of /healthz, /readyz and /metrics")
 	fs.IntVar(&c.HealthzPort, "healthz-port", 0, "port of /healthz, /readyz and /metrics; 0 disables them")
+	fs.IntVar(&c.IPTablesResync, "iptables-resync", 5, "re-apply the host rules (and --ip-blackhole-route's routes) every this many seconds")
+	fs.BoolVar(&c.ForwardRules, "iptables-forward-rules", true, "accept forwarded traffic of the cluster network (chain FLANNEL-FWD)")
+	fs.BoolVar(&c.BlackholeRoute, "ip-blackhole-route", false, "add a blackhole route for each of the node's own subnets (for a pod network without a bridge, as Canal's)")
+	fs.StringVar(&c.NetConfigPath, "net-config-path", "/etc/kube-flannel/net-conf.json", "network config JSON file (--kube-subnet-mgr)")
+	fs.BoolVar(&c.SetNodeNetworkUnavailable, "set-node-network-unavailable", true, "set the Node's NetworkUnavailable condition False once its lease is published (--kube-subnet-mgr)")
+	fs.IntVar(&c.Verbosity, "v", 0, "log verbosity, as flanneld's (klog's): 1 and above log at debug level, unless --log-level is given")
+	fs.StringVar(&c.VModule, "vmodule", "", "flanneld's per-source-file verbosity; subnetd refuses a non-empty one: use -v or --log-level")
+	fs.StringVar(&c.BacktraceAt, "log_backtrace_at", "", "flanneld's stack trace at a line of its source; subnetd refuses a non-empty one")
+
+	// subnetd's own.
+	fs.BoolVar(&c.NoRandomFully, oldRandomFully, false, "deprecated spelling of --ip-masq-fully-random-disable")
+	fs.DurationVar(&c.EtcdTimeout, "etcd-timeout", 5*time.Second, "deadline of each etcd call (with --kube-subnet-mgr: of each Kubernetes API call)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 24*time.Hour, "time to live of the lease in etcd")
 	fs.StringVar(&c.NetConfig, "net-config", "", "network config JSON file, stored in etcd when etcd has none")
 	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/subnetd", "node identity, embedded etcd data and the lock that lets one subnetd run per node")
@@ -90,12 +128,81 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.EmbeddedPeer, "embedded-etcd-peer", "127.0.0.1:2380", "loopback address of the embedded etcd's peer port")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text (logfmt) or json (one object per line, for log shippers)")
-	fs.BoolVar(&c.KubeSubnetMgr, "kube-subnet-mgr", false, "take the node's subnets from its Node's pod CIDRs in the Kubernetes API and publish its lease as Node annotations, as flanneld does; no etcd (node name from NODE_NAME, else POD_NAME and POD_NAMESPACE)")
-	fs.StringVar(&c.KubeAPIURL, "kube-api-url", "", "Kubernetes API server URL (--kube-subnet-mgr); default: --kubeconfig-file's, or in-cluster")
-	fs.StringVar(&c.Kubeconfig, "kubeconfig-file", "", "kubeconfig for the Kubernetes API (--kube-subnet-mgr); empty: the pod's service account (in-cluster)")
-	fs.StringVar(&c.KubeAnnotationPrefix, "kube-annotation-prefix", defaultKubePrefix, "prefix of the Node annotations (--kube-subnet-mgr)")
-	fs.BoolVar(&c.SetNodeNetworkUnavailable, "set-node-network-unavailable", true, "set the Node's NetworkUnavailable condition False once its lease is published (--kube-subnet-mgr)")
-	fs.StringVar(&c.NetConfigPath, "net-config-path", "/etc/kube-flannel/net-conf.json", "network config JSON file (--kube-subnet-mgr)")
+}
+
+// stringList is a flag that may be given many times, each adding a value,
+// as flanneld's --iface and --iface-regex.
+type stringList []string
+
+func (l *stringList) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, ",")
+}
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+
+// envPrefix is flanneld's: every flag is also read from FLANNELD_<FLAG>.
+const envPrefix = "FLANNELD"
+
+// envName is the variable of a flag, as flanneld's flagutil names it: the
+// name upper-cased, dashes turned to underscores, after FLANNELD_.
+func envName(flagName string) string {
+	return envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// errFlagSyntax is a command line the flag package refused, and printed
+// why with the usage.
+var errFlagSyntax = errors.New("unparsable command line")
+
+// parseCommandLine reads args as flanneld does, then, as its flagutil, sets
+// every flag not given there from its FLANNELD_ variable read through
+// getenv (an empty one counts as unset). --version is read before the
+// variables, as flanneld's. A variable's bad value is refused naming it
+// (flanneld logs it and goes on without it). -v maps onto --log-level.
+func parseCommandLine(args []string, getenv func(string) string, output io.Writer) (*Config, error) {
+	c := &Config{}
+	fs := flag.NewFlagSet("subnetd", flag.ContinueOnError)
+	fs.SetOutput(output)
+	c.flags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %w", errFlagSyntax, err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q: subnetd takes only flags", fs.Args())
+	}
+	if c.Version {
+		return c, nil
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given[oldRandomFully] {
+		given["ip-masq-fully-random-disable"] = true
+		c.deprecated = append(c.deprecated, "--"+oldRandomFully+" is deprecated: use flanneld's spelling, --ip-masq-fully-random-disable")
+	}
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := envName(f.Name)
+		v := getenv(name)
+		if given[f.Name] || f.Name == oldRandomFully || f.Name == "version" || v == "" {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q (for --%s): %w", name, v, f.Name, err))
+		}
+		given[f.Name] = true
+	})
+	if c.Verbosity > 0 && !given["log-level"] {
+		c.LogLevel = "debug"
+	}
+	return c, errors.Join(errs...)
 }
 
 // Validate checks the flags before anything is started.
@@ -116,11 +223,7 @@ func (c *Config) Validate() error {
 	if _, err := netip.ParseAddr(c.HealthzIP); err != nil {
 		errs = append(errs, fmt.Errorf("--healthz-ip: %w", err))
 	}
-	if c.PublicIP != "" {
-		if _, err := netip.ParseAddr(c.PublicIP); err != nil {
-			errs = append(errs, fmt.Errorf("--public-ip: %w", err))
-		}
-	}
+	errs = append(errs, c.validateInterface(), c.validateFlanneld())
 	if c.EtcdEndpoints == "" {
 		for _, a := range []string{c.EmbeddedClient, c.EmbeddedPeer} {
 			if ap, err := netip.ParseAddrPort(a); err != nil || !ap.Addr().IsLoopback() {
@@ -151,6 +254,50 @@ func (c *Config) Validate() error {
 	}
 	if c.KubeSubnetMgr && kubeMode != nil {
 		errs = append(errs, kubeMode.validate(c))
+	}
+	return errors.Join(errs...)
+}
+
+// validateInterface checks the flags that choose the overlay's interface
+// and addresses. A regular expression that does not compile is refused
+// (flanneld logs it and tries the next).
+func (c *Config) validateInterface() error {
+	var errs []error
+	if c.PublicIP != "" {
+		if _, err := netip.ParseAddr(c.PublicIP); err != nil {
+			errs = append(errs, fmt.Errorf("--public-ip: %w", err))
+		}
+	}
+	if c.PublicIPv6 != "" {
+		if ip, err := netip.ParseAddr(c.PublicIPv6); err != nil || !ip.Is6() {
+			errs = append(errs, fmt.Errorf("--public-ipv6 %q: want an IPv6 address", c.PublicIPv6))
+		}
+	}
+	for _, re := range c.IfaceRegex {
+		if _, err := regexp.Compile(re); err != nil {
+			errs = append(errs, fmt.Errorf("--iface-regex: %w", err))
+		}
+	}
+	if c.IfaceCanReach != "" {
+		if _, err := netip.ParseAddr(c.IfaceCanReach); err != nil {
+			errs = append(errs, fmt.Errorf("--iface-can-reach %q: want an address, the interface is that of the route to it", c.IfaceCanReach))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validateFlanneld checks flanneld's flags that subnetd's own do not
+// cover, and refuses the two it cannot honour.
+func (c *Config) validateFlanneld() error {
+	var errs []error
+	if c.IPTablesResync < 1 {
+		errs = append(errs, fmt.Errorf("--iptables-resync %d: want at least 1 (seconds)", c.IPTablesResync))
+	}
+	if c.VModule != "" {
+		errs = append(errs, fmt.Errorf("--vmodule %q: subnetd cannot honour it, as it sets the verbosity of flanneld's own source files; use -v or --log-level", c.VModule))
+	}
+	if c.BacktraceAt != "" {
+		errs = append(errs, fmt.Errorf("--log_backtrace_at %q: subnetd cannot honour it, as it names a line of flanneld's own source; drop it", c.BacktraceAt))
 	}
 	return errors.Join(errs...)
 }

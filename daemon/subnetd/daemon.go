@@ -23,6 +23,9 @@ type daemon struct {
 	rules  hostRules
 	filter *peerFilter
 	st     *status
+	// wroteEnv, when set, is called after each write of subnet.env: the
+	// service manager is told the node is ready (sd_notify).
+	wroteEnv func()
 
 	lease   subnet.Lease
 	entries []subnet.Entry // the last view of every lease
@@ -222,6 +225,9 @@ func (d *daemon) ensure(ctx context.Context) {
 	}
 	d.st.setEnv(true)
 	d.log.Info("wrote subnet.env", "path", d.cfg.SubnetFile, "subnet", d.lease.Subnets, "mtu", mtu)
+	if d.wroteEnv != nil {
+		d.wroteEnv()
+	}
 }
 
 func (d *daemon) env(mtu int) envfile.Env {

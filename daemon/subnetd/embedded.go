@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -53,6 +55,9 @@ func startEmbedded(dir, clientAddr, peerAddr string, timeout time.Duration, log 
 	if err != nil {
 		return nil, err
 	}
+	if err := checkFree(clientAddr); err != nil {
+		return nil, err
+	}
 	cmd := exec.Command(bin, "--data-dir", dir, "--client-url", "http://"+clientAddr, "--peer-url", "http://"+peerAddr,
 		"--start-timeout", timeout.String())
 	cmd.Stderr = os.Stderr // its log lines join subnetd's
@@ -85,6 +90,21 @@ func startEmbedded(dir, clientAddr, peerAddr string, timeout time.Duration, log 
 	return c, nil
 }
 
+// checkFree fails, saying what to do, when something already listens at
+// the embedded etcd's client address: most likely an etcd that flanneld
+// used there by default (without --etcd-endpoints it connects to
+// http://127.0.0.1:2379, where subnetd runs its own instead).
+func checkFree(clientAddr string) error {
+	l, err := net.Listen("tcp", clientAddr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("without --etcd-endpoints subnetd runs its embedded etcd at %s, where something already listens: if that is the cluster's etcd (flanneld's default endpoint), pass --etcd-endpoints=http://%s; else free the port or move the embedded etcd with --embedded-etcd-client", clientAddr, clientAddr)
+	}
+	if err != nil {
+		return nil // the child reports it, with its own words
+	}
+	return l.Close()
+}
+
 // waitReady waits for the child's "ready" line.
 func (c *etcdChild) waitReady(stdout io.Reader, timeout time.Duration) error {
 	ready := make(chan bool, 1)
@@ -112,6 +132,7 @@ func (c *etcdChild) stop(grace time.Duration, log *slog.Logger) {
 	_ = c.stdin.Close()
 	select {
 	case <-c.done:
+		log.Info("the embedded etcd stopped", "pid", c.cmd.Process.Pid, "exit", c.cmd.ProcessState)
 		return
 	case <-time.After(grace):
 	}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,9 +58,13 @@ func TestEmbeddedChild(t *testing.T) {
 			if want := "--data-dir " + filepath.Join(dir, "data") + " --client-url http://127.0.0.1:1 --peer-url http://127.0.0.1:2"; !strings.HasPrefix(string(args), want) {
 				t.Fatalf("arguments %q, want them to start with %q", args, want)
 			}
-			c.stop(time.Minute, quietLog)
+			var logged bytes.Buffer
+			c.stop(time.Minute, slog.New(slog.NewTextHandler(&logged, nil)))
 			if _, err := os.Stat(filepath.Join(dir, "stopped")); err != nil {
 				t.Fatalf("the child did not see the end of its stdin before exiting: %v", err)
+			}
+			if n := strings.Count(logged.String(), "\n"); n != 1 || !strings.Contains(logged.String(), `msg="the embedded etcd stopped"`) {
+				t.Fatalf("logged at the stop:\n%s\nwant one line saying it stopped", logged.String())
 			}
 		})
 	}
@@ -76,6 +82,25 @@ func TestEmbeddedKilled(t *testing.T) {
 	c.stop(200*time.Millisecond, quietLog)
 	if took := time.Since(start); took > 5*time.Second || c.cmd.ProcessState == nil || c.cmd.ProcessState.Success() {
 		t.Fatalf("stop took %v and left %v; want the child killed after the grace period", took, c.cmd.ProcessState)
+	}
+}
+
+// TestEmbeddedAddressTaken: something listening at the embedded etcd's
+// client address (an etcd flanneld used there by default) is refused
+// before the child starts, saying to pass --etcd-endpoints.
+func TestEmbeddedAddressTaken(t *testing.T) {
+	dir := fakeServer(t, "echo ready; cat >/dev/null")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, err = startEmbedded(filepath.Join(dir, "data"), l.Addr().String(), "127.0.0.1:2", time.Minute, quietLog)
+	if want := "--etcd-endpoints=http://" + l.Addr().String(); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want one saying %s", err, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "args")); err == nil {
+		t.Fatal("the child was started")
 	}
 }
 

@@ -17,35 +17,34 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
 	buildversion "github.com/cnisuite/cni/internal/version"
 	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/subnet"
+	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
 	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
 func main() {
-	var cfg Config
-	fs := flag.NewFlagSet("subnetd", flag.ContinueOnError)
-	cfg.flags(fs)
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		os.Exit(2)
-	}
-	if *showVersion {
+	cfg, err := parseCommandLine(os.Args[1:], os.Getenv, os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return // the usage is printed; flanneld exits 0 too
+	case errors.Is(err, errFlagSyntax):
+		os.Exit(2) // the flag package printed what is wrong
+	case err == nil && cfg.Version:
 		fmt.Println("subnetd", buildversion.Get())
 		return
-	}
-	if cfg.KubeSubnetMgr && kubeMode == nil {
+	case err == nil && cfg.KubeSubnetMgr && kubeMode == nil:
 		fmt.Fprintf(os.Stderr, "subnetd: %v\n", handOverKube(os.Args[1:]))
 		os.Exit(2)
 	}
-	err := cfg.Validate()
-	if fs.NArg() > 0 {
-		err = errors.Join(err, fmt.Errorf("unexpected arguments %q: subnetd takes only flags", fs.Args()))
+	if err == nil {
+		err = cfg.Validate()
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "subnetd: %v\n", err)
@@ -53,7 +52,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, &cfg); err != nil {
+	if err := run(ctx, cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "subnetd: %v\n", err)
 		stop()
 		os.Exit(1)
@@ -76,6 +75,9 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 
 func run(parent context.Context, cfg *Config) error {
 	log := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	for _, w := range cfg.deprecated {
+		log.Warn(w)
+	}
 	lock, err := lockDataDir(cfg.DataDir, !cfg.Cleanup)
 	if err != nil {
 		if cfg.Cleanup && errors.Is(err, errRunning) {
@@ -91,7 +93,7 @@ func run(parent context.Context, cfg *Config) error {
 	}
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
-	ul, err := findUnderlay(cfg.Iface, cfg.PublicIP)
+	ul, err := findUnderlay(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -107,15 +109,43 @@ func run(parent context.Context, cfg *Config) error {
 			return err
 		}
 	}
-	d := &daemon{cfg: cfg, log: log, src: src.Source, dp: src.overlay, rules: nat.FlannelHost{}, st: st, filter: &peerFilter{config: src.network, log: log}}
+	d := newDaemon(ctx, cfg, src, st, log)
 	log.Info("subnetd starting", "version", buildversion.Get().String(), "node", src.id, "source", src.store, "interface", ul.name, "public_ip", ul.publicV4, "public_ipv6", ul.publicV6, "backend", src.network.Backend.Type)
-	if err := d.serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	err = d.serve(ctx)
+	notify(log, "STOPPING=1")
+	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	if err := context.Cause(ctx); errors.Is(err, errEmbeddedExited) {
 		return err // the data plane stays, as at any other exit
 	}
 	return d.shutdown()
+}
+
+// newDaemon wires the daemon to the source, the overlay and the host
+// rules, and starts re-applying those every --iptables-resync, with
+// --ip-blackhole-route's routes, until ctx ends. The daemon tells the
+// service manager it is ready once subnet.env is first written, that is
+// with a lease held.
+func newDaemon(ctx context.Context, cfg *Config, src source, st *status, log *slog.Logger) *daemon {
+	rules := &resyncedRules{hostRules: nat.FlannelHost{}}
+	var dp dataPlane = src.overlay
+	var bh *blackholes
+	if cfg.BlackholeRoute {
+		bh = &blackholes{log: log}
+		dp = blackholePlane{dataPlane: src.overlay, bh: bh}
+	}
+	go resyncHost(ctx, time.Duration(cfg.IPTablesResync)*time.Second, rules, bh, st, log)
+	return &daemon{cfg: cfg, log: log, src: src.Source, dp: dp, rules: rules, st: st,
+		filter: &peerFilter{config: src.network, log: log}, wroteEnv: sync.OnceFunc(func() { notify(log, "READY=1") })}
+}
+
+// notify tells the service manager state (sdNotify); a failure is logged,
+// as the daemon works on without.
+func notify(log *slog.Logger, state string) {
+	if err := sdNotify(state); err != nil {
+		log.Warn("the service manager was not told", "error", err)
+	}
 }
 
 // openRegistry connects to --etcd-endpoints, or starts the embedded etcd;
@@ -206,6 +236,11 @@ func cleanup(cfg *Config, log *slog.Logger) error {
 	var errs []error
 	if err := vxlan.Cleanup(); err != nil {
 		errs = append(errs, err)
+	}
+	// --ip-blackhole-route's routes, of the subnets subnet.env names
+	// (whatever the flag now says).
+	if env, err := envfile.Read(cfg.SubnetFile); err == nil {
+		errs = append(errs, removeBlackholes(subnetsOf(env.Subnet, env.IPv6Subnet)...))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

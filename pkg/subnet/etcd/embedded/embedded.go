@@ -8,6 +8,7 @@ package embedded
 import (
 	"fmt"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -16,7 +17,8 @@ import (
 // Server is a single-member etcd run inside the process. It listens on the
 // URLs it is given; callers keep them on loopback.
 type Server struct {
-	e *embed.Etcd
+	e       *embed.Etcd
+	closing atomic.Bool // set by Close: the errors of the stop are not logged
 }
 
 // Start runs a member with its data under dir, serving clients at
@@ -37,21 +39,27 @@ func Start(dir, clientURL, peerURL string, timeout time.Duration) (*Server, erro
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.LogLevel = "error"
+	s := &Server{}
+	lg, err := newLogger(&s.closing)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd logger: %w", err)
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 	// Keep an hour of history so that watches resume; older revisions go.
 	cfg.AutoCompactionMode, cfg.AutoCompactionRetention = embed.CompactorModePeriodic, "1h"
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("starting the embedded etcd in %s: %w", dir, err)
 	}
+	s.e = e
 	select {
 	case <-e.Server.ReadyNotify():
-		return &Server{e: e}, nil
+		return s, nil
 	case err := <-e.Err():
-		e.Close()
+		s.Close()
 		return nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)
 	case <-time.After(timeout):
-		e.Close()
+		s.Close()
 		return nil, fmt.Errorf("embedded etcd in %s not ready after %v", dir, timeout)
 	}
 }
@@ -60,7 +68,10 @@ func Start(dir, clientURL, peerURL string, timeout time.Duration) (*Server, erro
 func (s *Server) Endpoint() string { return s.e.Clients[0].Addr().String() }
 
 // Close stops the member; its data stays in its directory.
-func (s *Server) Close() { s.e.Close() }
+func (s *Server) Close() {
+	s.closing.Store(true)
+	s.e.Close()
+}
 
 // Err reports a failure of the running member; it is closed when the
 // member stops.
