@@ -16,9 +16,10 @@ import (
 // TestSubnetdClonedIdentity see, as two VMs cloned from one image do.
 const clonedMachineID = "5e1fc10e5e1fc10e5e1fc10e5e1fc10e"
 
-// bindMachineID is run by sh in subnetd's private mount namespace: $0 is
-// the file to see as /etc/machine-id, the rest the command.
-const bindMachineID = `mount --bind "$0" /etc/machine-id && exec "$@"`
+// bindOver is run by sh in subnetd's private mount namespace: it binds the
+// file $0 over the path $1 (/etc/machine-id, the kernel's boot ID), then
+// runs the rest.
+const bindOver = `mount --bind "$0" "$1" && shift && exec "$@"`
 
 // cloneIP is the second node's address on the first's underlay.
 const cloneIP = "192.168.76.11"
@@ -44,8 +45,14 @@ func (n *daemonNode) startFromMachineID(name string, extra ...string) *proc {
 	if err := os.WriteFile(file, []byte(clonedMachineID+"\n"), 0o444); err != nil {
 		n.t.Fatal(err)
 	}
-	argv := n.subnetdArgv(append([]string{"--node-id="}, extra...)...)
-	return n.spawn(name, append([]string{"unshare", "--mount", "--propagation", "private", "--", "sh", "-c", bindMachineID, file}, argv...)...)
+	return n.spawnBound(name, file, "/etc/machine-id", n.subnetdArgv(append([]string{"--node-id="}, extra...)...)...)
+}
+
+// spawnBound runs argv in a private mount namespace where file is bound
+// over path.
+func (n *daemonNode) spawnBound(name, file, path string, argv ...string) *proc {
+	n.t.Helper()
+	return n.spawn(name, append([]string{"unshare", "--mount", "--propagation", "private", "--", "sh", "-c", bindOver, file, path}, argv...)...)
 }
 
 // leaseRow is a lease key in etcd with its node ID and public IP.
@@ -183,31 +190,48 @@ func rows(ls []leaseRow) []string {
 // SIGKILL, and again after SIGTERM at a new public IP (a re-IP), takes its
 // identity back at once (not after the presence record's 15 s) and keeps
 // its subnet, subnet.env and VTEP MAC; its lease then carries the new
-// address.
+// address. Killed and started under another boot ID (a reboot after a
+// crash), it waits for its previous boot's record to expire, saying so,
+// then keeps its subnet too.
 func TestSubnetdIdentitySameNode(t *testing.T) {
 	n := newDaemonNode(t)
 	n.startEtcd("etcd", "http://127.0.0.1:2379")
 	sd := n.startSubnetd("subnetd-0")
 	n.eventually("ready", 30*time.Second, func() bool { return n.ready("127.0.0.1:9090") })
 	want := n.nodeState()
+	bootID := filepath.Join(n.dir, "boot_id")
+	if err := os.WriteFile(bootID, []byte("0b0070c1-0000-4000-8000-000000000001\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
 	steps := []struct {
-		name string
-		stop func(*proc)
-		ip   string
+		name   string
+		stop   func(*proc)
+		ip     string
+		reboot bool
 	}{
-		{"killed", (*proc).kill, nodeIP},
+		{"killed", (*proc).kill, nodeIP, false},
 		{"re-IP'd", func(p *proc) {
 			p.stop()
 			n.ns.Run(t, "ip", "addr", "del", nodeIP+"/24", "dev", "ul0")
 			n.ns.Run(t, "ip", "addr", "add", "192.168.76.20/24", "dev", "ul0")
-		}, "192.168.76.20"},
+		}, "192.168.76.20", false},
+		{"rebooted after a crash", (*proc).kill, "192.168.76.20", true},
 	}
-	for i, s := range steps {
+	for _, s := range steps {
 		s.stop(sd)
-		sd = n.startSubnetd("subnetd-" + s.name)
+		if s.reboot {
+			sd = n.spawnBound("subnetd-"+s.name, bootID, "/proc/sys/kernel/random/boot_id", n.subnetdArgv()...)
+		} else {
+			sd = n.startSubnetd("subnetd-" + s.name)
+		}
 		n.eventually("ready again", 30*time.Second, func() bool { return n.ready("127.0.0.1:9090") || sd.exited() })
-		if took := logTime(t, sd, "holding lease").Sub(logTime(t, sd, "subnetd starting")); took > 5*time.Second || strings.Contains(sd.output(), "node identity") {
-			t.Fatalf("%s: lease held %v after the start; want at once, without waiting on its identity:\n%s", s.name, took, sd.output())
+		took := logTime(t, sd, "holding lease").Sub(logTime(t, sd, "subnetd starting"))
+		waited := strings.Contains(sd.output(), "node identity")
+		if s.reboot != waited || !s.reboot && took > 5*time.Second {
+			t.Fatalf("%s: lease held %v after the start, waited on its identity: %v; want %v:\n%s", s.name, took, waited, s.reboot, sd.output())
+		}
+		if s.reboot && !strings.Contains(sd.output(), "before a reboot") {
+			t.Fatalf("%s: the wait does not say it may be this node's previous boot:\n%s", s.name, sd.output())
 		}
 		if got := n.nodeState(); got != want {
 			t.Fatalf("%s: %+v, want %+v", s.name, got, want)
@@ -215,7 +239,6 @@ func TestSubnetdIdentitySameNode(t *testing.T) {
 		if got := n.leasesOf("relnode"); len(got) != 1 || got[0].publicIP != s.ip {
 			t.Fatalf("%s: leases %+v, want one at %s", s.name, got, s.ip)
 		}
-		t.Logf("step %d, %s: lease held %v after the start", i, s.name,
-			logTime(t, sd, "holding lease").Sub(logTime(t, sd, "subnetd starting")).Round(time.Millisecond))
+		t.Logf("%s: lease held %v after the start", s.name, took.Round(time.Millisecond))
 	}
 }
