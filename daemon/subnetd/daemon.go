@@ -87,9 +87,15 @@ func (d *daemon) serve(ctx context.Context) error {
 // node is ready well within a second of the assignment.
 const notAssignedRetry = 250 * time.Millisecond
 
+// identityRetry is how often a node whose identity another node holds
+// reads that node's presence record again (an etcd read), to proceed soon
+// after it expired.
+const identityRetry = 2 * time.Second
+
 // acquire takes the lease, retrying with backoff while the source fails;
-// the first failure is logged at once. A node without a subnet assigned
-// waits, logged once (per cause), and reports why on /readyz.
+// the first failure is logged at once. A node without a subnet assigned,
+// or whose identity another live node holds, waits, logged once (per
+// cause), and reports why on /readyz.
 func (d *daemon) acquire(ctx context.Context) error {
 	backoff := 200 * time.Millisecond
 	waiting := "" // the unassigned state last logged
@@ -103,13 +109,16 @@ func (d *daemon) acquire(ctx context.Context) error {
 		d.st.setWaiting(err.Error())
 		wait := backoff
 		switch {
-		case errors.Is(err, subnet.ErrNotAssigned):
-			d.st.etcdOK(time.Now()) // it answered: no subnet for this node yet
+		case errors.Is(err, subnet.ErrNotAssigned), errors.Is(err, subnet.ErrIdentityInUse):
+			d.st.etcdOK(time.Now()) // it answered: no subnet for this node yet, or not while another holds its identity
 			if err.Error() != waiting {
 				d.log.Error("failed to acquire lease; waiting", "error", err)
 				waiting = err.Error()
 			}
 			wait = notAssignedRetry
+			if errors.Is(err, subnet.ErrIdentityInUse) {
+				wait = identityRetry
+			}
 		case errors.Is(err, subnet.ErrNoSubnets):
 			d.log.Error("no subnet to lease; retrying", "error", err, "in", backoff)
 		default:

@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/cnisuite/cni/pkg/regfile"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 )
@@ -31,7 +36,12 @@ func openSource(ctx context.Context, cfg *Config, ul underlay, log *slog.Logger,
 
 // openEtcd leases in etcd: --etcd-endpoints, or the embedded one.
 func openEtcd(ctx context.Context, cfg *Config, ul underlay, log *slog.Logger, cancel context.CancelCauseFunc) (source, error) {
+	hint := identityHint(cfg.NodeID, cfg.DataDir)
 	id, err := nodeID(cfg.NodeID, cfg.DataDir)
+	if err != nil {
+		return source{}, err
+	}
+	inst, err := instanceOf(cfg.DataDir)
 	if err != nil {
 		return source{}, err
 	}
@@ -51,6 +61,7 @@ func openEtcd(ctx context.Context, cfg *Config, ul underlay, log *slog.Logger, c
 		closeReg()
 		return source{}, err
 	}
+	m.Instance, m.IdentityHint = inst, hint
 	return source{Source: m, store: "etcd", id: id, network: netCfg, overlay: ov, close: closeReg}, nil
 }
 
@@ -99,4 +110,37 @@ func nodeAttrs(nc subnet.Config, id string, ul underlay, ov *overlay) (subnet.At
 		attrs.PublicIPv6, attrs.BackendV6Data = ul.publicV6, v6
 	}
 	return attrs, nil
+}
+
+// instanceOf tells this subnetd apart from another machine's under the same
+// node identity: a random token kept in the data directory (the same after
+// a restart or a reboot, so a restarted run takes its identity back at
+// once) and the kernel's boot ID (which a machine cloned with the data
+// directory does not share).
+func instanceOf(dataDir string) (subnet.Instance, error) {
+	path := filepath.Join(dataDir, "instance-id")
+	b, _, err := regfile.Read(path, 256, regfile.NoFollow)
+	token := strings.TrimSpace(string(b))
+	if err != nil || token == "" {
+		buf := make([]byte, 16)
+		_, _ = rand.Read(buf)
+		token = hex.EncodeToString(buf)
+		if err := regfile.Replace(path, []byte(token+"\n"), 0o600); err != nil {
+			return subnet.Instance{}, fmt.Errorf("keeping this run's instance token: %w", err)
+		}
+	}
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id") // without it, a cloned data directory goes unnoticed
+	return subnet.Instance{Token: token, Boot: strings.TrimSpace(string(boot))}, nil
+}
+
+// identityHint is the fix a node refused for its identity is told, by
+// where the identity came from: --node-id (flag), else the data directory,
+// which keeps what was taken from /etc/machine-id.
+func identityHint(flag, dataDir string) string {
+	if flag != "" {
+		return fmt.Sprintf("fix: --node-id %s is given to another node too; give each node a --node-id of its own", flag)
+	}
+	return fmt.Sprintf("fix: give this node an identity of its own: start it with --node-id set to a name of its own, "+
+		"or give it a new /etc/machine-id (rm /etc/machine-id && systemd-machine-id-setup) and delete %s, "+
+		"where subnetd keeps the identity it took from /etc/machine-id", filepath.Join(dataDir, "node-id"))
 }

@@ -22,6 +22,12 @@ type Manager struct {
 	Config   Config // validated
 	// Node is what this node writes in its lease; NodeID must be set and stable.
 	Node Attrs
+	// Instance tells this run apart from another machine's under the same
+	// NodeID; only one run at a time holds a NodeID (see Acquire).
+	Instance Instance
+	// IdentityHint ends the error that refuses a node whose NodeID another
+	// run holds: how to give it one of its own.
+	IdentityHint string
 	// Previous is the subnet of the last run (from subnet.env), then of the
 	// last Acquire, tried before a random free one.
 	Previous Subnets
@@ -32,6 +38,8 @@ type Manager struct {
 	Log    *slog.Logger
 	Rand   *rand.Rand // nil: the global source
 	Now    func() time.Time
+
+	holds bool // this run holds its NodeID's presence record
 }
 
 func (m *Manager) now() time.Time {
@@ -52,7 +60,16 @@ func (m *Manager) intn(n int) int {
 // or by public address for a reservation or a lease flanneld left on this
 // host), else the previous subnet if free, else a random free subnet. Every
 // write is a compare-and-swap; a lost race retries with another candidate.
+//
+// It first claims the NodeID's presence record (claim): while another live
+// run holds it, it fails with IdentityInUseError having read nothing else
+// and written nothing, so two machines under one NodeID never hold or
+// renew one lease (nor the store lease, whose ID may derive from the
+// NodeID). Acquire, Check and Release run on one goroutine.
 func (m *Manager) Acquire(ctx context.Context) (Lease, error) {
+	if err := m.claim(ctx); err != nil {
+		return Lease{}, err
+	}
 	value, err := json.Marshal(m.Node)
 	if err != nil {
 		return Lease{}, fmt.Errorf("encoding the lease value: %w", err)

@@ -21,11 +21,19 @@ type MemStore struct {
 	changed   chan struct{}
 	nextLease int64
 	TTL       time.Duration
+	presence  map[string]memPresence // by node; gone when expired or released
+}
+
+// memPresence is a presence record and the owner whose lease it hangs on.
+type memPresence struct {
+	Record
+	owner string
 }
 
 // NewMemStore returns an empty store with store leases of the given TTL.
 func NewMemStore(ttl time.Duration) *MemStore {
-	return &MemStore{keys: map[Subnets]Entry{}, leases: map[int64]bool{}, changed: make(chan struct{}), TTL: ttl, rev: 1}
+	return &MemStore{keys: map[Subnets]Entry{}, leases: map[int64]bool{}, changed: make(chan struct{}), TTL: ttl, rev: 1,
+		presence: map[string]memPresence{}}
 }
 
 // Client returns a Registry over the store, as one node's etcd client
@@ -44,6 +52,14 @@ func (m *MemStore) Expire(id int64) {
 			m.remove(s)
 		}
 	}
+}
+
+// ExpirePresence ends node's presence record as PresenceTTL passing without
+// a renewal does (its run stopped, or lost the store).
+func (m *MemStore) ExpirePresence(node string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.presence, node)
 }
 
 // Compact forgets the history up to the current revision.
@@ -72,6 +88,8 @@ func (m *MemStore) notify() {
 type memClient struct {
 	store *MemStore
 	lease int64 // the store lease this client holds; guarded by store.mu
+	// The presence record this client claimed last, and its owner.
+	presenceNode, presenceOwner string
 }
 
 func (c *memClient) Config(ctx context.Context) ([]byte, error) {
@@ -186,6 +204,44 @@ func (c *memClient) Revoke(ctx context.Context) error {
 	m.mu.Unlock()
 	if id != 0 {
 		m.Expire(id)
+	}
+	return ctx.Err()
+}
+
+func (c *memClient) Presence(ctx context.Context, node string) (Record, error) {
+	m := c.store
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.presence[node]
+	if !ok {
+		return Record{}, fmt.Errorf("presence of %s: %w", node, ErrNotFound)
+	}
+	return p.Record, ctx.Err()
+}
+
+func (c *memClient) ClaimPresence(ctx context.Context, node, owner string, value []byte, prevRev int64) (Record, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	m := c.store
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.presence[node].Rev != prevRev {
+		return Record{}, fmt.Errorf("presence of %s: %w", node, ErrConflict)
+	}
+	m.rev++
+	p := memPresence{Record: Record{Value: append([]byte(nil), value...), Rev: m.rev}, owner: owner}
+	m.presence[node] = p
+	c.presenceNode, c.presenceOwner = node, owner
+	return p.Record, nil
+}
+
+func (c *memClient) ReleasePresence(ctx context.Context) error {
+	m := c.store
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p, ok := m.presence[c.presenceNode]; ok && p.owner == c.presenceOwner {
+		delete(m.presence, c.presenceNode)
 	}
 	return ctx.Err()
 }

@@ -25,6 +25,12 @@ type Entry struct {
 	Lease   int64  // store lease the key is attached to; 0 for a reservation
 }
 
+// Record is a node identity's presence record as the store holds it.
+type Record struct {
+	Value []byte // the JSON of a Presence; decoded by the Manager
+	Rev   int64  // modification revision
+}
+
 // Event is one change seen by a watch. A watch that fails sends an Event with
 // Err set (ErrCompacted when the store forgot the revision asked for) and
 // closes its channel; the caller lists again.
@@ -62,4 +68,17 @@ type Registry interface {
 	Revoke(ctx context.Context) error
 	// Watch streams changes to lease keys from revision rev on.
 	Watch(ctx context.Context, rev int64) <-chan Event
+
+	// Presence returns node's presence record, or ErrNotFound. The records
+	// live apart from the lease keys, where flanneld does not look.
+	Presence(ctx context.Context, node string) (Record, error)
+	// ClaimPresence writes value as node's presence record if its revision
+	// is still prevRev (0: absent), else ErrConflict. The record hangs on a
+	// store lease of PresenceTTL of its own, one per owner (the claiming
+	// run's instance, so that a restart takes its previous run's over),
+	// which the registry renews from then on, until ReleasePresence, its
+	// close, or the lease's expiry.
+	ClaimPresence(ctx context.Context, node, owner string, value []byte, prevRev int64) (Record, error)
+	// ReleasePresence ends the presence lease, deleting the record.
+	ReleasePresence(ctx context.Context) error
 }

@@ -10,9 +10,13 @@ import (
 
 // Check confirms that l is still this node's, renews its store lease when
 // less than RenewMargin is left, and returns the lease as it now stands. It
-// fails with ErrLeaseLost when the key is gone, or when another node's value
-// is in it; the caller acquires again.
+// fails with ErrLeaseLost when the key is gone, when another node's value
+// is in it, or when another run holds this NodeID (stillPresent); the
+// caller acquires again.
 func (m *Manager) Check(ctx context.Context, l Lease) (Lease, error) {
+	if err := m.stillPresent(ctx); err != nil {
+		return Lease{}, err
+	}
 	e, err := m.Registry.Get(ctx, l.Subnets)
 	if errors.Is(err, ErrNotFound) {
 		return Lease{}, fmt.Errorf("%w: key %s was deleted (expired, or removed by hand)", ErrLeaseLost, l.Subnets.Key())
@@ -62,8 +66,13 @@ func (m *Manager) Owns(l Lease, e Entry) bool {
 }
 
 // Release gives the lease up: the key is deleted (a reservation is kept, as
-// an operator made it) and the store lease revoked.
+// an operator made it), the store lease revoked and the NodeID's presence
+// record with it. A run that no longer holds its NodeID leaves all three
+// to the run that does, which may have taken the lease over.
 func (m *Manager) Release(ctx context.Context, l Lease) error {
+	if !m.holds {
+		return fmt.Errorf("lease %s left as it is: another run holds node identity %q now: %w", l.Subnets.Key(), m.Node.NodeID, ErrIdentityInUse)
+	}
 	var errs []error
 	if !l.Reserved {
 		if err := m.Registry.Delete(ctx, l.Subnets, l.Rev); err != nil && !errors.Is(err, ErrConflict) {
@@ -73,5 +82,9 @@ func (m *Manager) Release(ctx context.Context, l Lease) error {
 	if err := m.Registry.Revoke(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("revoking the store lease: %w", err))
 	}
+	if err := m.Registry.ReleasePresence(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("releasing the presence record: %w", err))
+	}
+	m.holds = false
 	return errors.Join(errs...)
 }

@@ -146,15 +146,20 @@ func (n *daemonNode) startEtcd(name, url string, extra ...string) *proc {
 // (later flags win).
 func (n *daemonNode) startSubnetd(name string, extra ...string) *proc {
 	n.t.Helper()
+	return n.spawn(name, n.subnetdArgv(extra...)...)
+}
+
+// subnetdArgv is startSubnetd's command line.
+func (n *daemonNode) subnetdArgv(extra ...string) []string {
+	n.t.Helper()
 	bin, err := buildSubnetd()
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	argv := append([]string{bin, "--etcd-endpoints", "http://127.0.0.1:2379", "--iface", "ul0",
+	return append([]string{bin, "--etcd-endpoints", "http://127.0.0.1:2379", "--iface", "ul0",
 		"--net-config", filepath.Join(n.dir, "net-conf.json"), "--subnet-file", filepath.Join(n.dir, "subnet.env"),
 		"--data-dir", filepath.Join(n.dir, "sd"), "--node-id", "relnode", "--healthz-ip", "127.0.0.1", "--healthz-port", "9090",
 		"--check-interval", "1s", "--etcd-timeout", "1s"}, extra...)
-	return n.spawn(name, argv...)
 }
 
 // ready reports whether subnetd answers 200 on /readyz at addr.

@@ -1,8 +1,10 @@
 // Package etcd stores subnetd's network config and leases in etcd v3 with
-// flanneld's key layout: <prefix>/config and <prefix>/subnets/<key>. Every
+// flanneld's key layout: <prefix>/config and <prefix>/subnets/<key>, and
+// subnetd's presence records in <prefix>/subnetd/nodes/<node ID>. Every
 // write is a transaction that compares the key's revision; leased keys hang
-// on one etcd lease per client, kept alive, never orphaned; every call has a
-// deadline.
+// on one etcd lease per client, kept alive, never orphaned; a presence
+// record on a short one of its own, renewed in the background; every call
+// has a deadline.
 package etcd
 
 import (
@@ -52,9 +54,15 @@ type Registry struct {
 	timeout time.Duration
 	tls     *tls.Config // nil on plain connections; probed to explain a timeout
 
-	mu      sync.Mutex
-	lease   clientv3.LeaseID // 0 until a leased write needs one
-	leaseID clientv3.LeaseID // the ID to grant under; 0: etcd picks
+	presenceTTL time.Duration
+	closed      chan struct{} // closed by Close: ends keepPresence
+	closeOnce   sync.Once
+	keeping     sync.Once // starts keepPresence at the first claim
+
+	mu       sync.Mutex
+	lease    clientv3.LeaseID // 0 until a leased write needs one
+	leaseID  clientv3.LeaseID // the ID to grant under; 0: etcd picks
+	presence clientv3.LeaseID // the presence record's lease; 0 until claimed
 }
 
 var _ subnet.Registry = (*Registry)(nil)
@@ -80,15 +88,20 @@ func New(o Options) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(o.Endpoints, ","), err)
 	}
-	r := &Registry{cli: cli, prefix: strings.TrimRight(o.Prefix, "/"), ttl: o.TTL, timeout: o.Timeout, tls: o.TLS}
+	r := &Registry{cli: cli, prefix: strings.TrimRight(o.Prefix, "/"), ttl: o.TTL, timeout: o.Timeout, tls: o.TLS,
+		presenceTTL: subnet.PresenceTTL, closed: make(chan struct{})}
 	if o.LeaseOwner != "" {
 		r.leaseID = LeaseIDFor(r.prefix, o.LeaseOwner)
 	}
 	return r, nil
 }
 
-// Close closes the client; the etcd lease stays, to be adopted by the next run.
-func (r *Registry) Close() error { return r.cli.Close() }
+// Close closes the client; the etcd lease stays, to be adopted by the next
+// run, and so does the presence record until its TTL ends unrenewed.
+func (r *Registry) Close() error {
+	r.closeOnce.Do(func() { close(r.closed) })
+	return r.cli.Close()
+}
 
 // TLSConfig builds the client TLS settings from flanneld's three files: a CA
 // alone verifies the server; a certificate and key also authenticate us.

@@ -78,14 +78,31 @@ func manager(t *testing.T, r subnet.Registry, network, id, ip string) *subnet.Ma
 
 const net22 = `{"Network":"10.0.0.0/22"}`
 
-// leasesHeld counts etcd leases on the server; tests run one at a time.
+// leasesHeld counts the etcd leases on the server but the presence records'
+// (TestPresence counts those); tests run one at a time.
 func leasesHeld(t *testing.T, r *Registry) int {
 	t.Helper()
 	resp, err := r.cli.Leases(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(resp.Leases)
+	n := 0
+	for _, l := range resp.Leases {
+		if !holdsPresence(t, r, l.ID) {
+			n++
+		}
+	}
+	return n
+}
+
+// holdsPresence reports whether lease id holds a presence record.
+func holdsPresence(t *testing.T, r *Registry, id clientv3.LeaseID) bool {
+	t.Helper()
+	ttl, err := r.cli.TimeToLive(context.Background(), id, clientv3.WithAttachedKeys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ttl.Keys) > 0 && strings.Contains(string(ttl.Keys[0]), "/subnetd/nodes/")
 }
 
 func revokeAll(t *testing.T, r *Registry) {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/pkg/subnet"
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -149,12 +148,8 @@ func (r *Registry) heldLease(ctx context.Context) (clientv3.LeaseID, error) {
 // by Acquire is adopted with its lease before any grant), so it is what a
 // run killed between its grant and its write left. Called with mu held.
 func (r *Registry) grantOwned(ctx context.Context) (clientv3.LeaseID, error) {
-	_, err := clientv3.RetryLeaseClient(r.cli).LeaseGrant(ctx, &etcdserverpb.LeaseGrantRequest{TTL: int64(r.ttl / time.Second), ID: int64(r.leaseID)})
-	if errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseExist) {
-		_, err = r.cli.KeepAliveOnce(ctx, r.leaseID)
-	}
-	if err != nil {
-		return 0, r.wrap(fmt.Sprintf("granting etcd lease %x", int64(r.leaseID)), rpctypes.Error(err))
+	if err := r.grantID(ctx, r.leaseID, r.ttl); err != nil {
+		return 0, r.wrap(fmt.Sprintf("granting etcd lease %x", int64(r.leaseID)), err)
 	}
 	r.lease = r.leaseID
 	return r.lease, nil
