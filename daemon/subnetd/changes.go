@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"time"
 
@@ -38,7 +39,7 @@ func (o *overlay) Changes(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening this network namespace: %w", err)
 	}
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandle() // in the calling thread's namespace, ns: see at
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("opening a netlink socket: %w", err)
@@ -84,16 +85,19 @@ type subscription struct {
 func (w *linkWatch) subscribe() (*subscription, error) {
 	s := &subscription{links: make(chan netlink.LinkUpdate, 64), addrs: make(chan netlink.AddrUpdate, 64),
 		routes: make(chan netlink.RouteUpdate, 256), neighs: make(chan netlink.NeighUpdate, 256), done: make(chan struct{})}
-	err := netlink.LinkSubscribeWithOptions(s.links, s.done, netlink.LinkSubscribeOptions{Namespace: &w.ns})
+	runtime.LockOSThread() // the sockets are made on this thread, in at's namespace
+	defer runtime.UnlockOSThread()
+	ns := w.at()
+	err := netlink.LinkSubscribeWithOptions(s.links, s.done, netlink.LinkSubscribeOptions{Namespace: &ns})
 	if err == nil {
-		err = netlink.AddrSubscribeWithOptions(s.addrs, s.done, netlink.AddrSubscribeOptions{Namespace: &w.ns})
+		err = netlink.AddrSubscribeWithOptions(s.addrs, s.done, netlink.AddrSubscribeOptions{Namespace: &ns})
 	}
 	if err == nil {
-		err = netlink.RouteSubscribeWithOptions(s.routes, s.done, netlink.RouteSubscribeOptions{Namespace: &w.ns,
+		err = netlink.RouteSubscribeWithOptions(s.routes, s.done, netlink.RouteSubscribeOptions{Namespace: &ns,
 			ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true})
 	}
 	if err == nil {
-		err = netlink.NeighSubscribeWithOptions(s.neighs, s.done, netlink.NeighSubscribeOptions{Namespace: &w.ns,
+		err = netlink.NeighSubscribeWithOptions(s.neighs, s.done, netlink.NeighSubscribeOptions{Namespace: &ns,
 			ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true})
 	}
 	if err != nil {
@@ -108,6 +112,23 @@ func (w *linkWatch) subscribe() (*subscription, error) {
 		}
 	}
 	return s, nil
+}
+
+// at is the namespace the netlink library is to enter to make the
+// subscriptions' sockets: none when the calling (locked) thread is in w.ns
+// already, as every thread of subnetd is, since entering a namespace, even
+// one's own, needs CAP_SYS_ADMIN, which the DaemonSet's unprivileged
+// subnetd lacks (NET_ADMIN and NET_RAW only); w.ns when this thread is
+// elsewhere (a test running the daemon on one thread of a node namespace
+// subscribes again from another).
+func (w *linkWatch) at() vnetns.NsHandle {
+	if cur, err := vnetns.Get(); err == nil {
+		defer cur.Close()
+		if cur.Equal(w.ns) {
+			return vnetns.None()
+		}
+	}
+	return w.ns
 }
 
 // stop closes the sockets and drains the channels, so that the library's

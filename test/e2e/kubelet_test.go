@@ -67,14 +67,14 @@ func newKubeletCluster(t *testing.T, n int) (*kubeOverlay, []*kubeletNode) {
 	return k, nodes
 }
 
-// echoPod makes a pod of the echo image (a TCP echo server on 8080) that
-// kube-scheduler places on the Node named node.
-func echoPod(t *testing.T, c *kubetest.Cluster, name, node string) {
+// echoPod makes a pod of the echo image (a TCP echo server on 8080), with
+// the ports given, that kube-scheduler places on the Node named node.
+func echoPod(t *testing.T, c *kubetest.Cluster, name, node string, ports ...corev1.ContainerPort) {
 	t.Helper()
 	img := testImages(t)[1]
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
 		Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": node},
-			Containers: []corev1.Container{{Name: "echo", Image: img.Name, ImagePullPolicy: corev1.PullNever}}}}
+			Containers: []corev1.Container{{Name: "echo", Image: img.Name, ImagePullPolicy: corev1.PullNever, Ports: ports}}}}
 	if _, err := c.Client.CoreV1().Pods("default").Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating pod %s: %v", name, err)
 	}

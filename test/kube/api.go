@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,4 +165,20 @@ func (c *Cluster) ServiceAccountKubeconfig(t testing.TB, namespace, name string)
 		t.Fatal(err)
 	}
 	return path
+}
+
+// Kubectl runs kubectl (the release test/kube builds) with args as the
+// admin, from the control plane's namespace, stdin given (a manifest for
+// `apply -f -`, say), and returns its output; it fails the test when
+// kubectl fails.
+func (c *Cluster) Kubectl(t testing.TB, stdin string, args ...string) string {
+	t.Helper()
+	argv := append([]string{"netns", "exec", c.NS.Name, Binary(t, "kubectl"), "--kubeconfig", c.Kubeconfig}, args...)
+	cmd := exec.Command("ip", argv...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }

@@ -1,13 +1,11 @@
 package kubetest
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,26 +16,15 @@ import (
 // (every v1 controller, named ones, and the unified one of a hybrid setup):
 // runc and kubelet make a pod's cgroup in each.
 func cgroupMounts() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	all, err := readMountinfo("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var mounts []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// ID parent major:minor root mountpoint options... - fstype source superoptions
-		fields := strings.Fields(sc.Text())
-		sep := slices.Index(fields, "-")
-		if sep < 0 || sep+1 >= len(fields) || len(fields) < 5 {
-			continue
+	for _, m := range all {
+		if m.fstype == "cgroup" || m.fstype == "cgroup2" {
+			mounts = append(mounts, m.point)
 		}
-		if fstype := fields[sep+1]; fstype == "cgroup" || fstype == "cgroup2" {
-			mounts = append(mounts, fields[4])
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
 	}
 	if len(mounts) == 0 {
 		return nil, errors.New("no cgroup hierarchy mounted")

@@ -40,8 +40,13 @@ type Options struct {
 	// kube-controller-manager's service-account controllers (serviceaccount,
 	// serviceaccount-token, root-ca-cert-publisher), so that pods get their
 	// namespace's default service account and its token, and nodelifecycle,
-	// which lets pods onto a Node once it is Ready.
+	// which lets pods onto a Node once it is Ready, and daemonset, which
+	// runs a DaemonSet's pods on every Node.
 	Kubelets bool
+	// ExposeEtcd makes etcd listen on Address too (EtcdURL), for daemons
+	// in node namespaces that keep their state in the cluster's etcd
+	// (subnetd in etcd mode).
+	ExposeEtcd bool
 }
 
 // Cluster is a running control plane. Start stops it when the test ends
@@ -53,8 +58,13 @@ type Cluster struct {
 	CA         []byte               // PEM of the CA its serving certificate is signed by
 	Kubeconfig string               // an admin kubeconfig (group system:masters), with URL and CA
 	Client     kubernetes.Interface // an admin client connecting from NS
+	// KubernetesService is the kubernetes Service's address and port, the
+	// first of the first service CIDR, which pods find the API server by.
+	KubernetesService netip.AddrPort
+	EtcdURL           string // with Options.ExposeEtcd: etcd as node namespaces reach it, http://Address:port
 
 	dir                             string
+	apiAddr                         netip.AddrPort // where the API server listens
 	pki                             *pki
 	etcdAddr                        string // etcd's client address, host:port in NS
 	etcd, apiserver, kcm, scheduler *process
@@ -115,6 +125,9 @@ func (o Options) withDefaults() (Options, error) {
 	if _, err := netip.ParseAddr(o.Address); err != nil {
 		return o, fmt.Errorf("kubetest.Options.Address: %w", err)
 	}
+	if o.ExposeEtcd && o.NS == nil {
+		return o, errors.New("kubetest.Options: ExposeEtcd needs NS and Address")
+	}
 	if len(o.ServiceCIDRs) > 0 {
 		return o, nil
 	}
@@ -146,26 +159,36 @@ func (c *Cluster) configure(t testing.TB, etcdBin string, opts Options) error {
 		advertise = "192.0.2.1" // the API server refuses a loopback one; never dialled
 	}
 	ips := []net.IP{net.ParseIP(opts.Address), net.ParseIP("127.0.0.1"), net.ParseIP(advertise)}
-	for _, s := range opts.ServiceCIDRs {
+	for i, s := range opts.ServiceCIDRs {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return fmt.Errorf("kubetest.Options.ServiceCIDRs: %w", err)
 		}
-		ips = append(ips, net.IP(p.Masked().Addr().Next().AsSlice())) // the kubernetes Service's address
+		svc := p.Masked().Addr().Next() // the kubernetes Service's address
+		if i == 0 {
+			c.KubernetesService = netip.AddrPortFrom(svc, 443)
+		}
+		ips = append(ips, net.IP(svc.AsSlice()))
 	}
 	if c.pki, err = makePKI(c.dir, ips); err != nil {
 		return fmt.Errorf("making the API server's keys: %w", err)
 	}
-	c.URL = "https://" + net.JoinHostPort(opts.Address, strconv.Itoa(ports[2]))
+	c.apiAddr = netip.AddrPortFrom(netip.MustParseAddr(opts.Address), uint16(ports[2]))
+	c.URL = "https://" + c.apiAddr.String()
 	c.CA = c.pki.caPEM
 	c.Kubeconfig = filepath.Join(c.dir, "admin.kubeconfig")
 	if err := writeKubeconfig(c.Kubeconfig, c.URL, c.CA, "kubetest-admin", c.pki.adminToken); err != nil {
 		return err
 	}
 	c.etcdAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+	listen := "http://" + c.etcdAddr
+	if opts.ExposeEtcd {
+		c.EtcdURL = "http://" + net.JoinHostPort(opts.Address, strconv.Itoa(ports[0]))
+		listen += "," + c.EtcdURL
+	}
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	c.etcd.argv = []string{etcdBin, "--name", "kubetest", "--data-dir", filepath.Join(c.dir, "etcd"),
-		"--listen-client-urls", "http://" + c.etcdAddr, "--advertise-client-urls", "http://" + c.etcdAddr,
+		"--listen-client-urls", listen, "--advertise-client-urls", "http://" + c.etcdAddr,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "kubetest=" + peerURL, "--unsafe-no-fsync", "--logger", "zap"}
 	c.apiserver.argv = append([]string{Binary(t, "kube-apiserver"),
@@ -257,7 +280,7 @@ func (c *Cluster) startControllerManager(t testing.TB, opts Options) {
 	}
 	if opts.Kubelets {
 		// nodelifecycle lifts the not-ready taint kubelet registers its Node with.
-		controllers = append(controllers, "serviceaccount", "serviceaccount-token", "root-ca-cert-publisher", "nodelifecycle")
+		controllers = append(controllers, "serviceaccount", "serviceaccount-token", "root-ca-cert-publisher", "nodelifecycle", "daemonset")
 		c.kcm.argv = append(c.kcm.argv, "--root-ca-file", c.pki.caFile, "--service-account-private-key-file", c.pki.saKeyFile)
 	}
 	c.kcm.argv = append(c.kcm.argv, "--controllers", strings.Join(controllers, ","))

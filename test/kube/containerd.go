@@ -21,12 +21,14 @@ import (
 // from pipe: EOF"; the sandbox image the test imported (no registry is
 // reachable); and the plugins and conflists under test. Root, state and
 // socket are containerd's defaults, private to the node's mount namespace.
+// The opt plugin is off: it would make /opt/containerd on the machine's disk
+// (the node shares the machine's /opt) for plugins that nothing here installs.
 const containerdConfig = `version = 2
 root = "/var/lib/containerd"
 state = "/run/containerd"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.overlayfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.internal.v1.tracing"]
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.internal.v1.tracing", "io.containerd.internal.v1.opt"]
 [grpc]
   address = %q
 [plugins."io.containerd.grpc.v1.cri"]
@@ -45,7 +47,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 func (n *Node) startContainerd(t testing.TB) {
 	t.Helper()
 	config := filepath.Join(n.dir, "containerd.toml")
-	text := fmt.Sprintf(containerdConfig, containerdSocket, n.pause, n.pluginDir, n.ConfDir)
+	text := fmt.Sprintf(containerdConfig, containerdSocket, n.pause, n.pluginDir, n.confDir)
 	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}

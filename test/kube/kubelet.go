@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,10 +60,14 @@ var kernelDefaults = map[string]string{
 // (an address of the node's namespace that the control plane reaches),
 // joined to c (started with Options.Kubelets) with its admin kubeconfig, and
 // waits until the Node is Ready: the node's conf dir must hold a conflist
-// by then.
+// by then. A node with NodeOptions.OwnCNIDirs gets its network from a
+// DaemonSet: StartKubelet returns once kubelet has registered its Node,
+// NotReady until then. The node reaches the API server through the
+// kubernetes Service too, as kube-proxy would make it (proxyAPIServer).
 func (n *Node) StartKubelet(t testing.TB, c *Cluster, name, nodeIP string) {
 	t.Helper()
 	n.kernelDefaults(t)
+	n.proxyAPIServer(t, c)
 	config := filepath.Join(n.dir, "kubelet.yaml")
 	text := fmt.Sprintf(kubeletConfig, n.CgroupRoot, containerdSocket, nodeIP)
 	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
@@ -71,7 +76,25 @@ func (n *Node) StartKubelet(t testing.TB, c *Cluster, name, nodeIP string) {
 	n.kubelet.argv = []string{Binary(t, "kubelet"), "--config", config, "--kubeconfig", c.Kubeconfig,
 		"--hostname-override", name, "--node-ip", nodeIP}
 	n.cluster, n.name = c, name
-	n.runKubelet(t)
+	n.runKubelet(t, !n.ownCNI)
+}
+
+// proxyAPIServer does kube-proxy's part for the kubernetes Service on the
+// node: connections from the node to the Service's address go to the API
+// server, for pods of the host's network that find it through
+// KUBERNETES_SERVICE_HOST (rest.InClusterConfig, a CNI DaemonSet's). The
+// route makes the Service's address reachable until the DNAT rewrites it;
+// the API server must be on a subnet of the node.
+func (n *Node) proxyAPIServer(t testing.TB, c *Cluster) {
+	t.Helper()
+	svc, api := c.KubernetesService, c.apiAddr
+	if svc.Addr().Is6() != api.Addr().Is6() {
+		t.Fatalf("the kubernetes Service %s and the API server %s are not of one family", svc, api)
+	}
+	iptables := map[bool]string{false: "iptables", true: "ip6tables"}[svc.Addr().Is6()]
+	n.Run(t, "ip", "route", "replace", svc.Addr().String(), "via", api.Addr().String())
+	n.Run(t, iptables, "-t", "nat", "-A", "OUTPUT", "-d", svc.Addr().String(), "-p", "tcp",
+		"--dport", strconv.Itoa(int(svc.Port())), "-j", "DNAT", "--to-destination", api.String())
 }
 
 // RestartKubelet stops kubelet and starts it again, as its upgrade does:
@@ -79,24 +102,28 @@ func (n *Node) StartKubelet(t testing.TB, c *Cluster, name, nodeIP string) {
 func (n *Node) RestartKubelet(t testing.TB) {
 	t.Helper()
 	n.kubelet.stop(10 * time.Second)
-	n.runKubelet(t)
+	n.runKubelet(t, true)
 }
 
-// runKubelet starts kubelet and waits until its Node is Ready with a
-// heartbeat of this run.
-func (n *Node) runKubelet(t testing.TB) {
+// runKubelet starts kubelet and waits until its Node has a heartbeat of
+// this run: Ready, when ready is set.
+func (n *Node) runKubelet(t testing.TB, ready bool) {
 	t.Helper()
 	started := time.Now().Truncate(time.Second) // conditions' times have seconds only
 	if err := n.kubelet.startWith(n.Enter(), n.NS.Name); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "Node "+n.name+" Ready", 60*time.Second, []*process{n.containerd, n.kubelet}, func() error {
+	what := "Node " + n.name + " registered"
+	if ready {
+		what = "Node " + n.name + " Ready"
+	}
+	waitFor(t, what, 60*time.Second, []*process{n.containerd, n.kubelet}, func() error {
 		node, err := n.cluster.Client.CoreV1().Nodes().Get(t.Context(), n.name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		for _, cond := range node.Status.Conditions {
-			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue && !cond.LastHeartbeatTime.Time.Before(started) {
+			if cond.Type == corev1.NodeReady && (cond.Status == corev1.ConditionTrue || !ready) && !cond.LastHeartbeatTime.Time.Before(started) {
 				return nil
 			}
 		}

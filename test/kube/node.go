@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +33,13 @@ type NodeOptions struct {
 	// conflist into: containerd loads the lexically first one when it
 	// appears, and reports the network ready from then on.
 	ConfDir string
+	// OwnCNIDirs, instead of PluginDir and ConfDir, makes containerd's
+	// bin_dir and conf_dir the node's /opt/cni/bin and /etc/cni/net.d, as
+	// on a real node: each an empty tmpfs private to the node (see
+	// privateDir), for a CNI DaemonSet's hostPath volumes to install into,
+	// so that nothing reaches the machine's own directories. Kubelet's
+	// Node is then NotReady until the DaemonSet has installed a conflist.
+	OwnCNIDirs bool
 	// Pause is containerd's sandbox image and Images the others pods run
 	// (testutil.BuildTestImages makes both): imported at the start, as
 	// no registry is reachable.
@@ -57,7 +65,10 @@ type Node struct {
 	CRI runtimeapi.RuntimeServiceClient
 
 	dir        string
-	pluginDir  string
+	pluginDir  string // containerd's bin_dir and conf_dir, as the node sees them
+	confDir    string
+	ownCNI     bool
+	stopOnce   sync.Once
 	conn       *grpc.ClientConn
 	holder     *process // sleeps in the mount namespace, which lives as long as it does
 	containerd *process
@@ -83,26 +94,33 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 			t.Skipf("needs %s (Debian's containerd, runc, util-linux: make deps installs them)", cmd)
 		}
 	}
-	if opts.NS == nil || opts.PluginDir == "" || opts.Pause.Archive == "" {
-		t.Fatal("kubetest.NodeOptions: NS, PluginDir and Pause are required")
+	if opts.NS == nil || opts.Pause.Archive == "" || (opts.PluginDir == "") != opts.OwnCNIDirs || opts.OwnCNIDirs && opts.ConfDir != "" {
+		t.Fatal("kubetest.NodeOptions: NS, Pause and either PluginDir (ConfDir optional) or OwnCNIDirs are required")
 	}
-	n := &Node{NS: opts.NS, ConfDir: opts.ConfDir, pluginDir: opts.PluginDir, dir: t.TempDir(),
+	n := &Node{NS: opts.NS, ConfDir: opts.ConfDir, pluginDir: opts.PluginDir, dir: t.TempDir(), ownCNI: opts.OwnCNIDirs,
 		CgroupRoot: "/cnisuite-" + opts.NS.Name, pause: opts.Pause.Name}
-	if n.ConfDir == "" {
+	if n.ConfDir == "" && !n.ownCNI {
 		n.ConfDir = filepath.Join(n.dir, "net.d")
 		if err := os.Mkdir(n.ConfDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
+	n.confDir = n.ConfDir // a path of the machine's, which the node sees too (its /tmp is shared)
 	n.holder = &process{name: "mount namespace holder", log: filepath.Join(n.dir, "holder.log"),
 		argv: []string{"unshare", "--mount", "--propagation", "private", "--", "sleep", "infinity"}}
 	n.containerd = &process{name: "containerd", log: filepath.Join(n.dir, "containerd.log")}
 	n.kubelet = &process{name: "kubelet", log: filepath.Join(n.dir, "kubelet.log")}
-	t.Cleanup(func() { n.stop(t) })
+	t.Cleanup(func() { n.Stop(t) })
 	if err := makeCgroups(n.CgroupRoot); err != nil {
 		t.Fatal(err)
 	}
 	n.startHolder(t)
+	if n.ownCNI {
+		n.pluginDir, n.confDir = "/opt/cni/bin", "/etc/cni/net.d"
+		n.privateDir(t, n.pluginDir)
+		n.privateDir(t, n.confDir)
+		n.ConfDir = n.Path(n.confDir)
+	}
 	n.startContainerd(t)
 	for _, img := range append([]testutil.Image{opts.Pause}, opts.Images...) {
 		n.ImportImage(t, img.Archive)
@@ -188,13 +206,21 @@ func (n *Node) Spawn(t testing.TB, name string, argv ...string) {
 	n.spawned = append(n.spawned, p)
 }
 
-// stop ends everything of the node, in the order a node shuts down: kubelet
-// (which would start pods again), the pods through the CRI (so that the
-// plugins' DEL runs), the test's daemons and containerd; then whatever is
-// left in the mount namespace (shims) or the cgroups (pods' processes), the
-// namespace itself and the cgroups.
+// Stop ends everything of the node now, as the end of its test otherwise
+// does (a node taken out of a cluster, say), in the order a node shuts
+// down: kubelet (which would start pods again), the pods through the CRI
+// (so that the plugins' DEL runs), the test's daemons and containerd; then
+// whatever is left in the mount namespace (shims) or the cgroups (pods'
+// processes), the namespace itself with its mounts, and the cgroups.
+func (n *Node) Stop(t testing.TB) {
+	n.stopOnce.Do(func() { n.stop(t) })
+}
+
 func (n *Node) stop(t testing.TB) {
 	n.kubelet.stop(10 * time.Second)
+	if t.Failed() && n.holder.cmd != nil {
+		n.podLogTails(t)
+	}
 	if done, _ := n.containerd.exited(); n.containerd.cmd != nil && !done {
 		if err := n.removeAllPods(); err != nil {
 			t.Logf("node %s: removing the pods left: %v", n.NS.Name, err)
@@ -217,6 +243,15 @@ func (n *Node) stop(t testing.TB) {
 		t.Errorf("node %s: %v", n.NS.Name, err)
 	}
 	logTailsOnFailure(t, append([]*process{n.containerd, n.kubelet}, n.spawned...)...)
+}
+
+// podLogTails prints the end of every container's log on the node (the
+// DaemonSet's, say), which kubelet keeps under /var/log/pods.
+func (n *Node) podLogTails(t testing.TB) {
+	logs, _ := filepath.Glob(n.Path("/var/log/pods/*/*/*.log"))
+	for _, l := range logs {
+		t.Logf("==== node %s, last 40 lines of %s:\n%s", n.NS.Name, strings.TrimPrefix(l, n.Path("")), fileTail(l, 40))
+	}
 }
 
 // removeAllPods stops and removes every pod sandbox containerd knows.

@@ -97,8 +97,11 @@ func (p *process) stop(grace time.Duration) {
 }
 
 // logTail returns the last n lines of the process's log.
-func (p *process) logTail(n int) string {
-	b, err := os.ReadFile(p.log)
+func (p *process) logTail(n int) string { return fileTail(p.log, n) }
+
+// fileTail returns the last n lines of a file.
+func fileTail(file string, n int) string {
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return err.Error()
 	}
