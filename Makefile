@@ -19,7 +19,7 @@ VERSION ?= $(shell git describe --tags --always --dirty --match 'v*' 2>/dev/null
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X github.com/cnisuite/cni/internal/version.Version=$(VERSION) -X github.com/cnisuite/cni/internal/version.Commit=$(COMMIT)
 
-.PHONY: build test fuzz soak bench install install-conf demo deps k8s-bins clean release image
+.PHONY: build test fuzz soak bench install install-conf demo demo-kube deps k8s-bins clean release image
 
 # Plugins go to bin/, the node daemon and the operator's cnictl to bin/daemon/: the two are
 # installed to different places.
@@ -100,6 +100,10 @@ install-conf:
 
 demo: deps build
 	@./scripts/demo.sh $(BIN)
+
+# The Kubernetes cluster in a box: kubelet and containerd nodes, the DaemonSet and its image.
+demo-kube: deps build k8s-bins
+	@./scripts/demo-kube.sh
 
 clean:
 	rm -rf $(BIN)

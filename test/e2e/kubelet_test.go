@@ -99,10 +99,19 @@ func runningPod(t *testing.T, c *kubetest.Cluster, name string) *corev1.Pod {
 }
 
 // tcpEcho connects from inside a namespace to addr and checks that what it
-// sends comes back. A refused connection is tried again for 5 s: a pod is
-// Running once its container has started, maybe before its server listens.
+// sends comes back.
 func tcpEcho(t *testing.T, from, addr string) {
 	t.Helper()
+	if err := echoFrom(from, addr); err != nil {
+		t.Error(err)
+	}
+}
+
+// echoFrom sends a line from inside the namespace at path from to the
+// echo server at addr and checks that it comes back. A refused connection
+// is tried again for 5 s: a pod is Running once its container has started,
+// maybe before its server listens.
+func echoFrom(from, addr string) error {
 	msg := fmt.Sprintf("from %s to %s\n", from, addr)
 	got := make([]byte, len(msg))
 	var err error
@@ -113,8 +122,9 @@ func tcpEcho(t *testing.T, from, addr string) {
 		}
 	}
 	if err != nil || string(got) != msg {
-		t.Errorf("TCP echo from %s to %s: %v, got %q", from, addr, err, got)
+		return fmt.Errorf("TCP echo from %s to %s: %v, got %q", from, addr, err, got)
 	}
+	return nil
 }
 
 // echoOnce sends msg over a new connection to addr and reads the answer
