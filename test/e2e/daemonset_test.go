@@ -460,17 +460,26 @@ func (d *dsTest) deletePods(t *testing.T, pods []*kubePod) {
 	}
 }
 
-// kubeMode: conf/kube-flannel.yml on three nodes.
-func (d *dsTest) kubeMode(t *testing.T) {
+// deploy starts nodes first..last, applies the manifest file with kubectl
+// (the ConfigMap keys given set) and waits until its DaemonSet daemonSet
+// and the Nodes are ready; it returns the nodes and the DaemonSet's pods by
+// node name. The DaemonSet and the Nodes are removed when t ends.
+func (d *dsTest) deploy(t *testing.T, file, daemonSet string, first, last int, keys map[string]string) (*kubeOverlay, []*kubeletNode, map[string]*corev1.Pod) {
 	k := d.sub(t)
-	t.Cleanup(func() { d.remove(t, "kube-flannel-ds", 1, 3) })
+	t.Cleanup(func() { d.remove(t, daemonSet, first, last) })
 	start := time.Now()
-	nodes := d.addNodes(k, 1, 3)
+	nodes := d.addNodes(k, first, last)
 	t.Logf("%d nodes registered in %v", len(nodes), time.Since(start).Round(time.Millisecond))
 	start = time.Now()
-	d.apply(t, "kube-flannel.yml", nil)
-	dsPods := d.daemonSetReady(t, "kube-flannel-ds", nodes)
+	d.apply(t, file, keys)
+	pods := d.daemonSetReady(t, daemonSet, nodes)
 	t.Logf("DaemonSet ready and Nodes Ready %v after kubectl apply", time.Since(start).Round(time.Millisecond))
+	return k, nodes, pods
+}
+
+// kubeMode: conf/kube-flannel.yml on three nodes.
+func (d *dsTest) kubeMode(t *testing.T) {
+	k, nodes, dsPods := d.deploy(t, "kube-flannel.yml", "kube-flannel-ds", 1, 3, nil)
 	for _, kn := range nodes {
 		d.installed(t, kn)
 		cidrs := d.c.WaitPodCIDRs(t, kn.name, 2)
@@ -606,15 +615,7 @@ func (d *dsTest) remove(t *testing.T, daemonSet string, first, last int) {
 // their subnets in the cluster's etcd (under flannel's prefix, beside the
 // API server's /registry).
 func (d *dsTest) etcdMode(t *testing.T) {
-	k := d.sub(t)
-	t.Cleanup(func() { d.remove(t, "subnetd", 4, 5) })
-	start := time.Now()
-	nodes := d.addNodes(k, 4, 5)
-	t.Logf("%d nodes registered in %v", len(nodes), time.Since(start).Round(time.Millisecond))
-	start = time.Now()
-	d.apply(t, "subnetd-daemonset.yaml", map[string]string{"etcd-endpoints": d.c.EtcdURL})
-	d.daemonSetReady(t, "subnetd", nodes)
-	t.Logf("DaemonSet ready and Nodes Ready %v after kubectl apply", time.Since(start).Round(time.Millisecond))
+	k, nodes, _ := d.deploy(t, "subnetd-daemonset.yaml", "subnetd", 4, 5, map[string]string{"etcd-endpoints": d.c.EtcdURL})
 	keys := d.etcdKeys(t)
 	for _, kn := range nodes {
 		d.installed(t, kn)

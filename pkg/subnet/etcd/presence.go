@@ -115,18 +115,4 @@ func (r *Registry) forgetPresence(id clientv3.LeaseID) {
 }
 
 // ReleasePresence revokes the presence lease; etcd deletes the record.
-func (r *Registry) ReleasePresence(ctx context.Context) error {
-	r.mu.Lock()
-	id := r.presence
-	r.presence = 0
-	r.mu.Unlock()
-	if id == 0 {
-		return nil
-	}
-	ctx, cancel := r.deadline(ctx)
-	defer cancel()
-	if _, err := r.cli.Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return r.wrap(fmt.Sprintf("revoking etcd lease %x", int64(id)), err)
-	}
-	return nil
-}
+func (r *Registry) ReleasePresence(ctx context.Context) error { return r.revoke(ctx, &r.presence) }

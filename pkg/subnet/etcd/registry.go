@@ -229,10 +229,14 @@ func (r *Registry) KeepAlive(ctx context.Context) (time.Duration, error) {
 }
 
 // Revoke ends the held etcd lease; etcd deletes the keys on it.
-func (r *Registry) Revoke(ctx context.Context) error {
+func (r *Registry) Revoke(ctx context.Context) error { return r.revoke(ctx, &r.lease) }
+
+// revoke ends the etcd lease *held (mu guards it) and forgets it; a lease
+// etcd no longer has is no error.
+func (r *Registry) revoke(ctx context.Context, held *clientv3.LeaseID) error {
 	r.mu.Lock()
-	id := r.lease
-	r.lease = 0
+	id := *held
+	*held = 0
 	r.mu.Unlock()
 	if id == 0 {
 		return nil
