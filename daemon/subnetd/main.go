@@ -23,6 +23,7 @@ import (
 
 	buildversion "github.com/cnisuite/cni/internal/version"
 	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/nat/nft"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
@@ -128,7 +129,7 @@ func run(parent context.Context, cfg *Config) error {
 // service manager it is ready once subnet.env is first written, that is
 // with a lease held.
 func newDaemon(ctx context.Context, cfg *Config, src source, st *status, log *slog.Logger) *daemon {
-	rules := &resyncedRules{hostRules: nat.FlannelHost{}}
+	rules := &resyncedRules{hostRules: hostRulesFor(src.network.EnableNFTables, log)}
 	var dp dataPlane = src.overlay
 	var bh *blackholes
 	if cfg.BlackholeRoute {
@@ -244,7 +245,7 @@ func cleanup(cfg *Config, log *slog.Logger) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := (nat.FlannelHost{}).Teardown(ctx); err != nil {
+	if err := (&exclusiveRules{hostRules: nat.FlannelHost{}, other: nft.FlannelHost{}}).Teardown(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if err := os.Remove(cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {

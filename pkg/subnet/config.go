@@ -51,6 +51,9 @@ type Config struct {
 	IPv6SubnetMin netip.Addr
 	IPv6SubnetMax netip.Addr
 	Backend       Backend
+	// EnableNFTables puts the host rules in nftables instead of iptables,
+	// as flanneld's key of the same name does.
+	EnableNFTables bool
 }
 
 // ParseConfig decodes and validates a network config, filling in flannel's

@@ -59,9 +59,14 @@ type libcniClient struct {
 }
 
 func newLibcniClient(t *testing.T, node *netnstest.NS, file string) *libcniClient {
+	return newLibcniClientIn(t, node, file, binDir)
+}
+
+// newLibcniClientIn finds the plugins in cniPath.
+func newLibcniClientIn(t *testing.T, node *netnstest.NS, file, cniPath string) *libcniClient {
 	c := &libcniClient{node: node, data: t.TempDir(), cache: t.TempDir()}
 	c.list = loadConfList(t, file, c.data)
-	c.cni = libcni.NewCNIConfigWithCacheDir([]string{binDir}, c.cache, nil)
+	c.cni = libcni.NewCNIConfigWithCacheDir([]string{cniPath}, c.cache, nil)
 	return c
 }
 

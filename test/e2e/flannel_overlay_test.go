@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -37,7 +38,7 @@ func TestFlannelChainWithSubnetd(t *testing.T) {
 	o := newOverlay(t, "/e2e/flannel", `{"Network":"10.251.0.0/16","Backend":{"Type":"vxlan"}}`)
 	var pods []*flannelPod
 	for i := 1; i <= 2; i++ {
-		o.startSubnetd(o.addNode(i))
+		o.startSubnetd(o.addNode(i), nil)
 	}
 	for i, n := range o.nodes {
 		o.waitReady(n)
@@ -90,7 +91,8 @@ func TestFlannelChainWithSubnetd(t *testing.T) {
 func (o *overlayTest) addFlannelPod(n *sdNode, caps map[string]any) *flannelPod {
 	t := o.t
 	conflist := renderFlannel(t, t.TempDir(), map[string]any{"subnetFile": n.envPath(), "dataDir": filepath.Join(n.dir, "flannel")})
-	p := &flannelPod{node: n, c: newLibcniClient(t, n.ns, conflist), ns: netnstest.New(t, "cni-e2e-pod")}
+	cniPath := cmp.Or(n.cniPath, binDir)
+	p := &flannelPod{node: n, c: newLibcniClientIn(t, n.ns, conflist, cniPath), ns: netnstest.New(t, "cni-e2e-pod")}
 	p.rt = &libcni.RuntimeConf{ContainerID: p.c.containerID(p.ns), NetNS: p.ns.Path, IfName: "eth0", CapabilityArgs: caps}
 	err := p.c.inNode(t, func(ctx context.Context) error {
 		r, err := p.c.cni.AddNetworkList(ctx, p.c.list, p.rt)
@@ -121,16 +123,22 @@ func (p *flannelPod) do(t *testing.T, verb func(context.Context, *libcni.Network
 // the pod; it stops when the test ends.
 func serveHTTP(t *testing.T, pod *netnstest.NS, addr, body string) {
 	t.Helper()
+	serveFunc(t, pod, addr, func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, body) })
+}
+
+// serveFunc serves h from a listener opened inside ns until the test ends.
+func serveFunc(t *testing.T, ns *netnstest.NS, addr string, h http.HandlerFunc) {
+	t.Helper()
 	var ln net.Listener
-	err := netns.Do(pod.Path, func() error {
+	err := netns.Do(ns.Path, func() error {
 		var err error
 		ln, err = net.Listen("tcp", addr) // the socket belongs to the namespace it was made in
 		return err
 	})
 	if err != nil {
-		t.Fatalf("listening in %s: %v", pod.Name, err)
+		t.Fatalf("listening in %s: %v", ns.Name, err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, body) })}
+	srv := &http.Server{Handler: h}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 }

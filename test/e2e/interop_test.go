@@ -114,10 +114,10 @@ func interop(t *testing.T, network string) {
 	bin := flanneld(t)
 	o := newOverlay(t, "/coreos.com/network", network)
 	ours, theirs, ours2 := o.addNode(1), o.addNode(2), o.addNode(3)
-	o.startSubnetd(ours) // stores the network config that flanneld reads
+	o.startSubnetd(ours, nil) // stores the network config that flanneld reads
 	o.waitReady(ours)
 	o.startFlanneld(theirs, bin)
-	o.startSubnetd(ours2)
+	o.startSubnetd(ours2, nil)
 	o.waitReady(ours2)
 	o.converged()
 	for _, n := range o.nodes {
@@ -206,7 +206,7 @@ func (o *overlayTest) restartSubnetd(ours, theirs *sdNode, others ...*sdNode) {
 	before := o.leases()
 	env := o.env(theirs)
 	stop(ours.proc)
-	o.startSubnetd(ours)
+	o.startSubnetd(ours, nil)
 	o.waitReady(ours)
 	time.Sleep(2 * time.Second)
 	o.unchanged(before, append(others, theirs)...)
@@ -224,7 +224,7 @@ func (o *overlayTest) replaceFlanneld(theirs *sdNode, ours ...*sdNode) {
 	o.t.Helper()
 	before, env, key := o.leases(), o.env(theirs), o.leaseKey(theirs)
 	stop(theirs.proc)
-	o.startSubnetd(theirs)
+	o.startSubnetd(theirs, nil)
 	o.waitReady(theirs)
 	if after := o.env(theirs); after.Subnet != env.Subnet || after.IPv6Subnet != env.IPv6Subnet {
 		o.t.Fatalf("subnetd in flanneld's place took %v %v, want flanneld's %v %v", after.Subnet, after.IPv6Subnet, env.Subnet, env.IPv6Subnet)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,8 @@ type sdNode struct {
 	pod   *netnstest.NS
 	podIP string
 	pod6  string // the pod's IPv6 address on dual-stack overlays
+	// cniPath is where the node's runtime finds the plugins; "" is binDir.
+	cniPath string
 }
 
 func (n *sdNode) envPath() string { return filepath.Join(n.dir, "subnet.env") }
@@ -159,14 +162,16 @@ func (o *overlayTest) addNode(i int) *sdNode {
 	return n
 }
 
-// startSubnetd runs subnetd on n against the underlay's etcd.
-func (o *overlayTest) startSubnetd(n *sdNode) {
+// startSubnetd runs subnetd on n against the underlay's etcd; wrap (e.g.
+// hideIPTables) is put before its command line, extra after.
+func (o *overlayTest) startSubnetd(n *sdNode, wrap []string, extra ...string) {
 	n.log = filepath.Join(n.dir, "subnetd.log")
-	n.proc = o.spawn(n.ns, n.log, o.subnetd,
+	argv := slices.Concat(wrap, []string{o.subnetd,
 		"--etcd-endpoints", sdEtcdURL, "--etcd-prefix", o.prefix, "--iface", "eth0",
 		"--net-config", o.netConf, "--subnet-file", n.envPath(),
 		"--data-dir", n.dir, "--node-id", n.name, "--healthz-ip", "127.0.0.1", "--healthz-port", "9090",
-		"--ip-masq", "--check-interval", "1s", "--etcd-timeout", "1s", "--lease-ttl", "10m", "--subnet-lease-renew-margin", "5")
+		"--ip-masq", "--check-interval", "1s", "--etcd-timeout", "1s", "--lease-ttl", "10m", "--subnet-lease-renew-margin", "5"}, extra)
+	n.proc = o.spawn(n.ns, n.log, argv...)
 }
 
 // waitReady waits for subnetd's /readyz on n.

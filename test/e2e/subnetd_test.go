@@ -20,7 +20,7 @@ import (
 func TestSubnetdOverlay(t *testing.T) {
 	o := newOverlay(t, "/e2e/network", `{"Network":"10.250.0.0/16","Backend":{"Type":"vxlan"}}`)
 	for i := 1; i <= 3; i++ {
-		o.startSubnetd(o.addNode(i))
+		o.startSubnetd(o.addNode(i), nil)
 	}
 	for _, n := range o.nodes {
 		o.waitReady(n)
@@ -49,7 +49,7 @@ func (o *overlayTest) restart(t *testing.T) {
 	stop(n.proc)
 	o.ping(n, o.nodes[1])
 	o.ping(o.nodes[2], n)
-	o.startSubnetd(n)
+	o.startSubnetd(n, nil)
 	o.waitReady(n)
 	if after := o.env(n); after != before {
 		t.Fatalf("subnet.env changed across a restart: %+v -> %+v", before, after)
