@@ -1,6 +1,7 @@
 package cnictl
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnisuite/cni/pkg/link"
+	"github.com/cnisuite/cni/pkg/nat/nft"
 	"github.com/cnisuite/cni/pkg/regfile"
 	"github.com/cnisuite/cni/pkg/vxlan"
 )
@@ -59,29 +61,63 @@ func firstHost(p netip.Prefix) netip.Prefix {
 }
 
 // checkForward: a FORWARD policy of DROP (Docker sets it) kills cross-node
-// pod traffic unless something accepts the pod network (failure 8).
+// pod traffic unless something accepts the pod network (failure 8); so
+// does an nftables base chain at the forward hook with a drop policy, which
+// no other chain (flannel's among them) can overrule.
 func checkForward(n *node) []Finding {
 	if n.env == nil || !n.env.Network.IsValid() {
 		return nil
 	}
+	net := n.env.Network
+	findings, haveIPTables := iptablesForward(net.String())
+	drops, err := nft.ForwardDrops(net, haveIPTables)
+	switch {
+	case err != nil:
+		findings = append(findings, Finding{Severity: Warn, Message: "cannot read the nftables ruleset", Evidence: []string{err.Error()},
+			Fix: "check `nft list ruleset` by hand for forward chains with policy drop"})
+	case len(drops) > 0:
+		f := Finding{Severity: Error,
+			Message:  fmt.Sprintf("nftables chains drop forwarded packets by policy and do not accept the pod network %s both ways: traffic between pods on different nodes is dropped", net),
+			Evidence: prefixed("chain ", drops)}
+		v := "ip"
+		if net.Addr().Is6() {
+			v = "ip6"
+		}
+		var fixes []string
+		for _, c := range drops {
+			fixes = append(fixes, fmt.Sprintf("`nft add rule %s %s saddr %s accept; nft add rule %s %s daddr %s accept`", c, v, net, c, v, net))
+		}
+		f.Fix = strings.Join(fixes, ", ")
+		findings = append(findings, f)
+	case len(findings) == 0:
+		findings = ok("no nftables chain drops forwarded traffic of the pod network " + net.String())
+	}
+	return findings
+}
+
+// iptablesForward judges iptables' FORWARD; have is false, with no
+// finding, when iptables is not installed.
+func iptablesForward(net string) (findings []Finding, have bool) {
 	out, err := exec.Command("iptables-save", "-t", "filter").Output()
-	if err != nil {
+	switch {
+	case errors.Is(err, exec.ErrNotFound):
+		return nil, false
+	case err != nil:
 		return []Finding{{Severity: Warn, Message: "cannot read the filter table", Evidence: []string{"iptables-save -t filter: " + err.Error()},
-			Fix: "install iptables, or check `iptables -S FORWARD` by hand"}}
+			Fix: "check `iptables -S FORWARD` by hand"}}, true
 	}
 	rules := string(out)
 	if !strings.Contains(rules, ":FORWARD DROP") {
-		return ok("FORWARD's policy is ACCEPT")
+		return ok("FORWARD's policy is ACCEPT"), true
 	}
-	net := n.env.Network.String()
 	if accepts(rules, "-s "+net) && accepts(rules, "-d "+net) {
-		return ok("FORWARD's policy is DROP and the pod network " + net + " is accepted")
+		return ok("FORWARD's policy is DROP and the pod network " + net + " is accepted"), true
 	}
 	return []Finding{{Severity: Error,
 		Message:  "FORWARD's policy is DROP and nothing accepts the pod network " + net + ": traffic between pods on different nodes is dropped",
 		Evidence: []string{":FORWARD DROP", "no ACCEPT rule with -s " + net + " and -d " + net},
 		Fix: fmt.Sprintf("run subnetd with its forward rules on (it installs the FLANNEL-FWD chain), or `iptables -A FORWARD -s %s -j ACCEPT && iptables -A FORWARD -d %s -j ACCEPT`",
-			net, net)}}
+			net, net)}}, true
 }
 
 // accepts reports whether a rule with match (e.g. "-s 10.244.0.0/16") jumps

@@ -237,6 +237,11 @@ func TestDoctorBroken(t *testing.T) {
 			f.ns.Run(t, "iptables", "-A", "FLANNEL-FWD", "-d", "10.244.0.0/16", "-j", "ACCEPT")
 			f.ns.Run(t, "iptables", "-P", "FORWARD", "DROP")
 		}, "forward-policy", Error, "nothing accepts the pod network", "FLANNEL-FWD"},
+		{"an nftables forward chain dropping by policy", func(t *testing.T, f *nodeFixture) {
+			f.ns.Run(t, "nft", "add table inet fw")
+			f.ns.Run(t, "nft", "add chain inet fw forward { type filter hook forward priority 0 ; policy drop ; }")
+			f.ns.Run(t, "nft", "add rule inet fw forward ip saddr 10.244.0.0/16 accept")
+		}, "forward-policy", Error, "nftables chains drop forwarded packets by policy and do not accept the pod network 10.244.0.0/16", "nft add rule inet fw forward ip daddr 10.244.0.0/16 accept"},
 		{"br_netfilter missing", func(t *testing.T, f *nodeFixture) {
 			must(t, os.RemoveAll(filepath.Join(f.sysctl, "net", "bridge")))
 		}, "br-netfilter", Warn, "br_netfilter is not loaded", "modprobe br_netfilter"},

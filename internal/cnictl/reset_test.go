@@ -3,6 +3,7 @@ package cnictl
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 	"github.com/cnisuite/cni/pkg/ipam"
 	"github.com/cnisuite/cni/pkg/ipam/disk"
 	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/nat/nft"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -367,10 +369,11 @@ func fullNode(t *testing.T) (*execNode, []string) {
 	} {
 		n.ns.Run(t, cmd...)
 	}
+	hostRules := nat.FlannelRules{Masq: true, Forward: true, Nets: []nat.FlannelNet{
+		{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.3.0/24")},
+		{Network: netip.MustParsePrefix("fd00:244::/56"), Subnet: netip.MustParsePrefix("fd00:244:0:3::/64")}}}
 	n.ns.Do(t, func() error {
-		return nat.FlannelHost{}.Apply(context.Background(), nat.FlannelRules{Masq: true, Forward: true, Nets: []nat.FlannelNet{
-			{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.3.0/24")},
-			{Network: netip.MustParsePrefix("fd00:244::/56"), Subnet: netip.MustParsePrefix("fd00:244:0:3::/64")}}})
+		return errors.Join(nat.FlannelHost{}.Apply(context.Background(), hostRules), nft.FlannelHost{}.Apply(context.Background(), hostRules))
 	})
 	subnet := filepath.Join(n.conf, "..", "subnet.env")
 	write := map[string]string{
@@ -396,7 +399,7 @@ func fullNode(t *testing.T) (*execNode, []string) {
 func TestResetPrivileged(t *testing.T) {
 	n, extra := fullNode(t)
 	before := snapshot(t, n)
-	for _, s := range []string{"cni0", "cnitest1", "flannel.1", "CNI-HOSTPORT-DNAT", "CNI-DN-", "FLANNEL-POSTRTG", "FLANNEL-FWD", "table ip cni_hostport", "table ip6 cni_hostport"} {
+	for _, s := range []string{"cni0", "cnitest1", "flannel.1", "CNI-HOSTPORT-DNAT", "CNI-DN-", "FLANNEL-POSTRTG", "FLANNEL-FWD", "table ip cni_hostport", "table ip6 cni_hostport", "table ip flannel-ipv4", "table ip6 flannel-ipv6"} {
 		if !strings.Contains(before, s) {
 			t.Fatalf("the node lacks %q before the reset:\n%s", s, before)
 		}
@@ -413,6 +416,7 @@ func TestResetPrivileged(t *testing.T) {
 		"would remove link vxlan flannel.1", "iptables -t nat chain CNI-HOSTPORT-DNAT", "ip6tables -t nat chain CNI-HOSTPORT-DNAT",
 		"iptables -t nat chain FLANNEL-POSTRTG (6 rules, jumps from POSTROUTING)", "ip6tables -t filter chain FLANNEL-FWD",
 		"would remove nft table ip cni_hostport", "would remove nft table ip6 cni_hostport",
+		"would remove nft table ip flannel-ipv4", "would remove nft table ip6 flannel-ipv6",
 		"would remove host-local store " + filepath.Join(n.data, "testnet"), "would remove flannel saved config " + filepath.Join(n.flannel, "abc-eth0"),
 		"would remove file " + n.lock, "would remove file " + extra[1], "would remove cached result " + filepath.Join(n.cache, "results", "testnet-cnictl-"),
 		"kept " + filepath.Join(n.data, "dpkg") + ": not a host-local store: status: not a name host-local uses",

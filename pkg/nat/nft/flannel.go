@@ -199,7 +199,7 @@ func flannelDrift(f fam, found flannelFound, want []flannelChain) []string {
 	if f == famIPv6 {
 		family = "IPv6"
 	}
-	table := fmt.Sprintf("%s nftables %s %s", family, familyName(f), f.flannelTable().Name)
+	table := fmt.Sprintf("%s nftables %s %s", family, tableFamilyName(f.family), f.flannelTable().Name)
 	if !wantsAny(want) {
 		if found != nil {
 			return []string{table + ": present but not wanted"}

@@ -311,7 +311,7 @@ func (st *state) onlyOurs() bool {
 // check reports the first part of the layout or of want that is missing.
 func (st *state) check(tag string, want []attRule) error {
 	if !st.exists {
-		return fmt.Errorf("nftables table %s %s is missing; DEL and ADD the attachment again", familyName(st.f), TableName)
+		return fmt.Errorf("nftables table %s %s is missing; DEL and ADD the attachment again", tableFamilyName(st.f.family), TableName)
 	}
 	for _, ch := range st.f.chains() {
 		if !st.chains[ch.Name] {
@@ -329,7 +329,7 @@ func (st *state) check(tag string, want []attRule) error {
 	for i, w := range want {
 		k, ok := ruleKey(st.f, w.chain, w.exprs)
 		if !ok || have[k] == 0 {
-			return fmt.Errorf("rule %d of the attachment in nftables chain %s (%s) is missing or changed; DEL and ADD the attachment again", i+1, w.chain, familyName(st.f))
+			return fmt.Errorf("rule %d of the attachment in nftables chain %s (%s) is missing or changed; DEL and ADD the attachment again", i+1, w.chain, tableFamilyName(st.f.family))
 		}
 		have[k]-- // a rule wanted twice must be there twice
 	}
@@ -372,13 +372,6 @@ func ruleKey(f fam, chain string, exprs []expr.Any) (key string, ok bool) {
 		b = append(b, enc...)
 	}
 	return string(b), true
-}
-
-func familyName(f fam) string {
-	if f.family == famIPv6.family {
-		return "ip6"
-	}
-	return "ip"
 }
 
 // sameExprs compares expressions by their netlink encoding.
