@@ -35,6 +35,7 @@ type flannelPod struct {
 // passes, and DEL leaves no veth, reservation, cached result, saved
 // configuration or port-mapping rule.
 func TestFlannelChainWithSubnetd(t *testing.T) {
+	t.Parallel() // waits on daemons in namespaces of its own
 	o := newOverlay(t, "/e2e/flannel", `{"Network":"10.251.0.0/16","Backend":{"Type":"vxlan"}}`)
 	var pods []*flannelPod
 	for i := 1; i <= 2; i++ {

@@ -101,6 +101,7 @@ func (o *overlayTest) startFlanneld(n *sdNode, bin string) {
 // programmed by the other; restarting either daemon leaves the other's
 // lease untouched.
 func TestFlanneldInterop(t *testing.T) {
+	t.Parallel() // waits on daemons in namespaces of its own
 	for _, tc := range []struct{ name, network string }{
 		{"IPv4", `{"Network":"10.251.0.0/16","Backend":{"Type":"vxlan"}}`},
 		// flanneld's keys are lower case ("vni", "port"); JSON matches either.

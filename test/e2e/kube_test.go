@@ -80,6 +80,7 @@ func (k *kubeOverlay) addPods() {
 // annotations skipped; an API server outage of 30 s survived; a peer
 // deleted while subnetd was stopped unprogrammed when it starts.
 func TestKubeOverlay(t *testing.T) {
+	t.Parallel() // waits on daemons in namespaces of its own
 	k := newKubeOverlay(t, kubeNet, "10.252.0.0/16")
 	for i := 1; i <= 3; i++ {
 		k.addKubeNode(i)

@@ -18,6 +18,7 @@ import (
 // also through a restart of subnetd, an etcd outage, a deleted lease key and
 // a deleted vxlan device, and a removed node's routes go from its peers.
 func TestSubnetdOverlay(t *testing.T) {
+	t.Parallel() // waits on daemons in namespaces of its own
 	o := newOverlay(t, "/e2e/network", `{"Network":"10.250.0.0/16","Backend":{"Type":"vxlan"}}`)
 	for i := 1; i <= 3; i++ {
 		o.startSubnetd(o.addNode(i), nil)
