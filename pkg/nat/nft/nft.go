@@ -1,9 +1,10 @@
-// Package nft is the nftables backend of the portmap plugin. It talks
-// netlink (no `nft` process): every ADD, DEL or GC is one nftables
-// transaction covering both address families, which the kernel applies
-// whole or not at all. The layout is the reference plugin's (table
-// cni_hostport, chains hostports and masquerading, ...), and every rule
-// carries the attachment's tag as its comment.
+// Package nft is the nftables backend of the portmap plugin and of the
+// bridge plugin's ipMasq (masq.go). It talks netlink (no `nft` process):
+// every ADD, DEL or GC is one nftables transaction covering both address
+// families, which the kernel applies whole or not at all. The layout is
+// the reference plugin's (table cni_hostport, chains hostports and
+// masquerading, ...), and every rule carries the attachment's tag as its
+// comment.
 package nft
 
 import (
