@@ -139,6 +139,9 @@ func (n *execNode) network(t *testing.T, file, name, bridge, backend, v4, v6 str
 	if bridge != "cni0" {
 		br["bridge"] = bridge
 	}
+	if backend == "nftables" {
+		br["ipMasqBackend"] = backend
+	}
 	conf := map[string]any{"cniVersion": "1.1.0", "name": name, "plugins": []any{br,
 		map[string]any{"type": "portmap", "backend": backend, "capabilities": map[string]bool{"portMappings": true}}}}
 	data, _ := json.Marshal(conf)

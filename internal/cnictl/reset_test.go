@@ -399,7 +399,7 @@ func fullNode(t *testing.T) (*execNode, []string) {
 func TestResetPrivileged(t *testing.T) {
 	n, extra := fullNode(t)
 	before := snapshot(t, n)
-	for _, s := range []string{"cni0", "cnitest1", "flannel.1", "CNI-HOSTPORT-DNAT", "CNI-DN-", "FLANNEL-POSTRTG", "FLANNEL-FWD", "table ip cni_hostport", "table ip6 cni_hostport", "table ip flannel-ipv4", "table ip6 flannel-ipv6"} {
+	for _, s := range []string{"cni0", "cnitest1", "flannel.1", "CNI-HOSTPORT-DNAT", "CNI-DN-", "FLANNEL-POSTRTG", "FLANNEL-FWD", "table ip cni_hostport", "table ip6 cni_hostport", "table ip flannel-ipv4", "table ip6 flannel-ipv6", "table inet cni_plugins_masquerade"} {
 		if !strings.Contains(before, s) {
 			t.Fatalf("the node lacks %q before the reset:\n%s", s, before)
 		}
@@ -417,6 +417,7 @@ func TestResetPrivileged(t *testing.T) {
 		"iptables -t nat chain FLANNEL-POSTRTG (6 rules, jumps from POSTROUTING)", "ip6tables -t filter chain FLANNEL-FWD",
 		"would remove nft table ip cni_hostport", "would remove nft table ip6 cni_hostport",
 		"would remove nft table ip flannel-ipv4", "would remove nft table ip6 flannel-ipv6",
+		"would remove nft table inet cni_plugins_masquerade",
 		"would remove host-local store " + filepath.Join(n.data, "testnet"), "would remove flannel saved config " + filepath.Join(n.flannel, "abc-eth0"),
 		"would remove file " + n.lock, "would remove file " + extra[1], "would remove cached result " + filepath.Join(n.cache, "results", "testnet-cnictl-"),
 		"kept " + filepath.Join(n.data, "dpkg") + ": not a host-local store: status: not a name host-local uses",

@@ -17,15 +17,12 @@ import (
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/link"
-	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
-// Plugin is the bridge plugin. Its zero value uses the real iptables.
-type Plugin struct {
-	masq nat.Masq
-}
+// Plugin is the bridge plugin.
+type Plugin struct{}
 
 // Result indexes of the interfaces, fixed as in the reference plugin.
 const (

@@ -65,6 +65,14 @@ var keyCases = []keyCase{
 	{name: "ipMasqBackend iptables", over: map[string]any{"ipMasq": true, "ipMasqBackend": "iptables"}, ranges: v4, verify: func(t *testing.T, e *env, pod *netnstest.NS, res *current.Result) {
 		contains(t, "nat", e.node.Run(t, "iptables-save", "-t", "nat"), "-j MASQUERADE")
 	}},
+	{name: "ipMasqBackend nftables", over: map[string]any{"ipMasq": true, "ipMasqBackend": "nftables"}, ranges: []string{"10.244.1.0/24", "fd00:10::/64"}, verify: func(t *testing.T, e *env, pod *netnstest.NS, res *current.Result) {
+		contains(t, "nft", e.node.Run(t, "nft", "list", "table", "inet", "cni_plugins_masquerade"),
+			"ip saddr 10.244.1.2 ip daddr != 10.244.1.0/24 masquerade comment", "ip6 saddr fd00:10::2 ip6 daddr != fd00:10::/64 masquerade comment",
+			"net: testnet, if: eth0, id: c1", "goto masq_checks")
+		if out := e.node.Run(t, "iptables-save", "-t", "nat"); strings.Contains(out, "CNI-") {
+			t.Errorf("iptables rules with the nftables backend:\n%s", out)
+		}
+	}},
 	{name: "mtu", over: map[string]any{"mtu": 1400}, ranges: v4, verify: func(t *testing.T, e *env, pod *netnstest.NS, res *current.Result) {
 		contains(t, "bridge", e.node.Run(t, "ip", "link", "show", "cni0"), "mtu 1400")
 		contains(t, "host veth", e.node.Run(t, "ip", "link", "show", hostVeth(res)), "mtu 1400")

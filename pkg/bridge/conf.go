@@ -41,6 +41,7 @@ type NetConf struct {
 
 	mac   net.HardwareAddr // chosen from CNI_ARGS, args and runtimeConfig
 	vlans []int            // vlanTrunk expanded, sorted, unique
+	masq  masqBackend      // what ADD masquerades with, when ipMasq is set
 }
 
 // VlanTrunk is one entry of vlanTrunk: an id, or a minID..maxID range.
@@ -61,6 +62,9 @@ func loadConf(stdin []byte, cniArgs string) (*NetConf, error) {
 		return nil, err
 	}
 	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if err := c.chooseMasq(); err != nil {
 		return nil, err
 	}
 	vlans, err := expandTrunk(c.VlanTrunk)
@@ -89,8 +93,6 @@ func (c *NetConf) validate() error {
 		return netconf.Invalid("cannot set hairpin mode and promiscuous mode at the same time; choose one of \"hairpinMode\" and \"promiscMode\"")
 	case c.IPAM.Type != "" && c.DisableContainerInterface:
 		return netconf.Invalid("cannot use IPAM when \"disableContainerInterface\" is set: addresses need the container interface up; drop one of the two")
-	case c.IPMasqBackend != nil && *c.IPMasqBackend != "iptables":
-		return netconf.Errorf(netconf.CodeUnsupportedField, "\"ipMasqBackend\" %q is not supported; use \"iptables\" or leave it out", *c.IPMasqBackend)
 	}
 	return nil
 }

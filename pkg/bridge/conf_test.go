@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/cnisuite/cni/pkg/netconf"
@@ -29,7 +31,10 @@ func TestLoadConf(t *testing.T) {
 		{"ipam without container interface", `{` + base + `,"disableContainerInterface":true,"ipam":{"type":"host-local"}}`, "", 7, nil},
 		{"bad mtu", `{` + base + `,"mtu":20}`, "", 7, nil},
 		{"long bridge name", `{` + base + `,"bridge":"abcdefghijklmnop"}`, "", 7, nil},
-		{"nftables backend", `{` + base + `,"ipMasqBackend":"nftables"}`, "", netconf.CodeUnsupportedField, nil},
+		{"nftables backend", `{` + base + `,"ipMasqBackend":"nftables"}`, "", 0, func(c *NetConf) bool { return c.masq.name == "nftables" }},
+		{"iptables backend", `{` + base + `,"ipMasq":true,"ipMasqBackend":"iptables"}`, "", 0, func(c *NetConf) bool { return c.masq.name == "iptables" }},
+		{"unknown backend", `{` + base + `,"ipMasqBackend":"ipfw"}`, "", netconf.CodeUnsupportedField, nil},
+		{"empty backend", `{` + base + `,"ipMasq":true,"ipMasqBackend":""}`, "", netconf.CodeUnsupportedField, nil},
 		{"multicast mac", `{` + base + `,"runtimeConfig":{"mac":"01:00:5e:00:00:01"}}`, "", 7, nil},
 		{"bad CNI_ARGS mac", `{` + base + `}`, "MAC=zz", 4, nil},
 		{"malformed CNI_ARGS", `{` + base + `}`, "novalue", 4, nil},
@@ -54,12 +59,33 @@ func TestLoadConf(t *testing.T) {
 	}
 }
 
+// TestDefaultMasqBackend: without ipMasqBackend, iptables when
+// iptables-restore is in PATH, else nftables, as in the reference.
+func TestDefaultMasqBackend(t *testing.T) {
+	conf := []byte(`{"cniVersion":"1.1.0","name":"n","type":"bridge","ipMasq":true}`)
+	withIPT := t.TempDir()
+	if err := os.WriteFile(filepath.Join(withIPT, "iptables-restore"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]string{withIPT: "iptables", t.TempDir(): "nftables"} {
+		t.Setenv("PATH", dir)
+		c, err := loadConf(conf, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.masq.name != want {
+			t.Errorf("PATH with iptables-restore: %v; backend %q, want %q", dir == withIPT, c.masq.name, want)
+		}
+	}
+}
+
 // FuzzLoadConf feeds arbitrary configurations and CNI_ARGS: loadConf must
 // never panic, and whatever it accepts must be within the documented bounds.
 func FuzzLoadConf(f *testing.F) {
 	f.Add(`{"cniVersion":"1.1.0","name":"n","type":"bridge","vlanTrunk":[{"minID":1,"maxID":4094}]}`, "MAC=02:00:00:00:00:01")
 	f.Add(`{"name":"n","type":"bridge","isDefaultGateway":true,"mtu":1450,"ipam":{"type":"host-local"}}`, "")
 	f.Add(`{"name":"n","type":"bridge","runtimeConfig":{"mac":"x"},"args":{"cni":{"mac":"02:00:00:00:00:01"}}}`, "a=b;;c")
+	f.Add(`{"name":"n","type":"bridge","ipMasq":true,"ipMasqBackend":"nftables"}`, "")
 	f.Fuzz(func(t *testing.T, conf, args string) {
 		c, err := loadConf([]byte(conf), args)
 		if err != nil {

@@ -46,12 +46,7 @@ func (p *Plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 		steps = append(steps, func() error { return spoofCheck(a, "", "").Teardown(ctx) })
 	}
 	if c.IPMasq {
-		steps = append(steps, func() error {
-			if err := p.masq.Teardown(ctx, c.Name, a.ContainerID); err != nil {
-				return fmt.Errorf("ipMasq: %w", err)
-			}
-			return nil
-		})
+		steps = append(steps, masqTeardowns(ctx, attachment(c, a.ContainerID, a.IfName))...)
 	}
 	return concurrently(steps...)
 }
@@ -89,10 +84,10 @@ func background(fn func() error) <-chan error {
 	return ch
 }
 
-// GC forwards to IPAM and removes the masquerade chains of this network
-// whose container is not in the valid-attachment list. It sweeps chains
-// even when ipMasq is now off, since an earlier configuration may have
-// created them.
+// GC forwards to IPAM and removes the masquerade rules of this network
+// whose attachment is not in the valid-attachment list, in both backends.
+// It sweeps even when ipMasq is now off, since an earlier configuration
+// may have created them.
 func (p *Plugin) GC(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData, a.Args)
 	if err != nil {
@@ -102,12 +97,8 @@ func (p *Plugin) GC(ctx context.Context, a *cniplugin.Args) error {
 	if _, err := a.IPAM(ctx, "GC", c.IPAM.Type); err != nil {
 		errs = append(errs, err)
 	}
-	valid := map[string]bool{}
-	for _, att := range c.ValidList() {
-		valid[att.ContainerID] = true
-	}
-	if err := p.masq.GC(ctx, c.Name, valid); err != nil {
-		errs = append(errs, fmt.Errorf("ipMasq: %w", err))
+	if err := gcMasq(ctx, c.Name, c.ValidList()); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

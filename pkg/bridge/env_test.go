@@ -119,7 +119,7 @@ func (e *env) del(a *cniplugin.Args) error {
 }
 
 // leftovers lists what an attachment may leave in the node: host veths,
-// IPAM reservations, masquerade chains and macspoofchk chains.
+// IPAM reservations, masquerade chains and rules and macspoofchk chains.
 func (e *env) leftovers() []string {
 	e.t.Helper()
 	var left []string
@@ -146,6 +146,14 @@ func (e *env) leftovers() []string {
 	}
 	if out, err := e.node.Try("nft", "list", "table", "bridge", "nat"); err == nil && strings.Contains(out, "cni-br-iface") {
 		left = append(left, "nft: "+out)
+	}
+	// The masquerade table and its fixed chains stay, as the reference leaves them.
+	if out, err := e.node.Try("nft", "list", "chain", "inet", "cni_plugins_masquerade", "masq_checks"); err == nil {
+		for line := range strings.Lines(out) {
+			if strings.Contains(line, " masquerade ") {
+				left = append(left, "nft masq_checks: "+strings.TrimSpace(line))
+			}
+		}
 	}
 	return left
 }

@@ -200,20 +200,3 @@ func (s *attach) vlanGateway() (netlink.Link, error) {
 	s.res.Interfaces = append(s.res.Interfaces, &current.Interface{Name: name, Mac: l.Attrs().HardwareAddr.String()})
 	return l, nil
 }
-
-func (p *Plugin) setupMasq(ctx context.Context, s *attach) error {
-	var addrs []netip.Prefix
-	for _, ipc := range s.res.IPs {
-		pfx, err := link.Prefix(&ipc.Address)
-		if err != nil {
-			return err
-		}
-		addrs = append(addrs, pfx)
-	}
-	network, id := s.c.Name, s.a.ContainerID
-	if err := p.masq.Setup(ctx, network, id, addrs); err != nil {
-		return fmt.Errorf("ipMasq: %w", err)
-	}
-	s.undo.Push("remove masquerade rules", func() error { return p.masq.Teardown(context.WithoutCancel(ctx), network, id) })
-	return nil
-}

@@ -65,6 +65,14 @@ func lockHeld(err error) error {
 // ErrNotInstalled says the iptables binaries are missing.
 var ErrNotInstalled = errors.New("iptables is not installed; install it (Debian: apt-get install iptables) or disable ipMasq")
 
+// HaveIPTables is the reference's test for the default backend of
+// portmap and of bridge's ipMasq: iptables-restore in PATH. It runs
+// nothing, as every plugin start pays for it.
+func HaveIPTables() bool {
+	_, err := exec.LookPath("iptables-restore")
+	return err == nil
+}
+
 // ChainName is the reference plugins' chain of an attachment: "CNI-" and
 // the first 24 hex digits of sha512(network+containerID), 28 characters.
 func ChainName(network, containerID string) string {

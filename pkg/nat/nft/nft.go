@@ -1,9 +1,11 @@
-// Package nft is the nftables backend of the portmap plugin. It talks
-// netlink (no `nft` process): every ADD, DEL or GC is one nftables
-// transaction covering both address families, which the kernel applies
-// whole or not at all. The layout is the reference plugin's (table
-// cni_hostport, chains hostports and masquerading, ...), and every rule
-// carries the attachment's tag as its comment.
+// Package nft holds the suite's nftables backends: portmap's port mappings
+// (nft.go, rules.go), the bridge plugin's ipMasq (masq.go) and subnetd's
+// host rules (flannel.go), each in the layout of the program it replaces
+// (the reference plugins' tables cni_hostport and cni_plugins_masquerade,
+// flanneld's flannel-ipv4 and flannel-ipv6), so that a node can switch
+// between them and either cleans up the other's rules. It talks netlink
+// (no `nft` process): every change is one nftables transaction covering
+// both address families, which the kernel applies whole or not at all.
 package nft
 
 import (

@@ -16,7 +16,7 @@ func suiteTables() []*nftables.Table {
 	for _, f := range fams {
 		out = append(out, f.table(), f.flannelTable())
 	}
-	return out
+	return append(out, MasqTable())
 }
 
 // Reset deletes the suite's tables of the current network namespace in one

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"strings"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -107,7 +106,7 @@ func (c *conf) chooseBackend() error {
 	switch {
 	case n.Backend != nil:
 		c.backend = *n.Backend
-	case !haveIPTables():
+	case !nat.HaveIPTables():
 		c.backend = backendNFTables
 	default:
 		c.backend = backendIPTables
@@ -135,13 +134,6 @@ func (c *conf) chooseBackend() error {
 	v6, err := c.conditions("conditionsV6", n.ConditionsV6)
 	c.hp.ConditionsV4, c.hp.ConditionsV6 = v4, v6
 	return err
-}
-
-// haveIPTables is the reference's test for the default backend, without
-// running anything.
-func haveIPTables() bool {
-	_, err := exec.LookPath("iptables-restore")
-	return err == nil
 }
 
 // conditionsBackend tells which syntax conditions are in, as the

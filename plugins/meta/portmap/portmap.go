@@ -154,7 +154,7 @@ func (p *plugin) Status(_ context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	if c.backend == backendIPTables && !haveIPTables() {
+	if c.backend == backendIPTables && !nat.HaveIPTables() {
 		return netconf.Errorf(netconf.CodeUnavailable, "iptables-restore is not in PATH; install iptables (Debian: apt-get install iptables) or set \"backend\": \"nftables\"")
 	}
 	return nil

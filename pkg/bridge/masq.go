@@ -1,0 +1,135 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cnisuite/cni/pkg/link"
+	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/nat/nft"
+	"github.com/cnisuite/cni/pkg/netconf"
+)
+
+// Names of ipMasqBackend, as the reference's.
+const (
+	masqIPTables = "iptables"
+	masqNFTables = "nftables"
+)
+
+// masquerader is one backend of ipMasq: the rules that masquerade what an
+// attachment's addresses send outside their subnets.
+type masquerader interface {
+	Setup(ctx context.Context, a nat.Attachment, addrs []netip.Prefix) error
+	// Teardown removes the attachment's rules; none is success.
+	Teardown(ctx context.Context, a nat.Attachment) error
+	// GC removes the rules of network's attachments not in valid.
+	GC(ctx context.Context, network string, valid []netconf.Attachment) error
+}
+
+// masqBackend is a backend by its ipMasqBackend name.
+type masqBackend struct {
+	name string
+	m    masquerader
+}
+
+// masqBackends are every backend, in the order DEL and GC visit them.
+var masqBackends = []masqBackend{
+	{masqIPTables, iptablesMasq{}},
+	{masqNFTables, nft.Masq{}},
+}
+
+// chooseMasq sets the backend ADD uses: ipMasqBackend, or, as in the
+// reference, iptables unless iptables-restore is not in PATH.
+func (c *NetConf) chooseMasq() error {
+	var name string
+	switch {
+	case c.IPMasqBackend != nil:
+		name = *c.IPMasqBackend
+	case !c.IPMasq:
+		return nil
+	case nat.HaveIPTables():
+		name = masqIPTables
+	default:
+		name = masqNFTables
+	}
+	for _, b := range masqBackends {
+		if b.name == name {
+			c.masq = b
+			return nil
+		}
+	}
+	return netconf.Errorf(netconf.CodeUnsupportedField, "\"ipMasqBackend\" %q is not supported; use \"iptables\" or \"nftables\", or leave it out (then iptables, or nftables when iptables-restore is not in PATH)", name)
+}
+
+// iptablesMasq is nat.Masq, whose chains are the reference's: one per
+// network and container ID, without the interface name.
+type iptablesMasq struct{ m nat.Masq }
+
+func (i iptablesMasq) Setup(ctx context.Context, a nat.Attachment, addrs []netip.Prefix) error {
+	return i.m.Setup(ctx, a.Network, a.ContainerID, addrs)
+}
+
+func (i iptablesMasq) Teardown(ctx context.Context, a nat.Attachment) error {
+	return i.m.Teardown(ctx, a.Network, a.ContainerID)
+}
+
+func (i iptablesMasq) GC(ctx context.Context, network string, valid []netconf.Attachment) error {
+	ids := map[string]bool{}
+	for _, v := range valid {
+		ids[v.ContainerID] = true
+	}
+	return i.m.GC(ctx, network, ids)
+}
+
+// setupMasq masquerades the attachment's addresses with the configured
+// backend and registers the undo.
+func (p *Plugin) setupMasq(ctx context.Context, s *attach) error {
+	var addrs []netip.Prefix
+	for _, ipc := range s.res.IPs {
+		pfx, err := link.Prefix(&ipc.Address)
+		if err != nil {
+			return err
+		}
+		addrs = append(addrs, pfx)
+	}
+	att := attachment(s.c, s.a.ContainerID, s.a.IfName)
+	m := s.c.masq.m
+	if err := m.Setup(ctx, att, addrs); err != nil {
+		return fmt.Errorf("ipMasq (%s): %w", s.c.masq.name, err)
+	}
+	s.undo.Push("remove masquerade rules", func() error { return m.Teardown(context.WithoutCancel(ctx), att) })
+	return nil
+}
+
+func attachment(c *NetConf, containerID, ifName string) nat.Attachment {
+	return nat.Attachment{Network: c.Name, ContainerID: containerID, IfName: ifName}
+}
+
+// masqTeardowns are DEL's steps for ipMasq, one per backend: the
+// attachment may come from a configuration with the other backend. A
+// backend whose tools are missing has nothing to remove.
+func masqTeardowns(ctx context.Context, a nat.Attachment) []func() error {
+	var steps []func() error
+	for _, b := range masqBackends {
+		steps = append(steps, func() error {
+			if err := b.m.Teardown(ctx, a); err != nil {
+				return fmt.Errorf("ipMasq (%s): %w", b.name, err)
+			}
+			return nil
+		})
+	}
+	return steps
+}
+
+// gcMasq runs GC in every backend.
+func gcMasq(ctx context.Context, network string, valid []netconf.Attachment) error {
+	var errs []error
+	for _, b := range masqBackends {
+		if err := b.m.GC(ctx, network, valid); err != nil {
+			errs = append(errs, fmt.Errorf("ipMasq (%s): %w", b.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
