@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os/exec"
 
 	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/nat/nft"
@@ -16,12 +15,11 @@ import (
 // rules are removed, so a node switched between modes keeps one set.
 func hostRulesFor(netCfgNFT bool, log *slog.Logger) hostRules {
 	ipt, nf := hostRules(nat.FlannelHost{}), hostRules(nft.FlannelHost{})
-	_, err := exec.LookPath("iptables-restore")
 	switch {
 	case netCfgNFT:
 		log.Info("host rules in nftables (EnableNFTables)", "tables", "ip "+nft.FlannelTableV4+", ip6 "+nft.FlannelTableV6)
 		return &exclusiveRules{hostRules: nf, other: ipt}
-	case err != nil:
+	case !nat.HaveIPTables():
 		log.Info("host rules in nftables: iptables-restore is not installed", "tables", "ip "+nft.FlannelTableV4+", ip6 "+nft.FlannelTableV6)
 		return &exclusiveRules{hostRules: nf, other: ipt}
 	}

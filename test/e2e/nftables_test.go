@@ -110,7 +110,12 @@ func switchModes(t *testing.T, o *overlayTest, n *sdNode) {
 	}
 	restart()
 	o.eventually("node1's rules moved to iptables", 10*time.Second, func() bool { return inIPTables() && !hasTable(n.ns, "ip flannel-ipv4") })
-	mustWriteFile(t, o.netConf, `{"Network":"10.253.0.0/16","Backend":{"Type":"vxlan"},"EnableNFTables":true}`)
+	// The cluster's network config, in etcd and in --net-config alike.
+	const nftConf = `{"Network":"10.253.0.0/16","Backend":{"Type":"vxlan"},"EnableNFTables":true}`
+	mustWriteFile(t, o.netConf, nftConf)
+	if _, err := o.etcdCall("/v3/kv/put", map[string]string{"key": b64(o.prefix + "/config"), "value": b64(nftConf)}); err != nil {
+		t.Fatal(err)
+	}
 	restart()
 	o.eventually("node1's rules moved to nftables (EnableNFTables)", 10*time.Second, func() bool {
 		return !inIPTables() && hasChain(n.ns, "ip flannel-ipv4 postrtg")
