@@ -7,6 +7,7 @@ import (
 	"testing"
 	"unicode"
 
+	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 
 	"github.com/cnisuite/cni/pkg/nat"
@@ -112,5 +113,19 @@ func TestBuildRules(t *testing.T) {
 	dnat := v4[2].exprs[len(v4[2].exprs)-1].(*expr.NAT)
 	if dnat.Type != expr.NATTypeDestNAT || !dnat.Specified {
 		t.Errorf("last rule of a mapping is %+v, want the DNAT", dnat)
+	}
+}
+
+// TestRuleCommentMalformed: user data another program wrote badly reads as
+// no comment, never a panic.
+func TestRuleCommentMalformed(t *testing.T) {
+	good := comment("dnat name: n id: c ifname: eth0")
+	for _, ud := range [][]byte{{0}, {0, 9, 'x'}, {1, 200}, append(append([]byte{}, good...), 0, 5)} {
+		if c := ruleComment(&nftables.Rule{UserData: ud}); c != "" {
+			t.Errorf("user data %v read as comment %q", ud, c)
+		}
+	}
+	if c := ruleComment(&nftables.Rule{UserData: good}); c != "dnat name: n id: c ifname: eth0" {
+		t.Errorf("a well-formed comment read as %q", c)
 	}
 }

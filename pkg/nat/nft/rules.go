@@ -88,7 +88,15 @@ func jump(chain string) expr.Any { return &expr.Verdict{Kind: expr.VerdictJump, 
 // comment is a rule comment as nft writes it, so `nft list` shows the tag.
 func comment(s string) []byte { return userdata.AppendString(nil, userdata.TypeComment, s) }
 
+// ruleComment is a rule's comment: "" when it has none, or when its user
+// data, which any program may have written, is not a well-formed run of
+// type-length-value items (the library's reader would index past it).
 func ruleComment(r *nftables.Rule) string {
+	for ud := r.UserData; len(ud) > 0; ud = ud[2+int(ud[1]):] {
+		if len(ud) < 2 || len(ud) < 2+int(ud[1]) {
+			return ""
+		}
+	}
 	s, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 	return s
 }
