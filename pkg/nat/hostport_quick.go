@@ -9,8 +9,6 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
-	"github.com/google/nftables/xt"
 )
 
 // QuickDel removes an attachment's port-mapping rules in one family
@@ -127,17 +125,8 @@ func jumpsInto(conn *NFTConn, entry *nftables.Chain, chain string) (rules []*nft
 
 // ownedBy reads the rule's comment match, as iptables-nft stores it.
 func ownedBy(r *nftables.Rule, att Attachment) bool {
-	for _, e := range r.Exprs {
-		m, ok := e.(*expr.Match)
-		if !ok || m.Name != "comment" {
-			continue
-		}
-		if c, ok := m.Info.(*xt.Comment); ok {
-			tag, ok := ParseTag(string(*c))
-			return ok && att.Owns(tag)
-		}
-	}
-	return false
+	tag, ok := ParseTag(xtComment(r))
+	return ok && att.Owns(tag)
 }
 
 // legacyNAT tells whether the legacy x_tables nat table is in use in the
