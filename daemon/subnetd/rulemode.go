@@ -15,15 +15,15 @@ import (
 // rules are removed, so a node switched between modes keeps one set.
 func hostRulesFor(netCfgNFT bool, log *slog.Logger) hostRules {
 	ipt, nf := hostRules(nat.FlannelHost{}), hostRules(nft.FlannelHost{})
-	switch {
-	case netCfgNFT:
-		log.Info("host rules in nftables (EnableNFTables)", "tables", "ip "+nft.FlannelTableV4+", ip6 "+nft.FlannelTableV6)
-		return &exclusiveRules{hostRules: nf, other: ipt}
-	case !nat.HaveIPTables():
-		log.Info("host rules in nftables: iptables-restore is not installed", "tables", "ip "+nft.FlannelTableV4+", ip6 "+nft.FlannelTableV6)
-		return &exclusiveRules{hostRules: nf, other: ipt}
+	if !netCfgNFT && nat.HaveIPTables() {
+		return &exclusiveRules{hostRules: ipt, other: nf}
 	}
-	return &exclusiveRules{hostRules: ipt, other: nf}
+	why := "EnableNFTables"
+	if !netCfgNFT {
+		why = "iptables-restore is not installed"
+	}
+	log.Info("host rules in nftables", "because", why, "tables", "ip "+nft.FlannelTableV4+", ip6 "+nft.FlannelTableV6)
+	return &exclusiveRules{hostRules: nf, other: ipt}
 }
 
 // exclusiveRules applies the host rules with one backend and removes the
