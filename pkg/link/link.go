@@ -21,11 +21,6 @@ func Addrs(l netlink.Link, family int) ([]netlink.Addr, error) {
 	return RetryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, family) })
 }
 
-// Routes lists the main-table routes through l, both families.
-func Routes(l netlink.Link) ([]netlink.Route, error) {
-	return RetryDump(func() ([]netlink.Route, error) { return netlink.RouteList(l, netlink.FAMILY_ALL) })
-}
-
 // IsNotFound reports whether err says a link does not exist.
 func IsNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError
