@@ -4,14 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"runtime"
+	"os"
 	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/cnisuite/cni/pkg/netns"
 	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
@@ -35,11 +35,11 @@ func (o *overlay) Changes(ctx context.Context) (<-chan struct{}, error) {
 	if len(names) == 0 {
 		return out, nil // host-gw: no device, no signal
 	}
-	ns, err := vnetns.Get()
+	ns, err := netns.Here()
 	if err != nil {
-		return nil, fmt.Errorf("opening this network namespace: %w", err)
+		return nil, err
 	}
-	h, err := netlink.NewHandle() // in the calling thread's namespace, ns: see at
+	h, err := netlink.NewHandle() // in the calling thread's namespace, ns
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("opening a netlink socket: %w", err)
@@ -56,7 +56,7 @@ func (o *overlay) Changes(ctx context.Context) (<-chan struct{}, error) {
 
 // linkWatch is the state of Changes' goroutine.
 type linkWatch struct {
-	ns    vnetns.NsHandle
+	ns    *os.File        // the namespace Changes was called in
 	h     *netlink.Handle // looks up the links of our devices
 	names []string
 	index map[int]bool // our devices' link indexes, kept from link events
@@ -85,21 +85,12 @@ type subscription struct {
 func (w *linkWatch) subscribe() (*subscription, error) {
 	s := &subscription{links: make(chan netlink.LinkUpdate, 64), addrs: make(chan netlink.AddrUpdate, 64),
 		routes: make(chan netlink.RouteUpdate, 256), neighs: make(chan netlink.NeighUpdate, 256), done: make(chan struct{})}
-	runtime.LockOSThread() // the sockets are made on this thread, in at's namespace
-	defer runtime.UnlockOSThread()
-	ns := w.at()
-	err := netlink.LinkSubscribeWithOptions(s.links, s.done, netlink.LinkSubscribeOptions{Namespace: &ns})
-	if err == nil {
-		err = netlink.AddrSubscribeWithOptions(s.addrs, s.done, netlink.AddrSubscribeOptions{Namespace: &ns})
-	}
-	if err == nil {
-		err = netlink.RouteSubscribeWithOptions(s.routes, s.done, netlink.RouteSubscribeOptions{Namespace: &ns,
-			ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true})
-	}
-	if err == nil {
-		err = netlink.NeighSubscribeWithOptions(s.neighs, s.done, netlink.NeighSubscribeOptions{Namespace: &ns,
-			ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true})
-	}
+	// The sockets are made in w.ns also when run subscribes again from a
+	// thread elsewhere (a test running the daemon on one thread of a node
+	// namespace). In subnetd every thread is there and DoFile enters nothing:
+	// entering even one's own namespace needs CAP_SYS_ADMIN, which the
+	// DaemonSet's subnetd lacks.
+	err := netns.DoFile(w.ns, s.open)
 	if err != nil {
 		s.stop()
 		return nil, fmt.Errorf("subscribing to link, address, route and neighbour changes: %w", err)
@@ -114,21 +105,21 @@ func (w *linkWatch) subscribe() (*subscription, error) {
 	return s, nil
 }
 
-// at is the namespace the netlink library is to enter to make the
-// subscriptions' sockets: none when the calling (locked) thread is in w.ns
-// already, as every thread of subnetd is, since entering a namespace, even
-// one's own, needs CAP_SYS_ADMIN, which the DaemonSet's unprivileged
-// subnetd lacks (NET_ADMIN and NET_RAW only); w.ns when this thread is
-// elsewhere (a test running the daemon on one thread of a node namespace
-// subscribes again from another).
-func (w *linkWatch) at() vnetns.NsHandle {
-	if cur, err := vnetns.Get(); err == nil {
-		defer cur.Close()
-		if cur.Equal(w.ns) {
-			return vnetns.None()
-		}
+// open makes the subscriptions' sockets in the calling thread's namespace.
+func (s *subscription) open() error {
+	err := netlink.LinkSubscribeWithOptions(s.links, s.done, netlink.LinkSubscribeOptions{})
+	if err == nil {
+		err = netlink.AddrSubscribeWithOptions(s.addrs, s.done, netlink.AddrSubscribeOptions{})
 	}
-	return w.ns
+	if err == nil {
+		err = netlink.RouteSubscribeWithOptions(s.routes, s.done, netlink.RouteSubscribeOptions{
+			ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true})
+	}
+	if err == nil {
+		err = netlink.NeighSubscribeWithOptions(s.neighs, s.done, netlink.NeighSubscribeOptions{
+			ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true})
+	}
+	return err
 }
 
 // stop closes the sockets and drains the channels, so that the library's

@@ -111,10 +111,10 @@ func (s *attach) setupLinksAndIPAM(ctx context.Context) error {
 	return err
 }
 
-// startIPAM runs the IPAM plugin's ADD in the background; s.ipam holds its
-// result once the channel delivered nil.
+// startIPAM runs the IPAM plugin's ADD in the background, in this thread's
+// namespace; s.ipam holds its result once the channel delivered nil.
 func (s *attach) startIPAM(ctx context.Context) <-chan error {
-	return background(func() error {
+	return netns.Go(func() error {
 		r, err := s.a.IPAM(ctx, "ADD", s.c.IPAM.Type)
 		s.ipam = r
 		return err

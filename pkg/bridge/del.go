@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/link"
@@ -48,40 +47,8 @@ func (p *Plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 	if c.IPMasq {
 		steps = append(steps, masqTeardowns(ctx, attachment(c, a.ContainerID, a.IfName))...)
 	}
-	return concurrently(steps...)
-}
-
-// concurrently runs the steps at the same time and joins their errors.
-func concurrently(steps ...func() error) error {
-	chans := make([]<-chan error, len(steps))
-	for i, step := range steps {
-		chans[i] = background(step)
-	}
-	errs := make([]error, len(steps))
-	for i, ch := range chans {
-		errs[i] = <-ch
-	}
-	return errors.Join(errs...)
-}
-
-// background runs fn on a new goroutine inside the network namespace of the
-// calling thread and delivers its error on the returned channel. A goroutine
-// runs on any thread, in whatever namespace that thread is in, and a caller
-// (a test, a runtime using this code in-process) may have switched only its
-// own thread: without this, iptables or netlink calls could reach another
-// namespace.
-func background(fn func() error) <-chan error {
-	ch := make(chan error, 1)
-	here, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		ch <- fmt.Errorf("opening the current network namespace: %w", err)
-		return ch
-	}
-	go func() {
-		defer here.Close()
-		ch <- netns.DoFile(here, fn)
-	}()
-	return ch
+	// Each step on a goroutine of its own, in this thread's namespace.
+	return netns.Concurrently(steps...)
 }
 
 // GC forwards to IPAM and removes the masquerade rules of this network

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -174,9 +173,9 @@ func (s *attach) vlanGateway() (netlink.Link, error) {
 		s.res.Interfaces = append(s.res.Interfaces, &current.Interface{Name: name, Mac: l.Attrs().HardwareAddr.String()})
 		return l, nil
 	}
-	self, err := os.Open("/proc/thread-self/ns/net")
+	self, err := netns.Here()
 	if err != nil {
-		return nil, fmt.Errorf("opening the current network namespace: %w", err)
+		return nil, err
 	}
 	defer self.Close()
 	peer, err := link.CreateVeth(link.VethOptions{PeerName: name, Peer: self, MTU: s.br.MTU})

@@ -1,7 +1,8 @@
 // Package link creates, reuses and deletes the kernel links of the interface
 // plugins (bridges, veth pairs) and sets their sysctls. Every function acts on
 // the network namespace of the calling thread; callers switch namespaces with
-// pkg/netns.
+// pkg/netns. RetryDump, the retry of an interrupted netlink dump, serves
+// every package that lists kernel tables (pkg/vxlan, the flannel plugin).
 package link
 
 import (
@@ -11,38 +12,13 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/vishvananda/netlink"
 )
 
-// dumpRetries bounds the retries of a netlink dump that the kernel reported
-// as interrupted (the link or address table changed while it was read).
-const dumpRetries = 5
-
-// retryDump calls fn until its dump is not interrupted: since netlink v1.3 a
-// dump racing with changes returns partial data and ErrDumpInterrupted.
-func retryDump[T any](fn func() (T, error)) (T, error) {
-	var v T
-	var err error
-	for range dumpRetries {
-		v, err = fn()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return v, err
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return v, fmt.Errorf("netlink dump kept being interrupted by concurrent changes: %w", err)
-}
-
 // Addrs lists the addresses of l of one family (netlink.FAMILY_*).
 func Addrs(l netlink.Link, family int) ([]netlink.Addr, error) {
-	return retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, family) })
-}
-
-// Routes lists the main-table routes through l, both families.
-func Routes(l netlink.Link) ([]netlink.Route, error) {
-	return retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(l, netlink.FAMILY_ALL) })
+	return RetryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, family) })
 }
 
 // IsNotFound reports whether err says a link does not exist.

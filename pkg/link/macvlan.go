@@ -133,7 +133,7 @@ var ErrNoDefaultRoute = errors.New("no default route")
 // IPv4 before IPv6 as the kernel dumps them; for a multipath route, the
 // link of its first next hop.
 func DefaultRouteLink() (netlink.Link, error) {
-	index, err := retryDump(defaultRouteIndex)
+	index, err := RetryDump(defaultRouteIndex)
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}

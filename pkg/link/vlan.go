@@ -43,7 +43,7 @@ func SetPortVlans(l netlink.Link, o VlanOptions) error {
 }
 
 func clearPortVlans(l netlink.Link) error {
-	all, err := retryDump(netlink.BridgeVlanList)
+	all, err := RetryDump(netlink.BridgeVlanList)
 	if err != nil {
 		return err
 	}
@@ -53,19 +53,4 @@ func clearPortVlans(l netlink.Link) error {
 		}
 	}
 	return nil
-}
-
-// PortVlans returns the VLAN IDs configured on a bridge port and its PVID.
-func PortVlans(l netlink.Link) (vids []int, pvid int, err error) {
-	all, err := retryDump(netlink.BridgeVlanList)
-	if err != nil {
-		return nil, 0, fmt.Errorf("listing bridge VLANs: %w", err)
-	}
-	for _, info := range all[int32(l.Attrs().Index)] {
-		vids = append(vids, int(info.Vid))
-		if info.PortVID() {
-			pvid = int(info.Vid)
-		}
-	}
-	return vids, pvid, nil
 }

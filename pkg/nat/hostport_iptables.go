@@ -5,13 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
-	"sync"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
@@ -226,34 +221,13 @@ func familyOf(a netip.Addr) family {
 	return families[0]
 }
 
-// concurrently runs fn for 0..n-1 in parallel and joins the errors. The
-// goroutines enter the caller's network namespace first: a caller inside
-// netns.Do means the rules of that namespace, and a goroutine runs on any
-// thread, whose namespace may be another.
+// concurrently runs fn for 0..n-1 in parallel and joins the errors; each
+// runs in the caller's network namespace (netns.Go): a caller inside
+// netns.Do means the rules of that namespace.
 func concurrently(n int, fn func(i int) error) error {
-	self, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return fmt.Errorf("opening the current network namespace: %w", err)
+	fns := make([]func() error, n)
+	for i := range fns {
+		fns[i] = func() error { return fn(i) }
 	}
-	defer self.Close()
-	var want unix.Stat_t
-	if err := unix.Fstat(int(self.Fd()), &want); err != nil {
-		return fmt.Errorf("reading the current network namespace: %w", err)
-	}
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			var st unix.Stat_t
-			if unix.Stat("/proc/thread-self/ns/net", &st) == nil && st.Dev == want.Dev && st.Ino == want.Ino {
-				errs[i] = fn(i) // already there; entering would need CAP_SYS_ADMIN for nothing
-				return
-			}
-			errs[i] = netns.DoFile(self, func() error { return fn(i) })
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return netns.Concurrently(fns...)
 }

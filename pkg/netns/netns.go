@@ -1,7 +1,8 @@
-// Package netns runs code inside another network namespace. Go schedules
-// goroutines on many OS threads while a namespace belongs to one thread, so
-// Do locks the goroutine to its thread, switches, and switches back; a thread
-// that cannot switch back is never reused.
+// Package netns runs code inside another network namespace, and goroutines
+// inside the caller's. Go schedules goroutines on many OS threads while a
+// namespace belongs to one thread, so Do locks the goroutine to its thread,
+// switches, and switches back; a thread that cannot switch back is never
+// reused. It is the one place that opens a thread's namespace file.
 package netns
 
 import (
@@ -56,15 +57,22 @@ func Do(path string, fn func() error) error {
 	return DoFile(target, fn)
 }
 
-// DoFile is Do with an already open namespace.
+// DoFile is Do with an already open namespace. When the thread is in target
+// already, fn runs without switching: entering a namespace, even one's own,
+// needs CAP_SYS_ADMIN, which an unprivileged caller (subnetd in the
+// DaemonSet has NET_ADMIN and NET_RAW only) lacks.
 func DoFile(target *os.File, fn func() error) error {
 	runtime.LockOSThread()
-	origin, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	origin, err := Here()
 	if err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("opening the current network namespace: %w", err)
+		return err
 	}
 	defer origin.Close()
+	if same(origin, target) {
+		defer runtime.UnlockOSThread()
+		return fn()
+	}
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("entering network namespace %s: %w", target.Name(), err)
@@ -76,6 +84,62 @@ func DoFile(target *os.File, fn func() error) error {
 	}
 	runtime.UnlockOSThread()
 	return fnErr
+}
+
+// Here opens the network namespace of the calling thread. A goroutine not
+// locked to its thread may be on any thread not locked, and those are all
+// in the process's namespace: only locked threads are switched (Do).
+func Here() (*os.File, error) {
+	// The thread's own path rather than /proc/thread-self: the file's name
+	// shows in errors of other threads (DoFile's, under Go).
+	f, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	if err != nil {
+		return nil, fmt.Errorf("opening the current network namespace: %w", err)
+	}
+	return f, nil
+}
+
+// same reports whether two namespace files are one namespace.
+func same(a, b *os.File) bool {
+	var sa, sb unix.Stat_t
+	return unix.Fstat(int(a.Fd()), &sa) == nil && unix.Fstat(int(b.Fd()), &sb) == nil &&
+		sa.Dev == sb.Dev && sa.Ino == sb.Ino
+}
+
+// Go runs fn on a new goroutine inside the network namespace of the calling
+// thread and delivers fn's error on the returned channel, which holds it
+// until read. A goroutine runs on any thread, in whatever namespace that
+// thread is in, and a caller (a test, a runtime running a plugin in-process,
+// a daemon run on one thread of a node's namespace) may have switched only
+// its own thread: without this, the goroutine's netlink and iptables calls,
+// and the programs it starts, would reach another namespace. fn runs locked
+// to its thread, through DoFile; a thread left in another namespace ends
+// with the goroutine instead of running other code.
+func Go(fn func() error) <-chan error {
+	done := make(chan error, 1)
+	here, err := Here()
+	if err != nil {
+		done <- err
+		return done
+	}
+	go func() {
+		defer here.Close()
+		done <- DoFile(here, fn)
+	}()
+	return done
+}
+
+// Concurrently runs each fn through Go, all at once, and joins their errors.
+func Concurrently(fns ...func() error) error {
+	results := make([]<-chan error, len(fns))
+	for i, fn := range fns {
+		results[i] = Go(fn)
+	}
+	errs := make([]error, len(fns))
+	for i, r := range results {
+		errs[i] = <-r
+	}
+	return errors.Join(errs...)
 }
 
 // CNIError gives a vanished namespace the CNI code for an unknown container

@@ -233,7 +233,7 @@ func echoedID(data []byte) uint32 {
 // with the payload of each message of type want in the answer. The batch
 // must have been flushed. A dump the kernel marks as interrupted (its table
 // changed meanwhile) is read whole and gives netlink.ErrDumpInterrupted,
-// for retry to repeat it.
+// for link.RetryDump to repeat it.
 func (w *writer) dump(typ uint16, body []byte, want uint16, fn func(data []byte)) error {
 	w.seq++
 	req := appendMessage(nil, typ, unix.NLM_F_DUMP, body, nil)

@@ -70,9 +70,9 @@ func Leftovers(extra ...string) (devices []string, routes []netlink.Route, err e
 	if err != nil {
 		return devices, nil, err
 	}
-	all, err := retry("routes", func() ([]kroute, error) { return k.dumpRoutes(unix.AF_UNSPEC) })
+	all, err := link.RetryDump(func() ([]kroute, error) { return k.dumpRoutes(unix.AF_UNSPEC) })
 	if err != nil {
-		return devices, nil, err
+		return devices, nil, fmt.Errorf("listing routes: %w", err)
 	}
 	for _, r := range all {
 		dev := r.link

@@ -7,6 +7,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/link"
 )
 
 // Host is what of the node a peer must not take over: its addresses and
@@ -51,9 +53,9 @@ func ReadHost() (Host, error) {
 		return Host{}, fmt.Errorf("opening a netlink socket: %w", err)
 	}
 	defer h.Close()
-	links, err := retry("links", h.LinkList)
+	links, err := link.RetryDump(h.LinkList)
 	if err != nil {
-		return Host{}, err
+		return Host{}, fmt.Errorf("listing links: %w", err)
 	}
 	names, overlay := map[int]string{}, map[int]bool{}
 	for _, l := range links {
@@ -61,9 +63,9 @@ func ReadHost() (Host, error) {
 		_, vx := l.(*netlink.Vxlan)
 		overlay[l.Attrs().Index] = vx && flannelName.MatchString(l.Attrs().Name)
 	}
-	addrs, err := retry("addresses", func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
+	addrs, err := link.RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
-		return Host{}, err
+		return Host{}, fmt.Errorf("listing addresses: %w", err)
 	}
 	var host Host
 	for _, a := range addrs {
@@ -71,11 +73,11 @@ func ReadHost() (Host, error) {
 			host.Addrs = append(host.Addrs, ip.Unmap())
 		}
 	}
-	routes, err := retry("routes", func() ([]netlink.Route, error) {
+	routes, err := link.RetryDump(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
-		return Host{}, err
+		return Host{}, fmt.Errorf("listing routes: %w", err)
 	}
 	for _, r := range routes {
 		if r.Protocol == RouteProtocol {

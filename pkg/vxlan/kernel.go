@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/link"
 )
 
 // kernel reads and writes one family's tables over one netlink socket, so
@@ -47,26 +48,6 @@ func (k *kernel) close() {
 	})
 }
 
-// dumpRetries bounds the retries of a dump that raced with a change.
-const dumpRetries = 5
-
-// retry repeats a dump that the kernel reported as interrupted: since
-// netlink v1.3 such a dump returns partial data with ErrDumpInterrupted.
-func retry[T any](what string, fn func() (T, error)) (T, error) {
-	var v T
-	var err error
-	for range dumpRetries {
-		if v, err = fn(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if err != nil {
-		return v, fmt.Errorf("listing %s: %w", what, err)
-	}
-	return v, nil
-}
-
 // read dumps the family's routes once, and with t.dev > 0 the device's
 // neighbours and FDB and the namespace's nexthops. Ours are: routes of the
 // main table with RouteProtocol, on any link, and every route through
@@ -86,9 +67,9 @@ func (k *kernel) read(t target) (tables, error) {
 			return have, err
 		}
 	}
-	routes, err := retry("routes", func() ([]kroute, error) { return k.dumpRoutes(k.family) })
+	routes, err := link.RetryDump(func() ([]kroute, error) { return k.dumpRoutes(k.family) })
 	if err != nil {
-		return have, err
+		return have, fmt.Errorf("listing routes: %w", err)
 	}
 	have.busy = map[uint32]bool{}
 	for _, kr := range routes {
@@ -112,9 +93,9 @@ func (k *kernel) read(t target) (tables, error) {
 
 // readNeighbours adds the permanent neighbours and the FDB of dev to have.
 func (k *kernel) readNeighbours(dev int, have tables) error {
-	neighs, err := retry("neighbours", func() ([]netlink.Neigh, error) { return k.h.NeighList(dev, k.family) })
+	neighs, err := link.RetryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(dev, k.family) })
 	if err != nil {
-		return err
+		return fmt.Errorf("listing neighbours: %w", err)
 	}
 	for _, n := range neighs {
 		ip, ok := netip.AddrFromSlice(n.IP)
@@ -122,9 +103,9 @@ func (k *kernel) readNeighbours(dev int, have tables) error {
 			have.neighs[ip.Unmap()] = neigh{ip: ip.Unmap(), mac: [6]byte(n.HardwareAddr)}
 		}
 	}
-	entries, err := retry("FDB entries", func() ([]netlink.Neigh, error) { return k.h.NeighList(dev, unix.AF_BRIDGE) })
+	entries, err := link.RetryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(dev, unix.AF_BRIDGE) })
 	if err != nil {
-		return err
+		return fmt.Errorf("listing FDB entries: %w", err)
 	}
 	for _, n := range entries {
 		ip, ok := netip.AddrFromSlice(n.IP)

@@ -3,9 +3,12 @@ package vxlan
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/link"
 )
 
 // IPv4 peer routes through the vxlan device go through nexthop objects
@@ -57,7 +60,7 @@ func (k *kernel) nexthops() (bool, error) {
 
 // dumpNexthops lists the namespace's nexthop objects by id.
 func (k *kernel) dumpNexthops() (map[uint32]knexthop, error) {
-	return retry("nexthops", func() (map[uint32]knexthop, error) {
+	nhs, err := link.RetryDump(func() (map[uint32]knexthop, error) {
 		nhs := map[uint32]knexthop{}
 		err := k.w.dump(unix.RTM_GETNEXTHOP, make([]byte, sizeofNhmsg), unix.RTM_NEWNEXTHOP, func(data []byte) {
 			if id, n, ok := parseNexthop(data); ok {
@@ -66,6 +69,10 @@ func (k *kernel) dumpNexthops() (map[uint32]knexthop, error) {
 		})
 		return nhs, err
 	})
+	if err != nil {
+		return nhs, fmt.Errorf("listing nexthops: %w", err)
+	}
+	return nhs, nil
 }
 
 // parseNexthop reads a nexthop message (struct nhmsg, attributes).

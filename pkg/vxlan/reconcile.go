@@ -153,9 +153,9 @@ func onLinkPrefixes(k *kernel, name string) (int, []netip.Prefix, error) {
 	if err != nil {
 		return 0, nil, fmt.Errorf("looking up the underlay %s: %w", name, err)
 	}
-	addrs, err := retry("addresses of "+name, func() ([]netlink.Addr, error) { return k.h.AddrList(ul, k.family) })
+	addrs, err := link.RetryDump(func() ([]netlink.Addr, error) { return k.h.AddrList(ul, k.family) })
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, fmt.Errorf("listing addresses of %s: %w", name, err)
 	}
 	prefixes := []netip.Prefix{}
 	for _, a := range addrs {

@@ -4,11 +4,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/netns"
 )
 
 // The holders below keep a namespace alive after its path is deleted, in
@@ -41,44 +42,18 @@ func HoldBySocket(t testing.TB, path string) (release func()) {
 	return release
 }
 
-// socketIn opens the socket on a thread of its own: a thread that cannot
-// return to the test's namespace is never unlocked, so Go ends it.
+// socketIn opens the socket on a goroutine of its own (netns.Go): a thread
+// that cannot return to the test's namespace ends with that goroutine
+// instead of running the test on.
 func socketIn(path string) (int, error) {
-	type result struct {
-		fd  int
-		err error
-	}
-	done := make(chan result)
-	go func() {
-		runtime.LockOSThread()
-		fd, back, err := socketThere(path)
-		if back {
-			runtime.UnlockOSThread()
-		}
-		done <- result{fd, err}
-	}()
-	r := <-done
-	return r.fd, r.err
-}
-
-// socketThere enters the namespace at path, opens a socket and comes back;
-// back reports whether the thread is in its own namespace again.
-func socketThere(path string) (fd int, back bool, err error) {
-	home, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return -1, true, err
-	}
-	defer home.Close()
-	target, err := os.Open(path)
-	if err != nil {
-		return -1, true, err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return -1, true, err
-	}
-	fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	return fd, unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil, err
+	fd := -1
+	err := <-netns.Go(func() error {
+		return netns.Do(path, func() (err error) {
+			fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			return err
+		})
+	})
+	return fd, err
 }
 
 // Delete removes the namespace's path and waits until the kernel has freed

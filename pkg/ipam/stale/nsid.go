@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/ipam"
+	"github.com/cnisuite/cni/pkg/netns"
 )
 
 // nsIdent is a namespace's identity: its device and inode, which the kernel
@@ -79,14 +80,14 @@ func namespaceID(path string) (uint64, error) {
 // threadNamespace identifies the calling thread's network namespace; the
 // caller holds its thread.
 func threadNamespace() (nsIdent, error) {
-	f, err := openNamespace("/proc/thread-self/ns/net")
+	f, err := netns.Here()
 	if err != nil {
-		return nsIdent{}, fmt.Errorf("reading this thread's namespace: %w", err)
+		return nsIdent{}, err
 	}
 	defer f.Close()
 	id, ok := identifyFile(f)
 	if !ok {
-		return nsIdent{}, errors.New("/proc/thread-self/ns/net is not a network namespace")
+		return nsIdent{}, fmt.Errorf("%s is not a network namespace", f.Name())
 	}
 	return id, nil
 }

@@ -58,9 +58,9 @@ func (c *NetConf) wantMacvlan(container *os.File) (link.MacvlanWant, error) {
 	if c.LinkContNs {
 		return w, nil
 	}
-	node, err := os.Open("/proc/thread-self/ns/net")
+	node, err := netns.Here()
 	if err != nil {
-		return w, fmt.Errorf("opening the current network namespace: %w", err)
+		return w, err
 	}
 	defer node.Close()
 	err = netns.DoFile(container, func() error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/link"
@@ -27,9 +26,10 @@ func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	var ipamErr error
-	wg.Go(func() { _, ipamErr = a.IPAM(ctx, "DEL", c.IPAM.Type) })
+	ipam := netns.Go(func() error { // in this thread's namespace, as the bridge's
+		_, err := a.IPAM(ctx, "DEL", c.IPAM.Type)
+		return err
+	})
 	var linkErr error
 	if a.Netns != "" {
 		err := netns.Do(a.Netns, func() error { return link.DeleteIfExists(a.IfName) })
@@ -37,8 +37,7 @@ func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 			linkErr = fmt.Errorf("deleting %q in %s: %w", a.IfName, a.Netns, err)
 		}
 	}
-	wg.Wait()
-	return errors.Join(linkErr, ipamErr)
+	return errors.Join(linkErr, <-ipam)
 }
 
 // GC forwards to IPAM, which releases the reservations of attachments not

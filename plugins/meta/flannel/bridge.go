@@ -101,13 +101,7 @@ func staleGateways(br netlink.Link, e envfile.Env) (stale []netip.Prefix, want m
 
 // bridgePorts names the links enslaved to br: the host ends of its pods.
 func bridgePorts(br netlink.Link) ([]string, error) {
-	var links []netlink.Link
-	var err error
-	for range 5 { // a dump racing with a pod's ADD or DEL is retried
-		if links, err = netlink.LinkList(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	links, err := link.RetryDump(netlink.LinkList) // a pod's ADD or DEL may interrupt the dump
 	if err != nil {
 		return nil, fmt.Errorf("listing links: %w", err)
 	}
