@@ -11,21 +11,19 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/cnisuite/cni/pkg/bridge"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/nat/nft"
 	"github.com/cnisuite/cni/pkg/regfile"
 	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
-const (
-	bridgeName = "cni0"
-	vxlanName  = "flannel.1"
-)
+const vxlanName = "flannel.1"
 
 // checkBridgeAddr: a cni0 kept from an earlier lease holds the old gateway,
 // and the bridge plugin then refuses every pod (FIELD-NOTES failure 3).
 func checkBridgeAddr(n *node) []Finding {
-	br, err := netlink.LinkByName(bridgeName)
+	br, err := netlink.LinkByName(bridge.DefaultName)
 	if err != nil || n.env == nil || !n.env.Subnet.IsValid() {
 		return nil // no bridge yet (made at the first pod) or nothing to compare with
 	}
@@ -168,7 +166,7 @@ func checkBrNetfilter(n *node) []Finding {
 // checkMTU: pods whose MTU exceeds what the overlay carries hang on large
 // transfers (failure 10).
 func checkMTU(n *node) []Finding {
-	br, err := netlink.LinkByName(bridgeName)
+	br, err := netlink.LinkByName(bridge.DefaultName)
 	if err != nil || n.env == nil || n.env.MTU == 0 {
 		return nil
 	}
