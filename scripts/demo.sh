@@ -315,7 +315,7 @@ done
 out=$(cnitool 1 status n1a 2>&1) || { echo "$out" | indent; fail "STATUS"; }
 note "CHECK ok for the $(echo $PODS | wc -w) pods; STATUS ok"
 
-step "A node whose subnet daemon is not running: what ADD says (FIELD-NOTES failure 1)"
+step "A node whose subnet daemon is not running: what ADD says (which daemon to check; never copy subnet.env from another node)"
 mkdir -p "$WORK/nodeless/net.d"
 helper render "$ROOT/conf/10-flannel.conflist" "$WORK/nodeless/net.d/10-flannel.conflist" "$WORK/nodeless/subnet.env"
 python3 - "$WORK/nodeless/net.d/10-flannel.conflist" <<'EOF'

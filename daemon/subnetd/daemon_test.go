@@ -19,6 +19,7 @@ import (
 	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
+	"github.com/cnisuite/cni/pkg/subnet/subnettest"
 	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
@@ -122,7 +123,7 @@ func TestDaemonFollowsLeases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := subnet.NewMemStore(time.Hour)
+	store := subnettest.NewStore(time.Hour)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := &Config{IPMasq: true, SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: 50 * time.Millisecond, EtcdTimeout: time.Second}
 	ov := newOverlay(nc.Backend, underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.0.1")}, "me", log)
@@ -258,7 +259,7 @@ func TestDaemonEventPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := subnet.NewMemStore(time.Hour)
+	store := subnettest.NewStore(time.Hour)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := &Config{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: time.Hour, EtcdTimeout: time.Second}
 	ov := newOverlay(nc.Backend, underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.0.1")}, "me", log)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cnisuite/cni/pkg/netns"
 	"github.com/cnisuite/cni/pkg/subnet"
+	"github.com/cnisuite/cni/pkg/subnet/subnettest"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -30,7 +31,7 @@ func TestDeviceRepairedAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := subnet.NewMemStore(time.Hour)
+	store := subnettest.NewStore(time.Hour)
 	peers := []struct{ subnet, ip, mac string }{
 		{"10.0.77.0/24", "192.168.61.2", "0e:00:00:00:00:02"},
 		{"10.0.78.0/24", "192.168.61.3", "0e:00:00:00:00:03"},

@@ -11,21 +11,21 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/cnisuite/cni/pkg/bridge"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/nat/nft"
 	"github.com/cnisuite/cni/pkg/regfile"
 	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
-const (
-	bridgeName = "cni0"
-	vxlanName  = "flannel.1"
-)
+const vxlanName = "flannel.1"
 
-// checkBridgeAddr: a cni0 kept from an earlier lease holds the old gateway,
-// and the bridge plugin then refuses every pod (FIELD-NOTES failure 3).
+// checkBridgeAddr: when the node's subnet changes (its lease lost and
+// acquired again, the node re-joined), cni0 keeps the old subnet's gateway,
+// and the bridge plugin then refuses every pod ("cni0" already has an IP
+// address different from the gateway): operators hit this after a re-lease.
 func checkBridgeAddr(n *node) []Finding {
-	br, err := netlink.LinkByName(bridgeName)
+	br, err := netlink.LinkByName(bridge.DefaultName)
 	if err != nil || n.env == nil || !n.env.Subnet.IsValid() {
 		return nil // no bridge yet (made at the first pod) or nothing to compare with
 	}
@@ -60,8 +60,8 @@ func firstHost(p netip.Prefix) netip.Prefix {
 	return netip.PrefixFrom(p.Masked().Addr().Next(), p.Bits())
 }
 
-// checkForward: a FORWARD policy of DROP (Docker sets it) kills cross-node
-// pod traffic unless something accepts the pod network (failure 8); so
+// checkForward: a FORWARD policy of DROP (Docker 1.13 and later set it)
+// kills cross-node pod traffic unless a rule accepts the pod network; so
 // does an nftables base chain at the forward hook with a drop policy, which
 // no other chain (flannel's among them) can overrule.
 func checkForward(n *node) []Finding {
@@ -166,9 +166,9 @@ func checkBrNetfilter(n *node) []Finding {
 }
 
 // checkMTU: pods whose MTU exceeds what the overlay carries hang on large
-// transfers (failure 10).
+// transfers, while small packets (pings among them) still pass.
 func checkMTU(n *node) []Finding {
-	br, err := netlink.LinkByName(bridgeName)
+	br, err := netlink.LinkByName(bridge.DefaultName)
 	if err != nil || n.env == nil || n.env.MTU == 0 {
 		return nil
 	}
@@ -195,8 +195,9 @@ func checkMTU(n *node) []Finding {
 
 // checkChecksum: a kernel that corrupts vxlan checksums after NAT with tx
 // checksum offload on (before 5.7) stalls connections through flannel.1
-// for ~63 s (failure 9); subnetd turns the offload off there, flanneld
-// does not. Later kernels are right and keep the offload, which is faster.
+// for ~63 s (the receiver logs "UDP: bad checksum" on port 8472); subnetd
+// turns the offload off there, flanneld does not. Later kernels are right
+// and keep the offload, which is faster.
 func checkChecksum(n *node) []Finding {
 	if _, err := netlink.LinkByName(vxlanName); err != nil {
 		return nil

@@ -136,7 +136,7 @@ func doctor(e *env, args []string) error {
 	var o doctorOpts
 	fs.StringVar(&o.confDir, "cni-conf-dir", "/etc/cni/net.d", "kubelet's CNI configuration directory")
 	fs.StringVar(&o.binDir, "cni-bin-dir", "/opt/cni/bin", "the CNI plugin binaries")
-	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "subnetd's lease file")
+	fs.StringVar(&o.subnetFile, "subnet-file", envfile.DefaultPath, "subnetd's lease file")
 	fs.StringVar(&o.dataDir, "data-dir", disk.DefaultDataDir, "host-local's dataDir")
 	fs.StringVar(&o.healthz, "healthz", "http://127.0.0.1:8471", "subnetd's health address")
 	fs.StringVar(&o.netns, "netns", "", "inspect the links and rules of this network namespace instead of the current one")

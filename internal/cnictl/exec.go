@@ -118,7 +118,7 @@ func loadNetwork(confDir, name string) (*libcni.NetworkConfigList, error) {
 		for _, f := range files {
 			if l, err := libcni.NetworkConfFromFile(f); err == nil {
 				names = append(names, l.Name)
-			} else if c, err := libcni.ConfFromFile(f); err == nil {
+			} else if c, err := pluginConfFromFile(f); err == nil {
 				names = append(names, c.Network.Name)
 			}
 		}
@@ -126,6 +126,16 @@ func loadNetwork(confDir, name string) (*libcni.NetworkConfigList, error) {
 			name, confDir, cmp(strings.Join(names, ", "), "none"))
 	}
 	return nil, fmt.Errorf("loading network %q from %s: %w", name, confDir, err)
+}
+
+// pluginConfFromFile reads a single-plugin .conf file, the format libcni
+// still loads (and upconverts to a list) but whose file reader it deprecated.
+func pluginConfFromFile(name string) (*libcni.PluginConfig, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	return libcni.NetworkPluginConfFromBytes(b)
 }
 
 // runtimeConf builds what a runtime passes: the container ID (derived from

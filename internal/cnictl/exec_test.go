@@ -91,6 +91,28 @@ func TestRuntimeConf(t *testing.T) {
 	}
 }
 
+// TestLoadNetworkNames: an unknown network's error names the networks of
+// both formats there are, a conflist's and a single-plugin .conf's.
+func TestLoadNetworkNames(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"10-listed.conflist": `{"cniVersion": "1.0.0", "name": "listed", "plugins": [{"type": "bridge"}]}`,
+		"20-single.conf":     `{"cniVersion": "0.4.0", "name": "single", "type": "bridge"}`,
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if list, err := loadNetwork(dir, "single"); err != nil || list.Name != "single" {
+		t.Errorf("loadNetwork(single) = %v, %v", list, err)
+	}
+	_, err := loadNetwork(dir, "nosuchnet")
+	if want := "(networks there: listed, single)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("loadNetwork(nosuchnet) = %v, want an error naming %s", err, want)
+	}
+}
+
 func TestSplitKept(t *testing.T) {
 	cached := []*libcni.NetworkAttachment{
 		{ContainerID: "a", IfName: "eth0", Network: "n"},

@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/vishvananda/netlink"
 
+	"github.com/cnisuite/cni/pkg/bridge"
 	"github.com/cnisuite/cni/pkg/ipam/disk"
 	"github.com/cnisuite/cni/pkg/ipam/stale"
 	"github.com/cnisuite/cni/pkg/link"
@@ -20,16 +21,13 @@ import (
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
 	"github.com/cnisuite/cni/pkg/regfile"
+	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
-// Defaults of the places the suite writes to, where no flag or
-// configuration names another.
-const (
-	defaultBridge     = "cni0"                 // the bridge plugin's
-	defaultFlannelDir = "/var/lib/cni/flannel" // the flannel plugin's dataDir
-	defaultSubnetFile = "/run/flannel/subnet.env"
-)
+// defaultFlannelDir is the flannel plugin's dataDir where its configuration
+// names none.
+const defaultFlannelDir = "/var/lib/cni/flannel"
 
 func resetCommand() *command {
 	return &command{name: "reset", run: reset,
@@ -65,7 +63,7 @@ func reset(e *env, args []string) error {
 	fs.StringVar(&o.confDir, "cni-conf-dir", "/etc/cni/net.d", "kubelet's CNI configuration directory (names the bridges and state dirs)")
 	fs.StringVar(&o.dataDir, "data-dir", disk.DefaultDataDir, "host-local's dataDir")
 	fs.StringVar(&o.flannelDir, "flannel-dir", defaultFlannelDir, "the flannel plugin's dataDir")
-	fs.StringVar(&o.subnetFile, "subnet-file", defaultSubnetFile, "subnetd's lease file")
+	fs.StringVar(&o.subnetFile, "subnet-file", envfile.DefaultPath, "subnetd's lease file")
 	fs.StringVar(&o.cacheDir, "cache-dir", libcni.CacheDir, "libcni's cache (its results/ entries of the configured networks go)")
 	fs.StringVar(&o.lockFile, "lock-file", nat.SweepLock, "portmap's lock file")
 	fs.StringVar(&o.netns, "netns", "", "remove the links and rules of this network namespace instead of the current one's")
@@ -310,7 +308,7 @@ func (c *suiteConfs) add(list *[]string, v string) {
 // configuration is broken.
 func readSuiteConfs(o resetOpts) (*suiteConfs, error) {
 	c := &suiteConfs{}
-	c.add(&c.bridges, defaultBridge)
+	c.add(&c.bridges, bridge.DefaultName)
 	c.add(&c.dataDirs, o.dataDir)
 	c.add(&c.flannelDirs, o.flannelDir)
 	c.add(&c.subnetFiles, o.subnetFile)
@@ -340,10 +338,10 @@ func readSuiteConfs(o resetOpts) (*suiteConfs, error) {
 func (c *suiteConfs) addPlugin(o resetOpts, pc pluginConf) {
 	switch pc.Type {
 	case "bridge":
-		c.add(&c.bridges, cmp(pc.Bridge, defaultBridge))
+		c.add(&c.bridges, cmp(pc.Bridge, bridge.DefaultName))
 	case "flannel":
 		if pc.Delegate.Type == "" || pc.Delegate.Type == "bridge" {
-			c.add(&c.bridges, cmp(pc.Delegate.Bridge, defaultBridge))
+			c.add(&c.bridges, cmp(pc.Delegate.Bridge, bridge.DefaultName))
 		}
 		c.add(&c.flannelDirs, cmp(pc.DataDir, o.flannelDir))
 		c.add(&c.subnetFiles, cmp(pc.SubnetFile, o.subnetFile))

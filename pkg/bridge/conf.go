@@ -7,8 +7,10 @@ import (
 	"github.com/cnisuite/cni/pkg/netconf"
 )
 
-// defaultBridge is the reference plugin's default bridge name.
-const defaultBridge = "cni0"
+// DefaultName is the bridge the plugin uses when the configuration names
+// none (the reference plugin's default). Declared here, by the plugin whose
+// default it is; the flannel plugin and cnictl use it too.
+const DefaultName = "cni0"
 
 // NetConf is the bridge plugin's configuration, key for key the reference's.
 type NetConf struct {
@@ -54,7 +56,7 @@ type VlanTrunk struct {
 // loadConf parses stdin and CNI_ARGS and checks every key, so that a bad
 // configuration fails before anything is created.
 func loadConf(stdin []byte, cniArgs string) (*NetConf, error) {
-	c := &NetConf{BrName: defaultBridge}
+	c := &NetConf{BrName: DefaultName}
 	if err := netconf.Load(stdin, c); err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -58,7 +59,7 @@ func TestPrintResultConvertsToRequestedVersion(t *testing.T) {
 		Interfaces: []*current.Interface{{Name: "eth0", Sandbox: "/run/netns/x"}},
 		IPs:        []*current.IPConfig{{Interface: current.Int(0), Address: *ipn}},
 	}
-	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+	for _, v := range Versions() { // every version the binaries announce
 		var buf bytes.Buffer
 		if err := PrintResult(&buf, res, v); err != nil {
 			t.Fatalf("%s: %v", v, err)
@@ -71,12 +72,22 @@ func TestPrintResultConvertsToRequestedVersion(t *testing.T) {
 			t.Fatalf("%s: %v\n%s", v, err, buf.String())
 		}
 		_, hasVersionKey := out.IPs[0]["version"]
-		if out.CNIVersion != v || hasVersionKey != (v == "0.3.1" || v == "0.4.0") {
+		if out.CNIVersion != v || hasVersionKey != strings.HasPrefix(v, "0.") {
 			t.Errorf("%s: printed %s", v, buf.String())
 		}
 	}
 	if err := PrintResult(&bytes.Buffer{}, res, "9.9.9"); err == nil {
 		t.Error("unknown version must fail")
+	}
+}
+
+// TestVersionsIsACopy: a caller changing what Versions returned changes
+// neither the next caller's list nor what the binaries announce.
+func TestVersionsIsACopy(t *testing.T) {
+	got := Versions()
+	got[0] = "9.9.9"
+	if again := Versions(); again[0] == "9.9.9" || versions[0] == "9.9.9" {
+		t.Fatalf("Versions() = %v after a caller's change: want its own copy", again)
 	}
 }
 

@@ -15,8 +15,13 @@ import (
 	"github.com/cnisuite/cni/pkg/netconf"
 )
 
-// Versions is what every binary of the suite supports.
-var Versions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+// versions is what every binary of the suite supports; Versions hands out
+// copies, so no caller can change what the binaries announce.
+var versions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+
+// Versions returns the spec versions every binary of the suite supports, a
+// copy of its own.
+func Versions() []string { return slices.Clone(versions) }
 
 // Args is one invocation: the CNI_* environment and the configuration.
 type Args struct {

@@ -47,7 +47,7 @@ func run(name string, p Plugin, stdout io.Writer, opts ...Option) int {
 	funcs := skel.CNIFuncs{Add: r.add, Check: r.verb(p.Check), Del: r.verb(p.Del), GC: r.verb(p.GC), Status: r.verb(p.Status)}
 	err := ToCNIError(boundStdin())
 	if err == nil {
-		err = skel.PluginMainFuncsWithError(funcs, version.PluginSupports(Versions...), "CNI "+name+" plugin (cnisuite) "+buildversion.Get().String())
+		err = skel.PluginMainFuncsWithError(funcs, version.PluginSupports(versions...), "CNI "+name+" plugin (cnisuite) "+buildversion.Get().String())
 	}
 	if err == nil {
 		return 0

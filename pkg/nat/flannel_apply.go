@@ -16,7 +16,7 @@ type FlannelHost struct {
 	Run Runner // nil: the real binaries
 }
 
-func (h FlannelHost) runner() Runner { return Masq{Run: h.Run}.runner() }
+func (h FlannelHost) runner() Runner { return Masq(h).runner() }
 
 // flannelTables is one family's iptables-save, by table.
 type flannelTables map[string]*natTable

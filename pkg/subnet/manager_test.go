@@ -1,4 +1,4 @@
-package subnet
+package subnet_test
 
 import (
 	"context"
@@ -14,28 +14,30 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/internal/testutil"
+	"github.com/cnisuite/cni/pkg/subnet"
+	"github.com/cnisuite/cni/pkg/subnet/subnettest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func mustConfig(t *testing.T, s string) Config {
+func mustConfig(t *testing.T, s string) subnet.Config {
 	t.Helper()
-	c, err := ParseConfig([]byte(s))
+	c, err := subnet.ParseConfig([]byte(s))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func newManager(t *testing.T, reg Registry, cfg Config, id, ip string) *Manager {
+func newManager(t *testing.T, reg subnet.Registry, cfg subnet.Config, id, ip string) *subnet.Manager {
 	t.Helper()
-	return &Manager{Registry: reg, Config: cfg, Node: Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: "vxlan", NodeID: id},
+	return &subnet.Manager{Registry: reg, Config: cfg, Node: subnet.Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: "vxlan", NodeID: id},
 		RenewMargin: time.Minute, Log: quiet, Rand: rand.New(rand.NewPCG(1, 2))}
 }
 
-func put(t *testing.T, reg Registry, key string, a Attrs, leased bool) Entry {
+func put(t *testing.T, reg subnet.Registry, key string, a subnet.Attrs, leased bool) subnet.Entry {
 	t.Helper()
-	s, err := ParseKey(key)
+	s, err := subnet.ParseKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,49 +54,49 @@ const net22 = `{"Network":"10.0.0.0/22"}` // three subnets: 10.0.1.0, 10.0.2.0, 
 func TestAcquire(t *testing.T) {
 	ctx := context.Background()
 	cfg := mustConfig(t, net22)
-	other := Attrs{PublicIP: netip.MustParseAddr("192.168.0.9"), NodeID: "other"}
+	other := subnet.Attrs{PublicIP: netip.MustParseAddr("192.168.0.9"), NodeID: "other"}
 	tests := []struct {
 		name     string
-		setup    func(Registry) // keys present before
+		setup    func(subnet.Registry) // keys present before
 		previous string
 		want     string // key acquired; "" when none is left
 		reserved bool
 	}{
-		{"free subnet", func(Registry) {}, "", "", false},
-		{"previous subnet", func(Registry) {}, "10.0.2.0-24", "10.0.2.0-24", false},
-		{"previous taken", func(r Registry) { put(t, r, "10.0.2.0-24", other, true) }, "10.0.2.0-24", "", false},
-		{"previous outside network", func(Registry) {}, "10.9.2.0-24", "", false},
-		{"own by node id", func(r Registry) {
-			put(t, r, "10.0.3.0-24", Attrs{PublicIP: netip.MustParseAddr("192.168.0.50"), NodeID: "me"}, true)
+		{"free subnet", func(subnet.Registry) {}, "", "", false},
+		{"previous subnet", func(subnet.Registry) {}, "10.0.2.0-24", "10.0.2.0-24", false},
+		{"previous taken", func(r subnet.Registry) { put(t, r, "10.0.2.0-24", other, true) }, "10.0.2.0-24", "", false},
+		{"previous outside network", func(subnet.Registry) {}, "10.9.2.0-24", "", false},
+		{"own by node id", func(r subnet.Registry) {
+			put(t, r, "10.0.3.0-24", subnet.Attrs{PublicIP: netip.MustParseAddr("192.168.0.50"), NodeID: "me"}, true)
 		}, "10.0.2.0-24", "10.0.3.0-24", false},
-		{"reservation by public ip stays one", func(r Registry) {
-			put(t, r, "10.0.1.0-24", Attrs{PublicIP: netip.MustParseAddr("192.168.0.1")}, false)
+		{"reservation by public ip stays one", func(r subnet.Registry) {
+			put(t, r, "10.0.1.0-24", subnet.Attrs{PublicIP: netip.MustParseAddr("192.168.0.1")}, false)
 		}, "", "10.0.1.0-24", true},
-		{"flanneld lease of this host", func(r Registry) {
-			put(t, r, "10.0.3.0-24", Attrs{PublicIP: netip.MustParseAddr("192.168.0.1"), BackendType: "vxlan"}, true)
+		{"flanneld lease of this host", func(r subnet.Registry) {
+			put(t, r, "10.0.3.0-24", subnet.Attrs{PublicIP: netip.MustParseAddr("192.168.0.1"), BackendType: "vxlan"}, true)
 		}, "", "10.0.3.0-24", false},
-		{"same address, other node id is not ours", func(r Registry) {
-			put(t, r, "10.0.3.0-24", Attrs{PublicIP: netip.MustParseAddr("192.168.0.1"), NodeID: "returning"}, true)
+		{"same address, other node id is not ours", func(r subnet.Registry) {
+			put(t, r, "10.0.3.0-24", subnet.Attrs{PublicIP: netip.MustParseAddr("192.168.0.1"), NodeID: "returning"}, true)
 			put(t, r, "10.0.1.0-24", other, true)
 		}, "", "10.0.2.0-24", false},
-		{"other's reservation is skipped", func(r Registry) {
-			put(t, r, "10.0.1.0-24", Attrs{PublicIP: netip.MustParseAddr("192.168.0.7")}, false)
+		{"other's reservation is skipped", func(r subnet.Registry) {
+			put(t, r, "10.0.1.0-24", subnet.Attrs{PublicIP: netip.MustParseAddr("192.168.0.7")}, false)
 			put(t, r, "10.0.2.0-24", other, true)
 		}, "", "10.0.3.0-24", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			store := NewMemStore(time.Hour)
+			store := subnettest.NewStore(time.Hour)
 			tt.setup(store.Client())
 			m := newManager(t, store.Client(), cfg, "me", "192.168.0.1")
 			if tt.previous != "" {
-				m.Previous, _ = ParseKey(tt.previous)
+				m.Previous, _ = subnet.ParseKey(tt.previous)
 			}
 			l, err := m.Acquire(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if (tt.want != "" && l.Subnets.Key() != tt.want) || l.Reserved != tt.reserved || !m.fits(l.Subnets) {
+			if (tt.want != "" && l.Subnets.Key() != tt.want) || l.Reserved != tt.reserved || !m.Fits(l.Subnets) {
 				t.Fatalf("acquired %s (reserved %v), want %q (reserved %v)", l.Subnets.Key(), l.Reserved, tt.want, tt.reserved)
 			}
 			e, err := m.Registry.Get(ctx, l.Subnets)
@@ -118,7 +120,7 @@ func TestAcquireFamilies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			store := NewMemStore(time.Hour)
+			store := subnettest.NewStore(time.Hour)
 			m := newManager(t, store.Client(), mustConfig(t, tt.cfg), "me", "192.168.0.1")
 			m.Rand = rand.New(rand.NewPCG(0, 0))
 			m.Config.SubnetMax = m.Config.SubnetMin // one IPv4 candidate: the pairing is then known
@@ -139,7 +141,7 @@ func TestAcquireFamilies(t *testing.T) {
 // lease of its previous run instead of leaving it orphaned.
 func TestRestartKeepsStoreLease(t *testing.T) {
 	ctx := context.Background()
-	store := NewMemStore(time.Hour)
+	store := subnettest.NewStore(time.Hour)
 	cfg := mustConfig(t, net22)
 	first, err := newManager(t, store.Client(), cfg, "me", "192.168.0.1").Acquire(ctx)
 	if err != nil {
@@ -151,17 +153,17 @@ func TestRestartKeepsStoreLease(t *testing.T) {
 		t.Fatalf("restart: %v, %v", second.Subnets, err)
 	}
 	e2, _ := store.Client().Get(ctx, second.Subnets)
-	if e2.Lease != e1.Lease || len(store.leases) != 1 {
-		t.Fatalf("store lease %x then %x; %d alive, want the first one adopted and no other", e1.Lease, e2.Lease, len(store.leases))
+	if e2.Lease != e1.Lease || store.AliveLeases() != 1 {
+		t.Fatalf("store lease %x then %x; %d alive, want the first one adopted and no other", e1.Lease, e2.Lease, store.AliveLeases())
 	}
 }
 
 // TestRaceOneFreeSubnet: two nodes, one free subnet, at once: exactly one wins.
 func TestRaceOneFreeSubnet(t *testing.T) {
 	for i := range 50 {
-		store := NewMemStore(time.Hour)
+		store := subnettest.NewStore(time.Hour)
 		cfg := mustConfig(t, net22)
-		seed := Attrs{PublicIP: netip.MustParseAddr("192.168.0.9"), NodeID: "x"}
+		seed := subnet.Attrs{PublicIP: netip.MustParseAddr("192.168.0.9"), NodeID: "x"}
 		put(t, store.Client(), "10.0.1.0-24", seed, true)
 		put(t, store.Client(), "10.0.2.0-24", seed, true)
 		var wg sync.WaitGroup
@@ -177,7 +179,7 @@ func TestRaceOneFreeSubnet(t *testing.T) {
 			switch {
 			case err == nil:
 				won++
-			case !errors.Is(err, ErrNoSubnets):
+			case !errors.Is(err, subnet.ErrNoSubnets):
 				t.Fatalf("loser's error %v, want ErrNoSubnets", err)
 			}
 		}
@@ -193,33 +195,33 @@ func TestCheck(t *testing.T) {
 	now := time.Unix(1000, 0)
 	tests := []struct {
 		name    string
-		act     func(*MemStore, Lease)
+		act     func(*subnettest.Store, subnet.Lease)
 		advance time.Duration
 		wantErr error
 		renewed bool
 	}{
-		{"nothing to do", func(*MemStore, Lease) {}, time.Second, nil, false},
-		{"renewal due", func(*MemStore, Lease) {}, 59*time.Minute + time.Second, nil, true},
-		{"store lease expired", func(s *MemStore, l Lease) {
+		{"nothing to do", func(*subnettest.Store, subnet.Lease) {}, time.Second, nil, false},
+		{"renewal due", func(*subnettest.Store, subnet.Lease) {}, 59*time.Minute + time.Second, nil, true},
+		{"store lease expired", func(s *subnettest.Store, l subnet.Lease) {
 			e, _ := s.Client().Get(ctx, l.Subnets)
 			s.Expire(e.Lease)
-		}, time.Second, ErrLeaseLost, false},
-		{"key deleted", func(s *MemStore, l Lease) {
+		}, time.Second, subnet.ErrLeaseLost, false},
+		{"key deleted", func(s *subnettest.Store, l subnet.Lease) {
 			e, _ := s.Client().Get(ctx, l.Subnets)
 			_ = s.Client().Delete(ctx, l.Subnets, e.Rev)
-		}, time.Second, ErrLeaseLost, false},
-		{"taken over", func(s *MemStore, l Lease) {
+		}, time.Second, subnet.ErrLeaseLost, false},
+		{"taken over", func(s *subnettest.Store, l subnet.Lease) {
 			c := s.Client()
 			e, _ := c.Get(ctx, l.Subnets)
-			v, _ := json.Marshal(Attrs{PublicIP: netip.MustParseAddr("192.168.0.7"), NodeID: "thief"})
+			v, _ := json.Marshal(subnet.Attrs{PublicIP: netip.MustParseAddr("192.168.0.7"), NodeID: "thief"})
 			if _, err := c.Put(ctx, l.Subnets, v, e.Rev, true); err != nil {
 				t.Fatal(err)
 			}
-		}, time.Second, ErrWrongOwner, false},
+		}, time.Second, subnet.ErrWrongOwner, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			store := NewMemStore(time.Hour)
+			store := subnettest.NewStore(time.Hour)
 			clock := now
 			m := newManager(t, store.Client(), cfg, "me", "192.168.0.1")
 			m.Now = func() time.Time { return clock }
@@ -236,7 +238,7 @@ func TestCheck(t *testing.T) {
 			if err != nil {
 				// The node acquires again and gets a lease that is its own.
 				again, err := m.Acquire(ctx)
-				if err != nil || again.Subnets == (Subnets{}) {
+				if err != nil || again.Subnets == (subnet.Subnets{}) {
 					t.Fatalf("re-acquire: %v", err)
 				}
 				return
@@ -250,9 +252,9 @@ func TestCheck(t *testing.T) {
 
 func TestRelease(t *testing.T) {
 	ctx := context.Background()
-	store := NewMemStore(time.Hour)
+	store := subnettest.NewStore(time.Hour)
 	cfg := mustConfig(t, net22)
-	put(t, store.Client(), "10.0.1.0-24", Attrs{PublicIP: netip.MustParseAddr("192.168.0.2")}, false)
+	put(t, store.Client(), "10.0.1.0-24", subnet.Attrs{PublicIP: netip.MustParseAddr("192.168.0.2")}, false)
 	for _, ip := range []string{"192.168.0.1", "192.168.0.2"} {
 		m := newManager(t, store.Client(), cfg, ip, ip)
 		l, err := m.Acquire(ctx)
@@ -267,20 +269,20 @@ func TestRelease(t *testing.T) {
 			t.Fatalf("%s after release: %v (reserved %v): a reservation stays, a lease goes", l.Subnets.Key(), err, l.Reserved)
 		}
 	}
-	if len(store.leases) != 0 {
-		t.Fatalf("%d store leases left after release", len(store.leases))
+	if store.AliveLeases() != 0 {
+		t.Fatalf("%d store leases left after release", store.AliveLeases())
 	}
 }
 
 // TestWatch follows puts and expiries, also across a compaction of history
 // the watch had already read.
 func TestWatch(t *testing.T) {
-	store := NewMemStore(time.Hour)
+	store := subnettest.NewStore(time.Hour)
 	m := newManager(t, store.Client(), mustConfig(t, net22), "me", "192.168.0.1")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	views := make(chan int, 100)
-	go m.Watch(ctx, func(es []Entry) { views <- len(es) })
+	go m.Watch(ctx, func(es []subnet.Entry) { views <- len(es) })
 	wait := func(n int) {
 		t.Helper()
 		for {
@@ -295,10 +297,10 @@ func TestWatch(t *testing.T) {
 		}
 	}
 	wait(0)
-	a := put(t, store.Client(), "10.0.1.0-24", Attrs{NodeID: "a"}, true)
+	a := put(t, store.Client(), "10.0.1.0-24", subnet.Attrs{NodeID: "a"}, true)
 	wait(1)
 	store.Compact()
-	put(t, store.Client(), "10.0.2.0-24", Attrs{NodeID: "b"}, true)
+	put(t, store.Client(), "10.0.2.0-24", subnet.Attrs{NodeID: "b"}, true)
 	wait(2)
 	store.Expire(a.Lease)
 	wait(1)
@@ -307,24 +309,24 @@ func TestWatch(t *testing.T) {
 // compactedOnce fails the first watch as etcd does when the revision asked
 // for was compacted away.
 type compactedOnce struct {
-	Registry
+	subnet.Registry
 	mu           sync.Mutex
 	lists, calls int
 }
 
-func (c *compactedOnce) List(ctx context.Context) ([]Entry, int64, error) {
+func (c *compactedOnce) List(ctx context.Context) ([]subnet.Entry, int64, error) {
 	c.mu.Lock()
 	c.lists++
 	c.mu.Unlock()
 	return c.Registry.List(ctx)
 }
 
-func (c *compactedOnce) Watch(ctx context.Context, rev int64) <-chan Event {
+func (c *compactedOnce) Watch(ctx context.Context, rev int64) <-chan subnet.Event {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.calls++; c.calls == 1 {
-		ch := make(chan Event, 1)
-		ch <- Event{Err: ErrCompacted}
+		ch := make(chan subnet.Event, 1)
+		ch <- subnet.Event{Err: subnet.ErrCompacted}
 		close(ch)
 		return ch
 	}
@@ -332,9 +334,9 @@ func (c *compactedOnce) Watch(ctx context.Context, rev int64) <-chan Event {
 }
 
 func TestWatchRelistsAfterCompaction(t *testing.T) {
-	store := NewMemStore(time.Hour)
+	store := subnettest.NewStore(time.Hour)
 	store.Compact()
-	if ev := <-store.Client().Watch(context.Background(), 1); !errors.Is(ev.Err, ErrCompacted) {
+	if ev := <-store.Client().Watch(context.Background(), 1); !errors.Is(ev.Err, subnet.ErrCompacted) {
 		t.Fatalf("watch from a compacted revision: %+v", ev)
 	}
 	reg := &compactedOnce{Registry: store.Client()}
@@ -342,9 +344,9 @@ func TestWatchRelistsAfterCompaction(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	views := make(chan int, 10)
-	go m.Watch(ctx, func(es []Entry) { views <- len(es) })
+	go m.Watch(ctx, func(es []subnet.Entry) { views <- len(es) })
 	<-views
-	put(t, store.Client(), "10.0.1.0-24", Attrs{NodeID: "a"}, true)
+	put(t, store.Client(), "10.0.1.0-24", subnet.Attrs{NodeID: "a"}, true)
 	for got := range views {
 		if got == 1 {
 			break
@@ -359,10 +361,10 @@ func TestWatchRelistsAfterCompaction(t *testing.T) {
 
 // losesDeletes is a store whose watches drop every delete without an error,
 // as etcd's can (etcd-io/etcd#18089).
-type losesDeletes struct{ Registry }
+type losesDeletes struct{ subnet.Registry }
 
-func (l losesDeletes) Watch(ctx context.Context, rev int64) <-chan Event {
-	out := make(chan Event)
+func (l losesDeletes) Watch(ctx context.Context, rev int64) <-chan subnet.Event {
+	out := make(chan subnet.Event)
 	go func() {
 		defer close(out)
 		for ev := range l.Registry.Watch(ctx, rev) {
@@ -377,15 +379,15 @@ func (l losesDeletes) Watch(ctx context.Context, rev int64) <-chan Event {
 // TestWatchResyncs: a delete the watch never delivered is found by the
 // periodic listing, which says that the watch had missed it.
 func TestWatchResyncs(t *testing.T) {
-	store := NewMemStore(time.Hour)
+	store := subnettest.NewStore(time.Hour)
 	var log testutil.SyncBuffer
 	m := newManager(t, losesDeletes{store.Client()}, mustConfig(t, net22), "me", "192.168.0.1")
 	m.Resync, m.Log = 100*time.Millisecond, slog.New(slog.NewTextHandler(&log, nil))
-	a := put(t, store.Client(), "10.0.1.0-24", Attrs{NodeID: "a"}, false)
+	a := put(t, store.Client(), "10.0.1.0-24", subnet.Attrs{NodeID: "a"}, false)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	views := make(chan int, 100)
-	go m.Watch(ctx, func(es []Entry) { views <- len(es) })
+	go m.Watch(ctx, func(es []subnet.Entry) { views <- len(es) })
 	if n := <-views; n != 1 {
 		t.Fatalf("first view: %d leases, want 1", n)
 	}

@@ -45,7 +45,8 @@ func newKubeletCluster(t *testing.T, n int) (*kubeOverlay, []*kubeletNode) {
 	for i := 1; i <= n; i++ {
 		sd := o.addNode(i)
 		confDir := filepath.Join(sd.dir, "net.d")
-		if err := os.MkdirAll(confDir, 0o755); err == nil {
+		err := os.MkdirAll(confDir, 0o755)
+		if err == nil {
 			err = os.WriteFile(filepath.Join(confDir, "10-flannel.conflist"), conflist, 0o644)
 		}
 		if err != nil {

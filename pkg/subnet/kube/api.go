@@ -62,7 +62,7 @@ func NewREST(cfg *rest.Config) (*REST, error) {
 	}
 	rc, err := rest.RESTClientFor(c)
 	if err != nil {
-		return nil, fmt.Errorf("Kubernetes API client: %w", err)
+		return nil, fmt.Errorf("building the Kubernetes API client: %w", err)
 	}
 	return &REST{c: rc}, nil
 }

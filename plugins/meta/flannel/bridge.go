@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/cnisuite/cni/pkg/bridge"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
@@ -34,7 +35,7 @@ type bridgeKeys struct {
 // old addresses that no longer route. Delegates other than bridge, and a
 // bridge told to replace addresses itself (forceAddress), are left alone.
 func readdressBridge(d delegateConf, e envfile.Env, log *slog.Logger) error {
-	k := bridgeKeys{Bridge: "cni0"}
+	k := bridgeKeys{Bridge: bridge.DefaultName}
 	if d.typ() != "bridge" || json.Unmarshal(d.bytes(), &k) != nil {
 		return nil // the delegate reports its own configuration errors
 	}

@@ -1,23 +1,27 @@
-package subnet
+// Package subnettest holds a test double of pkg/subnet's Registry, for the
+// tests of the Manager and of its users (subnetd). Only tests import it:
+// production code must not.
+package subnettest
 
 import (
 	"context"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/cnisuite/cni/pkg/subnet"
 )
 
-// MemStore is an in-memory store with etcd's semantics (revisions, leases,
-// compaction) whose clients are Registries, for tests of the Manager and of
-// its users.
-type MemStore struct {
+// Store is an in-memory store with etcd's semantics (revisions, leases,
+// compaction) whose clients are Registries.
+type Store struct {
 	mu        sync.Mutex
 	config    []byte
-	keys      map[Subnets]Entry
+	keys      map[subnet.Subnets]subnet.Entry
 	leases    map[int64]bool // alive store leases
 	rev       int64
-	compacted int64   // watches from revisions at or below this fail
-	history   []Event // every change, for watches
+	compacted int64          // watches from revisions at or below this fail
+	history   []subnet.Event // every change, for watches
 	changed   chan struct{}
 	nextLease int64
 	TTL       time.Duration
@@ -26,24 +30,24 @@ type MemStore struct {
 
 // memPresence is a presence record and the owner whose lease it hangs on.
 type memPresence struct {
-	Record
+	subnet.Record
 	owner string
 }
 
-// NewMemStore returns an empty store with store leases of the given TTL.
-func NewMemStore(ttl time.Duration) *MemStore {
-	return &MemStore{keys: map[Subnets]Entry{}, leases: map[int64]bool{}, changed: make(chan struct{}), TTL: ttl, rev: 1,
+// NewStore returns an empty store with store leases of the given TTL.
+func NewStore(ttl time.Duration) *Store {
+	return &Store{keys: map[subnet.Subnets]subnet.Entry{}, leases: map[int64]bool{}, changed: make(chan struct{}), TTL: ttl, rev: 1,
 		presence: map[string]memPresence{}}
 }
 
-// Client returns a Registry over the store, as one node's etcd client
+// Client returns a subnet.Registry over the store, as one node's etcd client
 // would be: it shares the keys with every other client and holds its own
 // store lease.
-func (m *MemStore) Client() Registry { return &memClient{store: m} }
+func (m *Store) Client() subnet.Registry { return &memClient{store: m} }
 
 // Expire ends a store lease as etcd does when its TTL runs out: the keys
 // attached to it are deleted.
-func (m *MemStore) Expire(id int64) {
+func (m *Store) Expire(id int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.leases, id)
@@ -56,14 +60,28 @@ func (m *MemStore) Expire(id int64) {
 
 // ExpirePresence ends node's presence record as PresenceTTL passing without
 // a renewal does (its run stopped, or lost the store).
-func (m *MemStore) ExpirePresence(node string) {
+func (m *Store) ExpirePresence(node string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.presence, node)
 }
 
+// AliveLeases is the number of store leases neither expired nor revoked.
+func (m *Store) AliveLeases() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.leases)
+}
+
+// KeyCount is the number of subnet keys in the store.
+func (m *Store) KeyCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.keys)
+}
+
 // Compact forgets the history up to the current revision.
-func (m *MemStore) Compact() {
+func (m *Store) Compact() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.compacted = m.rev
@@ -72,21 +90,21 @@ func (m *MemStore) Compact() {
 }
 
 // remove deletes a key and records the event; m.mu is held.
-func (m *MemStore) remove(s Subnets) {
+func (m *Store) remove(s subnet.Subnets) {
 	m.rev++
 	delete(m.keys, s)
-	m.history = append(m.history, Event{Entry: Entry{Subnets: s, Rev: m.rev}, Deleted: true})
+	m.history = append(m.history, subnet.Event{Entry: subnet.Entry{Subnets: s, Rev: m.rev}, Deleted: true})
 	m.notify()
 }
 
-func (m *MemStore) notify() {
+func (m *Store) notify() {
 	close(m.changed)
 	m.changed = make(chan struct{})
 }
 
-// memClient is one node's view of a MemStore.
+// memClient is one node's view of a Store.
 type memClient struct {
-	store *MemStore
+	store *Store
 	lease int64 // the store lease this client holds; guarded by store.mu
 	// The presence record this client claimed last, and its owner.
 	presenceNode, presenceOwner string
@@ -97,7 +115,7 @@ func (c *memClient) Config(ctx context.Context) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.config == nil {
-		return nil, fmt.Errorf("network config: %w", ErrNotFound)
+		return nil, fmt.Errorf("network config: %w", subnet.ErrNotFound)
 	}
 	return append([]byte(nil), m.config...), ctx.Err()
 }
@@ -107,44 +125,44 @@ func (c *memClient) CreateConfig(ctx context.Context, data []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.config != nil {
-		return fmt.Errorf("network config: %w", ErrConflict)
+		return fmt.Errorf("network config: %w", subnet.ErrConflict)
 	}
 	m.config = append([]byte(nil), data...)
 	m.rev++
 	return ctx.Err()
 }
 
-func (c *memClient) List(ctx context.Context) ([]Entry, int64, error) {
+func (c *memClient) List(ctx context.Context) ([]subnet.Entry, int64, error) {
 	m := c.store
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]Entry, 0, len(m.keys))
+	out := make([]subnet.Entry, 0, len(m.keys))
 	for _, e := range m.keys {
 		out = append(out, e)
 	}
 	return out, m.rev, ctx.Err()
 }
 
-func (c *memClient) Get(ctx context.Context, s Subnets) (Entry, error) {
+func (c *memClient) Get(ctx context.Context, s subnet.Subnets) (subnet.Entry, error) {
 	m := c.store
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, ok := m.keys[s]
 	if !ok {
-		return Entry{}, fmt.Errorf("lease %s: %w", s.Key(), ErrNotFound)
+		return subnet.Entry{}, fmt.Errorf("lease %s: %w", s.Key(), subnet.ErrNotFound)
 	}
 	return e, ctx.Err()
 }
 
-func (c *memClient) Put(ctx context.Context, s Subnets, value []byte, prevRev int64, leased bool) (Entry, error) {
+func (c *memClient) Put(ctx context.Context, s subnet.Subnets, value []byte, prevRev int64, leased bool) (subnet.Entry, error) {
 	if err := ctx.Err(); err != nil {
-		return Entry{}, err
+		return subnet.Entry{}, err
 	}
 	m := c.store
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.keys[s].Rev != prevRev {
-		return Entry{}, fmt.Errorf("lease %s: %w", s.Key(), ErrConflict)
+		return subnet.Entry{}, fmt.Errorf("lease %s: %w", s.Key(), subnet.ErrConflict)
 	}
 	var lease int64
 	if leased {
@@ -157,20 +175,20 @@ func (c *memClient) Put(ctx context.Context, s Subnets, value []byte, prevRev in
 		lease = *held
 	}
 	m.rev++
-	e := Entry{Subnets: s, Value: append([]byte(nil), value...), Rev: m.rev, Lease: lease}
+	e := subnet.Entry{Subnets: s, Value: append([]byte(nil), value...), Rev: m.rev, Lease: lease}
 	m.keys[s] = e
-	m.history = append(m.history, Event{Entry: e})
+	m.history = append(m.history, subnet.Event{Entry: e})
 	m.notify()
 	return e, nil
 }
 
-func (c *memClient) Delete(ctx context.Context, s Subnets, prevRev int64) error {
+func (c *memClient) Delete(ctx context.Context, s subnet.Subnets, prevRev int64) error {
 	m := c.store
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, ok := m.keys[s]
 	if !ok || e.Rev != prevRev {
-		return fmt.Errorf("lease %s: %w", s.Key(), ErrConflict)
+		return fmt.Errorf("lease %s: %w", s.Key(), subnet.ErrConflict)
 	}
 	m.remove(s)
 	return ctx.Err()
@@ -181,7 +199,7 @@ func (c *memClient) Adopt(ctx context.Context, id int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.leases[id] {
-		return fmt.Errorf("store lease %x: %w", id, ErrLeaseGone)
+		return fmt.Errorf("store lease %x: %w", id, subnet.ErrLeaseGone)
 	}
 	c.lease = id
 	return ctx.Err()
@@ -192,7 +210,7 @@ func (c *memClient) KeepAlive(ctx context.Context) (time.Duration, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.leases[c.lease] {
-		return 0, fmt.Errorf("store lease %x: %w", c.lease, ErrLeaseGone)
+		return 0, fmt.Errorf("store lease %x: %w", c.lease, subnet.ErrLeaseGone)
 	}
 	return m.TTL, ctx.Err()
 }
@@ -208,29 +226,29 @@ func (c *memClient) Revoke(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (c *memClient) Presence(ctx context.Context, node string) (Record, error) {
+func (c *memClient) Presence(ctx context.Context, node string) (subnet.Record, error) {
 	m := c.store
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, ok := m.presence[node]
 	if !ok {
-		return Record{}, fmt.Errorf("presence of %s: %w", node, ErrNotFound)
+		return subnet.Record{}, fmt.Errorf("presence of %s: %w", node, subnet.ErrNotFound)
 	}
 	return p.Record, ctx.Err()
 }
 
-func (c *memClient) ClaimPresence(ctx context.Context, node, owner string, value []byte, prevRev int64) (Record, error) {
+func (c *memClient) ClaimPresence(ctx context.Context, node, owner string, value []byte, prevRev int64) (subnet.Record, error) {
 	if err := ctx.Err(); err != nil {
-		return Record{}, err
+		return subnet.Record{}, err
 	}
 	m := c.store
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.presence[node].Rev != prevRev {
-		return Record{}, fmt.Errorf("presence of %s: %w", node, ErrConflict)
+		return subnet.Record{}, fmt.Errorf("presence of %s: %w", node, subnet.ErrConflict)
 	}
 	m.rev++
-	p := memPresence{Record: Record{Value: append([]byte(nil), value...), Rev: m.rev}, owner: owner}
+	p := memPresence{Record: subnet.Record{Value: append([]byte(nil), value...), Rev: m.rev}, owner: owner}
 	m.presence[node] = p
 	c.presenceNode, c.presenceOwner = node, owner
 	return p.Record, nil
@@ -246,26 +264,26 @@ func (c *memClient) ReleasePresence(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (c *memClient) Watch(ctx context.Context, rev int64) <-chan Event {
-	ch := make(chan Event)
+func (c *memClient) Watch(ctx context.Context, rev int64) <-chan subnet.Event {
+	ch := make(chan subnet.Event)
 	go c.store.serveWatch(ctx, rev, ch)
 	return ch
 }
 
 // serveWatch sends every recorded change from rev on, then waits for more.
-func (m *MemStore) serveWatch(ctx context.Context, rev int64, ch chan<- Event) {
+func (m *Store) serveWatch(ctx context.Context, rev int64, ch chan<- subnet.Event) {
 	defer close(ch)
 	for {
 		m.mu.Lock()
 		if rev <= m.compacted {
 			m.mu.Unlock()
 			select {
-			case ch <- Event{Err: fmt.Errorf("revision %d: %w", rev, ErrCompacted)}:
+			case ch <- subnet.Event{Err: fmt.Errorf("revision %d: %w", rev, subnet.ErrCompacted)}:
 			case <-ctx.Done():
 			}
 			return
 		}
-		var batch []Event
+		var batch []subnet.Event
 		for _, e := range m.history {
 			if e.Entry.Rev >= rev {
 				batch = append(batch, e)
