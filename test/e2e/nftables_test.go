@@ -75,7 +75,9 @@ func TestNFTablesOnlyNodes(t *testing.T) {
 			t.Errorf("pod on %s to the underlay: HTTP %d, seen from %q, want from the node's %s\n%s", p.node.name, code, from, p.node.ip, nftState(n1.ns)+nftState(n2.ns))
 		}
 	}
-	o.eventually("node1's masquerading and forward chains", 10*time.Second, func() bool { return hasChain(n1.ns, "ip flannel-ipv4 postrtg") && hasChain(n1.ns, "ip flannel-ipv4 forward") })
+	o.eventually("node1's masquerading and forward chains", 10*time.Second, func() bool {
+		return hasChain(n1.ns, "ip flannel-ipv4 postrtg") && hasChain(n1.ns, "ip flannel-ipv4 forward")
+	})
 	if hasChain(n2.ns, "ip flannel-ipv4 postrtg") || !hasChain(n2.ns, "ip flannel-ipv4 forward") {
 		t.Errorf("node2 (subnetd without --ip-masq) should have flannel's forward chain only:\n%s", nftState(n2.ns))
 	}

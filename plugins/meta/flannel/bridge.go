@@ -29,7 +29,9 @@ type bridgeKeys struct {
 
 // readdressBridge handles a node whose pod subnet changed (the lease was
 // lost and re-acquired, the node re-joined) while its bridge kept the
-// gateway of the old subnet: FIELD-NOTES failure 3. With no pod attached
+// gateway of the old subnet, where the bridge delegate would refuse every
+// pod ("cni0" already has an IP address different from ...), as operators
+// see after a re-lease. With no pod attached
 // the old addresses go and the bridge delegate adds the new gateway; with
 // pods attached the ADD fails naming both subnets, since those pods keep
 // old addresses that no longer route. Delegates other than bridge, and a

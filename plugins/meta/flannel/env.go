@@ -20,9 +20,9 @@ const pollInterval = 50 * time.Millisecond
 // errNoEnv marks a subnet.env that is not there.
 var errNoEnv = errors.New("subnet.env missing")
 
-// daemonHint says who writes subnet.env and how to check it. It is the
-// answer to FIELD-NOTES failure 1, where the "fix" people share is copying
-// the file from another node. Callers name the file before it.
+// daemonHint says who writes subnet.env and how to check it: operators who
+// find it missing are often told to copy it from another node, which gives
+// two nodes one subnet. Callers name the file before it.
 const daemonHint = "The file is written by the subnet daemon on THIS node (subnetd, or flanneld) once it holds the node's lease. " +
 	"Check that daemon on this node: `systemctl status subnetd` (logs: `journalctl -u subnetd`); with the DaemonSet, " +
 	"`kubectl -n kube-flannel get pods -o wide` (the pod on this node, and its logs); or `curl -s http://127.0.0.1:8471/readyz` " +
