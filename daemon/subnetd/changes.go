@@ -80,6 +80,9 @@ type subscription struct {
 	routes chan netlink.RouteUpdate
 	neighs chan netlink.NeighUpdate
 	done   chan struct{}
+	// opened counts the channels, in the order above, that the library
+	// took: it closes those when done closes, and only those.
+	opened int
 }
 
 func (w *linkWatch) subscribe() (*subscription, error) {
@@ -107,29 +110,35 @@ func (w *linkWatch) subscribe() (*subscription, error) {
 
 // open makes the subscriptions' sockets in the calling thread's namespace.
 func (s *subscription) open() error {
-	err := netlink.LinkSubscribeWithOptions(s.links, s.done, netlink.LinkSubscribeOptions{})
-	if err == nil {
-		err = netlink.AddrSubscribeWithOptions(s.addrs, s.done, netlink.AddrSubscribeOptions{})
+	for _, sub := range []func() error{
+		func() error { return netlink.LinkSubscribeWithOptions(s.links, s.done, netlink.LinkSubscribeOptions{}) },
+		func() error { return netlink.AddrSubscribeWithOptions(s.addrs, s.done, netlink.AddrSubscribeOptions{}) },
+		func() error {
+			return netlink.RouteSubscribeWithOptions(s.routes, s.done, netlink.RouteSubscribeOptions{
+				ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true})
+		},
+		func() error {
+			return netlink.NeighSubscribeWithOptions(s.neighs, s.done, netlink.NeighSubscribeOptions{
+				ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true})
+		},
+	} {
+		if err := sub(); err != nil {
+			return err
+		}
+		s.opened++
 	}
-	if err == nil {
-		err = netlink.RouteSubscribeWithOptions(s.routes, s.done, netlink.RouteSubscribeOptions{
-			ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true})
-	}
-	if err == nil {
-		err = netlink.NeighSubscribeWithOptions(s.neighs, s.done, netlink.NeighSubscribeOptions{
-			ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true})
-	}
-	return err
+	return nil
 }
 
-// stop closes the sockets and drains the channels, so that the library's
-// goroutines, which may be blocked sending, end.
+// stop closes the sockets and drains the channels the library took, so
+// that its goroutines, which may be blocked sending, end; a drain of a
+// channel it never took would wait forever, once per failed subscribe.
 func (s *subscription) stop() {
 	close(s.done)
-	go drain(s.links)
-	go drain(s.addrs)
-	go drain(s.routes)
-	go drain(s.neighs)
+	drains := []func(){func() { drain(s.links) }, func() { drain(s.addrs) }, func() { drain(s.routes) }, func() { drain(s.neighs) }}
+	for _, d := range drains[:s.opened] {
+		go d()
+	}
 }
 
 func drain[T any](ch <-chan T) {
