@@ -94,6 +94,11 @@ func (b *Base) Validate() error {
 	return nil
 }
 
+// Common returns the keys every plugin shares. A configuration embedding
+// Base has the method too, so code that serves every plugin (containerif)
+// takes any of them.
+func (b *Base) Common() *Base { return b }
+
 // ValidList returns the attachments a GC call says are still in use; whichever
 // of the two keys libcni sent. Both absent means none is valid.
 func (b *Base) ValidList() []Attachment {
