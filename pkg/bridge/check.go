@@ -8,6 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/containerif"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netns"
 )
@@ -16,34 +17,24 @@ import (
 // container interface (MAC, MTU, addresses, routes), and a host veth that is
 // its peer and a port of the bridge. It works without IPAM (L2 mode).
 func (p *Plugin) Check(ctx context.Context, a *cniplugin.Args) error {
-	c, err := loadConf(a.StdinData, a.Args)
-	if err != nil {
-		return err
-	}
-	prev, err := c.CheckPrevResult()
-	if err != nil {
-		return err
-	}
-	if _, err := a.IPAM(ctx, "CHECK", c.IPAM.Type); err != nil {
-		return err
-	}
+	return containerif.Check(ctx, a, loadConf, check)
+}
+
+// check is the bridge's part of CHECK.
+func check(k *containerif.Checking, c *NetConf) error {
 	br, err := checkBridge(c)
 	if err != nil {
 		return err
 	}
-	contIdx, err := a.IfaceIndex(prev)
-	if err != nil {
-		return err
-	}
 	var cont netlink.Link
-	err = netns.Do(a.Netns, func() error {
-		cont, err = checkContainer(c, prev, contIdx)
+	err = netns.Do(k.Args.Netns, func() error {
+		cont, err = k.Link(containerif.Want{Kind: isVeth, MAC: c.mac, MTU: c.MTU})
 		return err
 	})
 	if err != nil {
-		return netns.CNIError(err, a.Netns)
+		return netns.CNIError(err, k.Args.Netns)
 	}
-	return checkHostVeth(prev, br, cont)
+	return checkHostVeth(k.Prev, br, cont)
 }
 
 func checkBridge(c *NetConf) (*netlink.Bridge, error) {
@@ -60,24 +51,11 @@ func checkBridge(c *NetConf) (*netlink.Bridge, error) {
 	return br, nil
 }
 
-// checkContainer runs inside the container and returns its interface.
-func checkContainer(c *NetConf, prev *current.Result, idx int) (netlink.Link, error) {
-	want := prev.Interfaces[idx]
-	l, err := link.ByName(want.Name)
-	if err != nil {
-		return nil, err
-	}
+func isVeth(l netlink.Link) error {
 	if _, ok := l.(*netlink.Veth); !ok {
-		return nil, fmt.Errorf("container interface %q is a %s, not a veth", want.Name, l.Type())
+		return fmt.Errorf("container interface %q is a %s, not a veth", l.Attrs().Name, l.Type())
 	}
-	mac := l.Attrs().HardwareAddr.String()
-	if (want.Mac != "" && want.Mac != mac) || (c.mac != nil && c.mac.String() != mac) {
-		return nil, fmt.Errorf("container interface %q has MAC %s, expected %s", want.Name, mac, want.Mac)
-	}
-	if c.MTU != 0 && l.Attrs().MTU != c.MTU {
-		return nil, fmt.Errorf("container interface %q has MTU %d, the configuration says %d", want.Name, l.Attrs().MTU, c.MTU)
-	}
-	return l, link.CheckResult(l, prev, idx)
+	return nil
 }
 
 // checkHostVeth finds, among the prevResult's host interfaces, the veth

@@ -4,6 +4,7 @@ import (
 	"net"
 	"slices"
 
+	"github.com/cnisuite/cni/pkg/containerif"
 	"github.com/cnisuite/cni/pkg/netconf"
 )
 
@@ -31,15 +32,7 @@ type NetConf struct {
 	EnableDad                 bool         `json:"enabledad,omitempty"`
 	DisableContainerInterface bool         `json:"disableContainerInterface,omitempty"`
 	PortIsolation             bool         `json:"portIsolation,omitempty"`
-
-	Args struct {
-		Cni struct {
-			Mac string `json:"mac,omitempty"`
-		} `json:"cni"`
-	} `json:"args"`
-	RuntimeConfig struct {
-		Mac string `json:"mac,omitempty"`
-	} `json:"runtimeConfig"`
+	containerif.MACArgs
 
 	mac   net.HardwareAddr // chosen from CNI_ARGS, args and runtimeConfig
 	vlans []int            // vlanTrunk expanded, sorted, unique
@@ -74,7 +67,7 @@ func loadConf(stdin []byte, cniArgs string) (*NetConf, error) {
 		return nil, err
 	}
 	c.vlans = vlans
-	if c.mac, err = pickMAC(c, cniArgs); err != nil {
+	if c.mac, err = c.PickMAC(cniArgs, ""); err != nil {
 		return nil, err
 	}
 	if c.IsDefaultGW {
@@ -134,16 +127,3 @@ func expandTrunk(trunk []*VlanTrunk) ([]int, error) {
 }
 
 func validVID(v int) bool { return v >= 1 && v <= 4094 }
-
-// pickMAC applies the reference's precedence: runtimeConfig.mac over
-// args.cni.mac over CNI_ARGS MAC.
-func pickMAC(c *NetConf, cniArgs string) (net.HardwareAddr, error) {
-	kv, err := netconf.ParseArgs(cniArgs)
-	if err != nil {
-		return nil, err
-	}
-	return netconf.PickMAC(
-		netconf.MACSource{Name: "runtimeConfig.mac", Value: c.RuntimeConfig.Mac},
-		netconf.MACSource{Name: "args.cni.mac", Value: c.Args.Cni.Mac},
-		netconf.MACSource{Name: "CNI_ARGS MAC", Value: kv["MAC"], FromEnv: true})
-}

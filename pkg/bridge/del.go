@@ -3,52 +3,33 @@ package bridge
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
-	"github.com/cnisuite/cni/pkg/link"
-	"github.com/cnisuite/cni/pkg/netns"
+	"github.com/cnisuite/cni/pkg/containerif"
 )
 
 // Del removes the attachment: the veth pair (through its container side,
-// the one whose name is known), the IPAM reservation and the rules. Each
-// step runs even when another failed, and whatever is already gone counts as
-// removed, so DEL can be repeated and works after the container's namespace
-// was deleted (which took the veth pair with it). The steps run at the same
-// time: the kernel takes 10-20 ms to delete a veth, mostly waiting for RCU,
-// and the IPAM plugin and iptables get their work done meanwhile.
+// the one whose name is known), the IPAM reservation and the rules, at the
+// same time and each even when another failed, except that an IPAM plugin
+// working through the interface (dhcp) is released before the veth goes
+// (containerif.Del). What is already gone counts as removed, so DEL can be
+// repeated and works after the container's namespace was deleted (which
+// took the veth pair with it).
 func (p *Plugin) Del(ctx context.Context, a *cniplugin.Args) error {
-	c, err := loadConf(a.StdinData, a.Args)
-	if err != nil {
-		return err
-	}
-	delLink := func() error {
-		if a.Netns == "" {
-			return nil
-		}
-		err := netns.Do(a.Netns, func() error { return link.DeleteIfExists(a.IfName) })
-		if err != nil && !errors.Is(err, netns.ErrGone) {
-			return fmt.Errorf("deleting %q in %s: %w", a.IfName, a.Netns, err)
-		}
-		return nil
-	}
-	delIPAM := func() error {
-		_, err := a.IPAM(ctx, "DEL", c.IPAM.Type)
-		return err
-	}
-	steps := []func() error{delLink, delIPAM}
-	if !ipamIndependent(c.IPAM.Type) {
-		// The interface goes first, then the IPAM plugin is told.
-		steps = []func() error{func() error { return errors.Join(delLink(), delIPAM()) }}
-	}
+	return containerif.Del(ctx, a, loadConf, rulesTeardown)
+}
+
+// rulesTeardown is what the bridge removes besides the link and the IPAM
+// reservation.
+func rulesTeardown(ctx context.Context, a *cniplugin.Args, c *NetConf) containerif.Teardown {
+	var rules []func() error
 	if c.MacSpoofChk {
-		steps = append(steps, func() error { return spoofCheck(a, "", "").Teardown(ctx) })
+		rules = append(rules, func() error { return spoofCheck(a, "", "").Teardown(ctx) })
 	}
 	if c.IPMasq {
-		steps = append(steps, masqTeardowns(ctx, attachment(c, a.ContainerID, a.IfName))...)
+		rules = append(rules, masqTeardowns(ctx, attachment(c, a.ContainerID, a.IfName))...)
 	}
-	// Each step on a goroutine of its own, in this thread's namespace.
-	return netns.Concurrently(steps...)
+	return containerif.Teardown{Also: rules}
 }
 
 // GC forwards to IPAM and removes the masquerade rules of this network

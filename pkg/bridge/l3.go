@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
-	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
@@ -21,19 +19,14 @@ import (
 // setupL3 applies the IPAM result: addresses and routes in the container,
 // gateway addresses on the bridge, forwarding, masquerading.
 func (p *Plugin) setupL3(ctx context.Context, s *attach) error {
-	a, c := s.a, s.c
-	ipamRes, err := cniplugin.IPAMResult(c.IPAM.Type, s.ipam)
-	if err != nil {
-		return err
-	}
-	s.res.IPs, s.res.Routes, s.res.DNS = ipamRes.IPs, ipamRes.Routes, ipamRes.DNS
+	c := s.c
+	s.res.IPs, s.res.Routes, s.res.DNS = s.ipam.IPs, s.ipam.Routes, s.ipam.DNS
 	gws, err := planGateways(s.res, c)
 	if err != nil {
 		return err
 	}
-	err = netns.DoFile(s.ns, func() error { return configureContainer(a.IfName, s.res, c.EnableDad) })
-	if err != nil {
-		return fmt.Errorf("configuring %q in %s: %w", a.IfName, a.Netns, err)
+	if err := s.Configure(s.res, c.ifOptions()); err != nil {
+		return err
 	}
 	if c.IPMasq {
 		if err := p.setupMasq(ctx, s); err != nil {
@@ -46,10 +39,9 @@ func (p *Plugin) setupL3(ctx context.Context, s *attach) error {
 	return nil
 }
 
-// planGateways points every IP at the container interface, fills in
-// gateways (the subnet's first address) when the bridge is the gateway,
-// adds a default route per family for isDefaultGateway and returns the
-// gateway addresses the bridge must hold.
+// planGateways fills in gateways (the subnet's first address) when the
+// bridge is the gateway, adds a default route per family for
+// isDefaultGateway and returns the gateway addresses the bridge must hold.
 func planGateways(res *current.Result, c *NetConf) ([]netip.Prefix, error) {
 	var gws []netip.Prefix
 	hasDefault := map[bool]bool{} // by "is IPv6"
@@ -63,7 +55,6 @@ func planGateways(res *current.Result, c *NetConf) ([]netip.Prefix, error) {
 		if err != nil {
 			return nil, fmt.Errorf("IPAM returned a bad address: %w", err)
 		}
-		ipc.Interface = current.Int(idxContainer)
 		if ipc.Gateway == nil && c.IsGW {
 			ipc.Gateway = net.IP(addr.Masked().Addr().Next().AsSlice())
 		}
@@ -85,47 +76,6 @@ func planGateways(res *current.Result, c *NetConf) ([]netip.Prefix, error) {
 		}
 	}
 	return gws, nil
-}
-
-// configureContainer runs inside the container: sysctls, addresses, link
-// up, routes. A route without a gateway goes via its family's gateway, as
-// in the reference plugin.
-func configureContainer(ifName string, res *current.Result, dad bool) error {
-	l, err := link.ByName(ifName)
-	if err != nil {
-		return err
-	}
-	containerSysctls(ifName, res, dad)
-	gwOf, err := link.AddAddrs(l, res.IPs, dad)
-	if err != nil {
-		return err
-	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		return fmt.Errorf("setting %q up: %w", ifName, err)
-	}
-	if slices.ContainsFunc(res.IPs, func(ipc *current.IPConfig) bool { return ipc.Address.IP.To4() == nil }) {
-		if err := link.SettleDAD(l); err != nil {
-			return err
-		}
-	}
-	return link.AddRoutes(l, res.Routes, gwOf)
-}
-
-// containerSysctls sets what the reference sets. Failures are ignored as
-// there: the keys are missing when the kernel has IPv6 disabled.
-func containerSysctls(ifName string, res *current.Result, dad bool) {
-	set := func(k, v string) { _ = link.Sysctl(k, v) }
-	if slices.ContainsFunc(res.IPs, func(ipc *current.IPConfig) bool { return ipc.Address.IP.To4() == nil }) {
-		set("net/ipv6/conf/"+ifName+"/disable_ipv6", "0")
-		set("net/ipv6/conf/"+ifName+"/keep_addr_on_down", "1")
-	}
-	if dad {
-		set("net/ipv6/conf/"+ifName+"/enhanced_dad", "1")
-		set("net/ipv6/conf/"+ifName+"/accept_dad", "1")
-	} else {
-		set("net/ipv6/conf/"+ifName+"/accept_dad", "0")
-	}
-	set("net/ipv4/conf/"+ifName+"/arp_notify", "1")
 }
 
 // setupGateways puts the gateway addresses on the bridge (or on its VLAN

@@ -94,12 +94,12 @@ func (p *Plugin) setupMasq(ctx context.Context, s *attach) error {
 		}
 		addrs = append(addrs, pfx)
 	}
-	att := attachment(s.c, s.a.ContainerID, s.a.IfName)
+	att := attachment(s.c, s.Args.ContainerID, s.Args.IfName)
 	m := s.c.masq.m
 	if err := m.Setup(ctx, att, addrs); err != nil {
 		return fmt.Errorf("ipMasq (%s): %w", s.c.masq.name, err)
 	}
-	s.undo.Push("remove masquerade rules", func() error { return m.Teardown(context.WithoutCancel(ctx), att) })
+	s.Undo.Push("remove masquerade rules", func() error { return m.Teardown(context.WithoutCancel(ctx), att) })
 	return nil
 }
 

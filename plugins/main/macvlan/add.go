@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/containerif"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
@@ -25,47 +25,41 @@ type plugin struct{}
 // taken, passthru slot occupied, master busy) are cheaper to meet before an
 // IPAM process has reserved anything. Each step registers its undo right
 // after it succeeds, so a failed ADD leaves neither link nor reservation.
-func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, retErr error) {
-	c, err := loadConf(a.StdinData, a.Args)
-	if err != nil {
-		return nil, err
-	}
-	nsf, err := netns.Open(a.Netns)
-	if err != nil {
-		return nil, netns.CNIError(err, a.Netns)
-	}
-	defer nsf.Close()
-	undo := &cniplugin.Undo{}
-	defer undo.OnError(&retErr, a.Logger())
+func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (types.Result, error) {
+	return containerif.Add(ctx, a, loadConf, add)
+}
 
-	master, err := createLink(a, c, nsf, undo)
+// add is macvlan's part of ADD.
+func add(ctx context.Context, t *containerif.Attach, c *NetConf) (*current.Result, error) {
+	master, err := createLink(t, c)
 	if err != nil {
 		return nil, err
 	}
-	res := &current.Result{
-		CNIVersion: current.ImplementedSpecVersion,
-		Interfaces: []*current.Interface{{Name: a.IfName, Sandbox: a.Netns}},
-	}
-	if c.IPAM.Type != "" {
-		if err := runIPAM(ctx, a, c, res, undo); err != nil {
-			return nil, err
-		}
-	}
-	err = netns.DoFile(nsf, func() error { return configure(a.IfName, c, res) })
+	iface, err := t.Iface()
 	if err != nil {
-		return nil, fmt.Errorf("configuring %q in %s: %w", a.IfName, a.Netns, err)
+		return nil, err
 	}
-	if dnsSet(c.DNS) {
-		res.DNS = c.DNS // the configuration's, as in the reference; otherwise IPAM's
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Interfaces: []*current.Interface{iface}}
+	ipam, err := t.IPAM(ctx, c.IPAM.Type, 0, nil) // all addresses on the macvlan
+	if err != nil {
+		return nil, err
 	}
-	a.Logger().Info("attached", "master", master, "mode", link.MacvlanModeName(c.mode), "ips", len(res.IPs))
+	if ipam != nil {
+		res.IPs, res.Routes, res.DNS = ipam.IPs, ipam.Routes, ipam.DNS
+	}
+	if err := t.Configure(res, c.ifOptions()); err != nil {
+		return nil, err
+	}
+	res.DNS = containerif.DNS(c.DNS, res.DNS)
+	t.Args.Logger().Info("attached", "master", master, "mode", link.MacvlanModeName(c.mode), "ips", len(res.IPs))
 	return res, nil
 }
 
 // createLink resolves the master and creates the macvlan, down, in the
 // container. It returns the master's name.
-func createLink(a *cniplugin.Args, c *NetConf, nsf *os.File, undo *cniplugin.Undo) (string, error) {
-	master, err := c.resolveMaster(nsf)
+func createLink(t *containerif.Attach, c *NetConf) (string, error) {
+	a := t.Args
+	master, err := c.resolveMaster(t.Netns)
 	if err != nil {
 		return "", err
 	}
@@ -73,19 +67,17 @@ func createLink(a *cniplugin.Args, c *NetConf, nsf *os.File, undo *cniplugin.Und
 		// Setting it would change the master's own MAC; the reference ignores it too.
 		a.Logger().Warn("a passthru macvlan takes the master's MAC; the requested MAC is ignored", "mac", c.mac.String())
 	}
-	o := link.MacvlanOptions{Name: a.IfName, Master: master, Mode: c.mode, MTU: c.MTU, MAC: c.mac, BCQueueLen: c.BCQueueLen, Netns: nsf}
+	o := link.MacvlanOptions{Name: a.IfName, Master: master, Mode: c.mode, MTU: c.MTU, MAC: c.mac, BCQueueLen: c.BCQueueLen, Netns: t.Netns}
 	if c.LinkContNs {
 		o.Netns = nil // master and link share the container's namespace
-		err = netns.DoFile(nsf, func() error { return link.CreateMacvlan(o) })
+		err = netns.DoFile(t.Netns, func() error { return link.CreateMacvlan(o) })
 	} else {
 		err = link.CreateMacvlan(o)
 	}
 	if err != nil {
 		return "", createError(err, a)
 	}
-	undo.Push("delete macvlan "+a.IfName, func() error {
-		return netns.DoFile(nsf, func() error { return link.DeleteIfExists(a.IfName) })
-	})
+	t.Created("macvlan")
 	return master.Attrs().Name, nil
 }
 
@@ -101,30 +93,4 @@ func createError(err error, a *cniplugin.Args) error {
 		return netconf.Errorf(netconf.CodeInvalidConfig, "creating macvlan %q: %w", a.IfName, err)
 	}
 	return fmt.Errorf("creating macvlan %q in %s: %w", a.IfName, a.Netns, err)
-}
-
-// runIPAM delegates to the IPAM plugin and puts its addresses, routes and
-// DNS into res, all addresses on the macvlan (interface 0).
-func runIPAM(ctx context.Context, a *cniplugin.Args, c *NetConf, res *current.Result, undo *cniplugin.Undo) error {
-	r, err := a.IPAM(ctx, "ADD", c.IPAM.Type)
-	if err != nil {
-		return err
-	}
-	undo.Push("release IPAM", func() error {
-		_, err := a.IPAM(context.WithoutCancel(ctx), "DEL", c.IPAM.Type)
-		return err
-	})
-	ipamRes, err := cniplugin.IPAMResult(c.IPAM.Type, r)
-	if err != nil {
-		return err
-	}
-	for _, ipc := range ipamRes.IPs {
-		ipc.Interface = current.Int(0)
-	}
-	res.IPs, res.Routes, res.DNS = ipamRes.IPs, ipamRes.Routes, ipamRes.DNS
-	return nil
-}
-
-func dnsSet(d types.DNS) bool {
-	return d.Nameservers != nil || d.Search != nil || d.Options != nil || d.Domain != ""
 }

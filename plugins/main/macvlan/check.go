@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"os"
 
-	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/containerif"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netns"
 )
@@ -18,31 +18,26 @@ import (
 // (matched by ifindex and namespace, not by name), with the MAC, MTU,
 // addresses and routes of the prevResult. It works without IPAM (L2 mode).
 func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
-	c, err := loadConf(a.StdinData, a.Args)
+	return containerif.Check(ctx, a, loadConf, check)
+}
+
+// check is macvlan's part of CHECK.
+func check(k *containerif.Checking, c *NetConf) error {
+	nsf, err := netns.Open(k.Args.Netns)
 	if err != nil {
-		return err
-	}
-	prev, err := c.CheckPrevResult()
-	if err != nil {
-		return err
-	}
-	if _, err := a.IPAM(ctx, "CHECK", c.IPAM.Type); err != nil {
-		return err
-	}
-	idx, err := a.IfaceIndex(prev)
-	if err != nil {
-		return err
-	}
-	nsf, err := netns.Open(a.Netns)
-	if err != nil {
-		return netns.CNIError(err, a.Netns)
+		return netns.CNIError(err, k.Args.Netns)
 	}
 	defer nsf.Close()
-	want, err := c.wantMacvlan(nsf)
+	mv, err := c.wantMacvlan(nsf)
 	if err != nil {
 		return err
 	}
-	return netns.DoFile(nsf, func() error { return checkContainer(c, prev, idx, want) })
+	// No configured MAC to compare: a passthru macvlan has the master's.
+	want := containerif.Want{Kind: func(l netlink.Link) error { return link.VerifyMacvlan(l, mv) }, MTU: c.MTU}
+	return netns.DoFile(nsf, func() error {
+		_, err := k.Link(want)
+		return err
+	})
 }
 
 // wantMacvlan resolves the master as ADD did and says how the container's
@@ -71,23 +66,4 @@ func (c *NetConf) wantMacvlan(container *os.File) (link.MacvlanWant, error) {
 		return w, fmt.Errorf("reading the container's id for the node's namespace: %w", err)
 	}
 	return w, nil
-}
-
-// checkContainer runs inside the container.
-func checkContainer(c *NetConf, prev *current.Result, idx int, want link.MacvlanWant) error {
-	iface := prev.Interfaces[idx]
-	l, err := link.ByName(iface.Name)
-	if err != nil {
-		return err
-	}
-	if err := link.VerifyMacvlan(l, want); err != nil {
-		return err
-	}
-	if mac := l.Attrs().HardwareAddr.String(); iface.Mac != "" && iface.Mac != mac {
-		return fmt.Errorf("container interface %q has MAC %s, the prevResult says %s", iface.Name, mac, iface.Mac)
-	}
-	if c.MTU != 0 && l.Attrs().MTU != c.MTU {
-		return fmt.Errorf("container interface %q has MTU %d, the configuration says %d", iface.Name, l.Attrs().MTU, c.MTU)
-	}
-	return link.CheckResult(l, prev, idx)
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/cnisuite/cni/pkg/containerif"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netconf"
 )
@@ -22,15 +23,7 @@ type NetConf struct {
 	LinkContNs bool   `json:"linkInContainer,omitempty"`
 	BCQueueLen uint32 `json:"bcqueuelen,omitempty"`
 	EnableDad  bool   `json:"enabledad,omitempty"`
-
-	Args struct {
-		Cni struct {
-			Mac string `json:"mac,omitempty"`
-		} `json:"cni"`
-	} `json:"args"`
-	RuntimeConfig struct {
-		Mac string `json:"mac,omitempty"`
-	} `json:"runtimeConfig"`
+	containerif.MACArgs
 
 	mode netlink.MacvlanMode
 	mac  net.HardwareAddr // chosen from runtimeConfig, args, CNI_ARGS and "mac"
@@ -57,7 +50,8 @@ func loadConf(stdin []byte, cniArgs string) (*NetConf, error) {
 		return nil, err
 	}
 	var err error
-	if c.mac, err = pickMAC(c, cniArgs); err != nil {
+	// The reference's order, with args.cni.mac slotted where its bridge has it.
+	if c.mac, err = c.PickMAC(cniArgs, c.Mac); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -80,19 +74,4 @@ func validIfName(s string) bool {
 		return true
 	}
 	return len(s) <= 15 && s != "." && s != ".." && !strings.ContainsAny(s, "/: \t\n\r\v\f")
-}
-
-// pickMAC applies the precedence runtimeConfig.mac, args.cni.mac, CNI_ARGS
-// MAC, then the "mac" key: the reference's order, with args.cni.mac slotted
-// where the bridge plugin has it.
-func pickMAC(c *NetConf, cniArgs string) (net.HardwareAddr, error) {
-	kv, err := netconf.ParseArgs(cniArgs)
-	if err != nil {
-		return nil, err
-	}
-	return netconf.PickMAC(
-		netconf.MACSource{Name: "runtimeConfig.mac", Value: c.RuntimeConfig.Mac},
-		netconf.MACSource{Name: "args.cni.mac", Value: c.Args.Cni.Mac},
-		netconf.MACSource{Name: "CNI_ARGS MAC", Value: kv["MAC"], FromEnv: true},
-		netconf.MACSource{Name: `"mac"`, Value: c.Mac})
 }
