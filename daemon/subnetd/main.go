@@ -1,8 +1,12 @@
 // Command subnetd leases this node's pod subnet in etcd, or takes its
 // Node's pod CIDR in the Kubernetes API (--kube-subnet-mgr), writes
-// subnet.env and programs the vxlan overlay to every other node, sharing
-// etcd or the Node annotations, and the overlay, with flanneld nodes:
-// flags -> Config.Validate() -> run(ctx) -> one exit.
+// subnet.env and programs the overlay to every other node, sharing etcd or
+// the Node annotations, and the overlay, with flanneld nodes: flags ->
+// Config.Validate() -> run(ctx) -> one exit. The overlay is the backend
+// (vxlan or host-gw) that pkg/overlay's New chooses from the network config;
+// subnetd turns the leases into its peers (subnet.LeasePeers), so that the
+// overlay sees peers only. It is wiring over pkg/ and imports no other
+// binary.
 package main
 
 import (
