@@ -17,7 +17,7 @@ import (
 // Device is this node's vxlan device of one family, as EnsureDevice left it.
 type Device struct {
 	cfg      DeviceConfig // defaults filled in, LocalIP and MTU resolved
-	underlay int    // the underlay's link index
+	underlay int          // the underlay's link index
 	created  bool
 
 	// Kept between Reconcile and Update calls: one netlink socket, opened in
