@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/netns"
-	"github.com/cnisuite/cni/pkg/vxlan"
+	"github.com/cnisuite/cni/pkg/overlay"
 )
 
 // Repairs are signalled at most this often: a device that Ensure cannot get
@@ -23,15 +23,15 @@ const repairGap = 100 * time.Millisecond
 // the namespace the calling thread is in (the node's) and signals when one
 // concerns a device of ours (deleted, set down, or its MTU, MAC, address or
 // vxlan settings changed) or deletes one of our entries (a route of
-// vxlan.RouteProtocol, a neighbour or FDB entry on our device):
+// overlay.RouteProtocol, a neighbour or FDB entry on our device):
 // lease events are programmed against what was last written, so only this
 // shows them that the kernel changed under them. Our own writes signal too;
 // the repair they cause writes nothing. A subscription that fails (e.g. the
 // socket overran) signals once, since events may have been lost, and is made
 // again.
-func (o *overlay) Changes(ctx context.Context) (<-chan struct{}, error) {
+func (p plane) Changes(ctx context.Context) (<-chan struct{}, error) {
 	out := make(chan struct{}, 1)
-	names := o.devices()
+	names := p.Devices()
 	if len(names) == 0 {
 		return out, nil // host-gw: no device, no signal
 	}
@@ -44,7 +44,7 @@ func (o *overlay) Changes(ctx context.Context) (<-chan struct{}, error) {
 		ns.Close()
 		return nil, fmt.Errorf("opening a netlink socket: %w", err)
 	}
-	w := &linkWatch{ns: ns, h: h, names: names, out: out, log: o.log}
+	w := &linkWatch{ns: ns, h: h, names: names, out: out, log: p.log}
 	sub, err := w.subscribe()
 	if err != nil {
 		w.close()
@@ -202,7 +202,7 @@ func (w *linkWatch) follow(ctx context.Context, sub *subscription) error {
 			if !ok {
 				return fmt.Errorf("route subscription closed")
 			}
-			ours = u.Type == unix.RTM_DELROUTE && u.Protocol == vxlan.RouteProtocol
+			ours = u.Type == unix.RTM_DELROUTE && u.Protocol == overlay.RouteProtocol
 		case u, ok := <-sub.neighs:
 			if !ok {
 				return fmt.Errorf("neighbour subscription closed")

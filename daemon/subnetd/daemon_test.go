@@ -17,10 +17,10 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	"github.com/cnisuite/cni/pkg/subnet/subnettest"
-	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
 // fakePlane records what the daemon asks of the data plane.
@@ -42,25 +42,25 @@ func (f *fakePlane) Ensure(own subnet.Subnets) (int, error) {
 	return 1450, nil
 }
 
-func (f *fakePlane) Reconcile(p peerSet) (vxlan.Stats, error) {
+func (f *fakePlane) Reconcile(p peerSet) (overlay.Stats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.peers = p
 	f.reconciles++
-	return vxlan.Stats{Peers: p.len()}, nil
+	return overlay.Stats{Peers: len(p[overlay.IPv4]) + len(p[overlay.IPv6])}, nil
 }
 
-func (f *fakePlane) Update(p peerSet) (vxlan.Stats, error) {
+func (f *fakePlane) Update(p peerSet) (overlay.Stats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.peers = p
 	f.updates++
-	return vxlan.Stats{Peers: p.len()}, nil
+	return overlay.Stats{Peers: len(p[overlay.IPv4]) + len(p[overlay.IPv6])}, nil
 }
 
 func (f *fakePlane) Changes(context.Context) (<-chan struct{}, error) { return f.changes, nil }
 
-func (f *fakePlane) Host() (vxlan.Host, error) { return vxlan.Host{}, nil }
+func (f *fakePlane) Host() (overlay.Host, error) { return overlay.Host{}, nil }
 
 // counts returns how often each method ran.
 func (f *fakePlane) counts() (ensures, reconciles, updates int) {
@@ -95,7 +95,7 @@ func (f *fakePlane) peerSubnets() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []string
-	for _, p := range f.peers.v4 {
+	for _, p := range f.peers[overlay.IPv4] {
 		out = append(out, p.Subnet.String())
 	}
 	return out
@@ -109,6 +109,16 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// testManager is the lease manager of node "me" on ul, publishing what
+// its backend would.
+func testManager(cfg *Config, reg subnet.Registry, nc subnet.Config, ul underlay, log *slog.Logger) (*subnet.Manager, error) {
+	pl, err := newPlane(nc.Backend, ul, "me", log)
+	if err != nil {
+		return nil, err
+	}
+	return newManager(cfg, reg, nc, "me", ul, pl.Backend, log)
 }
 
 func vxlanValue(ip, id, mac string) []byte {
@@ -126,8 +136,7 @@ func TestDaemonFollowsLeases(t *testing.T) {
 	store := subnettest.NewStore(time.Hour)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := &Config{IPMasq: true, SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: 50 * time.Millisecond, EtcdTimeout: time.Second}
-	ov := newOverlay(nc.Backend, underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.0.1")}, "me", log)
-	m, err := newManager(cfg, store.Client(), nc, "me", ov.ul, ov, log)
+	m, err := testManager(cfg, store.Client(), nc, underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.0.1")}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +255,7 @@ func TestExampleNetConf(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := subnet.ParseConfig(data)
-	if err != nil || !c.EnableIPv4 || !c.EnableIPv6 || c.Backend.Type != subnet.BackendVXLAN {
+	if err != nil || !c.EnableIPv4 || !c.EnableIPv6 || c.Backend.Type != overlay.TypeVXLAN {
 		t.Fatalf("conf/net-conf.json: %+v, %v", c, err)
 	}
 }
@@ -262,8 +271,7 @@ func TestDaemonEventPaths(t *testing.T) {
 	store := subnettest.NewStore(time.Hour)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := &Config{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: time.Hour, EtcdTimeout: time.Second}
-	ov := newOverlay(nc.Backend, underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.0.1")}, "me", log)
-	m, err := newManager(cfg, store.Client(), nc, "me", ov.ul, ov, log)
+	m, err := testManager(cfg, store.Client(), nc, underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.0.1")}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +338,7 @@ func TestPeerFilterDecodesChangesOnly(t *testing.T) {
 	for _, s := range steps {
 		got, _ := f.peers(s.entries, own)
 		var names []string
-		for _, p := range got.v4 {
+		for _, p := range got[overlay.IPv4] {
 			n := p.Subnet.String()
 			if strings.Contains(s.want, "@") {
 				n += "@" + p.PublicIP.String()
@@ -367,9 +375,9 @@ func TestPeerFilterSkipsHostileLeases(t *testing.T) {
 	var logged strings.Builder
 	f := &peerFilter{config: nc, log: slog.New(slog.NewTextHandler(&logged, nil))}
 	pfx, addr := netip.MustParsePrefix, netip.MustParseAddr
-	host := vxlan.Host{
+	host := overlay.Host{
 		Addrs: []netip.Addr{addr("192.168.0.1"), addr("10.0.60.1")},
-		Routes: []vxlan.HostRoute{
+		Routes: []overlay.HostRoute{
 			{Dst: pfx("0.0.0.0/0"), Gw: addr("192.168.0.254"), Dev: "eth0", Proto: 3},
 			{Dst: pfx("192.168.0.0/24"), Dev: "eth0", Proto: 2},
 			{Dst: pfx("10.0.61.0/24"), Gw: addr("192.168.0.250"), Dev: "eth0", Proto: 4},
@@ -400,8 +408,8 @@ func TestPeerFilterSkipsHostileLeases(t *testing.T) {
 	}
 	for range 3 {
 		got, skipped := f.peers(entries, subnet.Subnets{V4: pfx("10.0.1.0/24")})
-		if len(got.v4) != 1 || got.v4[0].Subnet != pfx("10.0.2.0/24") || skipped != len(reasons) {
-			t.Fatalf("peers %v, %d skipped; want 10.0.2.0/24 alone and %d skipped", got.v4, skipped, len(reasons))
+		if len(got[overlay.IPv4]) != 1 || got[overlay.IPv4][0].Subnet != pfx("10.0.2.0/24") || skipped != len(reasons) {
+			t.Fatalf("peers %v, %d skipped; want 10.0.2.0/24 alone and %d skipped", got[overlay.IPv4], skipped, len(reasons))
 		}
 	}
 	lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
@@ -420,10 +428,10 @@ func TestPeerFilterSkipsHostileLeases(t *testing.T) {
 	// The node's static route goes, and an unrelated one comes: only the
 	// lease the route blocked changes, and nothing is logged.
 	logged.Reset()
-	f.setHost(vxlan.Host{Addrs: host.Addrs,
-		Routes: append(slices.Clone(host.Routes[:2]), vxlan.HostRoute{Dst: pfx("172.16.0.0/12"), Gw: addr("192.168.0.250"), Dev: "eth0", Proto: 4})})
+	f.setHost(overlay.Host{Addrs: host.Addrs,
+		Routes: append(slices.Clone(host.Routes[:2]), overlay.HostRoute{Dst: pfx("172.16.0.0/12"), Gw: addr("192.168.0.250"), Dev: "eth0", Proto: 4})})
 	got, skipped := f.peers(entries, subnet.Subnets{V4: pfx("10.0.1.0/24")})
-	if len(got.v4) != 2 || skipped != len(reasons)-1 || logged.Len() != 0 {
-		t.Errorf("after the route went: peers %v, %d skipped, logged %q", got.v4, skipped, logged.String())
+	if len(got[overlay.IPv4]) != 2 || skipped != len(reasons)-1 || logged.Len() != 0 {
+		t.Errorf("after the route went: peers %v, %d skipped, logged %q", got[overlay.IPv4], skipped, logged.String())
 	}
 }

@@ -44,8 +44,11 @@ func openKube(ctx context.Context, cfg *Config, ul underlay, log *slog.Logger) (
 	if err != nil {
 		return source{}, err
 	}
-	ov := newOverlay(netCfg.Backend, ul, name, log)
-	attrs, err := nodeAttrs(netCfg, name, ul, ov)
+	pl, err := newPlane(netCfg.Backend, ul, name, log)
+	if err != nil {
+		return source{}, err
+	}
+	attrs, err := nodeAttrs(netCfg, name, ul, pl.Backend)
 	if err != nil {
 		return source{}, err
 	}
@@ -55,7 +58,7 @@ func openKube(ctx context.Context, cfg *Config, ul underlay, log *slog.Logger) (
 		return source{}, err
 	}
 	go src.Run(ctx)
-	return source{Source: src, store: kubeAPI, id: name, network: netCfg, overlay: ov, close: func() {}}, nil
+	return source{Source: src, store: kubeAPI, id: name, network: netCfg, plane: pl, close: func() {}}, nil
 }
 
 // validateKube checks the flags of the Kubernetes API mode.

@@ -1,8 +1,12 @@
 // Command subnetd leases this node's pod subnet in etcd, or takes its
 // Node's pod CIDR in the Kubernetes API (--kube-subnet-mgr), writes
-// subnet.env and programs the vxlan overlay to every other node, sharing
-// etcd or the Node annotations, and the overlay, with flanneld nodes:
-// flags -> Config.Validate() -> run(ctx) -> one exit.
+// subnet.env and programs the overlay to every other node, sharing etcd or
+// the Node annotations, and the overlay, with flanneld nodes: flags ->
+// Config.Validate() -> run(ctx) -> one exit. The overlay is the backend
+// (vxlan or host-gw) that pkg/overlay's New chooses from the network config;
+// subnetd turns the leases into its peers (subnet.LeasePeers), so that the
+// overlay sees peers only. It is wiring over pkg/ and imports no other
+// binary.
 package main
 
 import (
@@ -24,10 +28,10 @@ import (
 	buildversion "github.com/cnisuite/cni/internal/version"
 	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/nat/nft"
+	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
-	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
 func main() {
@@ -130,11 +134,11 @@ func run(parent context.Context, cfg *Config) error {
 // with a lease held.
 func newDaemon(ctx context.Context, cfg *Config, src source, st *status, log *slog.Logger) *daemon {
 	rules := &resyncedRules{hostRules: hostRulesFor(src.network.EnableNFTables, log)}
-	var dp dataPlane = src.overlay
+	var dp dataPlane = src.plane
 	var bh *blackholes
 	if cfg.BlackholeRoute {
 		bh = &blackholes{log: log}
-		dp = blackholePlane{dataPlane: src.overlay, bh: bh}
+		dp = blackholePlane{dataPlane: src.plane, bh: bh}
 	}
 	go resyncHost(ctx, time.Duration(cfg.IPTablesResync)*time.Second, rules, bh, st, log)
 	return &daemon{cfg: cfg, log: log, src: src.Source, dp: dp, rules: rules, st: st,
@@ -235,7 +239,7 @@ func loadNetConfig(ctx context.Context, reg subnet.Registry, file string, log *s
 // node when it comes back).
 func cleanup(cfg *Config, log *slog.Logger) error {
 	var errs []error
-	if err := vxlan.Cleanup(); err != nil {
+	if err := overlay.Cleanup(); err != nil {
 		errs = append(errs, err)
 	}
 	// --ip-blackhole-route's routes, of the subnets subnet.env names

@@ -5,14 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
-	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
 // peerFilter turns lease entries into peers, skipping those that cannot be
 // programmed: malformed ones, those that are not the network's
-// (vxlan.LeasePeers) and those that would take over this node's addresses
-// or routes (vxlan.Host.Conflict). A skip is logged once per lease revision
+// (subnet.LeasePeers) and those that would take over this node's addresses
+// or routes (overlay.Host.Conflict). A skip is logged once per lease revision
 // and reason, not at every reconcile. It keeps what it read of each key at
 // its revision, so that a view in which one lease changed costs the
 // decoding of that one lease, and checks the leases against the node again
@@ -20,7 +20,7 @@ import (
 type peerFilter struct {
 	config  subnet.Config
 	log     *slog.Logger
-	host    vxlan.Host
+	host    overlay.Host
 	hostGen uint64 // counts the changes of host; 0 until the first setHost
 	cache   map[subnet.Subnets]decoded
 	gen     uint64 // of the last call; entries of older ones are gone
@@ -30,15 +30,15 @@ type peerFilter struct {
 // node.
 type decoded struct {
 	rev     int64
-	v4, v6  *vxlan.Peer // what the lease asks of the other nodes
-	err     error       // why no node can program it
-	hostGen uint64      // the host skip was decided against
-	skip    string      // why it is not programmed here; "" when it is
+	v4, v6  *overlay.Peer // what the lease asks of the other nodes
+	err     error         // why no node can program it
+	hostGen uint64        // the host skip was decided against
+	skip    string        // why it is not programmed here; "" when it is
 	gen     uint64
 }
 
-// setHost adopts a read of the node (vxlan.ReadHost).
-func (f *peerFilter) setHost(h vxlan.Host) {
+// setHost adopts a read of the node (overlay.ReadHost).
+func (f *peerFilter) setHost(h overlay.Host) {
 	if f.hostGen == 0 || !h.Equal(f.host) {
 		f.host = h
 		f.hostGen++
@@ -83,17 +83,14 @@ func (f *peerFilter) peers(entries []subnet.Entry, own subnet.Subnets) (out peer
 			skipped++
 			continue
 		}
-		if c.v4 != nil {
-			if out.v4 == nil {
-				out.v4 = make([]vxlan.Peer, 0, len(entries)) // one allocation, not a growing copy
+		for fam, p := range [2]*overlay.Peer{c.v4, c.v6} {
+			if p == nil {
+				continue
 			}
-			out.v4 = append(out.v4, *c.v4)
-		}
-		if c.v6 != nil {
-			if out.v6 == nil {
-				out.v6 = make([]vxlan.Peer, 0, len(entries))
+			if out[fam] == nil {
+				out[fam] = make([]overlay.Peer, 0, len(entries)) // one allocation, not a growing copy
 			}
-			out.v6 = append(out.v6, *c.v6)
+			out[fam] = append(out[fam], *p)
 		}
 	}
 	if len(f.cache) > len(entries) {
@@ -108,12 +105,12 @@ func (f *peerFilter) peers(entries []subnet.Entry, own subnet.Subnets) (out peer
 
 // decode reads one lease: the network's subnets, same backend, same VNI, a
 // usable public address.
-func (f *peerFilter) decode(e subnet.Entry) (v4, v6 *vxlan.Peer, err error) {
+func (f *peerFilter) decode(e subnet.Entry) (v4, v6 *overlay.Peer, err error) {
 	var a subnet.Attrs
 	if err := json.Unmarshal(e.Value, &a); err != nil {
 		return nil, nil, fmt.Errorf("bad lease JSON: %w", err)
 	}
-	return vxlan.LeasePeers(f.config, e.Subnets, a)
+	return subnet.LeasePeers(f.config, e.Subnets, a)
 }
 
 // judge decides whether the lease is programmed on this node, logging a
@@ -122,7 +119,7 @@ func (f *peerFilter) judge(c *decoded, s subnet.Subnets) {
 	c.hostGen = f.hostGen
 	err := c.err
 	if err == nil {
-		err = f.host.LeaseConflict(c.v4, c.v6)
+		err = f.host.NodeConflict(c.v4, c.v6)
 	}
 	why := ""
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/pkg/netns"
+	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/subnettest"
 	netnstest "github.com/cnisuite/cni/test/netns"
@@ -45,12 +46,16 @@ func TestDeviceRepairedAtOnce(t *testing.T) {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := &Config{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: time.Hour, EtcdTimeout: time.Second}
-	ov := newOverlay(nc.Backend, underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.61.1")}, "me", log)
-	m, err := newManager(cfg, store.Client(), nc, "me", ov.ul, ov, log)
+	ul := underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.61.1")}
+	pl, err := newPlane(nc.Backend, ul, "me", log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{cfg: cfg, log: log, src: m, dp: ov, rules: &fakeRules{}, st: &status{window: time.Hour}, filter: &peerFilter{config: nc, log: log}}
+	m, err := newManager(cfg, store.Client(), nc, "me", ul, pl.Backend, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cfg: cfg, log: log, src: m, dp: pl, rules: &fakeRules{}, st: &status{window: time.Hour}, filter: &peerFilter{config: nc, log: log}}
 	done := make(chan error)
 	// serve's thread stays in the node: the daemon runs there, as under
 	// ip netns exec.
@@ -62,7 +67,7 @@ func TestDeviceRepairedAtOnce(t *testing.T) {
 		}
 	}()
 
-	programmed := func() string { return missing(node, ov.mac4.String(), peers) }
+	programmed := func() string { return missing(node, pl.VtepMAC(overlay.IPv4).String(), peers) }
 	waitFor(t, 10*time.Second, "the first programming", programmed)
 	changes := []struct {
 		name string

@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/regfile"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
@@ -23,7 +26,7 @@ type source struct {
 	store   string // what it talks to, for messages: "etcd" or "the Kubernetes API"
 	id      string // the node's identity: --node-id's, or its Node's name
 	network subnet.Config
-	overlay *overlay
+	plane   plane
 	close   func()
 }
 
@@ -55,19 +58,23 @@ func openEtcd(ctx context.Context, cfg *Config, ul underlay, log *slog.Logger, c
 		closeReg()
 		return source{}, err
 	}
-	ov := newOverlay(netCfg.Backend, ul, id, log)
-	m, err := newManager(cfg, reg, netCfg, id, ul, ov, log)
+	pl, err := newPlane(netCfg.Backend, ul, id, log)
+	if err != nil {
+		closeReg()
+		return source{}, err
+	}
+	m, err := newManager(cfg, reg, netCfg, id, ul, pl.Backend, log)
 	if err != nil {
 		closeReg()
 		return source{}, err
 	}
 	m.Instance, m.IdentityHint = inst, hint
-	return source{Source: m, store: "etcd", id: id, network: netCfg, overlay: ov, close: closeReg}, nil
+	return source{Source: m, store: "etcd", id: id, network: netCfg, plane: pl, close: closeReg}, nil
 }
 
 // newManager builds the lease manager with what this node publishes.
-func newManager(cfg *Config, reg subnet.Registry, nc subnet.Config, id string, ul underlay, ov *overlay, log *slog.Logger) (*subnet.Manager, error) {
-	attrs, err := nodeAttrs(nc, id, ul, ov)
+func newManager(cfg *Config, reg subnet.Registry, nc subnet.Config, id string, ul underlay, be overlay.Backend, log *slog.Logger) (*subnet.Manager, error) {
+	attrs, err := nodeAttrs(nc, id, ul, be)
 	if err != nil {
 		return nil, err
 	}
@@ -93,10 +100,10 @@ func readNetConfig(flag, path string) ([]byte, subnet.Config, error) {
 }
 
 // nodeAttrs is what this node publishes in its lease: its public
-// addresses of the network's families, and the overlay's backend data.
-func nodeAttrs(nc subnet.Config, id string, ul underlay, ov *overlay) (subnet.Attrs, error) {
+// addresses of the network's families, and the backend's data.
+func nodeAttrs(nc subnet.Config, id string, ul underlay, be overlay.Backend) (subnet.Attrs, error) {
 	attrs := subnet.Attrs{BackendType: nc.Backend.Type, NodeID: id}
-	v4, v6 := ov.backendData()
+	v4, v6 := backendData(nc.Backend.VNI, be.VtepMAC(overlay.IPv4)), backendData(nc.Backend.VNI, be.VtepMAC(overlay.IPv6))
 	if nc.EnableIPv4 {
 		if !ul.publicV4.IsValid() {
 			return subnet.Attrs{}, fmt.Errorf("interface %s has no IPv4 address for the IPv4 network; pass --public-ip or --iface", ul.name)
@@ -110,6 +117,17 @@ func nodeAttrs(nc subnet.Config, id string, ul underlay, ov *overlay) (subnet.At
 		attrs.PublicIPv6, attrs.BackendV6Data = ul.publicV6, v6
 	}
 	return attrs, nil
+}
+
+// backendData is a family's BackendData in the lease: the VNI and MAC of
+// this node's VTEP (flannel's vxlan data), or nothing for a backend without
+// one.
+func backendData(vni int, mac net.HardwareAddr) json.RawMessage {
+	if mac == nil {
+		return nil
+	}
+	d, _ := json.Marshal(subnet.VXLANData{VNI: vni, VtepMAC: mac.String()})
+	return d
 }
 
 // instanceOf tells this subnetd apart from another machine's under the same

@@ -12,9 +12,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/cnisuite/cni/pkg/link"
+	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/kube"
-	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
 // checkNetConf reads net-conf.json, without which subnetd does not start.
@@ -169,10 +169,10 @@ func annotationDiffs(n *node, l leaseInfo) []string {
 		if _, err := linkWith(ips[v6]); err != nil && !overwritten(n, v6) {
 			diffs = append(diffs, fmt.Sprintf("public address %s: %v", ips[v6], err))
 		}
-		if c.Backend.Type != subnet.BackendVXLAN {
+		if c.Backend.Type != overlay.TypeVXLAN {
 			continue
 		}
-		dev := vxlan.DefaultName(c.Backend.VNI, v6)
+		dev := overlay.DefaultName(c.Backend.VNI, v6)
 		if lk, err := netlink.LinkByName(dev); err == nil && lk.Attrs().HardwareAddr.String() != macs[v6] {
 			diffs = append(diffs, fmt.Sprintf("VtepMAC %q, %s has %s", macs[v6], dev, lk.Attrs().HardwareAddr))
 		} else if err != nil && !link.IsNotFound(err) {

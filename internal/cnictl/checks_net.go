@@ -14,8 +14,8 @@ import (
 	"github.com/cnisuite/cni/pkg/bridge"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/nat/nft"
+	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/regfile"
-	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
 const vxlanName = "flannel.1"
@@ -214,7 +214,7 @@ func checkChecksum(n *node) []Finding {
 		return []Finding{{Severity: Warn, Message: "cannot read the kernel's release, to judge flannel.1's checksum offload", Evidence: []string{err.Error()}}}
 	case !on:
 		return ok("tx checksum offload is off for flannel.1", "kernel "+kernel)
-	case !vxlan.TxChecksumBroken(kernel):
+	case !overlay.TxChecksumBroken(kernel):
 		return ok("tx checksum offload is on for flannel.1, which kernel " + kernel + " handles right (its vxlan checksum bug after NAT is fixed from 5.7)")
 	}
 	return []Finding{{Severity: Warn,

@@ -14,8 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnisuite/cni/pkg/link"
+	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
-	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
 // checkEtcd reads the network config and every lease once; the checks
@@ -172,14 +172,14 @@ func judgeOwnLease(n *node, l *leaseInfo, id, restart string) []Finding {
 // checkVXLANDevice: a node with a lease but no flannel.<VNI> reaches no
 // other node's pods, and none of theirs reach it.
 func checkVXLANDevice(n *node) []Finding {
-	if n.ownLease == nil || n.cluster.cfg == nil || n.cluster.cfg.Backend.Type != subnet.BackendVXLAN {
+	if n.ownLease == nil || n.cluster.cfg == nil || n.cluster.cfg.Backend.Type != overlay.TypeVXLAN {
 		return nil
 	}
 	b := n.cluster.cfg.Backend
 	restart := "restart subnetd on this node; it makes the device. If it fails, its log says why (another vxlan device may hold port %d or VNI %d: `ip -d link show type vxlan`)"
 	var fds []Finding
 	for _, v6 := range n.cluster.cfg.Families() {
-		name := vxlan.DefaultName(b.VNI, v6)
+		name := overlay.DefaultName(b.VNI, v6)
 		l, err := netlink.LinkByName(name)
 		switch {
 		case link.IsNotFound(err):
@@ -216,7 +216,7 @@ func checkVXLANDevice(n *node) []Finding {
 const maxEvidence = 8
 
 // checkOverlayPeers compares the vxlan devices' routes, neighbours and FDB
-// with what subnetd would program for the other nodes' leases (pkg/vxlan's
+// with what subnetd would program for the other nodes' leases (pkg/overlay's
 // own diff): missing entries cut those nodes' pods off, stale ones
 // black-hole subnets no node holds.
 func checkOverlayPeers(n *node) []Finding {
@@ -227,7 +227,7 @@ func checkOverlayPeers(n *node) []Finding {
 	var fds []Finding
 	var missing, stale, fixes, staleFixes, devs []string
 	for _, f := range ov.fams {
-		if errors.Is(f.err, vxlan.ErrNoDevice) {
+		if errors.Is(f.err, overlay.ErrNoDevice) {
 			continue // vxlan-device says why
 		}
 		if f.err != nil {
@@ -268,9 +268,9 @@ func checkOverlayPeers(n *node) []Finding {
 
 // skippedLeases names the leases subnetd cannot program: unreadable ones,
 // those that are not the network's or would take over this node's
-// addresses or routes, and those pkg/vxlan refuses (a colliding subnet or
+// addresses or routes, and those pkg/overlay refuses (a colliding subnet or
 // VTEP MAC).
-func skippedLeases(n *node, ov overlay) []Finding {
+func skippedLeases(n *node, ov overlayAudit) []Finding {
 	reasons := map[subnet.Subnets][]string{}
 	for s, err := range ov.bad {
 		reasons[s] = append(reasons[s], err.Error())
@@ -306,7 +306,7 @@ func (n *node) forget(s subnet.Subnets) string {
 
 func okOverlay(n *node, devs []string) []Finding {
 	return ok(fmt.Sprintf("%s: routes, neighbours and FDB entries match the %d other nodes' leases", strings.Join(devs, ", "), len(n.cluster.leases)-1),
-		"compared by pkg/vxlan's own diff, as subnetd's reconcile: nothing to add, rewrite or delete")
+		"compared by pkg/overlay's own diff, as subnetd's reconcile: nothing to add, rewrite or delete")
 }
 
 func bound(lines []string) []string {

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
-	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
 // TestDoctorOverlay breaks the etcd and overlay state of a healthy node one
@@ -157,7 +157,7 @@ func TestDoctorHostGW(t *testing.T) {
 	f.etcd.setConfig(t, []byte(strings.Replace(dualStackConfig, `"Type":"vxlan"`, `"Type":"host-gw"`, 1)))
 	hostGW := func(s leaseSpec) []byte { return bytes.Replace(s.value(t), []byte(`"vxlan"`), []byte(`"host-gw"`), 1) }
 	f.etcd.putValue(t, f.etcd.self, ownSpec, hostGW(ownSpec))
-	var peers [2][]vxlan.Peer
+	var peers [2][]overlay.Peer
 	for _, p := range peerSpecs {
 		f.etcd.putValue(t, f.etcd.peers, p, hostGW(p))
 		p4, p6 := p.peers()
@@ -165,7 +165,7 @@ func TestDoctorHostGW(t *testing.T) {
 	}
 	f.ns.Do(t, func() error {
 		for fam, own := range []netip.Prefix{ownSpec.subnets().V4, ownSpec.subnets().V6} {
-			if _, err := (vxlan.HostGW{Underlay: "ul0", Subnet: own, Log: quiet}).Reconcile(peers[fam]); err != nil {
+			if _, err := (overlay.HostGW{Underlay: "ul0", Subnet: own, Log: quiet}).Reconcile(peers[fam]); err != nil {
 				return err
 			}
 		}

@@ -1,6 +1,9 @@
 // Package cnictl is the operator's command for the suite's state on a node.
 // Main dispatches to subcommands ("cnictl ipam ls"); each subcommand is a
-// function over an env, so tests run them without a process.
+// function over an env, so tests run them without a process. It judges
+// leases and audits the overlay with the packages subnetd runs (pkg/subnet,
+// pkg/overlay), so that it finds what subnetd would do; it imports no
+// binary (daemon/, plugins/).
 package cnictl
 
 import (

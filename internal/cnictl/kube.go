@@ -155,8 +155,8 @@ func (kc *kubeCluster) ownNode(name string) *kubeNode {
 
 // state says in a few words whether subnetd programs a Node as a peer,
 // and if not why: the reasons of kube.NodeLease, then those of
-// leaseInfo.peers (vxlan.LeasePeers and the conflicts with this node).
-func (k kubeNode) state(ov overlay) string {
+// leaseInfo.peers (subnet.LeasePeers and the conflicts with this node).
+func (k kubeNode) state(ov overlayAudit) string {
 	switch {
 	case errors.Is(k.err, kube.ErrNoPodCIDR):
 		return "no podCIDR yet"

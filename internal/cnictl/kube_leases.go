@@ -48,7 +48,7 @@ func kubeLeases(e *env, o leasesOpts) error {
 	return printKubeLeases(e.stdout, o.kube, cfg.Host, kc, rows)
 }
 
-func kubeRows(kc *kubeCluster, ov overlay, self string) []kubeRow {
+func kubeRows(kc *kubeCluster, ov overlayAudit, self string) []kubeRow {
 	rows := []kubeRow{}
 	for _, k := range kc.nodes {
 		r := kubeRow{Node: k.name, PodCIDRs: k.podCIDRs, State: k.state(ov), ThisNode: k.name == self, Kernel: "-"}

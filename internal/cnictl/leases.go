@@ -17,10 +17,10 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnisuite/cni/pkg/netns"
+	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
-	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
 // defaultEtcd is where subnetd's embedded etcd serves (its
@@ -205,16 +205,16 @@ func subnetsOf(env envfile.Env) subnet.Subnets {
 }
 
 // peers reads one lease as the overlay's peers of each family, with the
-// rules subnetd applies (vxlan.LeasePeers, and vxlan.Host.LeaseConflict
+// rules subnetd applies (subnet.LeasePeers, and overlay.Host.NodeConflict
 // against this node).
-func (l leaseInfo) peers(c subnet.Config, h vxlan.Host) (v4, v6 *vxlan.Peer, err error) {
+func (l leaseInfo) peers(c subnet.Config, h overlay.Host) (v4, v6 *overlay.Peer, err error) {
 	if l.err != nil {
 		return nil, nil, fmt.Errorf("bad lease JSON: %w", l.err)
 	}
-	if v4, v6, err = vxlan.LeasePeers(c, l.Subnets, l.attrs); err != nil {
+	if v4, v6, err = subnet.LeasePeers(c, l.Subnets, l.attrs); err != nil {
 		return nil, nil, err
 	}
-	if err := h.LeaseConflict(v4, v6); err != nil {
+	if err := h.NodeConflict(v4, v6); err != nil {
 		return nil, nil, err
 	}
 	return v4, v6, nil
@@ -239,9 +239,9 @@ func (l leaseInfo) macs() (v4, v6 string) {
 	return d4.VtepMAC, d6.VtepMAC
 }
 
-// overlay compares this node's vxlan devices with the leases, by pkg/vxlan's
-// own diff (Audit): what subnetd would write there now.
-type overlay struct {
+// overlayAudit compares this node's vxlan devices with the leases, by
+// pkg/overlay's own diff (Audit): what subnetd would write there now.
+type overlayAudit struct {
 	fams []famAudit
 	bad  map[subnet.Subnets]error // leases that cannot be programmed, and why
 }
@@ -250,17 +250,17 @@ type overlay struct {
 type famAudit struct {
 	v6    bool
 	dev   string
-	drift vxlan.Drift
+	drift overlay.Drift
 	err   error // the device is missing, or could not be read
 }
 
 // auditOverlay runs in the namespace of the node; it needs a usable
 // config (the caller checks).
-func auditOverlay(c *cluster, env *envfile.Env, id string) overlay {
-	o := overlay{bad: map[subnet.Subnets]error{}}
+func auditOverlay(c *cluster, env *envfile.Env, id string) overlayAudit {
+	o := overlayAudit{bad: map[subnet.Subnets]error{}}
 	// A failed read leaves host empty: no conflict is shown, none being known.
-	host, _ := vxlan.ReadHost()
-	var v4, v6 []vxlan.Peer
+	host, _ := overlay.ReadHost()
+	var v4, v6 []overlay.Peer
 	var mine *leaseInfo
 	for i, l := range c.leases {
 		if own(l, env, id) {
@@ -286,7 +286,7 @@ func auditOverlay(c *cluster, env *envfile.Env, id string) overlay {
 		on    bool
 		v6    bool
 		own   netip.Prefix
-		peers []vxlan.Peer
+		peers []overlay.Peer
 	}{{c.cfg.EnableIPv4, false, ownSubnets.V4, v4}, {c.cfg.EnableIPv6, true, ownSubnets.V6, v6}} {
 		if f.on {
 			o.fams = append(o.fams, auditFamily(c.cfg.Backend, f.v6, f.own, mine, f.peers))
@@ -297,10 +297,10 @@ func auditOverlay(c *cluster, env *envfile.Env, id string) overlay {
 
 // auditFamily audits one family's vxlan device, or for host-gw the routes on
 // the interface that holds this node's public IP (subnetd's underlay).
-func auditFamily(b subnet.Backend, v6 bool, own netip.Prefix, mine *leaseInfo, peers []vxlan.Peer) famAudit {
-	cfg := vxlan.AuditConfig{V6: v6, Own: own, DirectRouting: b.DirectRouting}
-	a := famAudit{v6: v6, dev: vxlan.DefaultName(b.VNI, v6)}
-	if b.Type == subnet.BackendHostGW {
+func auditFamily(b overlay.Settings, v6 bool, own netip.Prefix, mine *leaseInfo, peers []overlay.Peer) famAudit {
+	cfg := overlay.AuditConfig{V6: v6, Own: own, DirectRouting: b.DirectRouting}
+	a := famAudit{v6: v6, dev: overlay.DefaultName(b.VNI, v6)}
+	if b.Type == overlay.TypeHostGW {
 		a.dev = "host-gw"
 		if mine == nil {
 			a.err = errors.New("this node's lease, and so its public IP, is unknown")
@@ -314,7 +314,7 @@ func auditFamily(b subnet.Backend, v6 bool, own netip.Prefix, mine *leaseInfo, p
 		cfg.HostGW = true
 	}
 	cfg.Name = a.dev
-	a.drift, a.err = vxlan.Audit(cfg, peers)
+	a.drift, a.err = overlay.Audit(cfg, peers)
 	return a
 }
 
@@ -340,7 +340,7 @@ func linkWith(ip netip.Addr) (string, error) {
 // subnets: route, neighbour and FDB entry as subnetd programs them. It is
 // what this node knows without sending a packet, not a proof that the
 // peer answers.
-func (o overlay) reach(l leaseInfo, isOwn bool) string {
+func (o overlayAudit) reach(l leaseInfo, isOwn bool) string {
 	if isOwn {
 		return "this node"
 	}
@@ -359,7 +359,7 @@ func (o overlay) reach(l leaseInfo, isOwn bool) string {
 		if !sn.IsValid() {
 			continue
 		}
-		if errors.Is(f.err, vxlan.ErrNoDevice) {
+		if errors.Is(f.err, overlay.ErrNoDevice) {
 			out = append(out, "no "+f.dev)
 			continue
 		}
@@ -435,7 +435,7 @@ func leases(e *env, args []string) error {
 	}
 	envp := readEnv(o.subnetFile)
 	id := o.etcd.nodeID()
-	var ov overlay
+	var ov overlayAudit
 	if c.cfg != nil {
 		if ov, err = auditIn(o.netns, c, envp, id); err != nil {
 			return err
@@ -457,8 +457,8 @@ func readEnv(path string) *envfile.Env {
 }
 
 // auditIn runs auditOverlay in the namespace nsPath ("": the current one).
-func auditIn(nsPath string, c *cluster, env *envfile.Env, id string) (overlay, error) {
-	var ov overlay
+func auditIn(nsPath string, c *cluster, env *envfile.Env, id string) (overlayAudit, error) {
+	var ov overlayAudit
 	audit := func() error { ov = auditOverlay(c, env, id); return nil }
 	if nsPath == "" {
 		return ov, audit()
@@ -489,7 +489,7 @@ type leaseRow struct {
 	Error       string     `json:"error,omitempty"`
 }
 
-func leaseRows(c *cluster, ov overlay, env *envfile.Env, id string, now time.Time) []leaseRow {
+func leaseRows(c *cluster, ov overlayAudit, env *envfile.Env, id string, now time.Time) []leaseRow {
 	rows := []leaseRow{}
 	for _, l := range c.leases {
 		isOwn := own(l, env, id)
@@ -581,8 +581,8 @@ func networkString(c subnet.Config) string {
 	return strings.Join(nets, ",")
 }
 
-func backendString(b subnet.Backend) string {
-	if b.Type == subnet.BackendVXLAN {
+func backendString(b overlay.Settings) string {
+	if b.Type == overlay.TypeVXLAN {
 		return fmt.Sprintf("vxlan VNI %d port %d", b.VNI, b.Port)
 	}
 	return b.Type

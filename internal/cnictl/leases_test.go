@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/internal/testutil"
+	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
 	"github.com/cnisuite/cni/pkg/subnet/etcd/embedded"
-	"github.com/cnisuite/cni/pkg/vxlan"
 	netnstest "github.com/cnisuite/cni/test/netns"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -96,7 +96,7 @@ func (s leaseSpec) subnets() subnet.Subnets {
 	return subnet.Subnets{V4: netip.MustParsePrefix(s.v4), V6: netip.MustParsePrefix(s.v6)}
 }
 
-func (s leaseSpec) mac(v6 bool) net.HardwareAddr { return vxlan.MACFromID(fmt.Sprint(s.id, v6)) }
+func (s leaseSpec) mac(v6 bool) net.HardwareAddr { return overlay.MACFromID(fmt.Sprint(s.id, v6)) }
 
 func (s leaseSpec) value(t *testing.T) []byte {
 	t.Helper()
@@ -110,9 +110,9 @@ func (s leaseSpec) value(t *testing.T) []byte {
 	return b
 }
 
-func (s leaseSpec) peers() (v4, v6 vxlan.Peer) {
-	return vxlan.Peer{Subnet: s.subnets().V4, PublicIP: netip.MustParseAddr(s.ip), VtepMAC: s.mac(false)},
-		vxlan.Peer{Subnet: s.subnets().V6, PublicIP: netip.MustParseAddr(s.ip6), VtepMAC: s.mac(true)}
+func (s leaseSpec) peers() (v4, v6 overlay.Peer) {
+	return overlay.Peer{Subnet: s.subnets().V4, PublicIP: netip.MustParseAddr(s.ip), VtepMAC: s.mac(false)},
+		overlay.Peer{Subnet: s.subnets().V6, PublicIP: netip.MustParseAddr(s.ip6), VtepMAC: s.mac(true)}
 }
 
 func newCluster(t *testing.T) *clusterFixture {
@@ -183,7 +183,7 @@ func (c *clusterFixture) args() []string {
 }
 
 // overlayNode gives the node namespace an underlay (ul0, 192.168.50.1 and
-// fd50::1) and this node's vxlan devices programmed by pkg/vxlan itself for
+// fd50::1) and this node's vxlan devices programmed by pkg/overlay itself for
 // the other leases, as subnetd leaves a healthy node.
 func overlayNode(t *testing.T, ns *netnstest.NS) {
 	t.Helper()
@@ -198,14 +198,14 @@ func overlayNode(t *testing.T, ns *netnstest.NS) {
 			if v6 {
 				own = ownSpec.subnets().V6
 			}
-			d, err := vxlan.Ensure(vxlan.Config{Underlay: "ul0", Subnet: own, MAC: ownSpec.mac(v6), Log: quiet})
+			d, err := overlay.EnsureDevice(overlay.DeviceConfig{Underlay: "ul0", Subnet: own, MAC: ownSpec.mac(v6), Log: quiet})
 			if err != nil {
 				return err
 			}
-			var peers []vxlan.Peer
+			var peers []overlay.Peer
 			for _, p := range peerSpecs {
 				p4, p6 := p.peers()
-				peers = append(peers, map[bool]vxlan.Peer{false: p4, true: p6}[v6])
+				peers = append(peers, map[bool]overlay.Peer{false: p4, true: p6}[v6])
 			}
 			if _, err := d.Reconcile(peers); err != nil {
 				return err

@@ -20,9 +20,9 @@ import (
 	"github.com/cnisuite/cni/pkg/nat/nft"
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
+	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/regfile"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
-	"github.com/cnisuite/cni/pkg/vxlan"
 )
 
 // defaultFlannelDir is the flannel plugin's dataDir where its configuration
@@ -161,11 +161,11 @@ func (p *resetPlan) planNetns(cfg *suiteConfs) error {
 	if err := p.planLinks(cfg.bridges); err != nil {
 		return err
 	}
-	devices, routes, err := vxlan.Leftovers()
+	devices, routes, err := overlay.Leftovers()
 	if err != nil {
 		return err
 	}
-	vx := step{inNS: true, do: func() error { return vxlan.Cleanup() }}
+	vx := step{inNS: true, do: func() error { return overlay.Cleanup() }}
 	for _, d := range devices {
 		vx.what = append(vx.what, "link vxlan "+d+" (with its routes, neighbours and FDB)")
 	}

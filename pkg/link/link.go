@@ -2,7 +2,7 @@
 // plugins (bridges, veth pairs) and sets their sysctls. Every function acts on
 // the network namespace of the calling thread; callers switch namespaces with
 // pkg/netns. RetryDump, the retry of an interrupted netlink dump, serves
-// every package that lists kernel tables (pkg/vxlan, the flannel plugin).
+// every package that lists kernel tables (pkg/overlay, the flannel plugin).
 package link
 
 import (

@@ -1,7 +1,10 @@
 // Package subnet is the domain of subnetd: the cluster network config and the
 // per-node leases that flanneld keeps in etcd, a Registry interface that hides
 // the store, and a Manager that acquires, renews, watches and releases a node's
-// lease. It imports no store client: pkg/subnet/etcd implements Registry.
+// lease. LeasePeers turns a lease into the overlay's peers, decoding its
+// backend data (VXLANData). It imports pkg/overlay for the backend settings
+// and the Peer type (the overlay never imports this package), and no store
+// client: pkg/subnet/etcd implements Registry.
 package subnet
 
 import (
@@ -9,34 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-)
 
-// Backend types subnetd implements. flanneld defaults to "udp", which neither
-// implements any more; subnetd defaults to vxlan, the one everyone configures.
-const (
-	BackendVXLAN  = "vxlan"
-	BackendHostGW = "host-gw"
-)
-
-// Defaults of flannel's vxlan backend.
-const (
-	DefaultVNI  = 1
-	DefaultPort = 8472
+	"github.com/cnisuite/cni/pkg/overlay"
 )
 
 // ErrInvalidConfig marks a network config that cannot be used.
 var ErrInvalidConfig = errors.New("invalid network config")
-
-// Backend is the "Backend" object of the network config. Keys subnetd does not
-// know (GBP, Learning, ...) are ignored, as flanneld's vxlan backend ignores
-// those of others.
-type Backend struct {
-	Type          string `json:"Type"`
-	VNI           int    `json:"VNI,omitempty"`
-	Port          int    `json:"Port,omitempty"`
-	MTU           int    `json:"MTU,omitempty"`
-	DirectRouting bool   `json:"DirectRouting,omitempty"`
-}
 
 // Config is flannel's network config, the JSON at <prefix>/config.
 type Config struct {
@@ -50,7 +31,7 @@ type Config struct {
 	IPv6SubnetLen int
 	IPv6SubnetMin netip.Addr
 	IPv6SubnetMax netip.Addr
-	Backend       Backend
+	Backend       overlay.Settings // checked, and its defaults filled in, by pkg/overlay
 	// EnableNFTables puts the host rules in nftables instead of iptables,
 	// as flanneld's key of the same name does.
 	EnableNFTables bool
@@ -102,34 +83,11 @@ func (c *Config) validate() error {
 			return err
 		}
 	}
-	return c.Backend.validate()
-}
-
-func (b *Backend) validate() error {
-	switch b.Type {
-	case "":
-		b.Type = BackendVXLAN
-	case BackendVXLAN, BackendHostGW:
-	default:
-		return fmt.Errorf("%w: Backend.Type %q is not supported; use %q or %q", ErrInvalidConfig, b.Type, BackendVXLAN, BackendHostGW)
+	b, err := c.Backend.WithDefaults()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	if b.Type != BackendVXLAN {
-		return nil
-	}
-	if b.VNI == 0 {
-		b.VNI = DefaultVNI
-	}
-	if b.Port == 0 {
-		b.Port = DefaultPort
-	}
-	switch {
-	case b.VNI < 0 || b.VNI > 1<<24-1:
-		return fmt.Errorf("%w: Backend.VNI %d is out of range; use 1..16777215", ErrInvalidConfig, b.VNI)
-	case b.Port < 0 || b.Port > 65535:
-		return fmt.Errorf("%w: Backend.Port %d is out of range; use 1..65535", ErrInvalidConfig, b.Port)
-	case b.MTU < 0 || (b.MTU > 0 && b.MTU < 576):
-		return fmt.Errorf("%w: Backend.MTU %d is too small; use at least 576, or leave it out to derive it from the interface", ErrInvalidConfig, b.MTU)
-	}
+	c.Backend = b
 	return nil
 }
 

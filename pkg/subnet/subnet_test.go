@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/cnisuite/cni/pkg/overlay"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -17,9 +19,9 @@ func TestParseConfig(t *testing.T) {
 	}{
 		{"flannel defaults", `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, func(c Config) bool {
 			return c.EnableIPv4 && !c.EnableIPv6 && c.SubnetLen == 24 && c.SubnetMin == netip.MustParseAddr("10.244.1.0") &&
-				c.SubnetMax == netip.MustParseAddr("10.244.255.0") && c.Backend == Backend{Type: "vxlan", VNI: 1, Port: 8472}
+				c.SubnetMax == netip.MustParseAddr("10.244.255.0") && c.Backend == overlay.Settings{Type: "vxlan", VNI: 1, Port: 8472}
 		}, ""},
-		{"no backend means vxlan", `{"Network":"10.244.0.0/16"}`, func(c Config) bool { return c.Backend.Type == BackendVXLAN }, ""},
+		{"no backend means vxlan", `{"Network":"10.244.0.0/16"}`, func(c Config) bool { return c.Backend.Type == overlay.TypeVXLAN }, ""},
 		{"small network", `{"Network":"10.0.0.0/26"}`, func(c Config) bool {
 			return c.SubnetLen == 28 && c.SubnetMin == netip.MustParseAddr("10.0.0.16") && c.SubnetMax == netip.MustParseAddr("10.0.0.48")
 		}, ""},

@@ -1,4 +1,4 @@
-package vxlan
+package overlay
 
 import (
 	"bytes"
@@ -37,22 +37,22 @@ func TestConfigDefaults(t *testing.T) {
 	mac := MACFromID("x")
 	for _, tc := range []struct {
 		name     string
-		in       Config
+		in       DeviceConfig
 		wantName string
 		wantErr  string
 	}{
-		{"v4 defaults", Config{Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.1/24"), MAC: mac}, "flannel.1", ""},
-		{"v6 defaults", Config{Underlay: "eth0", Subnet: netip.MustParsePrefix("fd00:10:0:3::/64"), MAC: mac}, "flannel-v6.1", ""},
-		{"vni in name", Config{VNI: 42, Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "flannel.42", ""},
-		{"custom name", Config{Name: "vx0", Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "vx0", ""},
-		{"no underlay", Config{Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "", "no underlay"},
-		{"no subnet", Config{Underlay: "eth0", MAC: mac}, "", "no subnet"},
-		{"no MAC", Config{Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24")}, "", "VTEP MAC"},
-		{"multicast MAC", Config{Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: net.HardwareAddr{1, 0, 0x5e, 0, 0, 1}}, "", "multicast"},
-		{"VNI range", Config{VNI: 1 << 24, Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "", "VNI"},
-		{"port range", Config{Port: 70000, Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "", "port"},
-		{"families", Config{Underlay: "eth0", LocalIP: netip.MustParseAddr("fd00::1"), Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "", "different families"},
-		{"long name", Config{Name: "a-very-long-name0", Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "", "15 characters"},
+		{"v4 defaults", DeviceConfig{Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.1/24"), MAC: mac}, "flannel.1", ""},
+		{"v6 defaults", DeviceConfig{Underlay: "eth0", Subnet: netip.MustParsePrefix("fd00:10:0:3::/64"), MAC: mac}, "flannel-v6.1", ""},
+		{"vni in name", DeviceConfig{VNI: 42, Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "flannel.42", ""},
+		{"custom name", DeviceConfig{Name: "vx0", Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "vx0", ""},
+		{"no underlay", DeviceConfig{Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "", "no underlay"},
+		{"no subnet", DeviceConfig{Underlay: "eth0", MAC: mac}, "", "no subnet"},
+		{"no MAC", DeviceConfig{Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24")}, "", "VTEP MAC"},
+		{"multicast MAC", DeviceConfig{Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: net.HardwareAddr{1, 0, 0x5e, 0, 0, 1}}, "", "multicast"},
+		{"VNI range", DeviceConfig{VNI: 1 << 24, Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "", "VNI"},
+		{"port range", DeviceConfig{Port: 70000, Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "", "port"},
+		{"families", DeviceConfig{Underlay: "eth0", LocalIP: netip.MustParseAddr("fd00::1"), Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "", "different families"},
+		{"long name", DeviceConfig{Name: "a-very-long-name0", Underlay: "eth0", Subnet: netip.MustParsePrefix("10.244.3.0/24"), MAC: mac}, "", "15 characters"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.in.withDefaults()

@@ -1,4 +1,4 @@
-package vxlan
+package overlay
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ import (
 	"github.com/cnisuite/cni/pkg/link"
 )
 
-// flannelName matches the device names flanneld and Ensure give by default.
+// flannelName matches the device names flanneld and EnsureDevice give by default.
 var flannelName = regexp.MustCompile(`^flannel(-v6)?\.[0-9]+$`)
 
 // Cleanup removes the data plane from the node, for subnetd --cleanup and

@@ -1,4 +1,4 @@
-package vxlan
+package overlay
 
 import (
 	"net/netip"

@@ -1,4 +1,4 @@
-package vxlan
+package overlay
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 	"github.com/cnisuite/cni/pkg/link"
 )
 
-// ErrNoDevice says the vxlan device is gone; Ensure recreates it.
+// ErrNoDevice says the vxlan device is gone; EnsureDevice (Backend.Ensure) recreates it.
 var ErrNoDevice = errors.New("vxlan device does not exist; call Ensure to recreate it")
 
 // Stats counts what one Reconcile found and did.
@@ -26,11 +26,17 @@ type Stats struct {
 // Writes is the number of netlink writes made: zero when nothing changed.
 func (s Stats) Writes() int { return s.Added + s.Deleted }
 
+// plus is the sum of two counts, of two devices say.
+func (s Stats) plus(o Stats) Stats {
+	return Stats{Peers: s.Peers + o.Peers, Direct: s.Direct + o.Direct, Skipped: s.Skipped + o.Skipped,
+		Added: s.Added + o.Added, Deleted: s.Deleted + o.Deleted}
+}
+
 // Reconcile programs peers (this device's family) and removes what belongs
 // to peers no longer listed: one dump of each kernel table, then only the
 // difference is written, so peers that merely renewed their leases cost no
 // write. Malformed peers are logged and skipped. The errors of failed writes
-// are joined; the other writes are still made. A device gone since Ensure
+// are joined; the other writes are still made. A device gone since EnsureDevice
 // gives ErrNoDevice. Calls for one device (Reconcile, Update) must be
 // serialized by the caller.
 func (d *Device) Reconcile(peers []Peer) (Stats, error) {

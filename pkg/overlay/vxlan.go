@@ -1,18 +1,4 @@
-// Package vxlan programs the overlay's data plane on a node the way flanneld
-// does, so that nodes running either can reach each other's pods: a vxlan
-// device "flannel.<VNI>" (or "flannel-v6.<VNI>") carrying the address
-// <own subnet>.0/32, and per remote node a route "<subnet> via <subnet>.0 dev
-// flannel.1 onlink", a permanent neighbour "<subnet>.0 → VTEP MAC" and an FDB
-// entry "VTEP MAC → public IP". The host-gw backend (HostGW) routes each peer
-// subnet via the peer's public IP instead.
-//
-// Peers are reconciled by diff: the kernel's tables are dumped once per
-// Reconcile and only the difference is written, adds before deletes, so a
-// reconcile with nothing new costs no netlink write at all.
-//
-// Every function acts on the network namespace of the calling thread, like
-// pkg/link; callers switch namespaces with pkg/netns.
-package vxlan
+package overlay
 
 import (
 	"crypto/sha256"
@@ -29,11 +15,6 @@ const (
 	DefaultPort = 8472 // the Linux kernel's historical vxlan port, flannel's default
 )
 
-// RouteProtocol marks the routes this package adds ("proto 83" in ip route),
-// so that reconciles and --cleanup find exactly ours among the routes on a
-// shared underlay interface and never touch an operator's.
-const RouteProtocol = 83
-
 // Encapsulation overhead: outer Ethernet 14 + IP + UDP 8 + VXLAN 8 (+ 8 of
 // slack that flannel keeps), as flannel subtracts from the underlay MTU.
 const (
@@ -41,20 +22,106 @@ const (
 	overheadV6 = 70
 )
 
-// Peer is one remote node of one address family, as its lease describes it.
-type Peer struct {
-	Subnet   netip.Prefix     // the node's pod subnet
-	PublicIP netip.Addr       // the node's underlay address, the vxlan endpoint
-	VtepMAC  net.HardwareAddr // the MAC of the node's vxlan device (unused by host-gw)
+// checkVXLAN validates the settings of a vxlan network and fills in
+// flannel's defaults, VNI 1 on port 8472.
+func checkVXLAN(s Settings) (Settings, error) {
+	if s.VNI == 0 {
+		s.VNI = DefaultVNI
+	}
+	if s.Port == 0 {
+		s.Port = DefaultPort
+	}
+	switch {
+	case s.VNI < 0 || s.VNI > 1<<24-1:
+		return s, fmt.Errorf("Backend.VNI %d is out of range; use 1..16777215", s.VNI)
+	case s.Port < 0 || s.Port > 65535:
+		return s, fmt.Errorf("Backend.Port %d is out of range; use 1..65535", s.Port)
+	case s.MTU < 0 || (s.MTU > 0 && s.MTU < 576):
+		return s, fmt.Errorf("Backend.MTU %d is too small; use at least 576, or leave it out to derive it from the interface", s.MTU)
+	}
+	return s, nil
 }
 
-func (p Peer) String() string {
-	return fmt.Sprintf("%s (public IP %s, VTEP MAC %s)", p.Subnet, p.PublicIP, p.VtepMAC)
+// vxlanBackend is the vxlan Backend: a Device per family in use, which
+// carries the traffic to every peer of the family.
+type vxlanBackend struct {
+	s    Settings
+	node Node
+	macs ByFamily[net.HardwareAddr]
+	devs ByFamily[*Device] // as the last successful Ensure of each family left it
 }
 
-// Config describes this node's vxlan device of one address family; the
+// macIDs tell the families apart in the identity a VTEP MAC derives from.
+var macIDs = ByFamily[string]{"/ipv4", "/ipv6"}
+
+func newVXLAN(s Settings, n Node) Backend {
+	b := &vxlanBackend{s: s, node: n}
+	for f := range b.macs {
+		b.macs[f] = MACFromID(n.ID + macIDs[f])
+	}
+	return b
+}
+
+// Ensure makes a device per family of own, the pods' MTU the smallest of
+// the devices' and the network's.
+func (b *vxlanBackend) Ensure(own ByFamily[netip.Prefix]) (int, error) {
+	mtu := podMTU(b.s, b.node)
+	var errs []error
+	for f, sn := range own {
+		if !sn.IsValid() {
+			continue
+		}
+		dev, err := EnsureDevice(DeviceConfig{VNI: b.s.VNI, Port: b.s.Port, Underlay: b.node.Underlay, LocalIP: b.node.Public[f],
+			Subnet: sn, MAC: b.macs[f], MTU: b.s.MTU, DirectRouting: b.s.DirectRouting, Log: b.node.Log})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if dev.Created() {
+			b.node.Log.Warn("vxlan device created (missing or changed); replaying its peers", "device", dev.Name())
+		}
+		if b.devs[f] != nil {
+			b.devs[f].Close()
+		}
+		b.devs[f] = dev
+		mtu = min(mtu, dev.Config().MTU)
+	}
+	return mtu, errors.Join(errs...)
+}
+
+func (b *vxlanBackend) Reconcile(peers ByFamily[[]Peer]) (Stats, error) {
+	return b.program(peers, (*Device).Reconcile)
+}
+
+func (b *vxlanBackend) Update(peers ByFamily[[]Peer]) (Stats, error) {
+	return b.program(peers, (*Device).Update)
+}
+
+// program runs fn on the device of each family, with that family's peers.
+func (b *vxlanBackend) program(peers ByFamily[[]Peer], fn func(*Device, []Peer) (Stats, error)) (Stats, error) {
+	var total Stats
+	var errs []error
+	for f, d := range b.devs {
+		if d != nil {
+			s, err := fn(d, peers[f])
+			total = total.plus(s)
+			errs = append(errs, err)
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+func (b *vxlanBackend) VtepMAC(f Family) net.HardwareAddr { return b.macs[f] }
+
+func (b *vxlanBackend) Devices() []string {
+	return []string{DefaultName(b.s.VNI, false), DefaultName(b.s.VNI, true)}
+}
+
+func (b *vxlanBackend) Teardown() error { return teardown() }
+
+// DeviceConfig describes this node's vxlan device of one address family; the
 // family is the one of Subnet.
-type Config struct {
+type DeviceConfig struct {
 	VNI      int    // vxlan network identifier, 0 means DefaultVNI as in flannel's config
 	Port     int    // UDP port, 0 means DefaultPort
 	Name     string // "" means flannel.<VNI> (IPv4) or flannel-v6.<VNI> (IPv6)
@@ -72,9 +139,9 @@ type Config struct {
 	Log           *slog.Logger // nil means slog.Default()
 }
 
-func (c Config) v6() bool { return c.Subnet.Addr().Is6() }
+func (c DeviceConfig) v6() bool { return c.Subnet.Addr().Is6() }
 
-func (c Config) logger() *slog.Logger {
+func (c DeviceConfig) logger() *slog.Logger {
 	if c.Log == nil {
 		return slog.Default()
 	}
@@ -82,7 +149,7 @@ func (c Config) logger() *slog.Logger {
 }
 
 // withDefaults validates c and fills in flannel's defaults.
-func (c Config) withDefaults() (Config, error) {
+func (c DeviceConfig) withDefaults() (DeviceConfig, error) {
 	if c.VNI == 0 {
 		c.VNI = DefaultVNI
 	}

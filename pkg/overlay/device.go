@@ -1,4 +1,4 @@
-package vxlan
+package overlay
 
 import (
 	"errors"
@@ -14,10 +14,10 @@ import (
 	"github.com/cnisuite/cni/pkg/link"
 )
 
-// Device is this node's vxlan device of one family, as Ensure left it.
+// Device is this node's vxlan device of one family, as EnsureDevice left it.
 type Device struct {
-	cfg      Config // defaults filled in, LocalIP and MTU resolved
-	underlay int    // the underlay's link index
+	cfg      DeviceConfig // defaults filled in, LocalIP and MTU resolved
+	underlay int          // the underlay's link index
 	created  bool
 
 	// Kept between Reconcile and Update calls: one netlink socket, opened in
@@ -56,23 +56,23 @@ func (d *Device) Close() {
 
 // Config is the configuration the device was ensured with, defaults and the
 // resolved local IP and MTU filled in.
-func (d *Device) Config() Config { return d.cfg }
+func (d *Device) Config() DeviceConfig { return d.cfg }
 
 // Name is the device's name.
 func (d *Device) Name() string { return d.cfg.Name }
 
-// Created reports whether Ensure created the link (it was missing) or
+// Created reports whether EnsureDevice created the link (it was missing) or
 // recreated it (it had wrong attributes): every neighbour, FDB entry and
 // route through it is then gone. Reconcile puts them back, since it diffs
 // against the kernel.
 func (d *Device) Created() bool { return d.created }
 
-// Ensure makes the device match cfg: created when missing, recreated when its
+// EnsureDevice makes the device match cfg: created when missing, recreated when its
 // VNI, port, local address, underlay or learning setting is wrong (the kernel
 // cannot change those in place), and MAC, MTU, address and state fixed in
 // place. A device that is already right costs a few netlink reads and no
-// write, so calling Ensure periodically is cheap.
-func Ensure(cfg Config) (*Device, error) {
+// write, so calling EnsureDevice periodically is cheap.
+func EnsureDevice(cfg DeviceConfig) (*Device, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -96,7 +96,7 @@ func Ensure(cfg Config) (*Device, error) {
 }
 
 // resolve fills in the local IP and MTU from the underlay.
-func resolve(cfg Config, ul netlink.Link) (Config, error) {
+func resolve(cfg DeviceConfig, ul netlink.Link) (DeviceConfig, error) {
 	if !cfg.LocalIP.IsValid() {
 		ip, err := firstGlobal(ul, cfg.v6())
 		if err != nil {

@@ -1,4 +1,4 @@
-package vxlan
+package overlay
 
 import (
 	"cmp"
@@ -39,7 +39,7 @@ type AuditConfig struct {
 	Name          string       // the vxlan device, e.g. flannel.1
 	V6            bool         // the family of the device
 	Own           netip.Prefix // this node's subnet; invalid when unknown
-	DirectRouting bool         // peers on the underlay's link are routed directly, as Config.DirectRouting
+	DirectRouting bool         // peers on the underlay's link are routed directly, as DeviceConfig.DirectRouting
 	// HostGW audits the host-gw backend instead (HostGW.Reconcile): routes
 	// via the peers' public IPs on Underlay, no device.
 	HostGW   bool

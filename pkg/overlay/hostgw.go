@@ -1,9 +1,10 @@
-package vxlan
+package overlay
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 )
 
@@ -45,3 +46,40 @@ func (g HostGW) Reconcile(peers []Peer) (Stats, error) {
 	s, _, err := reconcile(k, t, peers, "host-gw", log)
 	return s, err
 }
+
+// hostGWBackend is the host-gw Backend: a HostGW per family in use.
+type hostGWBackend struct {
+	s    Settings
+	node Node
+	own  ByFamily[netip.Prefix]
+}
+
+func newHostGW(s Settings, n Node) Backend { return &hostGWBackend{s: s, node: n} }
+
+// Ensure only records the node's subnets: host-gw makes no device.
+func (b *hostGWBackend) Ensure(own ByFamily[netip.Prefix]) (int, error) {
+	b.own = own
+	return podMTU(b.s, b.node), nil
+}
+
+func (b *hostGWBackend) Reconcile(peers ByFamily[[]Peer]) (Stats, error) {
+	var total Stats
+	var errs []error
+	for f, sn := range b.own {
+		if sn.IsValid() {
+			s, err := HostGW{Underlay: b.node.Underlay, Subnet: sn, Log: b.node.Log}.Reconcile(peers[f])
+			total = total.plus(s)
+			errs = append(errs, err)
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+// Update is Reconcile: host-gw keeps no record of what it wrote.
+func (b *hostGWBackend) Update(peers ByFamily[[]Peer]) (Stats, error) { return b.Reconcile(peers) }
+
+func (b *hostGWBackend) VtepMAC(Family) net.HardwareAddr { return nil }
+
+func (b *hostGWBackend) Devices() []string { return nil }
+
+func (b *hostGWBackend) Teardown() error { return teardown() }

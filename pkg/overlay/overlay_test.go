@@ -1,4 +1,4 @@
-package vxlan
+package overlay
 
 import (
 	"errors"
@@ -269,7 +269,7 @@ func TestEnsureNamesTheCollidingDevice(t *testing.T) {
 	n := newCluster(t, 1)[0]
 	n.ns.Run(t, "ip", "link", "add", "other-vx", "type", "vxlan", "id", "1", "dstport", "8472", "dev", "eth0")
 	n.ns.Do(t, func() error {
-		_, err := Ensure(n.cfg(0))
+		_, err := EnsureDevice(n.cfg(0))
 		if err == nil || !strings.Contains(err.Error(), "other-vx") {
 			t.Errorf("Ensure = %v, want an error naming other-vx", err)
 		}

@@ -1,4 +1,4 @@
-package vxlan
+package overlay
 
 import (
 	"fmt"
@@ -20,8 +20,8 @@ type node struct {
 	devs    [2]*Device
 }
 
-func (n *node) cfg(fam int) Config {
-	return Config{
+func (n *node) cfg(fam int) DeviceConfig {
+	return DeviceConfig{
 		Underlay: "eth0", LocalIP: n.public[fam], Subnet: n.subnet[fam],
 		MAC: MACFromID(fmt.Sprintf("%s/%d", n.ns.Name, fam)), Log: quiet,
 	}
@@ -79,11 +79,11 @@ func newNS(t testing.TB, prefix string) *netnstest.NS {
 }
 
 // ensure creates node n's device of family fam.
-func (n *node) ensure(t testing.TB, cfg Config) *Device {
+func (n *node) ensure(t testing.TB, cfg DeviceConfig) *Device {
 	t.Helper()
 	var d *Device
 	n.ns.Do(t, func() (err error) {
-		d, err = Ensure(cfg)
+		d, err = EnsureDevice(cfg)
 		return err
 	})
 	return d

@@ -1,4 +1,4 @@
-package vxlan
+package overlay
 
 import (
 	"fmt"
@@ -24,12 +24,12 @@ func benchPeers(count int) []Peer {
 }
 
 // benchNode is a namespace with an underlay veth pair.
-func benchNode(b *testing.B) (*netnstest.NS, Config) {
+func benchNode(b *testing.B) (*netnstest.NS, DeviceConfig) {
 	ns := newNS(b, "vx-bench")
 	ns.Run(b, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
 	ns.Run(b, "ip", "link", "set", "eth0", "up")
 	ns.Run(b, "ip", "addr", "add", "192.168.0.1/16", "dev", "eth0")
-	return ns, Config{Underlay: "eth0", Subnet: netip.MustParsePrefix("10.127.0.0/24"), MAC: MACFromID("bench"), Log: quiet}
+	return ns, DeviceConfig{Underlay: "eth0", Subnet: netip.MustParsePrefix("10.127.0.0/24"), MAC: MACFromID("bench"), Log: quiet}
 }
 
 // benchFromScratch times programming count peers on a new device: a node
@@ -43,7 +43,7 @@ func benchFromScratch(b *testing.B, count int) {
 		var d *Device
 		ns.Do(b, func() (err error) {
 			if err = link.DeleteIfExists("flannel.1"); err == nil {
-				d, err = Ensure(cfg)
+				d, err = EnsureDevice(cfg)
 			}
 			return err
 		})
@@ -69,7 +69,7 @@ func BenchmarkReconcileUnchanged2000(b *testing.B) {
 	peers := benchPeers(2000)
 	var d *Device
 	ns.Do(b, func() (err error) {
-		if d, err = Ensure(cfg); err == nil {
+		if d, err = EnsureDevice(cfg); err == nil {
 			_, err = d.Reconcile(peers)
 		}
 		return err
@@ -95,7 +95,7 @@ func benchOneEvent(b *testing.B, n int, fn func(*Device, []Peer) (Stats, error))
 	peers, grown := all[:n], all
 	var d *Device
 	ns.Do(b, func() (err error) {
-		if d, err = Ensure(cfg); err == nil {
+		if d, err = EnsureDevice(cfg); err == nil {
 			_, err = d.Reconcile(peers)
 		}
 		return err

@@ -1,4 +1,4 @@
-package vxlan
+package overlay
 
 import (
 	"fmt"
@@ -144,10 +144,10 @@ func (h Host) Conflict(p Peer) error {
 	return nil
 }
 
-// LeaseConflict is Conflict for the peers of one lease (LeasePeers; nil
-// for a family it lacks): a lease that conflicts in one family is refused
-// whole, since what it says of the other is no more to be trusted.
-func (h Host) LeaseConflict(v4, v6 *Peer) error {
+// NodeConflict is Conflict for both families of one remote node (nil for
+// a family it lacks): a node that conflicts in one family is refused whole,
+// since what its lease says of the other is no more to be trusted.
+func (h Host) NodeConflict(v4, v6 *Peer) error {
 	for _, p := range []*Peer{v4, v6} {
 		if p == nil {
 			continue
