@@ -1,4 +1,6 @@
-package main
+// Package loopback is the loopback plugin: it brings up the lo interface of
+// a container's namespace. The loopback binary runs it.
+package loopback
 
 import (
 	"context"
@@ -15,7 +17,8 @@ import (
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
-type plugin struct{}
+// Plugin is loopback's verbs.
+type Plugin struct{}
 
 func load(a *cniplugin.Args) (*netconf.Base, error) {
 	var c netconf.Base
@@ -27,7 +30,7 @@ func load(a *cniplugin.Args) (*netconf.Base, error) {
 
 // Add sets lo up and reports its addresses. Chained after another plugin it
 // passes the prevResult through, as the reference does.
-func (plugin) Add(_ context.Context, a *cniplugin.Args) (types.Result, error) {
+func (Plugin) Add(_ context.Context, a *cniplugin.Args) (types.Result, error) {
 	c, err := load(a)
 	if err != nil {
 		return nil, err
@@ -65,7 +68,7 @@ func loResult(sandbox string, addrs []netlink.Addr) *current.Result {
 }
 
 // Check verifies that lo is up.
-func (plugin) Check(_ context.Context, a *cniplugin.Args) error {
+func (Plugin) Check(_ context.Context, a *cniplugin.Args) error {
 	if _, err := load(a); err != nil {
 		return err
 	}
@@ -83,7 +86,7 @@ func (plugin) Check(_ context.Context, a *cniplugin.Args) error {
 }
 
 // Del sets lo down; a namespace that is already gone is success.
-func (plugin) Del(_ context.Context, a *cniplugin.Args) error {
+func (Plugin) Del(_ context.Context, a *cniplugin.Args) error {
 	if _, err := load(a); err != nil {
 		return err
 	}
@@ -104,7 +107,7 @@ func (plugin) Del(_ context.Context, a *cniplugin.Args) error {
 }
 
 // GC: loopback keeps no state outside the container.
-func (plugin) GC(_ context.Context, a *cniplugin.Args) error { _, err := load(a); return err }
+func (Plugin) GC(_ context.Context, a *cniplugin.Args) error { _, err := load(a); return err }
 
 // Status: loopback is always able to serve ADD.
-func (plugin) Status(_ context.Context, a *cniplugin.Args) error { _, err := load(a); return err }
+func (Plugin) Status(_ context.Context, a *cniplugin.Args) error { _, err := load(a); return err }

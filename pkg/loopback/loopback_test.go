@@ -1,4 +1,4 @@
-package main
+package loopback
 
 import (
 	"context"
@@ -33,7 +33,7 @@ func loUp(t *testing.T, pod *netnstest.NS) bool {
 func TestAddCheckDelDel(t *testing.T) {
 	pod := netnstest.New(t, "lo-pod")
 	pod.Run(t, "ip", "link", "set", "lo", "down")
-	p, ctx := plugin{}, context.Background()
+	p, ctx := Plugin{}, context.Background()
 
 	res, err := p.Add(ctx, args(pod.Path, conf))
 	if err != nil {
@@ -68,7 +68,7 @@ func TestAddPassesPrevResultThrough(t *testing.T) {
 	pod := netnstest.New(t, "lo-pod")
 	chained := `{"cniVersion":"1.0.0","name":"lo","type":"loopback","prevResult":{"cniVersion":"1.0.0",
 		"interfaces":[{"name":"eth0"}],"ips":[{"address":"10.9.0.2/24","interface":0}]}}`
-	res, err := plugin{}.Add(context.Background(), args(pod.Path, chained))
+	res, err := Plugin{}.Add(context.Background(), args(pod.Path, chained))
 	if err != nil {
 		t.Fatal(err)
 	}
