@@ -1,14 +1,15 @@
 // Command macvlan gives containers a macvlan link on a node interface, their
 // own MAC on its L2 segment, a drop-in replacement for the reference CNI
-// macvlan plugin. IPAM of type host-local runs in this process
+// macvlan plugin (pkg/macvlan). IPAM of type host-local runs in this process
 // (pkg/ipam/hostlocal, the code of the host-local binary).
 package main
 
 import (
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/ipam/hostlocal"
+	"github.com/cnisuite/cni/pkg/macvlan"
 )
 
 func main() {
-	cniplugin.Main("macvlan", &plugin{}, cniplugin.Link("host-local", hostlocal.Plugin{}))
+	cniplugin.Main("macvlan", &macvlan.Plugin{}, cniplugin.Link("host-local", hostlocal.Plugin{}))
 }

@@ -1,4 +1,7 @@
-package main
+// Package macvlan is the macvlan plugin: containers given a macvlan link on
+// a node interface, their own MAC on its L2 segment, a drop-in replacement
+// for the reference CNI macvlan plugin. The macvlan binary runs it.
+package macvlan
 
 import (
 	"context"
@@ -16,16 +19,16 @@ import (
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
-// plugin is the macvlan plugin. It keeps no state of its own: the link
-// lives in the container and the addresses in IPAM.
-type plugin struct{}
+// Plugin is the macvlan plugin's verbs. It keeps no state of its own: the
+// link lives in the container and the addresses in IPAM.
+type Plugin struct{}
 
 // Add creates the macvlan in the container, runs IPAM and applies its
 // result there. The link comes first because the kernel's refusals (name
 // taken, passthru slot occupied, master busy) are cheaper to meet before an
 // IPAM process has reserved anything. Each step registers its undo right
 // after it succeeds, so a failed ADD leaves neither link nor reservation.
-func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (types.Result, error) {
+func (p *Plugin) Add(ctx context.Context, a *cniplugin.Args) (types.Result, error) {
 	return containerif.Add(ctx, a, loadConf, add)
 }
 

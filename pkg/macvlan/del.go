@@ -1,4 +1,4 @@
-package main
+package macvlan
 
 import (
 	"context"
@@ -15,14 +15,14 @@ import (
 // DEL works after the container's namespace was deleted (which took the
 // macvlan with it) and after the master disappeared or the default route
 // moved.
-func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 	return containerif.Del(ctx, a, loadConf, nil)
 }
 
 // GC forwards to IPAM, which releases the reservations of attachments not
 // in the valid list. The plugin has nothing else on the node to collect:
 // a macvlan dies with its container's namespace.
-func (p *plugin) GC(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) GC(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData, a.Args)
 	if err != nil {
 		return err
@@ -34,7 +34,7 @@ func (p *plugin) GC(ctx context.Context, a *cniplugin.Args) error {
 // Status reports whether an ADD could succeed: the master must exist (a
 // master inside containers cannot be checked without one) and IPAM must be
 // ready. A missing master is code 50, "not available".
-func (p *plugin) Status(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) Status(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData, a.Args)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package main
+package macvlan
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 // interface is a macvlan of the configured mode on the configured master
 // (matched by ifindex and namespace, not by name), with the MAC, MTU,
 // addresses and routes of the prevResult. It works without IPAM (L2 mode).
-func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) Check(ctx context.Context, a *cniplugin.Args) error {
 	return containerif.Check(ctx, a, loadConf, check)
 }
 
