@@ -36,6 +36,12 @@ const (
 	otherV6 = "2001:db8:1::3"
 )
 
+// The values of the backend key, as a configuration spells them.
+const (
+	backendIPTables = "iptables"
+	backendNFTables = "nftables"
+)
+
 func TestMain(m *testing.M) { testutil.Main(m) }
 
 // node is a node namespace with its outside client namespace.

@@ -1,4 +1,4 @@
-package main
+package portmap
 
 import (
 	"context"
@@ -115,7 +115,7 @@ func (r *recorder) Run(_ context.Context, stdin, name string, _ ...string) (stri
 func TestAddPassesThrough(t *testing.T) {
 	prevResult := map[string]any{"cniVersion": "1.1.0", "ips": []any{map[string]any{"address": "10.1.0.5/24"}}}
 	rec := &recorder{}
-	p := &plugin{ipt: nat.HostPorts{Run: rec}}
+	p := &Plugin{ipt: nat.HostPorts{Run: rec}}
 	args := func(conf []byte) *cniplugin.Args {
 		return &cniplugin.Args{ContainerID: "c1", IfName: "eth0", StdinData: conf}
 	}

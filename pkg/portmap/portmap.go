@@ -1,4 +1,9 @@
-package main
+// Package portmap is the portmap plugin: host ports forwarded to a
+// container, chained after the plugin that gives the container its
+// addresses, over iptables or nftables (pkg/nat, pkg/nat/nft); a drop-in
+// replacement for the reference CNI portmap plugin. The portmap binary runs
+// it.
+package portmap
 
 import (
 	"context"
@@ -23,14 +28,14 @@ type mapper interface {
 	GC(ctx context.Context, network string, valid nat.Valid) error
 }
 
-// plugin is the portmap plugin. Its zero value uses the real iptables and
-// nftables.
-type plugin struct {
+// Plugin is the portmap plugin's verbs. Its zero value uses the real
+// iptables and nftables.
+type Plugin struct {
 	ipt nat.HostPorts
 	nft nft.HostPorts
 }
 
-func (p *plugin) mapper(c *conf) mapper {
+func (p *Plugin) mapper(c *conf) mapper {
 	if c.backend == backendNFTables {
 		return p.nft
 	}
@@ -44,7 +49,7 @@ func attachment(c *conf, a *cniplugin.Args) nat.Attachment {
 // Add forwards the host ports to the container's addresses from the
 // prevResult and passes the prevResult through. Without mappings it
 // changes nothing, as the reference.
-func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, retErr error) {
+func (p *Plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, retErr error) {
 	c, err := loadConf(a.StdinData)
 	if err != nil {
 		return nil, err
@@ -85,7 +90,7 @@ func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, re
 
 // Del removes the attachment's rules, found by their tags: it needs no
 // runtimeConfig and no prevResult, and finding nothing is success.
-func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData)
 	if err != nil {
 		return err
@@ -103,7 +108,7 @@ func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 
 // Check verifies every rule of the attachment and the shared chains they
 // rely on, and route_localnet where localhost traffic needs it.
-func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) Check(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData)
 	if err != nil {
 		return err
@@ -125,7 +130,7 @@ func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
 
 // GC removes the rules of every attachment of this network that is not
 // in the valid list.
-func (p *plugin) GC(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) GC(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData)
 	if err != nil {
 		return err
@@ -149,7 +154,7 @@ func (p *plugin) GC(ctx context.Context, a *cniplugin.Args) error {
 }
 
 // Status reports whether the backend's tools are there.
-func (p *plugin) Status(_ context.Context, a *cniplugin.Args) error {
+func (p *Plugin) Status(_ context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData)
 	if err != nil {
 		return err
