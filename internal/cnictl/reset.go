@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnisuite/cni/pkg/bridge"
+	"github.com/cnisuite/cni/pkg/flannel"
 	"github.com/cnisuite/cni/pkg/ipam/disk"
 	"github.com/cnisuite/cni/pkg/ipam/stale"
 	"github.com/cnisuite/cni/pkg/link"
@@ -24,10 +25,6 @@ import (
 	"github.com/cnisuite/cni/pkg/regfile"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 )
-
-// defaultFlannelDir is the flannel plugin's dataDir where its configuration
-// names none.
-const defaultFlannelDir = "/var/lib/cni/flannel"
 
 func resetCommand() *command {
 	return &command{name: "reset", run: reset,
@@ -62,7 +59,7 @@ func reset(e *env, args []string) error {
 	var o resetOpts
 	fs.StringVar(&o.confDir, "cni-conf-dir", "/etc/cni/net.d", "kubelet's CNI configuration directory (names the bridges and state dirs)")
 	fs.StringVar(&o.dataDir, "data-dir", disk.DefaultDataDir, "host-local's dataDir")
-	fs.StringVar(&o.flannelDir, "flannel-dir", defaultFlannelDir, "the flannel plugin's dataDir")
+	fs.StringVar(&o.flannelDir, "flannel-dir", flannel.DefaultDataDir, "the flannel plugin's dataDir")
 	fs.StringVar(&o.subnetFile, "subnet-file", envfile.DefaultPath, "subnetd's lease file")
 	fs.StringVar(&o.cacheDir, "cache-dir", libcni.CacheDir, "libcni's cache (its results/ entries of the configured networks go)")
 	fs.StringVar(&o.lockFile, "lock-file", nat.SweepLock, "portmap's lock file")

@@ -1,18 +1,20 @@
-// Command flannel is the meta plugin of flannel networks: it turns the
-// node's subnet.env (written by subnetd or flanneld) into the configuration
-// of another plugin (bridge with host-local by default) and delegates to
-// it, a drop-in replacement for flannel's CNI plugin. A bridge delegate and
-// its host-local IPAM run in this process (pkg/bridge, pkg/ipam/hostlocal:
-// the code of those binaries); any other type is exec'd from CNI_PATH.
+// Command flannel is the meta plugin of flannel networks (pkg/flannel): it
+// turns the node's subnet.env (written by subnetd or flanneld) into the
+// configuration of another plugin (bridge with host-local by default) and
+// delegates to it, a drop-in replacement for flannel's CNI plugin. A bridge
+// delegate and its host-local IPAM run in this process (pkg/bridge,
+// pkg/ipam/hostlocal: the code of those binaries); any other type is exec'd
+// from CNI_PATH.
 package main
 
 import (
 	"github.com/cnisuite/cni/pkg/bridge"
 	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/flannel"
 	"github.com/cnisuite/cni/pkg/ipam/hostlocal"
 )
 
 func main() {
-	cniplugin.Main("flannel", &plugin{},
+	cniplugin.Main("flannel", &flannel.Plugin{},
 		cniplugin.Link("bridge", &bridge.Plugin{}), cniplugin.Link("host-local", hostlocal.Plugin{}))
 }

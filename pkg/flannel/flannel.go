@@ -1,4 +1,11 @@
-package main
+// Package flannel is the meta plugin of flannel networks: it turns the
+// node's subnet.env (written by subnetd or flanneld) into the configuration
+// of another plugin (bridge with host-local by default), saves it per
+// attachment and delegates to it, a drop-in replacement for flannel's CNI
+// plugin. The flannel binary runs it, linking in the bridge and host-local
+// plugins so that such delegates run without an exec. It meets subnetd only
+// in pkg/subnet/envfile.
+package flannel
 
 import (
 	"context"
@@ -18,11 +25,13 @@ import (
 // delegateFunc runs the delegated plugin; tests replace it.
 type delegateFunc func(ctx context.Context, a *cniplugin.Args, verb, pluginType string, conf []byte) (types.Result, error)
 
-type plugin struct {
+// Plugin is the flannel plugin's verbs. Its zero value delegates through
+// Args.Delegate.
+type Plugin struct {
 	delegate delegateFunc // nil: Args.Delegate (in this process when linked)
 }
 
-func (p *plugin) call(ctx context.Context, a *cniplugin.Args, verb string, d delegateConf) (types.Result, error) {
+func (p *Plugin) call(ctx context.Context, a *cniplugin.Args, verb string, d delegateConf) (types.Result, error) {
 	typ := d.typ()
 	run := p.delegate
 	if run == nil {
@@ -41,7 +50,7 @@ func (p *plugin) call(ctx context.Context, a *cniplugin.Args, verb string, d del
 // delegates, passing the delegate's result through. A failed delegate ADD
 // is followed by a delegate DEL with the same configuration, and the saved
 // file goes only once that DEL succeeded, so the runtime's DEL can retry.
-func (p *plugin) Add(ctx context.Context, a *cniplugin.Args) (types.Result, error) {
+func (p *Plugin) Add(ctx context.Context, a *cniplugin.Args) (types.Result, error) {
 	c, err := loadConf(a.StdinData)
 	if err != nil {
 		return nil, err
@@ -95,7 +104,7 @@ func preflight(a *cniplugin.Args, pluginType string) error {
 // container ID, and succeeds when there is nothing to release. With
 // subnet.env gone too, that DEL is best effort and its failure only logged.
 // The delegate and ipam blocks are checked only when rendering is needed.
-func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 	c, err := decodeConf(a.StdinData)
 	if err != nil {
 		return err
@@ -130,7 +139,7 @@ func (p *plugin) Del(ctx context.Context, a *cniplugin.Args) error {
 // saved returns the attachment's saved configuration and its path; nil
 // when there is none, or when it is unreadable or not a file save writes
 // (logged; its path is still returned so that a successful DEL removes it).
-func (p *plugin) saved(st store, a *cniplugin.Args) (delegateConf, string, error) {
+func (p *Plugin) saved(st store, a *cniplugin.Args) (delegateConf, string, error) {
 	data, path, err := st.load(a.ContainerID, a.IfName)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, "", nil
@@ -151,7 +160,7 @@ func (p *plugin) saved(st store, a *cniplugin.Args) (delegateConf, string, error
 
 // fallback renders the delegate configuration from subnet.env as it is now,
 // without waiting; when it is unusable, from the configuration alone.
-func (p *plugin) fallback(c *NetConf) (delegateConf, error) {
+func (p *Plugin) fallback(c *NetConf) (delegateConf, error) {
 	env, err := readEnv(c)
 	if err != nil {
 		return render(c, envfile.Env{}), err
@@ -161,7 +170,7 @@ func (p *plugin) fallback(c *NetConf) (delegateConf, error) {
 
 // Check runs the delegate's CHECK with the saved configuration and the
 // runtime's prevResult, at the configuration's version.
-func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) Check(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData)
 	if err != nil {
 		return err
@@ -190,7 +199,7 @@ func (p *plugin) Check(ctx context.Context, a *cniplugin.Args) error {
 // configuration rendered from subnet.env (without ranges when it is gone:
 // collecting needs none), then removes the saved configurations of this
 // network whose attachment is not valid.
-func (p *plugin) GC(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) GC(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData)
 	if err != nil {
 		return err
@@ -218,7 +227,7 @@ func (p *plugin) GC(ctx context.Context, a *cniplugin.Args) error {
 
 // Status fails with code 50 while the node's subnet is unknown, and
 // otherwise asks the delegate, which asks its IPAM (code 51 when full).
-func (p *plugin) Status(ctx context.Context, a *cniplugin.Args) error {
+func (p *Plugin) Status(ctx context.Context, a *cniplugin.Args) error {
 	c, err := loadConf(a.StdinData)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package main
+package flannel
 
 import (
 	"bytes"
@@ -15,9 +15,11 @@ import (
 // node can switch between the two with its state.
 const (
 	defaultSubnetFile = envfile.DefaultPath
-	defaultDataDir    = "/var/lib/cni/flannel"
-	defaultDelegate   = "bridge"
-	defaultIPAM       = "host-local"
+	// DefaultDataDir holds the saved delegate configurations when the
+	// configuration names no dataDir.
+	DefaultDataDir  = "/var/lib/cni/flannel"
+	defaultDelegate = "bridge"
+	defaultIPAM     = "host-local"
 	// defaultWait covers the seconds between a node's boot (or a daemon
 	// restart) and subnet.env being written, without holding a pod long.
 	defaultWait = 5 * time.Second
@@ -68,7 +70,7 @@ func decodeConf(stdin []byte) (*NetConf, error) {
 		c.SubnetFile = defaultSubnetFile
 	}
 	if c.DataDir == "" {
-		c.DataDir = defaultDataDir
+		c.DataDir = DefaultDataDir
 	}
 	if isNull(c.RuntimeConfig) {
 		c.RuntimeConfig = nil

@@ -1,4 +1,4 @@
-package main
+package flannel
 
 import (
 	"context"
@@ -65,7 +65,7 @@ type fixture struct {
 	dataDir string
 	cniPath string
 	fake    *fakeDelegate
-	p       *plugin
+	p       *Plugin
 }
 
 func newFixture(t *testing.T, env string) *fixture {
@@ -82,7 +82,7 @@ func newFixture(t *testing.T, env string) *fixture {
 		writeFile(t, f.env, env)
 	}
 	f.fake = &fakeDelegate{fail: map[string]error{}, saved: filepath.Join(f.dataDir, "c1-eth0")}
-	f.p = &plugin{delegate: f.fake.run}
+	f.p = &Plugin{delegate: f.fake.run}
 	return f
 }
 
