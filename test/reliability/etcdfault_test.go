@@ -56,6 +56,7 @@ func (n *daemonNode) hasRoute(i int) bool {
 // SIGKILL and restarted, keeping its subnet; and after a watch it was
 // frozen on was compacted away, it converges on the leases as they are.
 func TestSubnetdEtcdFaults(t *testing.T) {
+	t.Parallel() // waits on its own daemons, in namespaces of its own
 	n := newDaemonNode(t)
 	sd := n.startSubnetd("subnetd", "--resync-interval", "10s")
 	time.Sleep(3 * time.Second)

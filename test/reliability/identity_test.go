@@ -89,6 +89,7 @@ func (n *daemonNode) leasesOf(id string) []leaseRow {
 // good: the clone proceeds once its record expired. Before, the clone
 // "reused this node's lease": its address in the first's key, both serving it.
 func TestSubnetdClonedIdentity(t *testing.T) {
+	t.Parallel() // waits on its own daemons, in namespaces of its own
 	if _, err := os.Stat("/etc/machine-id"); err != nil {
 		t.Skipf("needs an /etc/machine-id to bind over: %v", err)
 	}
@@ -194,6 +195,7 @@ func rows(ls []leaseRow) []string {
 // crash), it waits for its previous boot's record to expire, saying so,
 // then keeps its subnet too.
 func TestSubnetdIdentitySameNode(t *testing.T) {
+	t.Parallel() // waits on its own daemons, in namespaces of its own
 	n := newDaemonNode(t)
 	n.startEtcd("etcd", "http://127.0.0.1:2379")
 	sd := n.startSubnetd("subnetd-0")

@@ -62,6 +62,7 @@ func TestSubnetdBadFlags(t *testing.T) {
 // config is fixed; malformed peer leases are skipped, not fatal, while the
 // valid ones are routed.
 func TestSubnetdBadEtcdValues(t *testing.T) {
+	t.Parallel() // waits on its own daemons, in namespaces of its own
 	n := newDaemonNode(t)
 	n.startEtcd("etcd", "http://127.0.0.1:2379")
 	const configKey = "/coreos.com/network/config"

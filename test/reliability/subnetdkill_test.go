@@ -27,6 +27,7 @@ var killFlags = []string{"--lease-ttl", "61s", "--subnet-lease-renew-margin", "1
 // its key hangs on (an orphan would live for the lease's TTL). 6 rounds;
 // 40 under make soak.
 func TestSubnetdKill(t *testing.T) {
+	t.Parallel() // waits on its own daemons, in namespaces of its own
 	n := newDaemonNode(t)
 	n.setNetConf(`{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vxlan"}}`)
 	n.startEtcd("etcd", "http://127.0.0.1:2379")

@@ -78,6 +78,7 @@ func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
 // certificate when etcd demands one; it refuses a server its CA did not sign
 // and is refused without a client certificate.
 func TestEtcdTLS(t *testing.T) {
+	t.Parallel() // waits on its own daemons, in namespaces of its own
 	n := newDaemonNode(t)
 	ca := newPKI(t, n.dir, "ca")
 	ca.issue("server", &x509.Certificate{IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
