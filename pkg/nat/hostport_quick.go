@@ -30,18 +30,11 @@ type QuickDel func(v6 bool, att Attachment) (done bool)
 // because a writer changed the table since fails as a whole and is left
 // to iptables too.
 func NFTQuickDel(v6 bool, att Attachment) bool {
-	if legacyNAT(v6) {
-		return false
-	}
-	conn, err := DialNFT()
-	if err != nil {
+	conn, table, ok := dialNAT(v6)
+	if !ok {
 		return false
 	}
 	defer conn.Close()
-	table := &nftables.Table{Name: "nat", Family: nftables.TableFamilyIPv4}
-	if v6 {
-		table.Family = nftables.TableFamilyIPv6
-	}
 	var q quickDel
 	if err := conn.Stable(func() (err error) { q, err = planQuickDel(conn, table, att); return err }); err != nil {
 		return false
@@ -127,6 +120,24 @@ func jumpsInto(conn *NFTConn, entry *nftables.Chain, chain string) (rules []*nft
 func ownedBy(r *nftables.Rule, att Attachment) bool {
 	tag, ok := ParseTag(xtComment(r))
 	return ok && att.Owns(tag)
+}
+
+// dialNAT opens a connection for editing iptables-nft's nat table of one
+// family over netlink; ok is false when it cannot, or when the legacy
+// x_tables nat table is in use, whose rules netlink does not see.
+func dialNAT(v6 bool) (conn *NFTConn, table *nftables.Table, ok bool) {
+	if legacyNAT(v6) {
+		return nil, nil, false
+	}
+	conn, err := DialNFT()
+	if err != nil {
+		return nil, nil, false
+	}
+	table = &nftables.Table{Name: "nat", Family: nftables.TableFamilyIPv4}
+	if v6 {
+		table.Family = nftables.TableFamilyIPv6
+	}
+	return conn, table, true
 }
 
 // legacyNAT tells whether the legacy x_tables nat table is in use in the

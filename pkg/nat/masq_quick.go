@@ -17,21 +17,14 @@ import (
 // rules), the chain holds a rule without the attachment's comment, or the
 // table changed under the plan (the transaction fails as a whole).
 func nftMasqTeardown(v6 bool, chain, comment string) bool {
-	if legacyNAT(v6) {
-		return false
-	}
-	conn, err := DialNFT()
-	if err != nil {
+	conn, table, ok := dialNAT(v6)
+	if !ok {
 		return false
 	}
 	defer conn.Close()
-	table := &nftables.Table{Name: "nat", Family: nftables.TableFamilyIPv4}
-	if v6 {
-		table.Family = nftables.TableFamilyIPv6
-	}
 	var del []*nftables.Rule
 	var own *nftables.Chain
-	err = conn.Stable(func() (err error) { own, del, err = planMasqTeardown(conn, table, chain, comment); return err })
+	err := conn.Stable(func() (err error) { own, del, err = planMasqTeardown(conn, table, chain, comment); return err })
 	switch {
 	case err != nil:
 		return false
