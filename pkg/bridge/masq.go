@@ -41,14 +41,15 @@ var masqBackends = []masqBackend{
 }
 
 // chooseMasq sets the backend ADD uses: ipMasqBackend, or, as in the
-// reference, iptables unless iptables-restore is not in PATH.
+// reference, iptables unless iptables-restore is not in PATH. Without
+// ipMasq the key means nothing, and the reference accepts any value then.
 func (c *NetConf) chooseMasq() error {
 	var name string
 	switch {
-	case c.IPMasqBackend != nil:
-		name = *c.IPMasqBackend
 	case !c.IPMasq:
 		return nil
+	case c.IPMasqBackend != nil:
+		name = *c.IPMasqBackend
 	case nat.HaveIPTables():
 		name = masqIPTables
 	default:
