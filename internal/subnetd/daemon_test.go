@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
@@ -136,7 +137,7 @@ func TestDaemonFollowsLeases(t *testing.T) {
 	store := subnettest.NewStore(time.Hour)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := &Config{IPMasq: true, SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: 50 * time.Millisecond, EtcdTimeout: time.Second}
-	m, err := testManager(cfg, store.Client(), nc, underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.0.1")}, log)
+	m, err := testManager(cfg, store.Client(), nc, underlay{name: "eth0", mtu: 1500, public: [2]netip.Addr{family.IPv4: netip.MustParseAddr("192.168.0.1")}}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +272,7 @@ func TestDaemonEventPaths(t *testing.T) {
 	store := subnettest.NewStore(time.Hour)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := &Config{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: time.Hour, EtcdTimeout: time.Second}
-	m, err := testManager(cfg, store.Client(), nc, underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.0.1")}, log)
+	m, err := testManager(cfg, store.Client(), nc, underlay{name: "eth0", mtu: 1500, public: [2]netip.Addr{family.IPv4: netip.MustParseAddr("192.168.0.1")}}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

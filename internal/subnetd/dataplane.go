@@ -49,7 +49,7 @@ type plane struct {
 
 // newPlane chooses the backend the network config names, for this node.
 func newPlane(b overlay.Settings, ul underlay, id string, log *slog.Logger) (plane, error) {
-	be, err := overlay.New(b, overlay.Node{Underlay: ul.name, MTU: ul.mtu, Public: overlay.ByFamily[netip.Addr]{ul.publicV4, ul.publicV6},
+	be, err := overlay.New(b, overlay.Node{Underlay: ul.name, MTU: ul.mtu, Public: overlay.ByFamily[netip.Addr](ul.public),
 		ID: id, Log: log})
 	return plane{Backend: be, log: log}, err
 }

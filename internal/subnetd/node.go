@@ -15,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // nodeID returns the node's stable identity: --node-id, else the one kept in
@@ -49,20 +51,13 @@ func nodeID(flagID, dataDir string) (string, error) {
 // underlay is the interface that carries the overlay and this node's public
 // addresses on it.
 type underlay struct {
-	name     string
-	mtu      int
-	publicV4 netip.Addr
-	publicV6 netip.Addr
+	name   string
+	mtu    int
+	public [2]netip.Addr // per family; invalid when the interface has none
 }
 
 // set makes ip the public address of its family.
-func (u *underlay) set(ip netip.Addr) {
-	if ip.Is4() {
-		u.publicV4 = ip
-	} else {
-		u.publicV6 = ip
-	}
-}
+func (u *underlay) set(ip netip.Addr) { u.public[family.Of(ip)] = ip }
 
 // findUnderlay picks the interface as flanneld does (chooseLink). Its
 // public address of each family is --public-ip (--public-ipv6), else the
@@ -143,8 +138,8 @@ func defaultLink(c *Config) (netlink.Link, netip.Addr, error) {
 			return l, netip.Addr{}, nil
 		}
 	}
-	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		routes, err := netlink.RouteList(nil, family)
+	for _, f := range family.All() {
+		routes, err := netlink.RouteList(nil, f.Netlink())
 		if err != nil {
 			return nil, netip.Addr{}, fmt.Errorf("reading routes: %w", err)
 		}
@@ -204,10 +199,10 @@ func linkByRegex(re *regexp.Regexp) (netlink.Link, netip.Addr, error) {
 	if err != nil {
 		return nil, netip.Addr{}, fmt.Errorf("listing links: %w", err)
 	}
-	for _, is4 := range []bool{true, false} {
+	for _, f := range family.All() {
 		for _, l := range links {
 			for _, a := range linkAddrs(l) {
-				if a.Is4() == is4 && (a.IsGlobalUnicast() || a.IsLinkLocalUnicast()) && re.MatchString(a.String()) {
+				if family.Of(a) == f && (a.IsGlobalUnicast() || a.IsLinkLocalUnicast()) && re.MatchString(a.String()) {
 					return l, a, nil
 				}
 			}

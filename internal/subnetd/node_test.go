@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cnisuite/cni/pkg/family"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -51,7 +52,7 @@ func TestChooseInterface(t *testing.T) {
 	// An IPv6-only node: its only default route is IPv6.
 	node.Run(t, "ip", "-6", "route", "add", "default", "via", "fd00:77::1", "dev", "wan0")
 	u, err := underlayIn(t, node)
-	if err != nil || u.name != "wan0" || u.publicV6 != netip.MustParseAddr("fd00:77::2") || u.publicV4.IsValid() {
+	if err != nil || u.name != "wan0" || u.public[family.IPv6] != netip.MustParseAddr("fd00:77::2") || u.public[family.IPv4].IsValid() {
 		t.Fatalf("IPv6 default route only: %+v, %v; want wan0 at fd00:77::2", u, err)
 	}
 	node.Run(t, "ip", "route", "add", "default", "via", "10.30.0.1", "dev", "ens5")
@@ -81,8 +82,8 @@ func TestChooseInterface(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || u.name != tc.name || addrString(u.publicV4) != tc.v4 || addrString(u.publicV6) != tc.v6 {
-			t.Errorf("%q: %s at %s and %s (%v); want %s at %q and %q", tc.args, u.name, u.publicV4, u.publicV6, err, tc.name, tc.v4, tc.v6)
+		if err != nil || u.name != tc.name || addrString(u.public[family.IPv4]) != tc.v4 || addrString(u.public[family.IPv6]) != tc.v6 {
+			t.Errorf("%q: %s at %s and %s (%v); want %s at %q and %q", tc.args, u.name, u.public[family.IPv4], u.public[family.IPv6], err, tc.name, tc.v4, tc.v6)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 )
@@ -30,10 +31,10 @@ type peerFilter struct {
 // node.
 type decoded struct {
 	rev     int64
-	v4, v6  *overlay.Peer // what the lease asks of the other nodes
-	err     error         // why no node can program it
-	hostGen uint64        // the host skip was decided against
-	skip    string        // why it is not programmed here; "" when it is
+	peers   [2]*overlay.Peer // per family: what the lease asks of the other nodes
+	err     error            // why no node can program it
+	hostGen uint64           // the host skip was decided against
+	skip    string           // why it is not programmed here; "" when it is
 	gen     uint64
 }
 
@@ -72,7 +73,7 @@ func (f *peerFilter) peers(entries []subnet.Entry, own subnet.Subnets) (out peer
 		fresh := !ok || c.rev != e.Rev
 		if fresh {
 			c = decoded{rev: e.Rev}
-			c.v4, c.v6, c.err = f.decode(e)
+			c.peers[family.IPv4], c.peers[family.IPv6], c.err = f.decode(e)
 		}
 		if fresh || c.hostGen != f.hostGen {
 			f.judge(&c, e.Subnets)
@@ -83,7 +84,8 @@ func (f *peerFilter) peers(entries []subnet.Entry, own subnet.Subnets) (out peer
 			skipped++
 			continue
 		}
-		for fam, p := range [2]*overlay.Peer{c.v4, c.v6} {
+		for _, fam := range family.All() {
+			p := c.peers[fam]
 			if p == nil {
 				continue
 			}
@@ -119,7 +121,7 @@ func (f *peerFilter) judge(c *decoded, s subnet.Subnets) {
 	c.hostGen = f.hostGen
 	err := c.err
 	if err == nil {
-		err = f.host.NodeConflict(c.v4, c.v6)
+		err = f.host.NodeConflict(c.peers[family.IPv4], c.peers[family.IPv6])
 	}
 	why := ""
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/netns"
 	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
@@ -46,7 +47,7 @@ func TestDeviceRepairedAtOnce(t *testing.T) {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := &Config{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), CheckInterval: time.Hour, EtcdTimeout: time.Second}
-	ul := underlay{name: "eth0", mtu: 1500, publicV4: netip.MustParseAddr("192.168.61.1")}
+	ul := underlay{name: "eth0", mtu: 1500, public: [2]netip.Addr{family.IPv4: netip.MustParseAddr("192.168.61.1")}}
 	pl, err := newPlane(nc.Backend, ul, "me", log)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/regfile"
 	"github.com/cnisuite/cni/pkg/subnet"
@@ -105,16 +106,16 @@ func nodeAttrs(nc subnet.Config, id string, ul underlay, be overlay.Backend) (su
 	attrs := subnet.Attrs{BackendType: nc.Backend.Type, NodeID: id}
 	v4, v6 := backendData(nc.Backend.VNI, be.VtepMAC(overlay.IPv4)), backendData(nc.Backend.VNI, be.VtepMAC(overlay.IPv6))
 	if nc.EnableIPv4 {
-		if !ul.publicV4.IsValid() {
+		if !ul.public[family.IPv4].IsValid() {
 			return subnet.Attrs{}, fmt.Errorf("interface %s has no IPv4 address for the IPv4 network; pass --public-ip or --iface", ul.name)
 		}
-		attrs.PublicIP, attrs.BackendData = ul.publicV4, v4
+		attrs.PublicIP, attrs.BackendData = ul.public[family.IPv4], v4
 	}
 	if nc.EnableIPv6 {
-		if !ul.publicV6.IsValid() {
+		if !ul.public[family.IPv6].IsValid() {
 			return subnet.Attrs{}, fmt.Errorf("interface %s has no global IPv6 address for the IPv6 network; add one or pass --iface", ul.name)
 		}
-		attrs.PublicIPv6, attrs.BackendV6Data = ul.publicV6, v6
+		attrs.PublicIPv6, attrs.BackendV6Data = ul.public[family.IPv6], v6
 	}
 	return attrs, nil
 }

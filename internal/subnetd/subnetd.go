@@ -36,6 +36,7 @@ import (
 	"time"
 
 	buildversion "github.com/cnisuite/cni/internal/version"
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/nat/nft"
 	"github.com/cnisuite/cni/pkg/overlay"
@@ -129,7 +130,7 @@ func run(parent context.Context, cfg *Config) error {
 		}
 	}
 	d := newDaemon(ctx, cfg, src, st, log)
-	log.Info("subnetd starting", "version", buildversion.Get().String(), "node", src.id, "source", src.store, "interface", ul.name, "public_ip", ul.publicV4, "public_ipv6", ul.publicV6, "backend", src.network.Backend.Type)
+	log.Info("subnetd starting", "version", buildversion.Get().String(), "node", src.id, "source", src.store, "interface", ul.name, "public_ip", ul.public[family.IPv4], "public_ipv6", ul.public[family.IPv6], "backend", src.network.Backend.Type)
 	err = d.serve(ctx)
 	notify(log, "STOPPING=1")
 	if err != nil && !errors.Is(err, context.Canceled) {
