@@ -31,9 +31,9 @@ LDFLAGS := -X github.com/cnisuite/cni/internal/version.Version=$(VERSION) -X git
 build:
 	@mkdir -p $(BIN)/daemon
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/...
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -tags grpcnotrace,nokube -o $(BIN)/daemon/ ./daemon/...
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -tags grpcnotrace -o $(BIN)/daemon/subnetd-kube ./daemon/subnetd
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/daemon/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -tags grpcnotrace,nokube -o $(BIN)/daemon/ ./cmd/subnetd ./cmd/subnetd-etcd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -tags grpcnotrace -o $(BIN)/daemon/subnetd-kube ./cmd/subnetd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/daemon/ ./cmd/cnictl
 
 # The release archives and their checksums, in the reference's names (scripts/release.sh).
 RELEASE_DIR ?= $(CURDIR)/release
@@ -68,9 +68,9 @@ k8s-bins: deps
 
 test: deps build k8s-bins $(STATICCHECK)
 	$(GO) vet ./...
-	$(GO) vet -tags nokube ./daemon/subnetd
+	$(GO) vet -tags nokube ./internal/subnetd
 	$(STATICCHECK) ./...
-	$(STATICCHECK) -tags nokube ./daemon/subnetd
+	$(STATICCHECK) -tags nokube ./internal/subnetd
 	$(GO) test -count=1 -timeout 20m ./...
 	FUZZTIME=$(TEST_FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 

@@ -194,7 +194,7 @@ func breakdown(name string, f daemonFigures) {
 func buildSubnetd(ctx context.Context, repo, dir string) (daemon, error) {
 	bin := filepath.Join(dir, "subnetd")
 	for _, b := range []struct{ tags, out string }{{"grpcnotrace,nokube", bin}, {"grpcnotrace", bin + "-kube"}} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", b.tags, "-o", b.out, "./daemon/subnetd")
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", b.tags, "-o", b.out, "./cmd/subnetd")
 		cmd.Dir = repo
 		cmd.Env = buildEnv()
 		if err := runBuild(cmd, "building "+filepath.Base(b.out)); err != nil {

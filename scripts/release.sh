@@ -19,9 +19,9 @@ mkdir -p "$stage/plugins" "$stage/subnetd" "$out"
 
 build() { CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" "$@"; }
 build -o "$stage/plugins/" ./plugins/...
-build -tags grpcnotrace,nokube -o "$stage/subnetd/" ./daemon/...
-build -tags grpcnotrace -o "$stage/subnetd/subnetd-kube" ./daemon/subnetd
-build -o "$stage/subnetd/" ./cmd/...
+build -tags grpcnotrace,nokube -o "$stage/subnetd/" ./cmd/subnetd ./cmd/subnetd-etcd
+build -tags grpcnotrace -o "$stage/subnetd/subnetd-kube" ./cmd/subnetd
+build -o "$stage/subnetd/" ./cmd/cnictl
 image=localhost/cnisuite/subnetd:$version
 imagetar=cnisuite-image-linux-$arch-$version.tar
 go run ./scripts/mkimage -plugins "$stage/plugins" -daemons "$stage/subnetd" -name "$image" \

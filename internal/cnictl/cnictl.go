@@ -3,7 +3,7 @@
 // function over an env, so tests run them without a process. It judges
 // leases and audits the overlay with the packages subnetd runs (pkg/subnet,
 // pkg/overlay), so that it finds what subnetd would do; it imports no
-// binary (daemon/, plugins/).
+// binary's package (cmd/, plugins/, internal/subnetd).
 package cnictl
 
 import (

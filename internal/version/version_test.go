@@ -36,7 +36,7 @@ func TestBinariesSay(t *testing.T) {
 		out  string
 	}{
 		{"plugins/main/loopback", "", nil, "CNI loopback plugin (cnisuite) " + want},
-		{"daemon/subnetd", "nokube", []string{"--version"}, "subnetd " + want},
+		{"cmd/subnetd", "nokube", []string{"--version"}, "subnetd " + want},
 		{"cmd/cnictl", "", []string{"version"}, "cnictl " + want},
 	} {
 		bin := filepath.Join(dir, filepath.Base(tc.pkg))
