@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/subnet"
 )
@@ -82,7 +83,7 @@ func (b *blackholes) addMissing() error {
 	for _, p := range b.own {
 		routes, err := listBlackholes(p)
 		if err == nil && len(routes) == 0 {
-			err = netlink.RouteAdd(&netlink.Route{Dst: link.IPNet(p), Type: unix.RTN_BLACKHOLE, Family: link.Family(p.Addr())})
+			err = netlink.RouteAdd(&netlink.Route{Dst: link.IPNet(p), Type: unix.RTN_BLACKHOLE, Family: family.Of(p.Addr()).Netlink()})
 			if err == nil {
 				b.log.Info("added a blackhole route for the node's subnet", "subnet", p)
 			}
@@ -127,7 +128,7 @@ func removeBlackholes(prefixes ...netip.Prefix) error {
 }
 
 func listBlackholes(p netip.Prefix) ([]netlink.Route, error) {
-	return netlink.RouteListFiltered(link.Family(p.Addr()), &netlink.Route{Dst: link.IPNet(p), Type: unix.RTN_BLACKHOLE},
+	return netlink.RouteListFiltered(family.Of(p.Addr()).Netlink(), &netlink.Route{Dst: link.IPNet(p), Type: unix.RTN_BLACKHOLE},
 		netlink.RT_FILTER_DST|netlink.RT_FILTER_TYPE)
 }
 

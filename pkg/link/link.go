@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // Addrs lists the addresses of l of one family (netlink.FAMILY_*).
@@ -73,10 +75,9 @@ func Sysctl(key, value string) error {
 	return nil
 }
 
-// EnableForwarding turns on routing for one family in the current namespace.
-func EnableForwarding(ipv6 bool) error {
-	if ipv6 {
-		return Sysctl("net/ipv6/conf/all/forwarding", "1")
-	}
-	return Sysctl("net/ipv4/ip_forward", "1")
-}
+// forwarding is each family's routing switch: IPv4 has its own key, IPv6
+// the "all" interface's.
+var forwarding = [2]string{family.IPv4: "net/ipv4/ip_forward", family.IPv6: "net/ipv6/conf/all/forwarding"}
+
+// EnableForwarding turns on routing for family f in the current namespace.
+func EnableForwarding(f family.Family) error { return Sysctl(forwarding[f], "1") }
