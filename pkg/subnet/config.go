@@ -4,7 +4,9 @@
 // lease. LeasePeers turns a lease into the overlay's peers, decoding its
 // backend data (VXLANData). It imports pkg/overlay for the backend settings
 // and the Peer type (the overlay never imports this package), and no store
-// client: pkg/subnet/etcd implements Registry.
+// client: pkg/subnet/etcd implements Registry. The config and leases keep
+// flanneld's two fields per family on the wire; code reads a family's half
+// by family.Family (Config.NetworkOf, Subnets.Of, Attrs.PublicIPOf).
 package subnet
 
 import (

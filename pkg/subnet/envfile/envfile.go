@@ -1,6 +1,8 @@
 // Package envfile is the subnet.env contract between subnetd, which writes
 // it, and the flannel CNI plugin, which reads it: flanneld's keys, in
-// flanneld's order, written atomically.
+// flanneld's order, written atomically. The plugin links it in, so of the
+// suite it imports only pkg/family and pkg/regfile: never pkg/subnet,
+// pkg/overlay or a store client.
 package envfile
 
 import (
