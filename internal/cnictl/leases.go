@@ -202,20 +202,21 @@ func subnetsOf(env envfile.Env) subnet.Subnets {
 	return s
 }
 
-// peers reads one lease as the overlay's peers of each family, with the
-// rules subnetd applies (subnet.LeasePeers, and overlay.Host.NodeConflict
-// against this node).
-func (l leaseInfo) peers(c subnet.Config, h overlay.Host) (v4, v6 *overlay.Peer, err error) {
+// peers reads one lease as the overlay's peers, by family (nil for a
+// family it lacks), with the rules subnetd applies (subnet.LeasePeers, and
+// overlay.Host.NodeConflict against this node).
+func (l leaseInfo) peers(c subnet.Config, h overlay.Host) (overlay.ByFamily[*overlay.Peer], error) {
 	if l.err != nil {
-		return nil, nil, fmt.Errorf("bad lease JSON: %w", l.err)
+		return overlay.ByFamily[*overlay.Peer]{}, fmt.Errorf("bad lease JSON: %w", l.err)
 	}
-	if v4, v6, err = subnet.LeasePeers(c, l.Subnets, l.attrs); err != nil {
-		return nil, nil, err
+	v4, v6, err := subnet.LeasePeers(c, l.Subnets, l.attrs)
+	if err == nil {
+		err = h.NodeConflict(v4, v6)
 	}
-	if err := h.NodeConflict(v4, v6); err != nil {
-		return nil, nil, err
+	if err != nil {
+		return overlay.ByFamily[*overlay.Peer]{}, err
 	}
-	return v4, v6, nil
+	return overlay.ByFamily[*overlay.Peer]{family.IPv4: v4, family.IPv6: v6}, nil
 }
 
 // publicIPs are the lease's public addresses, "" for a family it lacks.
@@ -269,11 +270,11 @@ func auditOverlay(c *cluster, env *envfile.Env, id string) overlayAudit {
 			mine = &c.leases[i]
 			continue
 		}
-		p4, p6, err := l.peers(*c.cfg, host)
+		ps, err := l.peers(*c.cfg, host)
 		if err != nil {
 			o.bad[l.Subnets] = err
 		}
-		for f, p := range [2]*overlay.Peer{p4, p6} {
+		for f, p := range ps {
 			if p != nil {
 				peers[f] = append(peers[f], *p)
 			}
