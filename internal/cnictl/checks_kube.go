@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
@@ -30,7 +30,7 @@ func checkNetConf(n *node) []Finding {
 				`e.g. {"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`}}
 	}
 	n.netConf, n.netConfRaw = &c, raw
-	return ok(fmt.Sprintf("%s: network %s, backend %s", n.kube.netConfPath, networkString(c), backendString(c.Backend)))
+	return ok(fmt.Sprintf("%s: network %s, backend %s", n.kube.netConfPath, networkString(c), c.Backend.String()))
 }
 
 // checkKubeAPI lists the Nodes once, as subnetd's informer does; the checks
@@ -98,14 +98,8 @@ func checkKubeNode(n *node) []Finding {
 func podCIDRFix(name string, c subnet.Config) string {
 	nets := networkString(c)
 	var free []string
-	for _, f := range []struct {
-		on     bool
-		length int
-		net    netip.Prefix
-	}{{c.EnableIPv4, c.SubnetLen, c.Network}, {c.EnableIPv6, c.IPv6SubnetLen, c.IPv6Network}} {
-		if f.on {
-			free = append(free, fmt.Sprintf(`"<a free /%d of %s>"`, f.length, f.net))
-		}
+	for _, f := range c.Families() {
+		free = append(free, fmt.Sprintf(`"<a free /%d of %s>"`, c.SubnetLenOf(f), c.NetworkOf(f)))
 	}
 	return fmt.Sprintf("let kube-controller-manager assign pod CIDRs: --allocate-node-cidrs=true --cluster-cidr=%s (kubeadm: kubeadm init --pod-network-cidr=%s), "+
 		`or assign them by hand: kubectl patch node %s -p '{"spec":{"podCIDR":%s,"podCIDRs":[%s]}}'; subnetd goes on by itself once they are there`,
@@ -162,19 +156,17 @@ func annotationDiffs(n *node, l leaseInfo) []string {
 	if l.attrs.BackendType != c.Backend.Type {
 		diffs = append(diffs, fmt.Sprintf("backend-type %q, net-conf.json has %q", l.attrs.BackendType, c.Backend.Type))
 	}
-	macs := map[bool]string{}
-	macs[false], macs[true] = l.macs()
-	ips := map[bool]netip.Addr{false: l.attrs.PublicIP, true: l.attrs.PublicIPv6}
-	for _, v6 := range c.Families() {
-		if _, err := linkWith(ips[v6]); err != nil && !overwritten(n, v6) {
-			diffs = append(diffs, fmt.Sprintf("public address %s: %v", ips[v6], err))
+	for _, f := range c.Families() {
+		ip := *l.attrs.PublicIPOf(f)
+		if _, err := overlay.UnderlayOf(ip); err != nil && !overwritten(n, f) {
+			diffs = append(diffs, fmt.Sprintf("public address %s: %v", ip, err))
 		}
-		if c.Backend.Type != overlay.TypeVXLAN {
+		if !c.Backend.UsesVTEP() {
 			continue
 		}
-		dev := overlay.DefaultName(c.Backend.VNI, v6)
-		if lk, err := netlink.LinkByName(dev); err == nil && lk.Attrs().HardwareAddr.String() != macs[v6] {
-			diffs = append(diffs, fmt.Sprintf("VtepMAC %q, %s has %s", macs[v6], dev, lk.Attrs().HardwareAddr))
+		dev := overlay.DefaultName(c.Backend.VNI, f)
+		if lk, err := netlink.LinkByName(dev); err == nil && lk.Attrs().HardwareAddr.String() != l.mac(f) {
+			diffs = append(diffs, fmt.Sprintf("VtepMAC %q, %s has %s", l.mac(f), dev, lk.Attrs().HardwareAddr))
 		} else if err != nil && !link.IsNotFound(err) {
 			diffs = append(diffs, fmt.Sprintf("cannot read %s: %v", dev, err))
 		}
@@ -182,13 +174,16 @@ func annotationDiffs(n *node, l leaseInfo) []string {
 	return diffs
 }
 
+// overwriteSuffix ends the name of each family's public-ip-overwrite
+// annotation.
+var overwriteSuffix = [2]string{family.IPv4: "public-ip-overwrite", family.IPv6: "public-ipv6-overwrite"}
+
 // overwritten reports whether an operator set the family's public address
 // by hand (flanneld's public-ip-overwrite, e.g. a NAT's address), which
 // is then no address of this node.
-func overwritten(n *node, v6 bool) bool {
-	suffix := map[bool]string{false: "public-ip-overwrite", true: "public-ipv6-overwrite"}[v6]
+func overwritten(n *node, f family.Family) bool {
 	for k, v := range n.kc.own.Annotations {
-		if strings.HasPrefix(k, strings.TrimSuffix(n.kube.prefix, "/")) && strings.HasSuffix(k, suffix) && v != "" {
+		if strings.HasPrefix(k, strings.TrimSuffix(n.kube.prefix, "/")) && strings.HasSuffix(k, overwriteSuffix[f]) && v != "" {
 			return true
 		}
 	}

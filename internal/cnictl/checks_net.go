@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnisuite/cni/pkg/bridge"
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/nat/nft"
 	"github.com/cnisuite/cni/pkg/overlay"
@@ -37,10 +38,7 @@ func checkBridgeAddr(n *node) []Finding {
 	for _, a := range addrs {
 		ip, okIP := netip.AddrFromSlice(a.IP)
 		ip = ip.Unmap()
-		subnet := n.env.Subnet // one path for both families: each against its own subnet
-		if ip.Is6() {
-			subnet = n.env.IPv6Subnet
-		}
+		subnet := n.env.SubnetOf(family.Of(ip)) // one path for both families: each against its own subnet
 		if !okIP || ip.IsLinkLocalUnicast() || !subnet.IsValid() || subnet.Contains(ip) {
 			continue
 		}
@@ -79,10 +77,7 @@ func checkForward(n *node) []Finding {
 		f := Finding{Severity: Error,
 			Message:  fmt.Sprintf("nftables chains drop forwarded packets by policy and do not accept the pod network %s both ways: traffic between pods on different nodes is dropped", net),
 			Evidence: prefixed("chain ", drops)}
-		v := "ip"
-		if net.Addr().Is6() {
-			v = "ip6"
-		}
+		v := family.OfPrefix(net).NFTables()
 		var fixes []string
 		for _, c := range drops {
 			fixes = append(fixes, fmt.Sprintf("`nft add rule %s %s saddr %s accept; nft add rule %s %s daddr %s accept`", c, v, net, c, v, net))

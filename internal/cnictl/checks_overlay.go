@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -102,7 +101,7 @@ func checkNetConfig(n *node) []Finding {
 					"which keep addresses of the old one; otherwise put the old config back: " + n.etcdctlPut()}}
 		}
 	}
-	return ok(fmt.Sprintf("network config at %s: %s, backend %s", key, networkString(*c.cfg), backendString(c.cfg.Backend)))
+	return ok(fmt.Sprintf("network config at %s: %s, backend %s", key, networkString(*c.cfg), c.cfg.Backend.String()))
 }
 
 func truncate(s string, max int) string {
@@ -172,19 +171,19 @@ func judgeOwnLease(n *node, l *leaseInfo, id, restart string) []Finding {
 // checkVXLANDevice: a node with a lease but no flannel.<VNI> reaches no
 // other node's pods, and none of theirs reach it.
 func checkVXLANDevice(n *node) []Finding {
-	if n.ownLease == nil || n.cluster.cfg == nil || n.cluster.cfg.Backend.Type != overlay.TypeVXLAN {
+	if n.ownLease == nil || n.cluster.cfg == nil || !n.cluster.cfg.Backend.UsesVTEP() {
 		return nil
 	}
 	b := n.cluster.cfg.Backend
 	restart := "restart subnetd on this node; it makes the device. If it fails, its log says why (another vxlan device may hold port %d or VNI %d: `ip -d link show type vxlan`)"
 	var fds []Finding
-	for _, v6 := range n.cluster.cfg.Families() {
-		name := overlay.DefaultName(b.VNI, v6)
+	for _, f := range n.cluster.cfg.Families() {
+		name := overlay.DefaultName(b.VNI, f)
 		l, err := netlink.LinkByName(name)
 		switch {
 		case link.IsNotFound(err):
 			fds = append(fds, Finding{Severity: Error, Message: name + " does not exist though this node holds lease " + n.ownLease.Subnets.String() + ": no traffic between this node's pods and other nodes'",
-				Evidence: []string{"ip link show " + name + ": " + err.Error(), "backend " + backendString(b)}, Fix: fmt.Sprintf(restart, b.Port, b.VNI)})
+				Evidence: []string{"ip link show " + name + ": " + err.Error(), "backend " + b.String()}, Fix: fmt.Sprintf(restart, b.Port, b.VNI)})
 			continue
 		case err != nil:
 			fds = append(fds, Finding{Severity: Warn, Message: "cannot look up " + name, Evidence: []string{err.Error()}})
@@ -277,7 +276,7 @@ func skippedLeases(n *node, ov overlayAudit) []Finding {
 	}
 	for _, l := range n.cluster.leases {
 		for _, f := range ov.fams {
-			sn := map[bool]netip.Prefix{false: l.Subnets.V4, true: l.Subnets.V6}[f.v6]
+			sn := *l.Subnets.Of(f.family)
 			if why, ok := f.drift.Skipped[sn]; ok && sn.IsValid() {
 				reasons[l.Subnets] = append(reasons[l.Subnets], why)
 			}

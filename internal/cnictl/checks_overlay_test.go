@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
@@ -74,11 +75,11 @@ func TestDoctorOverlay(t *testing.T) {
 		}, "overlay-peers", Error, "1 overlay entries for other nodes' leases are missing",
 			"ip route replace 10.244.2.0/28 nhid "}, // the nexthop of ours for 10.244.2.0 is left
 		{"IPv6 FDB entry missing", func(t *testing.T, f *nodeFixture) {
-			f.ns.Run(t, "bridge", "fdb", "del", peerB.mac(true).String(), "dev", "flannel-v6.1", "dst", "fd50::2", "self")
-		}, "overlay-peers", Error, "are missing", fmt.Sprintf("bridge fdb replace %s dev flannel-v6.1 dst fd50::2 self permanent", peerB.mac(true))},
+			f.ns.Run(t, "bridge", "fdb", "del", peerB.mac(family.IPv6).String(), "dev", "flannel-v6.1", "dst", "fd50::2", "self")
+		}, "overlay-peers", Error, "are missing", fmt.Sprintf("bridge fdb replace %s dev flannel-v6.1 dst fd50::2 self permanent", peerB.mac(family.IPv6))},
 		{"neighbour with an old VTEP MAC", func(t *testing.T, f *nodeFixture) {
 			f.ns.Run(t, "ip", "neigh", "replace", "10.244.2.0", "lladdr", "02:00:00:00:00:99", "dev", "flannel.1", "nud", "permanent")
-		}, "overlay-peers", Error, "are missing", fmt.Sprintf("ip neigh replace 10.244.2.0 lladdr %s dev flannel.1 nud permanent", peerB.mac(false))},
+		}, "overlay-peers", Error, "are missing", fmt.Sprintf("ip neigh replace 10.244.2.0 lladdr %s dev flannel.1 nud permanent", peerB.mac(family.IPv4))},
 		{"entries of a node that left", func(t *testing.T, f *nodeFixture) {
 			f.etcd.del(t, peerB.subnets())
 		}, "overlay-peers", Warn, "7 overlay entries serve no lease", "ip route del 10.244.2.0/28"},
@@ -160,12 +161,14 @@ func TestDoctorHostGW(t *testing.T) {
 	var peers [2][]overlay.Peer
 	for _, p := range peerSpecs {
 		f.etcd.putValue(t, f.etcd.peers, p, hostGW(p))
-		p4, p6 := p.peers()
-		peers[0], peers[1] = append(peers[0], p4), append(peers[1], p6)
+		for _, fam := range family.All() {
+			peers[fam] = append(peers[fam], p.peer(fam))
+		}
 	}
 	f.ns.Do(t, func() error {
-		for fam, own := range []netip.Prefix{ownSpec.subnets().V4, ownSpec.subnets().V6} {
-			if _, err := (overlay.HostGW{Underlay: "ul0", Subnet: own, Log: quiet}).Reconcile(peers[fam]); err != nil {
+		for _, fam := range family.All() {
+			own := ownSpec.subnets()
+			if _, err := (overlay.HostGW{Underlay: "ul0", Subnet: *own.Of(fam), Log: quiet}).Reconcile(peers[fam]); err != nil {
 				return err
 			}
 		}

@@ -3,7 +3,9 @@
 // function over an env, so tests run them without a process. It judges
 // leases and audits the overlay with the packages subnetd runs (pkg/subnet,
 // pkg/overlay), so that it finds what subnetd would do; it imports no
-// binary's package (cmd/, plugins/, internal/subnetd).
+// binary's package (cmd/, plugins/, internal/subnetd). It compares no backend
+// type: what a backend programs and whether it has vxlan devices the overlay
+// says (Settings.Audit, Settings.UsesVTEP).
 package cnictl
 
 import (

@@ -73,7 +73,7 @@ func kubeRows(kc *kubeCluster, ov overlayAudit, self string) []kubeRow {
 
 func printKubeLeases(w io.Writer, o kubeOpts, host string, kc *kubeCluster, rows []kubeRow) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "network %s, backend %s (%s): %d Nodes at %s, %d with a lease\n", networkString(*kc.cfg), backendString(kc.cfg.Backend),
+	fmt.Fprintf(tw, "network %s, backend %s (%s): %d Nodes at %s, %d with a lease\n", networkString(*kc.cfg), kc.cfg.Backend.String(),
 		o.netConfPath, len(rows), host, len(kc.leases))
 	fmt.Fprintln(tw, "NODE\tPODCIDRS\tPUBLIC IP\tBACKEND\tVTEP MAC\tSTATE\tKERNEL")
 	for _, r := range rows {

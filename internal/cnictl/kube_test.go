@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/kube"
 	kubetest "github.com/cnisuite/cni/test/kube"
@@ -267,7 +268,7 @@ func TestKubeLeases(t *testing.T) {
 		t.Fatalf("rows: %+v", rows)
 	}
 	if strings.Join(a.PodCIDRs, ",") != "10.244.1.0/28,fd44:0:0:1::/64" || a.PublicIP != "192.168.50.1" || a.PublicIPv6 != "fd50::1" ||
-		a.Backend != "vxlan" || a.VtepMAC != ownSpec.mac(false).String() || a.VtepMACv6 != ownSpec.mac(true).String() {
+		a.Backend != "vxlan" || a.VtepMAC != ownSpec.mac(family.IPv4).String() || a.VtepMACv6 != ownSpec.mac(family.IPv6).String() {
 		t.Errorf("this node as read: %+v", a)
 	}
 	for node, want := range map[string][2]string{

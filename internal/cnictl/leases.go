@@ -14,8 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/netns"
 	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
@@ -195,29 +194,29 @@ func own(l leaseInfo, env *envfile.Env, id string) bool {
 
 func subnetsOf(env envfile.Env) subnet.Subnets {
 	var s subnet.Subnets
-	if env.Subnet.IsValid() {
-		s.V4 = env.Subnet.Masked()
-	}
-	if env.IPv6Subnet.IsValid() {
-		s.V6 = env.IPv6Subnet.Masked()
+	for _, f := range family.All() {
+		if sn := env.SubnetOf(f); sn.IsValid() {
+			*s.Of(f) = sn.Masked()
+		}
 	}
 	return s
 }
 
-// peers reads one lease as the overlay's peers of each family, with the
-// rules subnetd applies (subnet.LeasePeers, and overlay.Host.NodeConflict
-// against this node).
-func (l leaseInfo) peers(c subnet.Config, h overlay.Host) (v4, v6 *overlay.Peer, err error) {
+// peers reads one lease as the overlay's peers, by family (nil for a
+// family it lacks), with the rules subnetd applies (subnet.LeasePeers, and
+// overlay.Host.NodeConflict against this node).
+func (l leaseInfo) peers(c subnet.Config, h overlay.Host) (overlay.ByFamily[*overlay.Peer], error) {
 	if l.err != nil {
-		return nil, nil, fmt.Errorf("bad lease JSON: %w", l.err)
+		return overlay.ByFamily[*overlay.Peer]{}, fmt.Errorf("bad lease JSON: %w", l.err)
 	}
-	if v4, v6, err = subnet.LeasePeers(c, l.Subnets, l.attrs); err != nil {
-		return nil, nil, err
+	v4, v6, err := subnet.LeasePeers(c, l.Subnets, l.attrs)
+	if err == nil {
+		err = h.NodeConflict(v4, v6)
 	}
-	if err := h.NodeConflict(v4, v6); err != nil {
-		return nil, nil, err
+	if err != nil {
+		return overlay.ByFamily[*overlay.Peer]{}, err
 	}
-	return v4, v6, nil
+	return overlay.ByFamily[*overlay.Peer]{family.IPv4: v4, family.IPv6: v6}, nil
 }
 
 // publicIPs are the lease's public addresses, "" for a family it lacks.
@@ -232,26 +231,30 @@ func (l leaseInfo) publicIPs() (v4, v6 string) {
 }
 
 // macs are the lease's VTEP MACs as written, for display.
-func (l leaseInfo) macs() (v4, v6 string) {
-	var d4, d6 subnet.VXLANData
-	_ = json.Unmarshal(l.attrs.BackendData, &d4)
-	_ = json.Unmarshal(l.attrs.BackendV6Data, &d6)
-	return d4.VtepMAC, d6.VtepMAC
+func (l leaseInfo) macs() (v4, v6 string) { return l.mac(family.IPv4), l.mac(family.IPv6) }
+
+// mac is the lease's VTEP MAC of family f as written, "" when it has none.
+func (l leaseInfo) mac(f family.Family) string {
+	var d subnet.VXLANData
+	_ = json.Unmarshal(*l.attrs.BackendDataOf(f), &d)
+	return d.VtepMAC
 }
 
-// overlayAudit compares this node's vxlan devices with the leases, by
-// pkg/overlay's own diff (Audit): what subnetd would write there now.
+// overlayAudit compares this node's data plane (the backend's vxlan
+// devices or host-gw routes) with the leases, by pkg/overlay's own diff
+// (Settings.Audit): what subnetd would write there now.
 type overlayAudit struct {
 	fams []famAudit
 	bad  map[subnet.Subnets]error // leases that cannot be programmed, and why
 }
 
-// famAudit is one family's device and its drift.
+// famAudit is one family's device (or what the backend reads instead) and
+// its drift.
 type famAudit struct {
-	v6    bool
-	dev   string
-	drift overlay.Drift
-	err   error // the device is missing, or could not be read
+	family family.Family
+	dev    string
+	drift  overlay.Drift
+	err    error // the device is missing, or could not be read
 }
 
 // auditOverlay runs in the namespace of the node; it needs a usable
@@ -260,80 +263,47 @@ func auditOverlay(c *cluster, env *envfile.Env, id string) overlayAudit {
 	o := overlayAudit{bad: map[subnet.Subnets]error{}}
 	// A failed read leaves host empty: no conflict is shown, none being known.
 	host, _ := overlay.ReadHost()
-	var v4, v6 []overlay.Peer
+	var peers overlay.ByFamily[[]overlay.Peer]
 	var mine *leaseInfo
 	for i, l := range c.leases {
 		if own(l, env, id) {
 			mine = &c.leases[i]
 			continue
 		}
-		p4, p6, err := l.peers(*c.cfg, host)
+		ps, err := l.peers(*c.cfg, host)
 		if err != nil {
 			o.bad[l.Subnets] = err
 		}
-		if p4 != nil {
-			v4 = append(v4, *p4)
-		}
-		if p6 != nil {
-			v6 = append(v6, *p6)
+		for f, p := range ps {
+			if p != nil {
+				peers[f] = append(peers[f], *p)
+			}
 		}
 	}
 	var ownSubnets subnet.Subnets
 	if env != nil {
 		ownSubnets = subnetsOf(*env)
 	}
-	for _, f := range []struct {
-		on    bool
-		v6    bool
-		own   netip.Prefix
-		peers []overlay.Peer
-	}{{c.cfg.EnableIPv4, false, ownSubnets.V4, v4}, {c.cfg.EnableIPv6, true, ownSubnets.V6, v6}} {
-		if f.on {
-			o.fams = append(o.fams, auditFamily(c.cfg.Backend, f.v6, f.own, mine, f.peers))
-		}
+	for _, f := range c.cfg.Families() {
+		o.fams = append(o.fams, auditFamily(c.cfg.Backend, f, *ownSubnets.Of(f), mine, peers[f]))
 	}
 	return o
 }
 
-// auditFamily audits one family's vxlan device, or for host-gw the routes on
-// the interface that holds this node's public IP (subnetd's underlay).
-func auditFamily(b overlay.Settings, v6 bool, own netip.Prefix, mine *leaseInfo, peers []overlay.Peer) famAudit {
-	cfg := overlay.AuditConfig{V6: v6, Own: own, DirectRouting: b.DirectRouting}
-	a := famAudit{v6: v6, dev: overlay.DefaultName(b.VNI, v6)}
-	if b.Type == overlay.TypeHostGW {
-		a.dev = "host-gw"
-		if mine == nil {
-			a.err = errors.New("this node's lease, and so its public IP, is unknown")
-			return a
-		}
-		ip := map[bool]netip.Addr{false: mine.attrs.PublicIP, true: mine.attrs.PublicIPv6}[v6]
-		if cfg.Underlay, a.err = linkWith(ip); a.err != nil {
-			return a
-		}
-		a.dev += " via " + cfg.Underlay
-		cfg.HostGW = true
+// auditFamily audits one family of the backend b: what it programs is its
+// own to know (its vxlan device, or for host-gw the routes on the
+// interface that holds this node's public IP, subnetd's underlay).
+func auditFamily(b overlay.Settings, f family.Family, own netip.Prefix, mine *leaseInfo, peers []overlay.Peer) famAudit {
+	cfg := overlay.AuditConfig{Family: f, Own: own}
+	if mine != nil {
+		cfg.Public = *mine.attrs.PublicIPOf(f)
 	}
-	cfg.Name = a.dev
-	a.drift, a.err = overlay.Audit(cfg, peers)
+	a := famAudit{family: f}
+	a.dev, a.drift, a.err = b.Audit(cfg, peers)
+	if errors.Is(a.err, overlay.ErrNoPublicIP) && mine == nil {
+		a.err = errors.New("this node's lease, and so its public IP, is unknown")
+	}
 	return a
-}
-
-// linkWith names the interface that holds ip.
-func linkWith(ip netip.Addr) (string, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return "", fmt.Errorf("listing addresses: %w", err)
-	}
-	for _, a := range addrs {
-		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
-			l, err := netlink.LinkByIndex(a.LinkIndex)
-			if err != nil {
-				return "", fmt.Errorf("the interface of %s: %w", ip, err)
-			}
-			return l.Attrs().Name, nil
-		}
-	}
-	return "", fmt.Errorf("no interface holds this node's public IP %s", ip)
 }
 
 // reach says whether this node's kernel can carry traffic to a lease's
@@ -352,10 +322,7 @@ func (o overlayAudit) reach(l leaseInfo, isOwn bool) string {
 	}
 	var out []string
 	for _, f := range o.fams {
-		sn := l.Subnets.V4
-		if f.v6 {
-			sn = l.Subnets.V6
-		}
+		sn := *l.Subnets.Of(f.family)
 		if !sn.IsValid() {
 			continue
 		}
@@ -378,7 +345,7 @@ func (o overlayAudit) reach(l leaseInfo, isOwn bool) string {
 			}
 		}
 		if len(kinds) > 0 {
-			out = append(out, "missing "+strings.Join(kinds, ",")+map[bool]string{true: " (v6)"}[f.v6])
+			out = append(out, "missing "+strings.Join(kinds, ",")+familyNote[f.family])
 		}
 	}
 	if len(out) == 0 {
@@ -386,6 +353,9 @@ func (o overlayAudit) reach(l leaseInfo, isOwn bool) string {
 	}
 	return strings.Join(out, "; ")
 }
+
+// familyNote marks what reach says of the IPv6 half of a lease.
+var familyNote = [2]string{family.IPv6: " (v6)"}
 
 func leasesCommand() *command {
 	return &command{name: "leases", run: leases,
@@ -523,7 +493,7 @@ func printLeases(w io.Writer, o etcdOpts, c *cluster, rows []leaseRow, now time.
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	switch {
 	case c.cfg != nil:
-		fmt.Fprintf(tw, "network %s, backend %s: %d leases under %s/subnets at %s\n", networkString(*c.cfg), backendString(c.cfg.Backend),
+		fmt.Fprintf(tw, "network %s, backend %s: %d leases under %s/subnets at %s\n", networkString(*c.cfg), c.cfg.Backend.String(),
 			len(rows), strings.TrimRight(o.prefix, "/"), o.endpoints)
 	case c.raw == nil:
 		fmt.Fprintf(tw, "no network config at %s/config (`cnictl doctor` says how to store one): %d leases at %s\n", strings.TrimRight(o.prefix, "/"), len(rows), o.endpoints)
@@ -572,18 +542,8 @@ func joinNonEmpty(ss ...string) string {
 
 func networkString(c subnet.Config) string {
 	var nets []string
-	if c.EnableIPv4 {
-		nets = append(nets, c.Network.String())
-	}
-	if c.EnableIPv6 {
-		nets = append(nets, c.IPv6Network.String())
+	for _, f := range c.Families() {
+		nets = append(nets, c.NetworkOf(f).String())
 	}
 	return strings.Join(nets, ",")
-}
-
-func backendString(b overlay.Settings) string {
-	if b.Type == overlay.TypeVXLAN {
-		return fmt.Sprintf("vxlan VNI %d port %d", b.VNI, b.Port)
-	}
-	return b.Type
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/internal/testutil"
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 	subnetetcd "github.com/cnisuite/cni/pkg/subnet/etcd"
@@ -96,23 +97,26 @@ func (s leaseSpec) subnets() subnet.Subnets {
 	return subnet.Subnets{V4: netip.MustParsePrefix(s.v4), V6: netip.MustParsePrefix(s.v6)}
 }
 
-func (s leaseSpec) mac(v6 bool) net.HardwareAddr { return overlay.MACFromID(fmt.Sprint(s.id, v6)) }
+func (s leaseSpec) mac(f family.Family) net.HardwareAddr {
+	return overlay.MACFromID(fmt.Sprint(s.id, "/", f))
+}
 
 func (s leaseSpec) value(t *testing.T) []byte {
 	t.Helper()
-	data := func(v6 bool) json.RawMessage {
-		b, _ := json.Marshal(subnet.VXLANData{VNI: 1, VtepMAC: s.mac(v6).String()})
+	data := func(f family.Family) json.RawMessage {
+		b, _ := json.Marshal(subnet.VXLANData{VNI: 1, VtepMAC: s.mac(f).String()})
 		return b
 	}
 	b, err := json.Marshal(subnet.Attrs{PublicIP: netip.MustParseAddr(s.ip), PublicIPv6: netip.MustParseAddr(s.ip6), BackendType: "vxlan",
-		BackendData: data(false), BackendV6Data: data(true), NodeID: s.id})
+		BackendData: data(family.IPv4), BackendV6Data: data(family.IPv6), NodeID: s.id})
 	must(t, err)
 	return b
 }
 
-func (s leaseSpec) peers() (v4, v6 overlay.Peer) {
-	return overlay.Peer{Subnet: s.subnets().V4, PublicIP: netip.MustParseAddr(s.ip), VtepMAC: s.mac(false)},
-		overlay.Peer{Subnet: s.subnets().V6, PublicIP: netip.MustParseAddr(s.ip6), VtepMAC: s.mac(true)}
+// peer is the node of s as a peer of family f.
+func (s leaseSpec) peer(f family.Family) overlay.Peer {
+	sn := s.subnets()
+	return overlay.Peer{Subnet: *sn.Of(f), PublicIP: netip.MustParseAddr([2]string{s.ip, s.ip6}[f]), VtepMAC: s.mac(f)}
 }
 
 func newCluster(t *testing.T) *clusterFixture {
@@ -193,19 +197,15 @@ func overlayNode(t *testing.T, ns *netnstest.NS) {
 	ns.Run(t, "ip", "link", "set", "ul0", "up")
 	ns.Run(t, "ip", "link", "set", "ul1", "up")
 	ns.Do(t, func() error {
-		for _, v6 := range []bool{false, true} {
-			own := ownSpec.subnets().V4
-			if v6 {
-				own = ownSpec.subnets().V6
-			}
-			d, err := overlay.EnsureDevice(overlay.DeviceConfig{Underlay: "ul0", Subnet: own, MAC: ownSpec.mac(v6), Log: quiet})
+		for _, f := range family.All() {
+			own := ownSpec.subnets()
+			d, err := overlay.EnsureDevice(overlay.DeviceConfig{Underlay: "ul0", Subnet: *own.Of(f), MAC: ownSpec.mac(f), Log: quiet})
 			if err != nil {
 				return err
 			}
 			var peers []overlay.Peer
 			for _, p := range peerSpecs {
-				p4, p6 := p.peers()
-				peers = append(peers, map[bool]overlay.Peer{false: p4, true: p6}[v6])
+				peers = append(peers, p.peer(f))
 			}
 			if _, err := d.Reconcile(peers); err != nil {
 				return err
@@ -240,7 +240,7 @@ func TestLeases(t *testing.T) {
 		t.Fatalf("healthy node: %+v", rows)
 	}
 	if a.Subnet != "10.244.1.0/28" || a.IPv6Subnet != "fd44:0:0:1::/64" || a.PublicIP != "192.168.50.1" || a.PublicIPv6 != "fd50::1" ||
-		a.Backend != "vxlan" || a.VtepMAC != ownSpec.mac(false).String() || a.VtepMACv6 != ownSpec.mac(true).String() {
+		a.Backend != "vxlan" || a.VtepMAC != ownSpec.mac(family.IPv4).String() || a.VtepMACv6 != ownSpec.mac(family.IPv6).String() {
 		t.Errorf("this node's lease as read: %+v", a)
 	}
 	if b.Reservation || b.ExpiresAt == nil || b.ExpiresAt.Sub(now) < 59*time.Minute || b.ExpiresAt.Sub(now) > time.Hour+time.Second ||
@@ -252,7 +252,7 @@ func TestLeases(t *testing.T) {
 	}
 
 	f.ns.Run(t, "ip", "route", "del", "10.244.2.0/28")
-	f.ns.Run(t, "bridge", "fdb", "del", peerSpecs[0].mac(true).String(), "dev", "flannel-v6.1", "dst", "fd50::2", "self")
+	f.ns.Run(t, "bridge", "fdb", "del", peerSpecs[0].mac(family.IPv6).String(), "dev", "flannel-v6.1", "dst", "fd50::2", "self")
 	_, err := f.etcd.peers.Put(context.Background(), subnet.Subnets{V4: netip.MustParsePrefix("10.244.9.0/28")}, []byte("{"), 0, false)
 	must(t, err)
 	rows = leasesJSON(t, f)

@@ -48,7 +48,7 @@ func (f *fakePlane) Reconcile(p peerSet) (overlay.Stats, error) {
 	defer f.mu.Unlock()
 	f.peers = p
 	f.reconciles++
-	return overlay.Stats{Peers: len(p[overlay.IPv4]) + len(p[overlay.IPv6])}, nil
+	return overlay.Stats{Peers: len(p[family.IPv4]) + len(p[family.IPv6])}, nil
 }
 
 func (f *fakePlane) Update(p peerSet) (overlay.Stats, error) {
@@ -56,7 +56,7 @@ func (f *fakePlane) Update(p peerSet) (overlay.Stats, error) {
 	defer f.mu.Unlock()
 	f.peers = p
 	f.updates++
-	return overlay.Stats{Peers: len(p[overlay.IPv4]) + len(p[overlay.IPv6])}, nil
+	return overlay.Stats{Peers: len(p[family.IPv4]) + len(p[family.IPv6])}, nil
 }
 
 func (f *fakePlane) Changes(context.Context) (<-chan struct{}, error) { return f.changes, nil }
@@ -96,7 +96,7 @@ func (f *fakePlane) peerSubnets() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []string
-	for _, p := range f.peers[overlay.IPv4] {
+	for _, p := range f.peers[family.IPv4] {
 		out = append(out, p.Subnet.String())
 	}
 	return out
@@ -339,7 +339,7 @@ func TestPeerFilterDecodesChangesOnly(t *testing.T) {
 	for _, s := range steps {
 		got, _ := f.peers(s.entries, own)
 		var names []string
-		for _, p := range got[overlay.IPv4] {
+		for _, p := range got[family.IPv4] {
 			n := p.Subnet.String()
 			if strings.Contains(s.want, "@") {
 				n += "@" + p.PublicIP.String()
@@ -409,8 +409,8 @@ func TestPeerFilterSkipsHostileLeases(t *testing.T) {
 	}
 	for range 3 {
 		got, skipped := f.peers(entries, subnet.Subnets{V4: pfx("10.0.1.0/24")})
-		if len(got[overlay.IPv4]) != 1 || got[overlay.IPv4][0].Subnet != pfx("10.0.2.0/24") || skipped != len(reasons) {
-			t.Fatalf("peers %v, %d skipped; want 10.0.2.0/24 alone and %d skipped", got[overlay.IPv4], skipped, len(reasons))
+		if len(got[family.IPv4]) != 1 || got[family.IPv4][0].Subnet != pfx("10.0.2.0/24") || skipped != len(reasons) {
+			t.Fatalf("peers %v, %d skipped; want 10.0.2.0/24 alone and %d skipped", got[family.IPv4], skipped, len(reasons))
 		}
 	}
 	lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
@@ -432,7 +432,7 @@ func TestPeerFilterSkipsHostileLeases(t *testing.T) {
 	f.setHost(overlay.Host{Addrs: host.Addrs,
 		Routes: append(slices.Clone(host.Routes[:2]), overlay.HostRoute{Dst: pfx("172.16.0.0/12"), Gw: addr("192.168.0.250"), Dev: "eth0", Proto: 4})})
 	got, skipped := f.peers(entries, subnet.Subnets{V4: pfx("10.0.1.0/24")})
-	if len(got[overlay.IPv4]) != 2 || skipped != len(reasons)-1 || logged.Len() != 0 {
-		t.Errorf("after the route went: peers %v, %d skipped, logged %q", got[overlay.IPv4], skipped, logged.String())
+	if len(got[family.IPv4]) != 2 || skipped != len(reasons)-1 || logged.Len() != 0 {
+		t.Errorf("after the route went: peers %v, %d skipped, logged %q", got[family.IPv4], skipped, logged.String())
 	}
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/netns"
-	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/subnettest"
 	netnstest "github.com/cnisuite/cni/test/netns"
@@ -68,7 +67,7 @@ func TestDeviceRepairedAtOnce(t *testing.T) {
 		}
 	}()
 
-	programmed := func() string { return missing(node, pl.VtepMAC(overlay.IPv4).String(), peers) }
+	programmed := func() string { return missing(node, pl.VtepMAC(family.IPv4).String(), peers) }
 	waitFor(t, 10*time.Second, "the first programming", programmed)
 	changes := []struct {
 		name string

@@ -104,7 +104,7 @@ func readNetConfig(flag, path string) ([]byte, subnet.Config, error) {
 // addresses of the network's families, and the backend's data.
 func nodeAttrs(nc subnet.Config, id string, ul underlay, be overlay.Backend) (subnet.Attrs, error) {
 	attrs := subnet.Attrs{BackendType: nc.Backend.Type, NodeID: id}
-	v4, v6 := backendData(nc.Backend.VNI, be.VtepMAC(overlay.IPv4)), backendData(nc.Backend.VNI, be.VtepMAC(overlay.IPv6))
+	v4, v6 := backendData(nc.Backend.VNI, be.VtepMAC(family.IPv4)), backendData(nc.Backend.VNI, be.VtepMAC(family.IPv6))
 	if nc.EnableIPv4 {
 		if !ul.public[family.IPv4].IsValid() {
 			return subnet.Attrs{}, fmt.Errorf("interface %s has no IPv4 address for the IPv4 network; pass --public-ip or --iface", ul.name)

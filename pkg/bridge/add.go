@@ -1,7 +1,9 @@
 // Package bridge is the bridge plugin: containers attached to a Linux
 // bridge through veth pairs, a drop-in replacement for the reference CNI
 // bridge plugin. The bridge binary runs it, and flannel links it in to run
-// a bridge delegate without an exec.
+// a bridge delegate without an exec. It must not import another plugin's
+// package (pkg/flannel, pkg/portmap, ...), pkg/overlay or pkg/subnet: what
+// it shares with them lives in pkg/containerif, pkg/link and pkg/nat.
 package bridge
 
 import (

@@ -11,6 +11,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
@@ -44,10 +45,10 @@ func (p *Plugin) setupL3(ctx context.Context, s *attach) error {
 // isDefaultGateway and returns the gateway addresses the bridge must hold.
 func planGateways(res *current.Result, c *NetConf) ([]netip.Prefix, error) {
 	var gws []netip.Prefix
-	hasDefault := map[bool]bool{} // by "is IPv6"
+	var hasDefault [2]bool
 	for _, r := range res.Routes {
 		if dst, err := link.Prefix(&r.Dst); err == nil && dst.Bits() == 0 && r.GW != nil {
-			hasDefault[dst.Addr().Is6()] = true
+			hasDefault[family.OfPrefix(dst)] = true
 		}
 	}
 	for _, ipc := range res.IPs {
@@ -58,14 +59,9 @@ func planGateways(res *current.Result, c *NetConf) ([]netip.Prefix, error) {
 		if ipc.Gateway == nil && c.IsGW {
 			ipc.Gateway = net.IP(addr.Masked().Addr().Next().AsSlice())
 		}
-		v6 := addr.Addr().Is6()
-		if c.IsDefaultGW && !hasDefault[v6] {
-			def := link.IPNet(netip.PrefixFrom(netip.IPv6Unspecified(), 0))
-			if !v6 {
-				def = link.IPNet(netip.PrefixFrom(netip.IPv4Unspecified(), 0))
-			}
-			res.Routes = append(res.Routes, &types.Route{Dst: *def, GW: ipc.Gateway})
-			hasDefault[v6] = true
+		if f := family.OfPrefix(addr); c.IsDefaultGW && !hasDefault[f] {
+			res.Routes = append(res.Routes, &types.Route{Dst: *link.IPNet(f.Default()), GW: ipc.Gateway})
+			hasDefault[f] = true
 		}
 		if c.IsGW {
 			gw, ok := netip.AddrFromSlice(ipc.Gateway)
@@ -98,7 +94,7 @@ func (s *attach) setupGateways(gws []netip.Prefix) error {
 		if err != nil {
 			return fmt.Errorf("setting the gateway address on %q: %w", target.Attrs().Name, err)
 		}
-		if err := link.EnableForwarding(gw.Addr().Is6()); err != nil {
+		if err := link.EnableForwarding(family.Of(gw.Addr())); err != nil {
 			return err
 		}
 	}

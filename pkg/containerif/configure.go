@@ -22,6 +22,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netconf"
 )
@@ -56,7 +57,7 @@ func Configure(ifName string, res *current.Result, o Options) error {
 	if len(res.IPs) == 0 {
 		return up(l, o)
 	}
-	hasV6 := slices.ContainsFunc(res.IPs, func(ipc *current.IPConfig) bool { return ipc.Address.IP.To4() == nil })
+	hasV6 := slices.ContainsFunc(res.IPs, func(ipc *current.IPConfig) bool { return family.OfIP(ipc.Address.IP) == family.IPv6 })
 	if mtu := l.Attrs().MTU; hasV6 && mtu < minIPv6MTU {
 		return netconf.Invalid("%q has MTU %d, below %d, the least IPv6 works with, and IPAM returned an IPv6 address; raise \"mtu\" (or that of the link it inherits from) or give this network IPv4 ranges only", ifName, mtu, minIPv6MTU)
 	}

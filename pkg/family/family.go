@@ -101,3 +101,25 @@ func (f Family) Unspecified() netip.Addr {
 
 // Default is the family's default route, 0.0.0.0/0 or ::/0.
 func (f Family) Default() netip.Prefix { return netip.PrefixFrom(f.Unspecified(), 0) }
+
+// OfNetlink is the family of a netlink address family (AF_INET, AF_INET6),
+// as a route or address message carries it; ok is false for any other
+// (AF_UNSPEC, AF_BRIDGE, ...), with IPv4.
+func OfNetlink(af int) (f Family, ok bool) {
+	switch af {
+	case unix.AF_INET:
+		return IPv4, true
+	case unix.AF_INET6:
+		return IPv6, true
+	}
+	return IPv4, false
+}
+
+// NFTables is the family's nftables address family, as rules and tables
+// name it: "ip" or "ip6".
+func (f Family) NFTables() string {
+	if f == IPv6 {
+		return "ip6"
+	}
+	return "ip"
+}

@@ -42,4 +42,15 @@ func TestRenderings(t *testing.T) {
 	if All() != [2]Family{IPv4, IPv6} || int(IPv6) != 1 {
 		t.Error("All must be IPv4 then IPv6, indexes 0 and 1")
 	}
+	if IPv4.NFTables() != "ip" || IPv6.NFTables() != "ip6" {
+		t.Error("NFTables names a family wrong")
+	}
+	for af, want := range map[int]Family{unix.AF_INET: IPv4, unix.AF_INET6: IPv6} {
+		if f, ok := OfNetlink(af); f != want || !ok {
+			t.Errorf("OfNetlink(%d) = %v, %v; want %v", af, f, ok, want)
+		}
+	}
+	if f, ok := OfNetlink(unix.AF_BRIDGE); f != IPv4 || ok {
+		t.Errorf("OfNetlink(AF_BRIDGE) = %v, %v; want IPv4, false", f, ok)
+	}
 }

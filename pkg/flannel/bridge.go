@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnisuite/cni/pkg/bridge"
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
@@ -56,7 +57,7 @@ func readdressBridge(d delegateConf, e envfile.Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	conflict := &link.AddrConflictError{Link: k.Bridge, Have: stale[0], Want: want[stale[0].Addr().Is4()]}
+	conflict := &link.AddrConflictError{Link: k.Bridge, Have: stale[0], Want: want[family.OfPrefix(stale[0])]}
 	if len(ports) > 0 {
 		return netconf.Invalid("%v: the node's pod subnet changed from %v to %v (the node's lease was lost and re-acquired, "+
 			"or the node re-joined), and %d pod(s) are still attached to %q (host-side interfaces: %s). "+
@@ -71,7 +72,7 @@ func readdressBridge(d delegateConf, e envfile.Env, log *slog.Logger) error {
 			return fmt.Errorf("removing the old gateway %v from %q: %w", p, k.Bridge, err)
 		}
 		log.Warn("the node's pod subnet changed; no pod was attached, so the bridge's old gateway was removed",
-			"bridge", k.Bridge, "old", p, "new", want[p.Addr().Is4()])
+			"bridge", k.Bridge, "old", p, "new", want[family.OfPrefix(p)])
 	}
 	return nil
 }
@@ -79,23 +80,22 @@ func readdressBridge(d delegateConf, e envfile.Env, log *slog.Logger) error {
 // staleGateways lists the bridge's addresses, in the families subnet.env
 // gives a subnet for, that are not the gateway host-local gives that
 // subnet (its first address); link-local addresses are the kernel's.
-func staleGateways(br netlink.Link, e envfile.Env) (stale []netip.Prefix, want map[bool]netip.Prefix, err error) {
-	want = map[bool]netip.Prefix{} // by "is IPv4"
+func staleGateways(br netlink.Link, e envfile.Env) (stale []netip.Prefix, want [2]netip.Prefix, err error) {
 	for _, sn := range []netip.Prefix{e.Subnet, e.IPv6Subnet} {
 		if sn.IsValid() {
-			want[sn.Addr().Is4()] = netip.PrefixFrom(sn.Masked().Addr().Next(), sn.Bits())
+			want[family.OfPrefix(sn)] = netip.PrefixFrom(sn.Masked().Addr().Next(), sn.Bits())
 		}
 	}
 	addrs, err := link.Addrs(br, netlink.FAMILY_ALL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("listing the addresses of %q: %w", br.Attrs().Name, err)
+		return nil, want, fmt.Errorf("listing the addresses of %q: %w", br.Attrs().Name, err)
 	}
 	for _, a := range addrs {
 		p, err := link.Prefix(a.IPNet)
 		if err != nil || p.Addr().IsLinkLocalUnicast() {
 			continue
 		}
-		if w, ok := want[p.Addr().Is4()]; ok && p != w {
+		if w := want[family.OfPrefix(p)]; w.IsValid() && p != w {
 			stale = append(stale, p)
 		}
 	}

@@ -4,7 +4,8 @@
 // attachment and delegates to it, a drop-in replacement for flannel's CNI
 // plugin. The flannel binary runs it, linking in the bridge and host-local
 // plugins so that such delegates run without an exec. It meets subnetd only
-// in pkg/subnet/envfile.
+// in pkg/subnet/envfile: it must not import pkg/subnet itself, pkg/overlay
+// or a store client, which every pod's ADD would pay for.
 package flannel
 
 import (

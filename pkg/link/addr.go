@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // IPNet converts a prefix for netlink and CNI results, keeping the address
@@ -36,14 +38,6 @@ func Prefix(n *net.IPNet) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, ones), nil
 }
 
-// Family returns the netlink family of an address.
-func Family(a netip.Addr) int {
-	if a.Is4() {
-		return netlink.FAMILY_V4
-	}
-	return netlink.FAMILY_V6
-}
-
 // AddrConflictError says a link already holds an address that contradicts
 // the one being configured (typically a bridge kept the gateway of an old
 // subnet after the node's pod subnet changed).
@@ -63,7 +57,7 @@ func (e *AddrConflictError) Error() string {
 // one) is replaced when force is set and reported as an *AddrConflictError
 // otherwise. The address skips DAD: it is a gateway that pods need at once.
 func EnsureAddr(l netlink.Link, want netip.Prefix, keep []netip.Prefix, force bool) error {
-	have, err := Addrs(l, Family(want.Addr()))
+	have, err := Addrs(l, family.Of(want.Addr()).Netlink())
 	if err != nil {
 		return fmt.Errorf("listing addresses of %q: %w", l.Attrs().Name, err)
 	}

@@ -9,6 +9,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // CheckResult verifies, inside the container, that l holds the addresses the
@@ -47,7 +49,7 @@ func checkRoutes(l netlink.Link, prev *current.Result) error {
 			filter.Table = *r.Table
 		}
 		dst, _ := netip.AddrFromSlice(r.Dst.IP)
-		routes, err := netlink.RouteListFiltered(Family(dst.Unmap()), filter, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+		routes, err := netlink.RouteListFiltered(family.Of(dst.Unmap()).Netlink(), filter, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return fmt.Errorf("listing routes to %s: %w", r.Dst.String(), err)
 		}

@@ -3,6 +3,9 @@
 // the network namespace of the calling thread; callers switch namespaces with
 // pkg/netns. RetryDump, the retry of an interrupted netlink dump, serves
 // every package that lists kernel tables (pkg/overlay, the flannel plugin).
+// It sits below every plugin and the overlay: of the suite it imports only
+// pkg/family and pkg/netns, never a plugin package, pkg/nat, pkg/overlay or
+// pkg/subnet.
 package link
 
 import (
@@ -14,6 +17,8 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // Addrs lists the addresses of l of one family (netlink.FAMILY_*).
@@ -73,10 +78,9 @@ func Sysctl(key, value string) error {
 	return nil
 }
 
-// EnableForwarding turns on routing for one family in the current namespace.
-func EnableForwarding(ipv6 bool) error {
-	if ipv6 {
-		return Sysctl("net/ipv6/conf/all/forwarding", "1")
-	}
-	return Sysctl("net/ipv4/ip_forward", "1")
-}
+// forwarding is each family's routing switch: IPv4 has its own key, IPv6
+// the "all" interface's.
+var forwarding = [2]string{family.IPv4: "net/ipv4/ip_forward", family.IPv6: "net/ipv6/conf/all/forwarding"}
+
+// EnableForwarding turns on routing for family f in the current namespace.
+func EnableForwarding(f family.Family) error { return Sysctl(forwarding[f], "1") }

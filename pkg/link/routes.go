@@ -10,16 +10,18 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // AddRoutes adds an IPAM result's routes through l. A route without a
-// gateway goes via its family's gateway in gwOf (keyed by "is IPv6"), and
-// routes to one destination become multipath, as in the reference plugins.
-func AddRoutes(l netlink.Link, routes []*types.Route, gwOf map[bool]net.IP) error {
+// gateway goes via its family's gateway in gwOf, and routes to one
+// destination become multipath, as in the reference plugins.
+func AddRoutes(l netlink.Link, routes []*types.Route, gwOf [2]net.IP) error {
 	for _, r := range routes {
 		nr := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: &r.Dst, Gw: r.GW, Priority: r.Priority, MTU: r.MTU, AdvMSS: r.AdvMSS}
 		if nr.Gw == nil {
-			nr.Gw = gwOf[r.Dst.IP.To4() == nil]
+			nr.Gw = gwOf[family.OfIP(r.Dst.IP)]
 		}
 		if r.Table != nil {
 			nr.Table = *r.Table
@@ -38,21 +40,21 @@ func AddRoutes(l netlink.Link, routes []*types.Route, gwOf map[bool]net.IP) erro
 // false they are added with IFA_F_NODAD: the kernel then never marks them
 // tentative, which it does with accept_dad 0 too until its DAD work has
 // run after the link came up, so that ADD could return an address the pod
-// cannot use yet. It returns the first gateway of each family, keyed by
-// "is IPv6", for AddRoutes.
-func AddAddrs(l netlink.Link, ips []*current.IPConfig, dad bool) (map[bool]net.IP, error) {
-	gwOf := map[bool]net.IP{}
+// cannot use yet. It returns the first gateway of each family, by family,
+// for AddRoutes.
+func AddAddrs(l netlink.Link, ips []*current.IPConfig, dad bool) ([2]net.IP, error) {
+	var gwOf [2]net.IP
 	for _, ipc := range ips {
-		v6 := ipc.Address.IP.To4() == nil
+		f := family.OfIP(ipc.Address.IP)
 		addr := &netlink.Addr{IPNet: &ipc.Address}
-		if v6 && !dad {
+		if f == family.IPv6 && !dad {
 			addr.Flags = unix.IFA_F_NODAD
 		}
 		if err := netlink.AddrAdd(l, addr); err != nil {
-			return nil, fmt.Errorf("adding address %v: %w", ipc.Address.String(), err)
+			return gwOf, fmt.Errorf("adding address %v: %w", ipc.Address.String(), err)
 		}
-		if ipc.Gateway != nil && gwOf[v6] == nil {
-			gwOf[v6] = ipc.Gateway
+		if ipc.Gateway != nil && gwOf[f] == nil {
+			gwOf[f] = ipc.Gateway
 		}
 	}
 	return gwOf, nil
@@ -70,7 +72,7 @@ const dadTimeout = 5 * time.Second
 func SettleDAD(l netlink.Link) error {
 	deadline := time.Now().Add(dadTimeout)
 	for {
-		addrs, err := Addrs(l, netlink.FAMILY_V6)
+		addrs, err := Addrs(l, family.IPv6.Netlink())
 		if err != nil {
 			return err
 		}

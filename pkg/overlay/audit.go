@@ -3,6 +3,7 @@ package overlay
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
 )
 
@@ -34,69 +36,66 @@ type Drift struct {
 	Skipped map[netip.Prefix]string
 }
 
-// AuditConfig names the device Audit reads and what Reconcile was given.
+// AuditConfig is what an audit needs to know of this node, for one family.
 type AuditConfig struct {
-	Name          string       // the vxlan device, e.g. flannel.1
-	V6            bool         // the family of the device
-	Own           netip.Prefix // this node's subnet; invalid when unknown
-	DirectRouting bool         // peers on the underlay's link are routed directly, as DeviceConfig.DirectRouting
-	// HostGW audits the host-gw backend instead (HostGW.Reconcile): routes
-	// via the peers' public IPs on Underlay, no device.
-	HostGW   bool
-	Underlay string
+	Family family.Family
+	Own    netip.Prefix // this node's subnet of the family; invalid when unknown
+	// Public is this node's public address of the family, as its lease
+	// publishes it: host-gw's routes are on the interface that holds it,
+	// the underlay subnetd found. Invalid when unknown.
+	Public netip.Addr
 }
 
-// Audit compares the tables of a vxlan device (in the calling thread's
-// namespace) with what Reconcile would program for peers: the same
-// computation and diff, read only, for tools that explain an overlay
-// (cnictl doctor). The underlay of DirectRouting is the device's own.
-func Audit(c AuditConfig, peers []Peer) (Drift, error) {
-	k, err := openKernel(c.V6)
+// ErrNoPublicIP says an audit needed this node's public IP (host-gw, to
+// find the underlay) and AuditConfig had none.
+var ErrNoPublicIP = errors.New("this node's public IP is unknown")
+
+// Audit compares what backend s programmed in the calling thread's
+// namespace for one family with what its Reconcile would program for
+// peers: the same computation and diff, read only, for tools that explain
+// an overlay (cnictl doctor). where names what was read, for reports, also
+// along an error: the vxlan device ("flannel.1"), or "host-gw via <the
+// underlay>" ("host-gw" while the underlay is unknown).
+func (s Settings) Audit(c AuditConfig, peers []Peer) (where string, d Drift, err error) {
+	if s, err = s.WithDefaults(); err != nil {
+		return s.Type, Drift{}, err
+	}
+	k, err := openKernel(c.Family)
 	if err != nil {
-		return Drift{}, err
+		return s.Type, Drift{}, err
 	}
 	defer k.close()
-	t, err := c.target(k)
+	where, t, err := kinds[s.Type].audit(k, s, c)
 	if err != nil {
-		return Drift{}, err
+		return where, Drift{}, err
 	}
 	skips := &skipLog{peers: peers, reasons: map[netip.Prefix]string{}}
 	want, _ := wanted(t, peers, slog.New(skips))
 	have, err := k.read(t)
 	if err != nil {
-		return Drift{}, err
+		return where, Drift{}, err
 	}
-	d := describe(diff(want, have), want, have, c.Name, t.dev)
+	d = describe(diff(want, have), want, have, where, t.dev)
 	d.Skipped = skips.reasons
-	return d, nil
+	return where, d, nil
 }
 
-// target is what Reconcile (or HostGW.Reconcile) computes its wanted
-// entries against, read from the device (or the underlay).
-func (c AuditConfig) target(k *kernel) (target, error) {
-	t := target{v6: c.V6, own: c.Own.Masked()}
-	var err error
-	if c.HostGW {
-		t.hostGW = true
-		if t.underlay, t.direct, err = onLinkPrefixes(k, c.Underlay); err != nil {
-			return t, fmt.Errorf("host-gw: %w", err)
-		}
-		for _, p := range t.direct {
-			t.self = append(t.self, p.Addr())
-		}
-		return t, nil
-	}
-	l, err := k.h.LinkByName(c.Name)
+// auditVXLAN reads the target of the family's vxlan device (Device.Reconcile's):
+// the underlay of DirectRouting is the device's own.
+func auditVXLAN(k *kernel, s Settings, c AuditConfig) (string, target, error) {
+	name := DefaultName(s.VNI, c.Family)
+	t := target{family: c.Family, own: c.Own.Masked()}
+	l, err := k.h.LinkByName(name)
 	if link.IsNotFound(err) {
-		return t, fmt.Errorf("%s: %w", c.Name, ErrNoDevice)
+		return name, t, fmt.Errorf("%s: %w", name, ErrNoDevice)
 	}
 	if err != nil {
-		return t, fmt.Errorf("looking up %s: %w", c.Name, err)
+		return name, t, fmt.Errorf("looking up %s: %w", name, err)
 	}
 	t.dev = l.Attrs().Index
-	if !c.V6 {
+	if c.Family == family.IPv4 {
 		if t.nexthops, err = k.nexthops(); err != nil {
-			return t, err
+			return name, t, err
 		}
 	}
 	if len(l.Attrs().HardwareAddr) == 6 {
@@ -104,21 +103,55 @@ func (c AuditConfig) target(k *kernel) (target, error) {
 	}
 	vx, ok := l.(*netlink.Vxlan)
 	if !ok {
-		return t, nil
+		return name, t, nil
 	}
 	if ip, ok := netip.AddrFromSlice(vx.SrcAddr); ok {
 		t.self = []netip.Addr{ip.Unmap()}
 	}
-	if c.DirectRouting {
+	if s.DirectRouting {
 		ul, err := k.h.LinkByIndex(vx.VtepDevIndex)
 		if err != nil {
-			return t, fmt.Errorf("the underlay of %s (index %d): %w", c.Name, vx.VtepDevIndex, err)
+			return name, t, fmt.Errorf("the underlay of %s (index %d): %w", name, vx.VtepDevIndex, err)
 		}
 		if t.underlay, t.direct, err = onLinkPrefixes(k, ul.Attrs().Name); err != nil {
-			return t, err
+			return name, t, err
 		}
 	}
-	return t, nil
+	return name, t, nil
+}
+
+// auditHostGW reads the target of host-gw (HostGW.Reconcile's) on the
+// interface that holds this node's public IP.
+func auditHostGW(k *kernel, _ Settings, c AuditConfig) (string, target, error) {
+	const name = "host-gw"
+	if !c.Public.IsValid() {
+		return name, target{}, ErrNoPublicIP
+	}
+	ul, err := UnderlayOf(c.Public)
+	if err != nil {
+		return name, target{}, err
+	}
+	t, err := hostGWTarget(k, c.Family, c.Own, ul)
+	return name + " via " + ul, t, err
+}
+
+// UnderlayOf names the interface that holds ip, this node's public IP: the
+// underlay subnetd found, on which host-gw routes.
+func UnderlayOf(ip netip.Addr) (string, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return "", fmt.Errorf("listing addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
+			l, err := netlink.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return "", fmt.Errorf("the interface of %s: %w", ip, err)
+			}
+			return l.Attrs().Name, nil
+		}
+	}
+	return "", fmt.Errorf("no interface holds this node's public IP %s", ip)
 }
 
 // skipLog keeps the reasons wanted logs for the peers it skips, so that

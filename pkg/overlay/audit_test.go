@@ -2,12 +2,14 @@ package overlay
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/cnisuite/cni/pkg/family"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -26,7 +28,7 @@ func TestAudit(t *testing.T) {
 		t.Helper()
 		var d Drift
 		n.ns.Do(t, func() (err error) {
-			d, err = Audit(AuditConfig{Name: n.devs[fam].Name(), V6: fam == 1, Own: n.subnet[fam]}, peersOf(nodes, n, fam))
+			d, err = auditVXLANDev(Settings{}, AuditConfig{Family: family.Family(fam), Own: n.subnet[fam]}, peersOf(nodes, n, fam))
 			return err
 		})
 		return d
@@ -71,7 +73,7 @@ func TestAudit(t *testing.T) {
 
 	stale := Peer{Subnet: netip.MustParsePrefix("10.244.8.0/24"), PublicIP: n.public[0], VtepMAC: MACFromID("old")}
 	n.ns.Do(t, func() error {
-		d, err := Audit(AuditConfig{Name: "flannel.1", Own: n.subnet[0]}, append(peersOf(nodes, n, 0), stale))
+		d, err := auditVXLANDev(Settings{}, AuditConfig{Own: n.subnet[0]}, append(peersOf(nodes, n, 0), stale))
 		if want := "public IP is this node's own (a stale lease of this node?)"; err != nil || len(d.Skipped) != 1 || d.Skipped[stale.Subnet] != want {
 			t.Errorf("a peer at this node's address: %v, skipped %q, want %q", err, d.Skipped, want)
 		}
@@ -80,7 +82,7 @@ func TestAudit(t *testing.T) {
 
 	n.ns.Run(t, "ip", "link", "delete", "flannel.1")
 	n.ns.Do(t, func() error {
-		if _, err := Audit(AuditConfig{Name: "flannel.1", Own: n.subnet[0]}, nil); !errors.Is(err, ErrNoDevice) {
+		if _, err := auditVXLANDev(Settings{}, AuditConfig{Own: n.subnet[0]}, nil); !errors.Is(err, ErrNoDevice) {
 			t.Errorf("Audit of a missing device: %v", err)
 		}
 		return nil
@@ -101,7 +103,7 @@ func TestAuditDirectRouting(t *testing.T) {
 	}
 	for _, direct := range []bool{true, false} {
 		n.ns.Do(t, func() error {
-			drift, err := Audit(AuditConfig{Name: d.Name(), Own: n.subnet[0], DirectRouting: direct}, peersOf(nodes, n, 0))
+			drift, err := auditVXLANDev(Settings{DirectRouting: direct}, AuditConfig{Own: n.subnet[0]}, peersOf(nodes, n, 0))
 			if err != nil {
 				return err
 			}
@@ -121,6 +123,17 @@ func TestAuditDirectRouting(t *testing.T) {
 	}
 }
 
+// auditVXLANDev is s's audit as a vxlan backend (VNI 1, flannel.1 and
+// flannel-v6.1), checking it names the device it read.
+func auditVXLANDev(s Settings, c AuditConfig, peers []Peer) (Drift, error) {
+	s.Type = TypeVXLAN
+	where, d, err := s.Audit(c, peers)
+	if want := DefaultName(DefaultVNI, c.Family); where != want {
+		return d, fmt.Errorf("the audit read %q, want %q (%w)", where, want, err)
+	}
+	return d, err
+}
+
 func texts(es []Entry) []string {
 	out := []string{}
 	for _, e := range es {
@@ -136,15 +149,25 @@ func TestAuditHostGW(t *testing.T) {
 	netnstest.SkipUnlessRoot(t)
 	nodes := newCluster(t, 3)
 	n := nodes[0]
-	cfg := AuditConfig{Own: n.subnet[0], HostGW: true, Underlay: "eth0"}
+	hostGW := Settings{Type: TypeHostGW}
 	audit := func() (d Drift) {
 		t.Helper()
-		n.ns.Do(t, func() (err error) {
-			d, err = Audit(cfg, peersOf(nodes, n, 0))
+		n.ns.Do(t, func() error {
+			where, drift, err := hostGW.Audit(AuditConfig{Own: n.subnet[0], Public: n.public[0]}, peersOf(nodes, n, 0))
+			if where != "host-gw via eth0" {
+				t.Errorf("host-gw audit read %q, want host-gw via eth0", where)
+			}
+			d = drift
 			return err
 		})
 		return d
 	}
+	n.ns.Do(t, func() error {
+		if where, _, err := hostGW.Audit(AuditConfig{Own: n.subnet[0]}, nil); where != "host-gw" || !errors.Is(err, ErrNoPublicIP) {
+			t.Errorf("host-gw audit without a public IP: %q, %v", where, err)
+		}
+		return nil
+	})
 	n.ns.Do(t, func() error {
 		_, err := HostGW{Underlay: "eth0", Subnet: n.subnet[0], Log: quiet}.Reconcile(peersOf(nodes, n, 0))
 		return err
@@ -181,7 +204,7 @@ func TestAuditNexthopDrift(t *testing.T) {
 
 	var d Drift
 	n.ns.Do(t, func() (err error) {
-		d, err = Audit(AuditConfig{Name: "flannel.1", Own: n.subnet[0]}, peersOf(nodes, n, 0))
+		d, err = auditVXLANDev(Settings{}, AuditConfig{Own: n.subnet[0]}, peersOf(nodes, n, 0))
 		return err
 	})
 	a, _ := strconv.Atoi(id2)

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // TestNew: the backend type is looked up in one place, which fills in
@@ -15,14 +17,15 @@ func TestNew(t *testing.T) {
 		s       Settings
 		devices []string
 		vtep    bool
+		str     string // what reports call it, defaults filled in
 		wantErr string
 	}{
-		{"no type means vxlan", Settings{}, []string{"flannel.1", "flannel-v6.1"}, true, ""},
-		{"vxlan VNI", Settings{Type: "vxlan", VNI: 42}, []string{"flannel.42", "flannel-v6.42"}, true, ""},
-		{"host-gw", Settings{Type: "host-gw"}, nil, false, ""},
-		{"udp", Settings{Type: "udp"}, nil, false, `Backend.Type "udp" is not supported; use "vxlan" or "host-gw"`},
-		{"VNI range", Settings{Type: "vxlan", VNI: 1 << 24}, nil, false, "Backend.VNI 16777216 is out of range"},
-		{"MTU", Settings{MTU: 100}, nil, false, "Backend.MTU 100 is too small"},
+		{"no type means vxlan", Settings{}, []string{"flannel.1", "flannel-v6.1"}, true, "vxlan VNI 1 port 8472", ""},
+		{"vxlan VNI", Settings{Type: "vxlan", VNI: 42}, []string{"flannel.42", "flannel-v6.42"}, true, "vxlan VNI 42 port 8472", ""},
+		{"host-gw", Settings{Type: "host-gw"}, nil, false, "host-gw", ""},
+		{"udp", Settings{Type: "udp"}, nil, false, "", `Backend.Type "udp" is not supported; use "vxlan" or "host-gw"`},
+		{"VNI range", Settings{Type: "vxlan", VNI: 1 << 24}, nil, false, "", "Backend.VNI 16777216 is out of range"},
+		{"MTU", Settings{MTU: 100}, nil, false, "", "Backend.MTU 100 is too small"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,15 +43,18 @@ func TestNew(t *testing.T) {
 				t.Errorf("devices %q, want %q", b.Devices(), tt.devices)
 			}
 			s, _ := tt.s.WithDefaults()
-			if s.UsesVTEP() != tt.vtep || (b.VtepMAC(IPv4) != nil) != tt.vtep || (b.VtepMAC(IPv6) != nil) != tt.vtep {
-				t.Errorf("UsesVTEP %v, VTEP MACs %s and %s; want VTEPs: %v", s.UsesVTEP(), b.VtepMAC(IPv4), b.VtepMAC(IPv6), tt.vtep)
+			if s.UsesVTEP() != tt.vtep || (b.VtepMAC(family.IPv4) != nil) != tt.vtep || (b.VtepMAC(family.IPv6) != nil) != tt.vtep {
+				t.Errorf("UsesVTEP %v, VTEP MACs %s and %s; want VTEPs: %v", s.UsesVTEP(), b.VtepMAC(family.IPv4), b.VtepMAC(family.IPv6), tt.vtep)
+			}
+			if s.String() != tt.str {
+				t.Errorf("String %q, want %q", s.String(), tt.str)
 			}
 		})
 	}
 	// The VTEP MACs are those subnetd has always published for a node.
 	b, _ := New(Settings{}, node)
-	if b.VtepMAC(IPv4).String() != MACFromID("node-a/ipv4").String() || b.VtepMAC(IPv6).String() != MACFromID("node-a/ipv6").String() {
-		t.Errorf("VTEP MACs %s, %s: not derived from the node's identity per family", b.VtepMAC(IPv4), b.VtepMAC(IPv6))
+	if b.VtepMAC(family.IPv4).String() != MACFromID("node-a/ipv4").String() || b.VtepMAC(family.IPv6).String() != MACFromID("node-a/ipv6").String() {
+		t.Errorf("VTEP MACs %s, %s: not derived from the node's identity per family", b.VtepMAC(family.IPv4), b.VtepMAC(family.IPv6))
 	}
 }
 
@@ -81,7 +87,7 @@ func TestBackends(t *testing.T) {
 				for i, o := range nodes {
 					for f := range ps {
 						if i != self {
-							ps[f] = append(ps[f], Peer{Subnet: o.subnet[f], PublicIP: o.public[f], VtepMAC: backends[i].VtepMAC(Family(f))})
+							ps[f] = append(ps[f], Peer{Subnet: o.subnet[f], PublicIP: o.public[f], VtepMAC: backends[i].VtepMAC(family.Family(f))})
 						}
 					}
 				}

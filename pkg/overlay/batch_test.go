@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vishvananda/netlink"
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // TestWriterReportsEachFailedEntry: batches of neighbour writes spanning
@@ -22,7 +22,7 @@ func TestWriterReportsEachFailedEntry(t *testing.T) {
 	const count = 3*batchSize + 5
 	bad := map[int]bool{0: true, batchSize - 1: true, batchSize: true, 2*batchSize + 7: true, count - 1: true}
 	ns.Do(t, func() error {
-		k, err := openKernel(false)
+		k, err := openKernel(family.IPv4)
 		if err != nil {
 			return err
 		}
@@ -41,7 +41,7 @@ func TestWriterReportsEachFailedEntry(t *testing.T) {
 					dev = 1 << 30 // no such device
 				}
 				ip := netip.AddrFrom4([4]byte{10, 9, byte(i / 256), byte(i % 256)})
-				k.w.add(entry{format: "neighbour %s", args: []any{ip}, del: del}, typ, unix.NLM_F_CREATE, ndmsg(unix.AF_INET, dev, 0),
+				k.w.add(entry{format: "neighbour %s", args: []any{ip}, del: del}, typ, unix.NLM_F_CREATE, ndmsg(k.family, dev, 0),
 					neighAttrs(ip, [6]byte{2, 0, 0, 0, byte(i / 256), byte(i % 256)})...)
 			}
 			return k.w.flush()
@@ -60,7 +60,7 @@ func TestWriterReportsEachFailedEntry(t *testing.T) {
 		if !strings.Contains(err.Error(), unix.ENODEV.Error()) {
 			t.Errorf("the errors do not carry the kernel's: %v", err)
 		}
-		neighs, err := k.h.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+		neighs, err := k.h.NeighList(l.Attrs().Index, k.family)
 		if err != nil {
 			return err
 		}
@@ -86,7 +86,7 @@ func TestWriterReportsEachFailedEntry(t *testing.T) {
 		if err := write(unix.RTM_DELNEIGH, true, func(int) bool { return false }); err != nil {
 			return err
 		}
-		if neighs, err = k.h.NeighList(l.Attrs().Index, netlink.FAMILY_V4); err == nil && len(neighs) != 0 {
+		if neighs, err = k.h.NeighList(l.Attrs().Index, k.family); err == nil && len(neighs) != 0 {
 			t.Errorf("%d neighbours left after deleting all", len(neighs))
 		}
 		return err
@@ -106,7 +106,7 @@ func TestWriterEchoesNexthopIDs(t *testing.T) {
 	gw := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 9, byte(i / 256), byte(i % 256)}) }
 	ids := make([]uint32, count)
 	ns.Do(t, func() error {
-		k, err := openKernel(false)
+		k, err := openKernel(family.IPv4)
 		if err != nil {
 			return err
 		}
@@ -121,7 +121,7 @@ func TestWriterEchoesNexthopIDs(t *testing.T) {
 				dev = 1 << 30 // no such device
 			}
 			k.w.add(entry{format: "nexthop via %s", args: []any{gw(i)}, id: &ids[i]},
-				unix.RTM_NEWNEXTHOP, unix.NLM_F_CREATE|unix.NLM_F_ECHO, nhmsg(unix.AF_INET), nexthopAttrs(gw(i), dev)...)
+				unix.RTM_NEWNEXTHOP, unix.NLM_F_CREATE|unix.NLM_F_ECHO, nhmsg(k.family), nexthopAttrs(gw(i), dev)...)
 		}
 		err = k.w.flush()
 		for i := range count {

@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
 )
 
@@ -57,7 +58,7 @@ func Leftovers(extra ...string) (devices []string, routes []netlink.Route, err e
 			doomed = append(doomed, l.Attrs().Index)
 		}
 	}
-	k, err := openKernel(false)
+	k, err := openKernel(family.IPv4) // its family is unused: the dump below takes both
 	if err != nil {
 		return devices, nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
 )
 
@@ -35,7 +36,7 @@ type Device struct {
 // collector for a Device dropped without Close.
 func (d *Device) kernel() (*kernel, error) {
 	if d.k == nil {
-		k, err := openKernel(d.cfg.v6())
+		k, err := openKernel(d.cfg.family())
 		if err != nil {
 			return nil, err
 		}
@@ -98,31 +99,24 @@ func EnsureDevice(cfg DeviceConfig) (*Device, error) {
 // resolve fills in the local IP and MTU from the underlay.
 func resolve(cfg DeviceConfig, ul netlink.Link) (DeviceConfig, error) {
 	if !cfg.LocalIP.IsValid() {
-		ip, err := firstGlobal(ul, cfg.v6())
+		ip, err := firstGlobal(ul, cfg.family())
 		if err != nil {
 			return cfg, err
 		}
 		cfg.LocalIP = ip
 	}
 	if cfg.MTU == 0 {
-		cfg.MTU = ul.Attrs().MTU - overheadV4
-		if cfg.v6() {
-			cfg.MTU = ul.Attrs().MTU - overheadV6
-		}
+		cfg.MTU = ul.Attrs().MTU - overhead[cfg.family()]
 	}
-	if cfg.MTU < 68 || (cfg.v6() && cfg.MTU < 1280) {
+	if cfg.MTU < minMTU[cfg.family()] {
 		return cfg, fmt.Errorf("vxlan MTU %d is too small for the family (underlay %s has MTU %d); raise the underlay's MTU or set a larger MTU",
 			cfg.MTU, cfg.Underlay, ul.Attrs().MTU)
 	}
 	return cfg, nil
 }
 
-func firstGlobal(ul netlink.Link, v6 bool) (netip.Addr, error) {
-	family := netlink.FAMILY_V4
-	if v6 {
-		family = netlink.FAMILY_V6
-	}
-	addrs, err := link.Addrs(ul, family)
+func firstGlobal(ul netlink.Link, f family.Family) (netip.Addr, error) {
+	addrs, err := link.Addrs(ul, f.Netlink())
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("listing the addresses of %s: %w", ul.Attrs().Name, err)
 	}
@@ -131,8 +125,8 @@ func firstGlobal(ul netlink.Link, v6 bool) (netip.Addr, error) {
 			return ip.Unmap(), nil
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("underlay %s has no global IPv%d address to use as the vxlan source; add one or pass the public IP",
-		ul.Attrs().Name, map[bool]int{false: 4, true: 6}[v6])
+	return netip.Addr{}, fmt.Errorf("underlay %s has no global %s address to use as the vxlan source; add one or pass the public IP",
+		ul.Attrs().Name, f)
 }
 
 // ensureLink returns the device, created or recreated when needed.

@@ -8,6 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
 )
 
@@ -106,10 +107,9 @@ func hostRoute(r netlink.Route, nh *netlink.NexthopInfo, dev string) HostRoute {
 		ip, _ := netip.AddrFromSlice(r.Dst.IP)
 		ones, _ := r.Dst.Mask.Size()
 		hr.Dst = netip.PrefixFrom(ip.Unmap(), ones)
-	} else if r.Family == netlink.FAMILY_V6 {
-		hr.Dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 	} else {
-		hr.Dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		f, _ := family.OfNetlink(r.Family)
+		hr.Dst = f.Default()
 	}
 	return hr
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // HostGW is flannel's host-gw backend for one address family: every peer
@@ -30,21 +32,34 @@ func (g HostGW) Reconcile(peers []Peer) (Stats, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	v6 := g.Subnet.Addr().Is6()
-	k, err := openKernel(v6)
+	f := family.OfPrefix(g.Subnet)
+	k, err := openKernel(f)
 	if err != nil {
 		return Stats{}, err
 	}
 	defer k.close()
-	t := target{v6: v6, own: g.Subnet.Masked(), hostGW: true}
-	if t.underlay, t.direct, err = onLinkPrefixes(k, g.Underlay); err != nil {
-		return Stats{}, fmt.Errorf("host-gw: %w", err)
+	t, err := hostGWTarget(k, f, g.Subnet, g.Underlay)
+	if err != nil {
+		return Stats{}, err
+	}
+	s, _, err := reconcile(k, t, peers, "host-gw", log)
+	return s, err
+}
+
+// hostGWTarget is what host-gw computes the routes of family f against:
+// this node's subnet own (invalid when unknown), and the underlay's
+// addresses of f, on whose links every peer's public IP must be and none
+// of which a peer's may be.
+func hostGWTarget(k *kernel, f family.Family, own netip.Prefix, underlay string) (target, error) {
+	t := target{family: f, own: own.Masked(), hostGW: true}
+	var err error
+	if t.underlay, t.direct, err = onLinkPrefixes(k, underlay); err != nil {
+		return t, fmt.Errorf("host-gw: %w", err)
 	}
 	for _, p := range t.direct {
 		t.self = append(t.self, p.Addr())
 	}
-	s, _, err := reconcile(k, t, peers, "host-gw", log)
-	return s, err
+	return t, nil
 }
 
 // hostGWBackend is the host-gw Backend: a HostGW per family in use.
@@ -78,7 +93,7 @@ func (b *hostGWBackend) Reconcile(peers ByFamily[[]Peer]) (Stats, error) {
 // Update is Reconcile: host-gw keeps no record of what it wrote.
 func (b *hostGWBackend) Update(peers ByFamily[[]Peer]) (Stats, error) { return b.Reconcile(peers) }
 
-func (b *hostGWBackend) VtepMAC(Family) net.HardwareAddr { return nil }
+func (b *hostGWBackend) VtepMAC(family.Family) net.HardwareAddr { return nil }
 
 func (b *hostGWBackend) Devices() []string { return nil }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
 )
 
@@ -18,13 +19,14 @@ import (
 type kernel struct {
 	h      *netlink.Handle // reads of links, addresses, neighbours
 	w      *writer         // writes, batched; route and nexthop dumps
-	family int
-	nh     int8      // nexthop objects: 0 not asked yet, 1 the kernel has them, -1 not
-	once   sync.Once // close runs once: by Device.Close or by the collector
+	family int             // f.Netlink() of openKernel's f
+	nh     int8            // nexthop objects: 0 not asked yet, 1 the kernel has them, -1 not
+	once   sync.Once       // close runs once: by Device.Close or by the collector
 }
 
-// openKernel opens a socket in the calling thread's network namespace.
-func openKernel(v6 bool) (*kernel, error) {
+// openKernel opens a socket in the calling thread's network namespace for
+// the tables of family f.
+func openKernel(f family.Family) (*kernel, error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("opening a netlink socket: %w", err)
@@ -34,11 +36,7 @@ func openKernel(v6 bool) (*kernel, error) {
 		h.Close()
 		return nil, err
 	}
-	k := &kernel{h: h, w: w, family: netlink.FAMILY_V4}
-	if v6 {
-		k.family = netlink.FAMILY_V6
-	}
-	return k, nil
+	return &kernel{h: h, w: w, family: f.Netlink()}, nil
 }
 
 func (k *kernel) close() {
@@ -145,10 +143,8 @@ func parseRoute(data []byte) (kroute, bool) {
 	r := kroute{table: uint32(data[4]), typ: data[7]}
 	r.proto, r.scope = int(data[5]), int(data[6])
 	r.onlink = binary.NativeEndian.Uint32(data[8:])&unix.RTNH_F_ONLINK != 0
-	dst := netip.IPv4Unspecified() // a default route has no RTA_DST
-	if data[0] == unix.AF_INET6 {
-		dst = netip.IPv6Unspecified()
-	}
+	f, _ := family.OfNetlink(int(data[0]))
+	dst := f.Unspecified() // a default route has no RTA_DST
 	eachAttr(data[unix.SizeofRtMsg:], func(typ uint16, v []byte) {
 		switch typ {
 		case unix.RTA_DST:

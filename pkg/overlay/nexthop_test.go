@@ -54,7 +54,7 @@ func TestRoutesOnNexthops(t *testing.T) {
 		t.Errorf("compat mode off, a reconcile with nothing changed: %+v", s)
 	}
 	a.ns.Do(t, func() error {
-		drift, err := Audit(AuditConfig{Name: "flannel.1", Own: a.subnet[0]}, peersOf(nodes, a, 0))
+		drift, err := auditVXLANDev(Settings{}, AuditConfig{Own: a.subnet[0]}, peersOf(nodes, a, 0))
 		if err == nil && len(drift.Missing)+len(drift.Stale) != 0 {
 			t.Errorf("compat mode off, Audit: %+v", drift)
 		}
@@ -175,7 +175,7 @@ func TestFlannelRoutesTakenOver(t *testing.T) {
 	// but still wanted by subnetd.
 	flanneld(nodes[1:])
 	a.ns.Do(t, func() error {
-		drift, err := Audit(AuditConfig{Name: "flannel.1", Own: a.subnet[0]}, peersOf(nodes, a, 0))
+		drift, err := auditVXLANDev(Settings{}, AuditConfig{Own: a.subnet[0]}, peersOf(nodes, a, 0))
 		want := []string{"route 10.244.2.0/24 nhid " + ids["10.244.2.0/24"] + " via 10.244.2.0 dev flannel.1 onlink",
 			"route 10.244.3.0/24 nhid " + ids["10.244.3.0/24"] + " via 10.244.3.0 dev flannel.1 onlink"}
 		if err == nil && (!slices.Equal(texts(drift.Missing), want) || len(drift.Stale) != 0) {

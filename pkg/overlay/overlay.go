@@ -18,7 +18,8 @@
 // socket (kernel.go, batch.go, nexthop.go), so a reconcile with nothing new
 // costs no netlink write at all. Host says which peers would take the node's
 // own addresses or routes over; Cleanup removes what any backend (or
-// flanneld) left; Audit reports drift without writing (cnictl doctor).
+// flanneld) left; Settings.Audit reports a backend's drift without writing
+// (cnictl doctor), each backend kind reading what it programs.
 //
 // The overlay knows peers, never leases: it must not import pkg/subnet (the
 // lease store and its JSON). The daemon turns leases into peers
@@ -33,6 +34,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // RouteProtocol marks the routes this package adds ("proto 83" in ip route),
@@ -40,15 +43,7 @@ import (
 // shared underlay interface and never touch an operator's.
 const RouteProtocol = 83
 
-// Family is an address family; per-family data sits in a ByFamily.
-type Family int
-
-const (
-	IPv4 Family = iota
-	IPv6
-)
-
-// ByFamily holds one value per address family, indexed by Family.
+// ByFamily holds one value per address family, indexed by family.Family.
 type ByFamily[T any] [2]T
 
 // Peer is one remote node of one address family: what a backend needs to
@@ -82,7 +77,7 @@ type Backend interface {
 	// VtepMAC is the MAC of this node's device of family f, which its
 	// lease publishes so that peers reach it; nil for a backend without
 	// one (host-gw).
-	VtepMAC(f Family) net.HardwareAddr
+	VtepMAC(f family.Family) net.HardwareAddr
 	// Devices names the links Ensure makes (none for host-gw): the ones
 	// to watch for changes and to check.
 	Devices() []string
@@ -123,18 +118,22 @@ type Node struct {
 }
 
 // kind is one backend type: its settings' checks and defaults, its
-// constructor, and whether its peers publish a VTEP MAC.
+// constructor, what its audit reads (Settings.Audit), and whether its peers
+// publish a VTEP MAC, the MAC of a vxlan device of theirs.
 type kind struct {
 	check func(Settings) (Settings, error)
 	build func(Settings, Node) Backend
+	// audit finds, read only, what a Reconcile of one family computes its
+	// entries against, and names it for reports (also along an error).
+	audit func(*kernel, Settings, AuditConfig) (string, target, error)
 	vtep  bool
 }
 
 // kinds holds every backend type there is; kindOf is the one place a type
 // is looked up, and the one place an unknown type is an error.
 var kinds = map[string]kind{
-	TypeVXLAN:  {check: checkVXLAN, build: newVXLAN, vtep: true},
-	TypeHostGW: {check: func(s Settings) (Settings, error) { return s, nil }, build: newHostGW},
+	TypeVXLAN:  {check: checkVXLAN, build: newVXLAN, audit: auditVXLAN, vtep: true},
+	TypeHostGW: {check: func(s Settings) (Settings, error) { return s, nil }, build: newHostGW, audit: auditHostGW},
 }
 
 func kindOf(typ string) (kind, error) {
@@ -159,8 +158,18 @@ func (s Settings) WithDefaults() (Settings, error) {
 }
 
 // UsesVTEP reports whether the backend reaches peers through their VTEP,
-// whose MAC (and VNI) their leases publish: true for vxlan.
+// whose MAC (and VNI) their leases publish: true for vxlan, whose device
+// per family is DefaultName's.
 func (s Settings) UsesVTEP() bool { return kinds[s.Type].vtep }
+
+// String names the backend as reports do: its type, with the VNI and UDP
+// port of a backend that uses VTEPs ("vxlan VNI 1 port 8472").
+func (s Settings) String() string {
+	if s.UsesVTEP() {
+		return fmt.Sprintf("%s VNI %d port %d", s.Type, s.VNI, s.Port)
+	}
+	return s.Type
+}
 
 // New returns the backend s names (defaults filled in) for this node. It
 // touches no kernel state: Ensure does.

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // route is a main-table unicast route in a form that compares with ==, so
@@ -156,7 +158,7 @@ func diff(want, have tables) plan {
 
 // target is what the wanted entries depend on besides the peers.
 type target struct {
-	v6       bool
+	family   family.Family
 	own      netip.Prefix   // our subnet: never a peer
 	ownMAC   [6]byte        // our VTEP MAC: a peer with it would shadow us
 	self     []netip.Addr   // our underlay addresses: a peer there is a stale lease of ours
@@ -194,11 +196,11 @@ func (t target) check(p Peer) error {
 	switch {
 	case !p.Subnet.IsValid():
 		return errors.New("no valid subnet")
-	case p.Subnet.Addr().Is6() != t.v6:
-		return fmt.Errorf("subnet of the other family than this device (IPv6: %v)", t.v6)
+	case family.OfPrefix(p.Subnet) != t.family:
+		return fmt.Errorf("%s subnet on an %s device", family.OfPrefix(p.Subnet), t.family)
 	case !p.PublicIP.IsValid() || p.PublicIP.IsUnspecified():
 		return errors.New("no public IP")
-	case p.PublicIP.Is6() != t.v6:
+	case family.Of(p.PublicIP) != t.family:
 		return errors.New("public IP of the other family than the subnet")
 	case p.PublicIP.IsMulticast() || p.PublicIP.IsLoopback():
 		return errors.New("public IP is not a unicast address")

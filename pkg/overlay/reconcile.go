@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
 )
 
@@ -53,7 +54,7 @@ func (d *Device) Reconcile(peers []Peer) (Stats, error) {
 		return Stats{}, fmt.Errorf("looking up %s: %w", d.cfg.Name, err)
 	}
 	t := target{
-		v6: d.cfg.v6(), own: d.cfg.Subnet, ownMAC: [6]byte(d.cfg.MAC), self: []netip.Addr{d.cfg.LocalIP},
+		family: d.cfg.family(), own: d.cfg.Subnet, ownMAC: [6]byte(d.cfg.MAC), self: []netip.Addr{d.cfg.LocalIP},
 		dev: dev.Attrs().Index, underlay: d.underlay,
 	}
 	if t.nexthops, err = d.nexthops(k); err != nil {
@@ -75,7 +76,7 @@ func (d *Device) Reconcile(peers []Peer) (Stats, error) {
 // IPv4 ones, on a kernel that has them. A kernel without them is logged
 // when first found.
 func (d *Device) nexthops(k *kernel) (bool, error) {
-	if d.cfg.v6() {
+	if d.cfg.family() != family.IPv4 {
 		return false, nil
 	}
 	asked := k.nh != 0

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // Defaults of flannel's vxlan backend.
@@ -15,12 +17,14 @@ const (
 	DefaultPort = 8472 // the Linux kernel's historical vxlan port, flannel's default
 )
 
-// Encapsulation overhead: outer Ethernet 14 + IP + UDP 8 + VXLAN 8 (+ 8 of
-// slack that flannel keeps), as flannel subtracts from the underlay MTU.
-const (
-	overheadV4 = 50
-	overheadV6 = 70
-)
+// overhead is the encapsulation's per family: outer Ethernet 14 + IP + UDP
+// 8 + VXLAN 8 (+ 8 of slack that flannel keeps), as flannel subtracts from
+// the underlay MTU.
+var overhead = ByFamily[int]{family.IPv4: 50, family.IPv6: 70}
+
+// minMTU is the least MTU a device of the family works with: IPv6 needs
+// 1280 (RFC 8200).
+var minMTU = ByFamily[int]{family.IPv4: 68, family.IPv6: 1280}
 
 // checkVXLAN validates the settings of a vxlan network and fills in
 // flannel's defaults, VNI 1 on port 8472.
@@ -52,7 +56,7 @@ type vxlanBackend struct {
 }
 
 // macIDs tell the families apart in the identity a VTEP MAC derives from.
-var macIDs = ByFamily[string]{"/ipv4", "/ipv6"}
+var macIDs = ByFamily[string]{family.IPv4: "/ipv4", family.IPv6: "/ipv6"}
 
 func newVXLAN(s Settings, n Node) Backend {
 	b := &vxlanBackend{s: s, node: n}
@@ -111,10 +115,14 @@ func (b *vxlanBackend) program(peers ByFamily[[]Peer], fn func(*Device, []Peer) 
 	return total, errors.Join(errs...)
 }
 
-func (b *vxlanBackend) VtepMAC(f Family) net.HardwareAddr { return b.macs[f] }
+func (b *vxlanBackend) VtepMAC(f family.Family) net.HardwareAddr { return b.macs[f] }
 
 func (b *vxlanBackend) Devices() []string {
-	return []string{DefaultName(b.s.VNI, false), DefaultName(b.s.VNI, true)}
+	var names []string
+	for _, f := range family.All() {
+		names = append(names, DefaultName(b.s.VNI, f))
+	}
+	return names
 }
 
 func (b *vxlanBackend) Teardown() error { return teardown() }
@@ -139,7 +147,7 @@ type DeviceConfig struct {
 	Log           *slog.Logger // nil means slog.Default()
 }
 
-func (c DeviceConfig) v6() bool { return c.Subnet.Addr().Is6() }
+func (c DeviceConfig) family() family.Family { return family.OfPrefix(c.Subnet) }
 
 func (c DeviceConfig) logger() *slog.Logger {
 	if c.Log == nil {
@@ -157,7 +165,7 @@ func (c DeviceConfig) withDefaults() (DeviceConfig, error) {
 		c.Port = DefaultPort
 	}
 	if c.Name == "" {
-		c.Name = DefaultName(c.VNI, c.v6())
+		c.Name = DefaultName(c.VNI, c.family())
 	}
 	var errs []error
 	if c.VNI < 0 || c.VNI >= 1<<24 {
@@ -175,7 +183,7 @@ func (c DeviceConfig) withDefaults() (DeviceConfig, error) {
 	if !c.Subnet.IsValid() {
 		errs = append(errs, errors.New("no subnet given; pass this node's lease subnet"))
 	}
-	if c.LocalIP.IsValid() && c.Subnet.IsValid() && c.LocalIP.Is6() != c.v6() {
+	if c.LocalIP.IsValid() && c.Subnet.IsValid() && family.Of(c.LocalIP) != c.family() {
 		errs = append(errs, fmt.Errorf("local IP %s and subnet %s are of different families; a device carries one family", c.LocalIP, c.Subnet))
 	}
 	if err := checkMAC(c.MAC); err != nil {
@@ -191,13 +199,11 @@ func (c DeviceConfig) withDefaults() (DeviceConfig, error) {
 	return c, nil
 }
 
+// deviceNames are flannel's device name formats, by family.
+var deviceNames = ByFamily[string]{family.IPv4: "flannel.%d", family.IPv6: "flannel-v6.%d"}
+
 // DefaultName is flannel's device name for a VNI and family.
-func DefaultName(vni int, v6 bool) string {
-	if v6 {
-		return fmt.Sprintf("flannel-v6.%d", vni)
-	}
-	return fmt.Sprintf("flannel.%d", vni)
-}
+func DefaultName(vni int, f family.Family) string { return fmt.Sprintf(deviceNames[f], vni) }
 
 // checkMAC accepts an Ethernet unicast address other than all zeros.
 func checkMAC(mac net.HardwareAddr) error {

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -135,7 +137,7 @@ func TestWantedEntries(t *testing.T) {
 		t.Errorf("fdb %+v", want.fdb)
 	}
 
-	v6 := target{v6: true, own: netip.MustParsePrefix("fd00:10:0:1::/64"), dev: 8}
+	v6 := target{family: family.IPv6, own: netip.MustParsePrefix("fd00:10:0:1::/64"), dev: 8}
 	want, skipped := wanted(v6, []Peer{peer("fd00:10:0:2::/64", "fd00:50::2", mac)}, quiet)
 	sn6 := netip.MustParsePrefix("fd00:10:0:2::/64")
 	if skipped != 0 || want.routes[sn6].gw != sn6.Addr() || !want.routes[sn6].onlink || want.routes[sn6].link != 8 {

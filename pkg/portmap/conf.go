@@ -7,6 +7,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/nat/nft"
 	"github.com/cnisuite/cni/pkg/netconf"
@@ -200,7 +201,7 @@ func parseMaps(entries []PortMapEntry) ([]nat.PortMap, error) {
 // containerAddrs picks, as the reference does, the first address of each
 // family that belongs to the container interface (or to no interface).
 func containerAddrs(prev *current.Result, ifName string) []netip.Prefix {
-	var v4, v6 netip.Prefix
+	var first [2]netip.Prefix
 	for _, ip := range prev.IPs {
 		if ip.Interface != nil {
 			i := *ip.Interface
@@ -220,15 +221,12 @@ func containerAddrs(prev *current.Result, ifName string) []netip.Prefix {
 		if bits == 0 {
 			ones = a.BitLen() // no mask: hairpin masquerading for the container alone
 		}
-		p := netip.PrefixFrom(a, ones)
-		if a.Is4() && !v4.IsValid() {
-			v4 = p
-		} else if a.Is6() && !v6.IsValid() {
-			v6 = p
+		if f := family.Of(a); !first[f].IsValid() {
+			first[f] = netip.PrefixFrom(a, ones)
 		}
 	}
 	var out []netip.Prefix
-	for _, p := range []netip.Prefix{v4, v6} {
+	for _, p := range first {
 		if p.IsValid() {
 			out = append(out, p)
 		}

@@ -10,8 +10,10 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 
-	"github.com/cnisuite/cni/pkg/nat"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnisuite/cni/pkg/family"
+	"github.com/cnisuite/cni/pkg/nat"
 )
 
 // flushUDPConntrack deletes the conntrack entries of the UDP host ports,
@@ -30,17 +32,17 @@ func flushUDPConntrack(c *nat.HostPortConf, addrs []netip.Prefix) error {
 		if len(ports) == 0 || conntrackEmpty() {
 			continue
 		}
-		if err := flushPorts(familyOf(p.Addr()), ports); err != nil {
+		if err := flushPorts(family.Of(p.Addr()), ports); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func flushPorts(family uint8, ports []uint16) error {
+func flushPorts(f family.Family, ports []uint16) error {
 	for i, port := range ports {
-		if err := filteredFlush(family, port); err != nil {
-			return dumpAndDelete(family, ports[i:])
+		if err := filteredFlush(f, port); err != nil {
+			return dumpAndDelete(f, ports[i:])
 		}
 	}
 	return nil
@@ -64,9 +66,9 @@ const (
 // filteredFlush asks the kernel to delete the family's UDP entries whose
 // original destination port is port. A kernel without filtered flushes
 // sees a tuple without addresses and answers EINVAL: nothing is deleted.
-func filteredFlush(family uint8, port uint16) error {
+func filteredFlush(f family.Family, port uint16) error {
 	req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_CTNETLINK<<8|ipctnlMsgCtDelete, unix.NLM_F_ACK)
-	req.AddData(&nl.Nfgenmsg{NfgenFamily: family, Version: unix.NFNETLINK_V0})
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: uint8(f.Netlink()), Version: unix.NFNETLINK_V0})
 	orig := nl.NewRtAttr(ctaTupleOrig|unix.NLA_F_NESTED, nil)
 	proto := orig.AddRtAttr(ctaTupleProto|unix.NLA_F_NESTED, nil)
 	proto.AddRtAttr(ctaProtoNum, []byte{unix.IPPROTO_UDP})
@@ -82,7 +84,7 @@ func filteredFlush(family uint8, port uint16) error {
 
 // dumpAndDelete is the flush of kernels before 6.11: one dump of the
 // family's table, deleting what matches.
-func dumpAndDelete(family uint8, ports []uint16) error {
+func dumpAndDelete(f family.Family, ports []uint16) error {
 	filters := make([]netlink.CustomConntrackFilter, 0, len(ports))
 	for _, port := range ports {
 		f := &netlink.ConntrackFilter{}
@@ -94,17 +96,10 @@ func dumpAndDelete(family uint8, ports []uint16) error {
 		}
 		filters = append(filters, f)
 	}
-	if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.InetFamily(family), filters...); err != nil {
+	if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.InetFamily(f.Netlink()), filters...); err != nil {
 		return fmt.Errorf("deleting UDP conntrack entries: %w", err)
 	}
 	return nil
-}
-
-func familyOf(a netip.Addr) uint8 {
-	if a.Is6() {
-		return unix.AF_INET6
-	}
-	return unix.AF_INET
 }
 
 // conntrackEmpty reads the namespace's count of tracked connections; when

@@ -7,8 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/cnisuite/cni/pkg/family"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -16,10 +15,10 @@ import (
 // nothing else: not another port's, not TCP's of the same port.
 func TestFlushPortsDeletesOnlyThePorts(t *testing.T) {
 	netnstest.SkipUnlessRoot(t)
-	for name, flush := range map[string]func(uint8, []uint16) error{
-		"filtered flush": func(family uint8, ports []uint16) error {
+	for name, flush := range map[string]func(family.Family, []uint16) error{
+		"filtered flush": func(f family.Family, ports []uint16) error {
 			for _, p := range ports {
-				if err := filteredFlush(family, p); err != nil {
+				if err := filteredFlush(f, p); err != nil {
 					return fmt.Errorf("filtered flush (the kernel needs 6.11 or later): %w", err)
 				}
 			}
@@ -33,7 +32,7 @@ func TestFlushPortsDeletesOnlyThePorts(t *testing.T) {
 				ns.Do(t, func() error { return send("udp", port) })
 			}
 			ns.Do(t, func() error { return tcpFlow(t, 7001) })
-			ns.Do(t, func() error { return flush(unix.AF_INET, []uint16{7001, 7003}) })
+			ns.Do(t, func() error { return flush(family.IPv4, []uint16{7001, 7003}) })
 			var left string
 			ns.Do(t, func() error {
 				// thread-self: /proc/net is the main thread's namespace.

@@ -2,7 +2,8 @@
 // container, chained after the plugin that gives the container its
 // addresses, over iptables or nftables (pkg/nat, pkg/nat/nft); a drop-in
 // replacement for the reference CNI portmap plugin. The portmap binary runs
-// it.
+// it. It must not import another plugin's package, pkg/overlay or
+// pkg/subnet.
 package portmap
 
 import (

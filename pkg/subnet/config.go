@@ -4,7 +4,9 @@
 // lease. LeasePeers turns a lease into the overlay's peers, decoding its
 // backend data (VXLANData). It imports pkg/overlay for the backend settings
 // and the Peer type (the overlay never imports this package), and no store
-// client: pkg/subnet/etcd implements Registry.
+// client: pkg/subnet/etcd implements Registry. The config and leases keep
+// flanneld's two fields per family on the wire; code reads a family's half
+// by family.Family (Config.NetworkOf, Subnets.Of, Attrs.PublicIPOf).
 package subnet
 
 import (
@@ -13,6 +15,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/overlay"
 )
 
@@ -54,32 +57,46 @@ func ParseConfig(data []byte) (Config, error) {
 	return c, nil
 }
 
-// Families lists the address families the network enables, IPv4 first,
-// each as whether it is IPv6: [false], [true] or [false true].
-func (c Config) Families() []bool {
-	var v6s []bool
-	if c.EnableIPv4 {
-		v6s = append(v6s, false)
+// Families lists the address families the network enables, IPv4 first.
+func (c Config) Families() []family.Family {
+	var out []family.Family
+	for _, f := range family.All() {
+		if c.of(f).enabled {
+			out = append(out, f)
+		}
 	}
-	if c.EnableIPv6 {
-		v6s = append(v6s, true)
+	return out
+}
+
+// NetworkOf is the network of family f: Network or IPv6Network.
+func (c Config) NetworkOf(f family.Family) netip.Prefix { return *c.of(f).network }
+
+// SubnetLenOf is the subnet length of family f: SubnetLen or IPv6SubnetLen.
+func (c Config) SubnetLenOf(f family.Family) int { return *c.of(f).subnetLen }
+
+// familyConfig is one family's part of a Config, its fields' addresses.
+type familyConfig struct {
+	enabled   bool
+	network   *netip.Prefix
+	subnetLen *int
+	min, max  *netip.Addr
+}
+
+// of is family f's part of c. The keys stay flanneld's, one per family,
+// in the JSON.
+func (c *Config) of(f family.Family) familyConfig {
+	if f == family.IPv6 {
+		return familyConfig{c.EnableIPv6, &c.IPv6Network, &c.IPv6SubnetLen, &c.IPv6SubnetMin, &c.IPv6SubnetMax}
 	}
-	return v6s
+	return familyConfig{c.EnableIPv4, &c.Network, &c.SubnetLen, &c.SubnetMin, &c.SubnetMax}
 }
 
 func (c *Config) validate() error {
 	if !c.EnableIPv4 && !c.EnableIPv6 {
 		return fmt.Errorf("%w: EnableIPv4 and EnableIPv6 are both false; enable at least one", ErrInvalidConfig)
 	}
-	if c.EnableIPv4 {
-		r := family{"Network", "SubnetLen", "SubnetMin", "SubnetMax", 24, 28}
-		if err := r.fill(&c.Network, &c.SubnetLen, &c.SubnetMin, &c.SubnetMax, true); err != nil {
-			return err
-		}
-	}
-	if c.EnableIPv6 {
-		r := family{"IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax", 64, 124}
-		if err := r.fill(&c.IPv6Network, &c.IPv6SubnetLen, &c.IPv6SubnetMin, &c.IPv6SubnetMax, false); err != nil {
+	for _, f := range c.Families() {
+		if err := keysOf[f].fill(f, c.of(f)); err != nil {
 			return err
 		}
 	}
@@ -91,35 +108,44 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// family names the keys of one address family, for messages.
-type family struct {
+// familyKeys names the keys of one address family, for messages, with an
+// example network and the family's subnet lengths.
+type familyKeys struct {
 	network, subnetLen, min, max string
+	example                      string
 	defaultLen, maxNetworkLen    int
 }
 
-// fill checks one family's network and range and sets its defaults, with
+// keysOf holds each family's keys.
+var keysOf = [2]familyKeys{
+	family.IPv4: {"Network", "SubnetLen", "SubnetMin", "SubnetMax", "10.244.0.0/16", 24, 28},
+	family.IPv6: {"IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax", "fd00:10:244::/56", 64, 124},
+}
+
+// fill checks family f's network and range and sets its defaults, with
 // flannel's rules: at least four subnets, SubnetMin/Max inside the network
 // and on a subnet boundary.
-func (f family) fill(network *netip.Prefix, subnetLen *int, lo, hi *netip.Addr, v4 bool) error {
+func (k familyKeys) fill(f family.Family, fc familyConfig) error {
+	network, subnetLen, lo, hi := fc.network, fc.subnetLen, fc.min, fc.max
 	n := *network
-	if !n.IsValid() || n.Addr().Is4() != v4 {
-		return fmt.Errorf("%w: %s is missing or of the wrong family; set it, e.g. %q", ErrInvalidConfig, f.network, map[bool]string{true: "10.244.0.0/16", false: "fd00:10:244::/56"}[v4])
+	if !n.IsValid() || family.OfPrefix(n) != f {
+		return fmt.Errorf("%w: %s is missing or of the wrong family; set it, e.g. %q", ErrInvalidConfig, k.network, k.example)
 	}
 	if n != n.Masked() {
-		return fmt.Errorf("%w: %s %s has host bits set; use %s", ErrInvalidConfig, f.network, n, n.Masked())
+		return fmt.Errorf("%w: %s %s has host bits set; use %s", ErrInvalidConfig, k.network, n, n.Masked())
 	}
 	bits := n.Addr().BitLen()
 	switch {
-	case *subnetLen == 0 && n.Bits() > f.maxNetworkLen:
-		return fmt.Errorf("%w: %s %s is too small; use a /%d or larger", ErrInvalidConfig, f.network, n, f.maxNetworkLen)
-	case *subnetLen == 0 && n.Bits() <= f.defaultLen-2:
-		*subnetLen = f.defaultLen
+	case *subnetLen == 0 && n.Bits() > k.maxNetworkLen:
+		return fmt.Errorf("%w: %s %s is too small; use a /%d or larger", ErrInvalidConfig, k.network, n, k.maxNetworkLen)
+	case *subnetLen == 0 && n.Bits() <= k.defaultLen-2:
+		*subnetLen = k.defaultLen
 	case *subnetLen == 0:
 		*subnetLen = n.Bits() + 2
 	case *subnetLen > bits-2:
-		return fmt.Errorf("%w: %s %d leaves no room for pods; use at most %d", ErrInvalidConfig, f.subnetLen, *subnetLen, bits-2)
+		return fmt.Errorf("%w: %s %d leaves no room for pods; use at most %d", ErrInvalidConfig, k.subnetLen, *subnetLen, bits-2)
 	case *subnetLen < n.Bits()+2:
-		return fmt.Errorf("%w: %s %d gives %s fewer than four subnets; use at least %d", ErrInvalidConfig, f.subnetLen, *subnetLen, n, n.Bits()+2)
+		return fmt.Errorf("%w: %s %d gives %s fewer than four subnets; use at least %d", ErrInvalidConfig, k.subnetLen, *subnetLen, n, n.Bits()+2)
 	}
 	if !lo.IsValid() {
 		*lo = nthSubnet(n.Addr(), *subnetLen, 1)
@@ -130,16 +156,16 @@ func (f family) fill(network *netip.Prefix, subnetLen *int, lo, hi *netip.Addr, 
 	for _, a := range []struct {
 		name string
 		addr netip.Addr
-	}{{f.min, *lo}, {f.max, *hi}} {
+	}{{k.min, *lo}, {k.max, *hi}} {
 		if !n.Contains(a.addr) {
-			return fmt.Errorf("%w: %s %s is outside %s %s", ErrInvalidConfig, a.name, a.addr, f.network, n)
+			return fmt.Errorf("%w: %s %s is outside %s %s", ErrInvalidConfig, a.name, a.addr, k.network, n)
 		}
 		if p := netip.PrefixFrom(a.addr, *subnetLen); p.Masked().Addr() != a.addr {
 			return fmt.Errorf("%w: %s %s is not on a /%d boundary; use %s", ErrInvalidConfig, a.name, a.addr, *subnetLen, p.Masked().Addr())
 		}
 	}
 	if hi.Less(*lo) {
-		return fmt.Errorf("%w: %s %s is above %s %s", ErrInvalidConfig, f.min, *lo, f.max, *hi)
+		return fmt.Errorf("%w: %s %s is above %s %s", ErrInvalidConfig, k.min, *lo, k.max, *hi)
 	}
 	return nil
 }

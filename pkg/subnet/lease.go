@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // ErrBadKey marks a key under <prefix>/subnets/ that is not a subnet.
@@ -25,6 +27,15 @@ var ErrValueTooLarge = fmt.Errorf("value over the %d bytes accepted", MaxValueSi
 type Subnets struct {
 	V4 netip.Prefix
 	V6 netip.Prefix
+}
+
+// Of points at the subnet of family f, for code that serves both families
+// in one path.
+func (s *Subnets) Of(f family.Family) *netip.Prefix {
+	if f == family.IPv6 {
+		return &s.V6
+	}
+	return &s.V4
 }
 
 // noV4 is how flannel writes the IPv4 half of an IPv6-only key.
@@ -65,12 +76,12 @@ func ParseKey(key string) (Subnets, error) {
 	var s Subnets
 	var err error
 	if v4s != noV4 {
-		if s.V4, err = parseKeyPart(v4s, true); err != nil {
+		if s.V4, err = parseKeyPart(v4s, family.IPv4); err != nil {
 			return Subnets{}, fmt.Errorf("%w: %q: %w", ErrBadKey, key, err)
 		}
 	}
 	if dual {
-		if s.V6, err = parseKeyPart(v6s, false); err != nil {
+		if s.V6, err = parseKeyPart(v6s, family.IPv6); err != nil {
 			return Subnets{}, fmt.Errorf("%w: %q: %w", ErrBadKey, key, err)
 		}
 	}
@@ -80,7 +91,7 @@ func ParseKey(key string) (Subnets, error) {
 	return s, nil
 }
 
-func parseKeyPart(part string, v4 bool) (netip.Prefix, error) {
+func parseKeyPart(part string, f family.Family) (netip.Prefix, error) {
 	addr, bits, ok := strings.Cut(part, "-")
 	if !ok {
 		return netip.Prefix{}, errors.New("want ADDRESS-PREFIXLEN")
@@ -89,7 +100,7 @@ func parseKeyPart(part string, v4 bool) (netip.Prefix, error) {
 	if err != nil {
 		return netip.Prefix{}, err
 	}
-	if p.Addr().Is4() != v4 || p.Addr().Zone() != "" || p != p.Masked() {
+	if family.OfPrefix(p) != f || p.Addr().Zone() != "" || p != p.Masked() {
 		return netip.Prefix{}, fmt.Errorf("%s is not a network address of the expected family", p)
 	}
 	return p, nil
@@ -105,6 +116,24 @@ type Attrs struct {
 	BackendData   json.RawMessage
 	BackendV6Data json.RawMessage
 	NodeID        string
+}
+
+// PublicIPOf points at the public address of family f: PublicIP or
+// PublicIPv6.
+func (a *Attrs) PublicIPOf(f family.Family) *netip.Addr {
+	if f == family.IPv6 {
+		return &a.PublicIPv6
+	}
+	return &a.PublicIP
+}
+
+// BackendDataOf points at the backend data of family f: BackendData or
+// BackendV6Data.
+func (a *Attrs) BackendDataOf(f family.Family) *json.RawMessage {
+	if f == family.IPv6 {
+		return &a.BackendV6Data
+	}
+	return &a.BackendData
 }
 
 // wireAttrs is the JSON flanneld reads and writes.

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/netip"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/overlay"
 )
 
@@ -19,25 +19,16 @@ import (
 // SubnetMin and SubnetMax bound allocation only: a reservation outside them
 // is still the network's.
 func (c Config) CheckPeer(s Subnets) error {
-	halves := []struct {
-		name    string
-		sub     netip.Prefix
-		enabled bool
-		network netip.Prefix
-		length  int
-	}{
-		{"IPv4", s.V4, c.EnableIPv4, c.Network, c.SubnetLen},
-		{"IPv6", s.V6, c.EnableIPv6, c.IPv6Network, c.IPv6SubnetLen},
-	}
-	for _, h := range halves {
+	for _, f := range family.All() {
+		sub, fc := *s.Of(f), c.of(f)
 		switch {
-		case !h.sub.IsValid():
-		case !h.enabled:
-			return fmt.Errorf("%s subnet %s, but the network has no %s", h.name, h.sub, h.name)
-		case !h.network.Contains(h.sub.Addr()) || h.sub.Bits() < h.network.Bits():
-			return fmt.Errorf("subnet %s is outside the network %s", h.sub, h.network)
-		case h.sub.Bits() != h.length:
-			return fmt.Errorf("subnet %s is a /%d, but the network's subnets are /%d", h.sub, h.sub.Bits(), h.length)
+		case !sub.IsValid():
+		case !fc.enabled:
+			return fmt.Errorf("%s subnet %s, but the network has no %s", f, sub, f)
+		case !fc.network.Contains(sub.Addr()) || sub.Bits() < fc.network.Bits():
+			return fmt.Errorf("subnet %s is outside the network %s", sub, *fc.network)
+		case sub.Bits() != *fc.subnetLen:
+			return fmt.Errorf("subnet %s is a /%d, but the network's subnets are /%d", sub, sub.Bits(), *fc.subnetLen)
 		}
 	}
 	return nil

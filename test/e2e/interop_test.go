@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/subnet"
 )
 
@@ -171,12 +172,12 @@ func (o *overlayTest) restartFlanneld(theirs *sdNode, bin string, ours ...*sdNod
 	key := o.leaseKey(theirs)
 	for _, reboot := range []bool{false, true} {
 		before, writesBefore := o.leases(), writes()
-		oldMAC := vtepMAC(o.t, theirs, o.dev(false))
+		oldMAC := vtepMAC(o.t, theirs, o.dev(family.IPv4))
 		stop(theirs.proc)
 		if reboot {
-			theirs.ns.Run(o.t, "ip", "link", "del", o.dev(false))
+			theirs.ns.Run(o.t, "ip", "link", "del", o.dev(family.IPv4))
 			if o.v6 {
-				theirs.ns.Run(o.t, "ip", "link", "del", o.dev(true))
+				theirs.ns.Run(o.t, "ip", "link", "del", o.dev(family.IPv6))
 			}
 		}
 		o.startFlanneld(theirs, bin)
@@ -189,11 +190,11 @@ func (o *overlayTest) restartFlanneld(theirs *sdNode, bin string, ours ...*sdNod
 		if !reboot && writes() != writesBefore {
 			o.t.Fatalf("flanneld's renewal-like rewrite of an unchanged lease made subnetd program peers\n%s", o.logs())
 		}
-		if newMAC := vtepMAC(o.t, theirs, o.dev(false)); reboot == (newMAC == oldMAC) {
+		if newMAC := vtepMAC(o.t, theirs, o.dev(family.IPv4)); reboot == (newMAC == oldMAC) {
 			o.t.Fatalf("flanneld's VTEP MAC %s -> %s: want a new one only after its device is gone", oldMAC, newMAC)
 		}
 		for _, sd := range ours {
-			if fdb := sd.ns.Run(o.t, "bridge", "fdb", "show", "dev", o.dev(false)); reboot && strings.Contains(fdb, oldMAC) {
+			if fdb := sd.ns.Run(o.t, "bridge", "fdb", "show", "dev", o.dev(family.IPv4)); reboot && strings.Contains(fdb, oldMAC) {
 				o.t.Fatalf("%s keeps flanneld's old VTEP MAC %s:\n%s", sd.name, oldMAC, fdb)
 			}
 		}
@@ -265,9 +266,9 @@ func (o *overlayTest) rules(n *sdNode, save string) string {
 func (o *overlayTest) converged() {
 	o.t.Helper()
 	for _, n := range o.nodes {
-		o.deviceIs(n, false, n.ip)
+		o.deviceIs(n, family.IPv4, n.ip)
 		if o.v6 {
-			o.deviceIs(n, true, n.ip6)
+			o.deviceIs(n, family.IPv6, n.ip6)
 		}
 		for _, p := range o.nodes {
 			if p == n {
@@ -294,11 +295,11 @@ type entry struct {
 
 // deviceIs checks n's vxlan device of a family: flannel's VNI, port, local
 // address and no learning, whichever daemon made it.
-func (o *overlayTest) deviceIs(n *sdNode, v6 bool, local string) {
+func (o *overlayTest) deviceIs(n *sdNode, f family.Family, local string) {
 	o.t.Helper()
 	want := fmt.Sprintf("vxlan id %d local %s dev eth0 srcport 0 0 dstport %d nolearning", o.vni, local, o.port)
-	if out := n.ns.Run(o.t, "ip", "-d", "link", "show", o.dev(v6)); !strings.Contains(out, want) {
-		o.t.Fatalf("%s's %s is not %q:\n%s", n.name, o.dev(v6), want, out)
+	if out := n.ns.Run(o.t, "ip", "-d", "link", "show", o.dev(f)); !strings.Contains(out, want) {
+		o.t.Fatalf("%s's %s is not %q:\n%s", n.name, o.dev(f), want, out)
 	}
 }
 
@@ -306,18 +307,18 @@ func (o *overlayTest) deviceIs(n *sdNode, v6 bool, local string) {
 // route, permanent neighbour and FDB entry.
 func (o *overlayTest) peerEntries(p *sdNode) []entry {
 	e := o.env(p)
-	want := familyEntries(e.Subnet.Masked(), o.dev(false), vtepMAC(o.t, p, o.dev(false)), p.ip)
+	want := familyEntries(e.Subnet.Masked(), o.dev(family.IPv4), vtepMAC(o.t, p, o.dev(family.IPv4)), p.ip)
 	if o.v6 {
-		want = append(want, familyEntries(e.IPv6Subnet.Masked(), o.dev(true), vtepMAC(o.t, p, o.dev(true)), p.ip6)...)
+		want = append(want, familyEntries(e.IPv6Subnet.Masked(), o.dev(family.IPv6), vtepMAC(o.t, p, o.dev(family.IPv6)), p.ip6)...)
 	}
 	return want
 }
 
 func familyEntries(s netip.Prefix, dev, mac, publicIP string) []entry {
-	family := map[bool]string{true: "-4", false: "-6"}[s.Addr().Is4()]
+	ipFamily := fmt.Sprintf("-%d", family.OfPrefix(s).Version())
 	return []entry{
-		{[]string{"ip", family, "route", "show", "exact", s.String()}, []string{"via " + s.Addr().String() + " dev " + dev + " ", "onlink"}},
-		{[]string{"ip", family, "neigh", "show", s.Addr().String(), "dev", dev}, []string{"lladdr " + mac + " PERMANENT"}},
+		{[]string{"ip", ipFamily, "route", "show", "exact", s.String()}, []string{"via " + s.Addr().String() + " dev " + dev + " ", "onlink"}},
+		{[]string{"ip", ipFamily, "neigh", "show", s.Addr().String(), "dev", dev}, []string{"lladdr " + mac + " PERMANENT"}},
 		{[]string{"bridge", "fdb", "show", "dev", dev}, []string{mac + " dst " + publicIP + " self permanent"}},
 	}
 }
@@ -410,7 +411,7 @@ func (o *overlayTest) leaseSays(n *sdNode, theirs flannelAttrs, ours subnet.Attr
 	if theirs.PublicIP != n.ip || ours.PublicIP.String() != n.ip {
 		return fmt.Errorf("PublicIP %q/%s, want %s", theirs.PublicIP, ours.PublicIP, n.ip)
 	}
-	if err := o.vxlanSays(theirs.BackendData, ours.BackendData, vtepMAC(o.t, n, o.dev(false))); err != nil {
+	if err := o.vxlanSays(theirs.BackendData, ours.BackendData, vtepMAC(o.t, n, o.dev(family.IPv4))); err != nil {
 		return fmt.Errorf("BackendData: %w", err)
 	}
 	if !o.v6 {
@@ -422,7 +423,7 @@ func (o *overlayTest) leaseSays(n *sdNode, theirs flannelAttrs, ours subnet.Attr
 	if theirs.PublicIPv6 == nil || *theirs.PublicIPv6 != n.ip6 || ours.PublicIPv6.String() != n.ip6 {
 		return fmt.Errorf("PublicIPv6 %v/%s, want %s", theirs.PublicIPv6, ours.PublicIPv6, n.ip6)
 	}
-	if err := o.vxlanSays(theirs.BackendV6Data, ours.BackendV6Data, vtepMAC(o.t, n, o.dev(true))); err != nil {
+	if err := o.vxlanSays(theirs.BackendV6Data, ours.BackendV6Data, vtepMAC(o.t, n, o.dev(family.IPv6))); err != nil {
 		return fmt.Errorf("BackendV6Data: %w", err)
 	}
 	return nil

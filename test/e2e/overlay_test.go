@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/internal/proc"
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 	netnstest "github.com/cnisuite/cni/test/netns"
@@ -304,13 +305,11 @@ func (o *overlayTest) eventually(what string, within time.Duration, cond func() 
 	o.t.Fatalf("timed out after %v waiting for %s\n%s", within, what, o.logs())
 }
 
-// dev is the name of a node's vxlan device for IPv4 or IPv6, flannel's.
-func (o *overlayTest) dev(v6 bool) string {
-	if v6 {
-		return fmt.Sprintf("flannel-v6.%d", o.vni)
-	}
-	return fmt.Sprintf("flannel.%d", o.vni)
-}
+// devNames are flannel's names of a node's vxlan devices, by family.
+var devNames = [2]string{family.IPv4: "flannel.%d", family.IPv6: "flannel-v6.%d"}
+
+// dev is the name of a node's vxlan device of family f, flannel's.
+func (o *overlayTest) dev(f family.Family) string { return fmt.Sprintf(devNames[f], o.vni) }
 
 // leaseKey is the key of n's lease, from its subnet.env.
 func (o *overlayTest) leaseKey(n *sdNode) string {

@@ -11,6 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/cnisuite/cni/pkg/family"
 )
 
 // kubeletConfig is what kubelet v1.37 needs to run on these machines, in a
@@ -88,12 +90,12 @@ func (n *Node) StartKubelet(t testing.TB, c *Cluster, name, nodeIP string) {
 func (n *Node) proxyAPIServer(t testing.TB, c *Cluster) {
 	t.Helper()
 	svc, api := c.KubernetesService, c.apiAddr
-	if svc.Addr().Is6() != api.Addr().Is6() {
+	f := family.Of(svc.Addr())
+	if family.Of(api.Addr()) != f {
 		t.Fatalf("the kubernetes Service %s and the API server %s are not of one family", svc, api)
 	}
-	iptables := map[bool]string{false: "iptables", true: "ip6tables"}[svc.Addr().Is6()]
 	n.Run(t, "ip", "route", "replace", svc.Addr().String(), "via", api.Addr().String())
-	n.Run(t, iptables, "-t", "nat", "-A", "OUTPUT", "-d", svc.Addr().String(), "-p", "tcp",
+	n.Run(t, f.IPTables(), "-t", "nat", "-A", "OUTPUT", "-d", svc.Addr().String(), "-p", "tcp",
 		"--dport", strconv.Itoa(int(svc.Port())), "-j", "DNAT", "--to-destination", api.String())
 }
 

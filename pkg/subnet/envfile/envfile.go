@@ -1,6 +1,8 @@
 // Package envfile is the subnet.env contract between subnetd, which writes
 // it, and the flannel CNI plugin, which reads it: flanneld's keys, in
-// flanneld's order, written atomically.
+// flanneld's order, written atomically. The plugin links it in, so of the
+// suite it imports only pkg/family and pkg/regfile: never pkg/subnet,
+// pkg/overlay or a store client.
 package envfile
 
 import (
@@ -14,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/regfile"
 )
 
@@ -32,6 +35,15 @@ type Env struct {
 	IPv6Subnet  netip.Prefix
 	MTU         int
 	IPMasq      bool
+}
+
+// SubnetOf is the node's subnet of family f as the file carries it:
+// Subnet or IPv6Subnet.
+func (e Env) SubnetOf(f family.Family) netip.Prefix {
+	if f == family.IPv6 {
+		return e.IPv6Subnet
+	}
+	return e.Subnet
 }
 
 // Marshal renders the file as flanneld does: FLANNEL_NETWORK, FLANNEL_SUBNET,
@@ -145,13 +157,13 @@ func (e *Env) set(key, val string) error {
 	var err error
 	switch key {
 	case "FLANNEL_NETWORK":
-		e.Network, err = parsePrefix(key, val, true)
+		e.Network, err = parsePrefix(key, val, family.IPv4)
 	case "FLANNEL_SUBNET":
-		e.Subnet, err = parsePrefix(key, val, true)
+		e.Subnet, err = parsePrefix(key, val, family.IPv4)
 	case "FLANNEL_IPV6_NETWORK":
-		e.IPv6Network, err = parsePrefix(key, val, false)
+		e.IPv6Network, err = parsePrefix(key, val, family.IPv6)
 	case "FLANNEL_IPV6_SUBNET":
-		e.IPv6Subnet, err = parsePrefix(key, val, false)
+		e.IPv6Subnet, err = parsePrefix(key, val, family.IPv6)
 	case "FLANNEL_MTU":
 		e.MTU, err = strconv.Atoi(val)
 		if err == nil && (e.MTU < 68 || e.MTU > 65535) {
@@ -163,12 +175,12 @@ func (e *Env) set(key, val string) error {
 	return err
 }
 
-func parsePrefix(key, val string, v4 bool) (netip.Prefix, error) {
+func parsePrefix(key, val string, f family.Family) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(val)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("%s: %w", key, err)
 	}
-	if p.Addr().Is4() != v4 || p.Addr().Zone() != "" {
+	if family.OfPrefix(p) != f || p.Addr().Zone() != "" {
 		return netip.Prefix{}, fmt.Errorf("%s %s is of the wrong address family", key, p)
 	}
 	return p, nil

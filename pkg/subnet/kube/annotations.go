@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/subnet"
 )
 
@@ -22,73 +23,15 @@ var ErrBadPrefix = errors.New("bad annotation prefix")
 // flanneld's, since the API server refuses keys that only end like this.
 var prefixForm = regexp.MustCompile(`^(?:[a-z0-9_-]+\.)+[a-z0-9_-]+/(?:[a-z0-9_-]+-)?$`)
 
-// family indexes what differs between IPv4 and IPv6: annotation names,
-// the halves of Attrs and Subnets, the network of the config.
-type family int
-
-const (
-	v4 family = iota
-	v6
-)
-
-func (f family) String() string { return [...]string{"IPv4", "IPv6"}[f] }
-
-func familyOf(p netip.Prefix) family {
-	if p.Addr().Is4() {
-		return v4
-	}
-	return v6
-}
-
-// families lists those the network enables.
-func families(c subnet.Config) []family {
-	var out []family
-	for _, is6 := range c.Families() {
-		f := v4
-		if is6 {
-			f = v6
-		}
-		out = append(out, f)
-	}
-	return out
-}
-
-func (f family) publicIP(a *subnet.Attrs) *netip.Addr {
-	if f == v6 {
-		return &a.PublicIPv6
-	}
-	return &a.PublicIP
-}
-
-func (f family) data(a *subnet.Attrs) *json.RawMessage {
-	if f == v6 {
-		return &a.BackendV6Data
-	}
-	return &a.BackendData
-}
-
-func (f family) subnet(s *subnet.Subnets) *netip.Prefix {
-	if f == v6 {
-		return &s.V6
-	}
-	return &s.V4
-}
-
-func (f family) network(c subnet.Config) netip.Prefix {
-	if f == v6 {
-		return c.IPv6Network
-	}
-	return c.Network
-}
-
 // annotations are the names of flanneld's Node annotations under one prefix.
 type annotations struct {
 	prefix      string
 	managed     string // "true" on every node whose daemon publishes its lease
 	backendType string
-	data        [2]string // backend-data, backend-v6-data
-	publicIP    [2]string // public-ip, public-ipv6
-	overwrite   [2]string // public-ip-overwrite, public-ipv6-overwrite: set by an operator
+	// Per family:
+	data      [2]string // backend-data, backend-v6-data
+	publicIP  [2]string // public-ip, public-ipv6
+	overwrite [2]string // public-ip-overwrite, public-ipv6-overwrite: set by an operator
 }
 
 // CheckPrefix reports whether flanneld would accept prefix as its
@@ -127,13 +70,13 @@ func newAnnotations(prefix string) (annotations, error) {
 // flanneld writes them: backend data "null" when the backend has none.
 func (a annotations) publish(attrs subnet.Attrs, c subnet.Config) map[string]string {
 	m := map[string]string{a.managed: "true", a.backendType: attrs.BackendType}
-	for _, f := range families(c) {
-		data := string(*f.data(&attrs))
+	for _, f := range c.Families() {
+		data := string(*attrs.BackendDataOf(f))
 		if data == "" {
 			data = "null"
 		}
 		m[a.data[f]] = data
-		m[a.publicIP[f]] = f.publicIP(&attrs).String()
+		m[a.publicIP[f]] = attrs.PublicIPOf(f).String()
 	}
 	return m
 }
@@ -145,17 +88,17 @@ func (a annotations) attrs(name string, ann map[string]string, c subnet.Config) 
 	if out.BackendType == "" {
 		return subnet.Attrs{}, fmt.Errorf("annotation %s is missing", a.backendType)
 	}
-	for _, f := range families(c) {
+	for _, f := range c.Families() {
 		ip, err := netip.ParseAddr(ann[a.publicIP[f]])
-		if err != nil || ip.Is4() != (f == v4) || ip.Zone() != "" {
+		if err != nil || family.Of(ip) != f || ip.Zone() != "" {
 			return subnet.Attrs{}, fmt.Errorf("annotation %s %q is not an %s address", a.publicIP[f], ann[a.publicIP[f]], f)
 		}
-		*f.publicIP(&out) = ip
+		*out.PublicIPOf(f) = ip
 		data, ok := ann[a.data[f]]
 		if ok && !json.Valid([]byte(data)) {
 			return subnet.Attrs{}, fmt.Errorf("annotation %s %q is not JSON", a.data[f], data)
 		}
-		*f.data(&out) = json.RawMessage(data)
+		*out.BackendDataOf(f) = json.RawMessage(data)
 	}
 	return out, nil
 }
@@ -166,17 +109,17 @@ func (a annotations) attrs(name string, ann map[string]string, c subnet.Config) 
 // returned as an error.
 func (a annotations) overwritten(attrs subnet.Attrs, ann map[string]string, c subnet.Config) (subnet.Attrs, error) {
 	var errs []error
-	for _, f := range families(c) {
+	for _, f := range c.Families() {
 		s := ann[a.overwrite[f]]
 		if s == "" {
 			continue
 		}
 		ip, err := netip.ParseAddr(s)
-		if err != nil || ip.Is4() != (f == v4) || ip.Zone() != "" {
+		if err != nil || family.Of(ip) != f || ip.Zone() != "" {
 			errs = append(errs, fmt.Errorf("annotation %s %q is not an %s address; publishing the node's own, fix or remove the annotation", a.overwrite[f], s, f))
 			continue
 		}
-		*f.publicIP(&attrs) = ip
+		*attrs.PublicIPOf(f) = ip
 	}
 	return attrs, errors.Join(errs...)
 }

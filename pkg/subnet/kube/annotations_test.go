@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/subnet"
 )
 
@@ -45,7 +46,7 @@ func TestPrefix(t *testing.T) {
 	want := []string{"flannel.alpha.coreos.com/backend-type", "flannel.alpha.coreos.com/backend-data", "flannel.alpha.coreos.com/backend-v6-data",
 		"flannel.alpha.coreos.com/public-ip", "flannel.alpha.coreos.com/public-ipv6",
 		"flannel.alpha.coreos.com/public-ip-overwrite", "flannel.alpha.coreos.com/public-ipv6-overwrite"}
-	got := []string{a.backendType, a.data[v4], a.data[v6], a.publicIP[v4], a.publicIP[v6], a.overwrite[v4], a.overwrite[v6]}
+	got := []string{a.backendType, a.data[family.IPv4], a.data[family.IPv6], a.publicIP[family.IPv4], a.publicIP[family.IPv6], a.overwrite[family.IPv4], a.overwrite[family.IPv6]}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("annotation names %v, want flanneld's %v", got, want)
 	}

@@ -209,8 +209,8 @@ func OwnSubnets(n *corev1.Node, c subnet.Config) (subnet.Subnets, error) {
 	if err != nil {
 		return subs, fmt.Errorf("node %q: %w: %w", n.Name, ErrPodCIDR, err)
 	}
-	for _, f := range families(c) {
-		p, net := *f.subnet(&subs), f.network(c)
+	for _, f := range c.Families() {
+		p, net := *subs.Of(f), c.NetworkOf(f)
 		if !net.Contains(p.Addr()) || p.Bits() < net.Bits() {
 			return subnet.Subnets{}, fmt.Errorf("node %q: %w: pod CIDR %s is outside the network %s of the network config (--net-config-path); make the network the cluster's --cluster-cidr", n.Name, ErrPodCIDR, p, net)
 		}
@@ -235,8 +235,8 @@ func OwnNetwork(c subnet.Config, own subnet.Subnets) subnet.Config {
 // networks is the config's networks, as --cluster-cidr takes them.
 func networks(c subnet.Config) string {
 	var out []string
-	for _, f := range families(c) {
-		out = append(out, f.network(c).String())
+	for _, f := range c.Families() {
+		out = append(out, c.NetworkOf(f).String())
 	}
 	return strings.Join(out, ",")
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/subnet"
 )
 
@@ -210,19 +211,19 @@ func podSubnets(n *corev1.Node, c subnet.Config) (subnet.Subnets, error) {
 		if err != nil || p != p.Masked() || p.Addr().Zone() != "" {
 			return subnet.Subnets{}, fmt.Errorf("pod CIDR %q is not a network address", s)
 		}
-		if f := familyOf(p); !got[f].IsValid() {
+		if f := family.OfPrefix(p); !got[f].IsValid() {
 			got[f] = p
 		} else {
 			return subnet.Subnets{}, fmt.Errorf("pod CIDRs %v: more than one %s", cidrs, f)
 		}
 	}
 	var out subnet.Subnets
-	for _, f := range families(c) {
+	for _, f := range c.Families() {
 		if !got[f].IsValid() {
 			return subnet.Subnets{}, fmt.Errorf("no %s pod CIDR (spec.podCIDRs %v), but the network config has %s %s: give kube-controller-manager a --cluster-cidr of each family",
-				f, cidrs, f, f.network(c))
+				f, cidrs, f, c.NetworkOf(f))
 		}
-		*f.subnet(&out) = got[f]
+		*out.Of(f) = got[f]
 	}
 	return out, nil
 }
