@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
@@ -22,8 +21,10 @@ import (
 	"github.com/cnisuite/cni/pkg/netconf"
 )
 
-// Plugin is the bridge plugin.
-type Plugin struct{}
+// New is the bridge plugin.
+func New() cniplugin.Plugin {
+	return containerif.New(containerif.Parts[*NetConf]{Load: loadConf, Add: add, Check: check, Del: rulesTeardown, GC: gc})
+}
 
 // Result indexes of the interfaces, fixed as in the reference plugin.
 const (
@@ -42,16 +43,11 @@ type attach struct {
 	ipam *current.Result // what the IPAM plugin returned; nil without IPAM
 }
 
-// Add creates (or reuses) the bridge, plugs a veth pair into it and the
-// container, and applies the IPAM result. Every step registers its undo right
-// after it succeeds, so a failed ADD leaves nothing behind but the bridge,
-// which other attachments may already share.
-func (p *Plugin) Add(ctx context.Context, a *cniplugin.Args) (types.Result, error) {
-	return containerif.Add(ctx, a, loadConf, p.add)
-}
-
-// add is the bridge's part of ADD.
-func (p *Plugin) add(ctx context.Context, t *containerif.Attach, c *NetConf) (*current.Result, error) {
+// add is the bridge's part of ADD: it creates (or reuses) the bridge, plugs a
+// veth pair into it and the container, and applies the IPAM result. Every
+// step registers its undo right after it succeeds, so a failed ADD leaves
+// nothing behind but the bridge, which other attachments may already share.
+func add(ctx context.Context, t *containerif.Attach, c *NetConf) (*current.Result, error) {
 	s := &attach{Attach: t, c: c}
 	var err error
 	// The links and IPAM at the same time when the IPAM plugin allows it.
@@ -61,7 +57,7 @@ func (p *Plugin) add(ctx context.Context, t *containerif.Attach, c *NetConf) (*c
 	}
 	switch {
 	case s.ipam != nil:
-		err = p.setupL3(ctx, s)
+		err = setupL3(ctx, s)
 	case !c.DisableContainerInterface:
 		err = t.Configure(s.res, c.ifOptions()) // L2 mode: only up
 	}

@@ -1,26 +1,20 @@
 package bridge
 
 import (
-	"context"
 	"fmt"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
-	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/containerif"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
-// Check verifies that what ADD reported still holds: the bridge, the
-// container interface (MAC, MTU, addresses, routes), and a host veth that is
-// its peer and a port of the bridge. It works without IPAM (L2 mode).
-func (p *Plugin) Check(ctx context.Context, a *cniplugin.Args) error {
-	return containerif.Check(ctx, a, loadConf, check)
-}
-
-// check is the bridge's part of CHECK.
+// check is the bridge's part of CHECK: it verifies that what ADD reported
+// still holds: the bridge, the container interface (MAC, MTU, addresses,
+// routes), and a host veth that is its peer and a port of the bridge. It
+// works without IPAM (L2 mode).
 func check(k *containerif.Checking, c *NetConf) error {
 	br, err := checkBridge(c)
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 type env struct {
 	t       *testing.T
 	node    *netnstest.NS
-	p       *Plugin
+	p       cniplugin.Plugin
 	dataDir string
 	path    string
 }
@@ -30,7 +30,7 @@ func TestMain(m *testing.M) { testutil.Main(m) }
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
-	return &env{t: t, node: netnstest.New(t, "br-node"), p: &Plugin{}, dataDir: t.TempDir(), path: testutil.Plugins(t, "plugins/ipam/host-local")}
+	return &env{t: t, node: netnstest.New(t, "br-node"), p: New(), dataDir: t.TempDir(), path: testutil.Plugins(t, "plugins/ipam/host-local")}
 }
 
 // conf builds a configuration: the defaults of these tests, with keys of

@@ -19,7 +19,7 @@ import (
 
 // setupL3 applies the IPAM result: addresses and routes in the container,
 // gateway addresses on the bridge, forwarding, masquerading.
-func (p *Plugin) setupL3(ctx context.Context, s *attach) error {
+func setupL3(ctx context.Context, s *attach) error {
 	c := s.c
 	s.res.IPs, s.res.Routes, s.res.DNS = s.ipam.IPs, s.ipam.Routes, s.ipam.DNS
 	gws, err := planGateways(s.res, c)
@@ -30,7 +30,7 @@ func (p *Plugin) setupL3(ctx context.Context, s *attach) error {
 		return err
 	}
 	if c.IPMasq {
-		if err := p.setupMasq(ctx, s); err != nil {
+		if err := setupMasq(ctx, s); err != nil {
 			return err
 		}
 	}

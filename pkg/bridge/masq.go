@@ -86,7 +86,7 @@ func (i iptablesMasq) GC(ctx context.Context, network string, valid []netconf.At
 
 // setupMasq masquerades the attachment's addresses with the configured
 // backend and registers the undo.
-func (p *Plugin) setupMasq(ctx context.Context, s *attach) error {
+func setupMasq(ctx context.Context, s *attach) error {
 	var addrs []netip.Prefix
 	for _, ipc := range s.res.IPs {
 		pfx, err := link.Prefix(&ipc.Address)

@@ -251,7 +251,7 @@ func TestAddTakesBackOnFailure(t *testing.T) {
 			var res types.Result
 			err := e.in(func(ctx context.Context) error {
 				var err error
-				res, err = Add(ctx, e.args(tc.ipam), load, part)
+				res, err = New(Parts[*conf]{Load: load, Add: part}).Add(ctx, e.args(tc.ipam))
 				return err
 			})
 			if !errors.Is(err, errLinks) || res != nil {
@@ -282,7 +282,7 @@ func TestDelOrder(t *testing.T) {
 			part := func(ctx context.Context, a *cniplugin.Args, c *conf) Teardown {
 				return Teardown{Also: []func() error{func() error { rules++; return nil }}}
 			}
-			if err := e.in(func(ctx context.Context) error { return Del(ctx, a, load, part) }); err != nil {
+			if err := e.in(func(ctx context.Context) error { return New(Parts[*conf]{Load: load, Del: part}).Del(ctx, a) }); err != nil {
 				t.Fatalf("DEL: %v", err)
 			}
 			if got := e.ipamLog(); got != tc.wantLog {
@@ -292,7 +292,7 @@ func TestDelOrder(t *testing.T) {
 				t.Errorf("after DEL: pod links %v, other steps run %d times", l, rules)
 			}
 			a.Netns = ""
-			if err := e.in(func(ctx context.Context) error { return Del(ctx, a, load, nil) }); err != nil {
+			if err := e.in(func(ctx context.Context) error { return New(Parts[*conf]{Load: load}).Del(ctx, a) }); err != nil {
 				t.Errorf("DEL again without CNI_NETNS: %v", err)
 			}
 		})
@@ -308,7 +308,7 @@ func TestDelKeepsTheInterfaceWhenTheReleaseFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := e.args("dhcp")
-	del := func(ctx context.Context) error { return Del(ctx, a, load, nil) }
+	del := func(ctx context.Context) error { return New(Parts[*conf]{Load: load}).Del(ctx, a) }
 	if err := e.in(del); err == nil || !strings.Contains(err.Error(), "the server is away") {
 		t.Fatalf("DEL with the release failing = %v", err)
 	}
@@ -357,7 +357,7 @@ func TestCheck(t *testing.T) {
 		part := func(k *Checking, c *conf) error {
 			return netns.Do(k.Args.Netns, func() error { _, err := k.Link(tc.want); return err })
 		}
-		err := e.in(func(ctx context.Context) error { return Check(ctx, a, load, part) })
+		err := e.in(func(ctx context.Context) error { return New(Parts[*conf]{Load: load, Check: part}).Check(ctx, a) })
 		if (tc.err == "" && err != nil) || (tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err))) {
 			t.Errorf("%s: CHECK = %v, want %q", tc.name, err, tc.err)
 		}
@@ -367,15 +367,16 @@ func TestCheck(t *testing.T) {
 	}
 	e.pod.Run(t, "ip", "link", "set", "eth0", "address", "02:00:00:00:00:09")
 	err := e.in(func(ctx context.Context) error {
-		return Check(ctx, a, load, func(k *Checking, c *conf) error {
+		part := func(k *Checking, c *conf) error {
 			return netns.Do(k.Args.Netns, func() error { _, err := k.Link(Want{}); return err })
-		})
+		}
+		return New(Parts[*conf]{Load: load, Check: part}).Check(ctx, a)
 	})
 	if err == nil || !strings.Contains(err.Error(), "the prevResult says 02:00:00:00:00:01") {
 		t.Errorf("CHECK after the MAC changed = %v", err)
 	}
 	a.StdinData = []byte(`{"cniVersion":"1.1.0","name":"n","type":"t"}`)
-	err = e.in(func(ctx context.Context) error { return Check(ctx, a, load, nil) })
+	err = e.in(func(ctx context.Context) error { return New(Parts[*conf]{Load: load}).Check(ctx, a) })
 	if code := cniplugin.ToCNIError(err).Code; code != netconf.CodeInvalidConfig {
 		t.Errorf("CHECK without a prevResult = %v, want code 7", err)
 	}
@@ -388,7 +389,9 @@ func TestDelUnlink(t *testing.T) {
 	part := func(ctx context.Context, a *cniplugin.Args, c *conf) Teardown {
 		return Teardown{Unlink: func() error { unlinked = true; return nil }}
 	}
-	if err := e.in(func(ctx context.Context) error { return Del(ctx, e.args("dhcp"), load, part) }); err != nil {
+	if err := e.in(func(ctx context.Context) error {
+		return New(Parts[*conf]{Load: load, Del: part}).Del(ctx, e.args("dhcp"))
+	}); err != nil {
 		t.Fatalf("DEL: %v", err)
 	}
 	if l := e.pod.Links(t, "type", "veth"); !unlinked || !slices.Contains(l, "eth0") {

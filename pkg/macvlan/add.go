@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
@@ -19,20 +18,21 @@ import (
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
-// Plugin is the macvlan plugin's verbs. It keeps no state of its own: the
-// link lives in the container and the addresses in IPAM.
-type Plugin struct{}
+// New is the macvlan plugin. It keeps no state of its own: the link lives in
+// the container and the addresses in IPAM. So DEL removes only those two,
+// never looking at the master: it works after the container's namespace was
+// deleted (which took the macvlan with it) and after the master disappeared
+// or the default route moved; and GC has nothing but IPAM's reservations to
+// collect.
+func New() cniplugin.Plugin {
+	return containerif.New(containerif.Parts[*NetConf]{Load: loadConf, Add: add, Check: check, Status: status})
+}
 
-// Add creates the macvlan in the container, runs IPAM and applies its
-// result there. The link comes first because the kernel's refusals (name
+// add is macvlan's part of ADD: it creates the macvlan in the container,
+// runs IPAM and applies its result there. The link comes first because the kernel's refusals (name
 // taken, passthru slot occupied, master busy) are cheaper to meet before an
 // IPAM process has reserved anything. Each step registers its undo right
 // after it succeeds, so a failed ADD leaves neither link nor reservation.
-func (p *Plugin) Add(ctx context.Context, a *cniplugin.Args) (types.Result, error) {
-	return containerif.Add(ctx, a, loadConf, add)
-}
-
-// add is macvlan's part of ADD.
 func add(ctx context.Context, t *containerif.Attach, c *NetConf) (*current.Result, error) {
 	master, err := createLink(t, c)
 	if err != nil {

@@ -1,27 +1,20 @@
 package macvlan
 
 import (
-	"context"
 	"fmt"
 	"os"
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/containerif"
 	"github.com/cnisuite/cni/pkg/link"
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
-// Check verifies that what ADD reported still holds: the container
-// interface is a macvlan of the configured mode on the configured master
-// (matched by ifindex and namespace, not by name), with the MAC, MTU,
-// addresses and routes of the prevResult. It works without IPAM (L2 mode).
-func (p *Plugin) Check(ctx context.Context, a *cniplugin.Args) error {
-	return containerif.Check(ctx, a, loadConf, check)
-}
-
-// check is macvlan's part of CHECK.
+// check is macvlan's part of CHECK: the container interface is a macvlan of
+// the configured mode on the configured master (matched by ifindex and
+// namespace, not by name), with the MAC, MTU, addresses and routes of the
+// prevResult. It works without IPAM (L2 mode).
 func check(k *containerif.Checking, c *NetConf) error {
 	nsf, err := netns.Open(k.Args.Netns)
 	if err != nil {

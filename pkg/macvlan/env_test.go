@@ -25,7 +25,7 @@ func TestMain(m *testing.M) { testutil.Main(m) }
 type env struct {
 	t       *testing.T
 	node    *netnstest.NS
-	p       *Plugin
+	p       cniplugin.Plugin
 	dataDir string
 	path    string
 }
@@ -35,7 +35,7 @@ const master = "mv0"
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
-	e := &env{t: t, node: netnstest.New(t, "mv-node"), p: &Plugin{}, dataDir: t.TempDir(), path: testutil.Plugins(t, "plugins/ipam/host-local")}
+	e := &env{t: t, node: netnstest.New(t, "mv-node"), p: New(), dataDir: t.TempDir(), path: testutil.Plugins(t, "plugins/ipam/host-local")}
 	e.node.Run(t, "ip", "link", "add", master, "type", "veth", "peer", "name", master+"p")
 	e.node.Run(t, "ip", "link", "set", master, "up")
 	e.node.Run(t, "ip", "link", "set", master+"p", "up")

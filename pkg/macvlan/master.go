@@ -54,3 +54,16 @@ func (c *NetConf) resolveMaster(container *os.File) (netlink.Link, error) {
 	})
 	return m, err
 }
+
+// status is macvlan's part of STATUS: an ADD needs the master (a master
+// inside containers cannot be checked without one). A missing master is
+// code 50, "not available".
+func status(c *NetConf) error {
+	if c.LinkContNs {
+		return nil
+	}
+	if _, err := c.findMaster(); err != nil {
+		return netconf.Errorf(netconf.CodeUnavailable, "macvlan cannot attach pods: %w", err)
+	}
+	return nil
+}

@@ -10,5 +10,5 @@ import (
 )
 
 func main() {
-	cniplugin.Main("bridge", &bridge.Plugin{}, cniplugin.Link("host-local", hostlocal.Plugin{}))
+	cniplugin.Main("bridge", bridge.New(), cniplugin.Link("host-local", hostlocal.Plugin{}))
 }

@@ -11,5 +11,5 @@ import (
 )
 
 func main() {
-	cniplugin.Main("macvlan", &macvlan.Plugin{}, cniplugin.Link("host-local", hostlocal.Plugin{}))
+	cniplugin.Main("macvlan", macvlan.New(), cniplugin.Link("host-local", hostlocal.Plugin{}))
 }

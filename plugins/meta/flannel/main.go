@@ -16,5 +16,5 @@ import (
 
 func main() {
 	cniplugin.Main("flannel", &flannel.Plugin{},
-		cniplugin.Link("bridge", &bridge.Plugin{}), cniplugin.Link("host-local", hostlocal.Plugin{}))
+		cniplugin.Link("bridge", bridge.New()), cniplugin.Link("host-local", hostlocal.Plugin{}))
 }
