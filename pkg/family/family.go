@@ -101,3 +101,11 @@ func (f Family) Unspecified() netip.Addr {
 
 // Default is the family's default route, 0.0.0.0/0 or ::/0.
 func (f Family) Default() netip.Prefix { return netip.PrefixFrom(f.Unspecified(), 0) }
+
+// Multicast is the family's multicast range, 224.0.0.0/4 or ff00::/8, which masquerading leaves alone.
+func (f Family) Multicast() netip.Prefix {
+	if f == IPv6 {
+		return netip.MustParsePrefix("ff00::/8")
+	}
+	return netip.MustParsePrefix("224.0.0.0/4")
+}

@@ -43,3 +43,9 @@ func TestRenderings(t *testing.T) {
 		t.Error("All must be IPv4 then IPv6, indexes 0 and 1")
 	}
 }
+
+func TestMulticast(t *testing.T) {
+	if IPv4.Multicast().String() != "224.0.0.0/4" || IPv6.Multicast().String() != "ff00::/8" {
+		t.Errorf("Multicast: %v, %v", IPv4.Multicast(), IPv6.Multicast())
+	}
+}
