@@ -10,7 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 
-	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/netfilter/hostport"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,7 +19,7 @@ import (
 // filtered flush, which the kernel (6.11 and later) runs in place; older
 // kernels reject it and get the dump-and-delete of every entry, which
 // walks the whole conntrack hash table (10 ms with 262144 buckets).
-func flushUDPConntrack(c *nat.HostPortConf, addrs []netip.Prefix) error {
+func flushUDPConntrack(c *hostport.Conf, addrs []netip.Prefix) error {
 	for _, p := range addrs {
 		var ports []uint16
 		for _, m := range c.MapsFor(p.Addr()) {
