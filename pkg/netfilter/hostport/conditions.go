@@ -63,11 +63,8 @@ func parseMatch(f family.Family, toks []string) ([]expr.Any, []string, error) {
 	return nil, nil, fmt.Errorf("%q is not understood: %w", strings.Join(toks, " "), errConditionSyntax)
 }
 
-// nftFamilyKeys are the words that start an address match, by family.
-var nftFamilyKeys = [2]string{family.IPv4: "ip", family.IPv6: "ip6"}
-
 func parseAddrMatch(f family.Family, proto string, toks []string) ([]expr.Any, []string, error) {
-	if proto != nftFamilyKeys[f] {
+	if proto != nftconn.FamilyName(nftconn.TableFamily(f)) { // ip or ip6
 		return nil, nil, fmt.Errorf("%q matches the other address family: %w", proto, errConditionSyntax)
 	}
 	if len(toks) < 2 || (toks[0] != "saddr" && toks[0] != "daddr") {

@@ -185,15 +185,15 @@ type step struct {
 // is the source the first mark rule matches: the container's subnet, or
 // with masqAll every address.
 func (c *Conf) plan(container netip.Prefix) (steps []step, hairpin netip.Prefix) {
-	addr := container.Addr()
+	addr, f := container.Addr(), family.OfPrefix(container)
 	hairpin = container.Masked()
 	if c.MasqAll {
-		hairpin = family.Of(addr).Default()
+		hairpin = f.Default()
 	}
 	for _, m := range c.MapsFor(addr) {
 		if c.SNAT {
 			steps = append(steps, step{m, markHairpin})
-			if addr.Is4() && !c.MasqAll {
+			if f == family.IPv4 && !c.MasqAll {
 				steps = append(steps, step{m, markLocalhost})
 			}
 		}
