@@ -135,7 +135,7 @@ func (d *daemon) acquire(ctx context.Context) error {
 	}
 }
 
-// hostRules keeps flanneld's masquerade and forward rules (pkg/nat).
+// hostRules keeps flanneld's masquerade and forward rules (pkg/netfilter/hostrules).
 type hostRules interface {
 	Ensure(ctx context.Context, r hostrules.Rules) ([]string, error)
 	Teardown(ctx context.Context) error

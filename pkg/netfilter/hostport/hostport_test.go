@@ -65,7 +65,7 @@ func FuzzParseTag(f *testing.F) {
 		}
 		got, ok := parseTag(a.tag())
 		if !ok || got != a {
-			t.Fatalf("parseTag(Tag(%+v)) = %+v, %v", a, got, ok)
+			t.Fatalf("parseTag(tag(%+v)) = %+v, %v", a, got, ok)
 		}
 		// What iptables-save prints comes back through the tokenizer too.
 		toks := iptables.Tokenize("-A X -m comment --comment " + iptables.Quote(a.tag()) + " -j Y")

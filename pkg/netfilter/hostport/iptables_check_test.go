@@ -14,7 +14,7 @@ import (
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
-// TestRuleKey: a rule as buildRules writes it and as iptables-nft-save
+// TestRuleKey: a rule as iptablesRules writes it and as iptables-nft-save
 // (v1.8.9) printed it back share a key; rules that differ in meaning do not.
 func TestRuleKey(t *testing.T) {
 	tag := `"dnat name: \"net\" id: \"c1\" ifname: \"eth0\""`

@@ -205,8 +205,8 @@ func readRaw(conn *nftconn.Conn, f family.Family) (*state, error) {
 }
 
 // readDecoded reads the table with every rule's expressions decoded, for
-// CHECK, which compares them, and for Reset, which also takes a table
-// without chains and deletes it whole.
+// CHECK, which compares them; unlike readRaw it takes a table without
+// chains as present.
 func readDecoded(conn *nftconn.Conn, f family.Family) (*state, error) {
 	st := &state{f: f, chains: map[string]bool{}, rules: map[string][]*nftables.Rule{}}
 	tables, err := conn.ListTablesOfFamily(nftconn.TableFamily(f))
