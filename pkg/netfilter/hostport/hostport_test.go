@@ -10,7 +10,7 @@ import (
 
 	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/netfilter/iptables"
-	"github.com/cnisuite/cni/pkg/netfilter/iptables/iptablestest"
+	"github.com/cnisuite/cni/pkg/netfilter/iptablestest"
 )
 
 var att = Attachment{Network: "net", ContainerID: "c1", IfName: "eth0"}

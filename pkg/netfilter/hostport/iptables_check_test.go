@@ -10,7 +10,7 @@ import (
 
 	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/netfilter/iptables"
-	"github.com/cnisuite/cni/pkg/netfilter/iptables/iptablestest"
+	"github.com/cnisuite/cni/pkg/netfilter/iptablestest"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/cnisuite/cni/pkg/family"
-	"github.com/cnisuite/cni/pkg/netfilter/iptables/iptablestest"
+	"github.com/cnisuite/cni/pkg/netfilter/iptablestest"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 

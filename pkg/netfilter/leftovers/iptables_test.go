@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cnisuite/cni/pkg/netfilter/iptables/iptablestest"
+	"github.com/cnisuite/cni/pkg/netfilter/iptablestest"
 	"github.com/cnisuite/cni/pkg/netfilter/masq"
 )
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netfilter/iptables"
-	"github.com/cnisuite/cni/pkg/netfilter/iptables/iptablestest"
+	"github.com/cnisuite/cni/pkg/netfilter/iptablestest"
 )
 
 func TestNamesMatchTheReference(t *testing.T) {

@@ -1,7 +1,8 @@
 // Package iptablestest holds the iptables doubles that the tests of the
 // packages under pkg/netfilter share: a Runner serving canned iptables-save
 // output, one without iptables, one that runs the real binaries in a test
-// namespace, and a ruleset dump to compare. For tests only.
+// namespace, and a ruleset dump to compare. Only tests import it; besides
+// the standard library it imports iptables and test/netns only.
 package iptablestest
 
 import (
