@@ -14,7 +14,7 @@ import (
 	"github.com/cnisuite/cni/pkg/bridge"
 	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/link"
-	"github.com/cnisuite/cni/pkg/nat/nft"
+	"github.com/cnisuite/cni/pkg/netfilter/hostrules"
 	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/regfile"
 )
@@ -68,7 +68,7 @@ func checkForward(n *node) []Finding {
 	}
 	net := n.env.Network
 	findings, haveIPTables := iptablesForward(net.String())
-	drops, err := nft.ForwardDrops(net, haveIPTables)
+	drops, err := hostrules.ForwardDrops(net, haveIPTables)
 	switch {
 	case err != nil:
 		findings = append(findings, Finding{Severity: Warn, Message: "cannot read the nftables ruleset", Evidence: []string{err.Error()},

@@ -17,9 +17,9 @@ import (
 	"github.com/cnisuite/cni/pkg/ipam/disk"
 	"github.com/cnisuite/cni/pkg/ipam/stale"
 	"github.com/cnisuite/cni/pkg/link"
-	"github.com/cnisuite/cni/pkg/nat"
-	"github.com/cnisuite/cni/pkg/nat/nft"
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/netfilter/hostport"
+	"github.com/cnisuite/cni/pkg/netfilter/leftovers"
 	"github.com/cnisuite/cni/pkg/netns"
 	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/regfile"
@@ -62,7 +62,7 @@ func reset(e *env, args []string) error {
 	fs.StringVar(&o.flannelDir, "flannel-dir", flannel.DefaultDataDir, "the flannel plugin's dataDir")
 	fs.StringVar(&o.subnetFile, "subnet-file", envfile.DefaultPath, "subnetd's lease file")
 	fs.StringVar(&o.cacheDir, "cache-dir", libcni.CacheDir, "libcni's cache (its results/ entries of the configured networks go)")
-	fs.StringVar(&o.lockFile, "lock-file", nat.SweepLock, "portmap's lock file")
+	fs.StringVar(&o.lockFile, "lock-file", hostport.SweepLock, "portmap's lock file")
 	fs.StringVar(&o.netns, "netns", "", "remove the links and rules of this network namespace instead of the current one's")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be removed and change nothing")
 	fs.BoolVar(&o.force, "force", false, "remove even while pods are attached (cuts them off the network)")
@@ -172,25 +172,25 @@ func (p *resetPlan) planNetns(cfg *suiteConfs) error {
 	p.add(vx)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rules, err := nat.Reset(ctx, nil, true)
+	rules, err := leftovers.ResetIPTables(ctx, nil, true)
 	if err != nil {
 		return err
 	}
 	ip := step{inNS: true, do: func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_, err := nat.Reset(ctx, nil, false)
+		_, err := leftovers.ResetIPTables(ctx, nil, false)
 		return err
 	}}
 	for _, r := range rules {
 		ip.what = append(ip.what, "rules "+r.String())
 	}
 	p.add(ip)
-	tables, err := nft.Reset(true)
+	tables, err := leftovers.ResetNFTables(true)
 	if err != nil {
 		return err
 	}
-	p.add(step{inNS: true, what: prefixed("nft ", tables), do: func() error { _, err := nft.Reset(false); return err }})
+	p.add(step{inNS: true, what: prefixed("nft ", tables), do: func() error { _, err := leftovers.ResetNFTables(false); return err }})
 	return nil
 }
 

@@ -18,8 +18,7 @@ import (
 
 	"github.com/cnisuite/cni/pkg/ipam"
 	"github.com/cnisuite/cni/pkg/ipam/disk"
-	"github.com/cnisuite/cni/pkg/nat"
-	"github.com/cnisuite/cni/pkg/nat/nft"
+	"github.com/cnisuite/cni/pkg/netfilter/hostrules"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -369,11 +368,11 @@ func fullNode(t *testing.T) (*execNode, []string) {
 	} {
 		n.ns.Run(t, cmd...)
 	}
-	hostRules := nat.FlannelRules{Masq: true, Forward: true, Nets: []nat.FlannelNet{
+	hostRules := hostrules.Rules{Masq: true, Forward: true, Nets: []hostrules.Net{
 		{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.3.0/24")},
 		{Network: netip.MustParsePrefix("fd00:244::/56"), Subnet: netip.MustParsePrefix("fd00:244:0:3::/64")}}}
 	n.ns.Do(t, func() error {
-		return errors.Join(nat.FlannelHost{}.Apply(context.Background(), hostRules), nft.FlannelHost{}.Apply(context.Background(), hostRules))
+		return errors.Join(hostrules.IPTables{}.Apply(context.Background(), hostRules), hostrules.NFTables{}.Apply(context.Background(), hostRules))
 	})
 	subnet := filepath.Join(n.conf, "..", "subnet.env")
 	write := map[string]string{

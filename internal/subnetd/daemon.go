@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/netfilter/hostrules"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
 )
@@ -29,7 +29,7 @@ type daemon struct {
 
 	lease   subnet.Lease
 	entries []subnet.Entry // the last view of every lease
-	rulesCh chan nat.FlannelRules
+	rulesCh chan hostrules.Rules
 }
 
 // serve runs until ctx ends: acquire, program, then follow the leases and
@@ -42,7 +42,7 @@ func (d *daemon) serve(ctx context.Context) error {
 	if err != nil {
 		d.log.Error("cannot follow changes of the vxlan device; they are repaired at the periodic check only", "error", err)
 	}
-	d.rulesCh = make(chan nat.FlannelRules, 1)
+	d.rulesCh = make(chan hostrules.Rules, 1)
 	rulesDone := make(chan struct{})
 	go func() { defer close(rulesDone); d.keepRules(ctx) }()
 	defer func() { <-rulesDone }() // ended before shutdown touches the rules
@@ -135,21 +135,21 @@ func (d *daemon) acquire(ctx context.Context) error {
 	}
 }
 
-// hostRules keeps flanneld's masquerade and forward rules (pkg/nat).
+// hostRules keeps flanneld's masquerade and forward rules (pkg/netfilter/hostrules).
 type hostRules interface {
-	Ensure(ctx context.Context, r nat.FlannelRules) ([]string, error)
+	Ensure(ctx context.Context, r hostrules.Rules) ([]string, error)
 	Teardown(ctx context.Context) error
 }
 
 // wantRules is the host rules for the lease and the flags.
-func (d *daemon) wantRules() nat.FlannelRules {
-	r := nat.FlannelRules{Masq: d.cfg.IPMasq, Forward: d.cfg.ForwardRules, NoRandomFully: d.cfg.NoRandomFully}
+func (d *daemon) wantRules() hostrules.Rules {
+	r := hostrules.Rules{Masq: d.cfg.IPMasq, Forward: d.cfg.ForwardRules, NoRandomFully: d.cfg.NoRandomFully}
 	c := d.src.Network()
 	if s := d.lease.Subnets; s.V4.IsValid() {
-		r.Nets = append(r.Nets, nat.FlannelNet{Network: c.Network, Subnet: s.V4})
+		r.Nets = append(r.Nets, hostrules.Net{Network: c.Network, Subnet: s.V4})
 	}
 	if s := d.lease.Subnets; s.V6.IsValid() {
-		r.Nets = append(r.Nets, nat.FlannelNet{Network: c.IPv6Network, Subnet: s.V6})
+		r.Nets = append(r.Nets, hostrules.Net{Network: c.IPv6Network, Subnet: s.V6})
 	}
 	return r
 }
@@ -160,7 +160,7 @@ func (d *daemon) wantRules() nat.FlannelRules {
 func (d *daemon) keepRules(ctx context.Context) {
 	noRandomFully := false // this iptables or kernel lacks it
 	for {
-		var r nat.FlannelRules
+		var r hostrules.Rules
 		select {
 		case <-ctx.Done():
 			return
@@ -168,7 +168,7 @@ func (d *daemon) keepRules(ctx context.Context) {
 		}
 		r.NoRandomFully = r.NoRandomFully || noRandomFully
 		fixed, err := d.rules.Ensure(ctx, r)
-		if errors.Is(err, nat.ErrRandomFullyUnsupported) && !r.NoRandomFully {
+		if errors.Is(err, hostrules.ErrRandomFullyUnsupported) && !r.NoRandomFully {
 			d.log.Warn("masquerading without --random-fully, which this iptables or kernel lacks")
 			noRandomFully, r.NoRandomFully = true, true
 			fixed, err = d.rules.Ensure(ctx, r)

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/pkg/family"
-	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/netfilter/hostrules"
 	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
@@ -75,11 +75,11 @@ func (f *fakePlane) Teardown() error { return nil }
 // fakeRules records the host rules asked for.
 type fakeRules struct {
 	mu    sync.Mutex
-	last  nat.FlannelRules
+	last  hostrules.Rules
 	delay time.Duration // each Ensure takes this long, as iptables forks do
 }
 
-func (f *fakeRules) Ensure(ctx context.Context, r nat.FlannelRules) ([]string, error) {
+func (f *fakeRules) Ensure(ctx context.Context, r hostrules.Rules) ([]string, error) {
 	select {
 	case <-time.After(f.delay):
 	case <-ctx.Done():

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/netfilter/hostrules"
 )
 
 // resyncedRules is the host rules that resyncHost re-applies between the
@@ -15,18 +15,18 @@ import (
 type resyncedRules struct {
 	hostRules
 	mu      sync.Mutex
-	last    *nat.FlannelRules // nil until the daemon's first
-	stopped bool              // torn down: nothing is applied again
+	last    *hostrules.Rules // nil until the daemon's first
+	stopped bool             // torn down: nothing is applied again
 }
 
-func (r *resyncedRules) Ensure(ctx context.Context, want nat.FlannelRules) ([]string, error) {
+func (r *resyncedRules) Ensure(ctx context.Context, want hostrules.Rules) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
 		return nil, nil
 	}
 	fixed, err := r.hostRules.Ensure(ctx, want)
-	if !errors.Is(err, nat.ErrRandomFullyUnsupported) { // the daemon asks again without at once
+	if !errors.Is(err, hostrules.ErrRandomFullyUnsupported) { // the daemon asks again without at once
 		r.last = &want
 	}
 	return fixed, err

@@ -9,18 +9,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/netfilter/hostrules"
 )
 
 // countingRules counts the applications of the host rules.
 type countingRules struct {
 	mu       sync.Mutex
 	ensures  int
-	last     nat.FlannelRules
+	last     hostrules.Rules
 	tornDown bool
 }
 
-func (c *countingRules) Ensure(_ context.Context, r nat.FlannelRules) ([]string, error) {
+func (c *countingRules) Ensure(_ context.Context, r hostrules.Rules) ([]string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ensures++
@@ -58,7 +58,7 @@ func TestIPTablesResync(t *testing.T) {
 	if n := inner.count(); n != 0 {
 		t.Fatalf("%d applications before the daemon asked for rules", n)
 	}
-	want := nat.FlannelRules{Masq: true, Nets: []nat.FlannelNet{{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.3.0/24")}}}
+	want := hostrules.Rules{Masq: true, Nets: []hostrules.Net{{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.3.0/24")}}}
 	if _, err := rules.Ensure(ctx, want); err != nil {
 		t.Fatal(err)
 	}

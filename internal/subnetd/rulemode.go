@@ -5,8 +5,9 @@ import (
 	"errors"
 	"log/slog"
 
-	"github.com/cnisuite/cni/pkg/nat"
-	"github.com/cnisuite/cni/pkg/nat/nft"
+	"github.com/cnisuite/cni/pkg/family"
+	"github.com/cnisuite/cni/pkg/netfilter/hostrules"
+	"github.com/cnisuite/cni/pkg/netfilter/iptables"
 )
 
 // hostRulesFor picks where the host rules go: nftables when the network
@@ -14,15 +15,15 @@ import (
 // installed (nftables-only hosts), iptables otherwise. The other mode's
 // rules are removed, so a node switched between modes keeps one set.
 func hostRulesFor(netCfgNFT bool, log *slog.Logger) hostRules {
-	ipt, nf := hostRules(nat.FlannelHost{}), hostRules(nft.FlannelHost{})
-	if !netCfgNFT && nat.HaveIPTables() {
+	ipt, nf := hostRules(hostrules.IPTables{}), hostRules(hostrules.NFTables{})
+	if !netCfgNFT && iptables.HaveIPTables() {
 		return &exclusiveRules{hostRules: ipt, other: nf}
 	}
 	why := "EnableNFTables"
 	if !netCfgNFT {
 		why = "iptables-restore is not installed"
 	}
-	log.Info("host rules in nftables", "because", why, "tables", "ip "+nft.FlannelTableV4+", ip6 "+nft.FlannelTableV6)
+	log.Info("host rules in nftables", "because", why, "tables", "ip "+hostrules.NFTTable(family.IPv4).Name+", ip6 "+hostrules.NFTTable(family.IPv6).Name)
 	return &exclusiveRules{hostRules: nf, other: ipt}
 }
 
@@ -36,12 +37,12 @@ type exclusiveRules struct {
 	otherGone bool
 }
 
-func (e *exclusiveRules) Ensure(ctx context.Context, r nat.FlannelRules) ([]string, error) {
+func (e *exclusiveRules) Ensure(ctx context.Context, r hostrules.Rules) ([]string, error) {
 	fixed, err := e.hostRules.Ensure(ctx, r)
 	if err != nil || e.otherGone {
 		return fixed, err
 	}
-	removed, err := e.other.Ensure(ctx, nat.FlannelRules{})
+	removed, err := e.other.Ensure(ctx, hostrules.Rules{})
 	e.otherGone = err == nil
 	return append(fixed, removed...), err
 }

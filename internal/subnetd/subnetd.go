@@ -37,8 +37,7 @@ import (
 
 	buildversion "github.com/cnisuite/cni/internal/version"
 	"github.com/cnisuite/cni/pkg/family"
-	"github.com/cnisuite/cni/pkg/nat"
-	"github.com/cnisuite/cni/pkg/nat/nft"
+	"github.com/cnisuite/cni/pkg/netfilter/hostrules"
 	"github.com/cnisuite/cni/pkg/overlay"
 	"github.com/cnisuite/cni/pkg/subnet"
 	"github.com/cnisuite/cni/pkg/subnet/envfile"
@@ -264,7 +263,7 @@ func cleanup(cfg *Config, log *slog.Logger) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := (&exclusiveRules{hostRules: nat.FlannelHost{}, other: nft.FlannelHost{}}).Teardown(ctx); err != nil {
+	if err := (&exclusiveRules{hostRules: hostrules.IPTables{}, other: hostrules.NFTables{}}).Teardown(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if err := os.Remove(cfg.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -3,7 +3,7 @@
 // bridge plugin. The bridge binary runs it, and flannel links it in to run
 // a bridge delegate without an exec. It must not import another plugin's
 // package (pkg/flannel, pkg/portmap, ...), pkg/overlay or pkg/subnet: what
-// it shares with them lives in pkg/containerif, pkg/link and pkg/nat.
+// it shares with them lives in pkg/containerif, pkg/link and pkg/netfilter/masq.
 package bridge
 
 import (

@@ -12,8 +12,8 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/netfilter/masq"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -387,7 +387,7 @@ func TestGC(t *testing.T) {
 	e.assertClean()
 }
 
-func chainSuffix(id string) string { return strings.TrimPrefix(nat.ChainName("testnet", id), "CNI-") }
+func chainSuffix(id string) string { return strings.TrimPrefix(masq.ChainName("testnet", id), "CNI-") }
 
 func TestCheckDetectsDrift(t *testing.T) {
 	e := newEnv(t)

@@ -7,9 +7,9 @@ import (
 	"net/netip"
 
 	"github.com/cnisuite/cni/pkg/link"
-	"github.com/cnisuite/cni/pkg/nat"
-	"github.com/cnisuite/cni/pkg/nat/nft"
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/netfilter/iptables"
+	"github.com/cnisuite/cni/pkg/netfilter/masq"
 )
 
 // Names of ipMasqBackend, as the reference's.
@@ -21,9 +21,9 @@ const (
 // masquerader is one backend of ipMasq: the rules that masquerade what an
 // attachment's addresses send outside their subnets.
 type masquerader interface {
-	Setup(ctx context.Context, a nat.Attachment, addrs []netip.Prefix) error
+	Setup(ctx context.Context, a masq.Attachment, addrs []netip.Prefix) error
 	// Teardown removes the attachment's rules; none is success.
-	Teardown(ctx context.Context, a nat.Attachment) error
+	Teardown(ctx context.Context, a masq.Attachment) error
 	// GC removes the rules of network's attachments not in valid.
 	GC(ctx context.Context, network string, valid []netconf.Attachment) error
 }
@@ -36,8 +36,8 @@ type masqBackend struct {
 
 // masqBackends are every backend, in the order DEL and GC visit them.
 var masqBackends = []masqBackend{
-	{masqIPTables, iptablesMasq{}},
-	{masqNFTables, nft.Masq{}},
+	{masqIPTables, masq.IPTables{}},
+	{masqNFTables, masq.NFTables{}},
 }
 
 // chooseMasq sets the backend ADD uses: ipMasqBackend, or, as in the
@@ -50,7 +50,7 @@ func (c *NetConf) chooseMasq() error {
 		return nil
 	case c.IPMasqBackend != nil:
 		name = *c.IPMasqBackend
-	case nat.HaveIPTables():
+	case iptables.HaveIPTables():
 		name = masqIPTables
 	default:
 		name = masqNFTables
@@ -62,26 +62,6 @@ func (c *NetConf) chooseMasq() error {
 		}
 	}
 	return netconf.Errorf(netconf.CodeUnsupportedField, "\"ipMasqBackend\" %q is not supported; use \"iptables\" or \"nftables\", or leave it out (then iptables, or nftables when iptables-restore is not in PATH)", name)
-}
-
-// iptablesMasq is nat.Masq, whose chains are the reference's: one per
-// network and container ID, without the interface name.
-type iptablesMasq struct{ m nat.Masq }
-
-func (i iptablesMasq) Setup(ctx context.Context, a nat.Attachment, addrs []netip.Prefix) error {
-	return i.m.Setup(ctx, a.Network, a.ContainerID, addrs)
-}
-
-func (i iptablesMasq) Teardown(ctx context.Context, a nat.Attachment) error {
-	return i.m.Teardown(ctx, a.Network, a.ContainerID)
-}
-
-func (i iptablesMasq) GC(ctx context.Context, network string, valid []netconf.Attachment) error {
-	ids := map[string]bool{}
-	for _, v := range valid {
-		ids[v.ContainerID] = true
-	}
-	return i.m.GC(ctx, network, ids)
 }
 
 // setupMasq masquerades the attachment's addresses with the configured
@@ -104,14 +84,14 @@ func setupMasq(ctx context.Context, s *attach) error {
 	return nil
 }
 
-func attachment(c *NetConf, containerID, ifName string) nat.Attachment {
-	return nat.Attachment{Network: c.Name, ContainerID: containerID, IfName: ifName}
+func attachment(c *NetConf, containerID, ifName string) masq.Attachment {
+	return masq.Attachment{Network: c.Name, ContainerID: containerID, IfName: ifName}
 }
 
 // masqTeardowns are DEL's steps for ipMasq, one per backend: the
 // attachment may come from a configuration with the other backend. A
 // backend whose tools are missing has nothing to remove.
-func masqTeardowns(ctx context.Context, a nat.Attachment) []func() error {
+func masqTeardowns(ctx context.Context, a masq.Attachment) []func() error {
 	var steps []func() error
 	for _, b := range masqBackends {
 		steps = append(steps, func() error {

@@ -123,3 +123,11 @@ func (f Family) NFTables() string {
 	}
 	return "ip"
 }
+
+// Multicast is the family's multicast range, 224.0.0.0/4 or ff00::/8, which masquerading leaves alone.
+func (f Family) Multicast() netip.Prefix {
+	if f == IPv6 {
+		return netip.MustParsePrefix("ff00::/8")
+	}
+	return netip.MustParsePrefix("224.0.0.0/4")
+}

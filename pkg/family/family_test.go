@@ -54,3 +54,9 @@ func TestRenderings(t *testing.T) {
 		t.Errorf("OfNetlink(AF_BRIDGE) = %v, %v; want IPv4, false", f, ok)
 	}
 }
+
+func TestMulticast(t *testing.T) {
+	if IPv4.Multicast().String() != "224.0.0.0/4" || IPv6.Multicast().String() != "ff00::/8" {
+		t.Errorf("Multicast: %v, %v", IPv4.Multicast(), IPv6.Multicast())
+	}
+}

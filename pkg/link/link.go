@@ -4,7 +4,7 @@
 // pkg/netns. RetryDump, the retry of an interrupted netlink dump, serves
 // every package that lists kernel tables (pkg/overlay, the flannel plugin).
 // It sits below every plugin and the overlay: of the suite it imports only
-// pkg/family and pkg/netns, never a plugin package, pkg/nat, pkg/overlay or
+// pkg/family and pkg/netns, never a plugin package, pkg/netfilter, pkg/overlay or
 // pkg/subnet.
 package link
 

@@ -8,9 +8,9 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/cnisuite/cni/pkg/family"
-	"github.com/cnisuite/cni/pkg/nat"
-	"github.com/cnisuite/cni/pkg/nat/nft"
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/netfilter/hostport"
+	"github.com/cnisuite/cni/pkg/netfilter/iptables"
 )
 
 // Backends, as the reference names them.
@@ -51,7 +51,7 @@ type PortMapEntry struct {
 type conf struct {
 	*NetConf
 	backend string
-	hp      nat.HostPortConf // without the attachment, which comes from CNI_*
+	hp      hostport.Conf // without the attachment, which comes from CNI_*
 }
 
 // loadConf parses and checks everything before any rule is touched, so
@@ -64,7 +64,7 @@ func loadConf(stdin []byte) (*conf, error) {
 	if err := n.Validate(); err != nil {
 		return nil, err
 	}
-	c := &conf{NetConf: n, hp: nat.HostPortConf{SNAT: n.SNAT == nil || *n.SNAT, MasqAll: n.MasqAll, MarkBit: defaultMarkBit}}
+	c := &conf{NetConf: n, hp: hostport.Conf{SNAT: n.SNAT == nil || *n.SNAT, MasqAll: n.MasqAll, MarkBit: defaultMarkBit}}
 	if err := c.markOptions(); err != nil {
 		return nil, err
 	}
@@ -107,7 +107,7 @@ func (c *conf) chooseBackend() error {
 	switch {
 	case n.Backend != nil:
 		c.backend = *n.Backend
-	case !nat.HaveIPTables():
+	case !iptables.HaveIPTables():
 		c.backend = backendNFTables
 	default:
 		c.backend = backendIPTables
@@ -128,12 +128,12 @@ func (c *conf) chooseBackend() error {
 	if len(wrong) > 0 {
 		return netconf.Invalid("the %s backend is selected but the configuration has options of the other backend: %s; fix \"backend\" or those options", c.backend, strings.Join(wrong, ", "))
 	}
-	v4, err := c.conditions("conditionsV4", n.ConditionsV4)
+	v4, err := c.conditions(family.IPv4, n.ConditionsV4)
 	if err != nil {
 		return err
 	}
-	v6, err := c.conditions("conditionsV6", n.ConditionsV6)
-	c.hp.ConditionsV4, c.hp.ConditionsV6 = v4, v6
+	v6, err := c.conditions(family.IPv6, n.ConditionsV6)
+	c.hp.Conditions = [2][]string{family.IPv4: v4, family.IPv6: v6}
 	return err
 }
 
@@ -149,17 +149,18 @@ func conditionsBackend(conds *[]string) string {
 	return backendNFTables
 }
 
-func (c *conf) conditions(key string, conds *[]string) ([]string, error) {
+func (c *conf) conditions(f family.Family, conds *[]string) ([]string, error) {
 	if conds == nil {
 		return nil, nil
 	}
+	key := fmt.Sprintf("conditionsV%d", f.Version())
 	for _, s := range *conds {
 		if strings.ContainsAny(s, "\r\n\x00") {
 			return nil, netconf.Invalid("%q: %q has a line break; give one match per list element", key, s)
 		}
 	}
 	if c.backend == backendNFTables {
-		if _, err := nft.ParseConditions(*conds, key == "conditionsV6"); err != nil {
+		if _, err := hostport.ParseConditions(*conds, f); err != nil {
 			return nil, netconf.Errorf(netconf.CodeUnsupportedField, "%q: %w", key, err)
 		}
 	}
@@ -168,8 +169,8 @@ func (c *conf) conditions(key string, conds *[]string) ([]string, error) {
 
 // parseMaps checks every mapping; the protocol defaults to tcp, as in a
 // Kubernetes container port.
-func parseMaps(entries []PortMapEntry) ([]nat.PortMap, error) {
-	out := make([]nat.PortMap, 0, len(entries))
+func parseMaps(entries []PortMapEntry) ([]hostport.PortMap, error) {
+	out := make([]hostport.PortMap, 0, len(entries))
 	for i, e := range entries {
 		where := fmt.Sprintf("runtimeConfig.portMappings[%d]", i)
 		if e.HostPort < 1 || e.HostPort > 65535 {
@@ -178,7 +179,7 @@ func parseMaps(entries []PortMapEntry) ([]nat.PortMap, error) {
 		if e.ContainerPort < 1 || e.ContainerPort > 65535 {
 			return nil, netconf.Invalid("%s: containerPort %d must be between 1 and 65535", where, e.ContainerPort)
 		}
-		m := nat.PortMap{HostPort: uint16(e.HostPort), ContainerPort: uint16(e.ContainerPort), Protocol: strings.ToLower(e.Protocol)}
+		m := hostport.PortMap{HostPort: uint16(e.HostPort), ContainerPort: uint16(e.ContainerPort), Protocol: strings.ToLower(e.Protocol)}
 		switch m.Protocol {
 		case "":
 			m.Protocol = "tcp"

@@ -12,8 +12,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
-	"github.com/cnisuite/cni/pkg/nat"
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/netfilter/hostport"
 )
 
 func confJSON(t *testing.T, extra map[string]any) []byte {
@@ -39,7 +39,7 @@ func TestLoadConfDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []nat.PortMap{
+	want := []hostport.PortMap{
 		{HostPort: 80, ContainerPort: 8080, Protocol: "tcp", HostIP: netip.MustParseAddr("192.0.2.1")},
 		{HostPort: 53, ContainerPort: 53, Protocol: "udp"},
 	}
@@ -115,7 +115,7 @@ func (r *recorder) Run(_ context.Context, stdin, name string, _ ...string) (stri
 func TestAddPassesThrough(t *testing.T) {
 	prevResult := map[string]any{"cniVersion": "1.1.0", "ips": []any{map[string]any{"address": "10.1.0.5/24"}}}
 	rec := &recorder{}
-	p := &Plugin{ipt: nat.HostPorts{Run: rec}}
+	p := &Plugin{ipt: hostport.IPTables{Run: rec}}
 	args := func(conf []byte) *cniplugin.Args {
 		return &cniplugin.Args{ContainerID: "c1", IfName: "eth0", StdinData: conf}
 	}

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/family"
-	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/netfilter/hostport"
 )
 
 // flushUDPConntrack deletes the conntrack entries of the UDP host ports,
@@ -21,7 +21,7 @@ import (
 // filtered flush, which the kernel (6.11 and later) runs in place; older
 // kernels reject it and get the dump-and-delete of every entry, which
 // walks the whole conntrack hash table (10 ms with 262144 buckets).
-func flushUDPConntrack(c *nat.HostPortConf, addrs []netip.Prefix) error {
+func flushUDPConntrack(c *hostport.Conf, addrs []netip.Prefix) error {
 	for _, p := range addrs {
 		var ports []uint16
 		for _, m := range c.MapsFor(p.Addr()) {

@@ -9,14 +9,14 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnisuite/cni/pkg/link"
-	"github.com/cnisuite/cni/pkg/nat"
+	"github.com/cnisuite/cni/pkg/netfilter/hostport"
 )
 
 // localnetRouting sets route_localnet on the interface that routes to the
 // container's IPv4 address (the bridge), as the reference does: traffic
 // from 127.0.0.1 to a host port is DNATed to the pod and must be allowed
 // to leave through it before it is masqueraded.
-func localnetRouting(c *nat.HostPortConf, addrs []netip.Prefix) error {
+func localnetRouting(c *hostport.Conf, addrs []netip.Prefix) error {
 	name, ok := localnetIface(c, addrs)
 	if !ok {
 		return nil
@@ -28,7 +28,7 @@ func localnetRouting(c *nat.HostPortConf, addrs []netip.Prefix) error {
 }
 
 // checkLocalnetRouting verifies what localnetRouting set.
-func checkLocalnetRouting(c *nat.HostPortConf, addrs []netip.Prefix) error {
+func checkLocalnetRouting(c *hostport.Conf, addrs []netip.Prefix) error {
 	name, ok := localnetIface(c, addrs)
 	if !ok {
 		return nil
@@ -48,7 +48,7 @@ func localnetKey(iface string) string { return "net/ipv4/conf/" + iface + "/rout
 // localnetIface names the interface routing to the container's IPv4
 // address when snat needs route_localnet; like the reference, no route
 // means nothing to set.
-func localnetIface(c *nat.HostPortConf, addrs []netip.Prefix) (string, bool) {
+func localnetIface(c *hostport.Conf, addrs []netip.Prefix) (string, bool) {
 	if !c.SNAT {
 		return "", false
 	}

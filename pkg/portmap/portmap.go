@@ -1,6 +1,6 @@
 // Package portmap is the portmap plugin: host ports forwarded to a
 // container, chained after the plugin that gives the container its
-// addresses, over iptables or nftables (pkg/nat, pkg/nat/nft); a drop-in
+// addresses, over iptables or nftables (pkg/netfilter/hostport); a drop-in
 // replacement for the reference CNI portmap plugin. The portmap binary runs
 // it. It must not import another plugin's package, pkg/overlay or
 // pkg/subnet.
@@ -14,26 +14,26 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
-	"github.com/cnisuite/cni/pkg/nat"
-	"github.com/cnisuite/cni/pkg/nat/nft"
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/netfilter/hostport"
+	"github.com/cnisuite/cni/pkg/netfilter/iptables"
 )
 
 // mapper is what a backend does with an attachment's port mappings.
 type mapper interface {
-	Add(ctx context.Context, c *nat.HostPortConf, addrs []netip.Prefix) error
-	Check(ctx context.Context, c *nat.HostPortConf, addrs []netip.Prefix) error
+	Add(ctx context.Context, c *hostport.Conf, addrs []netip.Prefix) error
+	Check(ctx context.Context, c *hostport.Conf, addrs []netip.Prefix) error
 	// Del needs only c's attachment; c's mappings and addrs, when known,
 	// can make it cheaper.
-	Del(ctx context.Context, c *nat.HostPortConf, addrs []netip.Prefix) error
-	GC(ctx context.Context, network string, valid nat.Valid) error
+	Del(ctx context.Context, c *hostport.Conf, addrs []netip.Prefix) error
+	GC(ctx context.Context, network string, valid hostport.Valid) error
 }
 
 // Plugin is the portmap plugin's verbs. Its zero value uses the real
 // iptables and nftables.
 type Plugin struct {
-	ipt nat.HostPorts
-	nft nft.HostPorts
+	ipt hostport.IPTables
+	nft hostport.NFTables
 }
 
 func (p *Plugin) mapper(c *conf) mapper {
@@ -43,8 +43,8 @@ func (p *Plugin) mapper(c *conf) mapper {
 	return p.ipt
 }
 
-func attachment(c *conf, a *cniplugin.Args) nat.Attachment {
-	return nat.Attachment{Network: c.Name, ContainerID: a.ContainerID, IfName: a.IfName}
+func attachment(c *conf, a *cniplugin.Args) hostport.Attachment {
+	return hostport.Attachment{Network: c.Name, ContainerID: a.ContainerID, IfName: a.IfName}
 }
 
 // Add forwards the host ports to the container's addresses from the
@@ -72,7 +72,7 @@ func (p *Plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, re
 	defer undo.OnError(&retErr, a.Logger())
 	// Registered first: an ADD that failed in one family is taken back in both.
 	undo.Push("remove port mappings", func() error {
-		return m.Del(context.WithoutCancel(ctx), &nat.HostPortConf{Attachment: c.hp.Attachment}, nil)
+		return m.Del(context.WithoutCancel(ctx), &hostport.Conf{Attachment: c.hp.Attachment}, nil)
 	})
 	if err := m.Add(ctx, &c.hp, addrs); err != nil {
 		return nil, fmt.Errorf("installing port mappings (%s): %w", c.backend, err)
@@ -160,7 +160,7 @@ func (p *Plugin) Status(_ context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
-	if c.backend == backendIPTables && !nat.HaveIPTables() {
+	if c.backend == backendIPTables && !iptables.HaveIPTables() {
 		return netconf.Errorf(netconf.CodeUnavailable, "iptables-restore is not in PATH; install iptables (Debian: apt-get install iptables) or set \"backend\": \"nftables\"")
 	}
 	return nil

@@ -29,7 +29,7 @@ import (
 // left out: a cluster's nodes share an etcd, none embeds one.
 var daemons = []string{"subnetd", "subnetd-kube", "cnictl"}
 
-// iptablesNames are the commands pkg/nat runs, each a link to the
+// iptablesNames are the commands pkg/netfilter/iptables runs, each a link to the
 // multi-call binary as Debian installs them.
 var iptablesNames = []string{"iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"}
 
