@@ -1,4 +1,6 @@
 // Package proc ends the daemons that tests and the bench start.
+//
+// It imports nothing of the suite, so any test or the bench can use it.
 package proc
 
 import (

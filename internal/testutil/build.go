@@ -1,4 +1,8 @@
 // Package testutil holds helpers shared by the suite's tests.
+//
+// Only tests and their fixtures (test/) import it; of the suite it imports
+// internal/ociimage alone and never a package under test, so a test of any
+// package can use it without a cycle.
 package testutil
 
 import (

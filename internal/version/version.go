@@ -1,6 +1,9 @@
 // Package version says which build of the suite a binary is: what the
 // Makefile sets with -ldflags -X (from git describe and the commit), else
 // what the Go toolchain stamped from git (when -buildvcs is on).
+//
+// It imports nothing of the suite: every binary and pkg/cniplugin import it,
+// the one internal package pkg/ may.
 package version
 
 import (

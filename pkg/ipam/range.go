@@ -1,6 +1,9 @@
 // Package ipam allocates addresses out of ranges of netip addresses. It knows
 // nothing about files: reservations go through the Store interface, which
 // pkg/ipam/disk implements with the reference host-local on-disk layout.
+//
+// Of the suite it imports only pkg/netconf (for its error codes), never
+// pkg/ipam/disk or a plugin.
 package ipam
 
 import (

@@ -1,5 +1,8 @@
 // Package loopback is the loopback plugin: it brings up the lo interface of
 // a container's namespace. The loopback binary runs it.
+//
+// It must not import another plugin's package; it needs only pkg/cniplugin,
+// pkg/netconf and pkg/netns.
 package loopback
 
 import (

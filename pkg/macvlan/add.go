@@ -1,6 +1,10 @@
 // Package macvlan is the macvlan plugin: containers given a macvlan link on
 // a node interface, their own MAC on its L2 segment, a drop-in replacement
 // for the reference CNI macvlan plugin. The macvlan binary runs it.
+//
+// It must not import another plugin's package, pkg/netfilter, pkg/overlay or
+// pkg/subnet: what it shares with bridge lives in pkg/containerif and
+// pkg/link.
 package macvlan
 
 import (

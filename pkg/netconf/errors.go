@@ -2,6 +2,8 @@
 // configuration on stdin, its prevResult and runtimeConfig, CNI_ARGS and the
 // GC attachment list. Its Error type carries the CNI error code; the runner in
 // pkg/cniplugin is the one place that turns errors into the spec's JSON.
+//
+// It imports nothing of the suite: every plugin package imports it.
 package netconf
 
 import "fmt"

@@ -3,6 +3,9 @@
 // namespace belongs to one thread, so Do locks the goroutine to its thread,
 // switches, and switches back; a thread that cannot switch back is never
 // reused. It is the one place that opens a thread's namespace file.
+//
+// Of the suite it imports only pkg/netconf (the error code of a missing
+// namespace).
 package netns
 
 import (

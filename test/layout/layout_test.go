@@ -1,9 +1,12 @@
 // Package layout checks the tree's shape that README's Layout section states: which part of the
-// module may depend on which.
+// module may depend on which, and that every library package says in its doc comment what it owns
+// and what it must not import.
 package layout
 
 import (
 	"encoding/json"
+	"go/parser"
+	"go/token"
 	"os/exec"
 	"strings"
 	"testing"
@@ -11,23 +14,38 @@ import (
 
 const module = "github.com/cnisuite/cni/"
 
+// plugins are the plugins' packages: each stands alone (flannel's links bridge, its default
+// delegate), and no shared package depends on one.
+var plugins = []string{"pkg/bridge", "pkg/macvlan", "pkg/loopback", "pkg/portmap", "pkg/flannel", "pkg/ipam/hostlocal"}
+
 // forbidden lists, per package path prefix (relative to the module), the prefixes its packages must
 // not depend on, directly or through another package.
 var forbidden = map[string][]string{
 	// Libraries never depend on a binary or on the tests: a binary is wiring over pkg/.
-	"pkg/": {"plugins/", "cmd/", "daemon/", "internal/subnetd", "internal/cnictl", "internal/testutil", "bench", "test/"},
+	"pkg/":               {"plugins/", "cmd/", "internal/subnetd", "internal/cnictl", "internal/testutil", "bench", "test/"},
+	"pkg/bridge":         plugins,
+	"pkg/macvlan":        plugins,
+	"pkg/loopback":       plugins,
+	"pkg/portmap":        plugins,
+	"pkg/ipam/hostlocal": append(plugins, "pkg/link"),
+	// The shared layers below the plugins and the daemon.
+	"pkg/containerif": append(plugins, "pkg/netfilter", "pkg/overlay", "pkg/subnet"),
+	"pkg/link":        append(plugins, "pkg/netfilter", "pkg/overlay", "pkg/subnet"),
+	"pkg/netfilter/":  append(plugins, "pkg/overlay", "pkg/subnet", "pkg/link"),
 	// The overlay knows peers, never leases: nothing it links reads the lease store or its JSON.
 	"pkg/overlay": {"pkg/subnet", "go.etcd.io/", "k8s.io/"},
-	// Everything imports the family type; it imports nothing of the suite.
-	"pkg/family": {""},
+	// Everything imports these; they import nothing of the suite.
+	"pkg/family":  {""},
+	"pkg/netconf": {""},
 	// The operator's tool judges with the daemon's packages, never with the daemon itself.
-	"internal/cnictl":  {"plugins/", "cmd/", "daemon/", "internal/subnetd"},
+	"internal/cnictl":  {"plugins/", "cmd/", "internal/subnetd"},
 	"internal/subnetd": {"plugins/", "cmd/", "internal/cnictl"},
 }
 
 type pkg struct {
 	ImportPath string
 	Dir        string
+	GoFiles    []string
 	Deps       []string
 }
 
@@ -51,7 +69,7 @@ func list(t *testing.T) []pkg {
 func TestImports(t *testing.T) {
 	for _, p := range list(t) {
 		for prefix, bans := range forbidden {
-			if !strings.HasPrefix(p.ImportPath, prefix) {
+			if !strings.HasPrefix(p.ImportPath, prefix) || (prefix == "pkg/" && double(p.ImportPath)) {
 				continue
 			}
 			for _, dep := range p.Deps {
@@ -62,7 +80,21 @@ func TestImports(t *testing.T) {
 				}
 			}
 		}
+		if double(p.ImportPath) || strings.HasPrefix(p.ImportPath, "test/") {
+			continue
+		}
+		for _, dep := range p.Deps {
+			if rel, ours := strings.CutPrefix(dep, module); ours && double(rel) {
+				t.Errorf("%s links the test double %s", p.ImportPath, rel)
+			}
+		}
 	}
+}
+
+// double says whether a package is a test double (pkg/subnet/subnettest): it sits beside what it
+// stands in for, may use the test fixtures, and only tests may link it.
+func double(path string) bool {
+	return strings.HasPrefix(path, "pkg/") && strings.HasSuffix(path, "test")
 }
 
 // banned says whether dep falls under ban: a module path prefix, a third-party prefix, or "" for
@@ -77,4 +109,34 @@ func banned(dep, ban string) bool {
 	default:
 		return ours && strings.HasPrefix(rel, ban)
 	}
+}
+
+// TestDocs: each library package's doc comment says what it must not import, so the rule is read
+// where the code is, not only enforced here.
+func TestDocs(t *testing.T) {
+	for _, p := range list(t) {
+		if !strings.HasPrefix(p.ImportPath, "pkg/") && !strings.HasPrefix(p.ImportPath, "internal/") {
+			continue
+		}
+		doc := packageDoc(t, p)
+		if doc == "" {
+			t.Errorf("%s has no package doc comment", p.ImportPath)
+		} else if !strings.Contains(doc, "import") {
+			t.Errorf("%s: its doc comment does not say what it must not import", p.ImportPath)
+		}
+	}
+}
+
+func packageDoc(t *testing.T, p pkg) string {
+	var doc strings.Builder
+	for _, name := range p.GoFiles {
+		f, err := parser.ParseFile(token.NewFileSet(), p.Dir+"/"+name, nil, parser.PackageClauseOnly|parser.ParseComments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Doc != nil {
+			doc.WriteString(f.Doc.Text())
+		}
+	}
+	return doc.String()
 }

@@ -21,6 +21,10 @@
 // where it keeps one of its own is moved aside (index.go), named like an
 // address it blocks that address and is listed as such (ErrNotRecord), and
 // at the lock's name it stops every verb with a message saying what to do.
+//
+// Of the suite it imports only pkg/ipam and pkg/netconf; never a plugin,
+// pkg/ipam/hostlocal or pkg/ipam/stale (the plugin judges staleness, the store
+// keeps records).
 package disk
 
 import (

@@ -3,6 +3,9 @@
 // layout of the reference plugin. The host-local binary runs it, and bridge,
 // macvlan and flannel link it in to run IPAM of type host-local without an
 // exec.
+//
+// It must not import another plugin's package or pkg/link: it reserves
+// addresses and never configures a link.
 package hostlocal
 
 import (

@@ -12,6 +12,9 @@
 // the next namespace. So the attachment's namespace is gone when its nsid is
 // free, or when the namespace now holding that nsid is provably another one.
 // Anything else is Unknown, and only Gone is ever reclaimed.
+//
+// Of the suite it imports only pkg/ipam and pkg/netns; never pkg/ipam/disk or
+// a plugin.
 package stale
 
 import (

@@ -5,6 +5,9 @@
 // on one etcd lease per client, kept alive, never orphaned; a presence
 // record on a short one of its own, renewed in the background; every call
 // has a deadline.
+//
+// Of the suite it imports only pkg/subnet, and never the server
+// (pkg/subnet/etcd/embedded).
 package etcd
 
 import (

@@ -3,6 +3,9 @@
 // because the server's packages cost a process about 8 MB of memory just by
 // being linked (their package-level init and the pages it touches): subnetd
 // runs it in a child process, cmd subnetd-etcd, only when it needs it.
+//
+// It imports nothing of the suite, and nothing of the suite but subnetd-etcd's
+// program and tests may import it.
 package embedded
 
 import (
