@@ -21,8 +21,9 @@ var plugins = []string{"pkg/bridge", "pkg/macvlan", "pkg/loopback", "pkg/portmap
 // forbidden lists, per package path prefix (relative to the module), the prefixes its packages must
 // not depend on, directly or through another package.
 var forbidden = map[string][]string{
-	// Libraries never depend on a binary or on the tests: a binary is wiring over pkg/.
-	"pkg/":               {"plugins/", "cmd/", "internal/subnetd", "internal/cnictl", "internal/testutil", "bench", "test/"},
+	// Libraries never depend on a binary, on internal/ but version, or on the tests: a binary is
+	// wiring over pkg/.
+	"pkg/":               {"plugins/", "cmd/", "internal/subnetd", "internal/cnictl", "internal/testutil", "internal/proc", "internal/ociimage", "bench", "test/"},
 	"pkg/bridge":         plugins,
 	"pkg/macvlan":        plugins,
 	"pkg/loopback":       plugins,
