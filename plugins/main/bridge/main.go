@@ -1,14 +1,15 @@
 // Command bridge is the bridge plugin (pkg/bridge). IPAM of type host-local
-// runs in this process (pkg/ipam/hostlocal, the code of the host-local
-// binary).
+// or static runs in this process (pkg/ipam/hostlocal, pkg/ipam/static, the
+// code of those binaries).
 package main
 
 import (
 	"github.com/cnisuite/cni/pkg/bridge"
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/ipam/hostlocal"
+	"github.com/cnisuite/cni/pkg/ipam/static"
 )
 
 func main() {
-	cniplugin.Main("bridge", bridge.New(), cniplugin.Link("host-local", hostlocal.Plugin{}))
+	cniplugin.Main("bridge", bridge.New(), cniplugin.Link("host-local", hostlocal.Plugin{}), cniplugin.Link("static", static.Plugin{}))
 }
