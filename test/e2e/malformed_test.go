@@ -13,7 +13,7 @@ type badInput struct {
 	stdin string                 // replaces the configuration when set
 	env   map[string]string
 	code  uint
-	ipam  bool   // only for plugins whose configuration has an ipam section
+	ipam  bool   // only for plugins whose configuration reserves through host-local
 	only  string // only for this plugin, when set
 }
 
@@ -117,6 +117,11 @@ var badInputs = []badInput{
 	{name: "portmap: protocol icmp", only: "portmap", edit: portMappings(map[string]any{"hostPort": 80, "containerPort": 80, "protocol": "icmp"}), code: 7},
 	{name: "portmap: hostIP not an address", only: "portmap", edit: portMappings(map[string]any{"hostPort": 80, "containerPort": 80, "hostIP": "node-1"}), code: 7},
 	{name: "portmap: portMappings not a list", only: "portmap", edit: set("runtimeConfig", map[string]any{"portMappings": "80:80"}), code: 6},
+	{name: "static: address without a prefix length", only: "static", edit: setIPAM("addresses", []any{map[string]any{"address": "10.99.0.5"}}), code: 7},
+	{name: "static: gateway of the other family", only: "static", edit: setIPAM("addresses", []any{map[string]any{"address": "10.99.0.5/24", "gateway": "fd00::1"}}), code: 7},
+	{name: "static: CNI_ARGS IP without a prefix length", only: "static", env: map[string]string{"CNI_ARGS": "IgnoreUnknown=1;IP=10.99.0.7"}, code: 4},
+	{name: "static: runtimeConfig ips not CIDR", only: "static", edit: set("runtimeConfig", map[string]any{"ips": []any{"10.99.0.7"}}), code: 7},
+	{name: "static: route dst not a CIDR", only: "static", edit: setIPAM("routes", []map[string]any{{"dst": "default"}}), code: 7},
 	{name: "portmap: unknown backend", only: "portmap", edit: set("backend", "ipvs"), code: 7},
 	{name: "portmap: markMasqBit 32", only: "portmap", edit: set("markMasqBit", 32), code: 7},
 	{name: "portmap: markMasqBit and externalSetMarkChain", only: "portmap", edit: func(c map[string]any) {
@@ -141,7 +146,7 @@ func TestMalformedInput(t *testing.T) {
 			sb.prepare(t, plugin)
 			dataDir := t.TempDir()
 			for _, tc := range badInputs {
-				if (tc.ipam && validConf(t, plugin, dataDir)["ipam"] == nil) || (tc.only != "" && tc.only != plugin) {
+				if (tc.ipam && !hostLocalIPAM(t, plugin)) || (tc.only != "" && tc.only != plugin) {
 					continue
 				}
 				t.Run(tc.name, func(t *testing.T) {

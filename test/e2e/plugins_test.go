@@ -22,6 +22,8 @@ func validConf(t *testing.T, plugin, dataDir string) map[string]any {
 	case "loopback":
 	case "host-local":
 		conf["ipam"] = ipam
+	case "static":
+		conf["ipam"] = map[string]any{"type": "static", "addresses": []any{map[string]any{"address": "10.99.0.5/24"}}}
 	case "bridge":
 		conf["bridge"] = "e2ebr0"
 		conf["ipam"] = ipam
@@ -41,7 +43,15 @@ func validConf(t *testing.T, plugin, dataDir string) map[string]any {
 
 // entersContainer tells the plugins that work inside CNI_NETNS from those
 // (IPAM) that never look at it.
-func entersContainer(plugin string) bool { return plugin != "host-local" }
+func entersContainer(plugin string) bool { return plugin != "host-local" && plugin != "static" }
+
+// hostLocalIPAM says whether the plugin's valid configuration reserves
+// through host-local, which the malformed ranges and CNI_ARGS of badInputs
+// with ipam set are written for.
+func hostLocalIPAM(t *testing.T, plugin string) bool {
+	ipam, _ := validConf(t, plugin, t.TempDir())["ipam"].(map[string]any)
+	return ipam != nil && ipam["type"] == "host-local"
+}
 
 // sandbox is where a test runs a plugin: as root, inside a node namespace
 // with a real pod namespace as CNI_NETNS; otherwise directly, with a

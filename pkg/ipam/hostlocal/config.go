@@ -1,10 +1,11 @@
 package hostlocal
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/cnisuite/cni/pkg/ipam"
 	"github.com/cnisuite/cni/pkg/netconf"
@@ -33,31 +34,12 @@ type ipamConf struct {
 	ipam.RangeConfig
 	Type       string               `json:"type"`
 	Ranges     [][]ipam.RangeConfig `json:"ranges,omitempty"`
-	Routes     []routeConf          `json:"routes,omitempty"`
+	Routes     []ipam.RouteConfig   `json:"routes,omitempty"`
 	DataDir    string               `json:"dataDir,omitempty"`
 	ResolvConf string               `json:"resolvConf,omitempty"`
 	// ReclaimStale (ours; default true): when a range set is full, ADD first
 	// frees the reservations whose owner's namespace is provably gone.
 	ReclaimStale *bool `json:"reclaimStale,omitempty"`
-}
-
-// routeConf is a route as configured; the keys past gw are passed through
-// to the result as the reference passes them.
-type routeConf struct {
-	Dst      string `json:"dst"`
-	GW       string `json:"gw,omitempty"`
-	MTU      int    `json:"mtu,omitempty"`
-	AdvMSS   int    `json:"advmss,omitempty"`
-	Priority int    `json:"priority,omitempty"`
-	Table    *int   `json:"table,omitempty"`
-	Scope    *int   `json:"scope,omitempty"`
-}
-
-// route is a validated routeConf.
-type route struct {
-	conf routeConf
-	dst  netip.Prefix // host bits kept, as the reference keeps them
-	gw   netip.Addr
 }
 
 // config is what a verb works with, validated.
@@ -68,7 +50,7 @@ type config struct {
 	resolvConf   string
 	reclaimStale bool
 	sets         []ipam.RangeSet
-	routes       []route
+	routes       []*types.Route
 	requested    []netip.Addr // from CNI_ARGS, args.cni.ips and runtimeConfig.ips
 }
 
@@ -105,34 +87,13 @@ func loadConfig(stdin []byte, cniArgs string) (*config, error) {
 	if c.sets, err = ipam.ParseRangeSets(append(sets, n.IPAM.Ranges...)); err != nil {
 		return nil, err
 	}
-	if c.routes, err = parseRoutes(n.IPAM.Routes); err != nil {
+	if c.routes, err = ipam.Routes("routes", n.IPAM.Routes); err != nil {
 		return nil, err
 	}
 	if c.requested, err = requestedIPs(n, cniArgs); err != nil {
 		return nil, err
 	}
 	return c, nil
-}
-
-func parseRoutes(rcs []routeConf) ([]route, error) {
-	out := make([]route, 0, len(rcs))
-	for i, rc := range rcs {
-		dst, err := netip.ParsePrefix(strings.TrimSpace(rc.Dst))
-		if err != nil || dst.Addr().Zone() != "" || dst.Addr().Is4In6() {
-			return nil, netconf.Invalid("routes[%d].dst %q is not a CIDR; write e.g. 0.0.0.0/0 or ::/0", i, rc.Dst)
-		}
-		r := route{conf: rc, dst: dst}
-		if strings.TrimSpace(rc.GW) != "" {
-			if r.gw, err = ipam.ParseAddr(fmt.Sprintf("routes[%d].gw", i), rc.GW); err != nil {
-				return nil, err
-			}
-			if r.gw.BitLen() != r.dst.Addr().BitLen() {
-				return nil, netconf.Invalid("routes[%d]: gw %s and dst %s are of different IP families; use a gateway of the destination's family", i, r.gw, r.dst)
-			}
-		}
-		out = append(out, r)
-	}
-	return out, nil
 }
 
 // requestedIPs collects the addresses asked for, each "ip" or "ip/len" (the

@@ -62,11 +62,11 @@ func TestLoadConfig(t *testing.T) {
 			if tt.wantRoute != "" {
 				var rs []string
 				for _, r := range c.routes {
-					gw := r.gw.String()
-					if !r.gw.IsValid() {
-						gw = ""
+					gw := ""
+					if r.GW != nil {
+						gw = r.GW.String()
 					}
-					rs = append(rs, r.dst.String()+" "+gw)
+					rs = append(rs, r.Dst.String()+" "+gw)
 				}
 				if got := strings.Join(rs, " "); got != tt.wantRoute {
 					t.Errorf("routes %q, want %q", got, tt.wantRoute)

@@ -85,14 +85,9 @@ func (Plugin) Add(_ context.Context, a *cniplugin.Args) (_ types.Result, retErr 
 		addr := got.Address.Addr()
 		undo.Push("release "+addr.String(), func() error { return s.Release(addr) })
 		log.Info("reserved", "addr", got.Address, "set", i)
-		res.IPs = append(res.IPs, &current.IPConfig{Address: ipNet(got.Address), Gateway: ipOf(got.Gateway)})
+		res.IPs = append(res.IPs, &current.IPConfig{Address: ipam.IPNet(got.Address), Gateway: ipam.IP(got.Gateway)})
 	}
-	for _, r := range c.routes {
-		res.Routes = append(res.Routes, &types.Route{
-			Dst: ipNet(r.dst), GW: ipOf(r.gw), MTU: r.conf.MTU, AdvMSS: r.conf.AdvMSS,
-			Priority: r.conf.Priority, Table: r.conf.Table, Scope: r.conf.Scope,
-		})
-	}
+	res.Routes = c.routes
 	return res, nil
 }
 
@@ -128,17 +123,6 @@ func reclaimGone(s ipam.Store, log *slog.Logger) int {
 }
 
 // ipNet converts at the CNI edge; the address keeps its host bits.
-func ipNet(p netip.Prefix) net.IPNet {
-	return net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-func ipOf(a netip.Addr) net.IP {
-	if !a.IsValid() {
-		return nil
-	}
-	return a.AsSlice()
-}
-
 // Del releases the attachment's addresses. Nothing to release is success.
 // Only the name and dataDir are needed, so a configuration whose ranges were
 // since made invalid still releases what it reserved.

@@ -7,6 +7,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/cnisuite/cni/pkg/family"
+	"github.com/cnisuite/cni/pkg/ipam"
 	"github.com/cnisuite/cni/pkg/netconf"
 )
 
@@ -25,15 +26,16 @@ type netConf struct {
 		} `json:"cni"`
 	} `json:"args"`
 
-	addrs []address
+	addrs  []address
+	routes []*types.Route
 }
 
 // ipamConf holds the keys of the reference static plugin.
 type ipamConf struct {
-	Type      string         `json:"type"`
-	Addresses []addressConf  `json:"addresses,omitempty"`
-	Routes    []*types.Route `json:"routes,omitempty"`
-	DNS       types.DNS      `json:"dns"`
+	Type      string             `json:"type"`
+	Addresses []addressConf      `json:"addresses,omitempty"`
+	Routes    []ipam.RouteConfig `json:"routes,omitempty"`
+	DNS       types.DNS          `json:"dns"`
 }
 
 type addressConf struct {
@@ -63,6 +65,9 @@ func load(stdin []byte, cniArgs string) (*netConf, error) {
 		return nil, netconf.Required(`"ipam"`, `the static plugin reads its addresses there, e.g. "ipam": {"type": "static", "addresses": [{"address": "10.10.0.5/24"}]}`)
 	}
 	var err error
+	if c.routes, err = ipam.Routes("ipam.routes", c.IPAM.Routes); err != nil {
+		return nil, err
+	}
 	if c.addrs, err = configured(c.IPAM.Addresses); err != nil {
 		return nil, err
 	}

@@ -10,7 +10,6 @@ package static
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 
@@ -18,6 +17,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/ipam"
 )
 
 // Plugin is static's verbs.
@@ -29,13 +29,9 @@ func (Plugin) Add(_ context.Context, a *cniplugin.Args) (types.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Routes: c.IPAM.Routes, DNS: c.IPAM.DNS}
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Routes: c.routes, DNS: c.IPAM.DNS}
 	for _, addr := range c.addrs {
-		ipc := &current.IPConfig{Address: net.IPNet{IP: addr.prefix.Addr().AsSlice(), Mask: net.CIDRMask(addr.prefix.Bits(), addr.prefix.Addr().BitLen())}}
-		if addr.gw.IsValid() {
-			ipc.Gateway = addr.gw.AsSlice()
-		}
-		res.IPs = append(res.IPs, ipc)
+		res.IPs = append(res.IPs, &current.IPConfig{Address: ipam.IPNet(addr.prefix), Gateway: ipam.IP(addr.gw)})
 	}
 	return res, nil
 }

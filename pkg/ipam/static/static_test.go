@@ -106,6 +106,8 @@ func TestBadInput(t *testing.T) {
 		{conf(`{"type":"static"}`, `"runtimeConfig":{"ips":["10.1.1.1"]}`), "", netconf.CodeInvalidConfig, "runtimeConfig.ips"},
 		{conf(`{"type":"static"}`, `"args":{"cni":{"ips":["a/b"]}}`), "", netconf.CodeInvalidConfig, "args.cni.ips"},
 		{conf(`{"type":"static","addresses":"10.1.1.1/8"}`), "", netconf.CodeDecoding, "addresses"},
+		{conf(`{"type":"static","routes":[{"dst":"default"}]}`), "", netconf.CodeInvalidConfig, "ipam.routes[0].dst"},
+		{conf(`{"type":"static","routes":[{"dst":"0.0.0.0/0","gw":"fd00::1"}]}`), "", netconf.CodeInvalidConfig, "different IP families"},
 	} {
 		for verb, run := range map[string]func(a *cniplugin.Args) error{
 			"ADD": func(a *cniplugin.Args) error { _, err := Plugin{}.Add(ctx, a); return err },
