@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -93,10 +94,14 @@ func leakedRules(base, now ruleset, ids []string) int {
 // countReservations counts host-local's files under dataDir that belong to
 // an attachment: its records and, in ours, its index entries (the index's
 // stamp, .cnisuite/index, is the network's, as the lock is), except those of
-// the pods a scenario put in place beforehand (prefillTag).
+// the pods a scenario put in place beforehand (prefillTag). IPAM that keeps
+// no state (static) leaves no dataDir: nothing to count.
 func countReservations(dataDir string) (int, error) {
 	n := 0
 	err := filepath.WalkDir(dataDir, func(path string, d fs.DirEntry, err error) error {
+		if path == dataDir && errors.Is(err, fs.ErrNotExist) {
+			return filepath.SkipDir
+		}
 		if err != nil || d.IsDir() {
 			return err
 		}

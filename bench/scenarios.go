@@ -85,6 +85,11 @@ func portMappings(pod int) map[string]any {
 	}}
 }
 
+// staticIPs is pod i's address for static IPAM, unique among the pods of a run.
+func staticIPs(pod int) map[string]any {
+	return map[string]any{"ips": []string{fmt.Sprintf("10.246.%d.%d/16", pod/250, 2+pod%250)}}
+}
+
 // macvlanMaster is the node's "physical" interface for macvlan: one end of a
 // veth pair whose both ends stay in the node.
 const macvlanMaster = "ulink0"
@@ -148,5 +153,18 @@ func scenarios() []scenario {
 		},
 		setup:  setupMaster,
 		target: targets{conc: 1.5},
+	}, {
+		name:   "bridge+static",
+		about:  "bridge cni0 as flannel's delegate, IPAM static with the pod's address from runtimeConfig.ips (capability ips, as Multus passes it)",
+		bins:   []string{"bridge", "static"},
+		shared: []string{"cni0"},
+		conf: func(_, _ string) (map[string]any, error) {
+			br := flannelBridge("")
+			br["capabilities"] = map[string]any{"ips": true}
+			br["ipam"] = map[string]any{"type": "static", "routes": []any{map[string]any{"dst": "10.246.0.0/16"}}}
+			return conflist(br), nil
+		},
+		capArgs: staticIPs,
+		target:  targets{add: 0.5, del: 0.5},
 	}, flannelScenario(), hostLocalScenario(10, targets{}), hostLocalScenario(1000, targets{add: 0.5, del: 0.5})}
 }
