@@ -50,8 +50,9 @@ func TestReproducible(t *testing.T) {
 			}
 		}
 	}
-	checkListing(t, filepath.Join(dirs[0], "cni-plugins-linux-amd64-"+version+".tgz"),
-		"./README.md", "./bridge", "./flannel", "./host-local", "./loopback", "./macvlan", "./portmap")
+	plugins := append(pluginNames(t, root), "./README.md")
+	slices.Sort(plugins)
+	checkListing(t, filepath.Join(dirs[0], "cni-plugins-linux-amd64-"+version+".tgz"), plugins...)
 	checkListing(t, filepath.Join(dirs[0], "cnisuite-subnetd-linux-amd64-"+version+".tgz"),
 		"./README.md", "./cnictl", "./kube-flannel.yml", "./subnetd", "./subnetd-daemonset.yaml", "./subnetd-etcd", "./subnetd-kube")
 	checkImageNamed(t, filepath.Join(dirs[0], "cnisuite-subnetd-linux-amd64-"+version+".tgz"), "localhost/cnisuite/subnetd:"+version)
@@ -73,6 +74,21 @@ func checkImageNamed(t *testing.T, subnetdTgz, image string) {
 
 // checkListing: the archive holds exactly want (besides ./), owned by 0/0,
 // the binaries executable by all.
+// pluginNames is every plugin binary the tree builds (plugins/<kind>/<name>),
+// as the archive lists it.
+func pluginNames(t *testing.T, root string) []string {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join(root, "plugins", "*", "*", "main.go"))
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no plugins under %s/plugins: %v", root, err)
+	}
+	var names []string
+	for _, d := range dirs {
+		names = append(names, "./"+filepath.Base(filepath.Dir(d)))
+	}
+	return names
+}
+
 func checkListing(t *testing.T, tgz string, want ...string) {
 	t.Helper()
 	out, err := exec.Command("tar", "-tvzf", tgz).CombinedOutput()
