@@ -68,8 +68,10 @@ func (c *conf) diff(l netlink.Link, cur []string) (want, orig attrs) {
 			want.TxQLen, orig.TxQLen = c.txQLen, &qlen
 		}
 	}
+	// A sysctl already right is written all the same after a change of the
+	// link, which may reset it (a new MTU resets the interface's IPv6 mtu).
 	for i, s := range c.sysctls {
-		if !sameValue(cur[i], s.value) {
+		if want.touchesLink() || !sameValue(cur[i], s.value) {
 			want.Sysctl = append(want.Sysctl, setting{s.path, s.value})
 			orig.Sysctl = append(orig.Sysctl, setting{s.path, cur[i]})
 		}

@@ -52,14 +52,18 @@ func recordName(containerID, ifName string) string { return containerID + "_" + 
 
 // writeRecord saves r at path, whole or not at all.
 func writeRecord(path string, r *record) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("creating tuning's data directory: %w", err)
-	}
 	data, err := json.MarshalIndent(r, "", " ")
 	if err != nil {
 		return err
 	}
-	return regfile.Replace(path, data, 0o600)
+	err = os.MkdirAll(filepath.Dir(path), 0o700)
+	if err == nil {
+		err = regfile.Replace(path, data, 0o600)
+	}
+	if err != nil {
+		return netconf.Errorf(netconf.CodeIO, "saving the values ADD changes, for DEL to restore: %w; make \"dataDir\" (default %s) a writable directory", err, DefaultDataDir)
+	}
+	return nil
 }
 
 // readRecord reads the record at path: nil when there is none, an error
