@@ -50,7 +50,9 @@ func recordPath(dataDir, containerID, ifName string) (string, error) {
 // recordName is the reference's name for an attachment's record.
 func recordName(containerID, ifName string) string { return containerID + "_" + ifName + ".json" }
 
-// writeRecord saves r at path, whole or not at all.
+// writeRecord saves r at path, whole or not at all. It is not synced: a
+// crash that could lose it ends the pod's namespace, and with it what the
+// record would restore.
 func writeRecord(path string, r *record) error {
 	data, err := json.MarshalIndent(r, "", " ")
 	if err != nil {
@@ -58,7 +60,7 @@ func writeRecord(path string, r *record) error {
 	}
 	err = os.MkdirAll(filepath.Dir(path), 0o700)
 	if err == nil {
-		err = regfile.Replace(path, data, 0o600)
+		err = regfile.ReplaceUnsynced(path, data, 0o600)
 	}
 	if err != nil {
 		return netconf.Errorf(netconf.CodeIO, "saving the values ADD changes, for DEL to restore: %w; make \"dataDir\" (default %s) a writable directory", err, DefaultDataDir)
