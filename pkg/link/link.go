@@ -60,19 +60,31 @@ func DeleteIfExists(name string) error {
 	return nil
 }
 
+// sysctlPath is where key lives: under /proc/sys whatever key says.
+func sysctlPath(key string) string { return filepath.Join("/proc/sys", filepath.Clean("/"+key)) }
+
+// ReadSysctl returns the value of /proc/sys/<key>, without its trailing
+// newline.
+func ReadSysctl(key string) (string, error) {
+	cur, err := os.ReadFile(sysctlPath(key))
+	if err != nil {
+		return "", fmt.Errorf("reading sysctl %s: %w", key, err)
+	}
+	return strings.TrimSpace(string(cur)), nil
+}
+
 // Sysctl writes value to /proc/sys/<key> (key like "net/ipv4/ip_forward"),
 // skipping the write when the value is already there: writes of some keys
 // (ipv6 forwarding) have side effects even when nothing changes.
 func Sysctl(key, value string) error {
-	path := filepath.Join("/proc/sys", filepath.Clean("/"+key))
-	cur, err := os.ReadFile(path)
+	cur, err := ReadSysctl(key)
 	if err != nil {
-		return fmt.Errorf("reading sysctl %s: %w", key, err)
+		return err
 	}
-	if strings.TrimSpace(string(cur)) == value {
+	if cur == value {
 		return nil
 	}
-	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+	if err := os.WriteFile(sysctlPath(key), []byte(value), 0o644); err != nil {
 		return fmt.Errorf("setting sysctl %s=%s: %w", key, value, err)
 	}
 	return nil

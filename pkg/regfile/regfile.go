@@ -113,6 +113,17 @@ func Kind(m fs.FileMode) string {
 // sees the old content or the new, never a part (nor a half-written binary
 // that kubelet would run).
 func Replace(path string, data []byte, mode fs.FileMode) error {
+	return replace(path, data, mode, true)
+}
+
+// ReplaceUnsynced is Replace without the sync, for a file that no crash of
+// the machine can outlive in use (a network namespace's state: the crash
+// ends the namespace too); a reader still never sees a part of it.
+func ReplaceUnsynced(path string, data []byte, mode fs.FileMode) error {
+	return replace(path, data, mode, false)
+}
+
+func replace(path string, data []byte, mode fs.FileMode, sync bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
@@ -122,7 +133,7 @@ func Replace(path string, data []byte, mode fs.FileMode) error {
 	if err == nil {
 		err = f.Chmod(mode)
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {

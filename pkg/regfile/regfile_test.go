@@ -112,25 +112,27 @@ func FuzzRead(f *testing.F) {
 }
 
 // TestReplace: the new content and mode replace the old file, and the
-// directory holds nothing else after.
+// directory holds nothing else after; synced or not.
 func TestReplace(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "f")
-	if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := Replace(path, []byte("new"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	st, err := os.Stat(path)
-	data, _ := os.ReadFile(path)
-	if err != nil || st.Mode().Perm() != 0o755 || string(data) != "new" {
-		t.Errorf("%s: %v %q %v", path, st.Mode(), data, err)
-	}
-	if des, _ := os.ReadDir(dir); len(des) != 1 {
-		t.Errorf("%s holds %d entries", dir, len(des))
-	}
-	if err := Replace(filepath.Join(dir, "missing", "f"), nil, 0o644); err == nil {
-		t.Error("written into a directory that does not exist")
+	for name, replace := range map[string]func(string, []byte, fs.FileMode) error{"Replace": Replace, "ReplaceUnsynced": ReplaceUnsynced} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "f")
+		if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := replace(path, []byte("new"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(path)
+		data, _ := os.ReadFile(path)
+		if err != nil || st.Mode().Perm() != 0o755 || string(data) != "new" {
+			t.Errorf("%s %s: %v %q %v", name, path, st.Mode(), data, err)
+		}
+		if des, _ := os.ReadDir(dir); len(des) != 1 {
+			t.Errorf("%s: %s holds %d entries", name, dir, len(des))
+		}
+		if err := replace(filepath.Join(dir, "missing", "f"), nil, 0o644); err == nil {
+			t.Errorf("%s: written into a directory that does not exist", name)
+		}
 	}
 }

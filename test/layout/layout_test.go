@@ -8,6 +8,7 @@ import (
 	"go/parser"
 	"go/token"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -16,20 +17,26 @@ const module = "github.com/cnisuite/cni/"
 
 // plugins are the plugins' packages: each stands alone (flannel's links bridge, its default
 // delegate), and no shared package depends on one.
-var plugins = []string{"pkg/bridge", "pkg/macvlan", "pkg/loopback", "pkg/portmap", "pkg/flannel", "pkg/ipam/hostlocal", "pkg/ipam/static"}
+var plugins = []string{
+	"pkg/bridge",
+	"pkg/flannel",
+	"pkg/ipam/hostlocal",
+	"pkg/ipam/static",
+	"pkg/loopback",
+	"pkg/macvlan",
+	"pkg/portmap",
+	"pkg/tuning",
+}
 
 // forbidden lists, per package path prefix (relative to the module), the prefixes its packages must
 // not depend on, directly or through another package.
 var forbidden = map[string][]string{
 	// Libraries never depend on a binary, on internal/ but version, or on the tests: a binary is
 	// wiring over pkg/.
-	"pkg/":               {"plugins/", "cmd/", "internal/subnetd", "internal/cnictl", "internal/testutil", "internal/proc", "internal/ociimage", "bench", "test/"},
-	"pkg/bridge":         plugins,
-	"pkg/macvlan":        plugins,
-	"pkg/loopback":       plugins,
-	"pkg/portmap":        plugins,
-	"pkg/ipam/hostlocal": append(plugins, "pkg/link"),
-	"pkg/ipam/static":    append(plugins, "pkg/link"),
+	"pkg/": {"plugins/", "cmd/", "internal/subnetd", "internal/cnictl", "internal/testutil", "internal/proc", "internal/ociimage", "bench", "test/"},
+	// IPAM reserves addresses and never configures a link (TestImports: no plugin on another).
+	"pkg/ipam/hostlocal": {"pkg/link"},
+	"pkg/ipam/static":    {"pkg/link"},
 	// The shared layers below the plugins and the daemon.
 	"pkg/containerif": append(plugins, "pkg/netfilter", "pkg/overlay", "pkg/subnet"),
 	"pkg/link":        append(plugins, "pkg/netfilter", "pkg/overlay", "pkg/subnet"),
@@ -82,6 +89,13 @@ func TestImports(t *testing.T) {
 				}
 			}
 		}
+		if slices.Contains(plugins, p.ImportPath) {
+			for _, dep := range p.Deps {
+				if other := pluginOf(dep); other != "" && !(p.ImportPath == "pkg/flannel" && other == "pkg/bridge") {
+					t.Errorf("the plugin %s depends on the plugin %s", p.ImportPath, other)
+				}
+			}
+		}
 		if double(p.ImportPath) || strings.HasPrefix(p.ImportPath, "test/") {
 			continue
 		}
@@ -91,6 +105,15 @@ func TestImports(t *testing.T) {
 			}
 		}
 	}
+}
+
+// pluginOf is the plugin package dep is, or "".
+func pluginOf(dep string) string {
+	rel, ours := strings.CutPrefix(dep, module)
+	if ours && slices.Contains(plugins, rel) {
+		return rel
+	}
+	return ""
 }
 
 // double says whether a package is a test double (pkg/subnet/subnettest): it sits beside what it
