@@ -32,6 +32,10 @@ func validConf(t *testing.T, plugin, dataDir string) map[string]any {
 		conf["ipam"] = ipam
 	case "flannel":
 		flannelValidConf(t, conf, dataDir)
+	case "tuning":
+		conf["sysctl"] = map[string]any{"net.core.somaxconn": "500", "net.ipv4.conf.IFNAME.forwarding": "1"}
+		conf["mtu"] = 1400
+		conf["prevResult"] = map[string]any{"cniVersion": "1.1.0", "ips": []any{map[string]any{"address": "10.99.0.5/24"}}}
 	case "portmap":
 		conf["runtimeConfig"] = map[string]any{"portMappings": []any{portmapMapping(18080)}}
 		conf["prevResult"] = map[string]any{"cniVersion": "1.1.0", "ips": []any{map[string]any{"address": "10.99.0.5/24"}}}
@@ -58,6 +62,7 @@ func hostLocalIPAM(t *testing.T, plugin string) bool {
 // CNI_NETNS that does not exist (without root a plugin can change nothing).
 type sandbox struct {
 	node, pod *netnstest.NS
+	podLinks  []string // what the pod holds between calls: lo and what prepare gave it
 }
 
 func newSandbox(t *testing.T) *sandbox {
@@ -65,7 +70,7 @@ func newSandbox(t *testing.T) *sandbox {
 	if os.Geteuid() != 0 {
 		return &sandbox{}
 	}
-	return &sandbox{node: netnstest.New(t, "cni-e2e-node"), pod: netnstest.New(t, "cni-e2e-pod")}
+	return &sandbox{node: netnstest.New(t, "cni-e2e-node"), pod: netnstest.New(t, "cni-e2e-pod"), podLinks: []string{"lo"}}
 }
 
 func (s *sandbox) privileged() bool { return s.node != nil }
@@ -78,12 +83,18 @@ func portmapMapping(hostPort int) map[string]any {
 // macvlanMaster is the node link that validConf gives macvlan as master.
 const macvlanMaster = "e2emaster"
 
-// prepare gives the node what plugin's validConf refers to: macvlan needs
-// its master (a bridge: Ethernet, and unseen by clean's veth check).
+// prepare gives the sandbox what plugin's validConf refers to: macvlan needs
+// its master (a bridge: Ethernet, and unseen by clean's veth check), tuning
+// the pod's eth0 (a veth pair inside the pod), as a chain before it leaves.
 func (s *sandbox) prepare(t *testing.T, plugin string) {
 	t.Helper()
-	if s.privileged() && plugin == "macvlan" {
+	switch {
+	case !s.privileged():
+	case plugin == "macvlan":
 		s.node.Run(t, "ip", "link", "add", macvlanMaster, "type", "bridge")
+	case plugin == "tuning":
+		s.pod.Run(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer")
+		s.podLinks = append(s.podLinks, "eth0", "eth0peer")
 	}
 }
 
@@ -110,7 +121,7 @@ func (s *sandbox) clean(t *testing.T) {
 			t.Errorf("%s left on the node: %v", typ, links)
 		}
 	}
-	if links := s.pod.Links(t); len(links) != 1 {
-		t.Errorf("pod holds %v, want only lo", links)
+	if links := s.pod.Links(t); !sameSet(links, s.podLinks) {
+		t.Errorf("pod holds %v, want %v", links, s.podLinks)
 	}
 }
