@@ -16,7 +16,7 @@ const refModule = "github.com/containernetworking/plugins"
 // figures use, by package path inside refModule.
 var refPackages = []string{
 	"plugins/main/bridge", "plugins/main/macvlan", "plugins/main/loopback",
-	"plugins/ipam/host-local", "plugins/ipam/static", "plugins/meta/portmap",
+	"plugins/ipam/host-local", "plugins/ipam/static", "plugins/meta/portmap", "plugins/meta/tuning",
 }
 
 // side is one set of plugin binaries under test.

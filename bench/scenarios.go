@@ -166,5 +166,16 @@ func scenarios() []scenario {
 		},
 		capArgs: staticIPs,
 		target:  targets{add: 0.5, del: 0.5},
+	}, {
+		name:   "bridge+host-local+tuning",
+		about:  "the bridge+host-local delegate chained with tuning: a namespaced sysctl and a per-interface one, restored on DEL (ours)",
+		bins:   []string{"bridge", "host-local", "tuning"},
+		shared: []string{"cni0"},
+		conf: func(_, dataDir string) (map[string]any, error) {
+			tuning := map[string]any{"type": "tuning", "dataDir": filepath.Join(dataDir, "tuning"), "sysctl": map[string]any{
+				"net.core.somaxconn": "500", "net.ipv4.conf.IFNAME.accept_redirects": "0"}}
+			return conflist(flannelBridge(dataDir), tuning), nil
+		},
+		target: targets{add: 0.5, del: 0.5},
 	}, flannelScenario(), hostLocalScenario(10, targets{}), hostLocalScenario(1000, targets{add: 0.5, del: 0.5})}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 
 	netnstest "github.com/cnisuite/cni/test/netns"
@@ -35,6 +36,7 @@ func validConf(t *testing.T, plugin, dataDir string) map[string]any {
 	case "tuning":
 		conf["sysctl"] = map[string]any{"net.core.somaxconn": "500", "net.ipv4.conf.IFNAME.forwarding": "1"}
 		conf["mtu"] = 1400
+		conf["dataDir"] = filepath.Join(dataDir, "tuning")
 		conf["prevResult"] = map[string]any{"cniVersion": "1.1.0", "ips": []any{map[string]any{"address": "10.99.0.5/24"}}}
 	case "portmap":
 		conf["runtimeConfig"] = map[string]any{"portMappings": []any{portmapMapping(18080)}}
