@@ -87,11 +87,22 @@ func loadConfList(t *testing.T, file, dataDir string) *libcni.NetworkConfigList 
 			ipam["dataDir"] = dataDir
 		}
 	}
+	keepTuningIn(conf, filepath.Join(dataDir, "tuning"))
 	list, err := libcni.NetworkConfFromBytes(jsonConf(t, conf))
 	if err != nil {
 		t.Fatalf("%s: %v", file, err)
 	}
 	return list
+}
+
+// keepTuningIn points the conflist's tuning plugins at dir for their saved
+// state, instead of the machine's /run/cni/tuning.
+func keepTuningIn(conf map[string]any, dir string) {
+	for _, p := range conf["plugins"].([]any) {
+		if p := p.(map[string]any); p["type"] == "tuning" {
+			p["dataDir"] = dir
+		}
+	}
 }
 
 func (c *libcniClient) rt(pod *netnstest.NS) *libcni.RuntimeConf {
@@ -162,11 +173,12 @@ func newCnitoolClient(t *testing.T, node *netnstest.NS, file string) *cnitoolCli
 		t.Fatalf("%s: %v", file, err)
 	}
 	c := &cnitoolClient{node: node, tool: cnitool(t), network: list.Name, confDir: t.TempDir(), varLib: t.TempDir()}
-	raw, err := os.ReadFile(file)
-	if err == nil {
-		err = os.WriteFile(filepath.Join(c.confDir, filepath.Base(file)), raw, 0o644)
+	var conf map[string]any
+	if err := json.Unmarshal(list.Bytes, &conf); err != nil {
+		t.Fatal(err)
 	}
-	if err != nil {
+	keepTuningIn(conf, "/var/lib/cni/tuning") // cnitool's private /var/lib
+	if err := os.WriteFile(filepath.Join(c.confDir, filepath.Base(file)), jsonConf(t, conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return c
