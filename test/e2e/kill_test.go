@@ -76,6 +76,8 @@ type killChain struct {
 	iptables, nft bool
 	// flannel: each live attachment has a saved delegate configuration.
 	flannel bool
+	// tuning: each live attachment has tuning's saved original values.
+	tuning bool
 }
 
 // bridgeConf is bridge + host-local with masquerade over two ranges of 16:
@@ -115,6 +117,11 @@ var killChains = []killChain{
 		plugins: func(r *killRig) []any { return []any{bridgeConf(r), portmapConf("iptables")} }},
 	{name: "portmap-nftables", veths: true, iptables: true, nft: true,
 		plugins: func(r *killRig) []any { return []any{bridgeConf(r), portmapConf("nftables")} }},
+	{name: "tuning", veths: true, iptables: true, tuning: true,
+		plugins: func(r *killRig) []any {
+			return []any{bridgeConf(r), map[string]any{"type": "tuning", "dataDir": filepath.Join(r.state, "tuning"),
+				"sysctl": map[string]any{"net.core.somaxconn": "500", "net.ipv4.conf.IFNAME.accept_redirects": "0"}}}
+		}},
 	{name: "macvlan",
 		plugins: func(r *killRig) []any {
 			return []any{map[string]any{"type": "macvlan", "master": "killul0", "mode": "bridge", "ipam": hostLocal(r)}}
@@ -533,13 +540,16 @@ func (r *killRig) settle(t *testing.T) []*attachedPod {
 }
 
 // named lists the container IDs of this test that the node's state names:
-// reservations, rules, saved flannel configurations and libcni's cache.
+// reservations, rules, saved flannel configurations, tuning's saved values
+// (a half-written one too: its temporary name holds the ID) and libcni's
+// cache.
 func (r *killRig) named(t *testing.T) map[string][]string {
 	t.Helper()
 	out := map[string][]string{"reservations": holders(t, r.dataDir, killNet)}
 	out["iptables rules"] = killID.FindAllString(r.node.Run(t, "iptables-save")+r.node.Run(t, "ip6tables-save"), -1)
 	out["nft rules"] = killID.FindAllString(r.portmapTables(t), -1)
 	out["flannel configs"] = killID.FindAllString(strings.Join(r.flannelFiles(t), " "), -1)
+	out["tuning saves"] = killID.FindAllString(strings.Join(dirNames(t, filepath.Join(r.state, "tuning")), " "), -1)
 	out["libcni cache"] = killID.FindAllString(strings.Join(dirNames(t, filepath.Join(r.state, "cache", "results")), " "), -1)
 	for k, ids := range out {
 		out[k] = slices.Compact(slices.Sorted(slices.Values(ids)))
@@ -632,7 +642,7 @@ func (r *killRig) expectOnly(t *testing.T, live []*attachedPod) {
 	if n := indexEntries(t, r.dataDir, killNet); n != len(live) {
 		t.Errorf("%d attachments indexed, want %d", n, len(live))
 	}
-	want := map[string][]string{"reservations": wantIDs, "libcni cache": wantIDs, "iptables rules": nil, "nft rules": nil, "flannel configs": nil}
+	want := map[string][]string{"reservations": wantIDs, "libcni cache": wantIDs, "iptables rules": nil, "nft rules": nil, "flannel configs": nil, "tuning saves": nil}
 	if r.chain.iptables {
 		want["iptables rules"] = wantIDs
 	}
@@ -641,6 +651,9 @@ func (r *killRig) expectOnly(t *testing.T, live []*attachedPod) {
 	}
 	if r.chain.flannel {
 		want["flannel configs"] = wantIDs
+	}
+	if r.chain.tuning {
+		want["tuning saves"] = wantIDs
 	}
 	for what, ids := range r.named(t) {
 		if !sameSet(ids, want[what]) {
