@@ -3,6 +3,7 @@ package bandwidth
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"testing"
@@ -138,7 +139,8 @@ func TestIfbOwner(t *testing.T) {
 }
 
 // TestBuckets: the reference's arithmetic (figures from its formulas), and
-// where it overflows, ours saturating while ref keeps the reference's.
+// where it overflows, ours saturating while ref keeps the reference's
+// (Go's conversions on amd64 wrap).
 func TestBuckets(t *testing.T) {
 	if tick := netlink.TickInUsec(); tick != 15.625 {
 		t.Skipf("the figures below are for 15.625 ticks per µs (/proc/net/psched), this kernel has %v", tick)
@@ -154,6 +156,14 @@ func TestBuckets(t *testing.T) {
 		t.Errorf("ours %+v, want %+v", ours, want)
 	}
 	if want := (bucket{1_250_000, 2415919079, 536_902_161}); ref != want {
+		t.Errorf("reference %+v, want %+v", ref, want)
+	}
+	// CRI-O's burst (4 GB less a bit): the queue's 32 bits overflow too.
+	ours, ref = buckets(direction{10_000_000, 8*math.MaxUint32 - 1})
+	if want := (bucket{1_250_000, math.MaxUint32, math.MaxUint32}); ours != want {
+		t.Errorf("ours %+v, want %+v", ours, want)
+	}
+	if want := (bucket{1_250_000, 2147483619, 31248}); ref != want {
 		t.Errorf("reference %+v, want %+v", ref, want)
 	}
 }

@@ -46,10 +46,10 @@ type bucket struct {
 
 // buckets computes a direction's bucket as the reference does, rounding
 // at the same steps, so that CHECK agrees with the reference on what it
-// added. Where the reference's float conversions overflow (over ~275 s of
-// burst at the rate: containerd's default 512 MB burst below 15.6 Mbit/s),
-// ours saturates; ref is what the reference programs there, which CHECK
-// accepts too.
+// added. Where the reference's arithmetic overflows 32 bits (the buffer
+// past ~275 s of burst at the rate: containerd's 512 MB burst below 15.6
+// Mbit/s; the queue with CRI-O's 4 GB burst), ours saturates; ref is what
+// the reference programs there, which CHECK accepts too.
 func buckets(d direction) (ours, ref bucket) {
 	rate, burst := d.rate/8, d.burst/8
 	us := float64(burst) * usPerSec / float64(rate)
