@@ -143,9 +143,10 @@ func classAttrs(index int, handle uint32) netlink.ClassAttrs {
 // would clamp it to, given so that it does not log a warning per class.
 func quantum(rate uint64) uint32 { return uint32(min(max(rate/10, 1000), 200000)) }
 
-// populateHTB adds the classes, each with a queue of its own (the
-// kernel's default queue holds txqueuelen packets, a single one on an ifb
-// or a veth made with txqueuelen 0), and the subnets' filters.
+// populateHTB adds the classes, each with a queue of its own (a class's
+// default queue holds txqueuelen packets: none on the ifb, made with
+// txqueuelen 0 as the reference makes it, where it would drop everything),
+// and the subnets' filters.
 func (s shaper) populateHTB(index int) error {
 	for _, cl := range s.classes(index) {
 		if err := netlink.ClassAdd(cl); err != nil {
