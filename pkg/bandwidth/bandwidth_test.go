@@ -366,12 +366,15 @@ func TestBadInput(t *testing.T) {
 	noNetns.Netns = "/run/netns/bw-does-not-exist"
 	notVeth := p.args(netConf(t, "1.1.0", p, both))
 	notVeth.IfName = "lo"
+	noIface := p.args(netConf(t, "1.1.0", p, both))
+	noIface.IfName = "eth9"
 	unlisted := p.result()
 	unlisted.Interfaces[0].Name = "other"
 	cases = append(cases,
 		bad{"no prevResult", p.args(netConf(t, "1.1.0", nil, both)), netconf.CodeInvalidConfig, false},
 		bad{"netns gone", noNetns, netconf.CodeUnknownContainer, false},
 		bad{"not a veth", notVeth, netconf.CodeInvalidConfig, false},
+		bad{"no such interface in the pod", noIface, netconf.CodeInvalidConfig, false},
 		bad{"veth not in prevResult", p.args(withPrev(t, netConf(t, "1.1.0", nil, both), unlisted)), netconf.CodeInvalidConfig, false},
 	)
 	before := e.state(p)

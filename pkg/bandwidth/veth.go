@@ -20,6 +20,9 @@ func hostVeth(netnsPath, ifName string, prev *current.Result) (netlink.Link, err
 	var podIndex, peerIndex int
 	err := netns.Do(netnsPath, func() error {
 		l, err := netlink.LinkByName(ifName)
+		if link.IsNotFound(err) {
+			return netconf.Invalid("the pod has no interface %q: chain bandwidth after the plugin that makes it, with the same CNI_IFNAME", ifName)
+		}
 		if err != nil {
 			return fmt.Errorf("looking up %q in the pod's namespace: %w", ifName, err)
 		}
