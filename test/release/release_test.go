@@ -51,7 +51,7 @@ func TestReproducible(t *testing.T) {
 		}
 	}
 	checkListing(t, filepath.Join(dirs[0], "cni-plugins-linux-amd64-"+version+".tgz"),
-		"./README.md", "./bridge", "./flannel", "./host-local", "./loopback", "./macvlan", "./portmap")
+		"./README.md", "./bandwidth", "./bridge", "./flannel", "./host-local", "./loopback", "./macvlan", "./portmap")
 	checkListing(t, filepath.Join(dirs[0], "cnisuite-subnetd-linux-amd64-"+version+".tgz"),
 		"./README.md", "./cnictl", "./kube-flannel.yml", "./subnetd", "./subnetd-daemonset.yaml", "./subnetd-etcd", "./subnetd-kube")
 	checkImageNamed(t, filepath.Join(dirs[0], "cnisuite-subnetd-linux-amd64-"+version+".tgz"), "localhost/cnisuite/subnetd:"+version)
