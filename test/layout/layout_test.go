@@ -18,6 +18,7 @@ const module = "github.com/cnisuite/cni/"
 // plugins are the plugins' packages: each stands alone (flannel's links bridge, its default
 // delegate), and no shared package depends on one.
 var plugins = []string{
+	"pkg/bandwidth",
 	"pkg/bridge",
 	"pkg/flannel",
 	"pkg/ipam/hostlocal",
