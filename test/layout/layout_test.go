@@ -16,7 +16,7 @@ const module = "github.com/cnisuite/cni/"
 
 // plugins are the plugins' packages: each stands alone (flannel's links bridge, its default
 // delegate), and no shared package depends on one.
-var plugins = []string{"pkg/bridge", "pkg/macvlan", "pkg/loopback", "pkg/portmap", "pkg/flannel", "pkg/ipam/hostlocal"}
+var plugins = []string{"pkg/bridge", "pkg/macvlan", "pkg/loopback", "pkg/portmap", "pkg/flannel", "pkg/ipam/hostlocal", "pkg/firewall"}
 
 // forbidden lists, per package path prefix (relative to the module), the prefixes its packages must
 // not depend on, directly or through another package.
@@ -28,6 +28,7 @@ var forbidden = map[string][]string{
 	"pkg/macvlan":        plugins,
 	"pkg/loopback":       plugins,
 	"pkg/portmap":        plugins,
+	"pkg/firewall":       plugins,
 	"pkg/ipam/hostlocal": append(plugins, "pkg/link"),
 	// The shared layers below the plugins and the daemon.
 	"pkg/containerif": append(plugins, "pkg/netfilter", "pkg/overlay", "pkg/subnet"),
