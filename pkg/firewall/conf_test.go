@@ -34,11 +34,12 @@ func args(conf string) *cniplugin.Args {
 	return &cniplugin.Args{ContainerID: "c1", Netns: "/run/netns/pod", IfName: "eth0", StdinData: []byte(conf)}
 }
 
-// recorder is a Plugin whose iptables changes nothing: what a bad
-// configuration must not reach.
+// recorder is a Plugin whose iptables changes nothing and that finds no
+// firewalld: for tests of ADD with the iptables backend, and of what a
+// bad configuration must not reach.
 func recorder() (*Plugin, *iptablestest.Fake) {
 	f := &iptablestest.Fake{}
-	return &Plugin{ipt: podfilter.IPTables{Run: f, Quick: func(family.Family, func(string) bool, bool) bool { return false }}}, f
+	return &Plugin{bus: "unix:path=/nonexistent/bus", ipt: podfilter.IPTables{Run: f, Quick: func(family.Family, func(string) bool, bool) bool { return false }}}, f
 }
 
 // TestBadInput: every malformed configuration is refused with its code

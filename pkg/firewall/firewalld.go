@@ -49,34 +49,46 @@ func busAddress(addr string) string {
 	return systemBus
 }
 
-// errNoFirewalld wraps every failure to reach firewalld (code 50).
-var errNoFirewalld = errors.New("firewalld cannot be reached")
-
-// unavailable is the error of a bus or firewalld that is not there: what
-// is missing, and what to do.
-func unavailable(what string, err error) error {
-	return netconf.Errorf(netconf.CodeUnavailable, "%w: %s (%w); start dbus and firewalld (systemctl start firewalld), or set \"backend\": \"iptables\" (or \"nftables\") in the configuration", errNoFirewalld, what, err)
+// unavailable is the error (code 50) of a bus or firewalld that is not
+// there: what is missing, and what to do.
+func unavailable(what string) error {
+	return netconf.Errorf(netconf.CodeUnavailable, "firewalld cannot be reached: %s; start dbus and firewalld (systemctl start firewalld), or set \"backend\": \"iptables\" (or \"nftables\") in the configuration", what)
 }
 
 // dialFirewalld connects to the bus at addr and checks that firewalld is
 // on it. A bus without its socket is refused before any dial.
 func dialFirewalld(ctx context.Context, addr string) (*firewalld, error) {
 	addr = busAddress(addr)
-	if path, ok := strings.CutPrefix(addr, "unix:path="); ok {
+	if path, ok := socketPath(addr); ok {
 		if _, err := os.Stat(path); err != nil {
-			return nil, unavailable("the D-Bus system bus is not running (no socket at "+path+")", err)
+			return nil, unavailable("the D-Bus system bus is not running (no socket at " + path + ")")
 		}
 	}
 	conn, err := dbus.Connect(addr, dbus.WithContext(ctx))
 	if err != nil {
-		return nil, unavailable("the D-Bus system bus at "+addr+" refused the connection", err)
+		return nil, unavailable(fmt.Sprintf("the D-Bus system bus at %s refused the connection (%v)", addr, err))
 	}
 	var owner string
 	if err := conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetNameOwner", 0, firewalldName).Store(&owner); err != nil {
 		conn.Close()
-		return nil, unavailable("firewalld is not running ("+firewalldName+" is not on the system bus)", err)
+		return nil, unavailable("firewalld is not running (" + firewalldName + " is not on the system bus)")
 	}
 	return &firewalld{conn: conn, obj: conn.Object(firewalldName, firewalldPath)}, nil
+}
+
+// socketPath is the socket of a unix:path= bus address, as in
+// "unix:path=/run/dbus/system_bus_socket,guid=...".
+func socketPath(addr string) (string, bool) {
+	rest, ok := strings.CutPrefix(addr, "unix:")
+	if !ok || strings.Contains(rest, ";") {
+		return "", false
+	}
+	for kv := range strings.SplitSeq(rest, ",") {
+		if path, ok := strings.CutPrefix(kv, "path="); ok {
+			return path, true
+		}
+	}
+	return "", false
 }
 
 // firewalldRunning is the reference's test for the default backend.
