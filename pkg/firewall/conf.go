@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"net/netip"
-	"regexp"
 	"strings"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -47,14 +46,22 @@ type conf struct {
 	policy string
 }
 
-// chainRE is what the suite takes as an admin chain name: what iptables
-// accepts as a chain name (at most 28 characters) without the characters
-// that need quoting in a restore or a shell.
-var chainRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,27}$`)
-
-// zoneRE is a firewalld zone name: no whitespace, quotes or slashes
-// (firewalld names zones after their files).
-var zoneRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$`)
+// plainName tells whether s is 1 to max letters, digits, '_', '.', '+'
+// or '-', not starting with one of the last three: what the suite takes
+// as an admin chain name (iptables takes 28 characters, and the others
+// would need quoting in a restore or a shell) or a firewalld zone (named
+// after its file). A regexp would cost every plugin start its compiling.
+func plainName(s string, max int) bool {
+	if s == "" || len(s) > max || strings.ContainsAny(s[:1], ".+-") {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_.+-", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
 
 // loadConf parses and checks every key before anything is touched, so
 // that a bad configuration changes nothing.
@@ -72,13 +79,13 @@ func loadConf(stdin []byte) (*conf, error) {
 	default:
 		return nil, netconf.Invalid("\"backend\" %q is not known; use \"iptables\", \"nftables\" or \"firewalld\" (or leave it out: firewalld when it runs, else iptables)", n.Backend)
 	}
-	if a := n.IptablesAdminChainName; a != "" && (!chainRE.MatchString(a) || podfilter.ReservedChain(a)) {
+	if a := n.IptablesAdminChainName; a != "" && (!plainName(a, 28) || podfilter.ReservedChain(a)) {
 		return nil, netconf.Invalid("\"iptablesAdminChainName\" %q is not a chain name the plugin can use: 1 to 28 letters, digits, '_', '.', '+' or '-', and not a built-in chain, a target or one of the plugin's own chains (default %q)", a, podfilter.DefaultAdminChain)
 	}
 	if c.zone == "" {
 		c.zone = defaultZone
 	}
-	if !zoneRE.MatchString(c.zone) {
+	if !plainName(c.zone, 64) {
 		return nil, netconf.Invalid("\"firewalldZone\" %q is not a firewalld zone name; `firewall-cmd --get-zones` lists them (default %q)", c.zone, defaultZone)
 	}
 	switch c.policy {

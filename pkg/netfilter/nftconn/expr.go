@@ -146,6 +146,9 @@ func XTComment(r *nftables.Rule) string {
 // from its encoded expressions without decoding them all (see
 // JumpsInto); "" for none, or for expressions that do not parse.
 func (r RawRule) XTComment() string {
+	if !bytes.Contains(r.Exprs, xtCommentName) {
+		return "" // no comment match: nothing to parse
+	}
 	for _, elem := range attrs(r.Exprs)[unix.NFTA_LIST_ELEM] {
 		e := attrs(elem)
 		if cstring(first(e[unix.NFTA_EXPR_NAME])) != "match" {
@@ -158,6 +161,10 @@ func (r RawRule) XTComment() string {
 	}
 	return ""
 }
+
+// xtCommentName is the comment match's name as a match expression
+// carries it.
+var xtCommentName = []byte("comment\x00")
 
 // attrs lists the payloads of the netlink attributes in b by type (flags
 // masked); nil when b does not parse.
