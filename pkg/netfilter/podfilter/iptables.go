@@ -87,6 +87,7 @@ func (h IPTables) addFamily(ctx context.Context, c *Conf, f family.Family) (crea
 			return created{}, err
 		}
 	}
+	defer lockPlans()()
 	var made created
 	err := h.transact(ctx, f, func(t *iptables.Table) []string {
 		p := newPlan(t)
@@ -106,6 +107,7 @@ func (h IPTables) undo(ctx context.Context, c *Conf, f family.Family, made creat
 	if len(made.chains)+len(made.rules) == 0 {
 		return nil
 	}
+	defer lockPlans()()
 	return h.transact(ctx, f, func(t *iptables.Table) []string {
 		p := newPlan(t)
 		p.undo(made)

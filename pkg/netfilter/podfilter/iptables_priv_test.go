@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cnisuite/cni/pkg/netfilter/iptables"
@@ -176,5 +177,36 @@ func TestQuickSweep(t *testing.T) {
 	}
 	if s := iptablestest.Ruleset(t, node, "iptables-save"); strings.Contains(s, "10.1.0.6") || !strings.Contains(s, "10.1.0.8") {
 		t.Errorf("after the quick sweep of c2:\n%s", s)
+	}
+}
+
+// TestIPTablesConcurrentFirstAdds: the first ADDs of a node, at once, each
+// planning from a table without the chains, end with one layout: a
+// restore that lost the race (-N of a chain made meanwhile) plans again.
+func TestIPTablesConcurrentFirstAdds(t *testing.T) {
+	node := netnstest.New(t, "fw-iptrace")
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() {
+			c := &Conf{Attachment: Attachment{"net", "c" + string(rune('a'+i)), "eth0"}, Addrs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, 0, byte(10 + i)})},
+				Isolation: &Isolation{Bridge: "cni0"}}
+			node.Do(t, func() error { errs[i] = IPTables{}.Add(context.Background(), c); return nil })
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	saved := iptablestest.Ruleset(t, node, "iptables-save")
+	for _, once := range []string{"-j CNI-FORWARD\n", "-j CNI-ADMIN\n", "-j CNI-ISOLATION-STAGE-1\n", "-j CNI-ISOLATION-STAGE-2\n", "-A CNI-ISOLATION-STAGE-2 -o cni0 "} {
+		if n := strings.Count(saved, once); n != 1 {
+			t.Errorf("%q %d times:\n%s", once, n, saved)
+		}
+	}
+	if n := strings.Count(saved, "-j ACCEPT\n"); n != 16 {
+		t.Errorf("%d pod rules, want 16:\n%s", n, saved)
 	}
 }

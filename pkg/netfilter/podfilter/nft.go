@@ -37,6 +37,9 @@ func (NFTables) Add(_ context.Context, c *Conf) error {
 	if err := c.ValidTag(); err != nil {
 		return netconf.Invalid("%w", err)
 	}
+	if len(c.Addrs) == 0 {
+		return nil // nothing to accept, and no family to isolate, as with iptables
+	}
 	return nftconn.Transact(func(conn *nftconn.Conn) (bool, error) {
 		st, err := readNFT(conn, layout)
 		if err != nil {
@@ -124,6 +127,9 @@ func nftSweep(pick func(string) bool) error {
 // Check verifies the layout c relies on and every rule of the attachment,
 // from one stable read with the rules decoded.
 func (NFTables) Check(_ context.Context, c *Conf) error {
+	if len(c.Addrs) == 0 {
+		return nil
+	}
 	conn, err := nftconn.Dial()
 	if err != nil {
 		return err
