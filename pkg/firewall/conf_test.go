@@ -115,3 +115,27 @@ func mustPrev(t *testing.T, c *conf) *current.Result {
 	}
 	return r
 }
+
+// FuzzLoadConf: any configuration is taken, or refused with a CNI code,
+// and the rules' inputs drawn from a prevResult it holds never panic.
+func FuzzLoadConf(f *testing.F) {
+	f.Add([]byte(confWith(`"ingressPolicy":"isolated","iptablesAdminChainName":"A.b+c-1",`, prev)))
+	f.Add([]byte(confWith(`"backend":"firewalld","firewalldZone":"public",`, `{"cniVersion":"1.1.0","interfaces":[null],"ips":[{"address":"::ffff:10.0.0.1/96"}]}`)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := loadConf(data)
+		var ne *netconf.Error
+		if err != nil {
+			if !errors.As(err, &ne) {
+				t.Fatalf("error without a code: %v", err)
+			}
+			return
+		}
+		prev, err := c.PrevResult()
+		if err != nil || prev == nil {
+			return
+		}
+		if _, err := c.podConf(args(""), prev); err != nil && !errors.As(err, &ne) {
+			t.Fatalf("error without a code: %v", err)
+		}
+	})
+}
