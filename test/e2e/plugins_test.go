@@ -38,6 +38,9 @@ func validConf(t *testing.T, plugin, dataDir string) map[string]any {
 		// annotations (pkg/bandwidth's own tests shape real links).
 		conf["capabilities"] = map[string]any{"bandwidth": true}
 		conf["prevResult"] = map[string]any{"cniVersion": "1.1.0", "ips": []any{map[string]any{"address": "10.99.0.5/24"}}}
+	case "firewall":
+		conf["backend"] = "iptables"
+		conf["prevResult"] = map[string]any{"cniVersion": "1.1.0", "ips": []any{map[string]any{"address": "10.99.0.5/24"}}}
 	case "tuning":
 		conf["sysctl"] = map[string]any{"net.core.somaxconn": "500", "net.ipv4.conf.IFNAME.forwarding": "1"}
 		conf["mtu"] = 1400

@@ -20,6 +20,7 @@ const module = "github.com/cnisuite/cni/"
 var plugins = []string{
 	"pkg/bandwidth",
 	"pkg/bridge",
+	"pkg/firewall",
 	"pkg/flannel",
 	"pkg/ipam/hostlocal",
 	"pkg/ipam/static",

@@ -98,20 +98,12 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), err
 }
 
-// ifnameMatch compares the in or out interface name, NUL-padded to
-// IFNAMSIZ as nft does.
+// ifnameMatch is the iifname or oifname match of a condition.
 func ifnameMatch(key, name string, negate bool) []expr.Any {
-	k := expr.MetaKeyIIFNAME
 	if key == "oifname" {
-		k = expr.MetaKeyOIFNAME
+		return nftconn.IfnameMatch(nftconn.OutIface, name, negate)
 	}
-	op := expr.CmpOpEq
-	if negate {
-		op = expr.CmpOpNeq
-	}
-	data := make([]byte, 16)
-	copy(data, name)
-	return []expr.Any{&expr.Meta{Key: k, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: data}}
+	return nftconn.IfnameMatch(nftconn.InIface, name, negate)
 }
 
 // parsedConditions are c's conditions for family f as expressions, or a

@@ -53,9 +53,9 @@ func (h IPTables) addFamily(ctx context.Context, c *Conf, container netip.Prefix
 		p := newPlan(t)
 		p.ensurePlumbing(r)
 		p.dropAttachment(c.Attachment, true)
-		p.ensureChain(r.chain)
-		p.lines = append(p.lines, r.appendLines()...)
-		return p.lines
+		p.EnsureChain(r.chain)
+		p.Lines = append(p.Lines, r.appendLines()...)
+		return p.Lines
 	})
 }
 
@@ -120,7 +120,7 @@ func (h IPTables) GC(ctx context.Context, network string, valid Valid) error {
 	defer lockSweeps()()
 	return eachFamily(func(f family.Family) error {
 		return h.sweep(ctx, f, func(p *plan) bool {
-			for _, a := range staleAttachments(p.t, network, valid) {
+			for _, a := range staleAttachments(p.T, network, valid) {
 				p.dropAttachment(a, false)
 			}
 			return true
@@ -136,7 +136,7 @@ func (h IPTables) sweep(ctx context.Context, f family.Family, drop func(*plan) b
 		if drop(p) {
 			p.teardownShared()
 		}
-		return p.lines
+		return p.Lines
 	})
 	if errors.Is(err, iptables.ErrNotInstalled) {
 		return nil

@@ -1,7 +1,7 @@
 // Package iptables runs iptables-save and iptables-restore --noflush for one
 // address family, parses what iptables-save prints, and turns their failures
 // into the suite's errors (not installed, the xtables lock held). It owns no
-// rule: the packages beside it (hostport, masq, hostrules, leftovers) decide
+// rule: the packages beside it (hostport, masq, hostrules, podfilter, leftovers) decide
 // what to write. It imports nothing else under pkg/netfilter, and nothing
 // under pkg/netfilter imports a plugin, the daemon, pkg/subnet or
 // pkg/overlay.

@@ -1,10 +1,10 @@
 // Package leftovers finds and removes every rule of the suite on a node,
 // whoever made it and whether a pod still uses it, for `cnictl reset`: the
 // iptables chains (one iptables-restore per family) and the nftables
-// tables (one transaction) that hostport, masq and hostrules own, which it
-// asks them to recognise. Unlike their DEL, GC and teardown it does not
-// ask whose a rule is. Under pkg/netfilter it imports those three,
-// iptables and nftconn; it must not import a plugin, the daemon,
+// tables (one transaction) that hostport, masq, hostrules and podfilter
+// own, which it asks them to recognise. Unlike their DEL, GC and teardown
+// it does not ask whose a rule is. Under pkg/netfilter it imports those
+// four, iptables and nftconn; it must not import a plugin, the daemon,
 // pkg/subnet or pkg/overlay.
 package leftovers
 
@@ -20,14 +20,17 @@ import (
 	"github.com/cnisuite/cni/pkg/netfilter/hostrules"
 	"github.com/cnisuite/cni/pkg/netfilter/iptables"
 	"github.com/cnisuite/cni/pkg/netfilter/masq"
+	"github.com/cnisuite/cni/pkg/netfilter/podfilter"
 )
 
 // suiteChain tells whether a chain of table is one the suite (or the
 // reference plugins and flanneld, whose names it shares) makes: the bridge's
 // masquerade chains, portmap's shared and per-attachment chains (also those
-// of reference releases before v0.7), and subnetd's two chains.
+// of reference releases before v0.7), subnetd's two chains and the
+// firewall's.
 func suiteChain(table, chain string) bool {
-	return masq.OwnsChain(table, chain) || hostport.OwnsChain(table, chain) || hostrules.OwnsChain(table, chain)
+	return masq.OwnsChain(table, chain) || hostport.OwnsChain(table, chain) || hostrules.OwnsChain(table, chain) ||
+		podfilter.OwnsChain(table, chain)
 }
 
 // Chain is one chain of the suite found in a node's rules.

@@ -33,8 +33,13 @@ COMMIT
 *filter
 :FORWARD ACCEPT [0:0]
 :FLANNEL-FWD - [0:0]
+:CNI-FORWARD - [0:0]
+:CNI-ADMIN - [0:0]
 -A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
+-A FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD
 -A FLANNEL-FWD -s 10.244.0.0/16 -j ACCEPT
+-A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN
+-A CNI-FORWARD -s 10.1.0.2/32 -j ACCEPT
 COMMIT
 `
 	for _, dry := range []bool{true, false} {
@@ -52,6 +57,8 @@ COMMIT
 			"iptables -t nat chain " + dn + " (1 rule)",
 			"iptables -t nat chain CNI-HOSTPORT-DNAT (1 rule, jumps from PREROUTING)",
 			"iptables -t nat chain FLANNEL-POSTRTG (0 rules, jumps from POSTROUTING)",
+			"iptables -t filter chain CNI-ADMIN (0 rules)",
+			"iptables -t filter chain CNI-FORWARD (2 rules, jumps from FORWARD)",
 			"iptables -t filter chain FLANNEL-FWD (1 rule, jumps from FORWARD)",
 		}
 		if strings.Join(names, "\n") != strings.Join(want, "\n") {
@@ -75,7 +82,9 @@ COMMIT
 		if !strings.Contains(restored, "*nat\n"+wantNat+"COMMIT\n") {
 			t.Errorf("restored\n%s\nwant the nat part\n%s", restored, wantNat)
 		}
-		if !strings.Contains(restored, "*filter\n:FLANNEL-FWD - [0:0]\n-D FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD\n-X FLANNEL-FWD\nCOMMIT\n") {
+		if !strings.Contains(restored, "*filter\n:CNI-ADMIN - [0:0]\n:CNI-FORWARD - [0:0]\n:FLANNEL-FWD - [0:0]\n"+
+			"-D FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD\n"+
+			"-D FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD\n-X CNI-ADMIN\n-X CNI-FORWARD\n-X FLANNEL-FWD\nCOMMIT\n") {
 			t.Errorf("restored filter part wrong:\n%s", restored)
 		}
 		for _, foreign := range []string{"KUBE-POSTROUTING", "CNI-FIREWALL"} {

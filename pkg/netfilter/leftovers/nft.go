@@ -11,6 +11,7 @@ import (
 	"github.com/cnisuite/cni/pkg/netfilter/hostrules"
 	"github.com/cnisuite/cni/pkg/netfilter/masq"
 	"github.com/cnisuite/cni/pkg/netfilter/nftconn"
+	"github.com/cnisuite/cni/pkg/netfilter/podfilter"
 )
 
 // suiteTables are the tables the suite's nftables backends make (and the
@@ -20,7 +21,7 @@ func suiteTables() []*nftables.Table {
 	for _, f := range family.All() {
 		out = append(out, hostport.NFTTable(f), hostrules.NFTTable(f))
 	}
-	return append(out, masq.NFTTable())
+	return append(out, masq.NFTTable(), podfilter.NFTTable())
 }
 
 // ResetNFTables deletes the suite's tables of the current network

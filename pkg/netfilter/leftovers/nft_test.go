@@ -8,6 +8,7 @@ import (
 
 	"github.com/cnisuite/cni/pkg/netfilter/hostrules"
 	"github.com/cnisuite/cni/pkg/netfilter/masq"
+	"github.com/cnisuite/cni/pkg/netfilter/podfilter"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -27,8 +28,12 @@ func TestResetNFTables(t *testing.T) {
 			{Network: netip.MustParsePrefix("fd00:10::/56"), Subnet: netip.MustParsePrefix("fd00:10::/64")},
 		}})
 	})
+	ns.Do(t, func() error {
+		return podfilter.NFTables{}.Add(ctx, &podfilter.Conf{Attachment: podfilter.Attachment{Network: "testnet", ContainerID: "c1", IfName: "eth0"},
+			Addrs: []netip.Addr{dual[0].Addr()}})
+	})
 	ns.Run(t, "nft", "add table inet keep")
-	want := []string{"table ip flannel-ipv4", "table ip6 flannel-ipv6", "table inet cni_plugins_masquerade"}
+	want := []string{"table ip flannel-ipv4", "table ip6 flannel-ipv6", "table inet cni_plugins_masquerade", "table inet cnisuite_firewall"}
 	for _, dry := range []bool{true, false, false} {
 		var found []string
 		ns.Do(t, func() (err error) { found, err = ResetNFTables(dry); return err })

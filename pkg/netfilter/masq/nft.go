@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha512"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/netconf"
@@ -148,12 +146,8 @@ func sweepMasq(pick func([]*nftables.Rule) []*nftables.Rule) error {
 	return err
 }
 
-// nftAbsent tells whether err says the kernel has no nftables (the
-// subsystem or netfilter's netlink family missing), as on a node that runs
-// iptables-legacy on a kernel without nf_tables.
-func nftAbsent(err error) bool {
-	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPROTONOSUPPORT)
-}
+// nftAbsent is nftconn.Absent: a node without nftables has no rules.
+func nftAbsent(err error) bool { return nftconn.Absent(err) }
 
 // readMasq takes the rules of masq_checks, expressions left encoded, as
 // one stable view; no table is no rules.

@@ -1,8 +1,9 @@
 // Package nftconn is what every nftables backend of the suite needs: the
 // netlink connection (Dial), whole reads under concurrent commits (Stable),
 // the read-plan-commit loop (Transact), the expressions the backends share
-// (address and mark matches, comments), and the opening of iptables-nft's
-// nat table over netlink for the iptables backends' quick DELs (DialNAT).
+// (address, interface and mark matches, comments), and the editing of
+// iptables-nft's tables over netlink for the iptables backends' quick DELs
+// (XTDelete).
 // It owns no table. It imports nothing else under pkg/netfilter, and
 // nothing under pkg/netfilter imports a plugin, the daemon, pkg/subnet or
 // pkg/overlay.

@@ -9,6 +9,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/google/nftables/xt"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/family"
 )
@@ -138,4 +140,82 @@ func XTComment(r *nftables.Rule) string {
 		}
 	}
 	return ""
+}
+
+// XTComment is the rule's comment match as iptables-nft stores it, read
+// from its encoded expressions without decoding them all (see
+// JumpsInto); "" for none, or for expressions that do not parse.
+func (r RawRule) XTComment() string {
+	if !bytes.Contains(r.Exprs, xtCommentName) {
+		return "" // no comment match: nothing to parse
+	}
+	for _, elem := range attrs(r.Exprs)[unix.NFTA_LIST_ELEM] {
+		e := attrs(elem)
+		if cstring(first(e[unix.NFTA_EXPR_NAME])) != "match" {
+			continue
+		}
+		m := attrs(first(e[unix.NFTA_EXPR_DATA]))
+		if cstring(first(m[unix.NFTA_MATCH_NAME])) == "comment" {
+			return cstring(first(m[unix.NFTA_MATCH_INFO]))
+		}
+	}
+	return ""
+}
+
+// xtCommentName is the comment match's name as a match expression
+// carries it.
+var xtCommentName = []byte("comment\x00")
+
+// attrs lists the payloads of the netlink attributes in b by type (flags
+// masked); nil when b does not parse.
+func attrs(b []byte) map[uint16][][]byte {
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
+		return nil
+	}
+	out := map[uint16][][]byte{}
+	for ad.Next() {
+		out[ad.Type()] = append(out[ad.Type()], ad.Bytes())
+	}
+	if ad.Err() != nil {
+		return nil
+	}
+	return out
+}
+
+func first(bs [][]byte) []byte {
+	if len(bs) == 0 {
+		return nil
+	}
+	return bs[0]
+}
+
+// cstring is b up to its first NUL.
+func cstring(b []byte) string {
+	s, _, _ := bytes.Cut(b, []byte{0})
+	return string(s)
+}
+
+// Iface is the interface of a packet that a name match compares.
+type Iface uint8
+
+const (
+	InIface  Iface = iota // iifname
+	OutIface              // oifname
+)
+
+// IfnameMatch compares the in or out interface name, NUL-padded to
+// IFNAMSIZ as nft does; negate makes it "!=".
+func IfnameMatch(i Iface, name string, negate bool) []expr.Any {
+	k := expr.MetaKeyIIFNAME
+	if i == OutIface {
+		k = expr.MetaKeyOIFNAME
+	}
+	op := expr.CmpOpEq
+	if negate {
+		op = expr.CmpOpNeq
+	}
+	data := make([]byte, 16)
+	copy(data, name)
+	return []expr.Any{&expr.Meta{Key: k, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: data}}
 }

@@ -13,25 +13,27 @@ import (
 	"github.com/cnisuite/cni/pkg/family"
 )
 
-// NATPlan reads iptables-nft's nat table and decides what NATDelete
-// removes: a chain and rules to delete by handle (the jumps to the chain
-// and its own), or no chain and whether that is because there is nothing
-// to remove (nothing) or because the removal is left to iptables. It
-// changes nothing.
-type NATPlan func(*Conn, *nftables.Table) (chain *nftables.Chain, rules []*nftables.Rule, nothing bool, err error)
+// XTPlan reads one of iptables-nft's tables and decides what XTDelete
+// removes: rules to delete by handle and, when not nil, a chain to delete
+// after them (the rules then include the jumps to it and its own); or no
+// rule and whether that is because there is nothing to remove (nothing)
+// or because the removal is left to iptables. It changes nothing.
+type XTPlan func(*Conn, *nftables.Table) (chain *nftables.Chain, rules []*nftables.Rule, nothing bool, err error)
 
-// NATDelete removes what plan, run on a stable read, chooses from
-// iptables-nft's nat table of family f, in one nft transaction over
-// netlink, which spares the iptables backends' DELs the iptables
-// processes. Rules go by handle, the chain's own too, rather than by
+// NATDelete is XTDelete of iptables-nft's nat table.
+func NATDelete(f family.Family, plan XTPlan) bool { return XTDelete(f, "nat", plan) }
+
+// XTDelete removes what plan, run on a stable read, chooses from
+// iptables-nft's table (nat, filter) of family f, in one nft transaction
+// over netlink, which spares the iptables backends' DELs the iptables
+// processes. Rules go by handle, a chain's own too, rather than by
 // flushing it: a rule added since the read stays, so the chain's deletion
 // and with it the whole transaction fail instead of taking another's rule
 // along. It reports whether the removal is done: false when it cannot
-// tell (the legacy x_tables nat table is in use, whose rules netlink does
-// not see), when plan leaves it to iptables, or when the transaction
-// failed.
-func NATDelete(f family.Family, plan NATPlan) bool {
-	conn, table, ok := dialNAT(f)
+// tell (the legacy x_tables table is in use, whose rules netlink does not
+// see), when plan leaves it to iptables, or when the transaction failed.
+func XTDelete(f family.Family, table string, plan XTPlan) bool {
+	conn, t, ok := dialXT(f, table)
 	if !ok {
 		return false
 	}
@@ -39,32 +41,34 @@ func NATDelete(f family.Family, plan NATPlan) bool {
 	var chain *nftables.Chain
 	var rules []*nftables.Rule
 	var nothing bool
-	err := conn.Stable(func() (err error) { chain, rules, nothing, err = plan(conn, table); return err })
+	err := conn.Stable(func() (err error) { chain, rules, nothing, err = plan(conn, t); return err })
 	switch {
 	case err != nil:
 		return false
-	case chain == nil:
+	case chain == nil && len(rules) == 0:
 		return nothing
 	}
 	if err := conn.DelRules(rules); err != nil {
 		return false
 	}
-	conn.DelChain(chain)
+	if chain != nil {
+		conn.DelChain(chain)
+	}
 	return conn.Flush() == nil
 }
 
-// dialNAT opens a connection for editing iptables-nft's nat table of one
+// dialXT opens a connection for editing iptables-nft's table of one
 // family over netlink; ok is false when it cannot, or when the legacy
-// x_tables nat table is in use.
-func dialNAT(f family.Family) (conn *Conn, table *nftables.Table, ok bool) {
-	if legacyNAT(f) {
+// x_tables table of that name is in use.
+func dialXT(f family.Family, table string) (conn *Conn, t *nftables.Table, ok bool) {
+	if legacyXT(f, table) {
 		return nil, nil, false
 	}
 	conn, err := Dial()
 	if err != nil {
 		return nil, nil, false
 	}
-	return conn, &nftables.Table{Name: "nat", Family: TableFamily(f)}, true
+	return conn, &nftables.Table{Name: table, Family: TableFamily(f)}, true
 }
 
 // legacyTableNames lists, by family, the x_tables tables in use.
@@ -75,11 +79,12 @@ var legacyTableNames = [2]string{
 	family.IPv6: "/proc/thread-self/net/ip6_tables_names",
 }
 
-// legacyNAT tells whether the legacy x_tables nat table is in use in the
-// namespace, or whether it cannot tell.
-func legacyNAT(f family.Family) bool {
+// legacyXT tells whether the legacy x_tables table (nat, filter) of
+// family f is in use in the namespace, or whether it cannot tell: then
+// netlink does not see every iptables rule of that table.
+func legacyXT(f family.Family, table string) bool {
 	b, err := os.ReadFile(legacyTableNames[f])
-	return (err != nil && !errors.Is(err, fs.ErrNotExist)) || slices.Contains(strings.Fields(string(b)), "nat")
+	return (err != nil && !errors.Is(err, fs.ErrNotExist)) || slices.Contains(strings.Fields(string(b)), table)
 }
 
 // JumpsInto lists the rules of from that jump to chain, and how many rules

@@ -1,9 +1,12 @@
 package nftconn
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxAttempts bounds the read-plan-commit loop that concurrent writers can
@@ -41,4 +44,12 @@ func Transact(build func(*Conn) (changed bool, err error)) error {
 // collided do not collide again.
 func Backoff(n int) {
 	time.Sleep(time.Duration(n+1) * time.Duration(1+rand.IntN(4)) * time.Millisecond)
+}
+
+// Absent tells whether err says the kernel has no nftables (the subsystem
+// or netfilter's netlink family missing), as on a node that runs
+// iptables-legacy on a kernel without nf_tables: such a node has no rule
+// to remove.
+func Absent(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPROTONOSUPPORT)
 }
