@@ -78,6 +78,8 @@ type killChain struct {
 	flannel bool
 	// tuning: each live attachment has tuning's saved original values.
 	tuning bool
+	// ifbs: each live attachment has bandwidth's ifb on the node.
+	ifbs bool
 }
 
 // bridgeConf is bridge + host-local with masquerade over two ranges of 16:
@@ -121,6 +123,15 @@ var killChains = []killChain{
 		plugins: func(r *killRig) []any {
 			return []any{bridgeConf(r), map[string]any{"type": "tuning", "dataDir": filepath.Join(r.state, "tuning"),
 				"sysctl": map[string]any{"net.core.somaxconn": "500", "net.ipv4.conf.IFNAME.accept_redirects": "0"}}}
+		}},
+	{name: "bandwidth", veths: true, iptables: true, ifbs: true,
+		plugins: func(r *killRig) []any {
+			return []any{bridgeConf(r), map[string]any{"type": "bandwidth",
+				"ingressRate": 100_000_000, "ingressBurst": 1_000_000, "egressRate": 100_000_000, "egressBurst": 1_000_000}}
+		}},
+	{name: "firewall", veths: true, iptables: true,
+		plugins: func(r *killRig) []any {
+			return []any{bridgeConf(r), map[string]any{"type": "firewall", "backend": "iptables"}}
 		}},
 	{name: "macvlan",
 		plugins: func(r *killRig) []any {
@@ -540,9 +551,9 @@ func (r *killRig) settle(t *testing.T) []*attachedPod {
 }
 
 // named lists the container IDs of this test that the node's state names:
-// reservations, rules, saved flannel configurations, tuning's saved values
-// (a half-written one too: its temporary name holds the ID) and libcni's
-// cache.
+// reservations, rules (the firewall's included), saved flannel
+// configurations, tuning's saved values (a half-written one too: its
+// temporary name holds the ID), bandwidth's ifbs and libcni's cache.
 func (r *killRig) named(t *testing.T) map[string][]string {
 	t.Helper()
 	out := map[string][]string{"reservations": holders(t, r.dataDir, killNet)}
@@ -550,6 +561,8 @@ func (r *killRig) named(t *testing.T) map[string][]string {
 	out["nft rules"] = killID.FindAllString(r.portmapTables(t), -1)
 	out["flannel configs"] = killID.FindAllString(strings.Join(r.flannelFiles(t), " "), -1)
 	out["tuning saves"] = killID.FindAllString(strings.Join(dirNames(t, filepath.Join(r.state, "tuning")), " "), -1)
+	// bandwidth's ifb names are hashes; the alias it gives each names the container.
+	out["ifbs"] = killID.FindAllString(r.node.Run(t, "ip", "-d", "link", "show", "type", "ifb"), -1)
 	out["libcni cache"] = killID.FindAllString(strings.Join(dirNames(t, filepath.Join(r.state, "cache", "results")), " "), -1)
 	for k, ids := range out {
 		out[k] = slices.Compact(slices.Sorted(slices.Values(ids)))
@@ -642,7 +655,7 @@ func (r *killRig) expectOnly(t *testing.T, live []*attachedPod) {
 	if n := indexEntries(t, r.dataDir, killNet); n != len(live) {
 		t.Errorf("%d attachments indexed, want %d", n, len(live))
 	}
-	want := map[string][]string{"reservations": wantIDs, "libcni cache": wantIDs, "iptables rules": nil, "nft rules": nil, "flannel configs": nil, "tuning saves": nil}
+	want := map[string][]string{"reservations": wantIDs, "libcni cache": wantIDs, "iptables rules": nil, "nft rules": nil, "flannel configs": nil, "tuning saves": nil, "ifbs": nil}
 	if r.chain.iptables {
 		want["iptables rules"] = wantIDs
 	}
@@ -654,6 +667,9 @@ func (r *killRig) expectOnly(t *testing.T, live []*attachedPod) {
 	}
 	if r.chain.tuning {
 		want["tuning saves"] = wantIDs
+	}
+	if r.chain.ifbs {
+		want["ifbs"] = wantIDs
 	}
 	for what, ids := range r.named(t) {
 		if !sameSet(ids, want[what]) {
@@ -693,9 +709,12 @@ func (r *killRig) expectNoHalfWritten(t *testing.T) {
 // bridge chain, and no veth or macvlan at all otherwise.
 func (r *killRig) expectLinks(t *testing.T, live int) {
 	t.Helper()
-	want := map[string]int{"veth": 0, "macvlan": 0}
+	want := map[string]int{"veth": 0, "macvlan": 0, "ifb": 0}
 	if r.chain.veths {
 		want["veth"] = live
+	}
+	if r.chain.ifbs {
+		want["ifb"] = live
 	}
 	for typ, n := range want {
 		if links := r.node.Links(t, "type", typ); len(links) != n {
