@@ -17,6 +17,7 @@ const refModule = "github.com/containernetworking/plugins"
 var refPackages = []string{
 	"plugins/main/bridge", "plugins/main/macvlan", "plugins/main/loopback",
 	"plugins/ipam/host-local", "plugins/ipam/static", "plugins/meta/portmap", "plugins/meta/tuning",
+	"plugins/meta/bandwidth", "plugins/meta/firewall",
 }
 
 // side is one set of plugin binaries under test.

@@ -85,6 +85,12 @@ func portMappings(pod int) map[string]any {
 	}}
 }
 
+// podBandwidth is what kubelet passes for a pod with both bandwidth annotations.
+func podBandwidth(int) map[string]any {
+	return map[string]any{"bandwidth": map[string]any{
+		"ingressRate": 100_000_000, "ingressBurst": 1_000_000, "egressRate": 100_000_000, "egressBurst": 1_000_000}}
+}
+
 // staticIPs is pod i's address for static IPAM, unique among the pods of a run.
 func staticIPs(pod int) map[string]any {
 	return map[string]any{"ips": []string{fmt.Sprintf("10.246.%d.%d/16", pod/250, 2+pod%250)}}
@@ -175,6 +181,26 @@ func scenarios() []scenario {
 			tuning := map[string]any{"type": "tuning", "dataDir": filepath.Join(dataDir, "tuning"), "sysctl": map[string]any{
 				"net.core.somaxconn": "500", "net.ipv4.conf.IFNAME.accept_redirects": "0"}}
 			return conflist(flannelBridge(dataDir), tuning), nil
+		},
+		target: targets{add: 0.5, del: 0.5},
+	}, {
+		name:   "bridge+host-local+bandwidth",
+		about:  "the bridge+host-local delegate chained with bandwidth, each pod shaped both ways as kubelet asks from its annotations (runtimeConfig.bandwidth: 100 Mbit/s, bursts of 1 Mbit)",
+		bins:   []string{"bridge", "host-local", "bandwidth"},
+		shared: []string{"cni0"},
+		conf: func(_, dataDir string) (map[string]any, error) {
+			bw := map[string]any{"type": "bandwidth", "capabilities": map[string]any{"bandwidth": true}}
+			return conflist(flannelBridge(dataDir), bw), nil
+		},
+		capArgs: podBandwidth,
+		target:  targets{add: 0.5, del: 0.5},
+	}, {
+		name:   "bridge+host-local+firewall",
+		about:  "the bridge+host-local delegate chained with firewall (iptables backend, ingressPolicy open)",
+		bins:   []string{"bridge", "host-local", "firewall"},
+		shared: []string{"cni0"},
+		conf: func(_, dataDir string) (map[string]any, error) {
+			return conflist(flannelBridge(dataDir), map[string]any{"type": "firewall", "backend": "iptables"}), nil
 		},
 		target: targets{add: 0.5, del: 0.5},
 	}, flannelScenario(), hostLocalScenario(10, targets{}), hostLocalScenario(1000, targets{add: 0.5, del: 0.5})}
