@@ -100,10 +100,7 @@ func loadChained(stdin []byte) (*conf, *current.Result, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	prev, err := c.PrevResult()
-	if err == nil && prev == nil {
-		err = netconf.Invalid("bandwidth must be chained after the plugin that makes the pod's veth (bridge, ptp, flannel): the configuration has no prevResult")
-	}
+	prev, err := c.ChainedPrevResult("the plugin that makes the pod's veth (bridge, ptp, flannel)")
 	return c, prev, err
 }
 

@@ -64,12 +64,9 @@ func (p *Plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, re
 	if err != nil {
 		return nil, err
 	}
-	prev, err := c.PrevResult()
+	prev, err := c.ChainedPrevResult("the plugin that gives the container its addresses (e.g. bridge)")
 	if err != nil {
 		return nil, err
-	}
-	if prev == nil {
-		return nil, netconf.Invalid("firewall must be chained after the plugin that gives the container its addresses (e.g. bridge): the configuration has no prevResult")
 	}
 	pc, err := c.podConf(a, prev)
 	if err != nil {

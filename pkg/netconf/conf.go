@@ -125,6 +125,18 @@ func (b *Base) PrevResult() (*current.Result, error) {
 	return cur, nil
 }
 
+// ChainedPrevResult is PrevResult for a plugin that works on the result of
+// the plugins before it in a conflist: its absence is code 7, saying what
+// the plugin (Type) must be chained after, e.g. "the plugin that creates the
+// interface (e.g. bridge)".
+func (b *Base) ChainedPrevResult(after string) (*current.Result, error) {
+	prev, err := b.PrevResult()
+	if err == nil && prev == nil {
+		err = Invalid("%s must be chained after %s: the configuration has no prevResult", b.Type, after)
+	}
+	return prev, err
+}
+
 // CheckPrevResult is PrevResult for CHECK, where the spec makes it mandatory.
 func (b *Base) CheckPrevResult() (*current.Result, error) {
 	prev, err := b.PrevResult()

@@ -203,3 +203,21 @@ func TestPickMAC(t *testing.T) {
 		}
 	}
 }
+
+func TestChainedPrevResult(t *testing.T) {
+	var b Base
+	if err := Load([]byte(`{"cniVersion":"1.1.0","name":"n","type":"tuning"}`), &b); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.ChainedPrevResult("the plugin that creates the interface")
+	var e *Error
+	if !errors.As(err, &e) || e.Code != CodeInvalidConfig || !strings.Contains(e.Error(), "tuning must be chained after the plugin that creates the interface") {
+		t.Errorf("without a prevResult: %v", err)
+	}
+	if err := Load([]byte(`{"cniVersion":"1.1.0","name":"n","type":"tuning","prevResult":{"cniVersion":"1.1.0"}}`), &b); err != nil {
+		t.Fatal(err)
+	}
+	if prev, err := b.ChainedPrevResult("x"); prev == nil || err != nil {
+		t.Errorf("with a prevResult: %v, %v", prev, err)
+	}
+}

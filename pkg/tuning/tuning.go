@@ -49,12 +49,9 @@ func (p *Plugin) Add(_ context.Context, a *cniplugin.Args) (types.Result, error)
 	if err != nil {
 		return nil, err
 	}
-	prev, err := c.PrevResult()
+	prev, err := c.ChainedPrevResult("the plugin that creates the interface (e.g. bridge)")
 	if err != nil {
 		return nil, err
-	}
-	if prev == nil {
-		return nil, netconf.Invalid("tuning must be chained after the plugin that creates the interface (e.g. bridge): the configuration has no prevResult")
 	}
 	if err := checkAllowlist(p.allowlist(), c.sysctls); err != nil {
 		return nil, err

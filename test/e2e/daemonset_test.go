@@ -441,6 +441,33 @@ func (d *dsTest) traffic(t *testing.T, pods []*kubePod) {
 	}
 }
 
+// shapedPod: a pod with kubelet's bandwidth annotations is shaped by the
+// conflist's bandwidth plugin on its node (a tbf at the annotated rate on its
+// veth, an ifb for its egress), and deleting the pod removes the ifb.
+func (d *dsTest) shapedPod(t *testing.T, kn *kubeletNode) {
+	name := "shaped-" + kn.name
+	annotatedEchoPod(t, d.c, name, kn.name, map[string]string{
+		"kubernetes.io/ingress-bandwidth": "10M", "kubernetes.io/egress-bandwidth": "10M"})
+	runningPod(t, d.c, name)
+	ifbs := func() string { return kn.node.Run(t, "ip", "-o", "link", "show", "type", "ifb") }
+	eventually(t, "the pod shaped both ways", 10*time.Second, func() error {
+		if q := kn.node.Run(t, "tc", "qdisc", "show"); strings.Count(q, "rate 10Mbit") != 2 || ifbs() == "" {
+			return fmt.Errorf("qdiscs %q, ifbs %q", q, ifbs())
+		}
+		return nil
+	})
+	if err := d.c.Client.CoreV1().Pods("default").Delete(t.Context(), name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	podGone(t, d.c, name)
+	eventually(t, "the pod's ifb removed", 10*time.Second, func() error {
+		if l := ifbs(); l != "" {
+			return fmt.Errorf("ifbs left: %s", l)
+		}
+		return nil
+	})
+}
+
 // deletePods deletes the pods through the API and checks that, once
 // kubelet has removed them, their nodes keep nothing of them.
 func (d *dsTest) deletePods(t *testing.T, pods []*kubePod) {
@@ -498,6 +525,7 @@ func (d *dsTest) kubeMode(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	t.Run("bandwidth annotations", func(t *testing.T) { d.shapedPod(t, nodes[0]) })
 	t.Run("restarts", func(t *testing.T) { d.restarts(t, nodes[:2], pods, dsPods) })
 	noErrors(t, nodes) // while every node is there
 	t.Run("drain", func(t *testing.T) { d.drain(t, nodes, pods, pods[2]) })

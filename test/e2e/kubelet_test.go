@@ -72,8 +72,14 @@ func newKubeletCluster(t *testing.T, n int) (*kubeOverlay, []*kubeletNode) {
 // the ports given, that kube-scheduler places on the Node named node.
 func echoPod(t *testing.T, c *kubetest.Cluster, name, node string, ports ...corev1.ContainerPort) {
 	t.Helper()
+	annotatedEchoPod(t, c, name, node, nil, ports...)
+}
+
+// annotatedEchoPod is echoPod with the pod's annotations.
+func annotatedEchoPod(t *testing.T, c *kubetest.Cluster, name, node string, annotations map[string]string, ports ...corev1.ContainerPort) {
+	t.Helper()
 	img := testImages(t)[1]
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Annotations: annotations},
 		Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": node},
 			Containers: []corev1.Container{{Name: "echo", Image: img.Name, ImagePullPolicy: corev1.PullNever, Ports: ports}}}}
 	if _, err := c.Client.CoreV1().Pods("default").Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
