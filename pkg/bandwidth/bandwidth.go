@@ -143,9 +143,6 @@ func (Plugin) Del(_ context.Context, a *cniplugin.Args) error {
 	if err := netconf.Load(a.StdinData, &b); err != nil {
 		return err
 	}
-	if err := b.Validate(); err != nil {
-		return err
-	}
 	return link.DeleteIfExists(ifbName(b.Name, a.ContainerID))
 }
 
@@ -155,9 +152,6 @@ func (Plugin) Del(_ context.Context, a *cniplugin.Args) error {
 func (Plugin) GC(_ context.Context, a *cniplugin.Args) error {
 	var b netconf.Base
 	if err := netconf.Load(a.StdinData, &b); err != nil {
-		return err
-	}
-	if err := b.Validate(); err != nil {
 		return err
 	}
 	valid := map[string]bool{}

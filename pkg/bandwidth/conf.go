@@ -82,9 +82,6 @@ func loadConf(stdin []byte) (*conf, error) {
 	if err := netconf.Load(stdin, n); err != nil {
 		return nil, err
 	}
-	if err := n.Validate(); err != nil {
-		return nil, err
-	}
 	top := n.top()
 	limits, subnets := top, top
 	if rt := n.RuntimeConfig.Bandwidth; rt != nil {

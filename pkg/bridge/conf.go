@@ -53,9 +53,6 @@ func loadConf(stdin []byte, cniArgs string) (*NetConf, error) {
 	if err := netconf.Load(stdin, c); err != nil {
 		return nil, err
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}

@@ -70,9 +70,6 @@ func loadConf(stdin []byte) (*conf, error) {
 	if err := netconf.Load(stdin, n); err != nil {
 		return nil, err
 	}
-	if err := n.Validate(); err != nil {
-		return nil, err
-	}
 	c := &conf{NetConf: n, zone: n.FirewalldZone, policy: n.IngressPolicy}
 	switch n.Backend {
 	case "", backendIPTables, backendFirewalld, backendNFTables:

@@ -60,9 +60,6 @@ func decodeConf(stdin []byte) (*NetConf, error) {
 	if err := netconf.Load(stdin, c); err != nil {
 		return nil, err
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
 	if strings.Contains(c.Name, "/") || c.Name == "." || c.Name == ".." {
 		return nil, netconf.Invalid("network name %q is used as a directory name; use letters, digits, '-', '_' or '.'", c.Name)
 	}

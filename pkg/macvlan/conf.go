@@ -38,9 +38,6 @@ func loadConf(stdin []byte, cniArgs string) (*NetConf, error) {
 	if err := netconf.Load(stdin, c); err != nil {
 		return nil, err
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
 	mode, ok := link.ParseMacvlanMode(c.Mode)
 	if !ok {
 		return nil, netconf.Invalid("unknown macvlan \"mode\" %q; use bridge (the default), private, vepa or passthru", c.Mode)

@@ -61,15 +61,16 @@ func tooLarge() *Error {
 }
 
 // Load decodes data into conf (a struct embedding Base, or Base itself) and
-// checks the shared keys. Decoding problems are code 6, bad values code 7.
-func Load(data []byte, conf any) error {
+// checks the shared keys (Validate). Decoding problems are code 6, bad values
+// code 7.
+func Load(data []byte, conf interface{ Common() *Base }) error {
 	if len(data) > MaxConfSize {
 		return tooLarge()
 	}
 	if err := json.Unmarshal(data, conf); err != nil {
 		return decodeError(err)
 	}
-	return nil
+	return conf.Common().Validate()
 }
 
 func decodeError(err error) *Error {

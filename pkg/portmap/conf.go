@@ -61,9 +61,6 @@ func loadConf(stdin []byte) (*conf, error) {
 	if err := netconf.Load(stdin, n); err != nil {
 		return nil, err
 	}
-	if err := n.Validate(); err != nil {
-		return nil, err
-	}
 	c := &conf{NetConf: n, hp: hostport.Conf{SNAT: n.SNAT == nil || *n.SNAT, MasqAll: n.MasqAll, MarkBit: defaultMarkBit}}
 	if err := c.markOptions(); err != nil {
 		return nil, err

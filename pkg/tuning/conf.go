@@ -69,9 +69,6 @@ func loadBase(stdin []byte) (*NetConf, error) {
 	if err := netconf.Load(stdin, n); err != nil {
 		return nil, err
 	}
-	if err := n.Validate(); err != nil {
-		return nil, err
-	}
 	if n.DataDir == "" {
 		n.DataDir = DefaultDataDir
 	}

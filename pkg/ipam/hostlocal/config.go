@@ -61,9 +61,6 @@ func decode(stdin []byte) (*netConf, error) {
 	if err := netconf.Load(stdin, &n); err != nil {
 		return nil, err
 	}
-	if err := n.Validate(); err != nil {
-		return nil, err
-	}
 	if n.IPAM == nil {
 		return nil, netconf.Required("\"ipam\"", `add {"type":"host-local","ranges":[[{"subnet":"10.22.0.0/16"}]]}`)
 	}

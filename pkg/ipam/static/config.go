@@ -58,9 +58,6 @@ func load(stdin []byte, cniArgs string) (*netConf, error) {
 	if err := netconf.Load(stdin, c); err != nil {
 		return nil, err
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
 	if c.IPAM == nil {
 		return nil, netconf.Required(`"ipam"`, `the static plugin reads its addresses there, e.g. "ipam": {"type": "static", "addresses": [{"address": "10.10.0.5/24"}]}`)
 	}
