@@ -10,21 +10,23 @@ import (
 // for the lease 10.244.1.0/24: the same values flannelBridge is rendered from.
 const flannelEnv = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
 
-// flannelScenario is the shipped flannel conflist (flannel + portmap) on our
-// side against what the reference runs for it: flannel's plugin is not on
-// the module proxy, so the reference side gets the bridge + host-local
-// delegate flannel renders from the same subnet.env, chained with the
-// reference portmap. Both get the portmap scenario's 2 mappings per pod.
+// flannelScenario is the shipped flannel conflist (flannel + portmap +
+// bandwidth) on our side against what the reference runs for it: flannel's
+// plugin is not on the module proxy, so the reference side gets the bridge +
+// host-local delegate flannel renders from the same subnet.env, chained with
+// the reference portmap and bandwidth. Both get the portmap scenario's 2
+// mappings per pod and no bandwidth limits (a pod without the annotations).
 func flannelScenario() scenario {
 	return scenario{
 		name: "flannel chain",
-		about: "ours: conf/10-flannel.conflist as shipped (flannel + portmap) reading a subnet.env for 10.244.1.0/24, mtu 1450, ipmasq true; " +
-			"reference: the bridge+host-local delegate flannel renders from it + portmap; 2 mappings (tcp, udp) per pod on both",
-		bins:   []string{"bridge", "host-local", "portmap"},
+		about: "ours: conf/10-flannel.conflist as shipped (flannel + portmap + bandwidth) reading a subnet.env for 10.244.1.0/24, mtu 1450, ipmasq true; " +
+			"reference: the bridge+host-local delegate flannel renders from it + portmap + bandwidth; 2 mappings (tcp, udp) per pod on both, no bandwidth limits",
+		bins:   []string{"bridge", "host-local", "portmap", "bandwidth"},
 		shared: []string{"cni0"},
 		conf: func(_, dataDir string) (map[string]any, error) {
 			pm := map[string]any{"type": "portmap", "capabilities": map[string]any{"portMappings": true}}
-			return conflist(flannelBridge(dataDir), pm), nil
+			bw := map[string]any{"type": "bandwidth", "capabilities": map[string]any{"bandwidth": true}}
+			return conflist(flannelBridge(dataDir), pm, bw), nil
 		},
 		oursConf: oursFlannel,
 		capArgs:  portMappings,
