@@ -250,7 +250,7 @@ func TestAddRetriesOnConflict(t *testing.T) {
 	}
 	f = &iptablestest.Fake{Fail: func(_, payload string) string { return "iptables-restore: line 2 failed: Couldn't load target `NOPE'" }}
 	err := (IPTables{Run: f}).Add(context.Background(), c, addrs)
-	if err == nil || !strings.Contains(err.Error(), "NOPE") || len(f.Restores) != 1+maxAttempts {
+	if err == nil || !strings.Contains(err.Error(), "NOPE") || len(f.Restores) != 1+iptables.MaxAttempts {
 		t.Fatalf("err %v after %d restores", err, len(f.Restores))
 	}
 }

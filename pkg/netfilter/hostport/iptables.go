@@ -10,7 +10,6 @@ import (
 	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netfilter/iptables"
-	"github.com/cnisuite/cni/pkg/netfilter/nftconn"
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
@@ -25,10 +24,6 @@ type IPTables struct {
 	Run   iptables.Runner // nil: the real binaries
 	quick quickDel        // nil: nftQuickDel; tests set it
 }
-
-// maxAttempts bounds the read-plan-restore loop that concurrent writers
-// can make fail.
-const maxAttempts = 6
 
 // Add installs the mappings of c towards each container address (at most
 // one per family, with its prefix length). A repeated ADD replaces the
@@ -45,11 +40,11 @@ func (h IPTables) addFamily(ctx context.Context, c *Conf, container netip.Prefix
 	if len(r.rules) == 0 {
 		return nil // every mapping is bound to a host IP of the other family
 	}
-	err := h.restore(ctx, f, r.fastLines())
-	if err == nil || errors.Is(err, iptables.ErrNotInstalled) || errors.Is(err, iptables.ErrXtablesLock) {
+	err := iptables.RestoreTable(ctx, h.Run, f, "nat", r.fastLines())
+	if err == nil || iptables.Final(err) {
 		return err
 	}
-	return h.transact(ctx, f, func(t *iptables.Table) []string {
+	return iptables.Transact(ctx, h.Run, f, "nat", "port mapping rules", func(t *iptables.Table) []string {
 		p := newPlan(t)
 		p.ensurePlumbing(r)
 		p.dropAttachment(c.Attachment, true)
@@ -73,10 +68,11 @@ func (h IPTables) Check(ctx context.Context, c *Conf, addrs []netip.Prefix) erro
 		if len(r.rules) == 0 {
 			return nil
 		}
-		t, err := h.read(ctx, f)
+		ts, err := iptables.Save(ctx, h.Run, f, "nat")
 		if err != nil {
 			return err
 		}
+		t := ts.Get("nat")
 		var lines []string
 		for _, w := range lacking(t, r.all()) {
 			lines = append(lines, "-C "+w[0]+" "+w[1])
@@ -84,10 +80,10 @@ func (h IPTables) Check(ctx context.Context, c *Conf, addrs []netip.Prefix) erro
 		if len(lines) == 0 {
 			return nil
 		}
-		err = h.restore(ctx, f, lines)
-		var re *restoreError
-		if errors.As(err, &re) && re.line != "" {
-			return fmt.Errorf("%s nat table: rule %q is missing; DEL and ADD the attachment again to restore it", f.IPTables(), strings.TrimPrefix(re.line, "-C "))
+		err = iptables.RestoreTable(ctx, h.Run, f, "nat", lines)
+		var re *iptables.RestoreError
+		if errors.As(err, &re) && re.Line != "" {
+			return fmt.Errorf("%s nat table: rule %q is missing; DEL and ADD the attachment again to restore it", f.IPTables(), strings.TrimPrefix(re.Line, "-C "))
 		}
 		return err
 	})
@@ -102,7 +98,7 @@ func (h IPTables) Del(ctx context.Context, c *Conf, _ []netip.Prefix) error {
 		quick = nftQuickDel
 	}
 	defer lockSweeps()()
-	return eachFamily(func(f family.Family) error {
+	return iptables.EachFamily(func(f family.Family) error {
 		if quick(f, c.Attachment) {
 			return nil
 		}
@@ -118,7 +114,7 @@ func (h IPTables) Del(ctx context.Context, c *Conf, _ []netip.Prefix) error {
 // and the shared chains if nothing uses them any more.
 func (h IPTables) GC(ctx context.Context, network string, valid Valid) error {
 	defer lockSweeps()()
-	return eachFamily(func(f family.Family) error {
+	return iptables.EachFamily(func(f family.Family) error {
 		return h.sweep(ctx, f, func(p *plan) bool {
 			for _, a := range staleAttachments(p.T, network, valid) {
 				p.dropAttachment(a, false)
@@ -131,7 +127,7 @@ func (h IPTables) GC(ctx context.Context, network string, valid Valid) error {
 // sweep runs a removal; when drop reports a change, unused shared chains
 // go in the same transaction. Without iptables no rule can exist.
 func (h IPTables) sweep(ctx context.Context, f family.Family, drop func(*plan) bool) error {
-	err := h.transact(ctx, f, func(t *iptables.Table) []string {
+	err := iptables.Transact(ctx, h.Run, f, "nat", "port mapping rules", func(t *iptables.Table) []string {
 		p := newPlan(t)
 		if drop(p) {
 			p.teardownShared()
@@ -142,67 +138,6 @@ func (h IPTables) sweep(ctx context.Context, f family.Family, drop func(*plan) b
 		return nil
 	}
 	return err
-}
-
-// transact reads the nat table, plans and restores, and starts over when
-// the restore fails, which is what a concurrent writer causes.
-func (h IPTables) transact(ctx context.Context, f family.Family, build func(*iptables.Table) []string) error {
-	var err error
-	for attempt := range maxAttempts {
-		if attempt > 0 {
-			nftconn.Backoff(attempt)
-		}
-		t, rerr := h.read(ctx, f)
-		if rerr != nil {
-			return rerr
-		}
-		lines := build(t)
-		if len(lines) == 0 {
-			return nil
-		}
-		// The lock was already waited for: another round would only wait again.
-		if err = h.restore(ctx, f, lines); err == nil || errors.Is(err, iptables.ErrNotInstalled) || errors.Is(err, iptables.ErrXtablesLock) {
-			return err
-		}
-	}
-	return fmt.Errorf("port mapping rules not applied after %d attempts: %w", maxAttempts, err)
-}
-
-func (h IPTables) read(ctx context.Context, f family.Family) (*iptables.Table, error) {
-	ts, err := iptables.Save(ctx, h.Run, f, "nat")
-	if err != nil {
-		return nil, err
-	}
-	return ts.Get("nat"), nil
-}
-
-// restoreError is a failed iptables-restore, with the line it rejected.
-type restoreError struct {
-	line string
-	err  error
-}
-
-func (e *restoreError) Error() string {
-	if e.line != "" {
-		return fmt.Sprintf("%v (at %q)", e.err, e.line)
-	}
-	return e.err.Error()
-}
-
-func (e *restoreError) Unwrap() error { return e.err }
-
-func (h IPTables) restore(ctx context.Context, f family.Family, lines []string) error {
-	err := iptables.Restore(ctx, h.Run, f, map[string][]string{"nat": lines})
-	if err == nil || errors.Is(err, iptables.ErrNotInstalled) || errors.Is(err, iptables.ErrXtablesLock) {
-		return err
-	}
-	return &restoreError{err: err, line: iptables.FailedLine(err, lines)}
-}
-
-// eachFamily runs fn for both families in parallel and joins the errors.
-func eachFamily(fn func(family.Family) error) error {
-	fams := family.All()
-	return concurrently(len(fams), func(i int) error { return fn(fams[i]) })
 }
 
 // concurrently runs fn for 0..n-1 in parallel and joins the errors; each

@@ -2,7 +2,7 @@
 // address family, parses what iptables-save prints, and turns their failures
 // into the suite's errors (not installed, the xtables lock held). It owns no
 // rule: the packages beside it (hostport, masq, hostrules, podfilter, leftovers) decide
-// what to write. It imports nothing else under pkg/netfilter, and nothing
+// what to write. Of pkg/netfilter it imports only nftconn (its backoff), and nothing
 // under pkg/netfilter imports a plugin, the daemon, pkg/subnet or
 // pkg/overlay.
 package iptables
@@ -146,8 +146,8 @@ func Restore(ctx context.Context, run Runner, f family.Family, lines map[string]
 	return err
 }
 
-// FailedLine is the line of a restore of the nat table alone that
-// iptables-restore's error names ("line N failed", counted from "*nat"),
+// FailedLine is the line of a restore of one table that
+// iptables-restore's error names ("line N failed", counted from the table's "*" line),
 // or "" when it names none.
 func FailedLine(err error, lines []string) string {
 	_, rest, ok := strings.Cut(err.Error(), "line ")

@@ -10,7 +10,6 @@ import (
 	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netfilter/iptables"
-	"github.com/cnisuite/cni/pkg/netfilter/nftconn"
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
@@ -46,10 +45,6 @@ func (h IPTables) quick() QuickSweep {
 	return func(family.Family, func(string) bool, bool) bool { return false }
 }
 
-// maxAttempts bounds the read-plan-restore loop that concurrent writers
-// can make fail.
-const maxAttempts = 6
-
 // Add installs c's rules in each family of its addresses, in one
 // transaction per family. When one family fails, those that succeeded are
 // taken back, what they created included, so a failed ADD leaves nothing.
@@ -82,14 +77,14 @@ func (h IPTables) Add(ctx context.Context, c *Conf) error {
 func (h IPTables) addFamily(ctx context.Context, c *Conf, f family.Family) (created, error) {
 	shared, pod := wanted(c, f)
 	if len(pod) == 0 || h.quick()(f, isTag(c.Tag()), false) {
-		err := h.restore(ctx, f, append(lines("-C", shared), lines("-A", pod)...))
-		if err == nil || fatal(err) {
+		err := iptables.RestoreTable(ctx, h.Run, f, "filter", append(lines("-C", shared), lines("-A", pod)...))
+		if err == nil || iptables.Final(err) {
 			return created{}, err
 		}
 	}
 	defer lockPlans()()
 	var made created
-	err := h.transact(ctx, f, func(t *iptables.Table) []string {
+	err := iptables.Transact(ctx, h.Run, f, "filter", "firewall rules", func(t *iptables.Table) []string {
 		p := newPlan(t)
 		p.ensure(c, pod)
 		made = p.made
@@ -108,7 +103,7 @@ func (h IPTables) undo(ctx context.Context, c *Conf, f family.Family, made creat
 		return nil
 	}
 	defer lockPlans()()
-	return h.transact(ctx, f, func(t *iptables.Table) []string {
+	return iptables.Transact(ctx, h.Run, f, "filter", "firewall rules", func(t *iptables.Table) []string {
 		p := newPlan(t)
 		p.undo(made)
 		return p.Lines
@@ -125,10 +120,10 @@ func (h IPTables) Check(ctx context.Context, c *Conf) error {
 		fns[i] = func() error {
 			shared, pod := wanted(c, f)
 			checks := lines("-C", append(shared, pod...))
-			err := h.restore(ctx, f, checks)
-			var re *restoreError
-			if errors.As(err, &re) && re.line != "" {
-				return fmt.Errorf("%s filter table: rule %q is missing; DEL and ADD the attachment again to restore it", f.IPTables(), strings.TrimPrefix(re.line, "-C "))
+			err := iptables.RestoreTable(ctx, h.Run, f, "filter", checks)
+			var re *iptables.RestoreError
+			if errors.As(err, &re) && re.Line != "" {
+				return fmt.Errorf("%s filter table: rule %q is missing; DEL and ADD the attachment again to restore it", f.IPTables(), strings.TrimPrefix(re.Line, "-C "))
 			}
 			return err
 		}
@@ -141,7 +136,7 @@ func (h IPTables) Check(ctx context.Context, c *Conf) error {
 // find the reference plugin's untagged rules of those addresses. The
 // shared chains stay, as the reference leaves them.
 func (h IPTables) Del(ctx context.Context, a Attachment, addrs []netip.Addr) error {
-	return eachFamily(func(f family.Family) error {
+	return iptables.EachFamily(func(f family.Family) error {
 		var refs []string
 		for _, ad := range addrs {
 			if family.Of(ad) == f {
@@ -155,7 +150,7 @@ func (h IPTables) Del(ctx context.Context, a Attachment, addrs []netip.Addr) err
 // GC removes the rules of every attachment of network that valid rejects.
 // The reference's rules name no attachment, so GC leaves them to DEL.
 func (h IPTables) GC(ctx context.Context, network string, valid Valid) error {
-	return eachFamily(func(f family.Family) error {
+	return iptables.EachFamily(func(f family.Family) error {
 		return h.delFamily(ctx, f, stale(network, valid), nil)
 	})
 }
@@ -175,7 +170,7 @@ func (h IPTables) delFamily(ctx context.Context, f family.Family, pick func(stri
 	if h.quick()(f, pick, len(refs) > 0) {
 		return nil
 	}
-	err := h.transact(ctx, f, func(t *iptables.Table) []string {
+	err := iptables.Transact(ctx, h.Run, f, "filter", "firewall rules", func(t *iptables.Table) []string {
 		p := newPlan(t)
 		p.drop(pick, refs)
 		return p.Lines
@@ -184,63 +179,4 @@ func (h IPTables) delFamily(ctx context.Context, f family.Family, pick func(stri
 		return nil
 	}
 	return err
-}
-
-// transact reads the filter table, plans and restores, and starts over
-// when the restore fails, which is what a concurrent writer causes.
-func (h IPTables) transact(ctx context.Context, f family.Family, build func(*iptables.Table) []string) error {
-	var err error
-	for attempt := range maxAttempts {
-		if attempt > 0 {
-			nftconn.Backoff(attempt)
-		}
-		ts, rerr := iptables.Save(ctx, h.Run, f, "filter")
-		if rerr != nil {
-			return rerr
-		}
-		lines := build(ts.Get("filter"))
-		if len(lines) == 0 {
-			return nil
-		}
-		if err = h.restore(ctx, f, lines); err == nil || fatal(err) {
-			return err
-		}
-	}
-	return fmt.Errorf("firewall rules not applied after %d attempts: %w", maxAttempts, err)
-}
-
-// fatal tells whether another attempt cannot help: iptables is missing,
-// or the xtables lock was already waited for.
-func fatal(err error) bool {
-	return errors.Is(err, iptables.ErrNotInstalled) || errors.Is(err, iptables.ErrXtablesLock)
-}
-
-// restoreError is a failed iptables-restore, with the line it rejected.
-type restoreError struct {
-	line string
-	err  error
-}
-
-func (e *restoreError) Error() string {
-	if e.line != "" {
-		return fmt.Sprintf("%v (at %q)", e.err, e.line)
-	}
-	return e.err.Error()
-}
-
-func (e *restoreError) Unwrap() error { return e.err }
-
-func (h IPTables) restore(ctx context.Context, f family.Family, lines []string) error {
-	err := iptables.Restore(ctx, h.Run, f, map[string][]string{"filter": lines})
-	if err == nil || fatal(err) {
-		return err
-	}
-	return &restoreError{err: err, line: iptables.FailedLine(err, lines)}
-}
-
-// eachFamily runs fn for both families in parallel, in the caller's
-// network namespace, and joins the errors.
-func eachFamily(fn func(family.Family) error) error {
-	fams := family.All()
-	return netns.Concurrently(func() error { return fn(fams[0]) }, func() error { return fn(fams[1]) })
 }
