@@ -4,12 +4,15 @@
 package layout
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"go/parser"
 	"go/token"
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -60,22 +63,31 @@ type pkg struct {
 	Deps       []string
 }
 
+// list is every package of the module, read once for both tests.
 func list(t *testing.T) []pkg {
+	pkgs, err := listOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkgs
+}
+
+var listOnce = sync.OnceValues(func() ([]pkg, error) {
 	out, err := exec.Command("go", "list", "-json", module+"...").Output()
 	if err != nil {
-		t.Fatalf("go list: %v", err)
+		return nil, fmt.Errorf("go list: %w", err)
 	}
 	var pkgs []pkg
-	for dec := json.NewDecoder(strings.NewReader(string(out))); dec.More(); {
+	for dec := json.NewDecoder(bytes.NewReader(out)); dec.More(); {
 		var p pkg
 		if err := dec.Decode(&p); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		p.ImportPath = strings.TrimPrefix(p.ImportPath, module)
 		pkgs = append(pkgs, p)
 	}
-	return pkgs
-}
+	return pkgs, nil
+})
 
 func TestImports(t *testing.T) {
 	for _, p := range list(t) {
