@@ -2,10 +2,12 @@ package bandwidth
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -28,12 +30,20 @@ func (e *env) peer(addrs ...string) *pod {
 	return e.addPod(addrs...)
 }
 
+// iperfRuns counts iperf's runs, each on a port of its own from 5201.
+var iperfRuns atomic.Int32
+
 // iperf measures a TCP stream between pod and the peer's address to, with
 // the pod sending (egress) or receiving (ingress, iperf3's -R), for secs
 // seconds after one to settle; it returns the received bits/s.
 func iperf(t *testing.T, pod, peer *pod, to string, ingress bool, secs int) float64 {
 	t.Helper()
-	srv := exec.Command("ip", "netns", "exec", peer.ns.Name, "iperf3", "-s", "-1", "--forceflush", "-B", to)
+	// A port per run: a one-off server (-1) outlives the client's results
+	// for a moment, and the next run's server on its port failed to bind.
+	port := fmt.Sprint(5200 + iperfRuns.Add(1))
+	srv := exec.Command("ip", "netns", "exec", peer.ns.Name, "iperf3", "-s", "-1", "--forceflush", "-B", to, "-p", port)
+	var stderr bytes.Buffer
+	srv.Stderr = &stderr
 	out, err := srv.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -43,9 +53,9 @@ func iperf(t *testing.T, pod, peer *pod, to string, ingress bool, secs int) floa
 	}
 	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
 	if !waitFor(bufio.NewScanner(out), "Server listening") {
-		t.Fatal("iperf3 server did not start")
+		t.Fatalf("iperf3 server did not start: %s", stderr.String())
 	}
-	args := []string{"iperf3", "-J", "-c", to, "-t", fmt.Sprint(secs), "-O", "1"}
+	args := []string{"iperf3", "-J", "-c", to, "-p", port, "-t", fmt.Sprint(secs), "-O", "1"}
 	if ingress {
 		args = append(args, "-R")
 	}
