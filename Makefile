@@ -10,7 +10,7 @@ SBIN     ?= /usr/local/bin
 # python3 is the demo's web server in a pod and its HTTP client; containerd and runc are the
 # node the CRI and kubelet tests run pods on; iperf3 the bandwidth plugin's shaped streams;
 # dbus-daemon the private bus of the firewall plugin's firewalld test).
-DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server time python3 iperf3 containerd runc dbus-daemon
+DEB_PKGS := iproute2 iptables nftables iputils-ping util-linux mount etcd-server time python3 iperf3 containerd runc dbus-daemon dnsmasq-base
 # What install-conf installs: the node's network. The other files of conf/
 # are examples; the lexically first conflist in $(CNI_CONF) is the one used.
 CONF_FILES ?= conf/10-cbr0.conflist
