@@ -22,7 +22,7 @@ func check(k *containerif.Checking, c *NetConf) error {
 	}
 	var cont netlink.Link
 	err = netns.Do(k.Args.Netns, func() error {
-		cont, err = k.Link(containerif.Want{Kind: isVeth, MAC: c.mac, MTU: c.MTU})
+		cont, err = k.Link(containerif.Want{Kind: containerif.IsVeth, MAC: c.mac, MTU: c.MTU})
 		return err
 	})
 	if err != nil {
@@ -43,13 +43,6 @@ func checkBridge(c *NetConf) (*netlink.Bridge, error) {
 		return nil, fmt.Errorf("bridge %q has MTU %d, the configuration says %d", c.BrName, br.MTU, c.MTU)
 	}
 	return br, nil
-}
-
-func isVeth(l netlink.Link) error {
-	if _, ok := l.(*netlink.Veth); !ok {
-		return fmt.Errorf("container interface %q is a %s, not a veth", l.Attrs().Name, l.Type())
-	}
-	return nil
 }
 
 // checkHostVeth finds, among the prevResult's host interfaces, the veth

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cnisuite/cni/pkg/containerif"
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/netfilter/masq"
 )
 
 // DefaultName is the bridge the plugin uses when the configuration names
@@ -36,7 +37,7 @@ type NetConf struct {
 
 	mac   net.HardwareAddr // chosen from CNI_ARGS, args and runtimeConfig
 	vlans []int            // vlanTrunk expanded, sorted, unique
-	masq  masqBackend      // what ADD masquerades with, when ipMasq is set
+	masq  masq.Backend     // what ADD masquerades with, when ipMasq is set
 }
 
 // VlanTrunk is one entry of vlanTrunk: an id, or a minID..maxID range.
@@ -56,7 +57,8 @@ func loadConf(stdin []byte, cniArgs string) (*NetConf, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	if err := c.chooseMasq(); err != nil {
+	var err error
+	if c.masq, err = masq.Choose(c.IPMasq, c.IPMasqBackend); err != nil {
 		return nil, err
 	}
 	vlans, err := expandTrunk(c.VlanTrunk)

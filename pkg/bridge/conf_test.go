@@ -31,9 +31,9 @@ func TestLoadConf(t *testing.T) {
 		{"ipam without container interface", `{` + base + `,"disableContainerInterface":true,"ipam":{"type":"host-local"}}`, "", 7, nil},
 		{"bad mtu", `{` + base + `,"mtu":20}`, "", 7, nil},
 		{"long bridge name", `{` + base + `,"bridge":"abcdefghijklmnop"}`, "", 7, nil},
-		{"nftables backend", `{` + base + `,"ipMasq":true,"ipMasqBackend":"nftables"}`, "", 0, func(c *NetConf) bool { return c.masq.name == "nftables" }},
-		{"unknown backend without ipMasq, as the reference", `{` + base + `,"ipMasqBackend":"ipfw"}`, "", 0, func(c *NetConf) bool { return c.masq.m == nil }},
-		{"iptables backend", `{` + base + `,"ipMasq":true,"ipMasqBackend":"iptables"}`, "", 0, func(c *NetConf) bool { return c.masq.name == "iptables" }},
+		{"nftables backend", `{` + base + `,"ipMasq":true,"ipMasqBackend":"nftables"}`, "", 0, func(c *NetConf) bool { return c.masq.Name == "nftables" }},
+		{"unknown backend without ipMasq, as the reference", `{` + base + `,"ipMasqBackend":"ipfw"}`, "", 0, func(c *NetConf) bool { return c.masq.Name == "" }},
+		{"iptables backend", `{` + base + `,"ipMasq":true,"ipMasqBackend":"iptables"}`, "", 0, func(c *NetConf) bool { return c.masq.Name == "iptables" }},
 		{"unknown backend", `{` + base + `,"ipMasq":true,"ipMasqBackend":"ipfw"}`, "", netconf.CodeUnsupportedField, nil},
 		{"empty backend", `{` + base + `,"ipMasq":true,"ipMasqBackend":""}`, "", netconf.CodeUnsupportedField, nil},
 		{"multicast mac", `{` + base + `,"runtimeConfig":{"mac":"01:00:5e:00:00:01"}}`, "", 7, nil},
@@ -74,8 +74,8 @@ func TestDefaultMasqBackend(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.masq.name != want {
-			t.Errorf("PATH with iptables-restore: %v; backend %q, want %q", dir == withIPT, c.masq.name, want)
+		if c.masq.Name != want {
+			t.Errorf("PATH with iptables-restore: %v; backend %q, want %q", dir == withIPT, c.masq.Name, want)
 		}
 	}
 }

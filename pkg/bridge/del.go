@@ -5,6 +5,7 @@ import (
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/containerif"
+	"github.com/cnisuite/cni/pkg/netfilter/masq"
 )
 
 // rulesTeardown is what the bridge's DEL removes besides the veth pair
@@ -17,7 +18,7 @@ func rulesTeardown(ctx context.Context, a *cniplugin.Args, c *NetConf) container
 		rules = append(rules, func() error { return spoofCheck(a, "", "").Teardown(ctx) })
 	}
 	if c.IPMasq {
-		rules = append(rules, masqTeardowns(ctx, attachment(c, a.ContainerID, a.IfName))...)
+		rules = append(rules, masq.Teardowns(ctx, attachment(c, a.ContainerID, a.IfName))...)
 	}
 	return containerif.Teardown{Also: rules}
 }
@@ -26,5 +27,5 @@ func rulesTeardown(ctx context.Context, a *cniplugin.Args, c *NetConf) container
 // in the valid-attachment list, in both backends. It sweeps even when
 // ipMasq is now off, since an earlier configuration may have created them.
 func gc(ctx context.Context, c *NetConf) error {
-	return gcMasq(ctx, c.Name, c.ValidList())
+	return masq.GCAll(ctx, c.Name, c.ValidList())
 }

@@ -55,3 +55,12 @@ func (k *Checking) Link(w Want) (netlink.Link, error) {
 	}
 	return l, link.CheckResult(l, k.Prev, k.Idx)
 }
+
+// IsVeth is Want.Kind for the plugins whose container interface is a veth
+// (bridge, ptp).
+func IsVeth(l netlink.Link) error {
+	if _, ok := l.(*netlink.Veth); !ok {
+		return fmt.Errorf("container interface %q is a %s, not a veth", l.Attrs().Name, l.Type())
+	}
+	return nil
+}
