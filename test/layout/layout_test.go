@@ -30,6 +30,7 @@ var plugins = []string{
 	"pkg/loopback",
 	"pkg/macvlan",
 	"pkg/portmap",
+	"pkg/ptp",
 	"pkg/tuning",
 }
 

@@ -64,12 +64,14 @@ func Choose(ipMasq bool, name *string) (Backend, error) {
 }
 
 // Setup masquerades the attachment's addresses and returns the undo,
-// which removes the rules again.
+// which removes the rules again. A Setup that fails removes what it made
+// before it failed (one family's rules when the other's failed).
 func (b Backend) Setup(ctx context.Context, a Attachment, addrs []netip.Prefix) (undo func() error, err error) {
+	undo = func() error { return b.m.Teardown(context.WithoutCancel(ctx), a) }
 	if err := b.m.Setup(ctx, a, addrs); err != nil {
-		return nil, fmt.Errorf("ipMasq (%s): %w", b.Name, err)
+		return nil, errors.Join(fmt.Errorf("ipMasq (%s): %w", b.Name, err), undo())
 	}
-	return func() error { return b.m.Teardown(context.WithoutCancel(ctx), a) }, nil
+	return undo, nil
 }
 
 // Teardowns are DEL's steps for ipMasq, one per backend: the attachment

@@ -1,5 +1,6 @@
 // Package masq masquerades what an interface plugin's attachment sends
-// outside its subnet (the bridge plugin's ipMasq), with two backends of one
+// outside its subnet (the ipMasq of the bridge and ptp plugins, and the
+// backend a configuration picks: backend.go), with two backends of one
 // API side by side: IPTables, the reference plugins' chain per attachment in
 // the nat table written with iptables-restore (iptables*.go, with a netlink
 // fast path for the DEL on iptables-nft), and NFTables, the reference's
