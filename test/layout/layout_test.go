@@ -31,6 +31,7 @@ var plugins = []string{
 	"pkg/macvlan",
 	"pkg/portmap",
 	"pkg/ptp",
+	"pkg/sbr",
 	"pkg/tuning",
 }
 
