@@ -25,6 +25,7 @@ var plugins = []string{
 	"pkg/bridge",
 	"pkg/firewall",
 	"pkg/flannel",
+	"pkg/hostdevice",
 	"pkg/ipam/hostlocal",
 	"pkg/ipam/static",
 	"pkg/loopback",
