@@ -31,8 +31,10 @@ func New() cniplugin.Plugin { return withSysfs("/sys") }
 // DPDK driver) under sys.
 func withSysfs(sys string) cniplugin.Plugin {
 	return containerif.New(containerif.Parts[*NetConf]{
-		Load:   loadConf,
-		Add:    func(ctx context.Context, t *containerif.Attach, c *NetConf) (*current.Result, error) { return add(ctx, t, c, sys) },
+		Load: loadConf,
+		Add: func(ctx context.Context, t *containerif.Attach, c *NetConf) (*current.Result, error) {
+			return add(ctx, t, c, sys)
+		},
 		Check:  func(k *containerif.Checking, c *NetConf) error { return check(k, c, sys) },
 		Del:    del,
 		Status: func(c *NetConf) error { return status(c, sys) },
@@ -57,24 +59,18 @@ func add(ctx context.Context, t *containerif.Attach, c *NetConf, sys string) (*c
 	if err != nil {
 		return nil, err
 	}
-	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
-	if ipam != nil {
-		res.IPs, res.Routes, res.DNS = ipam.IPs, ipam.Routes, ipam.DNS
-	}
 	if dev == nil {
-		res.Interfaces = []*current.Interface{{Name: t.Args.IfName, Sandbox: t.Args.Netns}}
+		res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Interfaces: []*current.Interface{{Name: t.Args.IfName, Sandbox: t.Args.Netns}}}
+		if ipam != nil {
+			res.IPs, res.Routes, res.DNS = ipam.IPs, ipam.Routes, containerif.DNS(c.DNS, ipam.DNS)
+		}
 		t.Args.Logger().Info("attached a DPDK device: IPAM only", "ips", len(res.IPs))
 		return res, nil
 	}
-	iface, err := t.Iface()
+	res, err := t.Finish(ipam, c.DNS, containerif.Options{})
 	if err != nil {
 		return nil, err
 	}
-	res.Interfaces = []*current.Interface{iface}
-	if err := t.Configure(res, containerif.Options{}); err != nil {
-		return nil, err
-	}
-	res.DNS = containerif.DNS(c.DNS, res.DNS)
 	t.Args.Logger().Info("attached", "device", dev.Attrs().Name, "ips", len(res.IPs))
 	return res, nil
 }

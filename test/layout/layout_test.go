@@ -31,6 +31,7 @@ var plugins = []string{
 	"pkg/loopback",
 	"pkg/macvlan",
 	"pkg/portmap",
+	"pkg/tap",
 	"pkg/tuning",
 }
 
