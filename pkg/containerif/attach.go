@@ -127,3 +127,23 @@ func (t *Attach) reserved(ctx context.Context, ipamType string, err error) error
 	})
 	return nil
 }
+
+// Finish ends the ADD of a plugin whose one interface is CNI_IFNAME in the
+// container, once it exists and IPAM ran: the result lists it with IPAM's
+// addresses and routes (ipam nil: none), the interface is configured from
+// it (Configure), and the result carries the DNS of conf or IPAM (DNS).
+func (t *Attach) Finish(ipam *current.Result, conf types.DNS, o Options) (*current.Result, error) {
+	iface, err := t.Iface()
+	if err != nil {
+		return nil, err
+	}
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Interfaces: []*current.Interface{iface}}
+	if ipam != nil {
+		res.IPs, res.Routes, res.DNS = ipam.IPs, ipam.Routes, ipam.DNS
+	}
+	if err := t.Configure(res, o); err != nil {
+		return nil, err
+	}
+	res.DNS = DNS(conf, res.DNS)
+	return res, nil
+}

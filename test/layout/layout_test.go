@@ -25,6 +25,7 @@ var plugins = []string{
 	"pkg/bridge",
 	"pkg/firewall",
 	"pkg/flannel",
+	"pkg/hostdevice",
 	"pkg/ipam/hostlocal",
 	"pkg/ipam/static",
 	"pkg/loopback",
@@ -32,6 +33,7 @@ var plugins = []string{
 	"pkg/portmap",
 	"pkg/ptp",
 	"pkg/sbr",
+	"pkg/tap",
 	"pkg/tuning",
 }
 
