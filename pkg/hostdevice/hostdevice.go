@@ -20,7 +20,6 @@ import (
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/containerif"
-	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/netns"
 )
 
@@ -35,9 +34,11 @@ func withSysfs(sys string) cniplugin.Plugin {
 		Add: func(ctx context.Context, t *containerif.Attach, c *NetConf) (*current.Result, error) {
 			return add(ctx, t, c, sys)
 		},
-		Check:  func(k *containerif.Checking, c *NetConf) error { return check(k, c, sys) },
-		Del:    del,
-		Status: func(c *NetConf) error { return status(c, sys) },
+		Check: func(k *containerif.Checking, c *NetConf) error { return check(k, c, sys) },
+		Del:   del,
+		// No Status part: STATUS is IPAM's alone, as the reference's. The
+		// device is absent from the node while lent to a pod, and a failed
+		// STATUS marks the runtime's network, and so the node, not ready.
 	})
 }
 
@@ -102,18 +103,4 @@ func check(k *containerif.Checking, c *NetConf, sys string) error {
 // deleted (Unlink).
 func del(_ context.Context, a *cniplugin.Args, _ *NetConf) containerif.Teardown {
 	return containerif.Teardown{Unlink: func() error { return giveBack(a) }}
-}
-
-// status is host-device's part of STATUS: a device named in the
-// configuration must be in the node's namespace (code 50 otherwise: it may
-// be lent to a pod). One named by the runtime's deviceID is the runtime's
-// to check.
-func status(c *NetConf, sys string) error {
-	if c.Device == "" && c.HWAddr == "" && c.KernelPath == "" && c.PCIAddr == "" {
-		return nil
-	}
-	if _, err := c.find(sys); err != nil {
-		return netconf.Errorf(netconf.CodeUnavailable, "host-device cannot attach a pod: %w", err)
-	}
-	return nil
 }
