@@ -31,6 +31,15 @@ func validConf(t *testing.T, plugin, dataDir string) map[string]any {
 	case "macvlan":
 		conf["master"] = macvlanMaster
 		conf["ipam"] = ipam
+	case "ptp", "tap":
+		conf["ipam"] = ipam
+	case "host-device":
+		conf["device"] = hostDevice
+		conf["ipam"] = ipam
+	case "sbr":
+		conf["prevResult"] = map[string]any{"cniVersion": "1.1.0",
+			"interfaces": []any{map[string]any{"name": "eth0", "sandbox": "pod"}},
+			"ips":        []any{map[string]any{"address": "10.99.0.5/24", "gateway": "10.99.0.1", "interface": 0}}}
 	case "flannel":
 		flannelValidConf(t, conf, dataDir)
 	case "bandwidth":
@@ -93,18 +102,40 @@ func portmapMapping(hostPort int) map[string]any {
 // macvlanMaster is the node link that validConf gives macvlan as master.
 const macvlanMaster = "e2emaster"
 
+// hostDevice is the node link that validConf lends the pod with host-device.
+const hostDevice = "e2edev"
+
 // prepare gives the sandbox what plugin's validConf refers to: macvlan needs
-// its master (a bridge: Ethernet, and unseen by clean's veth check), tuning
-// the pod's eth0 (a veth pair inside the pod), as a chain before it leaves.
+// its master (a bridge: Ethernet, and unseen by clean's veth check),
+// host-device a device (a tap: movable, and unseen by clean), tuning and sbr
+// the pod's eth0 (a veth pair inside the pod), as a chain before them leaves
+// it; sbr routes from its address, so eth0 has it, up.
 func (s *sandbox) prepare(t *testing.T, plugin string) {
 	t.Helper()
 	switch {
 	case !s.privileged():
 	case plugin == "macvlan":
 		s.node.Run(t, "ip", "link", "add", macvlanMaster, "type", "bridge")
-	case plugin == "tuning":
+	case plugin == "host-device":
+		s.node.Run(t, "ip", "tuntap", "add", hostDevice, "mode", "tap")
+	case plugin == "tuning" || plugin == "sbr":
 		s.pod.Run(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer")
 		s.podLinks = append(s.podLinks, "eth0", "eth0peer")
+		if plugin == "sbr" {
+			s.pod.Run(t, "ip", "addr", "add", "10.99.0.5/24", "dev", "eth0")
+			s.pod.Run(t, "ip", "link", "set", "eth0", "up")
+			s.pod.Run(t, "ip", "link", "set", "eth0peer", "up")
+		}
+	}
+}
+
+// renew gives back what plugin took from the sandbox and a runtime makes
+// anew for each pod: sbr moves eth0's routes out of the main table, and its
+// DEL leaves them to the interface's removal.
+func (s *sandbox) renew(t *testing.T, plugin string) {
+	t.Helper()
+	if s.privileged() && plugin == "sbr" {
+		s.pod.Run(t, "ip", "route", "replace", "10.99.0.0/24", "dev", "eth0", "src", "10.99.0.5")
 	}
 }
 

@@ -63,6 +63,7 @@ func TestSpecVersions(t *testing.T) {
 					if prev, ok := conf["prevResult"].(map[string]any); ok {
 						prev["cniVersion"] = v // a runtime gives the prevResult the configuration's version
 					}
+					sb.renew(t, plugin)
 					runAtVersion(t, sb, plugin, conf)
 					sb.clean(t)
 					if r := reservations(t, dataDir, "e2e"); len(r) != 0 {
