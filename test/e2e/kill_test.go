@@ -133,6 +133,12 @@ var killChains = []killChain{
 		plugins: func(r *killRig) []any {
 			return []any{bridgeConf(r), map[string]any{"type": "firewall", "backend": "iptables"}}
 		}},
+	{name: "ptp+sbr", veths: true, iptables: true,
+		plugins: func(r *killRig) []any {
+			return []any{map[string]any{"type": "ptp", "ipMasq": true, "ipam": hostLocal(r)}, map[string]any{"type": "sbr"}}
+		}},
+	{name: "tap",
+		plugins: func(r *killRig) []any { return []any{map[string]any{"type": "tap", "ipam": hostLocal(r)}} }},
 	{name: "macvlan",
 		plugins: func(r *killRig) []any {
 			return []any{map[string]any{"type": "macvlan", "master": "killul0", "mode": "bridge", "ipam": hostLocal(r)}}
