@@ -76,6 +76,17 @@ func repoConflist(repo, name, dataDir string) (map[string]any, error) {
 	return c, nil
 }
 
+// ptpConf is ptp with ipMasq over host-local: a routed pod as cloud CNIs
+// make them.
+func ptpConf(dataDir string) map[string]any {
+	return map[string]any{"type": "ptp", "ipMasq": true, "ipam": hostLocalIPAM("10.247.0.0/16", dataDir)}
+}
+
+// hostLocalIPAM is host-local over one subnet, its state in dataDir.
+func hostLocalIPAM(subnet, dataDir string) map[string]any {
+	return map[string]any{"type": "host-local", "ranges": []any{[]any{map[string]any{"subnet": subnet}}}, "dataDir": dataDir}
+}
+
 // portMappings are the two hostPort mappings of pod i: one TCP, one UDP (the
 // reference flushes conntrack for UDP), on ports no other pod uses.
 func portMappings(pod int) map[string]any {
@@ -149,12 +160,7 @@ func scenarios() []scenario {
 		bins:  []string{"macvlan", "host-local"},
 		conf: func(_, dataDir string) (map[string]any, error) {
 			return conflist(map[string]any{
-				"type": "macvlan", "master": macvlanMaster, "mode": "bridge",
-				"ipam": map[string]any{
-					"type":    "host-local",
-					"ranges":  []any{[]any{map[string]any{"subnet": "10.245.1.0/24"}}},
-					"dataDir": dataDir,
-				},
+				"type": "macvlan", "master": macvlanMaster, "mode": "bridge", "ipam": hostLocalIPAM("10.245.1.0/24", dataDir),
 			}), nil
 		},
 		setup:  setupMaster,
@@ -203,5 +209,27 @@ func scenarios() []scenario {
 			return conflist(flannelBridge(dataDir), map[string]any{"type": "firewall", "backend": "iptables"}), nil
 		},
 		target: targets{add: 0.5, del: 0.5},
+	}, {
+		name:   "ptp+host-local",
+		about:  "ptp with ipMasq (iptables), IPAM host-local 10.247.0.0/16: a routed veth pair per pod, no bridge",
+		bins:   []string{"ptp", "host-local"},
+		conf:   func(_, dataDir string) (map[string]any, error) { return conflist(ptpConf(dataDir)), nil },
+		target: targets{add: 0.5},
+	}, {
+		name:  "ptp+host-local+sbr",
+		about: "the ptp+host-local configuration chained with sbr: a routing table and a rule per pod address",
+		bins:  []string{"ptp", "host-local", "sbr"},
+		conf: func(_, dataDir string) (map[string]any, error) {
+			return conflist(ptpConf(dataDir), map[string]any{"type": "sbr"}), nil
+		},
+		target: targets{add: 0.5},
+	}, {
+		name:  "tap+host-local",
+		about: "tap, multi-queue, IPAM host-local 10.248.0.0/16: a persistent tap in each pod",
+		bins:  []string{"tap", "host-local"},
+		conf: func(_, dataDir string) (map[string]any, error) {
+			return conflist(map[string]any{"type": "tap", "multiQueue": true, "ipam": hostLocalIPAM("10.248.0.0/16", dataDir)}), nil
+		},
+		target: targets{add: 0.5},
 	}, flannelScenario(), hostLocalScenario(10, targets{}), hostLocalScenario(1000, targets{add: 0.5, del: 0.5})}
 }
