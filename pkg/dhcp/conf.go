@@ -30,6 +30,8 @@ type netConf struct {
 	netconf.Base
 	// Shadows Base.IPAM (a shallower field wins in encoding/json).
 	IPAM *ipamConf `json:"ipam"`
+
+	opts []dhcpv4.Option // what every message of the attachment carries
 }
 
 // ipamConf holds the reference dhcp plugin's keys.
@@ -95,8 +97,9 @@ func (c *netConf) socketPath() string {
 	return c.IPAM.DaemonSocketPath
 }
 
-// load reads and checks the configuration.
-func load(stdin []byte) (*netConf, error) {
+// load reads and checks the configuration, and the options it gives with
+// cniArgs (CNI_ARGS, for the options' fromArg).
+func load(stdin []byte, cniArgs string) (*netConf, error) {
 	c := &netConf{}
 	if err := netconf.Load(stdin, c); err != nil {
 		return nil, err
@@ -107,8 +110,14 @@ func load(stdin []byte) (*netConf, error) {
 	if p := c.IPAM.DaemonSocketPath; p != "" && !filepath.IsAbs(p) {
 		return nil, netconf.Invalid("ipam.daemonSocketPath %q is not an absolute path; give the daemon's -socketpath, e.g. %s", p, DefaultSocketPath)
 	}
-	_, err := c.options(nil)
-	return c, err
+	args, err := netconf.ParseArgs(cniArgs)
+	if err != nil {
+		return nil, err
+	}
+	if c.opts, err = c.options(args); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // options are the DHCP options every message of this attachment carries:

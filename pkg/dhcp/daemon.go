@@ -135,7 +135,7 @@ func (d *Daemon) Allocate(req *Request, res *current.Result) error {
 }
 
 func (d *Daemon) allocate(req *Request, res *current.Result) error {
-	c, err := load(req.StdinData)
+	c, err := load(req.StdinData, req.Args)
 	if err != nil {
 		return err
 	}
@@ -161,15 +161,8 @@ func (d *Daemon) newLease(c *netConf, req *Request, id string) (*lease, error) {
 	if req.Netns == "" {
 		return nil, netconf.Errorf(netconf.CodeInvalidEnv, "CNI_NETNS is empty: the DHCP client runs in the pod's network namespace")
 	}
-	args, err := netconf.ParseArgs(req.Args)
-	if err != nil {
-		return nil, err
-	}
 	l := &lease{record: record{ClientID: id, ContainerID: req.ContainerID, Network: c.Name, IfName: req.IfName,
-		Netns: d.o.HostPrefix + req.Netns, Conf: req.StdinData, Args: req.Args}}
-	if l.opts, err = c.options(args); err != nil {
-		return nil, err
-	}
+		Netns: d.o.HostPrefix + req.Netns, Conf: req.StdinData, Args: req.Args}, opts: c.opts}
 	if err := d.acquire(d.ctx, l); err != nil {
 		return nil, err
 	}
@@ -185,7 +178,7 @@ func (d *Daemon) newLease(c *netConf, req *Request, id string) (*lease, error) {
 
 // Check returns the attachment's lease; without one it is code 3.
 func (d *Daemon) Check(req *Request, res *current.Result) error {
-	c, err := load(req.StdinData)
+	c, err := load(req.StdinData, req.Args)
 	if err != nil {
 		return rpcError(err)
 	}
@@ -206,7 +199,7 @@ func (d *Daemon) Check(req *Request, res *current.Result) error {
 // Release stops renewing the attachment's lease and releases it; without
 // one there is nothing to do.
 func (d *Daemon) Release(req *Request, _ *struct{}) error {
-	c, err := load(req.StdinData)
+	c, err := load(req.StdinData, req.Args)
 	if err != nil {
 		return rpcError(err)
 	}
@@ -216,7 +209,7 @@ func (d *Daemon) Release(req *Request, _ *struct{}) error {
 // GC releases the leases of the configuration's network whose attachment
 // is not in its valid list.
 func (d *Daemon) GC(req *Request, _ *struct{}) error {
-	c, err := load(req.StdinData)
+	c, err := load(req.StdinData, req.Args)
 	if err != nil {
 		return rpcError(err)
 	}

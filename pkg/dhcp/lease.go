@@ -65,19 +65,11 @@ func (r record) decode() (*lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("its ACK: %w", err)
 	}
-	c, err := load(r.Conf)
+	c, err := load(r.Conf, r.Args)
 	if err != nil {
 		return nil, err
 	}
-	args, err := netconf.ParseArgs(r.Args)
-	if err != nil {
-		return nil, err
-	}
-	opts, err := c.options(args)
-	if err != nil {
-		return nil, err
-	}
-	return &lease{record: r, dhcp: &nclient4.Lease{Offer: offer, ACK: ack, CreationTime: r.Acquired}, opts: opts}, nil
+	return &lease{record: r, dhcp: &nclient4.Lease{Offer: offer, ACK: ack, CreationTime: r.Acquired}, opts: c.opts}, nil
 }
 
 // commit takes a new ACK as the lease's.

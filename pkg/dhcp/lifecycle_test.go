@@ -1,12 +1,15 @@
 package dhcp
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"testing"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/cnisuite/cni/pkg/cniplugin"
 )
 
 // add runs ADD and returns the address the server leased.
@@ -43,6 +46,12 @@ func TestLifecycle(t *testing.T) {
 	}
 	if e.leases()[ip] == "" {
 		t.Fatalf("the server lists no lease of %s: %v", ip, e.leases())
+	}
+	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0"} {
+		var out bytes.Buffer
+		if err := cniplugin.PrintResult(&out, r, v); err != nil || !strings.Contains(out.String(), ip) || !strings.Contains(out.String(), `"cniVersion": "`+v+`"`) {
+			t.Errorf("the result at %s: %v\n%s", v, err, out.String())
+		}
 	}
 	again := e.add("c1", conf)
 	if !again.IPs[0].Address.IP.Equal(r.IPs[0].Address.IP) {
@@ -91,6 +100,20 @@ func TestDelAfterNetnsGone(t *testing.T) {
 	e.pod.Delete(t)
 	e.del("c1", conf)
 	e.waitLeases("DEL after the netns is gone releases", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
+}
+
+// TestReleaseFromPod: when the node cannot reach the server, DEL sends
+// the release through the pod's interface, which holds the leased address
+// (the interface plugin's IPAM DEL runs before it deletes the interface).
+func TestReleaseFromPod(t *testing.T) {
+	e := newEnv(t)
+	conf := e.conf("1.1.0", nil)
+	r := e.add("c1", conf)
+	ip := r.IPs[0].Address.IP.String()
+	e.pod.Run(t, "ip", "addr", "add", r.IPs[0].Address.String(), "dev", "eth0")
+	e.node.Run(t, "ip", "addr", "flush", "dev", "br0")
+	e.del("c1", conf)
+	e.waitLeases("DEL releases through the pod's interface", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
 }
 
 // TestGC: GC releases the leases of this network not in the valid list.

@@ -37,11 +37,11 @@ type Request struct {
 
 // handshakeTimeout bounds the dial and the daemon's answer to it: a live
 // daemon answers at once, a stopped or hung one must not hang the runtime.
-const handshakeTimeout = 10 * time.Second
+var handshakeTimeout = 10 * time.Second
 
 // Add asks the daemon for a lease on CNI_IFNAME in CNI_NETNS.
 func (Plugin) Add(_ context.Context, a *cniplugin.Args) (types.Result, error) {
-	c, err := load(a.StdinData)
+	c, err := load(a.StdinData, a.Args)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +56,7 @@ func (Plugin) Add(_ context.Context, a *cniplugin.Args) (types.Result, error) {
 // Check asks the daemon for the attachment's lease and compares its
 // address with the prevResult's.
 func (Plugin) Check(_ context.Context, a *cniplugin.Args) error {
-	c, err := load(a.StdinData)
+	c, err := load(a.StdinData, a.Args)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func (Plugin) Check(_ context.Context, a *cniplugin.Args) error {
 
 // Del has the daemon release the lease; without one it is a success.
 func (Plugin) Del(_ context.Context, a *cniplugin.Args) error {
-	c, err := load(a.StdinData)
+	c, err := load(a.StdinData, a.Args)
 	if err != nil {
 		return err
 	}
@@ -92,7 +92,7 @@ func (Plugin) Del(_ context.Context, a *cniplugin.Args) error {
 // GC has the daemon release the leases of this network whose attachment
 // is not in the valid list.
 func (Plugin) GC(_ context.Context, a *cniplugin.Args) error {
-	c, err := load(a.StdinData)
+	c, err := load(a.StdinData, a.Args)
 	if err != nil {
 		return err
 	}
@@ -101,7 +101,7 @@ func (Plugin) GC(_ context.Context, a *cniplugin.Args) error {
 
 // Status is ready when the daemon answers on its socket.
 func (Plugin) Status(_ context.Context, a *cniplugin.Args) error {
-	c, err := load(a.StdinData)
+	c, err := load(a.StdinData, a.Args)
 	if err != nil {
 		return err
 	}
