@@ -34,6 +34,7 @@ type env struct {
 	pod       *netnstest.NS
 	dir       string // sockets, state, the lease file
 	daemon    *exec.Cmd
+	server    *exec.Cmd
 	logs      *testutil.SyncBuffer
 }
 
@@ -79,17 +80,18 @@ func (e *env) startServer() {
 		"--dhcp-option=option:router,10.77.0.1",
 		"--dhcp-option=option:T1,"+strconv.Itoa(renewSecs), "--dhcp-option=option:T2,"+strconv.Itoa(2*renewSecs),
 		"--dhcp-leasefile="+e.leaseFile(), "--pid-file="+filepath.Join(e.dir, "dnsmasq.pid"))
+	e.server = cmd
 	e.start(cmd, "started, version", nil)
 }
 
 // startDaemon runs `dhcp daemon` in the node namespace and waits until it
-// serves.
-func (e *env) startDaemon() {
+// serves; flags come after the tests' defaults.
+func (e *env) startDaemon(flags ...string) {
 	bin := testutil.Plugins(e.t, "plugins/ipam/dhcp")
 	e.logs = &testutil.SyncBuffer{}
-	e.daemon = exec.Command("ip", "netns", "exec", e.node.Name, bin+"/dhcp", "daemon",
-		"-socketpath", e.socket(), "-statedir", filepath.Join(e.dir, "state"),
-		"-timeout", "1s", "-resendtimeout", "15s", "-loglevel", "debug")
+	args := []string{"netns", "exec", e.node.Name, bin + "/dhcp", "daemon", "-socketpath", e.socket(), "-statedir", filepath.Join(e.dir, "state"),
+		"-timeout", "1s", "-resendtimeout", "15s", "-loglevel", "debug"}
+	e.daemon = exec.Command("ip", append(args, flags...)...)
 	e.start(e.daemon, "serving", e.logs)
 }
 

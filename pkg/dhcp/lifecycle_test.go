@@ -3,13 +3,16 @@ package dhcp
 import (
 	"bytes"
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/cnisuite/cni/internal/proc"
 	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/netconf"
 )
 
 // add runs ADD and returns the address the server leased.
@@ -114,6 +117,27 @@ func TestReleaseFromPod(t *testing.T) {
 	e.node.Run(t, "ip", "addr", "flush", "dev", "br0")
 	e.del("c1", conf)
 	e.waitLeases("DEL releases through the pod's interface", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
+}
+
+// TestNoServer: an ADD that no server answers fails with code 11 once the
+// daemon's -resendtimeout is over, and leaves no lease behind, saved or held.
+func TestNoServer(t *testing.T) {
+	e := newEnv(t)
+	e.stopDaemon()
+	e.startDaemon("-resendtimeout", "2s")
+	proc.Stop(e.server, 5*time.Second)
+	conf := e.conf("1.1.0", nil)
+	_, err := Plugin{}.Add(context.Background(), e.args("ADD", "c1", conf))
+	if ce := cniplugin.ToCNIError(err); ce == nil || ce.Code != netconf.CodeTryAgainLater || !strings.Contains(ce.Msg, "resendtimeout") {
+		t.Fatalf("ADD without a server: %v, want code 11 naming -resendtimeout", ce)
+	}
+	if saved, _ := filepath.Glob(filepath.Join(e.dir, "state", "*")); len(saved) > 0 {
+		t.Errorf("a failed ADD left %v", saved)
+	}
+	err = Plugin{}.Check(context.Background(), e.args("CHECK", "c1", withPrev(t, conf, &current.Result{CNIVersion: "1.1.0"})))
+	if ce := cniplugin.ToCNIError(err); ce == nil || ce.Code != netconf.CodeUnknownContainer {
+		t.Errorf("CHECK after a failed ADD: %v, want code 3", ce)
+	}
 }
 
 // TestGC: GC releases the leases of this network not in the valid list.
