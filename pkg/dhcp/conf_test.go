@@ -130,3 +130,11 @@ func TestDaemonDown(t *testing.T) {
 		t.Errorf("ADD against a daemon that does not answer: %v after %s, want code 50 within the timeout", err, time.Since(start))
 	}
 }
+
+// FuzzLoad: no configuration or CNI_ARGS makes load panic.
+func FuzzLoad(f *testing.F) {
+	f.Add([]byte(`{"cniVersion": "1.1.0", "name": "n", "type": "bridge", "ipam": {"type": "dhcp", "provide": [{"option": "host-name", "fromArg": "K"}], "request": [{"option": 121, "skipDefault": true}]}}`), "K=v")
+	f.Fuzz(func(t *testing.T, conf []byte, args string) {
+		_, _ = load(conf, args)
+	})
+}

@@ -79,6 +79,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	srv := rpc.NewServer()
 	if err := srv.RegisterName("DHCP", d); err != nil {
+		l.Close()
 		return err
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: handshakeTimeout}
@@ -186,7 +187,7 @@ func (d *Daemon) Check(req *Request, res *current.Result) error {
 	if l == nil {
 		return rpcError(netconf.Errorf(netconf.CodeUnknownContainer, "the DHCP daemon holds no lease for %s/%s; run ADD again", req.ContainerID, req.IfName))
 	}
-	if _, _, expire := l.times(); time.Now().After(expire) {
+	if _, expire := l.times(); time.Now().After(expire) {
 		return rpcError(fmt.Errorf("the lease of %s/%s expired at %s and could not be renewed; check the DHCP server", req.ContainerID, req.IfName, expire))
 	}
 	r, err := l.result(c.IPAM.Priority)

@@ -80,16 +80,14 @@ func (l *lease) commit(nl *nclient4.Lease) {
 	l.Offer, l.ACK, l.Acquired = nl.Offer.ToBytes(), nl.ACK.ToBytes(), nl.CreationTime
 }
 
-// times are the lease's renewal (T1), rebinding (T2) and expiry times, the
-// defaults RFC 2131's.
-func (l *lease) times() (renew, rebind, expire time.Time) {
+// times are the lease's renewal time (T1, by default half the lease) and
+// its expiry.
+func (l *lease) times() (renew, expire time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ack := l.dhcp.ACK
 	total := ack.IPAddressLeaseTime(defaultLeaseTime)
-	return l.Acquired.Add(ack.IPAddressRenewalTime(total / 2)),
-		l.Acquired.Add(ack.IPAddressRebindingTime(total * 85 / 100)),
-		l.Acquired.Add(total)
+	return l.Acquired.Add(ack.IPAddressRenewalTime(total / 2)), l.Acquired.Add(total)
 }
 
 // modifiers are what every message of the lease carries: the client ID
@@ -249,7 +247,7 @@ func (d *Daemon) renew(ctx context.Context, l *lease) error {
 // may be handed to another client.
 func (d *Daemon) maintain(ctx context.Context, l *lease, log *slog.Logger) {
 	defer close(l.done)
-	next, _, _ := l.times()
+	next, _ := l.times()
 	for {
 		select {
 		case <-ctx.Done():
@@ -257,10 +255,10 @@ func (d *Daemon) maintain(ctx context.Context, l *lease, log *slog.Logger) {
 		case <-time.After(time.Until(next)):
 		}
 		err := d.renew(ctx, l)
-		_, _, expire := l.times()
+		_, expire := l.times()
 		switch {
 		case err == nil:
-			next, _, _ = l.times()
+			next, _ = l.times()
 			log.Info("lease renewed", "address", l.dhcp.ACK.YourIPAddr, "expires", expire)
 			if err := d.save(l); err != nil {
 				log.Error("saving the renewed lease", "err", err)
@@ -311,6 +309,9 @@ func (d *Daemon) release(l *lease) error {
 		return fmt.Errorf("building the DHCPRELEASE: %w", err)
 	}
 	server := &net.UDPAddr{IP: l.dhcp.ACK.ServerIdentifier(), Port: dhcpv4.ServerPort}
+	if server.IP == nil {
+		return errors.New("the server's ACK has no server identifier (option 54) to send the DHCPRELEASE to")
+	}
 	send := func() error { return sendTo(server, msg.ToBytes()) }
 	if err := netns.Do(l.Netns, send); err == nil {
 		return nil

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -72,6 +73,31 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
+// TestKeys: provide's fromArg reaches the server (dnsmasq records the
+// host name the client sends) and priority is the routes' metric.
+func TestKeys(t *testing.T) {
+	e := newEnv(t)
+	conf := e.conf("1.0.0", map[string]any{"priority": 50, "provide": []map[string]string{{"option": "host-name", "fromArg": "K8S_POD_NAME"}},
+		"request": []map[string]any{{"option": "subnet-mask"}, {"option": 3}}})
+	a := e.args("ADD", "c1", conf)
+	a.Args = "IgnoreUnknown=1;K8S_POD_NAME=web-0"
+	res, err := Plugin{}.Add(context.Background(), a)
+	if err != nil {
+		t.Fatalf("ADD: %v\n%s", err, e.logs.String())
+	}
+	r := res.(*current.Result)
+	if len(r.Routes) != 1 || r.Routes[0].Priority != 50 {
+		t.Errorf("routes %v, want one of priority 50", r.Routes)
+	}
+	b, _ := os.ReadFile(e.leaseFile())
+	if !strings.Contains(string(b), r.IPs[0].Address.IP.String()+" web-0 ") {
+		t.Errorf("the server's leases do not name the host web-0:\n%s", b)
+	}
+	if err := (Plugin{}).Status(context.Background(), a); err != nil {
+		t.Errorf("STATUS with the daemon up: %v", err)
+	}
+}
+
 // TestRenewal: the daemon renews at T1, so the server's expiry moves on.
 func TestRenewal(t *testing.T) {
 	e := newEnv(t)
@@ -88,6 +114,9 @@ func TestRestart(t *testing.T) {
 	ip := e.add("c1", conf).IPs[0].Address.IP.String()
 	e.stopDaemon()
 	stopped := e.leases()[ip]
+	if stopped == "" {
+		t.Fatalf("stopping the daemon released the lease of %s", ip)
+	}
 	e.startDaemon()
 	e.waitLeases("the restarted daemon renews", 3*renewSecs*time.Second, func(l map[string]string) bool { return l[ip] > stopped })
 	e.del("c1", conf)
