@@ -12,6 +12,7 @@ import (
 	"net/rpc"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -179,6 +180,9 @@ func fromDaemon(method string, err error) error {
 	var de daemonError
 	if json.Unmarshal([]byte(se), &de) == nil && de.Code != 0 {
 		return &netconf.Error{Code: de.Code, Msg: de.Msg}
+	}
+	if strings.Contains(string(se), "can't find method") {
+		return fmt.Errorf("the DHCP daemon has no %s: the reference plugins' daemon answers ADD and DEL only; run this suite's `dhcp daemon`", method)
 	}
 	return fmt.Errorf("the DHCP daemon's %s: %s", method, string(se))
 }
