@@ -61,39 +61,36 @@ func Run(ctx context.Context, o Options) error {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	d := &Daemon{o: o, ctx: ctx, leases: map[string]*lease{}}
+	srv := rpc.NewServer()
+	if err := srv.RegisterName("DHCP", d); err != nil {
+		return err
+	}
 	l, err := listen(o.HostPrefix + o.SocketPath)
 	if err != nil {
 		return err
 	}
+	defer l.Close() // also on the paths that never serve; a second close is harmless
 	if o.PidFile != "" {
 		if err := writePid(o.PidFile); err != nil {
-			l.Close()
 			return err
 		}
 		defer os.Remove(o.PidFile)
 	}
-	d := &Daemon{o: o, ctx: ctx, leases: map[string]*lease{}}
 	if err := d.restore(); err != nil {
-		l.Close()
 		return err
 	}
-	srv := rpc.NewServer()
-	if err := srv.RegisterName("DHCP", d); err != nil {
-		l.Close()
-		return err
-	}
+	defer d.stopAll()
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: handshakeTimeout}
 	go func() {
 		<-ctx.Done()
 		_ = hs.Close()
 	}()
 	o.Log.Info("serving", "socket", o.HostPrefix+o.SocketPath, "leases", len(d.leases))
-	err = hs.Serve(l)
-	d.stopAll()
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+	if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
 	}
-	return err
+	return nil
 }
 
 // listen takes the socket systemd passes (cni-dhcp.socket), else makes one.

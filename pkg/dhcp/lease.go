@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -90,22 +89,24 @@ func (l *lease) times() (renew, expire time.Time) {
 	return l.Acquired.Add(ack.IPAddressRenewalTime(total / 2)), l.Acquired.Add(total)
 }
 
-// modifiers are what every message of the lease carries: the client ID
-// (type 0, as the reference sends it), the configured options and, with
-// -broadcast, the flag asking the server to broadcast its answers.
+// modifiers are what every message of the lease carries: the client ID,
+// the configured options and, with -broadcast, the flag asking the server
+// to broadcast its answers.
 func (l *lease) modifiers(broadcast bool) []dhcpv4.Modifier {
-	mods := []dhcpv4.Modifier{
-		dhcpv4.WithOption(dhcpv4.OptClientIdentifier(append([]byte{0}, l.ClientID...))),
-		func(d *dhcpv4.DHCPv4) {
-			for _, o := range l.opts {
-				d.Options.Update(o)
-			}
-		},
-	}
+	mods := []dhcpv4.Modifier{l.idOption(), func(d *dhcpv4.DHCPv4) {
+		for _, o := range l.opts {
+			d.Options.Update(o)
+		}
+	}}
 	if broadcast {
 		mods = append(mods, dhcpv4.WithBroadcast(true))
 	}
 	return mods
+}
+
+// idOption is the client identifier option, of type 0 as the reference sends it.
+func (l *lease) idOption() dhcpv4.Modifier {
+	return dhcpv4.WithOption(dhcpv4.OptClientIdentifier(append([]byte{0}, l.ClientID...)))
 }
 
 // result is the lease as a CNI result: the address, the gateway and the
@@ -282,7 +283,7 @@ func (d *Daemon) maintain(ctx context.Context, l *lease, log *slog.Logger) {
 // gone says whether err means the lease's namespace or interface no longer exists.
 func gone(err error) bool {
 	var nf netlink.LinkNotFoundError
-	return errors.Is(err, netns.ErrGone) || errors.As(err, &nf) || errors.Is(err, syscall.ENODEV)
+	return errors.Is(err, netns.ErrGone) || errors.As(err, &nf)
 }
 
 func (d *Daemon) down(l *lease, log *slog.Logger) {
@@ -304,7 +305,7 @@ func (d *Daemon) down(l *lease, log *slog.Logger) {
 // The server knows the lease by the client ID and hardware address in the
 // message, not by where it came from.
 func (d *Daemon) release(l *lease) error {
-	msg, err := dhcpv4.NewReleaseFromACK(l.dhcp.ACK, l.modifiers(false)[0])
+	msg, err := dhcpv4.NewReleaseFromACK(l.dhcp.ACK, l.idOption())
 	if err != nil {
 		return fmt.Errorf("building the DHCPRELEASE: %w", err)
 	}
