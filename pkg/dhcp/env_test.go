@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"io"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,7 +35,7 @@ type env struct {
 	dir       string // sockets, state, the lease file
 	daemon    *exec.Cmd
 	server    *exec.Cmd
-	logs      *testutil.SyncBuffer
+	logs      *testutil.SyncBuffer // dnsmasq's and the daemon's stderr
 }
 
 const (
@@ -50,7 +50,7 @@ func newEnv(t *testing.T) *env {
 	if _, err := os.Stat("/usr/sbin/dnsmasq"); err != nil {
 		t.Skip("needs dnsmasq (Debian's dnsmasq-base)")
 	}
-	e := &env{t: t, node: netnstest.New(t, "dh-node"), srv: netnstest.New(t, "dh-srv"), pod: netnstest.New(t, "dh-pod"), dir: t.TempDir()}
+	e := &env{t: t, node: netnstest.New(t, "dh-node"), srv: netnstest.New(t, "dh-srv"), pod: netnstest.New(t, "dh-pod"), dir: t.TempDir(), logs: &testutil.SyncBuffer{}}
 	e.node.Run(t, "ip", "link", "add", "br0", "type", "bridge")
 	e.node.Run(t, "ip", "addr", "add", "10.77.0.2/24", "dev", "br0")
 	e.node.Run(t, "ip", "link", "set", "br0", "up")
@@ -81,18 +81,17 @@ func (e *env) startServer() {
 		"--dhcp-option=option:T1,"+strconv.Itoa(renewSecs), "--dhcp-option=option:T2,"+strconv.Itoa(2*renewSecs),
 		"--dhcp-leasefile="+e.leaseFile(), "--pid-file="+filepath.Join(e.dir, "dnsmasq.pid"))
 	e.server = cmd
-	e.start(cmd, "started, version", nil)
+	e.start(cmd, "started, version")
 }
 
 // startDaemon runs `dhcp daemon` in the node namespace and waits until it
 // serves; flags come after the tests' defaults.
 func (e *env) startDaemon(flags ...string) {
 	bin := testutil.Plugins(e.t, "plugins/ipam/dhcp")
-	e.logs = &testutil.SyncBuffer{}
 	args := []string{"netns", "exec", e.node.Name, bin + "/dhcp", "daemon", "-socketpath", e.socket(), "-statedir", filepath.Join(e.dir, "state"),
 		"-timeout", "1s", "-resendtimeout", "15s", "-loglevel", "debug"}
 	e.daemon = exec.Command("ip", append(args, flags...)...)
-	e.start(e.daemon, "serving", e.logs)
+	e.start(e.daemon, "serving")
 }
 
 // stopDaemon ends the daemon as systemd would.
@@ -101,8 +100,8 @@ func (e *env) stopDaemon() {
 }
 
 // start runs cmd, ended with the test, and returns once its stderr shows
-// ready; what it logs goes on into logs.
-func (e *env) start(cmd *exec.Cmd, ready string, logs io.Writer) {
+// ready; what it writes there goes on into e.logs.
+func (e *env) start(cmd *exec.Cmd, ready string) {
 	e.t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -113,24 +112,19 @@ func (e *env) start(cmd *exec.Cmd, ready string, logs io.Writer) {
 	}
 	e.t.Cleanup(func() { proc.Stop(cmd, 5*time.Second) })
 	up := make(chan struct{})
-	var seen strings.Builder
 	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			seen.WriteString(sc.Text() + "\n")
-			if logs != nil {
-				_, _ = logs.Write([]byte(sc.Text() + "\n"))
-			}
-			if up != nil && strings.Contains(sc.Text(), ready) {
-				close(up)
-				up = nil
+		var once sync.Once
+		for sc := bufio.NewScanner(stderr); sc.Scan(); {
+			_, _ = e.logs.Write([]byte(sc.Text() + "\n"))
+			if strings.Contains(sc.Text(), ready) {
+				once.Do(func() { close(up) })
 			}
 		}
 	}()
 	select {
 	case <-up:
 	case <-time.After(10 * time.Second):
-		e.t.Fatalf("%s did not start:\n%s", cmd.Args, seen.String())
+		e.t.Fatalf("%s did not start:\n%s", cmd.Args, e.logs.String())
 	}
 }
 
