@@ -23,6 +23,7 @@ const module = "github.com/cnisuite/cni/"
 var plugins = []string{
 	"pkg/bandwidth",
 	"pkg/bridge",
+	"pkg/dhcp",
 	"pkg/firewall",
 	"pkg/flannel",
 	"pkg/hostdevice",
@@ -46,6 +47,7 @@ var forbidden = map[string][]string{
 	// IPAM reserves addresses and never configures a link (TestImports: no plugin on another).
 	"pkg/ipam/hostlocal": {"pkg/link"},
 	"pkg/ipam/static":    {"pkg/link"},
+	"pkg/dhcp":           {"pkg/link"},
 	// The shared layers below the plugins and the daemon.
 	"pkg/containerif": append(plugins, "pkg/netfilter", "pkg/overlay", "pkg/subnet"),
 	"pkg/link":        append(plugins, "pkg/netfilter", "pkg/overlay", "pkg/subnet"),
