@@ -218,7 +218,7 @@ func (d *Daemon) acquire(ctx context.Context, l *lease) error {
 		return c.Request(ctx, l.modifiers(d.o.Broadcast)...)
 	})
 	if err != nil {
-		return netconf.Errorf(netconf.CodeTryAgainLater, "no DHCP lease on %s: %w; check that a DHCP server answers on its network", l.IfName, err)
+		return netconf.Errorf(netconf.CodeTryAgainLater, "no DHCP lease on %s; check that a DHCP server answers on its network: %w", l.IfName, err)
 	}
 	l.commit(nl)
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cnisuite/cni/internal/proc"
 	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/dhcp/dhcptest"
 	"github.com/cnisuite/cni/pkg/netconf"
 )
 
@@ -21,10 +22,10 @@ func (e *env) add(containerID string, conf []byte) *current.Result {
 	e.t.Helper()
 	res, err := Plugin{}.Add(context.Background(), e.args("ADD", containerID, conf))
 	if err != nil {
-		e.t.Fatalf("ADD: %v\ndaemon log:\n%s", err, e.logs.String())
+		e.t.Fatalf("ADD: %v\ndaemon log:\n%s", err, e.Logs.String())
 	}
 	r := res.(*current.Result)
-	if len(r.IPs) != 1 || !strings.HasPrefix(r.IPs[0].Address.IP.String(), "10.77.0.") || r.IPs[0].Gateway.String() != serverIP {
+	if len(r.IPs) != 1 || !strings.HasPrefix(r.IPs[0].Address.IP.String(), "10.77.0.") || r.IPs[0].Gateway.String() != dhcptest.ServerIP {
 		e.t.Fatalf("ADD gave %v", r)
 	}
 	return r
@@ -33,7 +34,7 @@ func (e *env) add(containerID string, conf []byte) *current.Result {
 func (e *env) del(containerID string, conf []byte) {
 	e.t.Helper()
 	if err := (Plugin{}).Del(context.Background(), e.args("DEL", containerID, conf)); err != nil {
-		e.t.Fatalf("DEL: %v\ndaemon log:\n%s", err, e.logs.String())
+		e.t.Fatalf("DEL: %v\ndaemon log:\n%s", err, e.Logs.String())
 	}
 }
 
@@ -45,11 +46,11 @@ func TestLifecycle(t *testing.T) {
 	conf := e.conf("1.1.0", nil)
 	r := e.add("c1", conf)
 	ip := r.IPs[0].Address.IP.String()
-	if len(r.Routes) != 1 || r.Routes[0].Dst.String() != "0.0.0.0/0" || r.Routes[0].GW.String() != serverIP {
-		t.Errorf("routes %v, want the default via %s", r.Routes, serverIP)
+	if len(r.Routes) != 1 || r.Routes[0].Dst.String() != "0.0.0.0/0" || r.Routes[0].GW.String() != dhcptest.ServerIP {
+		t.Errorf("routes %v, want the default via %s", r.Routes, dhcptest.ServerIP)
 	}
-	if e.leases()[ip] == "" {
-		t.Fatalf("the server lists no lease of %s: %v", ip, e.leases())
+	if e.Leases()[ip] == "" {
+		t.Fatalf("the server lists no lease of %s: %v", ip, e.Leases())
 	}
 	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0"} {
 		var out bytes.Buffer
@@ -66,7 +67,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("CHECK: %v", err)
 	}
 	e.del("c1", conf)
-	e.waitLeases("the server frees the address after DEL", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
+	e.WaitLeases("the server frees the address after DEL", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
 	e.del("c1", conf)
 	if err := (Plugin{}).Check(context.Background(), e.args("CHECK", "c1", checkConf)); err == nil || !strings.Contains(err.Error(), "no lease") {
 		t.Errorf("CHECK after DEL: %v, want no lease", err)
@@ -83,13 +84,13 @@ func TestKeys(t *testing.T) {
 	a.Args = "IgnoreUnknown=1;K8S_POD_NAME=web-0"
 	res, err := Plugin{}.Add(context.Background(), a)
 	if err != nil {
-		t.Fatalf("ADD: %v\n%s", err, e.logs.String())
+		t.Fatalf("ADD: %v\n%s", err, e.Logs.String())
 	}
 	r := res.(*current.Result)
 	if len(r.Routes) != 1 || r.Routes[0].Priority != 50 {
 		t.Errorf("routes %v, want one of priority 50", r.Routes)
 	}
-	b, _ := os.ReadFile(e.leaseFile())
+	b, _ := os.ReadFile(e.LeaseFile())
 	if !strings.Contains(string(b), r.IPs[0].Address.IP.String()+" web-0 ") {
 		t.Errorf("the server's leases do not name the host web-0:\n%s", b)
 	}
@@ -102,8 +103,8 @@ func TestKeys(t *testing.T) {
 func TestRenewal(t *testing.T) {
 	e := newEnv(t)
 	ip := e.add("c1", e.conf("1.1.0", nil)).IPs[0].Address.IP.String()
-	first := e.leases()[ip]
-	e.waitLeases("a renewal moves the expiry", 3*renewSecs*time.Second, func(l map[string]string) bool { return l[ip] > first })
+	first := e.Leases()[ip]
+	e.WaitLeases("a renewal moves the expiry", 3*dhcptest.RenewSecs*time.Second, func(l map[string]string) bool { return l[ip] > first })
 }
 
 // TestRestart: a restarted daemon resumes the saved lease, renews it, and
@@ -112,15 +113,15 @@ func TestRestart(t *testing.T) {
 	e := newEnv(t)
 	conf := e.conf("1.1.0", nil)
 	ip := e.add("c1", conf).IPs[0].Address.IP.String()
-	e.stopDaemon()
-	stopped := e.leases()[ip]
+	e.StopDaemon()
+	stopped := e.Leases()[ip]
 	if stopped == "" {
 		t.Fatalf("stopping the daemon released the lease of %s", ip)
 	}
-	e.startDaemon()
-	e.waitLeases("the restarted daemon renews", 3*renewSecs*time.Second, func(l map[string]string) bool { return l[ip] > stopped })
+	e.StartDaemon(e.node)
+	e.WaitLeases("the restarted daemon renews", 3*dhcptest.RenewSecs*time.Second, func(l map[string]string) bool { return l[ip] > stopped })
 	e.del("c1", conf)
-	e.waitLeases("DEL after a restart releases", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
+	e.WaitLeases("DEL after a restart releases", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
 }
 
 // TestDelAfterNetnsGone: with the pod's namespace deleted, DEL still
@@ -131,7 +132,7 @@ func TestDelAfterNetnsGone(t *testing.T) {
 	ip := e.add("c1", conf).IPs[0].Address.IP.String()
 	e.pod.Delete(t)
 	e.del("c1", conf)
-	e.waitLeases("DEL after the netns is gone releases", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
+	e.WaitLeases("DEL after the netns is gone releases", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
 }
 
 // TestReleaseFromPod: when the node cannot reach the server, DEL sends
@@ -145,22 +146,22 @@ func TestReleaseFromPod(t *testing.T) {
 	e.pod.Run(t, "ip", "addr", "add", r.IPs[0].Address.String(), "dev", "eth0")
 	e.node.Run(t, "ip", "addr", "flush", "dev", "br0")
 	e.del("c1", conf)
-	e.waitLeases("DEL releases through the pod's interface", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
+	e.WaitLeases("DEL releases through the pod's interface", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
 }
 
 // TestNoServer: an ADD that no server answers fails with code 11 once the
 // daemon's -resendtimeout is over, and leaves no lease behind, saved or held.
 func TestNoServer(t *testing.T) {
 	e := newEnv(t)
-	e.stopDaemon()
-	e.startDaemon("-resendtimeout", "2s")
-	proc.Stop(e.server, 5*time.Second)
+	e.StopDaemon()
+	e.StartDaemon(e.node, "-resendtimeout", "2s")
+	proc.Stop(e.Server, 5*time.Second)
 	conf := e.conf("1.1.0", nil)
 	_, err := Plugin{}.Add(context.Background(), e.args("ADD", "c1", conf))
 	if ce := cniplugin.ToCNIError(err); ce == nil || ce.Code != netconf.CodeTryAgainLater || !strings.Contains(ce.Msg, "resendtimeout") {
 		t.Fatalf("ADD without a server: %v, want code 11 naming -resendtimeout", ce)
 	}
-	if saved, _ := filepath.Glob(filepath.Join(e.dir, "state", "*")); len(saved) > 0 {
+	if saved, _ := filepath.Glob(filepath.Join(e.Dir, "state", "*")); len(saved) > 0 {
 		t.Errorf("a failed ADD left %v", saved)
 	}
 	err = Plugin{}.Check(context.Background(), e.args("CHECK", "c1", withPrev(t, conf, &current.Result{CNIVersion: "1.1.0"})))
@@ -178,12 +179,12 @@ func TestGC(t *testing.T) {
 	if err := (Plugin{}).GC(context.Background(), e.args("GC", "", gc)); err != nil {
 		t.Fatal(err)
 	}
-	if e.leases()[ip] == "" {
+	if e.Leases()[ip] == "" {
 		t.Fatalf("GC released the valid attachment's lease")
 	}
 	gc = withKey(t, keep, "cni.dev/valid-attachments", []map[string]string{})
 	if err := (Plugin{}).GC(context.Background(), e.args("GC", "", gc)); err != nil {
 		t.Fatal(err)
 	}
-	e.waitLeases("GC releases a lease not in the valid list", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
+	e.WaitLeases("GC releases a lease not in the valid list", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
 }

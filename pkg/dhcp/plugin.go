@@ -160,7 +160,7 @@ func dial(socket string) (*rpc.Client, error) {
 }
 
 func daemonDown(socket string, err error) error {
-	return netconf.Errorf(netconf.CodeUnavailable, "the DHCP daemon does not answer on %s: %w; start it with `dhcp daemon` (systemd: cni-dhcp.socket), or set ipam.daemonSocketPath to its -socketpath", socket, err)
+	return netconf.Errorf(netconf.CodeUnavailable, "the DHCP daemon does not answer on %s; start it with `dhcp daemon` (systemd: cni-dhcp.socket), or set ipam.daemonSocketPath to its -socketpath: %w", socket, err)
 }
 
 // daemonError is how the daemon sends an error with its CNI code: as JSON

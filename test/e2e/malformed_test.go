@@ -143,8 +143,8 @@ func TestMalformedInput(t *testing.T) {
 		t.Run(plugin, func(t *testing.T) {
 			t.Parallel()
 			sb := newSandbox(t)
-			sb.prepare(t, plugin)
 			dataDir := t.TempDir()
+			sb.prepare(t, plugin, dataDir)
 			for _, tc := range badInputs {
 				if (tc.ipam && !hostLocalIPAM(t, plugin)) || (tc.only != "" && tc.only != plugin) {
 					continue

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cnisuite/cni/pkg/dhcp/dhcptest"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -25,6 +26,8 @@ func validConf(t *testing.T, plugin, dataDir string) map[string]any {
 		conf["ipam"] = ipam
 	case "static":
 		conf["ipam"] = map[string]any{"type": "static", "addresses": []any{map[string]any{"address": "10.99.0.5/24"}}}
+	case "dhcp":
+		conf["ipam"] = map[string]any{"type": "dhcp", "daemonSocketPath": filepath.Join(dataDir, "dhcp.sock")}
 	case "bridge":
 		conf["bridge"] = "e2ebr0"
 		conf["ipam"] = ipam
@@ -66,7 +69,9 @@ func validConf(t *testing.T, plugin, dataDir string) map[string]any {
 
 // entersContainer tells the plugins that work inside CNI_NETNS from those
 // (IPAM) that never look at it.
-func entersContainer(plugin string) bool { return plugin != "host-local" && plugin != "static" }
+func entersContainer(plugin string) bool {
+	return plugin != "host-local" && plugin != "static" && plugin != "dhcp"
+}
 
 // hostLocalIPAM says whether the plugin's valid configuration reserves
 // through host-local, which the malformed ranges and CNI_ARGS of badInputs
@@ -105,15 +110,26 @@ const macvlanMaster = "e2emaster"
 // hostDevice is the node link that validConf lends the pod with host-device.
 const hostDevice = "e2edev"
 
-// prepare gives the sandbox what plugin's validConf refers to: macvlan needs
-// its master (a bridge: Ethernet, and unseen by clean's veth check),
-// host-device a device (a tap: movable, and unseen by clean), tuning and sbr
-// the pod's eth0 (a veth pair inside the pod), as a chain before them leaves
-// it; sbr routes from its address, so eth0 has it, up.
-func (s *sandbox) prepare(t *testing.T, plugin string) {
+// prepare gives the sandbox what plugin's validConf with dataDir refers to:
+// macvlan needs its master (a bridge: Ethernet, and unseen by clean's veth
+// check), host-device a device (a tap: movable, and unseen by clean), tuning
+// and sbr the pod's eth0 (a veth pair inside the pod), as a chain before them
+// leaves it (sbr routes from its address, so eth0 has it, up), dhcp its
+// daemon on dataDir's socket and a DHCP server behind the pod's eth0.
+func (s *sandbox) prepare(t *testing.T, plugin, dataDir string) {
 	t.Helper()
 	switch {
 	case !s.privileged():
+	case plugin == "dhcp":
+		dhcptest.Skip(t)
+		srv := netnstest.New(t, "cni-e2e-srv")
+		s.pod.Run(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "s0", "netns", srv.Name)
+		s.podLinks = append(s.podLinks, "eth0")
+		srv.Run(t, "ip", "addr", "add", dhcptest.ServerIP+"/24", "dev", "s0")
+		srv.Run(t, "ip", "link", "set", "s0", "up")
+		lab := dhcptest.New(t, dataDir)
+		lab.StartServer(srv, "s0")
+		lab.StartDaemon(s.node)
 	case plugin == "macvlan":
 		s.node.Run(t, "ip", "link", "add", macvlanMaster, "type", "bridge")
 	case plugin == "host-device":

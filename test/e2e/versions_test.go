@@ -54,8 +54,8 @@ func TestSpecVersions(t *testing.T) {
 			if entersContainer(plugin) && !sb.privileged() {
 				t.Skip("needs root: the plugin works inside a container namespace")
 			}
-			sb.prepare(t, plugin)
 			dataDir := t.TempDir()
+			sb.prepare(t, plugin, dataDir)
 			for _, v := range specVersions {
 				t.Run(v, func(t *testing.T) {
 					conf := validConf(t, plugin, dataDir)
