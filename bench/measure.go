@@ -128,9 +128,9 @@ func order(i int) [2]int {
 
 // sequential ADDs every pod, then CHECKs every pod, then DELs every pod,
 // one at a time, alternating the sides pod by pod; durations in ms.
-func sequential(ctx context.Context, runs [2]*sideRun, pods int) ([2]map[verb][]float64, error) {
+func sequential(ctx context.Context, runs [2]*sideRun, pods int, verbs []verb) ([2]map[verb][]float64, error) {
 	ms := [2]map[verb][]float64{{}, {}}
-	for _, v := range []verb{verbAdd, verbCheck, verbDel} {
+	for _, v := range verbs {
 		for i := range pods {
 			for _, k := range order(i) {
 				d, err := runs[k].do(ctx, v, i)
@@ -152,7 +152,7 @@ const rssPods = 10
 // invocation under GNU time, alternating the sides, and returns the peak RSS
 // of each invocation in KiB. It is a pass of its own so that the wrapper
 // stays out of the timings.
-func memory(ctx context.Context, runs [2]*sideRun, n int, tool string) ([2][]float64, error) {
+func memory(ctx context.Context, runs [2]*sideRun, n int, tool string, verbs []verb) ([2][]float64, error) {
 	var rss [2][]float64
 	for _, r := range runs {
 		r.chain.rec.setRSSTool(tool)
@@ -160,7 +160,7 @@ func memory(ctx context.Context, runs [2]*sideRun, n int, tool string) ([2][]flo
 	}
 	for i := range n {
 		for _, k := range order(i) {
-			for _, v := range []verb{verbAdd, verbCheck, verbDel} {
+			for _, v := range verbs {
 				if _, err := runs[k].do(ctx, v, i); err != nil {
 					return rss, fmt.Errorf("%s, measuring memory: %w", runs[k].side.name, err)
 				}
@@ -284,10 +284,10 @@ func runScenario(ctx context.Context, cfg config, idx int, sc scenario, sides [2
 func measureScenario(ctx context.Context, cfg config, runs [2]*sideRun, res *scenarioResult) error {
 	slog.Info("sequential", "scenario", res.sc.name, "pods", cfg.pods)
 	var err error
-	if res.seq, err = sequential(ctx, runs, cfg.pods); err != nil {
+	if res.seq, err = sequential(ctx, runs, cfg.pods, res.sc.verbs()); err != nil {
 		return fmt.Errorf("%s: %w", res.sc.name, err)
 	}
-	if res.rss, err = memory(ctx, runs, min(rssPods, cfg.pods), cfg.rssTool); err != nil {
+	if res.rss, err = memory(ctx, runs, min(rssPods, cfg.pods), cfg.rssTool, res.sc.verbs()); err != nil {
 		return fmt.Errorf("%s: %w", res.sc.name, err)
 	}
 	if err := res.countLeaks(ctx, runs); err != nil {

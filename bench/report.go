@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -107,6 +108,9 @@ func scenarioRows(res scenarioResult) []row {
 		verb   verb
 		target float64
 	}{{verbAdd, t.add}, {verbCheck, t.check}, {verbDel, t.del}} {
+		if !slices.Contains(res.sc.verbs(), v.verb) {
+			continue
+		}
 		rows = append(rows, row{metric: v.verb.String() + " ms", prec: 1, target: v.target,
 			ref: summarize(res.seq[0][v.verb]), ours: summarize(res.seq[1][v.verb])})
 	}

@@ -239,7 +239,11 @@ func (m machine) markdown(cfg config, rows []row) string {
 	b.WriteString(markdownTable(rows))
 	b.WriteString("\nConfigurations:\n\n")
 	for _, sc := range scenarios() {
-		b.WriteString("- " + sc.name + ": " + sc.about + "\n")
+		b.WriteString("- " + sc.name + ": " + sc.about)
+		if sc.noCheck != "" {
+			b.WriteString("; CHECK not measured: " + sc.noCheck)
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }
