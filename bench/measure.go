@@ -59,7 +59,7 @@ func prepare(ctx context.Context, nss *namespaces, sc scenario, sd side, tag str
 		s.pods = append(s.pods, p)
 	}
 	if sc.setup != nil {
-		if err := sc.setup(ctx, s.node); err != nil {
+		if err := sc.setup(ctx, s.node, sd, s.dataDir); err != nil {
 			return nil, err
 		}
 	}
@@ -262,6 +262,8 @@ func runScenario(ctx context.Context, cfg config, idx int, sc scenario, sides [2
 			res.err = errors.Join(res.err, err)
 		}
 	}()
+	ctx, cancel := context.WithCancel(ctx) // ends the servers a setup started, before their namespaces go
+	defer cancel()
 	var runs [2]*sideRun
 	pods := max(cfg.pods, cfg.concPods)
 	for k, sd := range sides {

@@ -17,8 +17,8 @@ type scenario struct {
 	conf   func(repo, dataDir string) (map[string]any, error)
 	// oursConf, when set, is our side's configuration instead of conf.
 	oursConf func(repo, dataDir string) (map[string]any, error)
-	setup    func(ctx context.Context, node *namespace) error // nil: nothing to prepare
-	capArgs  func(pod int) map[string]any                     // nil: no runtime capabilities
+	setup    func(ctx context.Context, node *namespace, sd side, dataDir string) error // nil: nothing to prepare
+	capArgs  func(pod int) map[string]any                                              // nil: no runtime capabilities
 	target   targets
 	// prefill is how many reservations of other pods the network holds
 	// before the first ADD (see hostLocalScenario).
@@ -121,7 +121,7 @@ func staticIPs(pod int) map[string]any {
 // veth pair whose both ends stay in the node.
 const macvlanMaster = "ulink0"
 
-func setupMaster(ctx context.Context, node *namespace) error {
+func setupMaster(ctx context.Context, node *namespace, _ side, _ string) error {
 	if err := ip(ctx, "-n", node.name, "link", "add", macvlanMaster, "type", "veth", "peer", "name", macvlanMaster+"p"); err != nil {
 		return err
 	}
@@ -242,5 +242,5 @@ func scenarios() []scenario {
 			return conflist(map[string]any{"type": "tap", "multiQueue": true, "ipam": hostLocalIPAM("10.248.0.0/16", dataDir)}), nil
 		},
 		target: targets{add: 0.5},
-	}, flannelScenario(), hostLocalScenario(10, targets{}), hostLocalScenario(1000, targets{add: 0.5, del: 0.5})}
+	}, dhcpScenario(), flannelScenario(), hostLocalScenario(10, targets{}), hostLocalScenario(1000, targets{add: 0.5, del: 0.5})}
 }
