@@ -25,33 +25,38 @@ func dhcpScenario() scenario {
 		bins:  []string{"macvlan", "dhcp"},
 		conf: func(_, dataDir string) (map[string]any, error) {
 			return conflist(map[string]any{"type": "macvlan", "master": macvlanMaster, "mode": "bridge",
-				"ipam": map[string]any{"type": "dhcp", "daemonSocketPath": filepath.Join(dataDir, "dhcp.sock")}}), nil
+				"ipam": map[string]any{"type": "dhcp", "daemonSocketPath": filepath.Join(dhcpDir(dataDir), "dhcp.sock")}}), nil
 		},
 		setup:  setupDHCP,
 		target: targets{add: 0.5},
 	}
 }
 
+// dhcpDir keeps the server's and the daemon's files beside the side's
+// dataDir, where the leak count looks for host-local's records only.
+func dhcpDir(dataDir string) string { return filepath.Join(filepath.Dir(dataDir), "dhcp") }
+
 // setupDHCP gives the node the macvlan master, dnsmasq on its peer and the
-// side's dhcp daemon on dataDir's socket; both end with ctx.
+// side's dhcp daemon on dhcpDir's socket; both end with ctx.
 func setupDHCP(ctx context.Context, node *namespace, sd side, dataDir string) error {
+	dir := dhcpDir(dataDir)
 	if err := setupMaster(ctx, node, sd, dataDir); err != nil {
 		return err
 	}
 	if err := ip(ctx, "-n", node.name, "addr", "add", dhcpServerIP+"/24", "dev", macvlanMaster+"p"); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	startServer(ctx, node, "/usr/sbin/dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root", "--port=0",
 		"--interface="+macvlanMaster+"p", "--bind-interfaces", "--no-ping", "--dhcp-authoritative",
 		"--dhcp-range=10.77.0.10,10.77.0.250,255.255.255.0,3600", "--dhcp-option=option:router,"+dhcpServerIP,
-		"--dhcp-leasefile="+filepath.Join(dataDir, "dnsmasq.leases"), "--pid-file="+filepath.Join(dataDir, "dnsmasq.pid"))
-	socket := filepath.Join(dataDir, "dhcp.sock")
+		"--dhcp-leasefile="+filepath.Join(dir, "dnsmasq.leases"), "--pid-file="+filepath.Join(dir, "dnsmasq.pid"))
+	socket := filepath.Join(dir, "dhcp.sock")
 	args := []string{"daemon", "-socketpath", socket}
 	if sd.name == "ours" {
-		args = append(args, "-statedir", filepath.Join(dataDir, "dhcp-state"))
+		args = append(args, "-statedir", filepath.Join(dir, "state"))
 	}
 	startServer(ctx, node, filepath.Join(sd.dir, "dhcp"), args...)
 	return waitForFile(ctx, socket, 10*time.Second)
