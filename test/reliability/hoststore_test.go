@@ -266,6 +266,12 @@ func TestHostLocalLockHolderStopped(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
 	waitLocked(t, lock)
+	// flock holds the lock before it becomes sleep: stopped in between, it
+	// would be named flock.
+	waitFor(t, "the lock holder to become sleep", func() bool {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", holder.Process.Pid))
+		return string(comm) == "sleep\n"
+	})
 	must(t, holder.Process.Signal(syscall.SIGSTOP))
 
 	start := time.Now()
@@ -284,19 +290,22 @@ func TestHostLocalLockHolderStopped(t *testing.T) {
 // waitLocked waits until something holds the flock on path.
 func waitLocked(t *testing.T, path string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, "something to take the lock "+path, func() bool {
 		f, err := os.Open(path)
 		if err == nil {
 			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 			f.Close()
 		}
-		if err == syscall.EWOULDBLOCK {
-			return
-		}
+		return err == syscall.EWOULDBLOCK
+	})
+}
+
+// waitFor polls done until it holds, for at most 10 s.
+func waitFor(t *testing.T, what string, done func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !done(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("nothing took the lock %s: %v", path, err)
+			t.Fatalf("waited 10s for %s", what)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
