@@ -58,9 +58,8 @@ type Claim struct {
 
 // ErrEmptyRecord is wrapped by Reservation.Corrupt for a record that holds
 // nothing at all: its writer was stopped between creating and writing it (the
-// reference plugin creates, then writes), so the ADD that made it failed, or
-// a kernel crash kept its name but not its data (neither plugin syncs it), so
-// its container ended with the crash; no attachment owns it.
+// reference plugin creates, then writes), so the ADD that made it failed and
+// no attachment owns it.
 var ErrEmptyRecord = errors.New("empty reservation record")
 
 // Reservation is one reserved address. Corrupt is set, and Owner is zero, when

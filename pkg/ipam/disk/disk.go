@@ -173,19 +173,16 @@ func (s *Store) closeFiles() error {
 // Dir is the network's reservation directory, for messages.
 func (s *Store) Dir() string { return s.dir }
 
-// Reserve writes the record to a temporary file, indexes it and links it to
-// the address's name: link fails when the name exists, so a reservation is
-// never overwritten, and a killed process cannot leave an empty or partial
-// record. The index names the record's inode before the record exists, so a
-// kill in between leaves an entry that the rebuild drops.
+// Reserve writes the record to a temporary file, syncs it, indexes it and
+// links it to the address's name: link fails when the name exists, so a
+// reservation is never overwritten, and neither a killed process nor a
+// kernel crash can leave an empty or partial record (the data is on disk
+// before the name exists). The index names the record's inode before the
+// record exists, so a kill in between leaves an entry that the rebuild drops.
 //
-// Neither the record nor the directory is synced. A kernel crash can lose
-// the new name, or keep it with an empty record (ext4 allocates the data
-// after it commits the name); both end the container that held the address
-// too, and an empty record is judged gone like the reference's whose writer
-// was stopped (pkg/ipam/stale), so its address is reclaimed. The fsync this
-// saves cost every ADD 2-4 ms on its critical path and under the network's
-// lock (make bench).
+// The directory is not synced: a kernel crash that loses the new name also
+// ends the container that held it, so no live container can lose its address
+// that way, and it saves one of the two fsyncs of an ADD (make bench).
 func (s *Store) Reserve(addr netip.Addr, c ipam.Claim, set int) (bool, error) {
 	name := addr.String()
 	// Skip the write for addresses visibly taken: a walk over a busy range
@@ -205,7 +202,7 @@ func (s *Store) Reserve(addr netip.Addr, c ipam.Claim, set int) (bool, error) {
 		return false, err
 	}
 	defer func() { _ = s.touched() }()
-	tmp, ino, err := writeTemp(s.netDir, tmpPrefix, FormatRecord(c.Owner))
+	tmp, ino, err := writeTemp(s.netDir, tmpPrefix, FormatRecord(c.Owner), true)
 	if err != nil {
 		return false, err
 	}
@@ -235,7 +232,7 @@ func (s *Store) Reserve(addr netip.Addr, c ipam.Claim, set int) (bool, error) {
 // directory there only costs the hint: warned about, not an error.
 func (s *Store) writeLastReserved(set int, addr netip.Addr) error {
 	name := lastReservedPrefix + strconv.Itoa(set)
-	tmp, _, err := writeTemp(s.netDir, tmpPrefix, []byte(addr.String()))
+	tmp, _, err := writeTemp(s.netDir, tmpPrefix, []byte(addr.String()), false)
 	if err != nil {
 		return err
 	}

@@ -135,8 +135,8 @@ func removeAt(dir *os.File, name string) error {
 }
 
 // writeTemp writes data to a new file in dir named prefix and a random
-// suffix (mode 0600), and returns its name and inode.
-func writeTemp(dir *os.File, prefix string, data []byte) (_ string, ino uint64, retErr error) {
+// suffix (mode 0600), synced when asked, and returns its name and inode.
+func writeTemp(dir *os.File, prefix string, data []byte, sync bool) (_ string, ino uint64, retErr error) {
 	var name string
 	var fd int
 	var err error = unix.EEXIST
@@ -159,6 +159,11 @@ func writeTemp(dir *os.File, prefix string, data []byte) (_ string, ino uint64, 
 	if _, err := f.Write(data); err != nil {
 		return "", 0, fmt.Errorf("writing %s: %w", f.Name(), err)
 	}
+	if sync {
+		if err := f.Sync(); err != nil {
+			return "", 0, fmt.Errorf("syncing %s: %w", f.Name(), err)
+		}
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return "", 0, fmt.Errorf("looking at %s: %w", f.Name(), err)
@@ -170,7 +175,7 @@ func writeTemp(dir *os.File, prefix string, data []byte) (_ string, ino uint64, 
 // it half written. Rename replaces a symbolic link or a FIFO at name itself;
 // a directory there makes it fail with EISDIR.
 func replaceAt(dir *os.File, name string, data []byte) error {
-	tmp, _, err := writeTemp(dir, indexTmpPrefix, data)
+	tmp, _, err := writeTemp(dir, indexTmpPrefix, data, false)
 	if err != nil {
 		return err
 	}

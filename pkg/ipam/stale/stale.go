@@ -79,7 +79,7 @@ func (p *Prober) Judge(r ipam.Reservation) Verdict {
 	v := Verdict{Reservation: r}
 	switch {
 	case errors.Is(r.Corrupt, ipam.ErrEmptyRecord):
-		v.State, v.Reason = Gone, "empty record: the ADD that created it was stopped before writing it, or a crash lost what it wrote"
+		v.State, v.Reason = Gone, "empty record: the ADD that created it was stopped before writing it"
 	case r.Corrupt != nil:
 		v.State, v.Reason = Corrupt, r.Corrupt.Error()
 	case r.Netns.Path == "":
