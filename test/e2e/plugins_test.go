@@ -67,11 +67,9 @@ func validConf(t *testing.T, plugin, dataDir string) map[string]any {
 	return conf
 }
 
-// entersContainer tells the plugins that work inside CNI_NETNS from those
-// (IPAM) that never look at it.
-func entersContainer(plugin string) bool {
-	return plugin != "host-local" && plugin != "static" && plugin != "dhcp"
-}
+// entersContainer tells the plugins that work inside CNI_NETNS (dhcp's
+// daemon does) from the IPAM plugins that never look at it.
+func entersContainer(plugin string) bool { return plugin != "host-local" && plugin != "static" }
 
 // hostLocalIPAM says whether the plugin's valid configuration reserves
 // through host-local, which the malformed ranges and CNI_ARGS of badInputs
