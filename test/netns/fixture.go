@@ -82,13 +82,14 @@ func (n *NS) Links(t testing.TB, args ...string) []string {
 }
 
 // LinkNames reads the link names of `ip -o link` output. Only "<index>:
-// <name>[@peer]: ..." lines count: ip also prints notes such as "Peer netns
-// reference is invalid." while a namespace elsewhere goes away.
+// <name>[@peer]: <FLAGS> ..." lines count: ip also prints notes such as
+// "Peer netns reference is invalid." while a namespace elsewhere goes away,
+// and one can land inside a line of the listing ("3: Peer netns ...").
 func LinkNames(out string) []string {
 	var names []string
 	for line := range strings.Lines(out) {
 		f := strings.Fields(line)
-		if len(f) > 1 && strings.HasSuffix(f[0], ":") {
+		if len(f) > 2 && strings.HasSuffix(f[0], ":") && strings.HasPrefix(f[2], "<") {
 			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
 			names = append(names, name)
 		}
