@@ -42,22 +42,14 @@ func add(ctx context.Context, t *containerif.Attach, c *NetConf) (*current.Resul
 	if err != nil {
 		return nil, err
 	}
-	iface, err := t.Iface()
-	if err != nil {
-		return nil, err
-	}
-	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Interfaces: []*current.Interface{iface}}
 	ipam, err := t.IPAM(ctx, c.IPAM.Type, 0, nil) // all addresses on the macvlan
 	if err != nil {
 		return nil, err
 	}
-	if ipam != nil {
-		res.IPs, res.Routes, res.DNS = ipam.IPs, ipam.Routes, ipam.DNS
-	}
-	if err := t.Configure(res, c.ifOptions()); err != nil {
+	res, err := t.Finish(ipam, c.DNS, c.ifOptions())
+	if err != nil {
 		return nil, err
 	}
-	res.DNS = containerif.DNS(c.DNS, res.DNS)
 	t.Args.Logger().Info("attached", "master", master, "mode", link.MacvlanModeName(c.mode), "ips", len(res.IPs))
 	return res, nil
 }
