@@ -185,21 +185,7 @@ func TestQuickSweep(t *testing.T) {
 // restore that lost the race (-N of a chain made meanwhile) plans again.
 func TestIPTablesConcurrentFirstAdds(t *testing.T) {
 	node := netnstest.New(t, "fw-iptrace")
-	var wg sync.WaitGroup
-	errs := make([]error, 8)
-	for i := range errs {
-		wg.Go(func() {
-			c := &Conf{Attachment: Attachment{"net", "c" + string(rune('a'+i)), "eth0"}, Addrs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, 0, byte(10 + i)})},
-				Isolation: &Isolation{Bridge: "cni0"}}
-			node.Do(t, func() error { errs[i] = IPTables{}.Add(context.Background(), c); return nil })
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	concurrentFirstAdds(t, node, IPTables{}.Add)
 	saved := iptablestest.Ruleset(t, node, "iptables-save")
 	for _, once := range []string{"-j CNI-FORWARD\n", "-j CNI-ADMIN\n", "-j CNI-ISOLATION-STAGE-1\n", "-j CNI-ISOLATION-STAGE-2\n", "-A CNI-ISOLATION-STAGE-2 -o cni0 "} {
 		if n := strings.Count(saved, once); n != 1 {
@@ -208,5 +194,26 @@ func TestIPTablesConcurrentFirstAdds(t *testing.T) {
 	}
 	if n := strings.Count(saved, "-j ACCEPT\n"); n != 16 {
 		t.Errorf("%d pod rules, want 16:\n%s", n, saved)
+	}
+}
+
+// concurrentFirstAdds runs eight ADDs of add in node at once, each a pod of
+// its own isolated on cni0, and fails t if any fails.
+func concurrentFirstAdds(t *testing.T, node *netnstest.NS, add func(context.Context, *Conf) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() {
+			c := &Conf{Attachment: Attachment{"net", "c" + string(rune('a'+i)), "eth0"}, Addrs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, 0, byte(10 + i)})},
+				Isolation: &Isolation{Bridge: "cni0"}}
+			node.Do(t, func() error { errs[i] = add(context.Background(), c); return nil })
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

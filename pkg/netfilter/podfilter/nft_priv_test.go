@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 
 	netnstest "github.com/cnisuite/cni/test/netns"
@@ -93,21 +92,7 @@ func TestNFTablesWithoutTable(t *testing.T) {
 // build one layout.
 func TestNFTablesConcurrentFirstAdds(t *testing.T) {
 	node := netnstest.New(t, "fw-race")
-	var wg sync.WaitGroup
-	errs := make([]error, 8)
-	for i := range errs {
-		wg.Go(func() {
-			c := &Conf{Attachment: Attachment{"net", "c" + string(rune('a'+i)), "eth0"}, Addrs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, 0, byte(10 + i)})},
-				Isolation: &Isolation{Bridge: "cni0"}}
-			node.Do(t, func() error { errs[i] = NFTables{}.Add(context.Background(), c); return nil })
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	concurrentFirstAdds(t, node, NFTables{}.Add)
 	listed := node.Run(t, "nft", "list", "table", "inet", "cnisuite_firewall")
 	for _, once := range []string{"jump CNI-FORWARD", "jump CNI-ADMIN", "jump CNI-ISOLATION-STAGE-1", "jump CNI-ISOLATION-STAGE-2", "oifname \"cni0\" drop"} {
 		if n := strings.Count(listed, once); n != 1 {
