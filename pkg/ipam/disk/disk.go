@@ -82,6 +82,7 @@ type Store struct {
 	last          []byte
 	rebuilt       bool              // the index was rebuilt during this verb
 	entries       map[string]*entry // index files read or written, by key; nil: none
+	prep          *prepared         // records written ahead of the lock; nil: none
 }
 
 var _ ipam.Store = (*Store)(nil)
@@ -95,6 +96,17 @@ func Open(dataDir, network string) (*Store, error) { return OpenLogged(dataDir, 
 // wrong. What it finds out of place, then and until Close, is logged to log
 // as a warning (nil: not logged). Close releases it.
 func OpenLogged(dataDir, network string, log *slog.Logger) (*Store, error) {
+	return openStore(dataDir, network, log, ipam.Owner{}, 0)
+}
+
+// OpenToReserve is OpenLogged for a verb that reserves up to n addresses
+// for owner: their records are written and synced (prepared.go) while the
+// lock is awaited, the index read and the addresses chosen.
+func OpenToReserve(dataDir, network string, log *slog.Logger, owner ipam.Owner, n int) (*Store, error) {
+	return openStore(dataDir, network, log, owner, n)
+}
+
+func openStore(dataDir, network string, log *slog.Logger, owner ipam.Owner, n int) (*Store, error) {
 	if dataDir == "" {
 		dataDir = DefaultDataDir
 	}
@@ -109,12 +121,17 @@ func OpenLogged(dataDir, network string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	var prep *prepared
+	if n > 0 {
+		prep = prepare(netDir, owner, n)
+	}
 	lock, err := lockNetwork(netDir)
 	if err != nil {
+		prep.close()
 		netDir.Close()
 		return nil, err
 	}
-	s := &Store{dir: dir, meta: filepath.Join(dir, metaName), netDir: netDir, lock: lock, log: log, entries: map[string]*entry{}}
+	s := &Store{dir: dir, meta: filepath.Join(dir, metaName), netDir: netDir, lock: lock, log: log, entries: map[string]*entry{}, prep: prep}
 	fresh, err := s.openIndex()
 	if err == nil {
 		err = s.checkIndex(fresh)
@@ -159,8 +176,9 @@ func (s *Store) Close() error {
 	return errors.Join(err, s.closeFiles())
 }
 
-// closeFiles closes the directories, then the lock.
+// closeFiles closes the prepared records, the directories, then the lock.
 func (s *Store) closeFiles() error {
+	s.prep.close()
 	var errs []error
 	for _, f := range []*os.File{s.ownersDir, s.metaDir, s.netDir, s.lock} {
 		if f != nil {
@@ -173,8 +191,8 @@ func (s *Store) closeFiles() error {
 // Dir is the network's reservation directory, for messages.
 func (s *Store) Dir() string { return s.dir }
 
-// Reserve writes the record to a temporary file, syncs it, indexes it and
-// links it to the address's name: link fails when the name exists, so a
+// Reserve writes the record to a temporary file (or takes one prepared by
+// OpenToReserve), syncs it, indexes it and links it to the address's name: link fails when the name exists, so a
 // reservation is never overwritten, and neither a killed process nor a
 // kernel crash can leave an empty or partial record (the data is on disk
 // before the name exists). The index names the record's inode before the
@@ -202,18 +220,25 @@ func (s *Store) Reserve(addr netip.Addr, c ipam.Claim, set int) (bool, error) {
 		return false, err
 	}
 	defer func() { _ = s.touched() }()
-	tmp, ino, err := writeTemp(s.netDir, tmpPrefix, FormatRecord(c.Owner), true)
+	rec, err := s.newRecord(c.Owner)
 	if err != nil {
 		return false, err
 	}
-	defer removeAt(s.netDir, tmp) // before touched: the removal changes the directory too
-	if err := s.writeEntry(c.Owner, old.with(c.Owner, heldFor(addr, ino, c.Netns))); err != nil {
+	defer s.removeTemp(rec) // before touched: the removal changes the directory too
+	if err := s.writeEntry(c.Owner, old.with(c.Owner, heldFor(addr, rec.ino, c.Netns))); err != nil {
 		return false, err
 	}
-	if err := unix.Linkat(int(s.netDir.Fd()), tmp, int(s.netDir.Fd()), name, 0); err != nil {
+	if err := s.link(rec, name); err != nil {
 		s.restoreEntry(c.Owner, old)
 		if errors.Is(err, fs.ErrExist) {
 			return false, nil
+		}
+		if rec.prepared {
+			// An unnamed file cannot be linked here (no /proc, say): the
+			// records are written under a temporary name from now on.
+			s.prep.close()
+			s.prep = nil
+			return s.Reserve(addr, c, set)
 		}
 		return false, fmt.Errorf("reserving %s: %w", addr, pathErr("link", s.netDir, name, err))
 	}
@@ -225,6 +250,38 @@ func (s *Store) Reserve(addr netip.Addr, c ipam.Claim, set int) (bool, error) {
 		return false, err
 	}
 	return true, nil
+}
+
+// newRecord is a synced record, ready to be linked to an address's name:
+// prepared ahead of the lock, or written under the temporary name tmp.
+type newRecord struct {
+	ino      uint64
+	tmp      string
+	prepared bool
+}
+
+// newRecord returns the next prepared record of o, or else writes one.
+func (s *Store) newRecord(o ipam.Owner) (newRecord, error) {
+	if ino, ok := s.prep.next(o); ok {
+		return newRecord{ino: ino, prepared: true}, nil
+	}
+	tmp, ino, err := writeTemp(s.netDir, tmpPrefix, FormatRecord(o), true)
+	return newRecord{ino: ino, tmp: tmp}, err
+}
+
+// link gives r the name name; it fails with EEXIST when the name is taken.
+func (s *Store) link(r newRecord, name string) error {
+	if r.prepared {
+		return s.prep.link(s.netDir, name)
+	}
+	return unix.Linkat(int(s.netDir.Fd()), r.tmp, int(s.netDir.Fd()), name, 0)
+}
+
+// removeTemp removes r's temporary name, if it has one.
+func (s *Store) removeTemp(r newRecord) {
+	if r.tmp != "" {
+		_ = removeAt(s.netDir, r.tmp)
+	}
 }
 
 // writeLastReserved replaces the round-robin note by rename (a symbolic

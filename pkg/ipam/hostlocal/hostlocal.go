@@ -53,7 +53,7 @@ func (Plugin) Add(_ context.Context, a *cniplugin.Args) (_ types.Result, retErr 
 	if err != nil {
 		return nil, err
 	}
-	s, err := disk.OpenLogged(c.dataDir, c.name, a.Logger())
+	s, err := disk.OpenToReserve(c.dataDir, c.name, a.Logger(), owner(a), len(c.sets))
 	if err != nil {
 		return nil, err
 	}
