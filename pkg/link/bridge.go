@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -18,23 +19,18 @@ type BridgeOptions struct {
 }
 
 // EnsureBridge creates the bridge if it is missing and otherwise reuses it,
-// bringing MTU and flags to what o asks. It returns the bridge, up.
+// bringing MTU and flags to what o asks. It returns the bridge, up. An
+// existing bridge costs one lookup when it is already as o asks, as it is
+// for every ADD but a node's first.
 func EnsureBridge(o BridgeOptions) (*netlink.Bridge, error) {
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name, attrs.MTU = o.Name, o.MTU
-	want := &netlink.Bridge{LinkAttrs: attrs}
-	if o.VlanFiltering {
-		want.VlanFiltering = &o.VlanFiltering
-	}
-	created := true
-	if err := netlink.LinkAdd(want); errors.Is(err, syscall.EEXIST) {
-		created = false
-	} else if errors.Is(err, syscall.EOPNOTSUPP) && o.VlanFiltering {
-		return nil, fmt.Errorf("creating bridge %q with VLAN filtering: the kernel lacks bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): %w", o.Name, err)
-	} else if err != nil {
-		return nil, fmt.Errorf("creating bridge %q: %w", o.Name, err)
-	}
 	br, err := BridgeByName(o.Name)
+	created := false
+	if IsNotFound(err) {
+		created, err = createBridge(o)
+		if err == nil {
+			br, err = BridgeByName(o.Name)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +41,8 @@ func EnsureBridge(o BridgeOptions) (*netlink.Bridge, error) {
 			return nil, fmt.Errorf("pinning the MAC address of bridge %q: %w", o.Name, err)
 		}
 	}
-	if err := reconcileBridge(br, o); err != nil {
+	changed, err := reconcileBridge(br, o)
+	if err != nil {
 		return nil, err
 	}
 	// The bridge's routes are ours; router advertisements must not add others.
@@ -58,30 +55,59 @@ func EnsureBridge(o BridgeOptions) (*netlink.Bridge, error) {
 			return nil, err
 		}
 	}
+	if !created && !changed && br.Flags&net.FlagUp != 0 {
+		return br, nil
+	}
 	if err := netlink.LinkSetUp(br); err != nil {
 		return nil, fmt.Errorf("setting bridge %q up: %w", o.Name, err)
 	}
 	return BridgeByName(o.Name)
 }
 
-// reconcileBridge applies o to a bridge that may predate this network.
-func reconcileBridge(br *netlink.Bridge, o BridgeOptions) error {
+// createBridge creates the bridge o describes; false when another process
+// did first.
+func createBridge(o BridgeOptions) (bool, error) {
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name, attrs.MTU = o.Name, o.MTU
+	want := &netlink.Bridge{LinkAttrs: attrs}
+	if o.VlanFiltering {
+		want.VlanFiltering = &o.VlanFiltering
+	}
+	err := netlink.LinkAdd(want)
+	switch {
+	case errors.Is(err, syscall.EEXIST):
+		return false, nil
+	case errors.Is(err, syscall.EOPNOTSUPP) && o.VlanFiltering:
+		return false, fmt.Errorf("creating bridge %q with VLAN filtering: the kernel lacks bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): %w", o.Name, err)
+	case err != nil:
+		return false, fmt.Errorf("creating bridge %q: %w", o.Name, err)
+	}
+	return true, nil
+}
+
+// reconcileBridge applies o to a bridge that may predate this network;
+// false when it already was as o asks.
+func reconcileBridge(br *netlink.Bridge, o BridgeOptions) (bool, error) {
+	changed := false
 	if o.MTU != 0 && br.MTU != o.MTU {
 		if err := netlink.LinkSetMTU(br, o.MTU); err != nil {
-			return fmt.Errorf("setting MTU %d on bridge %q: %w", o.MTU, o.Name, err)
+			return false, fmt.Errorf("setting MTU %d on bridge %q: %w", o.MTU, o.Name, err)
 		}
+		changed = true
 	}
 	if o.Promisc && br.Promisc == 0 {
 		if err := netlink.SetPromiscOn(br); err != nil {
-			return fmt.Errorf("setting promiscuous mode on bridge %q: %w", o.Name, err)
+			return false, fmt.Errorf("setting promiscuous mode on bridge %q: %w", o.Name, err)
 		}
+		changed = true
 	}
 	if o.VlanFiltering && (br.VlanFiltering == nil || !*br.VlanFiltering) {
 		if err := netlink.BridgeSetVlanFiltering(br, true); err != nil {
-			return fmt.Errorf("enabling VLAN filtering on bridge %q: %w", o.Name, err)
+			return false, fmt.Errorf("enabling VLAN filtering on bridge %q: %w", o.Name, err)
 		}
+		changed = true
 	}
-	return nil
+	return changed, nil
 }
 
 // ErrNotBridge says a link of the bridge's name exists with another type.
