@@ -11,6 +11,8 @@ package link
 import (
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,8 +77,35 @@ func ReadSysctl(key string) (string, error) {
 
 // Sysctl writes value to /proc/sys/<key> (key like "net/ipv4/ip_forward"),
 // skipping the write when the value is already there: writes of some keys
-// (ipv6 forwarding) have side effects even when nothing changes.
+// (ipv6 forwarding) have side effects even when nothing changes. The key is
+// opened once for both: each lookup under /proc/sys/net compares with the
+// entries of every namespace on the node (~35 us with 150 namespaces here).
 func Sysctl(key, value string) error {
+	f, err := os.OpenFile(sysctlPath(key), os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrPermission) {
+		return sysctlOneWay(key, value) // a read-only key may already hold value
+	}
+	if err != nil {
+		return fmt.Errorf("setting sysctl %s=%s: %w", key, value, err)
+	}
+	defer f.Close()
+	cur, err := io.ReadAll(f)
+	if err != nil {
+		return fmt.Errorf("reading sysctl %s: %w", key, err)
+	}
+	if strings.TrimSpace(string(cur)) == value {
+		return nil
+	}
+	// At offset 0: the kernel ignores integer writes made further on.
+	if _, err := f.WriteAt([]byte(value), 0); err != nil {
+		return fmt.Errorf("setting sysctl %s=%s: %w", key, value, err)
+	}
+	return nil
+}
+
+// sysctlOneWay is Sysctl for a key that cannot be opened for both reading
+// and writing.
+func sysctlOneWay(key, value string) error {
 	cur, err := ReadSysctl(key)
 	if err != nil {
 		return err

@@ -119,3 +119,32 @@ func TestLinksInNamespace(t *testing.T) {
 		t.Errorf("bridge addresses:\n%s", out)
 	}
 }
+
+// Sysctl writes a shorter value over a longer one (at offset 0, read from
+// the same descriptor) and takes a read-only key that already holds the
+// value.
+func TestSysctl(t *testing.T) {
+	ns := netnstest.New(t, "link-sysctl")
+	const key = "net/ipv4/neigh/lo/base_reachable_time_ms"
+	ns.Do(t, func() error {
+		for _, v := range []string{"30000", "5000", "30000"} {
+			if err := Sysctl(key, v); err != nil {
+				return err
+			}
+			if got, err := ReadSysctl(key); err != nil || got != v {
+				t.Errorf("after Sysctl %s=%s: %q %v", key, v, got, err)
+			}
+		}
+		return nil
+	})
+	os, err := ReadSysctl("kernel/ostype")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Sysctl("kernel/ostype", os); err != nil {
+		t.Errorf("a read-only key already holding the value: %v", err)
+	}
+	if err := Sysctl("kernel/ostype", os+"x"); err == nil {
+		t.Error("a read-only key took a new value")
+	}
+}
