@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,6 +70,59 @@ func TestRowResult(t *testing.T) {
 				t.Errorf("ratio %q result %q, want %q %q", c[4], c[9], tc.wantRatio, tc.wantResult)
 			}
 		})
+	}
+}
+
+func TestOrder(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		first := make([]int, n)
+		for i := range 6 {
+			o := order(i, n)
+			if s := slices.Sorted(slices.Values(o)); !slices.Equal(s, order(0, n)) {
+				t.Fatalf("order(%d, %d) = %v, not every participant once", i, n, o)
+			}
+			first[o[0]]++
+		}
+		for k, c := range first {
+			if c != 6/n {
+				t.Errorf("n=%d: participant %d went first %d times in 6, want %d", n, k, c, 6/n)
+			}
+		}
+	}
+}
+
+// TestModeRows checks the rows of the cnitool driver and of the floor: their
+// labels, their figures and the targets they carry.
+func TestModeRows(t *testing.T) {
+	ms := func(add, del float64) map[verb][]float64 {
+		return map[verb][]float64{verbAdd: {add}, verbCheck: {add}, verbDel: {del}}
+	}
+	res := scenarioResult{
+		sc:    scenario{name: "s", target: targets{add: 0.5, cnitoolAdd: 0.3, cnitoolDel: 0.3}},
+		seq:   [2]map[verb][]float64{ms(20, 30), ms(9, 15)},
+		floor: ms(6, 12),
+		tool:  [2]map[verb][]float64{ms(40, 50), ms(10, 20)},
+	}
+	want := map[string][3]string{ // metric: ratio, target, result
+		"ADD ms":                {"0.45", "≤ 0.5", "met"},
+		"ADD ms, ours vs floor": {"1.50", "≤ 1.5", "met"},
+		"DEL ms, ours vs floor": {"1.25", "≤ 1.5", "met"},
+		"ADD ms (cnitool)":      {"0.25", "≤ 0.3", "met"},
+		"DEL ms (cnitool)":      {"0.40", "≤ 0.3", "MISSED"},
+	}
+	seen := 0
+	for _, r := range scenarioRows(res) {
+		w, ok := want[r.metric]
+		if !ok {
+			continue
+		}
+		seen++
+		if c := r.cells(); c[4] != w[0] || c[8] != w[1] || c[9] != w[2] {
+			t.Errorf("%s: ratio %q target %q result %q, want %q", r.metric, c[4], c[8], c[9], w)
+		}
+	}
+	if seen != len(want) {
+		t.Errorf("%d of the %d rows wanted", seen, len(want))
 	}
 }
 
@@ -179,7 +233,11 @@ func TestSmoke(t *testing.T) {
 	if err := buildOurs(t.Context(), "..", dir); err != nil {
 		t.Fatal(err)
 	}
-	cfg := config{pods: 2, concPods: 3, workers: 2, rounds: 1, startupN: 2, criPods: 1, repo: "..", rssTool: tool}
+	cfg := config{pods: 2, concPods: 3, workers: 2, rounds: 1, startupN: 2, criPods: 1, repo: "..", rssTool: tool,
+		drivers: []string{driverLibcni, driverCnitool}, cnitoolPods: 2}
+	if cfg.tools, err = buildTools(t.Context(), cfg, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
 	sides := [2]side{{name: "reference", dir: dir}, {name: "ours", dir: dir}}
 	out, err := measureAll(t.Context(), cfg, sides, t.TempDir())
 	if err != nil {
@@ -198,7 +256,33 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	checkRows(t, out.rows)
+	checkModeRows(t, out.scenarios, out.rows)
 	checkNoNamespaces(t)
+}
+
+// checkModeRows fails unless every scenario that ran has the cnitool
+// driver's rows, and those with a floor program their rows vs floor.
+func checkModeRows(t *testing.T, ran []scenarioResult, rows []row) {
+	t.Helper()
+	has := map[string]bool{}
+	for _, r := range rows {
+		has[r.scenario+"|"+r.metric] = true
+	}
+	for _, res := range ran {
+		sc := res.sc
+		if res.skipped != "" {
+			continue
+		}
+		want := []string{"ADD ms (cnitool)", "DEL ms (cnitool)"}
+		if sc.floor != nil {
+			want = append(want, "ADD ms, ours vs floor", "DEL ms, ours vs floor")
+		}
+		for _, m := range want {
+			if !has[sc.name+"|"+m] {
+				t.Errorf("%s: no row %q", sc.name, m)
+			}
+		}
+	}
 }
 
 // checkRows fails on a row of figures with an empty cell that should hold one.
@@ -234,5 +318,48 @@ func checkNoNamespaces(t *testing.T) {
 		if strings.HasPrefix(e.Name(), prefix) {
 			t.Errorf("namespace %s left behind", e.Name())
 		}
+	}
+}
+
+// TestPinnedThread checks that what the cnitool driver starts sees the run's
+// directory as /var/lib and sits in the node, while the bench's own /var/lib
+// and namespace stay as they were: cnitool's cache must never reach the
+// machine's /var/lib/cni.
+func TestPinnedThread(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	node := netnstest.New(t, "cnibt-pin")
+	varLib := t.TempDir()
+	th, err := startPinnedThread(node.Path, varLib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer th.close()
+	inode := func(path string) string {
+		out, err := exec.Command("stat", "-L", "-c", "%d:%i", path).Output()
+		if err != nil {
+			t.Fatalf("stat %s: %v", path, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	var lib, net string
+	var libErr, netErr error
+	th.run(func() {
+		var out []byte
+		out, libErr = exec.Command("stat", "-c", "%d:%i", "/var/lib").Output()
+		lib = strings.TrimSpace(string(out))
+		out, netErr = exec.Command("stat", "-L", "-c", "%d:%i", "/proc/self/ns/net").Output()
+		net = strings.TrimSpace(string(out))
+	})
+	if libErr != nil || netErr != nil {
+		t.Fatal(libErr, netErr)
+	}
+	if want := inode(varLib); lib != want {
+		t.Errorf("the thread's children see /var/lib as %s, want the run's directory %s", lib, want)
+	}
+	if want := inode(node.Path); net != want {
+		t.Errorf("the thread's children are in namespace %s, want the node's %s", net, want)
+	}
+	if own := inode("/var/lib"); own == inode(varLib) {
+		t.Error("the bind mount shows in the bench's own mount namespace")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -71,4 +72,42 @@ func runBuild(cmd *exec.Cmd, what string) error {
 		return fmt.Errorf("%s: %s: %w\n%s", what, strings.Join(cmd.Args, " "), err, out)
 	}
 	return nil
+}
+
+// tools are the programs the bench runs besides the plugins; "" when no
+// selected scenario runs them.
+type tools struct {
+	cnitool string // the cnitool of go.mod's libcni, for the cnitool driver
+	floor   string // bench/floor, for the floor rows
+}
+
+// cnitoolPkg is cnitool's package, built at the libcni version go.mod
+// requires: the code the libcni driver runs in-process.
+const cnitoolPkg = "github.com/containernetworking/cni/cnitool"
+
+// buildTools builds the tools the selected scenarios and drivers need into
+// dir, static and with -trimpath as the plugins are.
+func buildTools(ctx context.Context, cfg config, dir string) (tools, error) {
+	var t tools
+	if cfg.uses(driverCnitool) && slices.ContainsFunc(scenarios(), cfg.selects) {
+		t.cnitool = filepath.Join(dir, "cnitool")
+		if err := buildTool(ctx, cfg.repo, t.cnitool, cnitoolPkg); err != nil {
+			return t, err
+		}
+	}
+	hasFloor := func(sc scenario) bool { return sc.floor != nil && cfg.selects(sc) }
+	if cfg.uses(driverLibcni) && slices.ContainsFunc(scenarios(), hasFloor) {
+		t.floor = filepath.Join(dir, "floor")
+		if err := buildTool(ctx, cfg.repo, t.floor, "./bench/floor"); err != nil {
+			return t, err
+		}
+	}
+	return t, nil
+}
+
+func buildTool(ctx context.Context, repo, out, pkg string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
+	cmd.Dir = repo
+	cmd.Env = buildEnv()
+	return runBuild(cmd, "building "+pkg)
 }

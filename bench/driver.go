@@ -183,3 +183,17 @@ func (c *chain) do(ctx context.Context, v verb, pod *namespace, index int, id st
 	}
 	return took, nil
 }
+
+// timed runs cmd and returns its wall time from start to exit; a failure
+// quotes what it printed.
+func timed(cmd *exec.Cmd) (time.Duration, error) {
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start)
+	if err != nil {
+		return took, fmt.Errorf("%w: stdout %q, stderr %q", err, stdout.Bytes(), stderr.Bytes())
+	}
+	return took, nil
+}

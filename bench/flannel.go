@@ -30,7 +30,7 @@ func flannelScenario() scenario {
 		},
 		oursConf: oursFlannel,
 		capArgs:  portMappings,
-		target:   targets{add: 0.3, del: 0.3, conc: 3},
+		target:   targets{add: 0.3, del: 0.3, conc: 3, cnitoolAdd: 0.3, cnitoolDel: 0.3},
 	}
 }
 

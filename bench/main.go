@@ -5,9 +5,10 @@
 // Both sides get the same scenarios, the same harness and the same
 // configurations: each scenario runs in a fresh "node" network namespace per
 // side, pods are namespaces attached to it, and the plugins run inside the
-// node through libcni in-process, as containerd runs them. Operations
-// alternate between the sides so that drift on this shared machine hits both.
-// Nothing touches the machine's own network, /var/lib/cni or /etc/cni.
+// node through libcni in-process, as containerd runs them, and through one
+// cnitool process per verb, as an operator runs them. Operations alternate
+// between the sides so that drift on this shared machine hits both. Nothing
+// touches the machine's own network, /var/lib/cni or /etc/cni.
 package main
 
 import (
@@ -48,13 +49,40 @@ type config struct {
 	kubeNodes  []int // Nodes in the API before a daemon starts, ascending
 	// The plugins under containerd's CRI; 0 leaves it out.
 	criPods int // pod sandboxes per side
+	// How the scenarios run the plugins (driverLibcni, driverCnitool).
+	drivers     []string
+	cnitoolPods int   // pods per side for the cnitool driver's ADD/DEL latencies
+	tools       tools // built by run: cnitool and the floor program
+}
+
+// The drivers: how a runtime runs the plugins.
+const (
+	driverLibcni  = "libcni"  // libcni in-process, as containerd's go-cni
+	driverCnitool = "cnitool" // one cnitool process per verb
+)
+
+// uses says whether the scenarios run through the driver.
+func (c config) uses(driver string) bool { return slices.Contains(c.drivers, driver) }
+
+// parseDrivers reads "libcni,cnitool".
+func parseDrivers(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		d := strings.TrimSpace(f)
+		if d != driverLibcni && d != driverCnitool {
+			return nil, fmt.Errorf("%q is not a driver: give %s, %s or both, comma-separated", f, driverLibcni, driverCnitool)
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 func defaultConfig() config {
 	return config{pods: 60, concPods: 100, workers: 8, rounds: 2, startupN: 100,
 		refVersion: "v1.9.1", repo: ".", command: "make bench",
 		leaseEvents: 40, peerCounts: []int{1000, 2000}, flannelVersion: "v0.28.10",
-		dpRuns: 3, dpSeconds: 3, kubeEvents: 40, kubeNodes: []int{1000, 5000}, criPods: 40}
+		dpRuns: 3, dpSeconds: 3, kubeEvents: 40, kubeNodes: []int{1000, 5000}, criPods: 40,
+		drivers: []string{driverLibcni, driverCnitool}, cnitoolPods: 30}
 }
 
 func main() {
@@ -80,6 +108,11 @@ func main() {
 		return err
 	})
 	flag.IntVar(&cfg.criPods, "cri-pods", cfg.criPods, "pod sandboxes per side run, stopped and removed through containerd's CRI; 0 skips it")
+	flag.Func("drivers", "how the scenarios run the plugins, comma-separated: libcni (in-process, as containerd), cnitool (a process per verb) (default libcni,cnitool)", func(s string) (err error) {
+		cfg.drivers, err = parseDrivers(s)
+		return err
+	})
+	flag.IntVar(&cfg.cnitoolPods, "cnitool-pods", cfg.cnitoolPods, "pods per side for the cnitool driver's sequential ADD/DEL latencies")
 	kubeOnly := flag.Bool("kube-only", false, "measure only the lease daemons on the Kubernetes API (no plugin, etcd or data plane rows)")
 	flag.StringVar(&cfg.command, "command", cfg.command, "the command line to record in the report")
 	flag.Parse()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -19,6 +20,7 @@ type sideRun struct {
 	node        *namespace
 	pods        []*namespace
 	chain       *chain
+	tool        *cnitoolRun // nil without the cnitool driver
 	dataDir     string
 	linksBefore []string // the node's links before the first ADD
 	rulesBase   ruleset  // the node's rules after the warm-up pod came and went
@@ -34,13 +36,36 @@ func (s *sideRun) do(ctx context.Context, v verb, pod int) (time.Duration, error
 	return s.chain.do(ctx, v, s.pods[pod], pod, s.id(pod))
 }
 
-// ids lists every container ID the scenario used on this side.
+// ids lists every container ID the scenario used on this side, cnitool's
+// included.
 func (s *sideRun) ids() []string {
 	ids := []string{s.warmID()}
-	for i := range s.pods {
-		ids = append(ids, s.id(i))
+	for i, p := range s.pods {
+		ids = append(ids, s.id(i), cnitoolID(p.path))
 	}
 	return ids
+}
+
+// libcni is the side in the libcni driver's sequential phase.
+func (s *sideRun) libcni(verbs []verb) participant {
+	return participant{name: s.side.name, verbs: verbs, do: s.do}
+}
+
+// addNode creates a node namespace and n pod namespaces.
+func addNode(ctx context.Context, nss *namespaces, tag string, n int) (*namespace, []*namespace, error) {
+	node, err := nss.add(ctx, tag+"-node")
+	if err != nil {
+		return nil, nil, err
+	}
+	var pods []*namespace
+	for i := range n {
+		p, err := nss.add(ctx, fmt.Sprintf("%s-%d", tag, i))
+		if err != nil {
+			return nil, nil, err
+		}
+		pods = append(pods, p)
+	}
+	return node, pods, nil
 }
 
 // prepare creates the side's node and pods, runs the scenario's setup and a
@@ -48,15 +73,8 @@ func (s *sideRun) ids() []string {
 func prepare(ctx context.Context, nss *namespaces, sc scenario, sd side, tag string, pods int, cfg config, work string) (*sideRun, error) {
 	s := &sideRun{side: sd, dataDir: filepath.Join(work, "data")}
 	var err error
-	if s.node, err = nss.add(ctx, tag+"-node"); err != nil {
+	if s.node, s.pods, err = addNode(ctx, nss, tag, pods); err != nil {
 		return nil, err
-	}
-	for i := range pods {
-		p, err := nss.add(ctx, fmt.Sprintf("%s-%d", tag, i))
-		if err != nil {
-			return nil, err
-		}
-		s.pods = append(s.pods, p)
 	}
 	if sc.setup != nil {
 		if err := sc.setup(ctx, s.node, sd, s.dataDir); err != nil {
@@ -83,6 +101,12 @@ func prepare(ctx context.Context, nss *namespaces, sc scenario, sd side, tag str
 	}
 	if s.chain, err = newChain(sd, s.node, raw, filepath.Join(work, "cache"), sc.capArgs); err != nil {
 		return nil, err
+	}
+	if cfg.uses(driverCnitool) {
+		tc := cnitoolConf{bin: cfg.tools.cnitool, side: sd, conf: raw, network: s.chain.list.Name, capArgs: sc.capArgs}
+		if s.tool, err = newCnitoolRun(tc, s.node, s.pods, filepath.Join(work, "cnitool")); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.warmUp(ctx); err != nil {
 		return nil, err
@@ -118,24 +142,50 @@ func (s *sideRun) leaks(ctx context.Context, shared []string) (leaks, error) {
 	return l, nil
 }
 
-// order alternates which side goes first, so that drift hits both.
-func order(i int) [2]int {
-	if i%2 == 0 {
-		return [2]int{0, 1}
+// order is the turn of n participants at step i: a rotation, so that each
+// goes first as often and drift hits all.
+func order(i, n int) []int {
+	o := make([]int, n)
+	for j := range o {
+		o[j] = (i + j) % n
 	}
-	return [2]int{1, 0}
+	return o
+}
+
+// participant is one column of a sequential phase: a side through a driver,
+// or the floor program.
+type participant struct {
+	name  string
+	verbs []verb // the verbs it runs; the phase skips it for others
+	do    func(ctx context.Context, v verb, pod int) (time.Duration, error)
+}
+
+// warmUp ADDs and DELs pod 0 outside the figures: page cache, first use.
+func (p participant) warmUp(ctx context.Context) error {
+	for _, v := range []verb{verbAdd, verbDel} {
+		if _, err := p.do(ctx, v, 0); err != nil {
+			return fmt.Errorf("%s: warm-up: %w", p.name, err)
+		}
+	}
+	return nil
 }
 
 // sequential ADDs every pod, then CHECKs every pod, then DELs every pod,
-// one at a time, alternating the sides pod by pod; durations in ms.
-func sequential(ctx context.Context, runs [2]*sideRun, pods int, verbs []verb) ([2]map[verb][]float64, error) {
-	ms := [2]map[verb][]float64{{}, {}}
+// one at a time, taking turns pod by pod; durations in ms, per participant.
+func sequential(ctx context.Context, parts []participant, pods int, verbs []verb) ([]map[verb][]float64, error) {
+	ms := make([]map[verb][]float64, len(parts))
+	for k := range ms {
+		ms[k] = map[verb][]float64{}
+	}
 	for _, v := range verbs {
 		for i := range pods {
-			for _, k := range order(i) {
-				d, err := runs[k].do(ctx, v, i)
+			for _, k := range order(i, len(parts)) {
+				if !slices.Contains(parts[k].verbs, v) {
+					continue
+				}
+				d, err := parts[k].do(ctx, v, i)
 				if err != nil {
-					return ms, fmt.Errorf("%s: %w", runs[k].side.name, err)
+					return ms, fmt.Errorf("%s: %w", parts[k].name, err)
 				}
 				ms[k][v] = append(ms[k][v], float64(d.Microseconds())/1000)
 			}
@@ -159,7 +209,7 @@ func memory(ctx context.Context, runs [2]*sideRun, n int, tool string, verbs []v
 		defer r.chain.rec.setRSSTool("")
 	}
 	for i := range n {
-		for _, k := range order(i) {
+		for _, k := range order(i, len(runs)) {
 			for _, v := range verbs {
 				if _, err := runs[k].do(ctx, v, i); err != nil {
 					return rss, fmt.Errorf("%s, measuring memory: %w", runs[k].side.name, err)
@@ -184,7 +234,7 @@ type throughput struct {
 func concurrent(ctx context.Context, runs [2]*sideRun, cfg config) ([2]throughput, error) {
 	var res [2]throughput
 	for r := range cfg.rounds {
-		for _, k := range order(r) {
+		for _, k := range order(r, len(runs)) {
 			add, err := runs[k].parallel(ctx, verbAdd, cfg.concPods, cfg.workers)
 			if err != nil {
 				return res, err
@@ -235,13 +285,15 @@ func (s *sideRun) parallel(ctx context.Context, v verb, n, workers int) (time.Du
 }
 
 // scenarioResult holds one scenario's figures for both sides (index 0 is the
-// reference, 1 ours).
+// reference, 1 ours); a driver that did not run leaves its maps nil.
 type scenarioResult struct {
 	sc      scenario
 	skipped string // why it did not run
 	err     error
-	seq     [2]map[verb][]float64
-	rss     [2][]float64 // KiB per top-level plugin invocation, from the memory pass
+	seq     [2]map[verb][]float64 // the libcni driver's sequential phase
+	floor   map[verb][]float64    // the floor program, taking turns with seq
+	tool    [2]map[verb][]float64 // the cnitool driver
+	rss     [2][]float64          // KiB per top-level plugin invocation, from the memory pass
 	conc    [2]throughput
 	leaks   [2]leaks
 }
@@ -265,29 +317,77 @@ func runScenario(ctx context.Context, cfg config, idx int, sc scenario, sides [2
 	ctx, cancel := context.WithCancel(ctx) // ends the servers a setup started, before their namespaces go
 	defer cancel()
 	var runs [2]*sideRun
-	pods := max(cfg.pods, cfg.concPods)
+	tag := func(c byte) string { return fmt.Sprintf("cnib%d-%d%c", os.Getpid(), idx, c) }
 	for k, sd := range sides {
-		tag := fmt.Sprintf("cnib%d-%d%c", os.Getpid(), idx, sd.name[0])
 		dir := filepath.Join(work, fmt.Sprintf("s%d-%s", idx, sd.name))
-		r, err := prepare(ctx, nss, sc, sd, tag, pods, cfg, dir)
+		r, err := prepare(ctx, nss, sc, sd, tag(sd.name[0]), podsNeeded(cfg), cfg, dir)
 		if err != nil {
 			res.err = fmt.Errorf("%s: preparing the %s side: %w", sc.name, sd.name, err)
 			return res
 		}
 		runs[k] = r
 	}
-	res.err = measureScenario(ctx, cfg, runs, &res)
+	var floor *floorRun
+	if sc.floor != nil && cfg.tools.floor != "" {
+		var err error
+		if floor, err = prepareFloor(ctx, nss, *sc.floor, tag('f'), cfg.pods, cfg.tools.floor); err != nil {
+			res.err = fmt.Errorf("%s: preparing the floor: %w", sc.name, err)
+			return res
+		}
+	}
+	res.err = measureScenario(ctx, cfg, runs, floor, &res)
 	return res
 }
 
-// measureScenario runs the sequential and the concurrent phase and counts
-// leaks after each: the concurrent phase reuses the container IDs, so its
-// DELs could hide what the sequential phase left.
-func measureScenario(ctx context.Context, cfg config, runs [2]*sideRun, res *scenarioResult) error {
-	slog.Info("sequential", "scenario", res.sc.name, "pods", cfg.pods)
+// podsNeeded is how many pods each side's node gets: enough for every
+// phase of the drivers in use, and the warm-up pod.
+func podsNeeded(cfg config) int {
+	n := 1
+	if cfg.uses(driverLibcni) {
+		n = max(n, cfg.pods, cfg.concPods)
+	}
+	if cfg.uses(driverCnitool) {
+		n = max(n, cfg.cnitoolPods)
+	}
+	return n
+}
+
+// measureScenario runs the phases of each driver in use and counts leaks
+// after each: the later phases reuse the pods, so their DELs could hide
+// what an earlier one left.
+func measureScenario(ctx context.Context, cfg config, runs [2]*sideRun, floor *floorRun, res *scenarioResult) error {
+	if cfg.uses(driverLibcni) {
+		if err := measureLibcni(ctx, cfg, runs, floor, res); err != nil {
+			return err
+		}
+	}
+	if !cfg.uses(driverCnitool) {
+		return nil
+	}
+	slog.Info("cnitool", "scenario", res.sc.name, "pods", cfg.cnitoolPods)
 	var err error
-	if res.seq, err = sequential(ctx, runs, cfg.pods, res.sc.verbs()); err != nil {
+	if res.tool, err = cnitoolPhase(ctx, runs, cfg.cnitoolPods); err != nil {
 		return fmt.Errorf("%s: %w", res.sc.name, err)
+	}
+	return res.countLeaks(ctx, runs)
+}
+
+// measureLibcni runs the libcni driver's phases: sequential (the floor
+// taking turns with the sides when the scenario has one), memory,
+// concurrent.
+func measureLibcni(ctx context.Context, cfg config, runs [2]*sideRun, floor *floorRun, res *scenarioResult) error {
+	slog.Info("sequential", "scenario", res.sc.name, "pods", cfg.pods)
+	parts := []participant{runs[0].libcni(res.sc.verbs()), runs[1].libcni(res.sc.verbs())}
+	if floor != nil {
+		parts = append(parts, floor.participant())
+	}
+	ms, err := sequential(ctx, parts, cfg.pods, res.sc.verbs())
+	if err != nil {
+		return fmt.Errorf("%s: %w", res.sc.name, err)
+	}
+	res.seq = [2]map[verb][]float64{ms[0], ms[1]}
+	if floor != nil {
+		res.floor = ms[2]
 	}
 	if res.rss, err = memory(ctx, runs, min(rssPods, cfg.pods), cfg.rssTool, res.sc.verbs()); err != nil {
 		return fmt.Errorf("%s: %w", res.sc.name, err)

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -92,7 +91,8 @@ func (r row) result(rm float64) string {
 	return "MISSED"
 }
 
-// scenarioRows turns one scenario's figures into table rows.
+// scenarioRows turns one scenario's figures into table rows: each driver's
+// that ran, the floor's, the memory and concurrent phases' (libcni), leaks.
 func scenarioRows(res scenarioResult) []row {
 	name := res.sc.name
 	switch {
@@ -104,31 +104,61 @@ func scenarioRows(res scenarioResult) []row {
 	}
 	t := res.sc.target
 	var rows []row
-	for _, v := range []struct {
-		verb   verb
-		target float64
-	}{{verbAdd, t.add}, {verbCheck, t.check}, {verbDel, t.del}} {
-		if !slices.Contains(res.sc.verbs(), v.verb) {
-			continue
-		}
-		rows = append(rows, row{metric: v.verb.String() + " ms", prec: 1, target: v.target,
-			ref: summarize(res.seq[0][v.verb]), ours: summarize(res.seq[1][v.verb])})
+	if res.seq[1] != nil {
+		rows = append(rows, latencyRows(res.seq, res.sc.verbs(), "", map[verb]float64{verbAdd: t.add, verbCheck: t.check, verbDel: t.del})...)
+		rows = append(rows, floorRows(res)...)
 	}
-	mib := func(kib []float64) stat { s := summarize(kib); return stat{s.med / 1024, s.p95 / 1024} }
-	rows = append(rows, row{metric: "RSS per invocation, MiB", prec: 1, ref: mib(res.rss[0]), ours: mib(res.rss[1])})
-	rate := func(k int, d float64) stat { return single(float64(res.conc[k].pods) / d) }
-	add := func(k int) float64 { return res.conc[k].add.Seconds() }
-	del := func(k int) float64 { return res.conc[k].del.Seconds() }
-	rows = append(rows,
-		row{metric: "concurrent ADD pods/s", prec: 1, better: higherBetter, ref: rate(0, add(0)), ours: rate(1, add(1))},
-		row{metric: "concurrent DEL pods/s", prec: 1, better: higherBetter, ref: rate(0, del(0)), ours: rate(1, del(1))},
-		row{metric: "concurrent ADD+DEL pods/s", prec: 1, better: higherBetter, target: t.conc,
-			ref: rate(0, add(0)+del(0)), ours: rate(1, add(1)+del(1))},
-		row{metric: "leaks (reservations+links+rules)", leaks: &res.leaks})
+	if res.tool[1] != nil {
+		rows = append(rows, latencyRows(res.tool, cnitoolVerbs, " (cnitool)", map[verb]float64{verbAdd: t.cnitoolAdd, verbDel: t.cnitoolDel})...)
+	}
+	if res.seq[1] != nil {
+		rows = append(rows, libcniRows(res)...)
+	}
+	rows = append(rows, row{metric: "leaks (reservations+links+rules)", leaks: &res.leaks})
 	for i := range rows {
 		rows[i].scenario = name
 	}
 	return rows
+}
+
+// latencyRows are the median and p95 per verb of a sequential phase; label
+// follows the verb's name in the metric.
+func latencyRows(ms [2]map[verb][]float64, verbs []verb, label string, target map[verb]float64) []row {
+	var rows []row
+	for _, v := range verbs {
+		rows = append(rows, row{metric: v.String() + " ms" + label, prec: 1, target: target[v],
+			ref: summarize(ms[0][v]), ours: summarize(ms[1][v])})
+	}
+	return rows
+}
+
+// floorRows put the floor program's ADD and DEL in the reference column and
+// ours (libcni) beside it.
+func floorRows(res scenarioResult) []row {
+	if res.floor == nil {
+		return nil
+	}
+	var rows []row
+	for _, v := range []verb{verbAdd, verbDel} {
+		rows = append(rows, row{metric: v.String() + " ms, ours vs floor", prec: 1, target: floorTarget,
+			ref: summarize(res.floor[v]), ours: summarize(res.seq[1][v])})
+	}
+	return rows
+}
+
+// libcniRows are the memory pass's and the concurrent phase's.
+func libcniRows(res scenarioResult) []row {
+	mib := func(kib []float64) stat { s := summarize(kib); return stat{s.med / 1024, s.p95 / 1024} }
+	rate := func(k int, d float64) stat { return single(float64(res.conc[k].pods) / d) }
+	add := func(k int) float64 { return res.conc[k].add.Seconds() }
+	del := func(k int) float64 { return res.conc[k].del.Seconds() }
+	return []row{
+		{metric: "RSS per invocation, MiB", prec: 1, ref: mib(res.rss[0]), ours: mib(res.rss[1])},
+		{metric: "concurrent ADD pods/s", prec: 1, better: higherBetter, ref: rate(0, add(0)), ours: rate(1, add(1))},
+		{metric: "concurrent DEL pods/s", prec: 1, better: higherBetter, ref: rate(0, del(0)), ours: rate(1, del(1))},
+		{metric: "concurrent ADD+DEL pods/s", prec: 1, better: higherBetter, target: res.sc.target.conc,
+			ref: rate(0, add(0)+del(0)), ours: rate(1, add(1)+del(1))},
+	}
 }
 
 // binaryRows turns the start-up figures into table rows.

@@ -44,6 +44,9 @@ func run(ctx context.Context, cfg config) error {
 		if sides, err = buildSides(ctx, cfg, work); err != nil {
 			return err
 		}
+		if cfg.tools, err = buildTools(ctx, cfg, filepath.Join(work, "tools")); err != nil {
+			return err
+		}
 	}
 	m := describeMachine()
 	out, err := measureAll(ctx, cfg, sides, work)
@@ -71,8 +74,11 @@ const noScenario = "\x00none"
 // needsPlugins says whether a scenario, the CRI rows or the start-up figures
 // will run plugins, which must then be built.
 func needsPlugins(cfg config) bool {
-	return cfg.startupN > 0 || cfg.criPods > 0 || slices.ContainsFunc(scenarios(), func(sc scenario) bool { return strings.Contains(sc.name, cfg.only) })
+	return cfg.startupN > 0 || cfg.criPods > 0 || slices.ContainsFunc(scenarios(), cfg.selects)
 }
+
+// selects says whether -only lets the scenario run.
+func (c config) selects(sc scenario) bool { return strings.Contains(sc.name, c.only) }
 
 // buildSides builds (or finds) the reference plugins and ours.
 func buildSides(ctx context.Context, cfg config, work string) ([2]side, error) {
@@ -97,7 +103,7 @@ func buildSides(ctx context.Context, cfg config, work string) ([2]side, error) {
 func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (outcome, error) {
 	var out outcome
 	for i, sc := range scenarios() {
-		if !strings.Contains(sc.name, cfg.only) {
+		if !cfg.selects(sc) {
 			continue
 		}
 		slog.Info("scenario", "name", sc.name)
@@ -205,9 +211,19 @@ func (m machine) facts(cfg config) []string {
 			m.nproc, m.cpu, m.kernel, m.goVersion, m.loadStart, m.loadEnd),
 		fmt.Sprintf("reference: %s %s%s; ours: %s%s; both built static (CGO_ENABLED=0, as the reference releases are) with -trimpath by the same toolchain",
 			refModule, cfg.refVersion, prebuilt(cfg.refDir), m.commit, prebuilt(cfg.oursDir)),
-		fmt.Sprintf("sequential: %d pods per side, ADD all, CHECK all, DEL all, alternating sides pod by pod; "+
-			"concurrent: %d pods, %d at a time, ADD then DEL, %d rounds per side in ABBA order; start-up: %d VERSION runs per binary",
-			cfg.pods, cfg.concPods, cfg.workers, cfg.rounds, cfg.startupN),
+	}
+	if cfg.uses(driverLibcni) {
+		f = append(f, fmt.Sprintf("libcni in-process: sequential: %d pods per side, ADD all, CHECK all, DEL all, alternating sides pod by pod "+
+			"(the floor program in a third node taking turns with them, in the scenarios with rows vs floor); "+
+			"concurrent: %d pods, %d at a time, ADD then DEL, %d rounds per side in ABBA order",
+			cfg.pods, cfg.concPods, cfg.workers, cfg.rounds))
+	}
+	if cfg.uses(driverCnitool) {
+		f = append(f, fmt.Sprintf("cnitool (%s of go.mod's libcni, one process per verb): %d pods per side, ADD all, DEL all, alternating sides pod by pod",
+			cnitoolPkg, cfg.cnitoolPods))
+	}
+	if cfg.startupN > 0 {
+		f = append(f, fmt.Sprintf("start-up: %d VERSION runs per binary", cfg.startupN))
 	}
 	if cfg.kubeEvents > 0 {
 		f = append(f, fmt.Sprintf("Kubernetes API: %d new Nodes one at a time, starts with %v Nodes in the API; "+
@@ -235,7 +251,9 @@ func (m machine) markdown(cfg config, rows []row) string {
 		b.WriteString("- " + f + "\n")
 	}
 	b.WriteString("\nRatios are ours / reference: below 1 is better for times and sizes, above 1 for pods/s. " +
-		"Leaks are reservations+links+rules left after every pod was deleted.\n\n")
+		"Leaks are reservations+links+rules left after every pod was deleted. " +
+		"Rows \"(cnitool)\" run each verb as a cnitool process; rows \"vs floor\" have the floor program (bench/floor) " +
+		"in the reference column and compare ours (libcni) with it.\n\n")
 	b.WriteString(markdownTable(rows))
 	b.WriteString("\nConfigurations:\n\n")
 	for _, sc := range scenarios() {

@@ -25,6 +25,9 @@ type scenario struct {
 	prefill int
 	// noCheck, when set, says why CHECK is not measured.
 	noCheck string
+	// floor, when set, is what the floor program does for a pod of this
+	// chain; the rows "vs floor" compare ours with it.
+	floor *floorSpec
 }
 
 // verbs are what the sequential phase measures, in order.
@@ -37,8 +40,9 @@ func (sc scenario) verbs() []verb {
 
 // targets are the bounds on the ratios ours/reference; 0 is none.
 type targets struct {
-	add, check, del float64 // latency medians, lower is better
-	conc            float64 // concurrent ADD+DEL pods/s, higher is better
+	add, check, del        float64 // latency medians, lower is better
+	conc                   float64 // concurrent ADD+DEL pods/s, higher is better
+	cnitoolAdd, cnitoolDel float64 // the same under the cnitool driver
 }
 
 // flannelBridge is the bridge + host-local delegate that flannel's plugin
@@ -144,6 +148,7 @@ func scenarios() []scenario {
 			return conflist(flannelBridge(dataDir)), nil
 		},
 		target: bridgeTargets,
+		floor:  bridgeFloor(),
 	}, {
 		name:   "cbr0 conflist",
 		about:  "conf/10-cbr0.conflist as shipped: bridge dual-stack with ipMasq, host-local IPv4 + IPv6",
@@ -163,7 +168,7 @@ func scenarios() []scenario {
 			return conflist(flannelBridge(dataDir), pm), nil
 		},
 		capArgs: portMappings,
-		target:  targets{add: 0.3, del: 0.3, conc: 3},
+		target:  targets{add: 0.3, del: 0.3, conc: 3, cnitoolAdd: 0.3, cnitoolDel: 0.3},
 	}, {
 		name:  "macvlan+host-local",
 		about: "macvlan mode bridge on a veth master in the node; host-local 10.245.1.0/24",
@@ -175,6 +180,7 @@ func scenarios() []scenario {
 		},
 		setup:  setupMaster,
 		target: targets{conc: 1.5},
+		floor:  macvlanFloor(),
 	}, {
 		name:   "bridge+static",
 		about:  "bridge cni0 as flannel's delegate, IPAM static with the pod's address from runtimeConfig.ips (capability ips, as Multus passes it)",

@@ -58,7 +58,7 @@ func (res *binResult) measure(ctx context.Context, sides [2]side, n int, rssTool
 		res.sides[k].size = st.Size()
 	}
 	for i := range n {
-		for _, k := range order(i) {
+		for _, k := range order(i, len(sides)) {
 			ms, err := versionOnce(ctx, filepath.Join(sides[k].dir, res.name))
 			if err != nil {
 				return err
@@ -67,7 +67,7 @@ func (res *binResult) measure(ctx context.Context, sides [2]side, n int, rssTool
 		}
 	}
 	for i := range min(n, rssPods) {
-		for _, k := range order(i) {
+		for _, k := range order(i, len(sides)) {
 			_, kib, err := runWithRSS(ctx, rssTool, filepath.Join(sides[k].dir, res.name), []byte(versionStdin), versionEnv())
 			if err != nil {
 				return err
