@@ -171,7 +171,7 @@ func CheckNetwork(dataDir, network string) error {
 func (s *Store) Close() error {
 	var err error
 	if s.dirty && !s.broken && s.last != nil {
-		err = replaceAt(s.metaDir, stampName, s.last)
+		err = overwriteAt(s.metaDir, stampName, s.last)
 	}
 	return errors.Join(err, s.closeFiles())
 }
@@ -284,25 +284,20 @@ func (s *Store) removeTemp(r newRecord) {
 	}
 }
 
-// writeLastReserved replaces the round-robin note by rename (a symbolic
+// writeLastReserved writes the round-robin note (overwriteAt: a symbolic
 // link or a FIFO at its name is replaced itself, never followed). A
 // directory there only costs the hint: warned about, not an error.
 func (s *Store) writeLastReserved(set int, addr netip.Addr) error {
 	name := lastReservedPrefix + strconv.Itoa(set)
-	tmp, _, err := writeTemp(s.netDir, tmpPrefix, []byte(addr.String()), false)
-	if err != nil {
-		return err
-	}
-	err = unix.Renameat(int(s.netDir.Fd()), tmp, int(s.netDir.Fd()), name)
-	if err == nil {
-		return nil
-	}
-	_ = removeAt(s.netDir, tmp)
+	err := overwriteAt(s.netDir, name, []byte(addr.String()))
 	if errors.Is(err, unix.EISDIR) {
 		s.noteIgnored(name, "a directory")
 		return nil
 	}
-	return fmt.Errorf("noting the last reserved address: %w", pathErr("rename", s.netDir, name, err))
+	if err != nil {
+		return fmt.Errorf("noting the last reserved address: %w", err)
+	}
+	return nil
 }
 
 // LastReserved reads the round-robin note of a range set. It is only a

@@ -239,7 +239,7 @@ func TestRemoveStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := names(t, s.Dir()) + "; " + names(t, s.meta) + "; " + names(t, filepath.Join(s.meta, ownersName))
-	if want := ".cnisuite 10.0.0.2 lock; owners; "; got != want {
+	if want := ".cnisuite 10.0.0.2 lock; index owners; "; got != want { // the stamp emptied: a change
 		t.Fatalf("after RemoveStale: %q, want %q", got, want)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cnisuite/cni/pkg/ipam"
 )
 
@@ -111,7 +113,7 @@ func TestIndexFollowsTheReference(t *testing.T) {
 }
 
 // TestKilledVerbRebuilds: a verb killed after writing an index entry but
-// before linking its record leaves no stamp; the next Open drops the entry
+// before linking its record leaves an empty stamp; the next Open drops the entry
 // and the temporary record, and keeps the proof of the record that was
 // completed.
 func TestKilledVerbRebuilds(t *testing.T) {
@@ -124,8 +126,8 @@ func TestKilledVerbRebuilds(t *testing.T) {
 	}
 	write(t, s, ".reserve-77", "c2\r\neth0") // the record it was writing
 	s.closeFiles()                           // killed: Close never ran
-	if _, err := os.Stat(filepath.Join(s.meta, stampName)); !os.IsNotExist(err) {
-		t.Fatalf("the stamp survived a change without Close: %v", err)
+	if got, err := os.ReadFile(filepath.Join(s.meta, stampName)); err != nil || len(got) != 0 {
+		t.Fatalf("the stamp survived a change without Close: %q %v", got, err)
 	}
 	s = open(t, dir)
 	if got, want := names(t, s.Dir()), ".cnisuite 10.0.0.2 last_reserved_ip.0 lock"; got != want {
@@ -305,4 +307,33 @@ func FuzzParseEntry(f *testing.F) {
 			t.Fatalf("entry %s does not start with '{'", out)
 		}
 	})
+}
+
+// TestWritesKeepTheirInodes: the stamp, an owner's entry and the round-robin
+// note are written in place from one verb to the next, so that no verb
+// creates and deletes inodes for them (see overwriteAt).
+func TestWritesKeepTheirInodes(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	reserve(t, s, a1, c1)
+	paths := []string{filepath.Join(s.meta, stampName), filepath.Join(s.meta, ownersName, ownerKey(o1)), filepath.Join(s.Dir(), lastReservedPrefix+"0")}
+	inodes := func() []uint64 {
+		var out []uint64
+		for _, p := range paths {
+			var st unix.Stat_t
+			if err := unix.Stat(p, &st); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, st.Ino)
+		}
+		return out
+	}
+	s.Close()
+	before := inodes()
+	s = open(t, dir)
+	reserve(t, s, a6, c1)
+	s.Close()
+	if after := inodes(); !slices.Equal(before, after) {
+		t.Errorf("inodes of %q went from %v to %v", paths, before, after)
+	}
 }

@@ -93,13 +93,13 @@ func (s *Store) checkIndex(fresh bool) error {
 	return nil
 }
 
-// invalidate removes the stamp before the first change of a verb, so that a
+// invalidate empties the stamp before the first change of a verb, so that a
 // verb killed half-way leaves an index that the next Open rebuilds.
 func (s *Store) invalidate() error {
 	if s.dirty {
 		return nil
 	}
-	if err := removeAt(s.metaDir, stampName); err != nil {
+	if err := overwriteAt(s.metaDir, stampName, nil); err != nil {
 		return fmt.Errorf("invalidating the reservation index: %w", err)
 	}
 	s.dirty = true
@@ -153,7 +153,7 @@ func (s *Store) writeEntry(o ipam.Owner, e *entry) error {
 		err = removeAt(s.ownersDir, key)
 		e = nil
 	} else {
-		err = replaceAt(s.ownersDir, key, formatEntry(e))
+		err = overwriteAt(s.ownersDir, key, formatEntry(e))
 	}
 	if err != nil {
 		s.broken = true
