@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/vishvananda/netlink/nl"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/ipam"
@@ -101,13 +102,18 @@ func assignNSID(f *os.File) (nsid int32, nodeIno, nodeID uint64, err error) {
 	if err != nil {
 		return 0, 0, 0, err
 	}
+	socks, closeSocket, err := routeSocket()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer closeSocket()
 	fdAttr := nl.NewRtAttr(unix.NETNSA_FD, nl.Uint32Attr(uint32(f.Fd())))
-	nsid, err = nsidRequest(fdAttr)
+	nsid, err = nsidRequest(socks, fdAttr)
 	if err == nil && nsid == unix.NETNSA_NSID_NOT_ASSIGNED {
 		// Another process may assign one between the two requests: EEXIST.
-		err = nsidSet(fdAttr)
+		err = nsidSet(socks, fdAttr)
 		if err == nil || errors.Is(err, unix.EEXIST) {
-			nsid, err = nsidRequest(fdAttr)
+			nsid, err = nsidRequest(socks, fdAttr)
 		}
 	}
 	if err == nil && nsid < 0 {
@@ -119,10 +125,23 @@ func assignNSID(f *os.File) (nsid int32, nodeIno, nodeID uint64, err error) {
 	return nsid, node.ino, node.id, nil
 }
 
+// routeSocket opens a route socket in the calling thread's namespace for
+// several requests (a socket per request costs four system calls more), as
+// the sockets of a request; the function closes it.
+func routeSocket() (map[int]*nl.SocketHandle, func(), error) {
+	s, err := nl.GetNetlinkSocketAt(vnetns.None(), vnetns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening a route socket: %w", err)
+	}
+	h := &nl.SocketHandle{Socket: s}
+	return map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: h}, h.Close, nil
+}
+
 // nsidSet asks the kernel to assign the namespace of fdAttr the lowest free
-// nsid.
-func nsidSet(fdAttr *nl.RtAttr) error {
+// nsid, on socks (nil: a socket of its own).
+func nsidSet(socks map[int]*nl.SocketHandle, fdAttr *nl.RtAttr) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWNSID, unix.NLM_F_ACK)
+	req.Sockets = socks
 	req.AddData(nl.NewRtGenMsg())
 	req.AddData(fdAttr)
 	req.AddData(nl.NewRtAttr(unix.NETNSA_NSID, nl.Uint32Attr(uint32(0xffffffff)))) // -1: any
@@ -130,11 +149,13 @@ func nsidSet(fdAttr *nl.RtAttr) error {
 	return err
 }
 
-// nsidRequest sends RTM_GETNSID with attr and returns the nsid answered.
+// nsidRequest sends RTM_GETNSID with attr on socks (nil: a socket of its
+// own) and returns the nsid answered.
 // Asked by nsid, the kernel answers ENOENT once that nsid's namespace is
 // freed or being freed (nothing holds it any more).
-func nsidRequest(attr *nl.RtAttr) (int32, error) {
+func nsidRequest(socks map[int]*nl.SocketHandle, attr *nl.RtAttr) (int32, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETNSID, 0)
+	req.Sockets = socks
 	hdr := nl.NewRtGenMsg()
 	req.AddData(hdr)
 	req.AddData(attr)
@@ -162,7 +183,7 @@ func nsidRequest(attr *nl.RtAttr) (int32, error) {
 // nsidTaken reports whether nsid names a live namespace in the calling
 // thread's namespace.
 func nsidTaken(nsid int32) (bool, error) {
-	_, err := nsidRequest(nl.NewRtAttr(unix.NETNSA_NSID, nl.Uint32Attr(uint32(nsid))))
+	_, err := nsidRequest(nil, nl.NewRtAttr(unix.NETNSA_NSID, nl.Uint32Attr(uint32(nsid))))
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return false, nil
@@ -268,7 +289,7 @@ func nsidAt(pl place) (holder, int32, bool) {
 	if !ok {
 		return holder{}, 0, false
 	}
-	nsid, err := nsidRequest(nl.NewRtAttr(unix.NETNSA_FD, nl.Uint32Attr(uint32(f.Fd()))))
+	nsid, err := nsidRequest(nil, nl.NewRtAttr(unix.NETNSA_FD, nl.Uint32Attr(uint32(f.Fd()))))
 	if err != nil || nsid < 0 {
 		return holder{}, 0, false
 	}
