@@ -22,6 +22,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/dhcp/dhcpclient"
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/regfile"
 )
@@ -81,7 +82,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer d.stopAll()
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: handshakeTimeout}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second} // the plugin's handshake timeout
 	go func() {
 		<-ctx.Done()
 		_ = hs.Close()
@@ -128,11 +129,11 @@ func writePid(path string) error {
 }
 
 // Allocate gives the attachment its lease: the one it holds, else a new one.
-func (d *Daemon) Allocate(req *Request, res *current.Result) error {
+func (d *Daemon) Allocate(req *dhcpclient.Request, res *current.Result) error {
 	return rpcError(d.allocate(req, res))
 }
 
-func (d *Daemon) allocate(req *Request, res *current.Result) error {
+func (d *Daemon) allocate(req *dhcpclient.Request, res *current.Result) error {
 	c, err := load(req.StdinData, req.Args)
 	if err != nil {
 		return err
@@ -155,7 +156,7 @@ func (d *Daemon) allocate(req *Request, res *current.Result) error {
 
 // newLease acquires, saves and starts maintaining a lease; nothing stays
 // when a step fails.
-func (d *Daemon) newLease(c *netConf, req *Request, id string) (*lease, error) {
+func (d *Daemon) newLease(c *netConf, req *dhcpclient.Request, id string) (*lease, error) {
 	if req.Netns == "" {
 		return nil, netconf.Errorf(netconf.CodeInvalidEnv, "CNI_NETNS is empty: the DHCP client runs in the pod's network namespace")
 	}
@@ -175,7 +176,7 @@ func (d *Daemon) newLease(c *netConf, req *Request, id string) (*lease, error) {
 }
 
 // Check returns the attachment's lease; without one it is code 3.
-func (d *Daemon) Check(req *Request, res *current.Result) error {
+func (d *Daemon) Check(req *dhcpclient.Request, res *current.Result) error {
 	c, err := load(req.StdinData, req.Args)
 	if err != nil {
 		return rpcError(err)
@@ -196,7 +197,7 @@ func (d *Daemon) Check(req *Request, res *current.Result) error {
 
 // Release stops renewing the attachment's lease and releases it; without
 // one there is nothing to do.
-func (d *Daemon) Release(req *Request, _ *struct{}) error {
+func (d *Daemon) Release(req *dhcpclient.Request, _ *struct{}) error {
 	c, err := load(req.StdinData, req.Args)
 	if err != nil {
 		return rpcError(err)
@@ -206,7 +207,7 @@ func (d *Daemon) Release(req *Request, _ *struct{}) error {
 
 // GC releases the leases of the configuration's network whose attachment
 // is not in its valid list.
-func (d *Daemon) GC(req *Request, _ *struct{}) error {
+func (d *Daemon) GC(req *dhcpclient.Request, _ *struct{}) error {
 	c, err := load(req.StdinData, req.Args)
 	if err != nil {
 		return rpcError(err)
@@ -346,13 +347,13 @@ func readRecord(path string) (*lease, error) {
 	return r.decode()
 }
 
-// rpcError sends an error with its CNI code (daemonError).
+// rpcError sends an error with its CNI code (dhcpclient.DaemonError).
 func rpcError(err error) error {
 	if err == nil {
 		return nil
 	}
 	ce := cniplugin.ToCNIError(err)
-	b, _ := json.Marshal(daemonError{Code: ce.Code, Msg: ce.Msg})
+	b, _ := json.Marshal(dhcpclient.DaemonError{Code: ce.Code, Msg: ce.Msg})
 	return errors.New(string(b))
 }
 
