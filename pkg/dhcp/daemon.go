@@ -1,16 +1,18 @@
 package dhcp
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/rpc"
 	"os"
 	"path/filepath"
@@ -82,16 +84,78 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer d.stopAll()
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second} // the plugin's handshake timeout
 	go func() {
 		<-ctx.Done()
-		_ = hs.Close()
+		_ = l.Close()
 	}()
 	o.Log.Info("serving", "socket", o.HostPrefix+o.SocketPath, "leases", len(d.leases))
-	if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-		return err
+	return d.serve(l, srv)
+}
+
+// serve answers each connection until the listener closes.
+func (d *Daemon) serve(l net.Listener, srv *rpc.Server) error {
+	for {
+		conn, err := l.Accept()
+		switch {
+		case err == nil:
+			go serveConn(conn, srv)
+		case d.ctx.Err() != nil:
+			return nil
+		case errors.Is(err, net.ErrClosed):
+			return err
+		default: // out of descriptors, say: a moment, as net/http waits
+			d.o.Log.Warn("accepting a connection", "err", err)
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
-	return nil
+}
+
+// handshakeTimeout bounds a connection's handshake, as the plugin bounds it.
+const handshakeTimeout = 10 * time.Second
+
+// serveConn answers net/rpc's HTTP handshake (rpc.DialHTTP's CONNECT, to
+// any path) as net/rpc's handler does, then serves the connection's calls.
+// Written here rather than run by net/http's server, which costs each call
+// ~0.15 ms more (a third of a CHECK's round trip).
+func serveConn(conn net.Conn, srv *rpc.Server) {
+	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	r := bufio.NewReader(conn)
+	method, err := readRequestHead(r)
+	if err == nil && method != "CONNECT" {
+		_, _ = io.WriteString(conn, "HTTP/1.0 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n405 must CONNECT\n")
+		err = errors.New("not a CONNECT")
+	}
+	if err == nil {
+		_, err = io.WriteString(conn, "HTTP/1.0 200 Connected to Go RPC\n\n")
+	}
+	if err == nil {
+		err = conn.SetDeadline(time.Time{}) // a call may take the whole -resendtimeout
+	}
+	if err != nil {
+		conn.Close()
+		return
+	}
+	srv.ServeConn(bufferedConn{r, conn}) // what r holds already is the first call's
+}
+
+// readRequestHead reads an HTTP request's line and header and returns its
+// method.
+func readRequestHead(r *bufio.Reader) (string, error) {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return "", err
+	}
+	method, _, _ := strings.Cut(string(line), " ")
+	for {
+		if line, err = r.ReadSlice('\n'); err != nil || len(bytes.TrimSpace(line)) == 0 {
+			return method, err
+		}
+	}
+}
+
+type bufferedConn struct {
+	*bufio.Reader
+	io.WriteCloser
 }
 
 // listen takes the socket systemd passes (cni-dhcp.socket), else makes one.

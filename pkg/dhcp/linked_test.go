@@ -115,3 +115,27 @@ func TestReferenceDaemonLease(t *testing.T) {
 		}
 	}
 }
+
+// TestReferencePluginLease: the reference's plugin is a client of our
+// daemon: its ADD gets a lease, its DEL has the daemon release it.
+func TestReferencePluginLease(t *testing.T) {
+	e := newEnv(t)
+	bin := referenceDHCP(t)
+	conf := e.conf("1.0.0", nil)
+	run := func(verb string) []byte {
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(), "CNI_COMMAND="+verb, "CNI_CONTAINERID=c1", "CNI_NETNS="+e.pod.Path, "CNI_IFNAME=eth0", "CNI_PATH=/nonexistent")
+		cmd.Stdin = bytes.NewReader(conf)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("the reference plugin's %s: %v\n%s\ndaemon log:\n%s", verb, err, out, e.Logs.String())
+		}
+		return out
+	}
+	res := &current.Result{}
+	if out := run("ADD"); json.Unmarshal(out, res) != nil || len(res.IPs) != 1 || e.Leases()[res.IPs[0].Address.IP.String()] == "" {
+		t.Fatalf("the reference plugin's ADD printed %s; the server's leases %v", out, e.Leases())
+	}
+	run("DEL")
+	e.WaitLeases("our daemon releases on the reference plugin's DEL", 5*time.Second, func(l map[string]string) bool { return len(l) == 0 })
+}
