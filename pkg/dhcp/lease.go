@@ -166,7 +166,8 @@ func routes(ack *dhcpv4.DHCPv4) []*types.Route {
 
 // client opens a DHCP client on ifName in the namespace at path, setting the
 // link up first as the reference does. Only the socket is made there: the
-// exchange runs on any thread.
+// exchange runs on any thread. The link's hardware address is taken from
+// the lookup, which spares nclient4.New one of its two dumps of every link.
 func (d *Daemon) client(path, ifName string) (*nclient4.Client, error) {
 	var c *nclient4.Client
 	err := netns.Do(path, func() error {
@@ -179,7 +180,13 @@ func (d *Daemon) client(path, ifName string) (*nclient4.Client, error) {
 				return fmt.Errorf("setting %q up: %w", ifName, err)
 			}
 		}
-		c, err = nclient4.New(ifName, nclient4.WithTimeout(d.o.Timeout))
+		conn, err := nclient4.NewRawUDPConn(ifName, nclient4.ClientPort)
+		if err != nil {
+			return fmt.Errorf("a DHCP socket on %q: %w", ifName, err)
+		}
+		if c, err = nclient4.NewWithConn(conn, link.Attrs().HardwareAddr, nclient4.WithTimeout(d.o.Timeout)); err != nil {
+			conn.Close()
+		}
 		return err
 	})
 	return c, err
@@ -213,7 +220,9 @@ func (d *Daemon) acquire(ctx context.Context, l *lease) error {
 	if err != nil {
 		return netns.CNIError(err, l.Netns)
 	}
-	defer c.Close()
+	// Closed off the ADD's path: the close waits for the client's reader
+	// to wake up and end, up to a few ms on a busy node.
+	defer func() { go c.Close() }()
 	nl, err := d.exchange(ctx, func(ctx context.Context) (*nclient4.Lease, error) {
 		return c.Request(ctx, l.modifiers(d.o.Broadcast)...)
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cnisuite/cni/internal/proc"
 	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/dhcp/dhcpclient"
 	"github.com/cnisuite/cni/pkg/dhcp/dhcptest"
 	"github.com/cnisuite/cni/pkg/netconf"
 )
@@ -20,7 +21,7 @@ import (
 // add runs ADD and returns the address the server leased.
 func (e *env) add(containerID string, conf []byte) *current.Result {
 	e.t.Helper()
-	res, err := Plugin{}.Add(context.Background(), e.args("ADD", containerID, conf))
+	res, err := dhcpclient.Plugin{}.Add(context.Background(), e.args("ADD", containerID, conf))
 	if err != nil {
 		e.t.Fatalf("ADD: %v\ndaemon log:\n%s", err, e.Logs.String())
 	}
@@ -33,7 +34,7 @@ func (e *env) add(containerID string, conf []byte) *current.Result {
 
 func (e *env) del(containerID string, conf []byte) {
 	e.t.Helper()
-	if err := (Plugin{}).Del(context.Background(), e.args("DEL", containerID, conf)); err != nil {
+	if err := (dhcpclient.Plugin{}).Del(context.Background(), e.args("DEL", containerID, conf)); err != nil {
 		e.t.Fatalf("DEL: %v\ndaemon log:\n%s", err, e.Logs.String())
 	}
 }
@@ -63,13 +64,13 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("a second ADD gave %s, the first %s", again.IPs[0].Address.IP, ip)
 	}
 	checkConf := withPrev(t, e.conf("1.1.0", nil), r)
-	if err := (Plugin{}).Check(context.Background(), e.args("CHECK", "c1", checkConf)); err != nil {
+	if err := (dhcpclient.Plugin{}).Check(context.Background(), e.args("CHECK", "c1", checkConf)); err != nil {
 		t.Fatalf("CHECK: %v", err)
 	}
 	e.del("c1", conf)
 	e.WaitLeases("the server frees the address after DEL", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })
 	e.del("c1", conf)
-	if err := (Plugin{}).Check(context.Background(), e.args("CHECK", "c1", checkConf)); err == nil || !strings.Contains(err.Error(), "no lease") {
+	if err := (dhcpclient.Plugin{}).Check(context.Background(), e.args("CHECK", "c1", checkConf)); err == nil || !strings.Contains(err.Error(), "no lease") {
 		t.Errorf("CHECK after DEL: %v, want no lease", err)
 	}
 }
@@ -82,7 +83,7 @@ func TestKeys(t *testing.T) {
 		"request": []map[string]any{{"option": "subnet-mask"}, {"option": 3}}})
 	a := e.args("ADD", "c1", conf)
 	a.Args = "IgnoreUnknown=1;K8S_POD_NAME=web-0"
-	res, err := Plugin{}.Add(context.Background(), a)
+	res, err := dhcpclient.Plugin{}.Add(context.Background(), a)
 	if err != nil {
 		t.Fatalf("ADD: %v\n%s", err, e.Logs.String())
 	}
@@ -94,7 +95,7 @@ func TestKeys(t *testing.T) {
 	if !strings.Contains(string(b), r.IPs[0].Address.IP.String()+" web-0 ") {
 		t.Errorf("the server's leases do not name the host web-0:\n%s", b)
 	}
-	if err := (Plugin{}).Status(context.Background(), a); err != nil {
+	if err := (dhcpclient.Plugin{}).Status(context.Background(), a); err != nil {
 		t.Errorf("STATUS with the daemon up: %v", err)
 	}
 }
@@ -157,14 +158,14 @@ func TestNoServer(t *testing.T) {
 	e.StartDaemon(e.node, "-resendtimeout", "2s")
 	proc.Stop(e.Server, 5*time.Second)
 	conf := e.conf("1.1.0", nil)
-	_, err := Plugin{}.Add(context.Background(), e.args("ADD", "c1", conf))
+	_, err := dhcpclient.Plugin{}.Add(context.Background(), e.args("ADD", "c1", conf))
 	if ce := cniplugin.ToCNIError(err); ce == nil || ce.Code != netconf.CodeTryAgainLater || !strings.Contains(ce.Msg, "resendtimeout") {
 		t.Fatalf("ADD without a server: %v, want code 11 naming -resendtimeout", ce)
 	}
 	if saved, _ := filepath.Glob(filepath.Join(e.Dir, "state", "*")); len(saved) > 0 {
 		t.Errorf("a failed ADD left %v", saved)
 	}
-	err = Plugin{}.Check(context.Background(), e.args("CHECK", "c1", withPrev(t, conf, &current.Result{CNIVersion: "1.1.0"})))
+	err = dhcpclient.Plugin{}.Check(context.Background(), e.args("CHECK", "c1", withPrev(t, conf, &current.Result{CNIVersion: "1.1.0"})))
 	if ce := cniplugin.ToCNIError(err); ce == nil || ce.Code != netconf.CodeUnknownContainer {
 		t.Errorf("CHECK after a failed ADD: %v, want code 3", ce)
 	}
@@ -176,14 +177,14 @@ func TestGC(t *testing.T) {
 	ip := e.add("c1", e.conf("1.1.0", nil)).IPs[0].Address.IP.String()
 	keep := e.conf("1.1.0", nil)
 	gc := withKey(t, keep, "cni.dev/valid-attachments", []map[string]string{{"containerID": "c1", "ifname": "eth0"}})
-	if err := (Plugin{}).GC(context.Background(), e.args("GC", "", gc)); err != nil {
+	if err := (dhcpclient.Plugin{}).GC(context.Background(), e.args("GC", "", gc)); err != nil {
 		t.Fatal(err)
 	}
 	if e.Leases()[ip] == "" {
 		t.Fatalf("GC released the valid attachment's lease")
 	}
 	gc = withKey(t, keep, "cni.dev/valid-attachments", []map[string]string{})
-	if err := (Plugin{}).GC(context.Background(), e.args("GC", "", gc)); err != nil {
+	if err := (dhcpclient.Plugin{}).GC(context.Background(), e.args("GC", "", gc)); err != nil {
 		t.Fatal(err)
 	}
 	e.WaitLeases("GC releases a lease not in the valid list", 5*time.Second, func(l map[string]string) bool { return l[ip] == "" })

@@ -24,6 +24,7 @@ var plugins = []string{
 	"pkg/bandwidth",
 	"pkg/bridge",
 	"pkg/dhcp",
+	"pkg/dhcp/dhcpclient",
 	"pkg/firewall",
 	"pkg/flannel",
 	"pkg/hostdevice",
@@ -111,7 +112,8 @@ func TestImports(t *testing.T) {
 		}
 		if slices.Contains(plugins, p.ImportPath) {
 			for _, dep := range p.Deps {
-				if other := pluginOf(dep); other != "" && !(p.ImportPath == "pkg/flannel" && other == "pkg/bridge") {
+				// A plugin may use its own subpackages (the dhcp daemon, its client's protocol).
+				if other := pluginOf(dep); other != "" && !(p.ImportPath == "pkg/flannel" && other == "pkg/bridge") && !strings.HasPrefix(other, p.ImportPath+"/") {
 					t.Errorf("the plugin %s depends on the plugin %s", p.ImportPath, other)
 				}
 			}
@@ -122,6 +124,25 @@ func TestImports(t *testing.T) {
 		for _, dep := range p.Deps {
 			if rel, ours := strings.CutPrefix(dep, module); ours && double(rel) {
 				t.Errorf("%s links the test double %s", p.ImportPath, rel)
+			}
+		}
+	}
+}
+
+// costlyInit are packages whose init every start of a binary linking them pays, kept out of the
+// interface plugins, which link their IPAM (pkg/ipam/*, pkg/dhcp/dhcpclient): net/rpc brings
+// html/template, encoding/gob's init alone costs ~0.5 ms.
+var costlyInit = []string{"encoding/gob", "net/rpc", "net/http", "html/template", "text/template", "github.com/insomniacslk/"}
+
+// TestNoCostlyInit: no interface plugin's binary links a package of costlyInit.
+func TestNoCostlyInit(t *testing.T) {
+	for _, p := range list(t) {
+		if !strings.HasPrefix(p.ImportPath, "plugins/main/") && p.ImportPath != "plugins/meta/flannel" {
+			continue
+		}
+		for _, dep := range p.Deps {
+			if slices.ContainsFunc(costlyInit, func(c string) bool { return strings.HasPrefix(dep, c) }) {
+				t.Errorf("%s links %s, whose init each of its runs would pay", p.ImportPath, dep)
 			}
 		}
 	}

@@ -7,6 +7,7 @@ package dhcptest
 import (
 	"bufio"
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,11 +86,29 @@ func (l *Lab) StartDaemon(ns *netnstest.NS, flags ...string) {
 	l.start(l.Daemon, "serving")
 }
 
+// StartReferenceDaemon runs the reference plugins' dhcp binary bin as its
+// daemon in ns on Socket, with the tests' timeouts, and waits until it
+// accepts: it logs nothing before its first request.
+func (l *Lab) StartReferenceDaemon(ns *netnstest.NS, bin string) {
+	l.t.Helper()
+	l.Daemon = exec.Command("ip", "netns", "exec", ns.Name, bin, "daemon", "-socketpath", l.Socket(), "-timeout", "1s", "-resendtimeout", "15s")
+	l.start(l.Daemon, "")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("unix", l.Socket()); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("the reference daemon does not accept on %s:\n%s", l.Socket(), l.Logs.String())
+		}
+	}
+}
+
 // StopDaemon ends the daemon as systemd would.
 func (l *Lab) StopDaemon() { proc.Stop(l.Daemon, 5*time.Second) }
 
 // start runs cmd, ended with the test, and returns once its stderr shows
-// ready; what it writes there goes on into Logs.
+// ready (at once for ""); what it writes there goes on into Logs.
 func (l *Lab) start(cmd *exec.Cmd, ready string) {
 	l.t.Helper()
 	stderr, err := cmd.StderrPipe()
@@ -101,11 +120,14 @@ func (l *Lab) start(cmd *exec.Cmd, ready string) {
 	}
 	l.t.Cleanup(func() { proc.Stop(cmd, 5*time.Second) })
 	up := make(chan struct{})
+	if ready == "" {
+		close(up)
+	}
 	go func() {
 		var once sync.Once
 		for sc := bufio.NewScanner(stderr); sc.Scan(); {
 			_, _ = l.Logs.Write([]byte(sc.Text() + "\n"))
-			if strings.Contains(sc.Text(), ready) {
+			if ready != "" && strings.Contains(sc.Text(), ready) {
 				once.Do(func() { close(up) })
 			}
 		}

@@ -1,5 +1,5 @@
-// Command dhcp is the dhcp IPAM plugin (pkg/dhcp) and, run as `dhcp daemon`,
-// its daemon.
+// Command dhcp is the dhcp IPAM plugin (pkg/dhcp/dhcpclient) and, run as
+// `dhcp daemon`, its daemon (pkg/dhcp).
 package main
 
 import (
@@ -14,13 +14,14 @@ import (
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/dhcp"
+	"github.com/cnisuite/cni/pkg/dhcp/dhcpclient"
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "daemon" {
 		os.Exit(daemon(os.Args[2:]))
 	}
-	cniplugin.Main("dhcp", dhcp.Plugin{})
+	cniplugin.Main("dhcp", dhcpclient.Plugin{})
 }
 
 // daemon parses the reference daemon's flags (and -statedir) and serves

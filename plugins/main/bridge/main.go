@@ -1,15 +1,18 @@
-// Command bridge is the bridge plugin (pkg/bridge). IPAM of type host-local
-// or static runs in this process (pkg/ipam/hostlocal, pkg/ipam/static, the
-// code of those binaries).
+// Command bridge is the bridge plugin (pkg/bridge). IPAM of type host-local,
+// static or dhcp runs in this process (pkg/ipam/hostlocal, pkg/ipam/static,
+// pkg/dhcp/dhcpclient: the code of those binaries; dhcp still needs its
+// daemon).
 package main
 
 import (
 	"github.com/cnisuite/cni/pkg/bridge"
 	"github.com/cnisuite/cni/pkg/cniplugin"
+	"github.com/cnisuite/cni/pkg/dhcp/dhcpclient"
 	"github.com/cnisuite/cni/pkg/ipam/hostlocal"
 	"github.com/cnisuite/cni/pkg/ipam/static"
 )
 
 func main() {
-	cniplugin.Main("bridge", bridge.New(), cniplugin.Link("host-local", hostlocal.Plugin{}), cniplugin.Link("static", static.Plugin{}))
+	cniplugin.Main("bridge", bridge.New(), cniplugin.Link("host-local", hostlocal.Plugin{}), cniplugin.Link("static", static.Plugin{}),
+		cniplugin.Link("dhcp", dhcpclient.Plugin{}))
 }
