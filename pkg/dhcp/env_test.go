@@ -28,6 +28,15 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	e := newNet(t)
+	e.StartServer(e.srv, "s0")
+	e.StartDaemon(e.node)
+	return e
+}
+
+// newNet is newEnv's network, without the server and the daemon.
+func newNet(t *testing.T) *env {
+	t.Helper()
 	dhcptest.Skip(t)
 	e := &env{Lab: dhcptest.New(t, t.TempDir()), t: t, node: netnstest.New(t, "dh-node"), srv: netnstest.New(t, "dh-srv"), pod: netnstest.New(t, "dh-pod")}
 	e.node.Run(t, "ip", "link", "add", "br0", "type", "bridge")
@@ -35,8 +44,6 @@ func newEnv(t *testing.T) *env {
 	e.node.Run(t, "ip", "link", "set", "br0", "up")
 	e.plug(e.srv, "s0", dhcptest.ServerIP+"/24")
 	e.plug(e.pod, "eth0", "")
-	e.StartServer(e.srv, "s0")
-	e.StartDaemon(e.node)
 	return e
 }
 

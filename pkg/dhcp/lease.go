@@ -21,10 +21,12 @@ import (
 )
 
 // defaultLeaseTime is what a server that names no lease time gives, as the
-// reference assumes; resendDelay0 is RFC 2131's first retransmission delay.
+// reference assumes; resendDelay0 is RFC 2131's first retransmission delay;
+// maxNakRestarts bounds the restarts without delay after a DHCPNAK.
 const (
 	defaultLeaseTime = time.Hour
 	resendDelay0     = 4 * time.Second
+	maxNakRestarts   = 3
 )
 
 // record is a lease as the daemon saves it: enough to renew and release
@@ -194,15 +196,22 @@ func (d *Daemon) client(path, ifName string) (*nclient4.Client, error) {
 
 // exchange runs fn until it succeeds, waiting between tries as RFC 2131
 // says (4 s doubling, +-1 s, at most -resendmax) and giving up after
-// -resendtimeout.
+// -resendtimeout. A DHCPNAK restarts at once instead, up to maxNakRestarts
+// times (RFC 2131 3.1: the client restarts): a server that offered one
+// address to two clients at the same moment refuses the second's request,
+// and that pod need not wait seconds for the next free address.
 func (d *Daemon) exchange(ctx context.Context, fn func(context.Context) (*nclient4.Lease, error)) (*nclient4.Lease, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.o.ResendTimeout)
 	defer cancel()
 	delay := resendDelay0
-	for {
+	for naks := 0; ; {
 		nl, err := fn(ctx)
 		if err == nil {
 			return nl, nil
+		}
+		if nak := (*nclient4.ErrNak)(nil); errors.As(err, &nak) && naks < maxNakRestarts && ctx.Err() == nil {
+			naks++
+			continue
 		}
 		wait := delay + time.Duration(rand.Int64N(int64(2*time.Second))) - time.Second
 		select {
