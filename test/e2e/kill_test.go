@@ -196,8 +196,8 @@ func killDevice(id string) string {
 }
 
 // killRig runs a chain's binaries through libcni inside a node namespace,
-// as a runtime does. The binaries are copied to a directory of their own so
-// that the killer can tell them from every other process.
+// as a runtime does. The binaries are linked into a directory of their own
+// so that the killer can tell them from every other process.
 type killRig struct {
 	t       *testing.T
 	chain   killChain
@@ -228,11 +228,9 @@ func newKillRig(t *testing.T, chain killChain) *killRig {
 	r := &killRig{t: t, chain: chain, node: netnstest.New(t, "cni-kill-node"), bin: t.TempDir(), state: t.TempDir(),
 		dataDir: t.TempDir(), live: map[string]string{}, history: map[string][]string{}, lists: map[string]*libcni.NetworkConfigList{}}
 	for _, p := range plugins(t) {
-		data, err := os.ReadFile(filepath.Join(binDir, p))
-		if err == nil {
-			err = os.WriteFile(filepath.Join(r.bin, p), data, 0o755)
-		}
-		if err != nil {
+		// A hard link is a path of the rig's own, which is what /proc/PID/exe
+		// shows, at no copy's cost.
+		if err := os.Link(filepath.Join(binDir, p), filepath.Join(r.bin, p)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -478,8 +476,7 @@ func (r *killRig) del(a *attachedPod, kill bool) {
 // expectEmptyPod checks that the pod of an attachment whose DEL succeeded
 // holds nothing of it: loopback alone.
 func (r *killRig) expectEmptyPod(a *attachedPod) {
-	out, err := a.pod.Try("ip", "-o", "link", "show")
-	if links := netnstest.LinkNames(out); err != nil || !slices.Equal(links, []string{"lo"}) {
+	if links, err := a.pod.TryLinks(); err != nil || !slices.Equal(links, []string{"lo"}) {
 		r.mu.Lock()
 		calls := r.history[a.id]
 		r.mu.Unlock()
@@ -599,11 +596,21 @@ func killRun(t *testing.T, r *killRig) {
 		t.Fatalf("GC: %v", err)
 	}
 	r.expectOnly(t, live)
-	for _, a := range live {
-		r.del(a, false)
-		deletePod(t, a.pod)
-	}
+	r.delAll(live)
 	r.expectOnly(t, nil)
+}
+
+// delAll DELs the live attachments, without kills, at the same time, and
+// deletes their pods.
+func (r *killRig) delAll(live []*attachedPod) {
+	var wg sync.WaitGroup
+	for _, a := range live {
+		wg.Go(func() {
+			r.del(a, false)
+			deletePod(r.t, a.pod)
+		})
+	}
+	wg.Wait()
 }
 
 func (r *killRig) victims() string {
@@ -647,24 +654,26 @@ func (r *killRig) expectIndexed(t *testing.T, live []*attachedPod) {
 	}
 }
 
-// settle leaves one attached pod per worker, added without kills.
+// settle leaves one attached pod per worker, added without kills, the
+// workers' ADDs at the same time.
 func (r *killRig) settle(t *testing.T) []*attachedPod {
-	var live []*attachedPod
+	live := make([]*attachedPod, killWorkers)
+	var wg sync.WaitGroup
 	for w := range killWorkers {
-		pod := newPod(t)
-		if pod == nil {
-			t.FailNow()
-		}
-		t.Cleanup(func() { exec.Command("ip", "netns", "delete", pod.Name).Run() })
-		id := fmt.Sprintf("kill-live-%d", w)
-		if !r.newDevice(id) {
-			t.FailNow()
-		}
-		a := r.add(id, pod, false)
-		if a == nil {
-			t.FailNow()
-		}
-		live = append(live, a)
+		wg.Go(func() {
+			pod := newPod(t)
+			if pod == nil {
+				return
+			}
+			t.Cleanup(func() { exec.Command("ip", "netns", "delete", pod.Name).Run() })
+			if id := fmt.Sprintf("kill-live-%d", w); r.newDevice(id) {
+				live[w] = r.add(id, pod, false)
+			}
+		})
+	}
+	wg.Wait()
+	if slices.Contains(live, nil) {
+		t.FailNow() // what failed said why
 	}
 	return live
 }
