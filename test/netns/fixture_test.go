@@ -2,6 +2,7 @@ package netnstest
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -17,10 +18,14 @@ func TestLinkNames(t *testing.T) {
 	}
 }
 
-// TestLinksAsIP: Links, which reads through netlink, lists what ip lists,
-// all links and those of each kind the tests ask for.
+// TestLinksAsIP: a new namespace has loopback up; Links, which reads
+// through netlink, lists what ip lists, all links and those of each kind
+// the tests ask for.
 func TestLinksAsIP(t *testing.T) {
 	n := New(t, "cni-fixture")
+	if lo := n.Run(t, "ip", "-o", "link", "show", "lo"); !strings.Contains(lo, ",UP") {
+		t.Errorf("loopback of a new namespace: %s", lo)
+	}
 	n.Run(t, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
 	n.Run(t, "ip", "link", "add", "br0", "type", "bridge")
 	n.Run(t, "ip", "link", "add", "mv0", "link", "br0", "type", "macvlan")
