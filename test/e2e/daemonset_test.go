@@ -89,6 +89,7 @@ type dsTest struct {
 // builds, and checks what the DaemonSet does on every node; the machine's
 // own CNI directories are untouched.
 func TestDaemonSet(t *testing.T) {
+	t.Parallel() // waits on daemons in namespaces of its own
 	start := time.Now()
 	img, err := buildDSImage()
 	if err != nil {
