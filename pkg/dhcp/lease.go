@@ -196,11 +196,14 @@ func (d *Daemon) client(path, ifName string) (*nclient4.Client, error) {
 
 // exchange runs fn until it succeeds, waiting between tries as RFC 2131
 // says (4 s doubling, +-1 s, at most -resendmax) and giving up after
-// -resendtimeout. A DHCPNAK restarts at once instead, up to maxNakRestarts
-// times (RFC 2131 3.1: the client restarts): a server that offered one
-// address to two clients at the same moment refuses the second's request,
-// and that pod need not wait seconds for the next free address.
-func (d *Daemon) exchange(ctx context.Context, fn func(context.Context) (*nclient4.Lease, error)) (*nclient4.Lease, error) {
+// -resendtimeout, or at once when the lease's interface is gone: no answer
+// can come through it any more (its pod went, or the interface plugin's
+// ADD failed and deleted it). A DHCPNAK restarts at once instead, up to
+// maxNakRestarts times (RFC 2131 3.1: the client restarts): a server that
+// offered one address to two clients at the same moment refuses the
+// second's request, and that pod need not wait seconds for the next free
+// address.
+func (d *Daemon) exchange(ctx context.Context, l *lease, fn func(context.Context) (*nclient4.Lease, error)) (*nclient4.Lease, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.o.ResendTimeout)
 	defer cancel()
 	delay := resendDelay0
@@ -208,6 +211,9 @@ func (d *Daemon) exchange(ctx context.Context, fn func(context.Context) (*nclien
 		nl, err := fn(ctx)
 		if err == nil {
 			return nl, nil
+		}
+		if gerr := l.vanished(); gerr != nil {
+			return nil, fmt.Errorf("%w (the exchange failed: %w)", gerr, err)
 		}
 		if nak := (*nclient4.ErrNak)(nil); errors.As(err, &nak) && naks < maxNakRestarts && ctx.Err() == nil {
 			naks++
@@ -224,6 +230,11 @@ func (d *Daemon) exchange(ctx context.Context, fn func(context.Context) (*nclien
 }
 
 // acquire runs DISCOVER, OFFER, REQUEST, ACK on the lease's interface.
+// The server may have granted a REQUEST whose ACK the daemon never heard
+// (lost, or the interface deleted under the exchange by an interface
+// plugin's ADD undoing itself once the dhcp plugin it ran was killed):
+// every offer requested but the one acquired is released, else the server
+// would keep its address, which nobody holds, until it expires.
 func (d *Daemon) acquire(ctx context.Context, l *lease) error {
 	c, err := d.client(l.Netns, l.IfName)
 	if err != nil {
@@ -232,14 +243,49 @@ func (d *Daemon) acquire(ctx context.Context, l *lease) error {
 	// Closed off the ADD's path: the close waits for the client's reader
 	// to wake up and end, up to a few ms on a busy node.
 	defer func() { go c.Close() }()
-	nl, err := d.exchange(ctx, func(ctx context.Context) (*nclient4.Lease, error) {
-		return c.Request(ctx, l.modifiers(d.o.Broadcast)...)
+	mods := l.modifiers(d.o.Broadcast)
+	var requested []*dhcpv4.DHCPv4
+	nl, err := d.exchange(ctx, l, func(ctx context.Context) (*nclient4.Lease, error) {
+		offer, err := c.DiscoverOffer(ctx, mods...)
+		if err != nil {
+			return nil, err
+		}
+		requested = append(requested, offer)
+		return c.RequestFromOffer(ctx, offer, mods...)
 	})
+	d.releaseUnheard(l, requested, nl)
 	if err != nil {
 		return netconf.Errorf(netconf.CodeTryAgainLater, "no DHCP lease on %s; check that a DHCP server answers on its network: %w", l.IfName, err)
 	}
 	l.commit(nl)
 	return nil
+}
+
+// releaseUnheard releases the addresses of the offers requested, but the
+// one of the lease acquired (got, nil when none was).
+func (d *Daemon) releaseUnheard(l *lease, requested []*dhcpv4.DHCPv4, got *nclient4.Lease) {
+	done := map[string]bool{}
+	if got != nil {
+		done[binding(got.ACK)] = true
+	}
+	log := d.o.Log.With("clientID", l.ClientID, "ifname", l.IfName, "netns", l.Netns)
+	for _, offer := range requested {
+		if done[binding(offer)] {
+			continue
+		}
+		done[binding(offer)] = true
+		if err := sendRelease(l.Netns, offer, l.idOption()); err != nil {
+			log.Warn("DHCPRELEASE of an address requested without an ACK heard not sent; the server may keep it until it expires", "address", offer.YourIPAddr, "err", err)
+			continue
+		}
+		log.Info("released an address requested without an ACK heard", "address", offer.YourIPAddr)
+	}
+}
+
+// binding names the address a server's message gives: the server and the
+// address.
+func binding(m *dhcpv4.DHCPv4) string {
+	return m.ServerIdentifier().String() + "/" + m.YourIPAddr.String()
 }
 
 // renew asks the lease's server to extend it (RFC 2131's RENEWING; after
@@ -250,7 +296,7 @@ func (d *Daemon) renew(ctx context.Context, l *lease) error {
 		return err
 	}
 	defer c.Close()
-	nl, err := d.exchange(ctx, func(ctx context.Context) (*nclient4.Lease, error) {
+	nl, err := d.exchange(ctx, l, func(ctx context.Context) (*nclient4.Lease, error) {
 		return c.Renew(ctx, l.dhcp, l.modifiers(d.o.Broadcast)...)
 	})
 	if err != nil {
@@ -304,6 +350,19 @@ func gone(err error) bool {
 	return errors.Is(err, netns.ErrGone) || errors.As(err, &nf)
 }
 
+// vanished returns the error of looking the lease's interface up when it
+// or its namespace is gone, else nil.
+func (l *lease) vanished() error {
+	err := netns.Do(l.Netns, func() error {
+		_, err := netlink.LinkByName(l.IfName)
+		return err
+	})
+	if gone(err) {
+		return err
+	}
+	return nil
+}
+
 func (d *Daemon) down(l *lease, log *slog.Logger) {
 	err := netns.Do(l.Netns, func() error {
 		link, err := netlink.LinkByName(l.IfName)
@@ -317,22 +376,26 @@ func (d *Daemon) down(l *lease, log *slog.Logger) {
 	}
 }
 
-// release sends DHCPRELEASE for the lease: from the pod's namespace while
-// it can route to the server, else from the daemon's own, so the server
-// frees the address also after the pod's interface or namespace is gone.
-// The server knows the lease by the client ID and hardware address in the
-// message, not by where it came from.
-func (d *Daemon) release(l *lease) error {
-	msg, err := dhcpv4.NewReleaseFromACK(l.dhcp.ACK, l.idOption())
+// release sends DHCPRELEASE for the lease.
+func (d *Daemon) release(l *lease) error { return sendRelease(l.Netns, l.dhcp.ACK, l.idOption()) }
+
+// sendRelease sends DHCPRELEASE, with the client ID id, for the address the
+// server's msg (its ACK, or an offer requested) gives: from the pod's
+// namespace at netnsPath while it can route to the server, else from the
+// daemon's own, so the server frees the address also after the pod's
+// interface or namespace is gone. The server knows the lease by the client
+// ID and hardware address in the message, not by where it came from.
+func sendRelease(netnsPath string, msg *dhcpv4.DHCPv4, id dhcpv4.Modifier) error {
+	rel, err := dhcpv4.NewReleaseFromACK(msg, id)
 	if err != nil {
 		return fmt.Errorf("building the DHCPRELEASE: %w", err)
 	}
-	server := &net.UDPAddr{IP: l.dhcp.ACK.ServerIdentifier(), Port: dhcpv4.ServerPort}
+	server := &net.UDPAddr{IP: msg.ServerIdentifier(), Port: dhcpv4.ServerPort}
 	if server.IP == nil {
-		return errors.New("the server's ACK has no server identifier (option 54) to send the DHCPRELEASE to")
+		return errors.New("the server's answer has no server identifier (option 54) to send the DHCPRELEASE to")
 	}
-	send := func() error { return sendTo(server, msg.ToBytes()) }
-	if err := netns.Do(l.Netns, send); err == nil {
+	send := func() error { return sendTo(server, rel.ToBytes()) }
+	if err := netns.Do(netnsPath, send); err == nil {
 		return nil
 	}
 	return send()

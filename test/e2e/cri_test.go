@@ -110,6 +110,7 @@ func get(t *testing.T, from *netnstest.NS, addr, body string) {
 // working; once every pod is removed no reservation, iptables or nft rule,
 // CNI cache entry, veth or namespace pin is left.
 func TestCRI(t *testing.T) {
+	t.Parallel() // waits on daemons in namespaces of its own
 	c := newCRITest(t)
 	web := c.run(t, "web", &runtimeapi.PortMapping{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80, HostPort: 8080})
 	client := c.run(t, "client")

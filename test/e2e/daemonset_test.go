@@ -44,23 +44,21 @@ const (
 var machineDirs = []string{"/opt/cni", "/etc/cni", "/run/flannel", "/var/lib/subnetd"}
 
 // dsImage is the DaemonSet's image and the directory of the plugins it
-// packs, as make build built them.
+// packs, as make build built them (TestMain).
 type dsImage struct {
 	testutil.Image
 	plugins string
 }
 
-// buildDSImage runs `make image` once, into a directory of the test's.
+// buildDSImage runs `make image` once, into a directory of the test's,
+// from the binaries TestMain's make build made: -o build keeps make from
+// linking them all again.
 var buildDSImage = sync.OnceValues(func() (dsImage, error) {
 	dir := filepath.Join(filepath.Dir(binDir), "image")
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		return dsImage{}, err
-	}
 	// --no-print-directory: under make test, a sub-make would print
 	// "Entering directory" lines around the image's name.
-	cmd := exec.Command("make", "--no-print-directory", "image", "BIN="+dir+"/bin", "RELEASE_DIR="+dir)
-	cmd.Dir = root
+	cmd := exec.Command("make", "--no-print-directory", "-o", "build", "image", "BIN="+binDir, "RELEASE_DIR="+dir)
+	cmd.Dir = repo
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -72,7 +70,7 @@ var buildDSImage = sync.OnceValues(func() (dsImage, error) {
 	if len(lines) < 2 || !strings.HasPrefix(lines[len(lines)-2], "localhost/cnisuite/subnetd:") {
 		return dsImage{}, fmt.Errorf("make image printed no image name and archive last:\n%s", out)
 	}
-	img := dsImage{Image: testutil.Image{Name: lines[len(lines)-2], Archive: lines[len(lines)-1]}, plugins: dir + "/bin"}
+	img := dsImage{Image: testutil.Image{Name: lines[len(lines)-2], Archive: lines[len(lines)-1]}, plugins: binDir}
 	_, err = os.Stat(img.Archive)
 	return img, err
 })
@@ -91,6 +89,7 @@ type dsTest struct {
 // builds, and checks what the DaemonSet does on every node; the machine's
 // own CNI directories are untouched.
 func TestDaemonSet(t *testing.T) {
+	t.Parallel() // waits on daemons in namespaces of its own
 	start := time.Now()
 	img, err := buildDSImage()
 	if err != nil {

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -23,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/internal/testutil"
+	"github.com/cnisuite/cni/pkg/dhcp/dhcptest"
 	"github.com/cnisuite/cni/pkg/ipam"
 	"github.com/cnisuite/cni/pkg/ipam/disk"
 	"github.com/cnisuite/cni/pkg/netns"
@@ -64,10 +68,18 @@ var attachmentChain = regexp.MustCompile(`CNI-(DN-)?[0-9a-f]{20,}`)
 // leaves on the node.
 type killChain struct {
 	name string
-	// plugins returns the conflist's plugins, with state kept in r's dirs.
-	plugins func(r *killRig) []any
-	// setup prepares the node (uplink, subnet.env) before the first ADD.
+	// plugins returns the conflist's plugins for the attachment id ("" for
+	// GC), with state kept in r's dirs.
+	plugins func(r *killRig, id string) []any
+	// setup prepares the node (uplink, subnet.env, DHCP server) before the
+	// first ADD.
 	setup func(r *killRig)
+	// dhcp: the addresses are DHCP leases (r.lab's server and daemon)
+	// instead of host-local's reservations.
+	dhcp bool
+	// devices: each attachment is lent a tap of its own made on the node
+	// (host-device), which must be back there under its name after DEL.
+	devices bool
 	// veths: each live attachment has a veth on the node (bridge); without,
 	// the node must hold no link of the chain at all (macvlan).
 	veths bool
@@ -102,9 +114,9 @@ func portmapConf(backend string) map[string]any {
 
 var killChains = []killChain{
 	{name: "bridge", veths: true, iptables: true,
-		plugins: func(r *killRig) []any { return []any{bridgeConf(r)} }},
+		plugins: func(r *killRig, _ string) []any { return []any{bridgeConf(r)} }},
 	{name: "flannel", veths: true, flannel: true,
-		plugins: func(r *killRig) []any {
+		plugins: func(r *killRig, _ string) []any {
 			return []any{map[string]any{"type": "flannel", "subnetFile": filepath.Join(r.state, "subnet.env"),
 				"dataDir": filepath.Join(r.state, "flannel"), "ipam": map[string]any{"dataDir": r.dataDir},
 				"delegate": map[string]any{"hairpinMode": true, "isDefaultGateway": true}}}
@@ -116,42 +128,76 @@ var killChains = []killChain{
 			}
 		}},
 	{name: "portmap-iptables", veths: true, iptables: true,
-		plugins: func(r *killRig) []any { return []any{bridgeConf(r), portmapConf("iptables")} }},
+		plugins: func(r *killRig, _ string) []any { return []any{bridgeConf(r), portmapConf("iptables")} }},
 	{name: "portmap-nftables", veths: true, iptables: true, nft: true,
-		plugins: func(r *killRig) []any { return []any{bridgeConf(r), portmapConf("nftables")} }},
+		plugins: func(r *killRig, _ string) []any { return []any{bridgeConf(r), portmapConf("nftables")} }},
 	{name: "tuning", veths: true, iptables: true, tuning: true,
-		plugins: func(r *killRig) []any {
+		plugins: func(r *killRig, _ string) []any {
 			return []any{bridgeConf(r), map[string]any{"type": "tuning", "dataDir": filepath.Join(r.state, "tuning"),
 				"sysctl": map[string]any{"net.core.somaxconn": "500", "net.ipv4.conf.IFNAME.accept_redirects": "0"}}}
 		}},
 	{name: "bandwidth", veths: true, iptables: true, ifbs: true,
-		plugins: func(r *killRig) []any {
+		plugins: func(r *killRig, _ string) []any {
 			return []any{bridgeConf(r), map[string]any{"type": "bandwidth",
 				"ingressRate": 100_000_000, "ingressBurst": 1_000_000, "egressRate": 100_000_000, "egressBurst": 1_000_000}}
 		}},
 	{name: "firewall", veths: true, iptables: true,
-		plugins: func(r *killRig) []any {
+		plugins: func(r *killRig, _ string) []any {
 			return []any{bridgeConf(r), map[string]any{"type": "firewall", "backend": "iptables"}}
 		}},
 	{name: "ptp+sbr", veths: true, iptables: true,
-		plugins: func(r *killRig) []any {
+		plugins: func(r *killRig, _ string) []any {
 			return []any{map[string]any{"type": "ptp", "ipMasq": true, "ipam": hostLocal(r)}, map[string]any{"type": "sbr"}}
 		}},
 	{name: "tap",
-		plugins: func(r *killRig) []any { return []any{map[string]any{"type": "tap", "ipam": hostLocal(r)}} }},
+		plugins: func(r *killRig, _ string) []any { return []any{map[string]any{"type": "tap", "ipam": hostLocal(r)}} }},
 	{name: "macvlan",
-		plugins: func(r *killRig) []any {
+		plugins: func(r *killRig, _ string) []any {
 			return []any{map[string]any{"type": "macvlan", "master": "killul0", "mode": "bridge", "ipam": hostLocal(r)}}
 		},
 		setup: func(r *killRig) {
 			r.node.Run(r.t, "ip", "link", "add", "killul0", "type", "bridge")
 			r.node.Run(r.t, "ip", "link", "set", "killul0", "up")
 		}},
+	{name: "host-device", devices: true,
+		plugins: func(r *killRig, id string) []any {
+			return []any{map[string]any{"type": "host-device", "device": killDevice(id), "ipam": hostLocal(r)}}
+		}},
+	{name: "macvlan+dhcp", dhcp: true,
+		plugins: func(r *killRig, _ string) []any {
+			return []any{map[string]any{"type": "macvlan", "master": "killul0", "mode": "bridge",
+				"ipam": map[string]any{"type": "dhcp", "daemonSocketPath": r.lab.Socket()}}}
+		},
+		setup: dhcpLab},
+}
+
+// dhcpLab gives the node an uplink, killul0, to a server namespace where
+// dnsmasq serves, and starts the suite's DHCP daemon in the node from a
+// directory of its own: the killer, which kills only binaries of r.bin,
+// never hits it. The uplink has an address of the server's network, as a
+// node's has: the daemon releases the lease of a pod whose namespace is
+// gone from the node's namespace.
+func dhcpLab(r *killRig) {
+	dhcptest.Skip(r.t)
+	srv := netnstest.New(r.t, "cni-kill-srv")
+	r.node.Run(r.t, "ip", "link", "add", "killul0", "type", "veth", "peer", "name", "s0", "netns", srv.Name)
+	srv.Run(r.t, "ip", "addr", "add", dhcptest.ServerIP+"/24", "dev", "s0")
+	srv.Run(r.t, "ip", "link", "set", "s0", "up")
+	r.node.Run(r.t, "ip", "addr", "add", "10.77.0.2/24", "dev", "killul0")
+	r.node.Run(r.t, "ip", "link", "set", "killul0", "up")
+	r.lab = dhcptest.New(r.t, r.t.TempDir())
+	r.lab.StartServer(srv, "s0")
+	r.lab.StartDaemon(r.node)
+}
+
+// killDevice names the node's tap that host-device lends the attachment id.
+func killDevice(id string) string {
+	return "kd" + strings.ReplaceAll(strings.TrimPrefix(id, "kill-"), "live-", "l")
 }
 
 // killRig runs a chain's binaries through libcni inside a node namespace,
-// as a runtime does. The binaries are copied to a directory of their own so
-// that the killer can tell them from every other process.
+// as a runtime does. The binaries are linked into a directory of their own
+// so that the killer can tell them from every other process.
 type killRig struct {
 	t       *testing.T
 	chain   killChain
@@ -160,15 +206,16 @@ type killRig struct {
 	state   string // subnet.env, flannel's saved configs, libcni's cache
 	dataDir string // host-local's
 	cni     *libcni.CNIConfig
-	list    *libcni.NetworkConfigList
+	lab     *dhcptest.Lab // the DHCP server and daemon of a dhcp chain
 
 	mu        sync.Mutex
 	live      map[string]string // address -> container ID, for attachments whose ADD succeeded and DEL has not begun
 	forgotten []string          // container IDs a crashed runtime never DELs: GC's to clean
 	stats     killStats
-	stderr    testutil.SyncBuffer // what the plugins write to stderr, which libcni passes to its own
-	history   map[string][]string // container ID -> its calls and their outcome, for the report of a leak
-	durations [2]atomic.Int64     // sums of unkilled ADD and DEL times, µs, for the kill window
+	stderr    testutil.SyncBuffer                  // what the plugins write to stderr, which libcni passes to its own
+	history   map[string][]string                  // container ID -> its calls and their outcome, for the report of a leak
+	lists     map[string]*libcni.NetworkConfigList // container ID -> its conflist
+	durations [2]atomic.Int64                      // sums of unkilled ADD and DEL times, µs, for the kill window
 	counts    [2]atomic.Int64
 }
 
@@ -179,27 +226,40 @@ type killStats struct {
 
 func newKillRig(t *testing.T, chain killChain) *killRig {
 	r := &killRig{t: t, chain: chain, node: netnstest.New(t, "cni-kill-node"), bin: t.TempDir(), state: t.TempDir(),
-		dataDir: t.TempDir(), live: map[string]string{}, history: map[string][]string{}}
+		dataDir: t.TempDir(), live: map[string]string{}, history: map[string][]string{}, lists: map[string]*libcni.NetworkConfigList{}}
 	for _, p := range plugins(t) {
-		data, err := os.ReadFile(filepath.Join(binDir, p))
-		if err == nil {
-			err = os.WriteFile(filepath.Join(r.bin, p), data, 0o755)
-		}
-		if err != nil {
+		// A hard link is a path of the rig's own, which is what /proc/PID/exe
+		// shows, at no copy's cost.
+		if err := os.Link(filepath.Join(binDir, p), filepath.Join(r.bin, p)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if chain.setup != nil {
 		chain.setup(r)
 	}
-	list, err := libcni.ConfListFromBytes(jsonConf(t, map[string]any{"cniVersion": "1.1.0", "name": killNet, "plugins": chain.plugins(r)}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.list = list
 	r.cni = libcni.NewCNIConfigWithCacheDir([]string{r.bin}, filepath.Join(r.state, "cache"),
 		&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: &r.stderr}})
 	return r
+}
+
+// list is the conflist of the attachment id ("" for GC): the chain's
+// plugins, the same for every attachment but host-device's device.
+func (r *killRig) list(id string) (*libcni.NetworkConfigList, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l := r.lists[id]; l != nil {
+		return l, nil
+	}
+	b, err := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": killNet, "plugins": r.chain.plugins(r, id)})
+	if err != nil {
+		return nil, err
+	}
+	l, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		return nil, fmt.Errorf("the test's conflist for %q: %w", id, err)
+	}
+	r.lists[id] = l
+	return l, nil
 }
 
 // rt is the runtime's view of one attachment; its host port is unique
@@ -223,6 +283,10 @@ const (
 // its processes at a random moment when kill says so. killed names the
 // binary killed, "" when none was.
 func (r *killRig) run(verb int, rt *libcni.RuntimeConf, kill bool) (res types.Result, killed string, err error) {
+	list, err := r.list(rt.ContainerID)
+	if err != nil {
+		return nil, "", err
+	}
 	disarm := func() string { return "" }
 	if kill && rand.IntN(3) == 0 {
 		disarm = r.arm(verb, rt.ContainerID)
@@ -233,9 +297,9 @@ func (r *killRig) run(verb int, rt *libcni.RuntimeConf, kill bool) (res types.Re
 	err = netns.Do(r.node.Path, func() error {
 		var err error
 		if verb == verbAdd {
-			res, err = r.cni.AddNetworkList(ctx, r.list, rt)
+			res, err = r.cni.AddNetworkList(ctx, list, rt)
 		} else {
-			err = r.cni.DelNetworkList(ctx, r.list, rt)
+			err = r.cni.DelNetworkList(ctx, list, rt)
 		}
 		return err
 	})
@@ -347,7 +411,8 @@ type attachedPod struct {
 
 // add attaches a pod, killing at random; on success it checks that no live
 // attachment holds one of the addresses and that each is reserved on disk
-// for this one. It fails the test when an ADD fails without a kill.
+// for this one (host-local). It fails the test when an ADD fails without a
+// kill.
 func (r *killRig) add(id string, pod *netnstest.NS, kill bool) *attachedPod {
 	res, killed, err := r.run(verbAdd, r.rt(id, pod.Path), kill)
 	if err != nil {
@@ -372,8 +437,10 @@ func (r *killRig) add(id string, pod *netnstest.NS, kill bool) *attachedPod {
 		if holder, taken := r.live[addr]; taken {
 			r.t.Errorf("%s given to %s while the live %s holds it", addr, id, holder)
 		}
-		if rec, err := os.ReadFile(filepath.Join(r.dataDir, killNet, addr)); err != nil || string(rec) != id+"\r\neth0" {
-			r.t.Errorf("reservation of %s for %s reads %q, %v", addr, id, rec, err)
+		if !r.chain.dhcp {
+			if rec, err := os.ReadFile(filepath.Join(r.dataDir, killNet, addr)); err != nil || string(rec) != id+"\r\neth0" {
+				r.t.Errorf("reservation of %s for %s reads %q, %v", addr, id, rec, err)
+			}
 		}
 		r.live[addr] = id
 		a.addrs = append(a.addrs, addr)
@@ -396,6 +463,7 @@ func (r *killRig) del(a *attachedPod, kill bool) {
 		switch {
 		case err == nil:
 			r.stats.dels.Add(1)
+			r.expectEmptyPod(a)
 			return
 		case killed == "":
 			r.t.Errorf("DEL %s failed without a kill: %v", a.id, err)
@@ -403,6 +471,31 @@ func (r *killRig) del(a *attachedPod, kill bool) {
 		}
 		r.stats.delsKilled.Add(1)
 	}
+}
+
+// expectEmptyPod checks that the pod of an attachment whose DEL succeeded
+// holds nothing of it: loopback alone.
+func (r *killRig) expectEmptyPod(a *attachedPod) {
+	if links, err := a.pod.TryLinks(); err != nil || !slices.Equal(links, []string{"lo"}) {
+		r.mu.Lock()
+		calls := r.history[a.id]
+		r.mu.Unlock()
+		r.t.Errorf("after the DEL of %s its pod holds %v (%v); its calls: %v", a.id, links, err, calls)
+	}
+}
+
+// newDevice makes the tap host-device lends the attachment id (a tap goes
+// with a deleted namespace, as every virtual link does, instead of coming
+// back to the machine's namespace as a physical device would).
+func (r *killRig) newDevice(id string) bool {
+	if !r.chain.devices {
+		return true
+	}
+	if out, err := r.node.Try("ip", "tuntap", "add", killDevice(id), "mode", "tap"); err != nil {
+		r.t.Errorf("making the device of %s: %v: %s", id, err, out)
+		return false
+	}
+	return true
 }
 
 // cycle is one pod's life as a runtime that crashes now and then lives it:
@@ -417,6 +510,9 @@ func (r *killRig) cycle(id string) {
 		return
 	}
 	defer deletePod(r.t, pod)
+	if !r.newDevice(id) {
+		return
+	}
 	a := r.add(id, pod, true)
 	if a == nil {
 		if rand.IntN(4) == 0 {
@@ -440,12 +536,15 @@ func (r *killRig) cycle(id string) {
 // TestKillSafety: for each chain, ADD/DEL cycles, 8 at a time, through
 // libcni while one of the operation's processes (the plugin or a delegate)
 // is killed with SIGKILL at a random moment of a third of the calls; each
-// worker then leaves one pod attached. Before GC, only live and forgotten
-// attachments may hold anything: what a DEL retried after kills left is a
-// leak. After a GC with the true valid list exactly the live pods hold
-// addresses, index entries, links, rules and saved configurations, no file
-// is half written, no address was ever given to two live attachments;
-// their DEL then leaves nothing at all.
+// worker then leaves one pod attached. A pod holds nothing but loopback
+// once its DEL succeeded. Before GC, only live and forgotten attachments
+// may hold anything: what a DEL retried after kills left is a leak. After a
+// GC with the true valid list exactly the live pods hold addresses (host-
+// local's, or the DHCP server's and daemon's leases), index entries, links,
+// rules and saved configurations, every device host-device lent another
+// pod is back on the node under its name, no file is half written, no
+// address was ever given to two live attachments; their DEL then leaves
+// nothing at all.
 func TestKillSafety(t *testing.T) {
 	netnstest.SkipUnlessRoot(t)
 	if testing.Short() {
@@ -487,17 +586,31 @@ func killRun(t *testing.T, r *killRig) {
 	for i, a := range live {
 		valid[i] = types.GCAttachment{ContainerID: a.id, IfName: "eth0"}
 	}
+	list, err := r.list("")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := netns.Do(r.node.Path, func() error {
-		return r.cni.GCNetworkList(context.Background(), r.list, &libcni.GCArgs{ValidAttachments: valid})
+		return r.cni.GCNetworkList(context.Background(), list, &libcni.GCArgs{ValidAttachments: valid})
 	}); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	r.expectOnly(t, live)
-	for _, a := range live {
-		r.del(a, false)
-		deletePod(t, a.pod)
-	}
+	r.delAll(live)
 	r.expectOnly(t, nil)
+}
+
+// delAll DELs the live attachments, without kills, at the same time, and
+// deletes their pods.
+func (r *killRig) delAll(live []*attachedPod) {
+	var wg sync.WaitGroup
+	for _, a := range live {
+		wg.Go(func() {
+			r.del(a, false)
+			deletePod(r.t, a.pod)
+		})
+	}
+	wg.Wait()
 }
 
 func (r *killRig) victims() string {
@@ -521,6 +634,9 @@ func (r *killRig) reclaimed() int {
 // entry would make their DEL leak.
 func (r *killRig) expectIndexed(t *testing.T, live []*attachedPod) {
 	t.Helper()
+	if r.chain.dhcp {
+		return
+	}
 	s, err := disk.Open(r.dataDir, killNet)
 	if err != nil {
 		t.Fatal(err)
@@ -538,20 +654,26 @@ func (r *killRig) expectIndexed(t *testing.T, live []*attachedPod) {
 	}
 }
 
-// settle leaves one attached pod per worker, added without kills.
+// settle leaves one attached pod per worker, added without kills, the
+// workers' ADDs at the same time.
 func (r *killRig) settle(t *testing.T) []*attachedPod {
-	var live []*attachedPod
+	live := make([]*attachedPod, killWorkers)
+	var wg sync.WaitGroup
 	for w := range killWorkers {
-		pod := newPod(t)
-		if pod == nil {
-			t.FailNow()
-		}
-		t.Cleanup(func() { exec.Command("ip", "netns", "delete", pod.Name).Run() })
-		a := r.add(fmt.Sprintf("kill-live-%d", w), pod, false)
-		if a == nil {
-			t.FailNow()
-		}
-		live = append(live, a)
+		wg.Go(func() {
+			pod := newPod(t)
+			if pod == nil {
+				return
+			}
+			t.Cleanup(func() { exec.Command("ip", "netns", "delete", pod.Name).Run() })
+			if id := fmt.Sprintf("kill-live-%d", w); r.newDevice(id) {
+				live[w] = r.add(id, pod, false)
+			}
+		})
+	}
+	wg.Wait()
+	if slices.Contains(live, nil) {
+		t.FailNow() // what failed said why
 	}
 	return live
 }
@@ -559,7 +681,8 @@ func (r *killRig) settle(t *testing.T) []*attachedPod {
 // named lists the container IDs of this test that the node's state names:
 // reservations, rules (the firewall's included), saved flannel
 // configurations, tuning's saved values (a half-written one too: its
-// temporary name holds the ID), bandwidth's ifbs and libcni's cache.
+// temporary name holds the ID), bandwidth's ifbs, libcni's cache, and the
+// DHCP server's and daemon's leases.
 func (r *killRig) named(t *testing.T) map[string][]string {
 	t.Helper()
 	out := map[string][]string{"reservations": holders(t, r.dataDir, killNet)}
@@ -570,8 +693,73 @@ func (r *killRig) named(t *testing.T) map[string][]string {
 	// bandwidth's ifb names are hashes; the alias it gives each names the container.
 	out["ifbs"] = killID.FindAllString(r.node.Run(t, "ip", "-d", "link", "show", "type", "ifb"), -1)
 	out["libcni cache"] = killID.FindAllString(strings.Join(dirNames(t, filepath.Join(r.state, "cache", "results")), " "), -1)
+	if r.chain.dhcp {
+		out["server leases"] = r.serverLeases(t)
+		out["daemon leases"] = r.daemonLeases(t)
+	}
 	for k, ids := range out {
 		out[k] = slices.Compact(slices.Sorted(slices.Values(ids)))
+	}
+	return out
+}
+
+// serverLeases names the holders of dnsmasq's leases by the client ID the
+// daemon sends (type 0, then "<container ID>/<network>/<ifname>"); a lease
+// without one is named by its address, which no attachment allows.
+func (r *killRig) serverLeases(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(r.lab.LeaseFile())
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line) // expiry, MAC, address, host name, client ID
+		if len(f) < 5 {
+			continue
+		}
+		id, err := hex.DecodeString(strings.ReplaceAll(f[4], ":", ""))
+		holder := killID.FindString(string(id))
+		if err != nil || holder == "" {
+			holder = "the holder of " + f[2]
+		}
+		out = append(out, holder)
+	}
+	return out
+}
+
+// awaitServerLeases waits until ok accepts the holders of dnsmasq's
+// leases: the RELEASE the daemon sent on DEL or GC reaches dnsmasq's file a
+// moment after the call returned.
+func (r *killRig) awaitServerLeases(t *testing.T, ok func(holders []string) bool) {
+	t.Helper()
+	if !r.chain.dhcp {
+		return
+	}
+	for deadline := time.Now().Add(10 * time.Second); !ok(r.serverLeases(t)) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// daemonLeases names the attachments whose lease the DHCP daemon saved
+// (it saves every lease it holds, and removes the file when it drops one).
+func (r *killRig) daemonLeases(t *testing.T) []string {
+	t.Helper()
+	dir := filepath.Join(r.lab.Dir, "state")
+	var out []string
+	for _, name := range dirNames(t, dir) {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		var rec struct {
+			ContainerID string `json:"containerID"`
+		}
+		if err == nil {
+			err = json.Unmarshal(b, &rec)
+		}
+		if err != nil || rec.ContainerID == "" {
+			t.Errorf("the daemon's state holds %s, not a lease record: %v", name, err)
+			continue
+		}
+		out = append(out, rec.ContainerID)
 	}
 	return out
 }
@@ -631,12 +819,19 @@ func (r *killRig) expectWithin(t *testing.T, live []*attachedPod) {
 	for _, a := range live {
 		allowed = append(allowed, a.id)
 	}
+	r.awaitServerLeases(t, func(holders []string) bool {
+		return !slices.ContainsFunc(holders, func(id string) bool { return !slices.Contains(allowed, id) })
+	})
+	r.expectDevices(t, live)
 	for what, ids := range r.named(t) {
 		for _, id := range ids {
 			if !slices.Contains(allowed, id) {
 				t.Errorf("%s name %s, whose DEL succeeded; its calls: %v", what, id, r.history[id])
-				if what == "iptables rules" {
+				switch what {
+				case "iptables rules":
 					r.logLines(t, id, r.node.Run(t, "iptables-save")+r.node.Run(t, "ip6tables-save"))
+				case "server leases", "daemon leases":
+					r.logLines(t, id, r.lab.Logs.String())
 				}
 			}
 		}
@@ -655,13 +850,13 @@ func (r *killRig) expectOnly(t *testing.T, live []*attachedPod) {
 		wantAddrs = append(wantAddrs, a.addrs...)
 		wantIDs = append(wantIDs, a.id)
 	}
-	if got := reservations(t, r.dataDir, killNet); !sameSet(got, wantAddrs) {
-		t.Errorf("reservations %v, want %v", got, wantAddrs)
-	}
-	if n := indexEntries(t, r.dataDir, killNet); n != len(live) {
-		t.Errorf("%d attachments indexed, want %d", n, len(live))
-	}
 	want := map[string][]string{"reservations": wantIDs, "libcni cache": wantIDs, "iptables rules": nil, "nft rules": nil, "flannel configs": nil, "tuning saves": nil, "ifbs": nil}
+	if r.chain.dhcp {
+		want["reservations"], want["server leases"], want["daemon leases"] = nil, wantIDs, wantIDs
+		r.awaitServerLeases(t, func(holders []string) bool { return sameSet(holders, wantIDs) })
+	} else {
+		r.expectReservations(t, wantAddrs, len(live))
+	}
 	if r.chain.iptables {
 		want["iptables rules"] = wantIDs
 	}
@@ -684,12 +879,24 @@ func (r *killRig) expectOnly(t *testing.T, live []*attachedPod) {
 	}
 	r.expectNoHalfWritten(t)
 	r.expectLinks(t, len(live))
+	r.expectDevices(t, live)
 	if len(live) == 0 {
 		for _, save := range []string{"iptables-save", "ip6tables-save"} {
 			if chains := attachmentChain.FindAllString(r.node.Run(t, save), -1); len(chains) > 0 {
 				t.Errorf("%s: per-attachment chains left: %v", save, slices.Compact(slices.Sorted(slices.Values(chains))))
 			}
 		}
+	}
+}
+
+// expectReservations checks host-local's records and index.
+func (r *killRig) expectReservations(t *testing.T, addrs []string, attachments int) {
+	t.Helper()
+	if got := reservations(t, r.dataDir, killNet); !sameSet(got, addrs) {
+		t.Errorf("reservations %v, want %v", got, addrs)
+	}
+	if n := indexEntries(t, r.dataDir, killNet); n != attachments {
+		t.Errorf("%d attachments indexed, want %d", n, attachments)
 	}
 }
 
@@ -712,7 +919,8 @@ func (r *killRig) expectNoHalfWritten(t *testing.T) {
 }
 
 // expectLinks checks the node's links: one veth per live attachment on a
-// bridge chain, and no veth or macvlan at all otherwise.
+// bridge chain, and no veth or macvlan at all otherwise (the uplink
+// killul0 aside).
 func (r *killRig) expectLinks(t *testing.T, live int) {
 	t.Helper()
 	want := map[string]int{"veth": 0, "macvlan": 0, "ifb": 0}
@@ -723,8 +931,46 @@ func (r *killRig) expectLinks(t *testing.T, live int) {
 		want["ifb"] = live
 	}
 	for typ, n := range want {
-		if links := r.node.Links(t, "type", typ); len(links) != n {
+		links := slices.DeleteFunc(r.node.Links(t, "type", typ), func(name string) bool { return name == "killul0" })
+		if len(links) != n {
 			t.Errorf("%d %s links on the node, want %d: %v", len(links), typ, n, links)
 		}
+	}
+}
+
+// expectDevices checks host-device's taps: each is on the node under its
+// name and without the alias that named it inside a pod, but a live
+// attachment's, which its pod holds, and a forgotten pod's, which may have
+// gone with the pod's namespace (lent when the kill came). The node holds
+// no tap of another name.
+func (r *killRig) expectDevices(t *testing.T, live []*attachedPod) {
+	t.Helper()
+	if !r.chain.devices {
+		return
+	}
+	onNode := map[string]bool{}
+	for line := range strings.Lines(r.node.Run(t, "ip", "-o", "link", "show", "type", "tun")) {
+		names := netnstest.LinkNames(line)
+		if len(names) == 0 {
+			continue
+		}
+		onNode[names[0]] = true
+		if strings.Contains(line, " alias ") {
+			t.Errorf("device %s is back on the node with its alias: %s", names[0], line)
+		}
+	}
+	for id, calls := range r.history {
+		dev := killDevice(id)
+		lent := slices.ContainsFunc(live, func(a *attachedPod) bool { return a.id == id })
+		switch {
+		case lent && onNode[dev]:
+			t.Errorf("device %s of the live %s is on the node", dev, id)
+		case !lent && !onNode[dev] && !slices.Contains(r.forgotten, id):
+			t.Errorf("device %s of %s is not back on the node; its calls: %v", dev, id, calls)
+		}
+		delete(onNode, dev)
+	}
+	if len(onNode) > 0 {
+		t.Errorf("taps on the node that no attachment was lent: %v", slices.Sorted(maps.Keys(onNode)))
 	}
 }

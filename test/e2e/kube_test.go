@@ -113,6 +113,7 @@ func TestKubeOverlay(t *testing.T) {
 // backend-v6-data with flannel-v6.1's MAC) and pods reach each other over
 // both families.
 func TestKubeDualStack(t *testing.T) {
+	t.Parallel() // waits on daemons in namespaces of its own
 	const dual = `{"Network":"10.253.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:253::/56","Backend":{"Type":"vxlan"}}`
 	k := newKubeOverlay(t, dual, "10.253.0.0/16", "fd00:10:253::/56")
 	for i := 1; i <= 2; i++ {
@@ -319,6 +320,7 @@ func (k *kubeOverlay) deletedWhileStopped(t *testing.T) {
 // within 2 s of a patch assigning one. A pod CIDR outside the network is
 // reported the same way, not a crash.
 func TestKubeNotAssigned(t *testing.T) {
+	t.Parallel() // waits on daemons in namespaces of its own
 	k := newKubeOverlay(t, kubeNet)
 	n1, n2 := k.addKubeNode(1), k.addKubeNode(2)
 	k.startKubeSubnetd(n1)
@@ -370,6 +372,7 @@ func TestKubeNotAssigned(t *testing.T) {
 // and programs its peers, and pods on all three reach each other, also
 // after subnetd restarts.
 func TestKubeFlanneldInterop(t *testing.T) {
+	t.Parallel() // waits on daemons in namespaces of its own
 	k := newKubeOverlay(t, kubeNet, "10.252.0.0/16")
 	bin := flanneld(t)
 	for i := 1; i <= 3; i++ {

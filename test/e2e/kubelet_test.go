@@ -166,6 +166,7 @@ type kubePod struct {
 // restart) and traffic flows; the pods deleted leave nothing behind on
 // either node.
 func TestKubelet(t *testing.T) {
+	t.Parallel() // waits on daemons in namespaces of its own
 	start := time.Now()
 	k, nodes := newKubeletCluster(t, 2)
 	t.Logf("control plane and %d nodes ready in %v", len(nodes), time.Since(start).Round(time.Millisecond))

@@ -8,8 +8,6 @@ import (
 	"slices"
 	"sync"
 	"testing"
-
-	"github.com/cnisuite/cni/internal/testutil"
 )
 
 // cnitoolVersion is the release of the libcni in go.mod, so that both
@@ -19,6 +17,7 @@ const cnitoolVersion = "v1.3.0"
 var (
 	binDir  string // the suite's plugins; CNI_PATH points here and nowhere else
 	toolDir string // cnitool, kept apart so that binDir holds only plugins
+	repo    string // the module's root, where make runs
 )
 
 func TestMain(m *testing.M) { os.Exit(runTests(m)) }
@@ -31,31 +30,39 @@ func runTests(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir, toolDir = filepath.Join(dir, "bin"), filepath.Join(dir, "tool")
-	out, err := exec.Command("go", "build", "-o", binDir+"/", "github.com/cnisuite/cni/plugins/...").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "building the plugins: %v\n%s", err, out)
+	if repo, err = filepath.Abs("../.."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// The binaries as installed, linked once for the whole run: the
+	// plugins, and the daemons the overlay tests run and TestDaemonSet's
+	// image packs with them.
+	cmd := exec.Command("make", "--no-print-directory", "build", "BIN="+binDir)
+	cmd.Dir = repo
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "make build: %v\n%s", err, out)
 		return 1
 	}
 	return m.Run()
 }
 
-// buildDaemons builds the daemons as installed, once, and returns their
-// directory.
-var buildDaemons = sync.OnceValues(func() (string, error) {
-	dir := filepath.Join(filepath.Dir(binDir), "daemon")
-	return dir, testutil.BuildDaemons(dir)
-})
+// daemonDir is where make build put the node daemons (subnetd,
+// subnetd-kube, subnetd-etcd, cnictl).
+func daemonDir() string { return filepath.Join(binDir, "daemon") }
 
-// plugins lists every binary built from ./plugins/...
+// plugins lists every plugin make build built: binDir's files (the
+// daemons are in a directory of it).
 func plugins(t *testing.T) []string {
 	t.Helper()
 	entries, err := os.ReadDir(binDir)
-	if err != nil || len(entries) == 0 {
-		t.Fatalf("no plugins built in %s: %v", binDir, err)
-	}
 	var names []string
 	for _, e := range entries {
-		names = append(names, e.Name())
+		if e.Type().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	if err != nil || len(names) == 0 {
+		t.Fatalf("no plugins built in %s: %v", binDir, err)
 	}
 	slices.Sort(names)
 	return names

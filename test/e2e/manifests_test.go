@@ -353,6 +353,7 @@ spec:
 // Nodes, patch its Node's annotations and conditions through the status
 // subresource) and nothing else.
 func TestKubeManifestOnAPIServer(t *testing.T) {
+	t.Parallel() // waits on daemons in namespaces of its own
 	c := kubetest.Start(t, kubetest.Options{})
 	a := newApplier(t, c)
 	a.apply(t, objects(t, strings.NewReader(flanneldInstall)))

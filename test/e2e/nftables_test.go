@@ -30,13 +30,9 @@ func withoutIPTables() []string {
 func pluginsWithoutIPTables(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	entries, err := os.ReadDir(binDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		script := fmt.Sprintf("#!/bin/sh\nexec unshare --mount --propagation private -- sh -c '%s' %s \"$@\"\n", hideSbin, filepath.Join(binDir, e.Name()))
-		if err := os.WriteFile(filepath.Join(dir, e.Name()), []byte(script), 0o755); err != nil {
+	for _, name := range plugins(t) {
+		script := fmt.Sprintf("#!/bin/sh\nexec unshare --mount --propagation private -- sh -c '%s' %s \"$@\"\n", hideSbin, filepath.Join(binDir, name))
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -79,8 +79,8 @@ func newOverlay(t *testing.T, prefix, network string) *overlayTest {
 	return o
 }
 
-// newUnderlay builds subnetd, writes the network config and makes the
-// underlay, with nothing running in it.
+// newUnderlay writes the network config and makes the underlay, with
+// nothing running in it.
 func newUnderlay(t *testing.T, network string) *overlayTest {
 	netnstest.SkipUnlessRoot(t)
 	cfg, err := subnet.ParseConfig([]byte(network))
@@ -88,11 +88,7 @@ func newUnderlay(t *testing.T, network string) *overlayTest {
 		t.Fatal(err)
 	}
 	o := &overlayTest{t: t, dir: t.TempDir(), v6: cfg.EnableIPv6, vni: cfg.Backend.VNI, port: cfg.Backend.Port}
-	daemons, err := buildDaemons()
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.subnetd = filepath.Join(daemons, "subnetd")
+	o.subnetd = filepath.Join(daemonDir(), "subnetd")
 	o.netConf = filepath.Join(o.dir, "net-conf.json")
 	if err := os.WriteFile(o.netConf, []byte(network), 0o644); err != nil {
 		t.Fatal(err)

@@ -143,10 +143,7 @@ func (o *overlayTest) removeNode(t *testing.T) {
 // gets a lease and its overlay device, and stopping subnetd stops the child.
 func TestSubnetdEmbeddedEtcd(t *testing.T) {
 	netnstest.SkipUnlessRoot(t)
-	dir, err := buildDaemons()
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := t.TempDir()
 	node := netnstest.New(t, "sd-emb")
 	node.Run(t, "ip", "link", "add", "eth0", "type", "bridge")
 	node.Run(t, "ip", "addr", "add", "192.168.76.11/24", "dev", "eth0")
@@ -158,7 +155,7 @@ func TestSubnetdEmbeddedEtcd(t *testing.T) {
 	o := &overlayTest{t: t, dir: dir}
 	n := &sdNode{name: "node1", ns: node, dir: dir, log: filepath.Join(dir, "subnetd.log")}
 	o.nodes = []*sdNode{n}
-	n.proc = o.spawn(node, n.log, filepath.Join(dir, "subnetd"), "--iface", "eth0", "--net-config", netConf,
+	n.proc = o.spawn(node, n.log, filepath.Join(daemonDir(), "subnetd"), "--iface", "eth0", "--net-config", netConf,
 		"--subnet-file", n.envPath(), "--data-dir", filepath.Join(dir, "data"), "--node-id", n.name,
 		"--healthz-ip", "127.0.0.1", "--healthz-port", "9090")
 	o.waitReady(n)
