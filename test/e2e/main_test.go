@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/cnisuite/cni/internal/testutil"
 )
 
 // cnitoolVersion is the release of the libcni in go.mod, so that both
@@ -20,30 +22,37 @@ var (
 	repo    string // the module's root, where make runs
 )
 
-func TestMain(m *testing.M) { os.Exit(runTests(m)) }
-
-func runTests(m *testing.M) int {
+// TestMain builds what the tests run, then runs them through testutil.Main,
+// which also removes what testutil built for them (the DHCP lab's daemon).
+func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "cni-e2e-")
+	if err == nil {
+		testutil.AtExit(func() { os.RemoveAll(dir) })
+		err = build(dir)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 1
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
+	testutil.Main(m)
+}
+
+// build makes the binaries as installed, linked once for the whole run,
+// into dir: the plugins, and the daemons the overlay tests run and
+// TestDaemonSet's image packs with them.
+func build(dir string) error {
 	binDir, toolDir = filepath.Join(dir, "bin"), filepath.Join(dir, "tool")
+	var err error
 	if repo, err = filepath.Abs("../.."); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-	// The binaries as installed, linked once for the whole run: the
-	// plugins, and the daemons the overlay tests run and TestDaemonSet's
-	// image packs with them.
 	cmd := exec.Command("make", "--no-print-directory", "build", "BIN="+binDir)
 	cmd.Dir = repo
 	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "make build: %v\n%s", err, out)
-		return 1
+		return fmt.Errorf("make build: %w\n%s", err, out)
 	}
-	return m.Run()
+	return nil
 }
 
 // daemonDir is where make build put the node daemons (subnetd,

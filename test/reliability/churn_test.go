@@ -40,6 +40,7 @@ func (n *daemonNode) putChurnPeer(p churnPeer) {
 // are exactly the live peers': no stale kernel entry. 150 peers; 1000 under
 // make soak.
 func TestPeerChurn(t *testing.T) {
+	t.Parallel() // waits on its own daemons, in namespaces of its own
 	n := newDaemonNode(t)
 	n.setNetConf(`{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vxlan"}}`)
 	n.startEtcd("etcd", "http://127.0.0.1:2379")

@@ -133,6 +133,7 @@ func asVariables(args []string) []string {
 // it writes /run/flannel/subnet.env with masquerading on and holds its
 // lease in etcd at eth0's address (the default route's interface is ul0).
 func TestSubnetdFlanneldUnit(t *testing.T) {
+	t.Parallel() // waits on its own daemons, in namespaces of its own
 	unit := []string{"--etcd-endpoints=http://127.0.0.1:2379", "--etcd-prefix=/coreos.com/network", "--iface=eth0", "--ip-masq"}
 	n := newFlanneldNode(t)
 	n.startEtcd("etcd", "http://127.0.0.1:2379")
@@ -173,6 +174,7 @@ func TestSubnetdFlanneldUnit(t *testing.T) {
 // writes subnet.env from its Node's pod CIDR with masquerading on and
 // publishes its lease on the Node at the default route's address.
 func TestSubnetdKubeFlannelArgs(t *testing.T) {
+	t.Parallel() // waits on its own daemons, in namespaces of its own
 	n := newFlanneldNode(t)
 	c := kubetest.Start(t, kubetest.Options{NS: n.ns, Address: nodeIP})
 	u, err := url.Parse(c.URL)

@@ -64,6 +64,7 @@ func (n *daemonNode) nodeRoutes() string {
 // is logged once with its reason however many reconciles pass, counted in
 // the metrics and shown by cnictl leases.
 func TestSubnetdHostileLeases(t *testing.T) {
+	t.Parallel() // waits on its own daemons, in namespaces of its own
 	n := hostileNode(t)
 	n.startEtcd("etcd", "http://127.0.0.1:2379")
 	before := n.nodeRoutes()

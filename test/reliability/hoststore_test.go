@@ -255,6 +255,7 @@ func TestHostLocalAddressBlockers(t *testing.T) {
 // process makes ADD fail with code 11 within a bound, naming the lock file
 // and its holder; once the holder is gone ADD works.
 func TestHostLocalLockHolderStopped(t *testing.T) {
+	t.Parallel() // waits on a lock of its own, in a data dir of its own
 	netnstest.SkipUnlessRoot(t)
 	h := newHostStore(t)
 	h.expect(h.call("host-local", "ADD", "hs-a"), "first ADD", 0)

@@ -48,6 +48,7 @@ func holdLock(t *testing.T, path string) {
 // bridge ADD with ipMasq and a portmap ADD wait a bounded time, fail with
 // code 11 (try again later) and leave no link, reservation or rule.
 func TestXtablesLockHeld(t *testing.T) {
+	t.Parallel() // waits on a lock of its own, in namespaces of its own
 	netnstest.SkipUnlessRoot(t)
 	path := legacyIptables(t)
 	node, pod := netnstest.New(t, "cni-rel-node"), netnstest.New(t, "cni-rel-pod")
