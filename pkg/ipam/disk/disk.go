@@ -192,10 +192,10 @@ func (s *Store) closeFiles() error {
 func (s *Store) Dir() string { return s.dir }
 
 // Reserve writes the record to a temporary file (or takes one prepared by
-// OpenToReserve), syncs it, indexes it and links it to the address's name: link fails when the name exists, so a
-// reservation is never overwritten, and neither a killed process nor a
-// kernel crash can leave an empty or partial record (the data is on disk
-// before the name exists). The index names the record's inode before the
+// OpenToReserve), syncs it, indexes it and links it to the address's name:
+// link fails when the name exists, so a reservation is never overwritten,
+// and neither a killed process nor a kernel crash can leave an empty or
+// partial record (the data is on disk before the name exists). The index names the record's inode before the
 // record exists, so a kill in between leaves an entry that the rebuild drops.
 //
 // The directory is not synced: a kernel crash that loses the new name also
