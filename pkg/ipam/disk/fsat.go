@@ -171,21 +171,22 @@ func writeTemp(dir *os.File, prefix string, data []byte, sync bool) (_ string, i
 	return name, st.Ino, nil
 }
 
-// overwriteAt writes data to name in dir in place when name is a regular
-// file or missing, keeping its inode, and by replaceAt otherwise (a
-// symbolic link or a FIFO there is replaced itself, never opened). For the
-// index and the round-robin note, which are read only under the lock and
-// rebuilt or ignored when a killed verb left them torn: a new file per
-// write costs an inode created and one deleted, and on ext4 without a
-// journal every creation scans the inode table for recently deleted inodes
-// (find_inode_bit, recently_deleted), which our own churn fills (make bench:
-// ~0.3 ms per creation on this machine's disk).
+// overwriteAt writes data over name in dir in place when name is a regular
+// file, keeping its inode, and by replaceAt otherwise: a missing file (so
+// that a write that fails, the disk full, leaves no trace), or a symbolic
+// link or FIFO there (replaced itself, never opened). For the index and the
+// round-robin note, which are read only under the lock and rebuilt or
+// ignored when a failed or killed verb left them torn: a new file per write
+// costs an inode created and one deleted, and on ext4 without a journal
+// every creation scans the inode table for recently deleted inodes
+// (find_inode_bit, recently_deleted), which our own churn fills (make
+// bench: ~0.3 ms per creation on this machine's disk).
 func overwriteAt(dir *os.File, name string, data []byte) error {
 	st, err := statAt(dir, name)
-	if err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG || err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return replaceAt(dir, name, data)
 	}
-	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o600)
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return replaceAt(dir, name, data) // replaced meanwhile by what cannot be opened
 	}
