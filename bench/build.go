@@ -18,7 +18,7 @@ const refModule = "github.com/containernetworking/plugins"
 var refPackages = []string{
 	"plugins/main/bridge", "plugins/main/macvlan", "plugins/main/loopback",
 	"plugins/ipam/host-local", "plugins/ipam/static", "plugins/meta/portmap", "plugins/meta/tuning",
-	"plugins/meta/bandwidth", "plugins/meta/firewall", "plugins/main/ptp", "plugins/main/tap", "plugins/meta/sbr", "plugins/ipam/dhcp",
+	"plugins/meta/bandwidth", "plugins/meta/firewall", "plugins/main/ptp", "plugins/main/tap", "plugins/main/host-device", "plugins/meta/sbr", "plugins/ipam/dhcp",
 }
 
 // side is one set of plugin binaries under test.

@@ -112,6 +112,7 @@ func cnitoolPhase(ctx context.Context, runs [2]*sideRun, pods int) ([2]map[verb]
 		defer t.close()
 		r.tool.thread = t
 		p := r.tool.participant(r.side.name)
+		p.do = r.hooked(p.do)
 		if err := p.warmUp(ctx); err != nil {
 			return [2]map[verb][]float64{}, err
 		}

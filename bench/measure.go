@@ -24,6 +24,18 @@ type sideRun struct {
 	dataDir     string
 	linksBefore []string // the node's links before the first ADD
 	rulesBase   ruleset  // the node's rules after the warm-up pod came and went
+	device      bool     // the scenario's pods each take a node device (podDevice)
+}
+
+// doFunc runs one verb for one pod and returns its time.
+type doFunc = func(ctx context.Context, v verb, pod int) (time.Duration, error)
+
+// hooked is do with the scenario's per-pod device hooks, if it has them.
+func (s *sideRun) hooked(do doFunc) doFunc {
+	if !s.device {
+		return do
+	}
+	return podDevice(s.node, do)
 }
 
 func (s *sideRun) id(pod int) string { return fmt.Sprintf("cnibench-%s-%d", s.side.name, pod) }
@@ -33,7 +45,9 @@ func (s *sideRun) id(pod int) string { return fmt.Sprintf("cnibench-%s-%d", s.si
 func (s *sideRun) warmID() string { return "cnibench-" + s.side.name + "-warm" }
 
 func (s *sideRun) do(ctx context.Context, v verb, pod int) (time.Duration, error) {
-	return s.chain.do(ctx, v, s.pods[pod], pod, s.id(pod))
+	return s.hooked(func(ctx context.Context, v verb, pod int) (time.Duration, error) {
+		return s.chain.do(ctx, v, s.pods[pod], pod, s.id(pod))
+	})(ctx, v, pod)
 }
 
 // ids lists every container ID the scenario used on this side, cnitool's
@@ -71,7 +85,7 @@ func addNode(ctx context.Context, nss *namespaces, tag string, n int) (*namespac
 // prepare creates the side's node and pods, runs the scenario's setup and a
 // warm-up pod, and records the state the leak count compares with.
 func prepare(ctx context.Context, nss *namespaces, sc scenario, sd side, tag string, pods int, cfg config, work string) (*sideRun, error) {
-	s := &sideRun{side: sd, dataDir: filepath.Join(work, "data")}
+	s := &sideRun{side: sd, dataDir: filepath.Join(work, "data"), device: sc.device}
 	var err error
 	if s.node, s.pods, err = addNode(ctx, nss, tag, pods); err != nil {
 		return nil, err
@@ -116,8 +130,11 @@ func prepare(ctx context.Context, nss *namespaces, sc scenario, sd side, tag str
 }
 
 func (s *sideRun) warmUp(ctx context.Context) error {
+	do := s.hooked(func(ctx context.Context, v verb, pod int) (time.Duration, error) {
+		return s.chain.do(ctx, v, s.pods[pod], pod, s.warmID())
+	})
 	for _, v := range []verb{verbAdd, verbDel} {
-		if _, err := s.chain.do(ctx, v, s.pods[0], 0, s.warmID()); err != nil {
+		if _, err := do(ctx, v, 0); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -157,7 +174,7 @@ func order(i, n int) []int {
 type participant struct {
 	name  string
 	verbs []verb // the verbs it runs; the phase skips it for others
-	do    func(ctx context.Context, v verb, pod int) (time.Duration, error)
+	do    doFunc
 }
 
 // warmUp ADDs and DELs pod 0 outside the figures: page cache, first use.
@@ -394,6 +411,9 @@ func measureLibcni(ctx context.Context, cfg config, runs [2]*sideRun, floor *flo
 	}
 	if err := res.countLeaks(ctx, runs); err != nil {
 		return err
+	}
+	if res.sc.noConcurrent != "" {
+		return nil
 	}
 	slog.Info("concurrent", "scenario", res.sc.name, "pods", cfg.concPods, "workers", cfg.workers, "rounds", cfg.rounds)
 	if res.conc, err = concurrent(ctx, runs, cfg); err != nil {

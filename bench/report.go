@@ -152,8 +152,12 @@ func libcniRows(res scenarioResult) []row {
 	rate := func(k int, d float64) stat { return single(float64(res.conc[k].pods) / d) }
 	add := func(k int) float64 { return res.conc[k].add.Seconds() }
 	del := func(k int) float64 { return res.conc[k].del.Seconds() }
+	rss := row{metric: "RSS per invocation, MiB", prec: 1, ref: mib(res.rss[0]), ours: mib(res.rss[1])}
+	if res.sc.noConcurrent != "" {
+		return []row{rss}
+	}
 	return []row{
-		{metric: "RSS per invocation, MiB", prec: 1, ref: mib(res.rss[0]), ours: mib(res.rss[1])},
+		rss,
 		{metric: "concurrent ADD pods/s", prec: 1, better: higherBetter, ref: rate(0, add(0)), ours: rate(1, add(1))},
 		{metric: "concurrent DEL pods/s", prec: 1, better: higherBetter, ref: rate(0, del(0)), ours: rate(1, del(1))},
 		{metric: "concurrent ADD+DEL pods/s", prec: 1, better: higherBetter, target: res.sc.target.conc,

@@ -261,6 +261,9 @@ func (m machine) markdown(cfg config, rows []row) string {
 		if sc.noCheck != "" {
 			b.WriteString("; CHECK not measured: " + sc.noCheck)
 		}
+		if sc.noConcurrent != "" {
+			b.WriteString("; no concurrent phase: " + sc.noConcurrent)
+		}
 		b.WriteString("\n")
 	}
 	return b.String()

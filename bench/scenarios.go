@@ -25,6 +25,11 @@ type scenario struct {
 	prefill int
 	// noCheck, when set, says why CHECK is not measured.
 	noCheck string
+	// device: each pod takes a node device, made before its ADD and removed
+	// after its DEL (podDevice).
+	device bool
+	// noConcurrent, when set, says why there is no concurrent phase.
+	noConcurrent string
 	// floor, when set, is what the floor program does for a pod of this
 	// chain; the rows "vs floor" compare ours with it.
 	floor *floorSpec
@@ -248,5 +253,5 @@ func scenarios() []scenario {
 			return conflist(map[string]any{"type": "tap", "multiQueue": true, "ipam": hostLocalIPAM("10.248.0.0/16", dataDir)}), nil
 		},
 		target: targets{add: 0.5},
-	}, dhcpScenario(), flannelScenario(), hostLocalScenario(10, targets{}), hostLocalScenario(1000, targets{add: 0.5, del: 0.5})}
+	}, hostDeviceScenario(), dhcpScenario(), flannelScenario(), hostLocalScenario(10, targets{}), hostLocalScenario(1000, targets{add: 0.5, del: 0.5})}
 }
