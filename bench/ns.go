@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -117,4 +120,64 @@ func checkHost() (string, error) {
 		return "", errors.New("GNU time is not installed (it measures peak RSS): run `make deps` (Debian package time)")
 	}
 	return tool, nil
+}
+
+// netnsSettler waits for the kernel to finish tearing down the namespaces
+// the bench deleted. `ip netns delete` returns at once and a kernel worker
+// frees the namespace later, taking the RTNL lock and waiting for RCU grace
+// periods as it goes: after a scenario's few hundred namespaces that lasts
+// seconds, and a scenario measured meanwhile pays for its predecessor's
+// teardown (tap ADD took 25 ms instead of 7 right after the previous
+// scenario, on both sides). The sign is the net_namespace slab's count of
+// live objects in /proc/slabinfo, which falls back once they are freed.
+type netnsSettler struct {
+	base int // live namespaces when the bench started; -1 without slabinfo
+}
+
+func newNetnsSettler() netnsSettler { return netnsSettler{base: liveNetns()} }
+
+// wait returns once the live namespaces are back to base (give or take a
+// few another program made) or have not changed for settleQuiet, or after
+// settleMax.
+func (s netnsSettler) wait(ctx context.Context) {
+	if s.base < 0 {
+		return
+	}
+	start := time.Now()
+	last, since := liveNetns(), time.Now()
+	for last > s.base+settleSlack && time.Since(since) < settleQuiet && time.Since(start) < settleMax {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		if n := liveNetns(); n != last {
+			last, since = n, time.Now()
+		}
+	}
+	slog.Info("namespaces torn down", "waited", time.Since(start).Round(time.Millisecond), "live", last, "at start", s.base)
+}
+
+const (
+	settleSlack = 4
+	settleQuiet = 5 * time.Second
+	settleMax   = time.Minute
+)
+
+// liveNetns is the net_namespace slab's active objects, -1 when the
+// kernel does not show it.
+func liveNetns() int {
+	raw, err := os.ReadFile("/proc/slabinfo")
+	if err != nil {
+		return -1
+	}
+	for line := range strings.Lines(string(raw)) {
+		f := strings.Fields(line)
+		if len(f) > 1 && f[0] == "net_namespace" {
+			if n, err := strconv.Atoi(f[1]); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }

@@ -102,10 +102,12 @@ func buildSides(ctx context.Context, cfg config, work string) ([2]side, error) {
 // measureAll runs every scenario, then the start-up figures.
 func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (outcome, error) {
 	var out outcome
+	settler := newNetnsSettler()
 	for i, sc := range scenarios() {
 		if !cfg.selects(sc) {
 			continue
 		}
+		settler.wait(ctx)
 		slog.Info("scenario", "name", sc.name)
 		res := runScenario(ctx, cfg, i, sc, sides, work)
 		if ctx.Err() != nil {
@@ -114,22 +116,28 @@ func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (ou
 		out.scenarios = append(out.scenarios, res)
 		out.rows = append(out.rows, scenarioRows(res)...)
 	}
-	if cfg.leaseEvents > 0 {
-		out.add(daemonBench(ctx, cfg, work))
+	phases := []struct {
+		on  bool
+		run func()
+	}{
+		{cfg.leaseEvents > 0, func() { out.add(daemonBench(ctx, cfg, work)) }},
+		{cfg.kubeEvents > 0, func() { out.add(kubeBench(ctx, cfg, work)) }},
+		{cfg.criPods > 0, func() { out.add(criBench(ctx, cfg, sides, work)) }},
+		{cfg.dpRuns > 0, func() {
+			slog.Info("data plane", "runs", cfg.dpRuns, "seconds", cfg.dpSeconds)
+			out.add(dataPlane(ctx, cfg, work))
+		}},
 	}
-	if cfg.kubeEvents > 0 {
-		out.add(kubeBench(ctx, cfg, work))
-	}
-	if cfg.criPods > 0 {
-		out.add(criBench(ctx, cfg, sides, work))
-	}
-	if cfg.dpRuns > 0 {
-		slog.Info("data plane", "runs", cfg.dpRuns, "seconds", cfg.dpSeconds)
-		out.add(dataPlane(ctx, cfg, work))
+	for _, ph := range phases {
+		if ph.on {
+			settler.wait(ctx)
+			ph.run()
+		}
 	}
 	if cfg.startupN == 0 {
 		return out, nil
 	}
+	settler.wait(ctx)
 	slog.Info("start-up", "invocations", cfg.startupN)
 	bins, err := startup(ctx, sides, cfg.startupN, cfg.rssTool)
 	if err != nil {
