@@ -132,16 +132,27 @@ func (t *Attach) reserved(ctx context.Context, ipamType string, err error) error
 // container, once it exists and IPAM ran: the result lists it with IPAM's
 // addresses and routes (ipam nil: none), the interface is configured from
 // it (Configure), and the result carries the DNS of conf or IPAM (DNS).
+//
+// One visit to the container's namespace reads the link for the result and
+// configures it.
 func (t *Attach) Finish(ipam *current.Result, conf types.DNS, o Options) (*current.Result, error) {
-	iface, err := t.Iface()
-	if err != nil {
-		return nil, err
-	}
+	iface := &current.Interface{Name: t.Args.IfName, Sandbox: t.Args.Netns}
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Interfaces: []*current.Interface{iface}}
 	if ipam != nil {
 		res.IPs, res.Routes, res.DNS = ipam.IPs, ipam.Routes, ipam.DNS
 	}
-	if err := t.Configure(res, o); err != nil {
+	err := netns.DoFile(t.Netns, func() error {
+		l, err := link.ByName(iface.Name)
+		if err != nil {
+			return err
+		}
+		iface.Mac = l.Attrs().HardwareAddr.String()
+		if err := configureLink(l, res, o); err != nil {
+			return fmt.Errorf("configuring %q in %s: %w", iface.Name, t.Args.Netns, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	res.DNS = DNS(conf, res.DNS)

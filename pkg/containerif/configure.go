@@ -54,6 +54,12 @@ func Configure(ifName string, res *current.Result, o Options) error {
 	if err != nil {
 		return err
 	}
+	return configureLink(l, res, o)
+}
+
+// configureLink is Configure of the link l.
+func configureLink(l netlink.Link, res *current.Result, o Options) error {
+	ifName := l.Attrs().Name
 	if len(res.IPs) == 0 {
 		return up(l, o)
 	}

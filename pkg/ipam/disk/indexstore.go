@@ -152,8 +152,8 @@ func (s *Store) writeEntry(o ipam.Owner, e *entry) error {
 	if e == nil || len(e.Addrs) == 0 {
 		err = removeAt(s.ownersDir, key)
 		e = nil
-	} else {
-		err = overwriteAt(s.ownersDir, key, formatEntry(e))
+	} else if data := formatEntry(e); !s.prep.linkEntry(s.ownersDir, key, data) {
+		err = overwriteAt(s.ownersDir, key, data)
 	}
 	if err != nil {
 		s.broken = true

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cnisuite/cni/pkg/ipam"
 )
 
@@ -97,5 +99,45 @@ func TestPreparedRecordsGoWithAFailedOpen(t *testing.T) {
 	}
 	if got, want := names(t, dir), "lock"; got != want {
 		t.Fatalf("files %q, want %q", got, want)
+	}
+}
+
+// A new owner's index entry is the empty file made before the lock, written
+// and linked under it: no file is created under the lock.
+func TestPreparedIndexEntryIsLinked(t *testing.T) {
+	s := openToReserve(t, 1, ".cnisuite 10.0.0.2 last_reserved_ip.0 lock")
+	var prepared unix.Stat_t
+	if err := unix.Fstat(int(s.prep.entry.Fd()), &prepared); err != nil {
+		t.Fatal(err)
+	}
+	reserve(t, s, netip.MustParseAddr("10.0.0.2"), c1)
+	var linked unix.Stat_t
+	if err := unix.Stat(filepath.Join(s.meta, ownersName, ownerKey(o1)), &linked); err != nil {
+		t.Fatal(err)
+	}
+	if linked.Ino != prepared.Ino {
+		t.Errorf("the index entry is inode %d, not the prepared %d", linked.Ino, prepared.Ino)
+	}
+	if s.prep.entry != nil {
+		t.Error("the prepared entry file is kept after its use")
+	}
+	delete(s.entries, ownerKey(o1)) // read it back from its file
+	if e, err := s.entryOf(o1); err != nil || e == nil || len(e.Addrs) != 1 || e.Addrs[0].IP != netip.MustParseAddr("10.0.0.2") {
+		t.Fatalf("index entry %+v %v, want 10.0.0.2", e, err)
+	}
+}
+
+// An owner that has an entry gets it rewritten in place; the prepared file
+// goes unused and without a trace.
+func TestPreparedIndexEntryUnusedForAnExistingOne(t *testing.T) {
+	s := openToReserve(t, 0, ".cnisuite 10.0.0.2 10.0.0.3 last_reserved_ip.0 lock")
+	reserve(t, s, netip.MustParseAddr("10.0.0.2"), c1)
+	s.prep = prepare(s.netDir, o1, 0)
+	reserve(t, s, netip.MustParseAddr("10.0.0.3"), c1)
+	if s.prep.entry == nil {
+		t.Error("the prepared entry file was used over an existing entry")
+	}
+	if e, err := s.entryOf(o1); err != nil || len(e.Addrs) != 2 {
+		t.Fatalf("index entry %+v %v, want both addresses", e, err)
 	}
 }
