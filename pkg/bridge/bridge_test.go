@@ -200,7 +200,7 @@ func TestDelAfterNetnsGone(t *testing.T) {
 	a := e.args(pod, "c1", conf)
 	e.mustAdd(a)
 	pod.Run(t, "true") // the namespace is usable until here
-	pod.Delete(t)      // waits until the kernel has removed the pod's veth with it
+	pod.Delete(t)
 	for i := range 2 {
 		if err := e.del(a); err != nil {
 			t.Fatalf("DEL #%d after the netns was deleted: %v", i+1, err)

@@ -160,7 +160,7 @@ func (e *env) leftovers() []string {
 
 func (e *env) assertClean() {
 	e.t.Helper()
-	if left := e.leftovers(); len(left) > 0 {
+	if left := netnstest.Eventually(e.leftovers); len(left) > 0 {
 		e.t.Fatalf("left behind:\n%s", strings.Join(left, "\n"))
 	}
 }

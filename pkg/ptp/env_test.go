@@ -158,7 +158,7 @@ func (n *node) masqRules() string {
 // reservation of the network.
 func (n *node) assertClean() {
 	n.t.Helper()
-	if l := n.ns.Links(n.t, "type", "veth"); len(l) > 0 {
+	if l := netnstest.Eventually(func() []string { return n.ns.Links(n.t, "type", "veth") }); len(l) > 0 {
 		n.t.Errorf("veths left on the node: %v", l)
 	}
 	if r := n.masqRules(); r != "" {

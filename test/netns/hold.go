@@ -56,16 +56,19 @@ func socketIn(path string) (int, error) {
 	return fd, err
 }
 
-// Delete removes the namespace's path and waits until the kernel has freed
-// the namespace, which nothing else may hold.
+// Delete removes the namespace's path and waits until the kernel has let
+// go of the namespace, which nothing else may hold. Its links go later, when
+// the kernel's cleanup worker reaches it (a veth's peer elsewhere with them):
+// a test that looks for them waits too (Eventually).
 func (n *NS) Delete(t testing.TB) {
 	t.Helper()
 	n.Remove(t)(t)
 }
 
 // Remove removes the namespace's path; whatever else holds the namespace
-// keeps it. The returned freed waits until the kernel has freed it (it does
-// so asynchronously once nothing holds it), failing the test after 5 s.
+// keeps it. The returned freed waits until the namespace can no longer be
+// reached (once nothing holds it), failing the test after 5 s; the kernel
+// tears it down after that, asynchronously.
 func (n *NS) Remove(t testing.TB) (freed func(testing.TB)) {
 	t.Helper()
 	h, _, herr := unix.NameToHandleAt(unix.AT_FDCWD, n.Path, 0)
@@ -93,4 +96,15 @@ func (n *NS) Remove(t testing.TB) (freed func(testing.TB)) {
 		}
 		t.Fatalf("namespace %s still exists 5 s after its deletion", n.Name)
 	}
+}
+
+// Eventually calls left every 20 ms until it lists nothing, for at most 5 s,
+// and returns its last list: what a test finds left over once the kernel's
+// asynchronous teardown of deleted namespaces had the time to finish.
+func Eventually(left func() []string) []string {
+	l := left()
+	for deadline := time.Now().Add(5 * time.Second); len(l) > 0 && time.Now().Before(deadline); l = left() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return l
 }
