@@ -126,9 +126,8 @@ func checkHost() (string, error) {
 // the bench deleted. `ip netns delete` returns at once and a kernel worker
 // frees the namespace later, taking the RTNL lock and waiting for RCU grace
 // periods as it goes: after a scenario's few hundred namespaces that lasts
-// seconds, and a scenario measured meanwhile pays for its predecessor's
-// teardown (tap ADD took 25 ms instead of 7 right after the previous
-// scenario, on both sides). The sign is the net_namespace slab's count of
+// up to seconds, and a scenario measured meanwhile would pay for its
+// predecessor's teardown. The sign is the net_namespace slab's count of
 // live objects in /proc/slabinfo, which falls back once they are freed.
 type netnsSettler struct {
 	base int // live namespaces when the bench started; -1 without slabinfo
