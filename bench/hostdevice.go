@@ -32,7 +32,7 @@ func hostDeviceScenario() scenario {
 // in the node before an ADD, the one DEL gave back removed after it. A DEL
 // that did not give it back fails the run here, and the pod's leak count
 // shows the link.
-func podDevice(node *namespace, do func(context.Context, verb, int) (time.Duration, error)) func(context.Context, verb, int) (time.Duration, error) {
+func podDevice(node *namespace, do doFunc) doFunc {
 	return func(ctx context.Context, v verb, pod int) (time.Duration, error) {
 		if v == verbAdd {
 			if err := ip(ctx, "-n", node.name, "link", "add", hostDevice, "type", "veth", "peer", "name", fmt.Sprintf("hdp%d", pod)); err != nil {
@@ -44,7 +44,7 @@ func podDevice(node *namespace, do func(context.Context, verb, int) (time.Durati
 			return took, err
 		}
 		if err := ip(ctx, "-n", node.name, "link", "del", hostDevice); err != nil {
-			return took, fmt.Errorf("removing the device DEL of pod %d gave back: %w", pod, err)
+			return took, fmt.Errorf("removing the device that pod %d's DEL gave back: %w", pod, err)
 		}
 		return took, nil
 	}

@@ -52,8 +52,9 @@ func prepare(netDir *os.File, o ipam.Owner, n int) *prepared {
 
 // openUnnamed makes an empty unnamed file in dir, mode 0600 as writeTemp's.
 // Creating a file is the costly part of writing a new one on ext4 without a
-// journal (~0.7 ms here: the inode allocator skips recently deleted inodes
-// one by one), so it is done before the lock, beside the records' fsync.
+// journal (up to ~0.7 ms in a strace here: the inode allocator skips
+// recently deleted inodes one by one), so it is done before the lock,
+// beside the records' fsync.
 func openUnnamed(dir *os.File, what string) (*os.File, error) {
 	fd, err := unix.Openat(int(dir.Fd()), ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
 	if err != nil {
