@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -189,6 +190,12 @@ func (p participant) warmUp(ctx context.Context) error {
 
 // sequential ADDs every pod, then CHECKs every pod, then DELs every pod,
 // one at a time, taking turns pod by pod; durations in ms, per participant.
+// Each operation starts after a random pause of up to two jiffies (jitter):
+// taking turns in a fixed order at a steady pace would put each participant
+// at its own steady phase of the kernel's timer tick, and the RCU grace
+// periods a link deletion waits for end on ticks, so one side's DELs took a
+// whole jiffy (4 ms at HZ 250) more than the other's, run after run, and
+// which side that was changed between runs.
 func sequential(ctx context.Context, parts []participant, pods int, verbs []verb) ([]map[verb][]float64, error) {
 	ms := make([]map[verb][]float64, len(parts))
 	for k := range ms {
@@ -200,6 +207,7 @@ func sequential(ctx context.Context, parts []participant, pods int, verbs []verb
 				if !slices.Contains(parts[k].verbs, v) {
 					continue
 				}
+				time.Sleep(jitter())
 				d, err := parts[k].do(ctx, v, i)
 				if err != nil {
 					return ms, fmt.Errorf("%s: %w", parts[k].name, err)
@@ -210,6 +218,9 @@ func sequential(ctx context.Context, parts []participant, pods int, verbs []verb
 	}
 	return ms, nil
 }
+
+// jitter is a random pause of up to two jiffies at HZ 250 (sequential).
+func jitter() time.Duration { return rand.N(8 * time.Millisecond) }
 
 // rssPods is how many pods the memory pass takes per side: peak RSS
 // hardly varies between invocations.
