@@ -130,10 +130,16 @@ func checkHost() (string, error) {
 // predecessor's teardown. The sign is the net_namespace slab's count of
 // live objects in /proc/slabinfo, which falls back once they are freed.
 type netnsSettler struct {
-	base int // live namespaces when the bench started; -1 without slabinfo
+	base int // live namespaces when the bench started; -1: no waiting (off, or no slabinfo)
 }
 
-func newNetnsSettler() netnsSettler { return netnsSettler{base: liveNetns()} }
+// newNetnsSettler is a settler, one that does not wait when on is false.
+func newNetnsSettler(on bool) netnsSettler {
+	if !on {
+		return netnsSettler{base: -1}
+	}
+	return netnsSettler{base: liveNetns()}
+}
 
 // wait returns once the live namespaces are back to base (give or take a
 // few another program made) or have not changed for settleQuiet, or after

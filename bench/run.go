@@ -102,7 +102,7 @@ func buildSides(ctx context.Context, cfg config, work string) ([2]side, error) {
 // measureAll runs every scenario, then the start-up figures.
 func measureAll(ctx context.Context, cfg config, sides [2]side, work string) (outcome, error) {
 	var out outcome
-	settler := newNetnsSettler()
+	settler := newNetnsSettler(cfg.settle)
 	for i, sc := range scenarios() {
 		if !cfg.selects(sc) {
 			continue
