@@ -1,6 +1,7 @@
 package hostdevice
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/netconf"
+	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
 var dual = []string{"10.9.0.0/24", "fd00:9::/64"}
@@ -120,8 +122,13 @@ func TestDelAfterTheNetnsIsGone(t *testing.T) {
 	if n := e.reservations(); n != 0 {
 		t.Errorf("%d reservations left", n)
 	}
-	if show(e.node, devName) != "" || show(e.node, devName+"p") != "" {
-		t.Errorf("the veth outlived the pod's namespace")
+	// The kernel removes the pod's links, and the veth with them, once its
+	// cleanup worker reaches the deleted namespace.
+	left := netnstest.Eventually(func() []string {
+		return slices.DeleteFunc([]string{show(e.node, devName), show(e.node, devName+"p")}, func(s string) bool { return s == "" })
+	})
+	if len(left) > 0 {
+		t.Errorf("the veth outlived the pod's namespace: %q", left)
 	}
 }
 
