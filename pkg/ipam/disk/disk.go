@@ -171,7 +171,7 @@ func CheckNetwork(dataDir, network string) error {
 func (s *Store) Close() error {
 	var err error
 	if s.dirty && !s.broken && s.last != nil {
-		err = overwriteAt(s.metaDir, stampName, s.last)
+		err = overwriteAt(s.metaDir, indexTmpPrefix, stampName, s.last)
 	}
 	return errors.Join(err, s.closeFiles())
 }
@@ -289,7 +289,7 @@ func (s *Store) removeTemp(r newRecord) {
 // directory there only costs the hint: warned about, not an error.
 func (s *Store) writeLastReserved(set int, addr netip.Addr) error {
 	name := lastReservedPrefix + strconv.Itoa(set)
-	err := overwriteAt(s.netDir, name, []byte(addr.String()))
+	err := overwriteAt(s.netDir, tmpPrefix, name, []byte(addr.String()))
 	if errors.Is(err, unix.EISDIR) {
 		s.noteIgnored(name, "a directory")
 		return nil

@@ -232,6 +232,7 @@ func TestByOwnerAndRelease(t *testing.T) {
 func TestRemoveStale(t *testing.T) {
 	s := open(t, t.TempDir())
 	write(t, s, ".reserve-1", "c1\r\neth0")
+	write(t, s, ".reserve-2", "10.0.0.3") // the round-robin note's, by replaceAt
 	write(t, s, "10.0.0.2", "c1\r\neth0")
 	write(t, s, ".cnisuite/.tmp-1", "{}")
 	write(t, s, ".cnisuite/owners/.tmp-2", "{}")

@@ -181,19 +181,19 @@ func writeTemp(dir *os.File, prefix string, data []byte, sync bool) (_ string, i
 // every creation scans the inode table for recently deleted inodes
 // (find_inode_bit, recently_deleted), which our own churn fills (make
 // bench: ~0.3 ms per creation on this machine's disk).
-func overwriteAt(dir *os.File, name string, data []byte) error {
+func overwriteAt(dir *os.File, prefix, name string, data []byte) error {
 	st, err := statAt(dir, name)
 	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return replaceAt(dir, name, data)
+		return replaceAt(dir, prefix, name, data)
 	}
 	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return replaceAt(dir, name, data) // replaced meanwhile by what cannot be opened
+		return replaceAt(dir, prefix, name, data) // replaced meanwhile by what cannot be opened
 	}
 	f := os.NewFile(uintptr(fd), filepath.Join(dir.Name(), name))
 	defer f.Close()
 	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return replaceAt(dir, name, data)
+		return replaceAt(dir, prefix, name, data)
 	}
 	if _, err := f.WriteAt(data, 0); err != nil {
 		return fmt.Errorf("writing %s: %w", f.Name(), err)
@@ -205,10 +205,12 @@ func overwriteAt(dir *os.File, name string, data []byte) error {
 }
 
 // replaceAt writes data to name in dir by rename, so that readers never see
-// it half written. Rename replaces a symbolic link or a FIFO at name itself;
+// it half written. The file is written under a name starting with prefix first:
+// the prefix RemoveStale removes in dir, should the writer die before the
+// rename. Rename replaces a symbolic link or a FIFO at name itself;
 // a directory there makes it fail with EISDIR.
-func replaceAt(dir *os.File, name string, data []byte) error {
-	tmp, _, err := writeTemp(dir, indexTmpPrefix, data, false)
+func replaceAt(dir *os.File, prefix, name string, data []byte) error {
+	tmp, _, err := writeTemp(dir, prefix, data, false)
 	if err != nil {
 		return err
 	}

@@ -121,7 +121,7 @@ func TestKilledVerbRebuilds(t *testing.T) {
 	s := open(t, dir)
 	reserve(t, s, a1, ipam.Claim{Owner: o1, Netns: ns1})
 	orphan := (*entry)(nil).with(o2, held{IP: a2, Rec: 99, Netns: "/run/netns/p2", NsIno: 7})
-	if err := replaceAt(s.ownersDir, ownerKey(o2), formatEntry(orphan)); err != nil {
+	if err := replaceAt(s.ownersDir, indexTmpPrefix, ownerKey(o2), formatEntry(orphan)); err != nil {
 		t.Fatal(err)
 	}
 	write(t, s, ".reserve-77", "c2\r\neth0") // the record it was writing

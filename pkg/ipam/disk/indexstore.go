@@ -99,7 +99,7 @@ func (s *Store) invalidate() error {
 	if s.dirty {
 		return nil
 	}
-	if err := overwriteAt(s.metaDir, stampName, nil); err != nil {
+	if err := overwriteAt(s.metaDir, indexTmpPrefix, stampName, nil); err != nil {
 		return fmt.Errorf("invalidating the reservation index: %w", err)
 	}
 	s.dirty = true
@@ -153,7 +153,7 @@ func (s *Store) writeEntry(o ipam.Owner, e *entry) error {
 		err = removeAt(s.ownersDir, key)
 		e = nil
 	} else if data := formatEntry(e); !s.prep.linkEntry(s.ownersDir, key, data) {
-		err = overwriteAt(s.ownersDir, key, data)
+		err = overwriteAt(s.ownersDir, indexTmpPrefix, key, data)
 	}
 	if err != nil {
 		s.broken = true
