@@ -72,7 +72,7 @@ func (Plugin) Add(ctx context.Context, a *cniplugin.Args) (_ types.Result, retEr
 // so that nothing is redirected to it unshaped, then the redirect.
 func shapeEgress(undo *cniplugin.Undo, a *cniplugin.Args, c *conf, host netlink.Link) (*netlink.Ifb, error) {
 	warnSmallBurst(a, "egressBurst", c.egress, host)
-	ifb, err := createIFB(undo, a.Logger(), c.Name, a.ContainerID, host.Attrs().MTU)
+	ifb, err := createIFB(undo, c.Name, a.ContainerID, host.Attrs().MTU)
 	if err != nil {
 		return nil, err
 	}
@@ -146,9 +146,9 @@ func (Plugin) Del(_ context.Context, a *cniplugin.Args) error {
 	return link.DeleteIfExists(ifbName(b.Name, a.ContainerID))
 }
 
-// GC deletes the ifbs this plugin made for the network whose container has
-// no attachment in the valid list. Those of other networks, the
-// reference's (it names no attachment) and any other link are kept.
+// GC deletes the ifbs this plugin made for the network (ofNetwork) but for
+// those of the valid attachments. Those of other networks, the reference's
+// (it marks none) and any other link are kept.
 func (Plugin) GC(_ context.Context, a *cniplugin.Args) error {
 	var b netconf.Base
 	if err := netconf.Load(a.StdinData, &b); err != nil {
@@ -156,7 +156,7 @@ func (Plugin) GC(_ context.Context, a *cniplugin.Args) error {
 	}
 	valid := map[string]bool{}
 	for _, v := range b.ValidList() {
-		valid[v.ContainerID] = true
+		valid[ifbName(b.Name, v.ContainerID)] = true
 	}
 	links, err := link.RetryDump(netlink.LinkList)
 	if err != nil {
@@ -164,12 +164,11 @@ func (Plugin) GC(_ context.Context, a *cniplugin.Args) error {
 	}
 	var errs []error
 	for _, l := range links {
-		network, id, ours := ifbOwner(l)
-		if !ours || network != b.Name || valid[id] {
+		if !ofNetwork(l, b.Name) || valid[l.Attrs().Name] {
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil && !link.IsNotFound(err) && !errors.Is(err, syscall.ENODEV) {
-			errs = append(errs, fmt.Errorf("deleting ifb %s of container %s: %w", l.Attrs().Name, id, err))
+			errs = append(errs, fmt.Errorf("deleting ifb %s (alias %q): %w", l.Attrs().Name, l.Attrs().Alias, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -284,8 +284,9 @@ func TestDelAfterNetnsGone(t *testing.T) {
 }
 
 // TestGC: GC deletes the ifbs of this network's attachments that are not
-// valid, and keeps the valid ones', another network's and the reference's
-// (which name no attachment).
+// valid, that of an ADD killed before it named the attachment in the alias
+// too, and keeps the valid ones', another network's and the reference's
+// (which mark none).
 func TestGC(t *testing.T) {
 	e := newEnv(t)
 	keep, stale, other := e.addPod("10.10.1.2/24"), e.addPod("10.10.2.2/24"), e.addPod("10.10.3.2/24")
@@ -294,6 +295,7 @@ func TestGC(t *testing.T) {
 	e.mustAdd(other.args(netConf(t, "1.1.0", other, merge(both, map[string]any{"name": "othernet"}))))
 	reference := ifbName("bwnet", "gone")
 	e.node.Run(t, "ip", "link", "add", reference, "type", "ifb")
+	e.node.Run(t, "ip", "link", "add", ifbName("bwnet", "killed"), "address", ifbMAC("bwnet").String(), "type", "ifb")
 
 	gc := map[string]any{"cni.dev/valid-attachments": []netconf.Attachment{{ContainerID: keep.id, IfName: "eth0"}}}
 	if err := e.gc(keep.args(netConf(t, "1.1.0", nil, gc))); err != nil {

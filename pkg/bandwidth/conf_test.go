@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
@@ -113,28 +114,36 @@ func TestIfbName(t *testing.T) {
 	}
 }
 
-// TestIfbOwner: only an ifb whose alias names the attachment its name
-// derives from is ours.
-func TestIfbOwner(t *testing.T) {
-	ifb := func(name, alias string) netlink.Link {
-		return &netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: name, Alias: alias}}
+// TestOfNetwork: an ifb is ours for a network when its alias names the
+// attachment its name derives from, or, without an alias, when its MAC
+// carries the network's tag.
+func TestOfNetwork(t *testing.T) {
+	ifb := func(name, alias string, mac net.HardwareAddr) netlink.Link {
+		return &netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: name, Alias: alias, HardwareAddr: mac}}
 	}
-	name := ifbName("net 1", "c1")
+	name, random := ifbName("net 1", "c1"), net.HardwareAddr{0x2a, 1, 2, 3, 4, 5}
 	tests := []struct {
 		l  netlink.Link
 		ok bool
 	}{
-		{ifb(name, ifbAlias("net 1", "c1")), true},
-		{ifb(name, ""), false},                          // the reference's
-		{ifb(name, ifbAlias("net 1", "c2")), false},     // forged or stale alias
-		{ifb(name, ifbAlias("net 1", "c")[:40]), false}, // truncated
+		{ifb(name, ifbAlias("net 1", "c1"), random), true},
+		{ifb(name, "", ifbMAC("net 1")), true},                  // an ADD killed before the alias
+		{ifb("bwp0123456789ab", "", ifbMAC("net 1")), true},     // whatever its name
+		{ifb(name, "", random), false},                          // the reference's
+		{ifb(name, "", ifbMAC("net 2")), false},                 // another network's
+		{ifb(name, ifbAlias("net 1", "c2"), random), false},     // forged or stale alias
+		{ifb(name, ifbAlias("net 1", "c")[:40], random), false}, // truncated
+		{ifb(name, ifbAlias("net 2", "c1"), random), false},
 		{&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, Alias: ifbAlias("net 1", "c1")}}, false},
+		{&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, HardwareAddr: ifbMAC("net 1")}}, false},
 	}
 	for i, tt := range tests {
-		network, id, ok := ifbOwner(tt.l)
-		if ok != tt.ok || (ok && (network != "net 1" || id != "c1")) {
-			t.Errorf("%d: ifbOwner = %q %q %v, want ok %v", i, network, id, ok, tt.ok)
+		if ok := ofNetwork(tt.l, "net 1"); ok != tt.ok {
+			t.Errorf("%d: ofNetwork(%s alias %q mac %s) = %v, want %v", i, tt.l.Attrs().Name, tt.l.Attrs().Alias, tt.l.Attrs().HardwareAddr, ok, tt.ok)
 		}
+	}
+	if a, b := ifbMAC("net 1"), ifbMAC("net 1"); a[0]&3 != 2 || string(a[:4]) != string(b[:4]) {
+		t.Errorf("ifbMAC: %s and %s: want a unicast, locally administered MAC, the same network tag", a, b)
 	}
 }
 

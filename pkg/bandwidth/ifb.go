@@ -5,7 +5,6 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"net"
 	"strings"
 
@@ -34,18 +33,37 @@ func ifbAlias(network, containerID string) string {
 	return aliasPrefix + network + " containerID=" + containerID
 }
 
-// ifbOwner reads back the attachment an ifb of ours belongs to; ok is false
-// for any other link, an ifb of the reference's included. The name must be
-// the one the alias derives, so a truncated or forged alias claims nothing.
-func ifbOwner(l netlink.Link) (network, containerID string, ok bool) {
+// macMarker is the first byte of the MACs of the ifbs this plugin makes
+// (unicast, locally administered); the next three are the network's tag.
+// The MAC is set by the request that creates the ifb, the alias only by a
+// second one (the kernel ignores an alias given at creation): an ADD killed
+// between the two leaves an ifb without an alias, which GC still knows by
+// its MAC. The last two bytes are random, as the kernel's would be.
+const macMarker = 0x0a
+
+func ifbMAC(network string) net.HardwareAddr {
+	sum := sha512.Sum512([]byte(network))
+	mac := net.HardwareAddr{macMarker, sum[0], sum[1], sum[2], 0, 0}
+	_, _ = rand.Read(mac[4:]) // never fails (crypto/rand)
+	return mac
+}
+
+// ofNetwork tells whether l is an ifb this plugin made for network: its
+// alias names network and an attachment whose ifb name is l's (so a
+// truncated or forged alias claims nothing), or, with no alias, its MAC
+// carries network's tag. The reference's ifbs have neither.
+func ofNetwork(l netlink.Link, network string) bool {
 	a := l.Attrs()
+	if l.Type() != "ifb" {
+		return false
+	}
+	if a.Alias == "" {
+		tag := ifbMAC(network)[:4]
+		return len(a.HardwareAddr) == 6 && string(a.HardwareAddr[:4]) == string(tag)
+	}
 	rest, ours := strings.CutPrefix(a.Alias, aliasPrefix)
 	i := strings.LastIndex(rest, " containerID=")
-	if l.Type() != "ifb" || !ours || i < 0 {
-		return "", "", false
-	}
-	network, containerID = rest[:i], rest[i+len(" containerID="):]
-	return network, containerID, ifbName(network, containerID) == a.Name
+	return ours && i >= 0 && rest[:i] == network && ifbName(network, rest[i+len(" containerID="):]) == a.Name
 }
 
 // maxAlias is the longest alias the kernel takes (IFALIASZ - 1).
@@ -53,23 +71,17 @@ const maxAlias = 255
 
 // createIFB makes the attachment's ifb, up, with the MTU of the pod's veth
 // and no queue length (as the reference), and registers its removal on
-// undo. Its MAC is chosen here, as the kernel would (random, unicast,
-// locally administered), so that the result needs no lookup.
-func createIFB(undo *cniplugin.Undo, log *slog.Logger, network, containerID string, mtu int) (*netlink.Ifb, error) {
-	mac := make(net.HardwareAddr, 6)
-	_, _ = rand.Read(mac) // never fails (crypto/rand)
-	mac[0] = mac[0]&^1 | 2
-	ifb := &netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: ifbName(network, containerID), Flags: net.FlagUp, MTU: mtu, TxQLen: 0, HardwareAddr: mac}}
+// undo. Its MAC is chosen here (ifbMAC), so that the result needs no lookup.
+func createIFB(undo *cniplugin.Undo, network, containerID string, mtu int) (*netlink.Ifb, error) {
+	ifb := &netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: ifbName(network, containerID), Flags: net.FlagUp, MTU: mtu, TxQLen: 0, HardwareAddr: ifbMAC(network)}}
 	if err := netlink.LinkAdd(ifb); err != nil {
 		return nil, fmt.Errorf("creating ifb %s: %w (an earlier ADD of this container on network %q was not DELeted: DEL it first)", ifb.Name, err, network)
 	}
 	undo.Push("delete ifb "+ifb.Name, func() error { return netlink.LinkDel(ifb) })
 	alias := ifbAlias(network, containerID)
 	if len(alias) > maxAlias {
-		log.Warn("network name and container ID too long to name them in the ifb's alias: GC will not remove this ifb, DEL will", "ifb", ifb.Name)
-		return ifb, nil
+		return ifb, nil // GC knows it by its MAC alone (ofNetwork)
 	}
-	// The kernel ignores an alias given at creation.
 	if err := netlink.LinkSetAlias(ifb, alias); err != nil {
 		return nil, fmt.Errorf("naming the attachment in the alias of ifb %s: %w", ifb.Name, err)
 	}
