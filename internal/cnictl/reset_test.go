@@ -83,6 +83,10 @@ func TestPlanStores(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// What a DEL killed between the index's invalidation and its new stamp leaves.
+	if err := os.WriteFile(filepath.Join(data, "cbr0", ".cnisuite", "index"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p = &resetPlan{}
 	if stores, err = p.planStores(data); err != nil || len(stores) != 1 || stores[0].path != filepath.Join(data, "cbr0") {
 		t.Fatalf("stores %+v, %v; want cbr0", stores, err)

@@ -247,12 +247,14 @@ func isAddress(data []byte) bool {
 }
 
 // isIndexJSON: a JSON object with the index's version, as both the stamp
-// and the owner entries are.
+// and the owner entries are; or empty, as a verb that was killed or failed
+// leaves the stamp (emptied before a change, written again after it) or a
+// temporary file (created, not yet written).
 func isIndexJSON(data []byte) bool {
 	var v struct {
 		V int `json:"v"`
 	}
-	return json.Unmarshal(data, &v) == nil && v.V > 0
+	return len(data) == 0 || json.Unmarshal(data, &v) == nil && v.V > 0
 }
 
 // planFiles finds the state files: host-local stores (refusing while one
