@@ -427,11 +427,13 @@ func (s *Store) ByOwner(owner ipam.Owner) ([]netip.Addr, error) {
 	err := s.withIndex(func() error {
 		out = nil
 		for _, o := range owners(owner) {
-			addrs, err := s.verified(o)
+			recs, err := s.verified(o)
 			if err != nil {
 				return err
 			}
-			out = append(out, addrs...)
+			for _, r := range recs {
+				out = append(out, r.Addr)
+			}
 		}
 		return nil
 	})
@@ -448,12 +450,12 @@ func owners(o ipam.Owner) []ipam.Owner {
 
 // ReleaseByOwner frees the attachment's addresses; see ipam.Store.
 func (s *Store) ReleaseByOwner(owner ipam.Owner) ([]netip.Addr, error) {
-	var addrs []netip.Addr
+	var recs []record
 	err := s.withIndex(func() error {
-		addrs = nil
+		recs = nil
 		for _, o := range owners(owner) {
 			var err error
-			if addrs, err = s.verified(o); err != nil || len(addrs) > 0 {
+			if recs, err = s.verified(o); err != nil || len(recs) > 0 {
 				return err
 			}
 		}
@@ -464,12 +466,12 @@ func (s *Store) ReleaseByOwner(owner ipam.Owner) ([]netip.Addr, error) {
 	}
 	var released []netip.Addr
 	var errs []error
-	for _, a := range addrs {
-		if err := s.Release(a); err != nil {
+	for _, r := range recs {
+		if err := s.release(r); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		released = append(released, a)
+		released = append(released, r.Addr)
 	}
 	return released, errors.Join(errs...)
 }
@@ -483,16 +485,22 @@ func (s *Store) Release(addr netip.Addr) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if err == nil && errors.Is(r.Corrupt, ErrNotRecord) {
-		err = fmt.Errorf("releasing %s: %w", addr, r.Corrupt)
-	}
 	if err != nil {
 		return err
+	}
+	return s.release(r)
+}
+
+// release is Release of a record just read under the lock.
+func (s *Store) release(r record) error {
+	addr := r.Addr
+	if errors.Is(r.Corrupt, ErrNotRecord) {
+		return fmt.Errorf("releasing %s: %w", addr, r.Corrupt)
 	}
 	if err := s.invalidate(); err != nil {
 		return err
 	}
-	err = unix.Unlinkat(int(s.netDir.Fd()), addr.String(), 0)
+	err := unix.Unlinkat(int(s.netDir.Fd()), addr.String(), 0)
 	_ = s.touched() // a failure leaves the stamp unwritten: the next Open rebuilds
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("releasing %s: %w", addr, pathErr("remove", s.netDir, addr.String(), err))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -167,14 +166,14 @@ func (s *Store) writeEntry(o ipam.Owner, e *entry) error {
 // restoreEntry undoes writeEntry on a path that already fails.
 func (s *Store) restoreEntry(o ipam.Owner, old *entry) { _ = s.writeEntry(o, old) }
 
-// verified lists the addresses of o's entry, each checked against its
-// record: a record missing or naming someone else is errStale.
-func (s *Store) verified(o ipam.Owner) ([]netip.Addr, error) {
+// verified reads the records of o's entry: a record missing or naming
+// someone else is errStale.
+func (s *Store) verified(o ipam.Owner) ([]record, error) {
 	e, err := s.entryOf(o)
 	if err != nil || e == nil {
 		return nil, err
 	}
-	out := make([]netip.Addr, 0, len(e.Addrs))
+	out := make([]record, 0, len(e.Addrs))
 	for _, h := range e.Addrs {
 		r, err := s.read(h.IP)
 		if errors.Is(err, fs.ErrNotExist) || (err == nil && (r.Corrupt != nil || r.Owner != o)) {
@@ -183,7 +182,7 @@ func (s *Store) verified(o ipam.Owner) ([]netip.Addr, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, h.IP)
+		out = append(out, r)
 	}
 	return out, nil
 }
