@@ -8,6 +8,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cnisuite/cni/pkg/ipam"
 )
@@ -311,4 +314,62 @@ func FuzzParseRecord(f *testing.F) {
 			t.Fatalf("round trip of %+v: %+v, %v", o, back, err)
 		}
 	})
+}
+
+// TestTempNamesAreRemovable: every name the store creates in its
+// directories, but for those it keeps, starts with the prefix RemoveStale
+// removes there, so that a verb killed before its rename leaves nothing
+// behind for good (the round-robin note's first write once used the index's
+// prefix in the network directory).
+func TestTempNamesAreRemovable(t *testing.T) {
+	s := open(t, t.TempDir())
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	type watched struct {
+		path, prefix string
+		kept         func(string) bool // the names the store keeps there
+	}
+	dirs := map[int]watched{}
+	for _, d := range []watched{
+		{s.Dir(), tmpPrefix, func(n string) bool { return n == a1.String() || strings.HasPrefix(n, lastReservedPrefix) }},
+		{s.meta, indexTmpPrefix, func(n string) bool { return n == stampName }},
+		{filepath.Join(s.meta, ownersName), indexTmpPrefix, func(n string) bool { return n == ownerKey(o1) }},
+	} {
+		wd, err := unix.InotifyAddWatch(fd, d.path, unix.IN_CREATE|unix.IN_MOVED_TO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs[wd] = d
+	}
+	if ok, err := s.Reserve(a1, c1, 0); !ok || err != nil {
+		t.Fatalf("Reserve: %v %v", ok, err)
+	}
+	if _, err := s.ReleaseByOwner(o1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	buf := make([]byte, 64<<10)
+	n, err := unix.Read(fd, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for off := 0; off+unix.SizeofInotifyEvent <= n; {
+		ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+		name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+int(ev.Len)]), "\x00")
+		off += unix.SizeofInotifyEvent + int(ev.Len)
+		d := dirs[int(ev.Wd)]
+		if ev.Mask&unix.IN_CREATE != 0 && !d.kept(name) {
+			seen++
+			if !strings.HasPrefix(name, d.prefix) {
+				t.Errorf("%s: created %q, which RemoveStale (prefix %q) would never remove", d.path, name, d.prefix)
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no temporary file seen: the round-robin note and the stamp are written by rename when new")
+	}
 }
