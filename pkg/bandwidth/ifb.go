@@ -1,6 +1,7 @@
 package bandwidth
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha512"
 	"encoding/hex"
@@ -41,9 +42,15 @@ func ifbAlias(network, containerID string) string {
 // its MAC. The last two bytes are random, as the kernel's would be.
 const macMarker = 0x0a
 
-func ifbMAC(network string) net.HardwareAddr {
+// macPrefix is what the MACs of network's ifbs start with: macMarker and
+// the network's tag, three bytes of the SHA-512 of its name.
+func macPrefix(network string) []byte {
 	sum := sha512.Sum512([]byte(network))
-	mac := net.HardwareAddr{macMarker, sum[0], sum[1], sum[2], 0, 0}
+	return []byte{macMarker, sum[0], sum[1], sum[2]}
+}
+
+func ifbMAC(network string) net.HardwareAddr {
+	mac := append(net.HardwareAddr(macPrefix(network)), 0, 0)
 	_, _ = rand.Read(mac[4:]) // never fails (crypto/rand)
 	return mac
 }
@@ -58,8 +65,7 @@ func ofNetwork(l netlink.Link, network string) bool {
 		return false
 	}
 	if a.Alias == "" {
-		tag := ifbMAC(network)[:4]
-		return len(a.HardwareAddr) == 6 && string(a.HardwareAddr[:4]) == string(tag)
+		return len(a.HardwareAddr) == 6 && bytes.HasPrefix(a.HardwareAddr, macPrefix(network))
 	}
 	rest, ours := strings.CutPrefix(a.Alias, aliasPrefix)
 	i := strings.LastIndex(rest, " containerID=")
