@@ -205,10 +205,10 @@ func overwriteAt(dir *os.File, prefix, name string, data []byte) error {
 }
 
 // replaceAt writes data to name in dir by rename, so that readers never see
-// it half written. The file is written under a name starting with prefix first:
-// the prefix RemoveStale removes in dir, should the writer die before the
-// rename. Rename replaces a symbolic link or a FIFO at name itself;
-// a directory there makes it fail with EISDIR.
+// it half written. The data is first written under a name starting with
+// prefix, the one RemoveStale removes in dir, should the writer die before
+// the rename. Rename replaces a symbolic link or a FIFO at name itself; a
+// directory there makes it fail with EISDIR.
 func replaceAt(dir *os.File, prefix, name string, data []byte) error {
 	tmp, _, err := writeTemp(dir, prefix, data, false)
 	if err != nil {
