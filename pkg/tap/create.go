@@ -110,8 +110,12 @@ func setExecLabel(label string) error {
 	return nil
 }
 
-// settle gives the new tap its MAC, MTU and bridge, each only when asked.
+// settle gives the new tap its MAC, MTU and bridge, each only when asked
+// (and reads the link only then).
 func settle(name string, c *NetConf) error {
+	if c.mac == nil && c.MTU == 0 && c.Bridge == "" {
+		return nil
+	}
 	l, err := link.ByName(name)
 	if err != nil {
 		return err
