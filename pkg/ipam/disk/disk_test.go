@@ -301,6 +301,7 @@ func FuzzParseRecord(f *testing.F) {
 	f.Add([]byte("c1\r\neth0"))
 	f.Add([]byte("legacy"))
 	f.Add([]byte("\r\n\r\n"))
+	f.Add([]byte(strings.Repeat("c", maxRecord-1))) // an ID-only record whose rewrite would not fit
 	f.Fuzz(func(t *testing.T, data []byte) {
 		o, err := ParseRecord(data)
 		if err != nil {

@@ -24,6 +24,16 @@ func FormatRecord(o ipam.Owner) []byte {
 	return []byte(strings.TrimSpace(o.ContainerID) + lineBreak + o.IfName)
 }
 
+// CheckOwner refuses an owner whose record would be longer than a reader
+// takes (a container ID of thousands of bytes): written, it could never be
+// read back, and its address never released.
+func CheckOwner(o ipam.Owner) error {
+	if n := len(FormatRecord(o)); n > maxRecord {
+		return fmt.Errorf("the record of container %.32q... would be %d bytes, more than the %d a reservation record holds", o.ContainerID, n, maxRecord)
+	}
+	return nil
+}
+
 // ParseRecord reads a reservation file: "containerID\r\nifname", or only
 // "containerID" as old reference versions wrote it. Surrounding white space is
 // ignored as the reference ignores it. Control characters cannot come from a
@@ -43,7 +53,11 @@ func ParseRecord(data []byte) (ipam.Owner, error) {
 	if hasControl(id) || hasControl(ifname) {
 		return ipam.Owner{}, fmt.Errorf("%w: control characters in %q", ErrCorrupt, data)
 	}
-	return ipam.Owner{ContainerID: id, IfName: ifname}, nil
+	o := ipam.Owner{ContainerID: id, IfName: ifname}
+	if err := CheckOwner(o); err != nil { // an ID-only record of nearly maxRecord bytes
+		return ipam.Owner{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return o, nil
 }
 
 func hasControl(s string) bool {

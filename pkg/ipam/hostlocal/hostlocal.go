@@ -43,6 +43,9 @@ func (Plugin) Add(_ context.Context, a *cniplugin.Args) (_ types.Result, retErr 
 	if err != nil {
 		return nil, err
 	}
+	if err := disk.CheckOwner(owner(a)); err != nil {
+		return nil, netconf.Errorf(netconf.CodeInvalidEnv, "CNI_CONTAINERID is %d bytes long: %w; use a shorter container ID", len(a.ContainerID), err)
+	}
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
 	if c.resolvConf != "" {
 		if res.DNS, err = readResolvConf(c.resolvConf); err != nil {

@@ -275,3 +275,17 @@ func TestStatus(t *testing.T) {
 	wantCode(t, Plugin{}.Status(ctx, args("", "", conf(file, `"subnet":"10.1.0.0/24"`))), netconf.CodeUnavailable, "make the dataDir exist and be writable")
 	wantCode(t, Plugin{}.Status(ctx, args("", "", conf(dir, `"subnet":"10.1.0.0/99"`))), netconf.CodeInvalidConfig, "not a CIDR")
 }
+
+// TestAddRefusesAnUnrecordableOwner: a container ID so long that its record
+// could not be read back (and its address never released) is refused with
+// code 4 before anything is written.
+func TestAddRefusesAnUnrecordableOwner(t *testing.T) {
+	dataDir := t.TempDir()
+	c := conf(dataDir, `"subnet":"10.1.0.0/24"`)
+	_, err := Plugin{}.Add(ctx, args(strings.Repeat("c", 4095), "eth0", c))
+	wantCode(t, err, netconf.CodeInvalidEnv, "use a shorter container ID")
+	if _, err := os.Stat(filepath.Join(dataDir, "net1")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the network's directory after the refused ADD: %v, want none", err)
+	}
+	add(t, args(strings.Repeat("c", 4000), "eth0", c)) // long, but its record fits
+}
