@@ -28,7 +28,9 @@ func FormatRecord(o ipam.Owner) []byte {
 // takes (a container ID of thousands of bytes): written, it could never be
 // read back, and its address never released.
 func CheckOwner(o ipam.Owner) error {
-	if n := len(FormatRecord(o)); n > maxRecord {
+	// len(FormatRecord(o)), without building it: ParseRecord checks every
+	// record it reads.
+	if n := len(strings.TrimSpace(o.ContainerID)) + len(lineBreak) + len(o.IfName); n > maxRecord {
 		return fmt.Errorf("the record of container %.32q... would be %d bytes, more than the %d a reservation record holds", o.ContainerID, n, maxRecord)
 	}
 	return nil
