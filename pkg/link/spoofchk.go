@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // SpoofCheck drops frames that enter the bridge from a container's veth with
@@ -22,15 +23,17 @@ type SpoofCheck struct {
 	MAC    string // the container's MAC
 }
 
-// nftName is what the nft text syntax accepts unquoted as a chain name.
-var nftName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+// nftName is what the nft text syntax accepts unquoted as a chain name,
+// compiled on first use: a package-level compile would cost every plugin
+// process that links this package, spoof check or not, at its start.
+var nftName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_.-]+$`) })
 
 func (s SpoofCheck) chain() string { return "cni-br-iface-" + s.ID }
 func (s SpoofCheck) tag() string   { return `comment "macspoofchk-` + s.ID + `"` }
 
 // Setup installs the rules in one nft transaction.
 func (s SpoofCheck) Setup(ctx context.Context) error {
-	if !nftName.MatchString(s.ID) {
+	if !nftName().MatchString(s.ID) {
 		return fmt.Errorf("macspoofchk: attachment id %q must consist of letters, digits, '_', '.' and '-'", s.ID)
 	}
 	c, tag := s.chain(), s.tag()
@@ -52,7 +55,7 @@ func (s SpoofCheck) Setup(ctx context.Context) error {
 // Teardown removes the attachment's rules and chains; absent ones are fine,
 // so it works after the veth (and its name) is gone.
 func (s SpoofCheck) Teardown(ctx context.Context) error {
-	if !nftName.MatchString(s.ID) {
+	if !nftName().MatchString(s.ID) {
 		return nil // Setup refuses such ids, so nothing can exist
 	}
 	out, err := exec.CommandContext(ctx, "nft", "-a", "list", "table", "bridge", "nat").CombinedOutput()

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"sync"
 
 	"github.com/cnisuite/cni/pkg/family"
 	"github.com/cnisuite/cni/pkg/netconf"
@@ -137,11 +138,14 @@ func (m IPTables) eachFamily(ctx context.Context, plan func(family.Family, *ipta
 	return errors.Join(errs...)
 }
 
-var commentRE = regexp.MustCompile(`^name: ("(?:[^"\\]|\\.)*") id: ("(?:[^"\\]|\\.)*")$`)
+// commentRE reads comment's format back; compiled on first use (chainRE).
+var commentRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^name: ("(?:[^"\\]|\\.)*") id: ("(?:[^"\\]|\\.)*")$`)
+})
 
 // parseComment reads back a comment.
 func parseComment(c string) (network, containerID string, ok bool) {
-	m := commentRE.FindStringSubmatch(c)
+	m := commentRE().FindStringSubmatch(c)
 	if m == nil {
 		return "", "", false
 	}

@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
+	"sync"
 )
 
 // Attachment names one CNI attachment, whose addresses are masqueraded.
@@ -40,9 +41,11 @@ func comment(network, containerID string) string {
 }
 
 // chainRE matches the names ChainName gives: "CNI-" and 24 hex digits.
-// portmap's CNI-DN- chains do not match ("DN-" is not hex).
-var chainRE = regexp.MustCompile(`^CNI-[0-9a-f]{24}$`)
+// portmap's CNI-DN- chains do not match ("DN-" is not hex). Compiled on
+// first use: at package level every process of a plugin linking this package
+// would compile it at start, used or not.
+var chainRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^CNI-[0-9a-f]{24}$`) })
 
 // OwnsChain tells whether chain of an iptables table is an attachment's
 // masquerade chain, for `cnictl reset`.
-func OwnsChain(table, chain string) bool { return table == "nat" && chainRE.MatchString(chain) }
+func OwnsChain(table, chain string) bool { return table == "nat" && chainRE().MatchString(chain) }
