@@ -26,8 +26,9 @@ func New() cniplugin.Plugin {
 	return containerif.New(containerif.Parts[*NetConf]{Load: loadConf, Add: add, Check: check})
 }
 
-// add is tap's part of ADD: the tap made in the container (at the same time
-// as host-local or static reserve the addresses), then configured there.
+// add is tap's part of ADD: the tap made and brought up in the container
+// (at the same time as host-local or static reserve the addresses), then
+// configured there.
 func add(ctx context.Context, t *containerif.Attach, c *NetConf) (*current.Result, error) {
 	ipam, err := t.IPAM(ctx, c.IPAM.Type, 0, func() error { return create(t, c) })
 	if err != nil {
