@@ -28,6 +28,7 @@
 package disk
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -96,34 +97,88 @@ func Open(dataDir, network string) (*Store, error) { return OpenLogged(dataDir, 
 // wrong. What it finds out of place, then and until Close, is logged to log
 // as a warning (nil: not logged). Close releases it.
 func OpenLogged(dataDir, network string, log *slog.Logger) (*Store, error) {
-	return openStore(dataDir, network, log, ipam.Owner{}, 0)
+	return openStore(dataDir, network, log, ipam.Owner{}, 0, nil)
 }
 
 // OpenToReserve is OpenLogged for a verb that reserves up to n addresses
 // for owner: their records are written and synced (prepared.go) while the
-// lock is awaited, the index read and the addresses chosen.
-func OpenToReserve(dataDir, network string, log *slog.Logger, owner ipam.Owner, n int) (*Store, error) {
-	return openStore(dataDir, network, log, owner, n)
+// lock is awaited, the index read and the addresses chosen. early, when the
+// verb began with BeginReserve for the same store and owner, is taken over
+// (its record is one of the n); else it is discarded.
+func OpenToReserve(dataDir, network string, log *slog.Logger, owner ipam.Owner, n int, early *Early) (*Store, error) {
+	return openStore(dataDir, network, log, owner, n, early)
 }
 
-func openStore(dataDir, network string, log *slog.Logger, owner ipam.Owner, n int) (*Store, error) {
-	if dataDir == "" {
-		dataDir = DefaultDataDir
+// Early is a reservation begun before its verb has read the whole
+// configuration: the network directory open and a record of the owner being
+// written and synced, the slowest step of a reservation, while the rest of
+// the configuration is decoded and checked.
+type Early struct {
+	dataDir, network string
+	netDir           *os.File
+	prep             *prepared
+}
+
+// BeginReserve starts writing a record of owner in <dataDir>/<network> when
+// that directory exists: a configuration found invalid afterwards must not
+// have created it. nil when there is no such directory (a network's first
+// ADD) or the names are not valid; nil is a valid *Early.
+func BeginReserve(dataDir, network string, owner ipam.Owner) *Early {
+	dataDir = cmp.Or(dataDir, DefaultDataDir)
+	if CheckNetwork(dataDir, network) != nil || CheckOwner(owner) != nil {
+		return nil
 	}
+	dir, err := os.OpenFile(filepath.Join(dataDir, network), os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil
+	}
+	return &Early{dataDir: dataDir, network: network, netDir: dir, prep: prepare(dir, owner, 1)}
+}
+
+// Discard drops what e began, unless OpenToReserve took it over: the
+// unnamed record goes with its descriptor.
+func (e *Early) Discard() {
+	if e == nil || e.netDir == nil {
+		return
+	}
+	e.prep.close()
+	e.netDir.Close()
+	e.netDir, e.prep = nil, nil
+}
+
+// takeOver hands e's directory and records to a store of dataDir/network
+// reserving for owner; false, with e discarded, when e began another.
+func (e *Early) takeOver(dataDir, network string, owner ipam.Owner) (*os.File, *prepared, bool) {
+	if e == nil || e.netDir == nil || e.dataDir != dataDir || e.network != network || e.prep.owner != owner {
+		e.Discard()
+		return nil, nil, false
+	}
+	dir, prep := e.netDir, e.prep
+	e.netDir, e.prep = nil, nil
+	return dir, prep, true
+}
+
+func openStore(dataDir, network string, log *slog.Logger, owner ipam.Owner, n int, early *Early) (*Store, error) {
+	dataDir = cmp.Or(dataDir, DefaultDataDir)
 	if err := CheckNetwork(dataDir, network); err != nil {
+		early.Discard()
 		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	dir := filepath.Join(dataDir, network)
-	netDir, err := openNetworkDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var prep *prepared
-	if n > 0 {
-		prep = prepare(netDir, owner, n)
+	netDir, prep, ok := early.takeOver(dataDir, network, owner)
+	if ok {
+		prep.more(netDir, n-1)
+	} else {
+		var err error
+		if netDir, err = openNetworkDir(dir); err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			prep = prepare(netDir, owner, n)
+		}
 	}
 	lock, err := lockNetwork(netDir)
 	if err != nil {

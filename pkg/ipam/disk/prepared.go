@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -12,8 +13,8 @@ import (
 )
 
 // prepared is the records of one owner, written and synced by a goroutine of
-// their own while the verb waits for the lock, reads the index and looks for
-// a free address: the fsync is the slowest step of a reservation (1-4 ms
+// their own while the verb reads its configuration (BeginReserve), waits for
+// the lock, reads the index and looks for a free address: the fsync is the slowest step of a reservation (1-4 ms
 // here, more while the disk is busy), and under the lock it would serialize
 // concurrent ADDs and lengthen each one. Each record is an unnamed file of
 // the network directory (O_TMPFILE) until Reserve links it to an address's
@@ -21,8 +22,9 @@ import (
 // its last descriptor and leaves nothing to clean up.
 type prepared struct {
 	owner ipam.Owner
-	done  chan struct{} // closed when the writes are over
-	files []*os.File    // written and synced, in order; the first used ones linked
+	wg    sync.WaitGroup // the writers still at work
+	mu    sync.Mutex     // guards files and inos while the writers append
+	files []*os.File     // written and synced; the first used ones linked
 	inos  []uint64
 	used  int
 	// entry is an empty unnamed file for the owner's index entry, made
@@ -35,19 +37,29 @@ type prepared struct {
 // unnamed files, or a write fails, fewer are prepared and Reserve writes the
 // rest itself, as it does without preparation.
 func prepare(netDir *os.File, o ipam.Owner, n int) *prepared {
-	p := &prepared{owner: o, done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
+	p := &prepared{owner: o}
+	p.more(netDir, n)
+	p.entry, _ = openUnnamed(netDir, "(unnamed index entry)")
+	return p
+}
+
+// more starts writing n more records. All records of one owner are the
+// same bytes, so the order in which they are finished does not matter.
+func (p *prepared) more(netDir *os.File, n int) {
+	if n <= 0 {
+		return
+	}
+	p.wg.Go(func() {
 		for range n {
-			f, ino, err := writeUnnamed(netDir, FormatRecord(o))
+			f, ino, err := writeUnnamed(netDir, FormatRecord(p.owner))
 			if err != nil {
 				return
 			}
+			p.mu.Lock()
 			p.files, p.inos = append(p.files, f), append(p.inos, ino)
+			p.mu.Unlock()
 		}
-	}()
-	p.entry, _ = openUnnamed(netDir, "(unnamed index entry)")
-	return p
+	})
 }
 
 // openUnnamed makes an empty unnamed file in dir, mode 0600 as writeTemp's.
@@ -91,7 +103,7 @@ func (p *prepared) next(o ipam.Owner) (uint64, bool) {
 	if p == nil || o != p.owner {
 		return 0, false
 	}
-	<-p.done
+	p.wg.Wait()
 	if p.used == len(p.files) {
 		return 0, false
 	}
@@ -143,7 +155,7 @@ func (p *prepared) close() {
 	if p == nil {
 		return
 	}
-	<-p.done
+	p.wg.Wait()
 	for _, f := range p.files {
 		f.Close()
 	}

@@ -16,7 +16,7 @@ import (
 func openToReserve(t *testing.T, n int, want string) *Store {
 	t.Helper()
 	data := t.TempDir()
-	s, err := OpenToReserve(data, "net1", nil, o1, n)
+	s, err := OpenToReserve(data, "net1", nil, o1, n, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestPreparedRecordsGoWithAFailedOpen(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, lockName), 0o755); err != nil {
 		t.Fatal(err) // a directory at the lock's name stops every verb
 	}
-	if _, err := OpenToReserve(data, "net1", nil, o1, 2); err == nil {
+	if _, err := OpenToReserve(data, "net1", nil, o1, 2, nil); err == nil {
 		t.Fatal("opened with a directory at the lock's name")
 	}
 	if got, want := names(t, dir), "lock"; got != want {
@@ -139,5 +139,68 @@ func TestPreparedIndexEntryUnusedForAnExistingOne(t *testing.T) {
 	}
 	if e, err := s.entryOf(o1); err != nil || len(e.Addrs) != 2 {
 		t.Fatalf("index entry %+v %v, want both addresses", e, err)
+	}
+}
+
+// A reservation begun early hands its directory and record to the store of
+// the same network and owner, which prepares only the rest.
+func TestEarlyRecordIsTakenOver(t *testing.T) {
+	data := t.TempDir()
+	if err := os.Mkdir(filepath.Join(data, "net1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := BeginReserve(data, "net1", o1)
+	if e == nil {
+		t.Fatal("no early reservation in an existing network directory")
+	}
+	early := e.prep
+	s, err := OpenToReserve(data, "net1", nil, o1, 2, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Discard() // after the take-over: must leave the store's records alone
+	if s.prep != early {
+		t.Fatal("the store prepared its own records instead of taking the early one")
+	}
+	reserve(t, s, netip.MustParseAddr("10.0.0.2"), c1)
+	reserve(t, s, netip.MustParseAddr("fd00::2"), c1)
+	if s.prep.used != 2 {
+		t.Errorf("%d prepared records linked, want 2", s.prep.used)
+	}
+	checkRecords(t, s, map[string]string{"10.0.0.2": "c1\r\neth0", "fd00::2": "c1\r\neth0"})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := names(t, filepath.Join(data, "net1")), ".cnisuite 10.0.0.2 fd00::2 last_reserved_ip.0 lock"; got != want {
+		t.Errorf("files %q, want %q", got, want)
+	}
+}
+
+// An early reservation creates no network directory, and leaves nothing
+// when its verb stops before the store (an invalid configuration) or opens
+// another network's.
+func TestEarlyRecordLeavesNothing(t *testing.T) {
+	data := t.TempDir()
+	if e := BeginReserve(data, "net1", o1); e != nil {
+		e.Discard()
+		t.Fatal("an early reservation without the network's directory")
+	}
+	if got := names(t, data); got != "" {
+		t.Fatalf("files %q in the data directory, want none", got)
+	}
+	dir := filepath.Join(data, "net1")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	BeginReserve(data, "net1", o1).Discard()
+	s, err := OpenToReserve(data, "net2", nil, o1, 1, BeginReserve(data, "net1", o1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, dir); got != "" {
+		t.Errorf("files %q in net1, want none", got)
 	}
 }

@@ -1,6 +1,7 @@
 package hostlocal
 
 import (
+	"encoding/json"
 	"net/netip"
 	"slices"
 	"strings"
@@ -65,6 +66,19 @@ func decode(stdin []byte) (*netConf, error) {
 		return nil, netconf.Required("\"ipam\"", `add {"type":"host-local","ranges":[[{"subnet":"10.22.0.0/16"}]]}`)
 	}
 	return &n, nil
+}
+
+// storeOf reads only where the configuration keeps its reservations, the
+// keys loadConfig reads them from; errors are left for loadConfig to report.
+func storeOf(stdin []byte) (dataDir, network string) {
+	var head struct {
+		Name string `json:"name"`
+		IPAM struct {
+			DataDir string `json:"dataDir"`
+		} `json:"ipam"`
+	}
+	_ = json.Unmarshal(stdin, &head)
+	return head.IPAM.DataDir, head.Name
 }
 
 // loadConfig reads and checks everything ADD, CHECK and STATUS need.
