@@ -55,43 +55,62 @@ type config struct {
 	requested    []netip.Addr // from CNI_ARGS, args.cni.ips and runtimeConfig.ips
 }
 
-// decode reads the configuration without checking ranges: enough for DEL and
-// GC, which must work even after the ranges were edited into something invalid.
-func decode(stdin []byte) (*netConf, error) {
-	var n netConf
+// storeConf is the configuration as DEL and GC read it, and as ADD reads it
+// first (storeOf): the shared keys and where the reservations are. Without
+// the ranges, a configuration whose ranges were since edited into something
+// invalid, even of another JSON type, still releases what it reserved; and
+// its types decode cold in half the time of the whole configuration's
+// (~65 against ~120 µs, once per process).
+type storeConf struct {
+	netconf.Base
+	// Shadows Base.IPAM, as in netConf.
+	IPAM *struct {
+		DataDir string `json:"dataDir,omitempty"`
+	} `json:"ipam"`
+}
+
+// decode reads the configuration as DEL and GC need it.
+func decode(stdin []byte) (*storeConf, error) {
+	var n storeConf
 	if err := netconf.Load(stdin, &n); err != nil {
 		return nil, err
 	}
 	if n.IPAM == nil {
-		return nil, netconf.Required("\"ipam\"", `add {"type":"host-local","ranges":[[{"subnet":"10.22.0.0/16"}]]}`)
+		return nil, errNoIPAM()
 	}
 	return &n, nil
 }
 
-// storeOf reads only where the configuration keeps its reservations, the
-// keys loadConfig reads them from; errors are left for loadConfig to report.
+func errNoIPAM() error {
+	return netconf.Required("\"ipam\"", `add {"type":"host-local","ranges":[[{"subnet":"10.22.0.0/16"}]]}`)
+}
+
+// storeOf reads only where the configuration keeps its reservations; errors
+// are left for loadConfig to report.
 func storeOf(stdin []byte) (dataDir, network string) {
-	var head struct {
-		Name string `json:"name"`
-		IPAM struct {
-			DataDir string `json:"dataDir"`
-		} `json:"ipam"`
+	var n storeConf
+	_ = json.Unmarshal(stdin, &n)
+	if n.IPAM == nil {
+		return "", n.Name
 	}
-	_ = json.Unmarshal(stdin, &head)
-	return head.IPAM.DataDir, head.Name
+	return n.IPAM.DataDir, n.Name
 }
 
 // loadConfig reads and checks everything ADD, CHECK and STATUS need.
 func loadConfig(stdin []byte, cniArgs string) (*config, error) {
-	n, err := decode(stdin)
-	if err != nil {
+	n := &netConf{}
+	if err := netconf.Load(stdin, n); err != nil {
 		return nil, err
+	}
+	if n.IPAM == nil {
+		return nil, errNoIPAM()
 	}
 	c := &config{base: n.Base, name: n.Name, dataDir: n.IPAM.DataDir, resolvConf: n.IPAM.ResolvConf,
 		reclaimStale: n.IPAM.ReclaimStale == nil || *n.IPAM.ReclaimStale}
 	// As the reference: runtime ranges first, then the legacy single range,
 	// then the configured sets; each set yields one address.
 	sets := slices.Clone(n.RuntimeConfig.IPRanges)
+	var err error
 	if strings.TrimSpace(n.IPAM.Subnet) != "" {
 		sets = append(sets, []ipam.RangeConfig{n.IPAM.RangeConfig})
 	}

@@ -208,6 +208,13 @@ func TestDelLegacyAndInvalidRanges(t *testing.T) {
 	if got := files(t, dir); got != "10.1.0.2 last_reserved_ip.0 lock" {
 		t.Fatalf("files %q", got)
 	}
+	// Even ranges of another JSON type: DEL reads only where the records are.
+	if err := (Plugin{}).Del(ctx, args("c0", "eth0", conf(dir, `"ranges":"10.1.0.0/24"`))); err != nil {
+		t.Fatal(err)
+	}
+	if got := files(t, dir); got != "last_reserved_ip.0 lock" {
+		t.Fatalf("files %q", got)
+	}
 	if err := (Plugin{}).Del(ctx, args("c1", "eth0", `{"name":"net1"`)); err == nil {
 		t.Fatal("DEL with unreadable JSON succeeded")
 	}
