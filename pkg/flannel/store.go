@@ -8,15 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/cnisuite/cni/pkg/netconf"
 	"github.com/cnisuite/cni/pkg/regfile"
 )
-
-// staleTemp is the age past which a temporary file in dataDir is a leftover
-// of a writer that died, not one being written.
-const staleTemp = time.Minute
 
 // readSaved reads a file of dataDir, no symlink and no larger than the
 // configuration it would hold.
@@ -52,28 +47,16 @@ func (s store) legacyPath(containerID string) string { return filepath.Join(s.di
 
 // save writes the configuration atomically (a reader sees all of it or
 // none), readable by root only as flannel does, since a delegate's
-// configuration may carry credentials.
+// configuration may carry credentials. Not fsynced, unlike flannel's: only
+// a kernel crash or power loss can drop the file, and either ends the
+// attachment's container too; a DEL that then finds no file renders the
+// configuration from subnet.env.
 func (s store) save(containerID, ifName string, data []byte) error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return netconf.Errorf(netconf.CodeIO, "creating dataDir %s: %w", s.dir, err)
 	}
 	path := s.path(containerID, ifName)
-	f, err := os.CreateTemp(s.dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return netconf.Errorf(netconf.CodeIO, "saving the delegate configuration in %s: %w", s.dir, err)
-	}
-	defer os.Remove(f.Name()) // fails harmlessly once renamed
-	// Not fsynced, unlike flannel's: only a kernel crash or power loss can
-	// drop the file, and either ends the attachment's container too; a DEL
-	// that then finds no file renders the configuration from subnet.env.
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
+	if err := regfile.ReplaceUnsynced(path, data, 0o600); err != nil {
 		return netconf.Errorf(netconf.CodeIO, "saving the delegate configuration as %s: %w", path, err)
 	}
 	return nil
@@ -111,26 +94,16 @@ func (s store) remove(path string) error {
 // forget removes what the store holds for an attachment whose DEL is done:
 // its saved configuration at path ("" when there was none) and the
 // temporary files of its saves, which a flannel killed in the middle of an
-// ADD's save leaves behind (the runtime runs no ADD of the attachment
-// while its DEL does).
+// ADD's save leaves behind (regfile.RemoveTemps).
 func (s store) forget(containerID, ifName, path string) error {
-	var files []string
+	var err error
 	if path != "" {
-		files = append(files, path)
+		err = s.remove(path)
 	}
-	// Matched as a prefix, not a glob: an ifname may hold '*' or '['.
-	temp := "." + filepath.Base(s.path(containerID, ifName)) + ".tmp-"
-	entries, _ := os.ReadDir(s.dir) // none readable: none to remove
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), temp) {
-			files = append(files, filepath.Join(s.dir, e.Name()))
-		}
+	if terr := regfile.RemoveTemps(s.path(containerID, ifName)); terr != nil {
+		err = errors.Join(err, netconf.Errorf(netconf.CodeIO, "removing the temporary files of a saved delegate configuration: %w", terr))
 	}
-	var errs []error
-	for _, f := range files {
-		errs = append(errs, s.remove(f))
-	}
-	return errors.Join(errs...)
+	return err
 }
 
 // prune removes the saved configurations of network whose attachment is not
@@ -168,8 +141,7 @@ func (s store) prune(network string, valid []netconf.Attachment) (removed []stri
 // configuration naming it or unreadable, or a stale temporary file.
 func (s store) ownedBy(e fs.DirEntry, network string) bool {
 	if strings.HasPrefix(e.Name(), ".") {
-		info, err := e.Info()
-		return err == nil && time.Since(info.ModTime()) > staleTemp
+		return regfile.IsStaleTemp(e)
 	}
 	data, err := readSaved(filepath.Join(s.dir, e.Name()))
 	if err != nil {

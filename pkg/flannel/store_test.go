@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/regfile"
 )
 
 func TestStoreSaveLoad(t *testing.T) {
@@ -70,21 +71,21 @@ func TestStoreSaveFailsWithCode5(t *testing.T) {
 func TestStorePrune(t *testing.T) {
 	st := store{t.TempDir()}
 	files := map[string]string{
-		"keep-eth0":       `{"name":"cbr0"}`,  // valid attachment
-		"keep":            `{"name":"cbr0"}`,  // valid, flannel's name
-		"gone-eth0":       `{"name":"cbr0"}`,  // invalid: removed
-		"gone":            `{"name":"cbr0"}`,  // invalid, flannel's name: removed
-		"keep-eth1":       `{"name":"cbr0"}`,  // same container, other interface: removed
-		"other-eth0":      `{"name":"other"}`, // another network's: kept
-		"corrupt-eth0":    `{"name":`,         // unreadable: removed
-		".x-eth0.tmp-old": `{"name":"cbr0"}`,  // a dead writer's: removed
-		".y-eth0.tmp-new": `{"name":"cbr0"}`,  // being written: kept
+		"keep-eth0":    `{"name":"cbr0"}`,  // valid attachment
+		"keep":         `{"name":"cbr0"}`,  // valid, flannel's name
+		"gone-eth0":    `{"name":"cbr0"}`,  // invalid: removed
+		"gone":         `{"name":"cbr0"}`,  // invalid, flannel's name: removed
+		"keep-eth1":    `{"name":"cbr0"}`,  // same container, other interface: removed
+		"other-eth0":   `{"name":"other"}`, // another network's: kept
+		"corrupt-eth0": `{"name":`,         // unreadable: removed
+		".x-eth0.123":  `{"name":"cbr0"}`,  // a dead writer's: removed
+		".y-eth0.456":  `{"name":"cbr0"}`,  // being written: kept
 	}
 	for name, content := range files {
 		writeFile(t, filepath.Join(st.dir, name), content)
 	}
-	old := time.Now().Add(-2 * staleTemp)
-	if err := os.Chtimes(filepath.Join(st.dir, ".x-eth0.tmp-old"), old, old); err != nil {
+	old := time.Now().Add(-2 * regfile.StaleTemp)
+	if err := os.Chtimes(filepath.Join(st.dir, ".x-eth0.123"), old, old); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Mkdir(filepath.Join(st.dir, "subdir"), 0o700); err != nil {
@@ -95,10 +96,10 @@ func TestStorePrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(removed)
-	if want := []string{".x-eth0.tmp-old", "corrupt-eth0", "gone", "gone-eth0", "keep-eth1"}; !slices.Equal(removed, want) {
+	if want := []string{".x-eth0.123", "corrupt-eth0", "gone", "gone-eth0", "keep-eth1"}; !slices.Equal(removed, want) {
 		t.Errorf("removed %v, want %v", removed, want)
 	}
-	if got, want := dirList(t, st.dir), []string{".y-eth0.tmp-new", "keep", "keep-eth0", "other-eth0", "subdir"}; !slices.Equal(got, want) {
+	if got, want := dirList(t, st.dir), []string{".y-eth0.456", "keep", "keep-eth0", "other-eth0", "subdir"}; !slices.Equal(got, want) {
 		t.Errorf("left %v, want %v", got, want)
 	}
 	if removed, err := (store{filepath.Join(st.dir, "none")}).prune("cbr0", nil); err != nil || removed != nil {
@@ -136,7 +137,7 @@ func TestStoreForget(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, leftover := range []string{".c1-eth0.tmp-123", ".c1-eth0.tmp-456", ".c1-eth0x.tmp-1", ".c2-eth0.tmp-1"} {
+	for _, leftover := range []string{".c1-eth0.123", ".c1-eth0.456", ".c1-eth0x.1", ".c2-eth0.1"} {
 		if err := os.WriteFile(filepath.Join(st.dir, leftover), []byte(`{"na`), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -147,7 +148,7 @@ func TestStoreForget(t *testing.T) {
 	if err := st.forget("c3", "eth0", ""); err != nil { // nothing saved, nothing left: success
 		t.Fatal(err)
 	}
-	want := []string{".c1-eth0x.tmp-1", ".c2-eth0.tmp-1", "c1-eth0x", "c2-eth0"}
+	want := []string{".c1-eth0x.1", ".c2-eth0.1", "c1-eth0x", "c2-eth0"}
 	if names := dirList(t, st.dir); !slices.Equal(names, want) {
 		t.Errorf("dataDir holds %v, want %v", names, want)
 	}

@@ -14,6 +14,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -124,7 +126,7 @@ func ReplaceUnsynced(path string, data []byte, mode fs.FileMode) error {
 }
 
 func replace(path string, data []byte, mode fs.FileMode, sync bool) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	f, err := os.CreateTemp(filepath.Dir(path), tempPrefix(filepath.Base(path))+"*")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
@@ -146,4 +148,64 @@ func replace(path string, data []byte, mode fs.FileMode, sync bool) error {
 		return fmt.Errorf("replacing %s: %w", path, err)
 	}
 	return nil
+}
+
+// A replace's temporary file is named "." + the file's name + "." + the
+// digits os.CreateTemp picks, beside the file. A writer killed between its
+// creation and its rename leaves it behind for good: the owner of the file
+// removes those of a file it knows no replace is writing (RemoveTemps), and
+// the others once older than StaleTemp (IsStaleTemp).
+func tempPrefix(base string) string { return "." + base + "." }
+
+// StaleTemp is the age past which a replace's temporary file is a leftover
+// of a writer that died, not one being written.
+const StaleTemp = time.Minute
+
+// tempOf tells whether name is a replace's temporary file of the file
+// named base.
+func tempOf(name, base string) bool {
+	digits, ok := strings.CutPrefix(name, tempPrefix(base))
+	return ok && isDigits(digits)
+}
+
+// isTemp tells whether name is a replace's temporary file of any file.
+func isTemp(name string) bool {
+	i := strings.LastIndexByte(name, '.')
+	return strings.HasPrefix(name, ".") && i > 1 && isDigits(name[i+1:])
+}
+
+func isDigits(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
+
+// RemoveTemps removes the temporary files that replaces of path left, for
+// the owner of path at a moment when none can be running (the attachment's
+// DEL, as the runtime runs no ADD of it meanwhile). None is success.
+func RemoveTemps(path string) error {
+	dir, base := filepath.Split(path)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listing %s for the temporary files of %s: %w", dir, base, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if !tempOf(e.Name(), base) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// IsStaleTemp tells whether e, an entry of a directory replaces write in,
+// is a replace's temporary file older than StaleTemp.
+func IsStaleTemp(e fs.DirEntry) bool {
+	if !e.Type().IsRegular() || !isTemp(e.Name()) {
+		return false
+	}
+	info, err := e.Info()
+	return err == nil && time.Since(info.ModTime()) > StaleTemp
 }

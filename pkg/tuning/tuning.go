@@ -141,7 +141,9 @@ func (p *Plugin) Check(_ context.Context, a *cniplugin.Args) error {
 // Del restores what ADD changed and removes its record; it needs no
 // prevResult. No record, no namespace (CNI_NETNS empty or gone) and no
 // interface leave nothing to restore: success. A failed restore keeps the
-// record, so that the runtime's retry of DEL restores.
+// record, so that the runtime's retry of DEL restores. The temporary files
+// of a save killed midway go too: the runtime runs no ADD of the
+// attachment while its DEL does.
 func (p *Plugin) Del(_ context.Context, a *cniplugin.Args) error {
 	n, err := loadBase(a.StdinData)
 	if err != nil {
@@ -151,6 +153,15 @@ func (p *Plugin) Del(_ context.Context, a *cniplugin.Args) error {
 	if err != nil {
 		return err
 	}
+	err = restoreRecord(a, path)
+	if terr := regfile.RemoveTemps(path); err == nil && terr != nil {
+		err = fmt.Errorf("removing what a killed ADD left: %w", terr)
+	}
+	return err
+}
+
+// restoreRecord restores what the record at path saved and removes it.
+func restoreRecord(a *cniplugin.Args, path string) error {
 	r, err := readRecord(path)
 	switch {
 	case errors.Is(err, regfile.ErrNotRegular):
@@ -176,7 +187,8 @@ func (p *Plugin) Del(_ context.Context, a *cniplugin.Args) error {
 // GC removes the records of this network's attachments that are not in
 // the valid list: their interfaces went with their namespaces, so nothing
 // is restored. Records of other networks, and the reference's, which name
-// none, are left to their DEL.
+// none, are left to their DEL. Temporary files of saves whose writer died
+// go whatever their network (regfile.IsStaleTemp).
 func (p *Plugin) GC(_ context.Context, a *cniplugin.Args) error {
 	n, err := loadBase(a.StdinData)
 	if err != nil {
@@ -196,6 +208,10 @@ func (p *Plugin) GC(_ context.Context, a *cniplugin.Args) error {
 	var errs []error
 	for _, e := range entries {
 		name := e.Name()
+		if regfile.IsStaleTemp(e) {
+			errs = append(errs, removeRecord(filepath.Join(n.DataDir, name)))
+			continue
+		}
 		if !e.Type().IsRegular() || strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".json") || valid[name] {
 			continue
 		}

@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cnisuite/cni/pkg/cniplugin"
 	"github.com/cnisuite/cni/pkg/netconf"
+	"github.com/cnisuite/cni/pkg/regfile"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -273,6 +275,13 @@ func TestDelWhenThingsAreGone(t *testing.T) {
 				e.t.Fatal(err)
 			}
 		}},
+		{"temporary files of saves killed midway", func(e *env, _ *cniplugin.Args) {
+			for _, name := range []string{".c1_eth0.json.123", ".c1_eth0.json.456"} {
+				if err := os.WriteFile(filepath.Join(e.dataDir, name), []byte(`{"mt`), 0o600); err != nil {
+					e.t.Fatal(err)
+				}
+			}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -423,11 +432,22 @@ func TestGC(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(e.dataDir, "junk.json"), []byte(`{`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Temporary files of saves: a dead writer's (old) goes, whatever its
+	// network; one being written stays.
+	for _, name := range []string{".dead_eth0.json.123", ".writing_eth0.json.456"} {
+		if err := os.WriteFile(filepath.Join(e.dataDir, name), []byte(`{"mt`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * regfile.StaleTemp)
+	if err := os.Chtimes(filepath.Join(e.dataDir, ".dead_eth0.json.123"), old, old); err != nil {
+		t.Fatal(err)
+	}
 	gc := e.conf(map[string]any{"prevResult": nil, "cni.dev/valid-attachments": []map[string]string{{"containerID": "live", "ifname": "eth0"}}})
 	if err := e.p.GC(t.Context(), &cniplugin.Args{StdinData: []byte(gc)}); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := e.records(), []string{"junk.json", "live_eth0.json", "othernet_peer0.json", "ref_eth0.json"}; !slices.Equal(got, want) {
+	if got, want := e.records(), []string{".writing_eth0.json.456", "junk.json", "live_eth0.json", "othernet_peer0.json", "ref_eth0.json"}; !slices.Equal(got, want) {
 		t.Errorf("after GC: %v, want %v", got, want)
 	}
 	if err := e.p.GC(t.Context(), &cniplugin.Args{StdinData: []byte(e.conf(map[string]any{"dataDir": filepath.Join(e.dataDir, "none")}))}); err != nil {

@@ -688,8 +688,8 @@ func (r *killRig) named(t *testing.T) map[string][]string {
 	out := map[string][]string{"reservations": holders(t, r.dataDir, killNet)}
 	out["iptables rules"] = killID.FindAllString(r.node.Run(t, "iptables-save")+r.node.Run(t, "ip6tables-save"), -1)
 	out["nft rules"] = killID.FindAllString(r.portmapTables(t), -1)
-	out["flannel configs"] = killID.FindAllString(strings.Join(r.flannelFiles(t), " "), -1)
-	out["tuning saves"] = killID.FindAllString(strings.Join(dirNames(t, filepath.Join(r.state, "tuning")), " "), -1)
+	out["flannel configs"] = killID.FindAllString(strings.Join(r.savedFiles(t, "flannel"), " "), -1)
+	out["tuning saves"] = killID.FindAllString(strings.Join(r.savedFiles(t, "tuning"), " "), -1)
 	// bandwidth's ifb names are hashes; the alias it gives each names the container.
 	out["ifbs"] = killID.FindAllString(r.node.Run(t, "ip", "-d", "link", "show", "type", "ifb"), -1)
 	out["libcni cache"] = killID.FindAllString(strings.Join(dirNames(t, filepath.Join(r.state, "cache", "results")), " "), -1)
@@ -780,13 +780,14 @@ func (r *killRig) portmapTables(t *testing.T) string {
 	return strings.Join(out, "\n")
 }
 
-// flannelFiles lists flannel's dataDir but for the half-written saves of
-// forgotten pods that are younger than a minute: flannel's GC leaves those
-// to a later GC, by design, since it cannot tell them from a save in
-// progress (the DEL of the attachment removes its own at once).
-func (r *killRig) flannelFiles(t *testing.T) []string {
+// savedFiles lists the dataDir of a plugin that saves a file per attachment
+// (flannel, tuning) but for the half-written saves of forgotten pods that are
+// younger than a minute: GC leaves those to a later GC, by design, since it
+// cannot tell them from a save in progress (the DEL of the attachment
+// removes its own at once).
+func (r *killRig) savedFiles(t *testing.T, plugin string) []string {
 	t.Helper()
-	dir := filepath.Join(r.state, "flannel")
+	dir := filepath.Join(r.state, plugin)
 	var out []string
 	for _, name := range dirNames(t, dir) {
 		info, err := os.Stat(filepath.Join(dir, name))
@@ -910,10 +911,12 @@ func (r *killRig) expectNoHalfWritten(t *testing.T) {
 			}
 		}
 	}
-	// flannel's saves are written as .<id>-<ifname>.tmp-* first.
-	for _, name := range r.flannelFiles(t) {
-		if strings.HasPrefix(name, ".") {
-			t.Errorf("half-written flannel configuration left: %s", name)
+	// flannel's and tuning's saves are written as .<name>.<digits> first.
+	for _, plugin := range []string{"flannel", "tuning"} {
+		for _, name := range r.savedFiles(t, plugin) {
+			if strings.HasPrefix(name, ".") {
+				t.Errorf("half-written %s save left: %s", plugin, name)
+			}
 		}
 	}
 }
