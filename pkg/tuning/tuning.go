@@ -155,7 +155,7 @@ func (p *Plugin) Del(_ context.Context, a *cniplugin.Args) error {
 	}
 	err = restoreRecord(a, path)
 	if terr := regfile.RemoveTemps(path); err == nil && terr != nil {
-		err = fmt.Errorf("removing what a killed ADD left: %w", terr)
+		err = netconf.Errorf(netconf.CodeIO, "removing what a killed ADD left: %w", terr)
 	}
 	return err
 }
