@@ -30,6 +30,7 @@ import (
 	"github.com/cnisuite/cni/pkg/ipam"
 	"github.com/cnisuite/cni/pkg/ipam/disk"
 	"github.com/cnisuite/cni/pkg/netns"
+	"github.com/cnisuite/cni/pkg/regfile"
 	netnstest "github.com/cnisuite/cni/test/netns"
 )
 
@@ -782,7 +783,7 @@ func (r *killRig) portmapTables(t *testing.T) string {
 
 // savedFiles lists the dataDir of a plugin that saves a file per attachment
 // (flannel, tuning) but for the half-written saves of forgotten pods that are
-// younger than a minute: GC leaves those to a later GC, by design, since it
+// younger than regfile.StaleTemp: GC leaves those to a later GC, by design, since it
 // cannot tell them from a save in progress (the DEL of the attachment
 // removes its own at once).
 func (r *killRig) savedFiles(t *testing.T, plugin string) []string {
@@ -791,7 +792,7 @@ func (r *killRig) savedFiles(t *testing.T, plugin string) []string {
 	var out []string
 	for _, name := range dirNames(t, dir) {
 		info, err := os.Stat(filepath.Join(dir, name))
-		if strings.HasPrefix(name, ".") && slices.Contains(r.forgotten, killID.FindString(name)) && err == nil && time.Since(info.ModTime()) < time.Minute {
+		if strings.HasPrefix(name, ".") && slices.Contains(r.forgotten, killID.FindString(name)) && err == nil && time.Since(info.ModTime()) < regfile.StaleTemp {
 			t.Logf("left to a later GC: %s, %v old", name, time.Since(info.ModTime()).Round(time.Second))
 			continue
 		}

@@ -119,13 +119,14 @@ type Early struct {
 	prep             *prepared
 }
 
-// BeginReserve starts writing a record of owner in <dataDir>/<network> when
-// that directory exists: a configuration found invalid afterwards must not
-// have created it. nil when there is no such directory (a network's first
-// ADD) or the names are not valid; nil is a valid *Early.
+// BeginReserve starts writing a record of owner, which the caller checked
+// (CheckOwner), in <dataDir>/<network> when that directory exists: a
+// configuration found invalid afterwards must not have created it. nil when
+// there is no such directory (a network's first ADD) or the network's name
+// is not valid; nil is a valid *Early.
 func BeginReserve(dataDir, network string, owner ipam.Owner) *Early {
 	dataDir = cmp.Or(dataDir, DefaultDataDir)
-	if CheckNetwork(dataDir, network) != nil || CheckOwner(owner) != nil {
+	if CheckNetwork(dataDir, network) != nil {
 		return nil
 	}
 	dir, err := os.OpenFile(filepath.Join(dataDir, network), os.O_RDONLY|unix.O_DIRECTORY, 0)

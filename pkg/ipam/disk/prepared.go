@@ -14,8 +14,9 @@ import (
 
 // prepared is the records of one owner, written and synced by a goroutine of
 // their own while the verb reads its configuration (BeginReserve), waits for
-// the lock, reads the index and looks for a free address: the fsync is the slowest step of a reservation (1-4 ms
-// here, more while the disk is busy), and under the lock it would serialize
+// the lock, reads the index and looks for a free address: the fsync is the
+// slowest step of a reservation (1-4 ms here, more while the disk is busy),
+// and under the lock it would serialize
 // concurrent ADDs and lengthen each one. Each record is an unnamed file of
 // the network directory (O_TMPFILE) until Reserve links it to an address's
 // name, so one that is never used, or whose process is killed, vanishes with

@@ -99,18 +99,18 @@ func storeOf(stdin []byte) (dataDir, network string) {
 // loadConfig reads and checks everything ADD, CHECK and STATUS need.
 func loadConfig(stdin []byte, cniArgs string) (*config, error) {
 	n := &netConf{}
-	if err := netconf.Load(stdin, n); err != nil {
-		return nil, err
+	err := netconf.Load(stdin, n)
+	if err == nil && n.IPAM == nil {
+		err = errNoIPAM()
 	}
-	if n.IPAM == nil {
-		return nil, errNoIPAM()
+	if err != nil {
+		return nil, err
 	}
 	c := &config{base: n.Base, name: n.Name, dataDir: n.IPAM.DataDir, resolvConf: n.IPAM.ResolvConf,
 		reclaimStale: n.IPAM.ReclaimStale == nil || *n.IPAM.ReclaimStale}
 	// As the reference: runtime ranges first, then the legacy single range,
 	// then the configured sets; each set yields one address.
 	sets := slices.Clone(n.RuntimeConfig.IPRanges)
-	var err error
 	if strings.TrimSpace(n.IPAM.Subnet) != "" {
 		sets = append(sets, []ipam.RangeConfig{n.IPAM.RangeConfig})
 	}
